@@ -1,0 +1,45 @@
+"""Domain errors: the message is the reference's exact string; code/http_status drive the APIs."""
+from __future__ import annotations
+
+
+class CallError(Exception):
+    """A request the services refused; `str(exc)` is what the user sees."""
+
+    code = "UNAVAILABLE"
+    http_status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(CallError):
+    code = "INVALID_REQUEST"
+    http_status = 400
+
+
+class CallNotFound(CallError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+    def __init__(self, message: str = "Call not found") -> None:
+        super().__init__(message)
+
+
+class CallConflict(CallError):
+    """The call is in a state where this cannot happen now (ended, busy with a turn)."""
+
+    code = "CONFLICT"
+    http_status = 409
+
+
+class CapacityReached(CallError):
+    code = "UNAVAILABLE"
+    http_status = 429
+
+
+class CarrierFailed(CallError):
+    """The carrier API refused or failed; nothing was finalized unless the docs say so."""
+
+    code = "UNAVAILABLE"
+    http_status = 502

@@ -1,0 +1,255 @@
+"""Persistent call history, inbound policy and replay keys (DESIGN §5): data and row-local facts."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from calls.phone import E164_RE
+from calls.state import NON_TERMINAL, TERMINAL, CallState
+
+
+class CallQuerySet(models.QuerySet["Call"]):
+    def active(self) -> CallQuerySet:
+        return self.filter(state__in=NON_TERMINAL)
+
+    def finished(self) -> CallQuerySet:
+        return self.filter(state__in=TERMINAL)
+
+
+class Call(models.Model):
+    class Direction(models.TextChoices):
+        OUTBOUND = "outbound"
+        INBOUND = "inbound"
+
+    class Mode(models.TextChoices):
+        NOTIFY = "notify"
+        CONVERSATION = "conversation"
+
+    State = models.TextChoices("State", [(s.name, s.value) for s in CallState])  # type: ignore[misc]
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    provider = models.CharField(max_length=20)
+    provider_call_id = models.CharField(max_length=128, null=True, blank=True)
+    direction = models.CharField(max_length=10, choices=Direction.choices)
+    mode = models.CharField(max_length=14, choices=Mode.choices)
+    state = models.CharField(max_length=12, choices=State.choices, default="initiated")
+    from_number = models.CharField(max_length=32, blank=True)
+    to_number = models.CharField(max_length=32, blank=True)
+    session_key = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=12, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # The webhook URL handed to the carrier for this call, kept durably so that a
+    # restarted process can still build <Say>/<Gather> callbacks (reference §1.5 bug).
+    webhook_url = models.CharField(max_length=500, blank=True)
+    # The current explicit turn: set while a `continue` waits for a transcript.
+    turn_token = models.CharField(max_length=64, null=True, blank=True)
+    turn_started_at = models.DateTimeField(null=True, blank=True)
+    # Durable deadlines enforced by the timer sweep (DESIGN §8).
+    max_duration_at = models.DateTimeField(null=True, blank=True)
+    ring_deadline_at = models.DateTimeField(null=True, blank=True)
+    notify_hangup_at = models.DateTimeField(null=True, blank=True)
+    transcript_deadline_at = models.DateTimeField(null=True, blank=True)
+    # Set while one process owns the carrier hang-up, so concurrent ends share it.
+    hangup_claimed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CallQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_call_id"],
+                condition=Q(provider_call_id__isnull=False),
+                name="uniq_provider_call_id",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["state"]),
+            models.Index(fields=["max_duration_at"]),
+            models.Index(fields=["notify_hangup_at"]),
+            models.Index(fields=["ring_deadline_at"]),
+            models.Index(fields=["transcript_deadline_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.public_id)
+
+    @property
+    def call_id(self) -> str:
+        return str(self.public_id)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def duration(self) -> timedelta | None:
+        if not self.answered_at:
+            return None
+        return (self.ended_at or timezone.now()) - self.answered_at
+
+
+class CallEvent(models.Model):
+    """A normalized event applied to a call; the dedupe key makes re-delivery a no-op."""
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=40)
+    payload = models.JSONField(default=dict, blank=True)
+    dedupe_key = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["call", "dedupe_key"], name="uniq_call_event_dedupe")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} ({self.dedupe_key})"
+
+
+class TranscriptEntry(models.Model):
+    class Speaker(models.TextChoices):
+        BOT = "bot"
+        USER = "user"
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="transcript")
+    speaker = models.CharField(max_length=4, choices=Speaker.choices)
+    text = models.TextField()
+    is_final = models.BooleanField(default=True)
+    # The explicit turn this user line answered, if any (lets a waiting `continue`
+    # on another process find its transcript).
+    turn_token = models.CharField(max_length=64, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "transcript entries"
+
+    def __str__(self) -> str:
+        return f"{self.speaker}: {self.text[:40]}"
+
+
+class InboundPolicy(models.Model):
+    """The admin's inbound policy and greeting; a single row. Blank = use the config."""
+
+    class Policy(models.TextChoices):
+        DISABLED = "disabled"
+        ALLOWLIST = "allowlist"
+        PAIRING = "pairing"
+        OPEN = "open"
+
+    policy = models.CharField(max_length=10, choices=Policy.choices, blank=True)
+    greeting = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "inbound policy"
+        verbose_name_plural = "inbound policy"
+
+    def __str__(self) -> str:
+        return f"Inbound policy: {self.policy or 'from config'}"
+
+
+def validate_e164(value: str) -> None:
+    if not E164_RE.match(value or ""):
+        raise ValidationError("Expected E.164 format, e.g. +15550001234")
+
+
+class AllowedNumber(models.Model):
+    class Source(models.TextChoices):
+        CONFIG = "config"
+        ADMIN = "admin"
+
+    number = models.CharField(max_length=16, validators=[validate_e164])
+    label = models.CharField(max_length=100, blank=True)
+    note = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    source = models.CharField(max_length=6, choices=Source.choices, default=Source.ADMIN)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["source", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["number", "source"], name="uniq_allowed_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.label}".strip()
+
+    def clean(self) -> None:
+        self.number = (self.number or "").strip()
+        validate_e164(self.number)
+
+
+class ReplayKey(models.Model):
+    """A verified webhook identity; its unique key recognises re-deliveries on any process."""
+
+    key = models.CharField(max_length=200, unique=True)
+    provider = models.CharField(max_length=20)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class ApiToken(models.Model):
+    """A bearer token for /api/; only its SHA-256 is stored."""
+
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_usable(self) -> bool:
+        now = timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class ServiceLock(models.Model):
+    """A named row to lock with SELECT … FOR UPDATE (admission control across processes)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ContinueOperation(models.Model):
+    """A background `continue` (voicecall.continue.start/result)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        FAILED = "failed"
+
+    operation_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="operations")
+    message = models.TextField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    result = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return str(self.operation_id)

@@ -1,0 +1,43 @@
+"""Phone number handling in one place: E.164 checks, digit normalization, log masking."""
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
+E164_ERROR = "Expected E.164 format, e.g. +15550001234"
+_NON_DIGITS = re.compile(r"\D")
+
+
+def is_e164(value: str | None) -> bool:
+    return bool(value and E164_RE.match(value))
+
+
+def digits_only(value: str | None) -> str:
+    """Strip every non-digit (reference §2.2: '+1 (415) 555-0123' -> '14155550123')."""
+    return _NON_DIGITS.sub("", value or "")
+
+
+def to_e164(value: str) -> str | None:
+    """Best-effort E.164 for carrier input ('15551234567' -> '+15551234567'); None if impossible."""
+    value = (value or "").strip()
+    if is_e164(value):
+        return value
+    digits = digits_only(value)
+    if not digits:
+        return None
+    try:
+        parsed = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return None
+    formatted = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return formatted if is_e164(formatted) else None
+
+
+def mask_number(value: str | None) -> str:
+    """+15551234567 -> +1555•••4567; numbers reach logs only through this."""
+    value = value or ""
+    if len(value) <= 6:
+        return "•" * len(value)
+    return f"{value[:5]}•••{value[-4:]}"

@@ -1,0 +1,67 @@
+"""The process's carrier adapter and webhook URL, built from the config on first use."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from calls.config import VoiceCallConfig, get_config
+from calls.exceptions import CallError
+from providers.base import TelephonyProvider
+from providers.errors import ProviderError
+from providers.registry import build_provider
+
+_lock = threading.Lock()
+_provider: TelephonyProvider | None = None
+
+
+def provider_settings(cfg: VoiceCallConfig) -> dict[str, Any]:
+    """The adapter's slice of the config: its own block plus the shared keys it needs."""
+    own = cfg.mock if cfg.provider == "mock" else cfg.section(cfg.provider)
+    return {
+        **own,
+        "publicUrl": cfg.public_url,
+        "servePath": cfg.serve_path,
+        "skipSignatureVerification": cfg.skip_signature_verification,
+        "webhookSecurity": cfg.section("webhookSecurity"),
+        "tunnel": cfg.section("tunnel"),
+        "serveBind": cfg.serve_bind,
+        "servePort": cfg.serve_port,
+        "streaming": cfg.section("streaming"),
+        "tts": cfg.tts,
+        "ringTimeoutMs": cfg.ring_timeout_ms,
+    }
+
+
+def get_provider() -> TelephonyProvider:
+    """The configured adapter; raises CallError('Provider not initialized') when it can't be built."""
+    global _provider
+    with _lock:
+        if _provider is None:
+            cfg = get_config()
+            try:
+                _provider = build_provider(cfg.provider, settings=provider_settings(cfg))
+            except ProviderError as exc:
+                raise CallError("Provider not initialized") from exc
+        return _provider
+
+
+def set_provider(provider: TelephonyProvider | None) -> None:
+    """Replace the adapter (tests, config reload)."""
+    global _provider
+    with _lock:
+        if _provider is not None and _provider is not provider:
+            _provider.close()
+        _provider = provider
+
+
+def webhook_url(cfg: VoiceCallConfig | None = None) -> str:
+    """publicUrl when set, else the local server URL (reference §1.1 step 7)."""
+    cfg = cfg or get_config()
+    if cfg.public_url:
+        return cfg.public_url
+    host = cfg.serve_bind
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{cfg.serve_port}{cfg.serve_path}"

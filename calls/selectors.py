@@ -1,0 +1,121 @@
+"""Reads: finding calls by our id or the carrier's, lists, latency statistics."""
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from django.db.models import QuerySet
+
+from calls.models import Call, ServiceLock
+
+
+def call_find(call_id: str | None, *, provider: str | None = None) -> Call | None:
+    """A call by our callId (UUID) or by the carrier's call id (reference §9.1 status lookup)."""
+    if not call_id:
+        return None
+    try:
+        public_id = uuid.UUID(str(call_id))
+    except ValueError:
+        public_id = None
+    if public_id is not None:
+        call = Call.objects.filter(public_id=public_id).first()
+        if call is not None:
+            return call
+    calls = Call.objects.filter(provider_call_id=call_id)
+    if provider:
+        calls = calls.filter(provider=provider)
+    return calls.first()
+
+
+def call_list(*, state: str | None = None, direction: str | None = None,
+              provider: str | None = None, active: bool | None = None) -> QuerySet[Call]:
+    calls = Call.objects.all()
+    if state:
+        calls = calls.filter(state=state)
+    if direction:
+        calls = calls.filter(direction=direction)
+    if provider:
+        calls = calls.filter(provider=provider)
+    if active is True:
+        calls = calls.active()
+    elif active is False:
+        calls = calls.finished()
+    return calls
+
+
+def capacity_lock() -> None:
+    """Serialize admissions: a row lock on PostgreSQL, the write lock on SQLite (IMMEDIATE)."""
+    ServiceLock.objects.get_or_create(name="admission")
+    ServiceLock.objects.select_for_update().get(name="admission")
+
+
+def call_as_dict(call: Call) -> dict[str, Any]:
+    """The trimmed status view of reference §9.1."""
+    data: dict[str, Any] = {
+        "callId": call.call_id,
+        "provider": call.provider,
+        "direction": call.direction,
+        "state": call.state,
+        "mode": call.mode,
+        "from": call.from_number,
+        "to": call.to_number,
+        "startedAt": _iso(call.started_at),
+    }
+    optional = {
+        "providerCallId": call.provider_call_id,
+        "answeredAt": _iso(call.answered_at),
+        "endedAt": _iso(call.ended_at),
+        "endReason": call.end_reason or None,
+        "sessionKey": call.session_key or None,
+    }
+    data.update({k: v for k, v in optional.items() if v})
+    return data
+
+
+def call_record(call: Call) -> dict[str, Any]:
+    """The full CallRecord shape (reference §1.5): status view plus transcript and metadata."""
+    data = call_as_dict(call)
+    data["transcript"] = [
+        {"timestamp": _iso(e.created_at), "speaker": e.speaker, "text": e.text,
+         "isFinal": e.is_final}
+        for e in call.transcript.all()
+    ]
+    data["metadata"] = call.metadata
+    return data
+
+
+def latency_stats(*, last: int) -> dict[str, Any]:
+    """`voicecall latency`: nearest-rank p50/p95 over the last N calls' turn metrics."""
+    records = list(Call.objects.order_by("-started_at", "-id").values_list("metadata", flat=True)[:last])
+    turn = [m["lastTurnLatencyMs"] for m in records if _number(m, "lastTurnLatencyMs")]
+    wait = [m["lastTurnListenWaitMs"] for m in records if _number(m, "lastTurnListenWaitMs")]
+    return {"recordsScanned": len(records), "turnLatency": _summary(turn),
+            "listenWait": _summary(wait)}
+
+
+def _number(metadata: Any, key: str) -> bool:
+    return isinstance(metadata, dict) and isinstance(metadata.get(key), int | float)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0, "minMs": 0, "maxMs": 0, "avgMs": 0, "p50Ms": 0, "p95Ms": 0}
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "minMs": ordered[0],
+        "maxMs": ordered[-1],
+        "avgMs": round(sum(ordered) / len(ordered), 2),
+        "p50Ms": _nearest_rank(ordered, 50),
+        "p95Ms": _nearest_rank(ordered, 95),
+    }
+
+
+def _nearest_rank(ordered: list[float], p: int) -> float:
+    index = max(0, math.ceil(p / 100 * len(ordered)) - 1)
+    return ordered[index]
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -1,0 +1,263 @@
+"""Applying normalized carrier events to calls (reference §3.3), once each."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+
+from calls import clock
+from calls.config import get_config
+from calls.exceptions import CallError
+from calls.models import Call, CallEvent, TranscriptEntry
+from calls.phone import mask_number, to_e164
+from calls.runtime import get_provider
+from calls.selectors import call_find
+from calls.services import lifecycle
+from calls.services.inbound import DEFAULT_GREETING, effective_policy, inbound_screen
+from calls.services.lifecycle import call_target
+from calls.state import CallState
+from providers.base import EventType, NormalizedEvent
+from providers.errors import ProviderError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    call: Call | None
+    applied: bool
+    rejected: bool = False
+    accepted_inbound: bool = False
+
+
+def event_apply(*, provider: str, event: NormalizedEvent) -> EventOutcome:
+    """Apply one event; duplicates, stale moves and finished calls change nothing."""
+    call = _resolve(provider, event)
+    if call is None:
+        return _unknown_call(provider, event)
+    if call.is_terminal:
+        _retry_rejected_hang_up(call)
+        return EventOutcome(call, applied=False, rejected=_was_rejected(call))
+    if _stale_turn(call, event):
+        logger.info("Ignoring speech event with mismatched turn token call=%s", call.public_id)
+        return EventOutcome(call, applied=False)
+    if not _record(call, event):
+        return EventOutcome(call, applied=False)
+    _upgrade_provider_call_id(call, event)
+    _APPLY[event.type](call, event)
+    return EventOutcome(call, applied=True)
+
+
+def _resolve(provider: str, event: NormalizedEvent) -> Call | None:
+    call = call_find(event.call_id, provider=provider)
+    if call is None and event.provider_call_id:
+        call = call_find(event.provider_call_id, provider=provider)
+    return call if call is None or call.provider == provider else None
+
+
+def _record(call: Call, event: NormalizedEvent) -> bool:
+    """Insert the event row; the (call, dedupe key) constraint turns re-delivery into False."""
+    try:
+        with transaction.atomic():
+            CallEvent.objects.create(call=call, type=event.type, payload=event.payload(),
+                                     dedupe_key=event.key[:200], created_at=clock.now())
+    except IntegrityError:
+        return False
+    return True
+
+
+def _stale_turn(call: Call, event: NormalizedEvent) -> bool:
+    # A replayed or late Gather callback of an older turn must not complete this one.
+    return (event.type == EventType.SPEECH and bool(call.turn_token)
+            and bool(event.turn_token) and event.turn_token != call.turn_token)
+
+
+def _upgrade_provider_call_id(call: Call, event: NormalizedEvent) -> None:
+    """Plivo's request UUID -> CallUUID: a call addressed by our callId takes the new id."""
+    new_id = event.provider_call_id
+    if not new_id or new_id == call.provider_call_id or event.call_id != call.call_id:
+        return
+    try:
+        with transaction.atomic():
+            Call.objects.filter(pk=call.pk).update(provider_call_id=new_id)
+    except IntegrityError:
+        logger.warning("call=%s provider id %s already in use", call.public_id, new_id)
+        return
+    call.provider_call_id = new_id
+
+
+def _on_ringing(call: Call, event: NormalizedEvent) -> None:
+    lifecycle.call_transition(call=call, state=CallState.RINGING)
+
+
+def _on_initiated(call: Call, event: NormalizedEvent) -> None:
+    lifecycle.call_transition(call=call, state=CallState.INITIATED)
+
+
+def _on_answered(call: Call, event: NormalizedEvent) -> None:
+    if lifecycle.call_mark_answered(call=call, at=event.timestamp or clock.now()):
+        speak_initial_message(call)
+
+
+def _on_active(call: Call, event: NormalizedEvent) -> None:
+    lifecycle.call_transition(call=call, state=CallState.ACTIVE)
+
+
+def _on_speaking(call: Call, event: NormalizedEvent) -> None:
+    lifecycle.call_ensure_duration_timer(call=call)
+    lifecycle.call_transition(call=call, state=CallState.SPEAKING)
+
+
+def _on_speech(call: Call, event: NormalizedEvent) -> None:
+    lifecycle.call_ensure_duration_timer(call=call)
+    text = event.transcript.strip()
+    if event.is_final and text:
+        # The line answers the waiting turn, if any, so that turn's waiter finds it.
+        lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.USER, text=text,
+                                 turn_token=call.turn_token)
+    lifecycle.call_transition(call=call, state=CallState.LISTENING)
+
+
+def _on_nothing(call: Call, event: NormalizedEvent) -> None:
+    """silence and DTMF change no state; the event row is the record."""
+
+
+def _on_ended(call: Call, event: NormalizedEvent) -> None:
+    lifecycle.call_finalize(call=call, reason=event.reason, ended_at=event.timestamp)
+
+
+def _on_error(call: Call, event: NormalizedEvent) -> None:
+    if not event.retryable:
+        lifecycle.metadata_update(call=call, set_={"error": event.error})
+        lifecycle.call_finalize(call=call, reason=CallState.ERROR, ended_at=event.timestamp)
+
+
+_APPLY = {
+    EventType.INITIATED: _on_initiated,
+    EventType.RINGING: _on_ringing,
+    EventType.ANSWERED: _on_answered,
+    EventType.ACTIVE: _on_active,
+    EventType.SPEAKING: _on_speaking,
+    EventType.SPEECH: _on_speech,
+    EventType.SILENCE: _on_nothing,
+    EventType.DTMF: _on_nothing,
+    EventType.ENDED: _on_ended,
+    EventType.ERROR: _on_error,
+}
+
+
+def speak_initial_message(call: Call) -> None:
+    """On answer: speak the greeting/message; notify calls then hang up after the delay."""
+    from calls.services.outbound import _speak  # one speak path for all callers
+
+    message = (call.metadata or {}).get("initialMessage")
+    if not message or not call.provider_call_id:
+        return
+    conversation = call.mode == Call.Mode.CONVERSATION
+    try:
+        _speak(call, message, listen_after=conversation)
+    except CallError as exc:
+        # initialMessage stays, so the next trigger retries it (reference §1.2 step 5).
+        logger.warning("call=%s initial message failed: %s", call.public_id, exc)
+        return
+    lifecycle.metadata_update(call=call, delete=("initialMessage",))
+    if conversation:
+        lifecycle.call_transition(call=call, state=CallState.LISTENING)
+        return
+    delay = get_config().notify_hangup_delay_sec
+    due = clock.now() + timedelta(seconds=delay)
+    Call.objects.filter(pk=call.pk, notify_hangup_at__isnull=True).update(notify_hangup_at=due)
+
+
+def _unknown_call(provider: str, event: NormalizedEvent) -> EventOutcome:
+    if event.direction == "inbound" and event.provider_call_id:
+        return _inbound_call(provider, event)
+    if event.direction == "outbound" and event.provider_call_id:
+        return _register_external_outbound(provider, event)
+    logger.info("event %s for unknown call ignored", event.type)
+    return EventOutcome(None, applied=False)
+
+
+def _inbound_call(provider: str, event: NormalizedEvent) -> EventOutcome:
+    """A new inbound call: screen it; accepted ones ring, rejected ones are hung up once."""
+    from_number = to_e164(event.from_number or "") or (event.from_number or "")
+    to_number = to_e164(event.to_number or "") or (event.to_number or "")
+    screen = inbound_screen(from_number=from_number)
+    _, greeting = effective_policy()
+    fields = {
+        "provider": provider, "provider_call_id": event.provider_call_id,
+        "direction": Call.Direction.INBOUND, "mode": Call.Mode.CONVERSATION,
+        "from_number": from_number[:32], "to_number": to_number[:32],
+    }
+    if screen.accepted:
+        fields.update(state=CallState.RINGING,
+                      metadata={"initialMessage": greeting or DEFAULT_GREETING,
+                                "mode": Call.Mode.CONVERSATION})
+    else:
+        now = clock.now()
+        fields.update(state=CallState.HANGUP_BOT, end_reason=CallState.HANGUP_BOT, ended_at=now,
+                      metadata={"rejectionReason": "inbound-policy", "screen": screen.reason})
+    try:
+        with transaction.atomic():
+            call = Call.objects.create(**fields)
+    except IntegrityError:  # another process registered the same carrier call first
+        existing = call_find(event.provider_call_id, provider=provider)
+        return EventOutcome(existing, applied=False, rejected=bool(existing and _was_rejected(existing)))
+    _record(call, event)
+    if not screen.accepted:
+        _retry_rejected_hang_up(call)
+        return EventOutcome(call, applied=True, rejected=True)
+    logger.info("call=%s inbound from %s accepted", call.public_id, mask_number(from_number))
+    _answer_inbound(call)
+    if event.type == EventType.ANSWERED:
+        _on_answered(call, event)
+    return EventOutcome(call, applied=True, accepted_inbound=True)
+
+
+def _answer_inbound(call: Call) -> None:
+    try:
+        get_provider().answer_call(call_target(call))
+    except ProviderError as exc:
+        logger.warning("call=%s answer failed: %s", call.public_id, exc)
+
+
+def _was_rejected(call: Call) -> bool:
+    return (call.metadata or {}).get("rejectionReason") == "inbound-policy"
+
+
+def _retry_rejected_hang_up(call: Call) -> None:
+    """Hang up a rejected inbound call exactly once; a failed attempt may be retried later."""
+    if not _was_rejected(call) or (call.metadata or {}).get("hungUp"):
+        return
+    now = clock.now()
+    if not Call.objects.filter(pk=call.pk, hangup_claimed_at__isnull=True).update(
+            hangup_claimed_at=now):
+        return
+    try:
+        get_provider().hang_up(call_target(call))
+    except ProviderError as exc:
+        logger.warning("call=%s rejected-call hang-up failed: %s", call.public_id, exc)
+        Call.objects.filter(pk=call.pk).update(hangup_claimed_at=None)
+        return
+    lifecycle.metadata_update(call=call, set_={"hungUp": True})
+
+
+def _register_external_outbound(provider: str, event: NormalizedEvent) -> EventOutcome:
+    """An outbound call placed outside voicecall against our webhook: tracked, no policy."""
+    try:
+        with transaction.atomic():
+            call = Call.objects.create(
+                provider=provider, provider_call_id=event.provider_call_id,
+                direction=Call.Direction.OUTBOUND, mode=get_config().default_mode,
+                state=CallState.INITIATED,
+                from_number=(to_e164(event.from_number or "") or "")[:32],
+                to_number=(to_e164(event.to_number or "") or "")[:32],
+                metadata={"external": True})
+    except IntegrityError:
+        return EventOutcome(call_find(event.provider_call_id, provider=provider), applied=False)
+    _record(call, event)
+    if event.type != EventType.INITIATED and event.type in _APPLY:
+        _APPLY[event.type](call, event)
+    return EventOutcome(call, applied=True)

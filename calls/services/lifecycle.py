@@ -1,0 +1,111 @@
+"""State changes of one call: conditional transitions, finalization, transcript lines.
+
+Every write here is a conditional UPDATE, so two processes applying events to one call
+can never move it backwards or finalize it twice (DESIGN §5).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from calls import clock
+from calls.config import get_config
+from calls.models import Call, TranscriptEntry
+from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
+from providers.base import CallTarget
+
+logger = logging.getLogger(__name__)
+
+_DEADLINES_CLEARED = {
+    "max_duration_at": None,
+    "ring_deadline_at": None,
+    "notify_hangup_at": None,
+    "transcript_deadline_at": None,
+}
+
+
+def call_transition(*, call: Call, state: str, **fields: Any) -> bool:
+    """Move the call to `state` if the state machine allows it; False when stale or same."""
+    changed = Call.objects.filter(pk=call.pk, state__in=predecessors(state)).update(
+        state=state, updated_at=clock.now(), **fields
+    )
+    if changed:
+        logger.info("call=%s provider=%s state -> %s", call.public_id, call.provider, state)
+        call.state = state
+        for name, value in fields.items():
+            setattr(call, name, value)
+    return changed == 1
+
+
+def call_finalize(*, call: Call, reason: str, ended_at: datetime | None = None) -> bool:
+    """End the call with `reason` (a terminal state); False if it had already ended."""
+    if reason not in TERMINAL:
+        logger.warning("call=%s unknown end reason %r, using completed", call.public_id, reason)
+        reason = CallState.COMPLETED
+    ended_at = ended_at or clock.now()
+    changed = Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL).update(
+        state=reason, end_reason=reason, ended_at=ended_at, updated_at=clock.now(),
+        **_DEADLINES_CLEARED,
+    )
+    if changed:
+        logger.info("call=%s provider=%s ended reason=%s", call.public_id, call.provider, reason)
+        call.state, call.end_reason, call.ended_at = reason, reason, ended_at
+    return changed == 1
+
+
+def call_mark_answered(*, call: Call, at: datetime | None = None) -> bool:
+    """answered: set answeredAt and the max-duration deadline (reference §3.3)."""
+    at = at or clock.now()
+    deadline = at + timedelta(seconds=get_config().max_duration_seconds)
+    changed = call_transition(call=call, state=CallState.ANSWERED, ring_deadline_at=None)
+    Call.objects.filter(pk=call.pk, answered_at__isnull=True).update(
+        answered_at=at, max_duration_at=deadline
+    )
+    if call.answered_at is None:
+        call.answered_at, call.max_duration_at = at, deadline
+    return changed
+
+
+def call_ensure_duration_timer(*, call: Call) -> None:
+    """Start the max-duration timer on first speech when no answered event came (latest)."""
+    if call.max_duration_at is None and call.answered_at is None:
+        deadline = clock.now() + timedelta(seconds=get_config().max_duration_seconds)
+        Call.objects.filter(pk=call.pk, max_duration_at__isnull=True).update(
+            max_duration_at=deadline
+        )
+        call.max_duration_at = deadline
+
+
+def transcript_add(*, call: Call, speaker: str, text: str, is_final: bool = True,
+                   turn_token: str | None = None) -> TranscriptEntry:
+    return TranscriptEntry.objects.create(
+        call=call, speaker=speaker, text=text, is_final=is_final, turn_token=turn_token,
+        created_at=clock.now(),
+    )
+
+
+def metadata_update(*, call: Call, set_: dict[str, Any] | None = None,
+                    delete: tuple[str, ...] = ()) -> None:
+    """Read-modify-write of metadata under a row lock, so concurrent writers don't lose keys."""
+    with transaction.atomic():
+        row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
+        data = dict(row.metadata or {})
+        data.update(set_ or {})
+        for key in delete:
+            data.pop(key, None)
+        Call.objects.filter(pk=call.pk).update(metadata=data, updated_at=clock.now())
+    call.metadata = data
+
+
+def call_target(call: Call, *, turn_token: str | None = None) -> CallTarget:
+    return CallTarget(
+        call_id=call.call_id,
+        provider_call_id=call.provider_call_id or "",
+        webhook_url=call.webhook_url,
+        turn_token=turn_token,
+        extra={"direction": call.direction, "mode": call.mode, "to": call.to_number,
+               "from": call.from_number},
+    )

@@ -1,0 +1,303 @@
+"""Placing calls and driving live ones: initiate, speak, continue, DTMF, end."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+
+from calls import clock
+from calls.config import get_config
+from calls.exceptions import (
+    CallConflict,
+    CallError,
+    CallNotFound,
+    CapacityReached,
+    CarrierFailed,
+    InvalidRequest,
+)
+from calls.models import Call, TranscriptEntry
+from calls.phone import E164_ERROR, is_e164, mask_number
+from calls.runtime import get_provider, webhook_url
+from calls.selectors import call_find, capacity_lock
+from calls.services.lifecycle import (
+    call_finalize,
+    call_target,
+    call_transition,
+    metadata_update,
+    transcript_add,
+)
+from calls.state import NON_TERMINAL, CallState
+from providers.base import PlaceCall
+from providers.errors import ProviderError
+
+logger = logging.getLogger(__name__)
+
+DTMF_RE = re.compile(r"^[0-9*#,wWpP]+$")
+DTMF_ERROR = "digits may only contain digits, *, #, comma, w, p"
+TRANSCRIPT_POLL_SECONDS = 0.1
+# A hang-up claim older than this is considered abandoned by a dead process.
+HANGUP_CLAIM_TTL = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueResult:
+    transcript: str
+    latency_ms: int
+    listen_wait_ms: int
+
+
+def call_initiate(*, to: str | None, message: str | None = None, mode: str | None = None,
+                  session_key: str | None = None, dtmf_sequence: str | None = None) -> Call:
+    """Record and dial an outbound call; guards and errors of reference §1.2, in order."""
+    cfg = get_config()
+    to = (to or cfg.to_number or "").strip()
+    mode = mode or cfg.default_mode
+    if dtmf_sequence is not None and not DTMF_RE.match(dtmf_sequence):
+        raise InvalidRequest(DTMF_ERROR)
+    if dtmf_sequence and mode != Call.Mode.CONVERSATION:
+        raise InvalidRequest("dtmfSequence requires conversation mode")
+    if mode not in Call.Mode.values:
+        raise InvalidRequest('mode must be "notify" or "conversation"')
+    if not to:
+        raise InvalidRequest("to required")
+    if not is_e164(to):
+        raise InvalidRequest(f"to: {E164_ERROR}")
+    _check_allowed_destination(to, cfg.allow_to)
+    provider = get_provider()
+    if dtmf_sequence and not provider.supports_preconnect_dtmf:
+        raise InvalidRequest(f"{provider.name} does not support pre-connect DTMF")
+    url = webhook_url(cfg)
+    if not url:
+        raise CallError("Webhook URL not configured")
+    from_number = cfg.from_number or ("+15550000000" if cfg.provider == "mock" else None)
+    if not from_number:
+        raise CallError("fromNumber not configured")
+    call = _admit(to=to, from_number=from_number, mode=mode, message=message,
+                  session_key=session_key, url=url, dtmf_sequence=dtmf_sequence)
+    _dial(call, message=message, dtmf_sequence=dtmf_sequence)
+    return call
+
+
+def _check_allowed_destination(to: str, allow_to: tuple[str, ...]) -> None:
+    # Guard against an agent being talked into dialling premium or foreign numbers.
+    if allow_to and not any(to == entry or to.startswith(entry) for entry in allow_to):
+        raise InvalidRequest(f"Destination {to} is not allowed by outbound.allowTo")
+
+
+def _admit(*, to: str, from_number: str, mode: str, message: str | None,
+           session_key: str | None, url: str, dtmf_sequence: str | None) -> Call:
+    """Count and insert under one lock, so N processes can't exceed maxConcurrentCalls."""
+    cfg = get_config()
+    with transaction.atomic():
+        capacity_lock()
+        if Call.objects.active().count() >= cfg.max_concurrent_calls:
+            raise CapacityReached(
+                f"Maximum concurrent calls ({cfg.max_concurrent_calls}) reached")
+        metadata: dict[str, object] = {"mode": mode}
+        if message:
+            metadata["initialMessage"] = message
+        if dtmf_sequence:
+            metadata["dtmfSequence"] = dtmf_sequence
+        now = clock.now()
+        return Call.objects.create(
+            provider=cfg.provider, direction=Call.Direction.OUTBOUND, mode=mode,
+            state=CallState.INITIATED, from_number=from_number, to_number=to,
+            session_key=session_key or "", metadata=metadata, started_at=now,
+            ring_deadline_at=now + timedelta(milliseconds=cfg.ring_timeout_ms),
+        )
+
+
+def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None:
+    cfg = get_config()
+    url = _call_webhook_url(webhook_url(cfg), call)
+    Call.objects.filter(pk=call.pk).update(webhook_url=url)
+    call.webhook_url = url
+    request = PlaceCall(
+        call_id=call.call_id, to_number=call.to_number, from_number=call.from_number,
+        webhook_url=url, mode=call.mode, message=message, dtmf_sequence=dtmf_sequence,
+        ring_timeout_s=max(1, cfg.ring_timeout_ms // 1000),
+    )
+    try:
+        result = get_provider().place_call(request)
+    except ProviderError as exc:
+        call_finalize(call=call, reason=CallState.FAILED)
+        metadata_update(call=call, set_={"error": str(exc)[:500]})
+        raise CarrierFailed(str(exc)) from exc
+    try:
+        Call.objects.filter(pk=call.pk, provider_call_id__isnull=True).update(
+            provider_call_id=result.provider_call_id)
+    except IntegrityError as exc:  # the carrier reused an id we already hold
+        call_finalize(call=call, reason=CallState.ERROR)
+        raise CarrierFailed("Carrier returned a call id that is already in use") from exc
+    call.provider_call_id = result.provider_call_id
+    logger.info("call=%s provider=%s dialled %s", call.public_id, call.provider,
+                mask_number(call.to_number))
+
+
+def _call_webhook_url(base: str, call: Call) -> str:
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}callId={call.public_id}"
+
+
+def _live_call(call_id: str) -> Call:
+    """The guards of speak/continue/dtmf (reference §7.3)."""
+    call = call_find(call_id)
+    if call is None:
+        raise CallNotFound()
+    if call.is_terminal:
+        raise CallConflict("Call has ended")
+    if not call.provider_call_id:
+        raise CallConflict("Call not connected")
+    return call
+
+
+def call_speak(*, call_id: str, message: str, listen_after: bool = False) -> Call:
+    """Speak into a live call; on failure the call goes back to listening."""
+    call = _live_call(call_id)
+    _speak(call, message, listen_after=listen_after)
+    return call
+
+
+def _speak(call: Call, message: str, *, listen_after: bool,
+           turn_token: str | None = None) -> None:
+    call_transition(call=call, state=CallState.SPEAKING)
+    try:
+        get_provider().play_text(call_target(call, turn_token=turn_token), message,
+                                 listen_after=listen_after)
+    except ProviderError as exc:
+        call_transition(call=call, state=CallState.LISTENING)
+        raise CarrierFailed(str(exc)) from exc
+    transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
+
+
+def call_continue(*, call_id: str, message: str) -> ContinueResult:
+    """One explicit turn: speak, listen, wait for the caller's final transcript."""
+    call = _live_call(call_id)
+    cfg = get_config()
+    token = uuid.uuid4().hex
+    started = clock.now()
+    deadline = started + timedelta(milliseconds=cfg.transcript_timeout_ms)
+    claimed = Call.objects.filter(
+        pk=call.pk, turn_token__isnull=True, state__in=NON_TERMINAL
+    ).update(turn_token=token, turn_started_at=started, transcript_deadline_at=deadline)
+    if not claimed:
+        call.refresh_from_db()
+        raise CallConflict("Call has ended" if call.is_terminal
+                           else "Already waiting for transcript")
+    call.turn_token = token
+    try:
+        return _run_turn(call, message, token=token, started=started, deadline=deadline)
+    finally:
+        Call.objects.filter(pk=call.pk, turn_token=token).update(
+            turn_token=None, turn_started_at=None, transcript_deadline_at=None)
+
+
+def _run_turn(call: Call, message: str, *, token: str, started, deadline) -> ContinueResult:  # type: ignore[no-untyped-def]
+    _speak(call, message, listen_after=False, turn_token=token)
+    call_transition(call=call, state=CallState.LISTENING)
+    listen_started = clock.now()
+    target = call_target(call, turn_token=token)
+    try:
+        get_provider().start_listening(target)
+    except ProviderError as exc:
+        raise CarrierFailed(str(exc)) from exc
+    text = _wait_for_transcript(call, token=token, deadline=deadline)
+    get_provider().stop_listening(target)
+    done = clock.now()
+    result = ContinueResult(
+        transcript=text,
+        latency_ms=int((done - started).total_seconds() * 1000),
+        listen_wait_ms=int((done - listen_started).total_seconds() * 1000),
+    )
+    _record_turn(call, result, done)
+    logger.info("continueCall latency call=%s totalMs=%d listenWaitMs=%d",
+                call.public_id, result.latency_ms, result.listen_wait_ms)
+    return result
+
+
+def _wait_for_transcript(call: Call, *, token: str, deadline) -> str:  # type: ignore[no-untyped-def]
+    """Poll the database: the transcript may be captured by any process (DESIGN §8)."""
+    entries = TranscriptEntry.objects.filter(
+        call=call, speaker=TranscriptEntry.Speaker.USER, turn_token=token, is_final=True)
+    while True:
+        entry = entries.first()
+        if entry is not None:
+            return entry.text
+        state, end_reason = Call.objects.values_list("state", "end_reason").get(pk=call.pk)
+        if state not in NON_TERMINAL:
+            raise CallConflict(f"Call ended: {end_reason or state}")
+        if clock.now() >= deadline:
+            ms = get_config().transcript_timeout_ms
+            raise CallError(f"Timed out waiting for transcript after {ms}ms")
+        clock.sleep(TRANSCRIPT_POLL_SECONDS)
+
+
+def _record_turn(call: Call, result: ContinueResult, done) -> None:  # type: ignore[no-untyped-def]
+    with transaction.atomic():
+        row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
+        turns = int((row.metadata or {}).get("turnCount", 0)) + 1
+    metadata_update(call=call, set_={
+        "turnCount": turns,
+        "lastTurnLatencyMs": result.latency_ms,
+        "lastTurnListenWaitMs": result.listen_wait_ms,
+        "lastTurnCompletedAt": done.isoformat(),
+    })
+
+
+def call_send_dtmf(*, call_id: str, digits: str) -> Call:
+    """Play DTMF into a live call."""
+    if not digits or not DTMF_RE.match(digits):
+        raise InvalidRequest(DTMF_ERROR)
+    call = _live_call(call_id)
+    try:
+        get_provider().send_dtmf(call_target(call), digits)
+    except ProviderError as exc:
+        raise CarrierFailed(str(exc)) from exc
+    return call
+
+
+def call_end(*, call_id: str, reason: str = CallState.HANGUP_BOT) -> Call:
+    """Hang up; already-ended is success; a failed carrier hang-up does not finalize."""
+    call = call_find(call_id)
+    if call is None:
+        raise CallNotFound()
+    if call.is_terminal:
+        return call
+    if not call.provider_call_id:
+        raise CallConflict("Call not connected")
+    return call_hang_up(call=call, reason=reason)
+
+
+def call_hang_up(*, call: Call, reason: str) -> Call:
+    """Claim the hang-up (one per call across processes), ask the carrier, then finalize."""
+    now = clock.now()
+    claimed = Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL).exclude(
+        hangup_claimed_at__gt=now - HANGUP_CLAIM_TTL).update(hangup_claimed_at=now)
+    if not claimed:
+        return _await_other_hang_up(call)
+    try:
+        get_provider().hang_up(call_target(call))
+    except ProviderError as exc:
+        Call.objects.filter(pk=call.pk, hangup_claimed_at=now).update(hangup_claimed_at=None)
+        raise CarrierFailed(str(exc)) from exc
+    # If the carrier's own terminal event landed meanwhile, its reason and time win.
+    call_finalize(call=call, reason=reason)
+    call.refresh_from_db()
+    return call
+
+
+def _await_other_hang_up(call: Call) -> Call:
+    """Another request owns the hang-up: share its outcome instead of hanging up twice."""
+    give_up = clock.now() + timedelta(seconds=10)
+    while clock.now() < give_up:
+        call.refresh_from_db()
+        if call.is_terminal or call.hangup_claimed_at is None:
+            break
+        clock.sleep(0.1)
+    if not call.is_terminal:
+        raise CarrierFailed("Hang-up did not complete")
+    return call

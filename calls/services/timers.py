@@ -1,0 +1,159 @@
+"""Durable timers (DESIGN §8) and restart restore (reference §1.5).
+
+Each deadline is a column; the sweep claims a due deadline with a conditional UPDATE
+that clears it, so two sweepers (or a restart) never fire one twice, and a crash
+between claim and action leaves the call to the stale reaper and max-duration timer.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from calls import clock
+from calls.config import get_config
+from calls.exceptions import CallError
+from calls.models import ApiToken, Call, ReplayKey
+from calls.runtime import get_provider
+from calls.services import lifecycle
+from calls.services.outbound import call_hang_up
+from calls.state import CallState
+from providers.errors import ProviderError
+
+logger = logging.getLogger(__name__)
+
+# How long past its deadline an explicit turn's lock survives before the sweep frees it
+# (the waiting process normally clears it itself; this covers a process that died).
+TURN_LOCK_GRACE = timedelta(seconds=5)
+# Grace after ringTimeoutMs before we give up on a call the carrier never reported on.
+RING_GRACE = timedelta(seconds=15)
+
+
+@dataclass
+class SweepReport:
+    fired: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str) -> None:
+        self.fired[name] = self.fired.get(name, 0) + 1
+
+
+def timers_sweep(*, now: datetime | None = None) -> SweepReport:
+    """Fire every due deadline once; safe to run concurrently on many processes."""
+    now = now or clock.now()
+    report = SweepReport()
+    _fire(report, "notify_hangup", "notify_hangup_at", now, CallState.HANGUP_BOT)
+    _fire(report, "max_duration", "max_duration_at", now, CallState.TIMEOUT)
+    _fire(report, "ring_timeout", "ring_deadline_at", now - RING_GRACE, CallState.NO_ANSWER,
+          only_states=(CallState.INITIATED, CallState.RINGING))
+    _reap_stale(report, now)
+    _free_abandoned_turns(report, now)
+    ReplayKey.objects.filter(expires_at__lte=now).delete()
+    ApiToken.objects.filter(expires_at__lte=now - timedelta(days=1)).delete()
+    return report
+
+
+def _fire(report: SweepReport, name: str, column: str, due: datetime, reason: str,
+          only_states: tuple[str, ...] | None = None) -> None:
+    calls = Call.objects.active().filter(**{f"{column}__lte": due})
+    if only_states:
+        calls = calls.filter(state__in=only_states)
+    for call in calls:
+        claimed = Call.objects.filter(pk=call.pk, **{column: getattr(call, column)}).update(
+            **{column: None})
+        if not claimed:
+            continue  # another sweeper took it
+        report.add(name)
+        if reason == CallState.TIMEOUT:
+            lifecycle.metadata_update(call=call, set_={"endReason": "timeout"})
+        _end(call, reason)
+
+
+def _end(call: Call, reason: str) -> None:
+    if not call.provider_call_id:
+        lifecycle.call_finalize(call=call, reason=reason)
+        return
+    try:
+        call_hang_up(call=call, reason=reason)
+    except CallError as exc:
+        # The carrier refused: the call is not finalized; the stale reaper retries.
+        logger.warning("call=%s timer hang-up failed: %s", call.public_id, exc)
+
+
+def _reap_stale(report: SweepReport, now: datetime) -> None:
+    """Latest reaper semantics: only never-answered calls not speaking/listening (#79121)."""
+    seconds = get_config().stale_call_reaper_seconds
+    if seconds <= 0:
+        return
+    stale = Call.objects.active().filter(
+        answered_at__isnull=True, started_at__lte=now - timedelta(seconds=seconds),
+    ).exclude(state__in=(CallState.SPEAKING, CallState.LISTENING))
+    for call in stale:
+        report.add("stale_reaper")
+        _end(call, CallState.HANGUP_BOT)
+
+
+def _free_abandoned_turns(report: SweepReport, now: datetime) -> None:
+    freed = Call.objects.filter(
+        turn_token__isnull=False, transcript_deadline_at__lte=now - TURN_LOCK_GRACE,
+    ).update(turn_token=None, turn_started_at=None, transcript_deadline_at=None)
+    if freed:
+        report.fired["transcript_wait"] = freed
+
+
+@dataclass
+class RestoreReport:
+    kept: int = 0
+    finalized: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str) -> None:
+        self.finalized[reason] = self.finalized.get(reason, 0) + 1
+
+
+def calls_restore(*, now: datetime | None = None) -> RestoreReport:
+    """After a restart: check each unfinished call with the carrier; finalize, keep or time out."""
+    now = now or clock.now()
+    cfg = get_config()
+    max_age = timedelta(seconds=cfg.max_duration_seconds)
+    report = RestoreReport()
+    for call in Call.objects.active().filter(provider=cfg.provider):
+        reason = _restore_one(call, now=now, max_age=max_age, ring=cfg.ring_timeout_ms)
+        if reason:
+            report.add(reason)
+        else:
+            report.kept += 1
+    logger.info("Restored %d active call(s) from store", report.kept)
+    return report
+
+
+def _restore_one(call: Call, *, now: datetime, max_age: timedelta, ring: int) -> str | None:
+    if not call.provider_call_id:
+        # The process died between admission and dial: without an id nobody can reach it.
+        if now - call.started_at > timedelta(milliseconds=ring) + RING_GRACE:
+            lifecycle.call_finalize(call=call, reason=CallState.FAILED)
+            return CallState.FAILED
+        return None
+    if now - call.started_at > max_age:
+        _end(call, CallState.TIMEOUT)
+        lifecycle.call_finalize(call=call, reason=CallState.TIMEOUT)
+        return CallState.TIMEOUT
+    try:
+        status = get_provider().get_call_status(call.provider_call_id)
+    except ProviderError as exc:
+        logger.warning("call=%s status check failed on restore: %s", call.public_id, exc)
+        status = None
+    if status is not None and status.is_terminal:
+        lifecycle.call_finalize(call=call, reason=status.end_reason or CallState.COMPLETED)
+        return status.end_reason or CallState.COMPLETED
+    _ensure_deadline(call, max_age)
+    return None
+
+
+def _ensure_deadline(call: Call, max_age: timedelta) -> None:
+    """Kept calls get their max-duration deadline at the remaining time (fixes the v4.12 bug)."""
+    anchor = call.answered_at
+    if anchor is None and call.state in (CallState.SPEAKING, CallState.LISTENING):
+        anchor = call.started_at
+    if anchor is not None and call.max_duration_at is None:
+        Call.objects.filter(pk=call.pk, max_duration_at__isnull=True).update(
+            max_duration_at=anchor + max_age)
+

@@ -1,0 +1,70 @@
+"""One carrier webhook, end to end: verify, recognise replays, apply events, render the reply."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+
+from calls import clock
+from calls.models import ReplayKey
+from calls.runtime import get_provider
+from calls.services.events import EventOutcome, event_apply
+from providers.base import Reply, ReplyContext, WebhookRequest
+from providers.errors import WebhookInvalid
+
+logger = logging.getLogger(__name__)
+
+# Reference §6.4: verified request identities are remembered at least 10 minutes.
+REPLAY_TTL = timedelta(minutes=10)
+
+
+def replay_seen(*, provider: str, key: str) -> bool:
+    """Record a verified request key; True when it was already recorded (a replay)."""
+    now = clock.now()
+    try:
+        with transaction.atomic():
+            ReplayKey.objects.create(key=key[:200], provider=provider, created_at=now,
+                                     expires_at=now + REPLAY_TTL)
+    except IntegrityError:
+        # An expired key is a new delivery, not a replay: refresh it atomically.
+        refreshed = ReplayKey.objects.filter(key=key[:200], expires_at__lte=now).update(
+            created_at=now, expires_at=now + REPLAY_TTL)
+        return refreshed == 0
+    return False
+
+
+def webhook_process(request: WebhookRequest) -> Reply:
+    """Verify and apply a carrier webhook; carrier input never produces a 500."""
+    provider = get_provider()
+    verified = provider.verify_webhook(request)
+    if not verified.ok or not verified.request_key:
+        logger.warning("webhook rejected provider=%s: %s", provider.name,
+                       verified.reason or "no request identity")
+        return Reply(status=401, body=b"Unauthorized")
+    if replay_seen(provider=provider.name, key=verified.request_key):
+        logger.info("webhook replay provider=%s acknowledged without side effects", provider.name)
+        return provider.render_reply(request, ReplyContext(replay=True))
+    try:
+        events = provider.parse_webhook(request)
+    except WebhookInvalid as exc:
+        return Reply(status=400, body=f"Bad Request: {exc}".encode())
+    try:
+        outcomes = [event_apply(provider=provider.name, event=event) for event in events]
+    except Exception:
+        # Release the key so the carrier's retry is processed rather than taken for a replay.
+        ReplayKey.objects.filter(key=verified.request_key[:200]).delete()
+        raise
+    return provider.render_reply(request, _context(outcomes, events))
+
+
+def _context(outcomes: list[EventOutcome], events: list) -> ReplyContext:  # type: ignore[type-arg]
+    call = next((o.call for o in outcomes if o.call is not None), None)
+    return ReplyContext(
+        call_id=call.call_id if call else None,
+        mode=call.mode if call else None,
+        direction=call.direction if call else None,
+        rejected=any(o.rejected for o in outcomes),
+        accepted_inbound=any(o.accepted_inbound for o in outcomes),
+        events=tuple(events),
+    )

@@ -1,0 +1,1 @@
+"""Carrier adapters, webhook security and speech providers; never imports the ORM."""

@@ -1,0 +1,210 @@
+"""The carrier interface and the neutral value types that cross it (no Django here)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class EventType(StrEnum):
+    """Normalized event types of reference §3.3."""
+
+    INITIATED = "call.initiated"
+    RINGING = "call.ringing"
+    ANSWERED = "call.answered"
+    ACTIVE = "call.active"
+    SPEAKING = "call.speaking"
+    SPEECH = "call.speech"
+    SILENCE = "call.silence"
+    DTMF = "call.dtmf"
+    ENDED = "call.ended"
+    ERROR = "call.error"
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedEvent:
+    """One carrier event in our vocabulary; `call_id` is ours when the carrier echoed it back."""
+
+    type: EventType
+    id: str
+    call_id: str | None = None
+    provider_call_id: str | None = None
+    timestamp: datetime | None = None
+    dedupe_key: str | None = None
+    turn_token: str | None = None
+    direction: str | None = None  # "inbound" | "outbound" | None
+    from_number: str | None = None
+    to_number: str | None = None
+    transcript: str = ""
+    is_final: bool = True
+    confidence: float | None = None
+    text: str = ""
+    digits: str = ""
+    reason: str = "completed"
+    error: str = ""
+    retryable: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.dedupe_key or self.id
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON stored on the CallEvent row (only fields that carry information)."""
+        data: dict[str, Any] = {}
+        for name in ("direction", "turn_token", "text", "digits", "error"):
+            if getattr(self, name):
+                data[name] = getattr(self, name)
+        if self.type == EventType.SPEECH:
+            data.update(transcript=self.transcript, isFinal=self.is_final)
+            if self.confidence is not None:
+                data["confidence"] = self.confidence
+        if self.type == EventType.ENDED:
+            data["reason"] = self.reason
+        if self.type == EventType.ERROR:
+            data["retryable"] = self.retryable
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """What the carrier sent, stripped of Django, so adapters test without a request factory."""
+
+    method: str
+    url: str  # as received by this server (scheme://host[:port]/path?query)
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    remote_addr: str | None = None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def query_value(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    reason: str = ""
+    request_key: str | None = None  # the replay identity of a verified request
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContext:
+    """What the services decided about a webhook, for the adapter to render its reply."""
+
+    replay: bool = False
+    call_id: str | None = None
+    mode: str | None = None
+    direction: str | None = None
+    rejected: bool = False
+    accepted_inbound: bool = False
+    events: tuple[NormalizedEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceCall:
+    call_id: str
+    to_number: str
+    from_number: str
+    webhook_url: str
+    mode: str
+    message: str | None = None
+    dtmf_sequence: str | None = None
+    ring_timeout_s: int = 30
+    voice: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceCallResult:
+    provider_call_id: str
+    status: str = "initiated"
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatus:
+    """A carrier's answer to "how is this call?" used by restart restore (reference §1.5)."""
+
+    status: str
+    is_terminal: bool
+    is_unknown: bool = False
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallTarget:
+    """Everything an in-call command needs to address one live call."""
+
+    call_id: str
+    provider_call_id: str
+    webhook_url: str = ""
+    turn_token: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TelephonyProvider(ABC):
+    """One carrier account. Stateless between calls: durable state lives in the database."""
+
+    name: str = ""
+    supports_preconnect_dtmf: bool = False
+    #: Headers whose absence fails the pre-auth gate with 401 before the body is read.
+    signature_headers: tuple[tuple[str, ...], ...] = ()
+
+    @abstractmethod
+    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+        """Dial; returns the carrier's call id. May do network I/O; never retries."""
+
+    @abstractmethod
+    def hang_up(self, target: CallTarget) -> None:
+        """End the call at the carrier; an already-gone call is not an error."""
+
+    @abstractmethod
+    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+        """Speak text into the live call, optionally listening afterwards."""
+
+    @abstractmethod
+    def start_listening(self, target: CallTarget) -> None:
+        """Ask the carrier to capture the caller's next utterance."""
+
+    def stop_listening(self, target: CallTarget) -> None:
+        """Stop capturing speech; most carriers stop on their own."""
+
+    @abstractmethod
+    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+        """Play DTMF digits into the live call."""
+
+    def answer_call(self, target: CallTarget) -> None:
+        """Answer an accepted inbound call where the carrier needs an explicit command."""
+
+    @abstractmethod
+    def get_call_status(self, provider_call_id: str) -> CallStatus:
+        """Ask the carrier how the call is; network failures give is_unknown=True."""
+
+    @abstractmethod
+    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+        """Check the carrier's signature; a success carries the request's replay key."""
+
+    @abstractmethod
+    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        """Turn a verified webhook into normalized events; raises WebhookInvalid on bad input."""
+
+    @abstractmethod
+    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
+        """The HTTP reply the carrier expects for this webhook."""
+
+    def close(self) -> None:
+        """Release HTTP clients and background work."""

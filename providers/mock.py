@@ -1,0 +1,201 @@
+"""The `mock` carrier: no network to any carrier; JSON webhooks of reference §4.4.
+
+With `mock.simulate` on, it behaves like a remote carrier: it calls our own webhook URL
+back over HTTP (ringing, answered, scripted caller replies, hang-up), so notify,
+conversation and inbound flows run offline through the same pipeline as real carriers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from providers.base import (
+    CallStatus,
+    CallTarget,
+    EventType,
+    NormalizedEvent,
+    PlaceCall,
+    PlaceCallResult,
+    Reply,
+    ReplyContext,
+    TelephonyProvider,
+    VerifyResult,
+    WebhookRequest,
+)
+from providers.errors import WebhookInvalid
+
+logger = logging.getLogger(__name__)
+
+_EVENT_TYPES = {t.value: t for t in EventType}
+_TERMINAL_HINTS = ("stale", "ended", "completed")
+
+
+class MockProvider(TelephonyProvider):
+    name = "mock"
+    supports_preconnect_dtmf = True
+
+    def __init__(self, *, settings: Mapping[str, Any] | None = None) -> None:
+        self._settings = dict(settings or {})
+        self._simulate = bool(self._settings.get("simulate", False))
+        self._replies_sent: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._timers: set[threading.Timer] = set()
+        self.sent: list[tuple[str, dict[str, Any]]] = []  # what we "sent" the carrier (tests)
+
+    # -- call control -----------------------------------------------------------------
+    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+        provider_call_id = f"mock-{request.call_id}"
+        self._record("place_call", to=request.to_number, mode=request.mode)
+        if self._simulate:
+            ring = self._ms("ringDelayMs", 500)
+            self._later(ring, request.webhook_url, provider_call_id, "call.ringing")
+            answer = ring + self._ms("answerDelayMs", 1500)
+            self._later(answer, request.webhook_url, provider_call_id, "call.answered")
+        return PlaceCallResult(provider_call_id=provider_call_id)
+
+    def hang_up(self, target: CallTarget) -> None:
+        self._record("hang_up", provider_call_id=target.provider_call_id)
+        if self._simulate:
+            # A real carrier reports the end afterwards; it must change nothing.
+            self._later(200, target.webhook_url, target.provider_call_id, "call.ended",
+                        reason="completed")
+
+    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+        self._record("play_text", text=text, listen_after=listen_after)
+        if listen_after:
+            self.start_listening(target)
+
+    def start_listening(self, target: CallTarget) -> None:
+        self._record("start_listening", turn_token=target.turn_token)
+        if self._simulate:
+            self._schedule_reply(target)
+
+    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+        self._record("send_dtmf", digits=digits)
+
+    def get_call_status(self, provider_call_id: str) -> CallStatus:
+        if any(hint in provider_call_id for hint in _TERMINAL_HINTS):
+            return CallStatus(status="completed", is_terminal=True, end_reason="completed")
+        return CallStatus(status="in-progress", is_terminal=False)
+
+    # -- webhooks -----------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+        # No signature exists for mock; a stable key still lets replays be recognised.
+        digest = hashlib.sha256(request.body).hexdigest()
+        return VerifyResult(ok=True, request_key=f"mock:req:{digest}")
+
+    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        try:
+            data = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise WebhookInvalid("Invalid JSON body") from exc
+        if not isinstance(data, dict):
+            raise WebhookInvalid("Body must be a JSON object with `event` or `events`")
+        items = data.get("events") if "events" in data else [data.get("event")]
+        if not isinstance(items, list):
+            raise WebhookInvalid("`events` must be a list")
+        return [_parse_item(item) for item in items]
+
+    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
+        body = {"ok": True, "replay": context.replay, "callId": context.call_id}
+        if context.rejected:
+            body["rejected"] = True
+        return Reply(status=200, body=json.dumps(body).encode(), content_type="application/json")
+
+    def close(self) -> None:
+        with self._lock:
+            for timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
+
+    # -- simulation ---------------------------------------------------------------------
+    def _schedule_reply(self, target: CallTarget) -> None:
+        replies = list(self._settings.get("callerReplies") or [])
+        with self._lock:
+            index = self._replies_sent.get(target.provider_call_id, 0)
+            self._replies_sent[target.provider_call_id] = index + 1
+        if not replies:
+            return
+        delay = self._ms("replyDelayMs", 1200)
+        text = replies[min(index, len(replies) - 1)]
+        self._later(delay, target.webhook_url, target.provider_call_id, "call.speech",
+                    transcript=text, isFinal=True, turnToken=target.turn_token)
+        hang_after = int(self._settings.get("callerHangupAfterReplies") or 0)
+        if hang_after and index + 1 >= hang_after:
+            self._later(delay + 1500, target.webhook_url, target.provider_call_id,
+                        "call.ended", reason="hangup-user")
+
+    def _later(self, delay_ms: int, url: str, provider_call_id: str, type_: str,
+               **fields: Any) -> None:
+        event = {"type": type_, "callId": provider_call_id, "providerCallId": provider_call_id,
+                 "id": str(uuid.uuid4()), **{k: v for k, v in fields.items() if v is not None}}
+        timer = threading.Timer(delay_ms / 1000, self._post, args=(url, event))
+        timer.daemon = True
+        with self._lock:
+            self._timers.add(timer)
+        timer.start()
+
+    def _post(self, url: str, event: dict[str, Any]) -> None:
+        try:
+            httpx.post(url, json={"event": event}, timeout=10)
+        except httpx.HTTPError as exc:  # the simulated carrier just logs, like a real one
+            logger.warning("mock carrier could not deliver %s: %s", event["type"], exc)
+
+    def _ms(self, key: str, default: int) -> int:
+        return int(self._settings.get(key, default))
+
+    def _record(self, op: str, **fields: Any) -> None:
+        self.sent.append((op, fields))
+
+
+def _parse_item(item: Any) -> NormalizedEvent:
+    if not isinstance(item, dict):
+        raise WebhookInvalid("Each event must be a JSON object")
+    type_ = _EVENT_TYPES.get(str(item.get("type")))
+    if type_ is None:
+        raise WebhookInvalid(f"Unknown event type: {item.get('type')!r}")
+    call_id = item.get("callId")
+    if not isinstance(call_id, str) or not call_id:
+        raise WebhookInvalid("Each event needs a callId")
+    direction = item.get("direction")
+    # Explicit falsy values are kept (reference §4.4); absent ones take the defaults.
+    return NormalizedEvent(
+        type=type_,
+        id=str(item.get("id") or uuid.uuid4()),
+        call_id=call_id,
+        provider_call_id=str(item.get("providerCallId") or call_id),
+        timestamp=_timestamp(item.get("timestamp")),
+        dedupe_key=item.get("dedupeKey"),
+        turn_token=item.get("turnToken"),
+        direction=direction if direction in ("inbound", "outbound") else None,
+        from_number=item.get("from"),
+        to_number=item.get("to"),
+        transcript=str(item.get("transcript", "")),
+        is_final=bool(item.get("isFinal", True)),
+        confidence=item.get("confidence"),
+        text=str(item.get("text", "")),
+        digits=str(item.get("digits", "")),
+        reason=str(item.get("reason", "completed")),
+        error=str(item.get("error", "unknown error")),
+        retryable=bool(item.get("retryable", False)),
+    )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError) as exc:
+        raise WebhookInvalid(f"Invalid timestamp: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,12 @@
+"""Celery application: the worker runs tasks, beat runs the timer sweep (DESIGN §8)."""
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voicecall_project.settings")
+
+app = Celery("voicecall")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
