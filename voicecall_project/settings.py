@@ -73,6 +73,7 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The embedded server writes from request threads and the sweep thread at once:
     # WAL lets readers run beside the writer, IMMEDIATE takes the write lock up front
     # so two writers queue on `timeout` instead of failing with "database is locked".

@@ -1,0 +1,144 @@
+"""REST resources under /api/calls/: list/create, detail, in-call actions, transcript, events."""
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from calls import services
+from calls.exceptions import CallNotFound
+from calls.models import Call, CallEvent, TranscriptEntry
+from calls.selectors import call_as_dict, call_find, call_list
+from calls.state import CallState
+
+
+class CallOutputSerializer(serializers.Serializer):
+    """The status view of a call; built by selectors.call_as_dict."""
+
+    def to_representation(self, instance: Call) -> dict:  # type: ignore[override]
+        data = call_as_dict(instance)
+        data["metadata"] = instance.metadata
+        return data
+
+
+def _get_call(call_id: str) -> Call:
+    call = call_find(call_id)
+    if call is None:
+        raise CallNotFound()
+    return call
+
+
+class CallListCreateApi(ListAPIView):
+    serializer_class = CallOutputSerializer
+
+    class InputSerializer(serializers.Serializer):
+        to = serializers.CharField(required=False, allow_blank=True)
+        message = serializers.CharField(required=False, allow_blank=True)
+        mode = serializers.ChoiceField(choices=Call.Mode.values, required=False)
+        sessionKey = serializers.CharField(required=False, allow_blank=True)
+        dtmfSequence = serializers.CharField(required=False)
+
+    class FilterSerializer(serializers.Serializer):
+        state = serializers.ChoiceField(choices=[s.value for s in CallState], required=False)
+        direction = serializers.ChoiceField(choices=Call.Direction.values, required=False)
+        provider = serializers.CharField(required=False)
+        active = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        filters = self.FilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return call_list(**filters.validated_data)
+
+    @extend_schema(parameters=[
+        OpenApiParameter("state", str), OpenApiParameter("direction", str),
+        OpenApiParameter("provider", str), OpenApiParameter("active", bool)])
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=InputSerializer, responses={201: CallOutputSerializer})
+    def post(self, request: Request) -> Response:
+        params = self.InputSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        call = services.call_initiate(
+            to=data.get("to") or None, message=data.get("message") or None,
+            mode=data.get("mode"), session_key=data.get("sessionKey") or None,
+            dtmf_sequence=data.get("dtmfSequence"))
+        return Response(CallOutputSerializer(call).data, status=status.HTTP_201_CREATED)
+
+
+class CallDetailApi(APIView):
+    @extend_schema(responses={200: CallOutputSerializer})
+    def get(self, request: Request, call_id: str) -> Response:
+        return Response(CallOutputSerializer(_get_call(call_id)).data)
+
+
+class MessageSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
+class CallContinueApi(APIView):
+    @extend_schema(request=MessageSerializer, responses={200: serializers.DictField()})
+    def post(self, request: Request, call_id: str) -> Response:
+        params = MessageSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        result = services.call_continue(call_id=call_id, message=params.validated_data["message"])
+        return Response({"success": True, "transcript": result.transcript,
+                         "latencyMs": result.latency_ms, "listenWaitMs": result.listen_wait_ms})
+
+
+class CallSpeakApi(APIView):
+    @extend_schema(request=MessageSerializer, responses={200: serializers.DictField()})
+    def post(self, request: Request, call_id: str) -> Response:
+        params = MessageSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        services.call_speak(call_id=call_id, message=params.validated_data["message"])
+        return Response({"success": True})
+
+
+class CallDtmfApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        digits = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={200: serializers.DictField()})
+    def post(self, request: Request, call_id: str) -> Response:
+        params = self.InputSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        services.call_send_dtmf(call_id=call_id, digits=params.validated_data["digits"])
+        return Response({"success": True})
+
+
+class CallEndApi(APIView):
+    @extend_schema(request=None, responses={200: serializers.DictField()})
+    def post(self, request: Request, call_id: str) -> Response:
+        services.call_end(call_id=call_id)
+        return Response({"success": True})
+
+
+class TranscriptEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TranscriptEntry
+        fields = ["speaker", "text", "is_final", "created_at"]
+
+
+class CallEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CallEvent
+        fields = ["type", "payload", "dedupe_key", "created_at"]
+
+
+class CallTranscriptApi(ListAPIView):
+    serializer_class = TranscriptEntrySerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return _get_call(self.kwargs["call_id"]).transcript.all()
+
+
+class CallEventsApi(ListAPIView):
+    serializer_class = CallEventSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return _get_call(self.kwargs["call_id"]).events.all()

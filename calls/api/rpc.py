@@ -1,0 +1,88 @@
+"""POST /api/rpc: JSON-RPC 2.0 over the `voicecall.*` methods."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from calls.api.methods import MethodNotFound, call_method
+from calls.exceptions import CallError, InvalidRequest
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, SERVER_ERROR = (
+    -32700, -32600, -32601, -32602, -32000)
+
+
+class RawJsonParser(BaseParser):
+    """Hand the raw body to the view: JSON-RPC must answer bad JSON with -32700, not a 400."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+        return stream.read() if stream is not None else b""
+
+
+class RpcRequestSerializer(serializers.Serializer):
+    jsonrpc = serializers.ChoiceField(choices=["2.0"])
+    id = serializers.JSONField(required=False)
+    method = serializers.ChoiceField(choices=[
+        "voicecall.initiate", "voicecall.start", "voicecall.continue",
+        "voicecall.continue.start", "voicecall.continue.result", "voicecall.speak",
+        "voicecall.dtmf", "voicecall.end", "voicecall.status"])
+    params = serializers.DictField(required=False)
+
+
+def _error(request_id: Any, code: int, message: str, data_code: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id,
+            "error": {"code": code, "message": message, "data": {"code": data_code}}}
+
+
+def rpc_dispatch(payload: Any) -> dict[str, Any] | None:
+    """One JSON-RPC request object -> its response object (None for a notification)."""
+    if not isinstance(payload, dict) or payload.get("jsonrpc") != "2.0" or not isinstance(
+            payload.get("method"), str):
+        return _error(None, INVALID_REQUEST, "Invalid Request", "INVALID_REQUEST")
+    request_id = payload.get("id")
+    try:
+        result = call_method(payload["method"], payload.get("params") or {})
+    except MethodNotFound as exc:
+        response = _error(request_id, METHOD_NOT_FOUND, exc.message, exc.code)
+    except InvalidRequest as exc:
+        response = _error(request_id, INVALID_PARAMS, exc.message, exc.code)
+    except CallError as exc:
+        response = _error(request_id, SERVER_ERROR, exc.message, exc.code)
+    else:
+        response = {"jsonrpc": "2.0", "id": request_id, "result": result}
+    return response if "id" in payload else None
+
+
+class RpcApi(APIView):
+    parser_classes = [RawJsonParser]
+
+    @extend_schema(
+        request=RpcRequestSerializer,
+        responses={200: serializers.DictField()},
+        examples=[OpenApiExample("initiate", value={
+            "jsonrpc": "2.0", "id": 1, "method": "voicecall.initiate",
+            "params": {"to": "+15555550123", "message": "Hello", "mode": "notify"}})],
+        description="JSON-RPC 2.0; errors carry the reference's message and data.code "
+                    "INVALID_REQUEST or UNAVAILABLE.",
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            payload = json.loads(request.data or b"")
+        except (ValueError, UnicodeDecodeError):
+            return Response(_error(None, PARSE_ERROR, "Parse error", "INVALID_REQUEST"))
+        if isinstance(payload, list):
+            if not payload:
+                return Response(_error(None, INVALID_REQUEST, "Invalid Request",
+                                       "INVALID_REQUEST"))
+            replies = [r for r in map(rpc_dispatch, payload) if r is not None]
+            return Response(replies) if replies else Response(status=204)
+        reply = rpc_dispatch(payload)
+        return Response(reply) if reply is not None else Response(status=204)

@@ -1,0 +1,112 @@
+"""GET/POST /api/tools/voice_call: the agent tool (reference §9.1); errors never raise."""
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from calls.api import methods
+from calls.exceptions import CallError
+from calls.selectors import call_find
+
+DESCRIPTION = "Make phone calls and have voice conversations via the voice-call plugin."
+
+_STR = {"type": "string"}
+TOOL_SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "voice_call",
+        "description": DESCRIPTION,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "action": {"type": "string", "enum": [
+                    "initiate_call", "continue_call", "speak_to_user", "send_dtmf",
+                    "end_call", "get_status"]},
+                "to": {**_STR, "description": "E.164 number to call (default: toNumber)"},
+                "message": {**_STR, "description": "What to say"},
+                "mode": {"type": "string", "enum": ["notify", "conversation", "call", "status"]},
+                "callId": {**_STR, "description": "callId returned by initiate_call"},
+                "digits": {**_STR, "description": "DTMF digits: 0-9 * # , w p"},
+                "sessionKey": _STR,
+                "dtmfSequence": {**_STR, "description": "Digits sent right after connect"},
+                "sid": {**_STR, "description": "Legacy: call id for mode=status"},
+            },
+        },
+    },
+}
+
+# action -> (RPC method, error when it fails without a message, required fields error)
+_ACTIONS: dict[str, tuple[str, str]] = {
+    "initiate_call": ("voicecall.initiate", "initiate failed"),
+    "continue_call": ("voicecall.continue", "continue failed"),
+    "speak_to_user": ("voicecall.speak", "speak failed"),
+    "send_dtmf": ("voicecall.dtmf", "dtmf failed"),
+    "end_call": ("voicecall.end", "end failed"),
+    "get_status": ("voicecall.status", "status failed"),
+}
+
+
+def run_tool(params: dict[str, Any]) -> dict[str, Any]:
+    """Run one tool action; every failure comes back as {"error": message}."""
+    action = params.get("action")
+    if action is None:
+        return _legacy(params)
+    if action not in _ACTIONS:
+        return {"error": f"Unknown action: {action}"}
+    if action == "get_status" and not params.get("callId"):
+        return {"error": "callId required"}
+    method, fallback = _ACTIONS[action]
+    try:
+        result = methods.call_method(method, params)
+    except CallError as exc:
+        return {"error": _inactive_detail(params, exc.message) or fallback}
+    if action == "get_status" and result.get("found"):
+        return {"found": True, "call": result["call"]}
+    return result
+
+
+def _inactive_detail(params: dict[str, Any], message: str) -> str:
+    if message != "Call has ended":
+        return message
+    call = call_find(params.get("callId"))
+    if call is None:
+        return message
+    ended = call.ended_at.isoformat() if call.ended_at else None
+    return (f"call is not active (last state={call.state}, endReason={call.end_reason or None}, "
+            f"endedAt={ended})")
+
+
+def _legacy(params: dict[str, Any]) -> dict[str, Any]:
+    """The pre-action shape {mode?: "call"|"status", to?, sid?, message?}."""
+    if params.get("mode") == "status":
+        if not params.get("sid"):
+            return {"error": "sid required for status"}
+        return run_tool({"action": "get_status", "callId": params["sid"]})
+    if not params.get("to") and not _configured_to():
+        return {"error": "to required for call"}
+    return run_tool({**params, "action": "initiate_call", "mode": None})
+
+
+def _configured_to() -> str | None:
+    from calls.config import get_config
+
+    return get_config().to_number
+
+
+class ToolApi(APIView):
+    @extend_schema(responses={200: serializers.DictField()},
+                   description="The voice_call tool definition (OpenAI function-calling shape).")
+    def get(self, request: Request) -> Response:
+        return Response(TOOL_SCHEMA)
+
+    @extend_schema(request=serializers.DictField(), responses={200: serializers.DictField()},
+                   description="Run a tool action; failures are {\"error\": \"…\"} with 200.")
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            return Response({"error": "arguments must be a JSON object"})
+        return Response(run_tool(dict(request.data)))

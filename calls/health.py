@@ -1,0 +1,50 @@
+"""Liveness and readiness probes."""
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True, "service": "voicecall"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": _check_database(), "channelLayer": _check_channel_layer()}
+    if getattr(settings, "REDIS_URL", ""):
+        checks["broker"] = _check_broker()
+    ok = all(value == "ok" for value in checks.values())
+    return JsonResponse({"ok": ok, "checks": checks}, status=200 if ok else 503)
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - a probe reports any failure as not ready
+        return f"error: {exc.__class__.__name__}"
+    return "ok"
+
+
+def _check_channel_layer() -> str:
+    layer = get_channel_layer()
+    if layer is None:
+        return "error: not configured"
+    try:
+        async_to_sync(layer.group_send)("health.probe", {"type": "health.probe"})
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {exc.__class__.__name__}"
+    return "ok"
+
+
+def _check_broker() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {exc.__class__.__name__}"
+    return "ok"

@@ -1,0 +1,89 @@
+"""`voicecall serve`: one process running HTTP, websockets and the timer sweep (embedded default).
+
+In production the sweep belongs to Celery beat; set VOICECALL_SWEEP=off on servers then.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from calls.config import get_config
+from calls.runtime import webhook_url
+
+logger = logging.getLogger(__name__)
+
+
+def startup() -> None:
+    """Work every server does once before serving: config rows, restart restore."""
+    from calls.services import allowlist_sync_config, calls_restore
+
+    cfg = get_config()
+    for warning in cfg.warnings:
+        logger.warning("%s", warning)
+    allowlist_sync_config()
+    calls_restore()
+    close_old_connections()
+
+
+class Sweeper(threading.Thread):
+    """Runs timers_sweep every interval until stopped; errors are logged, never fatal."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(name="voicecall-sweep", daemon=True)
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from calls.services import timers_sweep
+
+        while not self.stopped.wait(self.interval):
+            try:
+                timers_sweep()
+            except Exception:  # the loop must outlive one bad sweep; the next one retries
+                logger.exception("timer sweep failed")
+            finally:
+                close_old_connections()
+
+
+def run(*, host: str, port: int) -> None:
+    """Serve the ASGI app with Daphne on host:port (blocking)."""
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server
+
+    from voicecall_project.asgi import application
+
+    _check_skip_signature(host)
+    startup()
+    sweeper = None
+    if os.environ.get("VOICECALL_SWEEP", "on") != "off":
+        sweeper = Sweeper(settings.VOICECALL_SWEEP_INTERVAL_SECONDS)
+        sweeper.start()
+    logger.info("voicecall listening on http://%s:%s (webhook %s)", host, port, webhook_url())
+    try:
+        Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            action_logs=False,
+        ).run()
+    finally:
+        if sweeper:
+            sweeper.stopped.set()
+
+
+def _check_skip_signature(host: str) -> None:
+    """skipSignatureVerification only on loopback without public exposure (DESIGN §7)."""
+    cfg = get_config()
+    if not cfg.skip_signature_verification:
+        return
+    exposed = bool(cfg.public_url) or cfg.section("tunnel").get("provider", "none") != "none"
+    if host not in ("127.0.0.1", "::1", "localhost") or exposed:
+        raise SystemExit(
+            "skipSignatureVerification is only allowed when serving on loopback "
+            "without publicUrl or a tunnel")
+    logger.warning("SECURITY WARNING: skipSignatureVerification=true disables webhook "
+                   "signature verification (development only)")

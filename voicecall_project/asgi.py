@@ -1,0 +1,20 @@
+"""ASGI entry point: HTTP to Django, websockets to the media-stream routes."""
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voicecall_project.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from calls.routing import websocket_urlpatterns  # noqa: E402
+
+# Carriers are not browsers: no OriginValidator or session auth on media streams;
+# each stream authenticates with its per-call token (STYLE 2.5).
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": URLRouter(websocket_urlpatterns),
+})
