@@ -12,6 +12,8 @@ from providers.registry import build_provider
 
 _lock = threading.Lock()
 _provider: TelephonyProvider | None = None
+# Where this process actually serves, when it differs from serve.bind/serve.port.
+_local_address: tuple[str, int] | None = None
 
 
 def provider_settings(cfg: VoiceCallConfig) -> dict[str, Any]:
@@ -54,14 +56,19 @@ def set_provider(provider: TelephonyProvider | None) -> None:
         _provider = provider
 
 
+def set_local_address(*, host: str, port: int) -> None:
+    global _local_address
+    _local_address = (host, port)
+
+
 def webhook_url(cfg: VoiceCallConfig | None = None) -> str:
     """publicUrl when set, else the local server URL (reference §1.1 step 7)."""
     cfg = cfg or get_config()
     if cfg.public_url:
         return cfg.public_url
-    host = cfg.serve_bind
+    host, port = _local_address or (cfg.serve_bind, cfg.serve_port)
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{cfg.serve_port}{cfg.serve_path}"
+    return f"http://{host}:{port}{cfg.serve_path}"

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from calls.config import get_config
-from calls.runtime import webhook_url
+from calls.runtime import set_local_address, webhook_url
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def run(*, host: str, port: int) -> None:
     from voicecall_project.asgi import application
 
     _check_skip_signature(host)
+    set_local_address(host=host, port=port)
     startup()
     sweeper = None
     if os.environ.get("VOICECALL_SWEEP", "on") != "off":
@@ -68,7 +69,7 @@ def run(*, host: str, port: int) -> None:
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             signal_handlers=True,
-            action_logs=False,
+            verbosity=0,
         ).run()
     finally:
         if sweeper:

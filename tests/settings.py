@@ -14,6 +14,7 @@ from voicecall_project.settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    # pytest-django gives each run its own test database; keep it on disk under var/
-    # so transactional tests and subprocesses behave like the real server.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405
+    # On disk (not :memory:) so threads in transactional tests lock like the real server;
+    # one file per run so parallel runs don't share a database.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405

@@ -152,5 +152,7 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "daphne": {"level": "WARNING"},
+        # httpx logs every request at INFO; carrier URLs carry call ids, keep them at debug.
+        "httpx": {"level": "WARNING"},
     },
 }

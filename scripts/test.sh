@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Prepare everything and run the whole test suite (extra arguments go to pytest).
+source "$(dirname "$0")/_env.sh"
+ensure_venv
+cd "$ROOT"
+set +e
+"$VENV/bin/python" -m pytest "$@"
+code=$?
+set -e
+if [ "$code" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$code"
