@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from calls import clock
+from calls import clock, runtime
 from calls.config import parse_config, reset_config, set_config
 from calls.models import Call
 from calls.runtime import set_provider
@@ -23,10 +23,17 @@ class _NoNetwork(httpx.BaseTransport):
         raise AssertionError(f"unexpected network call in tests: {request.url}")
 
 
+def _test_config(raw: dict[str, Any] | None, env: dict[str, str] | None) -> Any:
+    """The mock carrier must not call back over HTTP in tests unless a test asks for it."""
+    raw = dict(raw or {})
+    raw.setdefault("mock", {}).setdefault("simulate", False)
+    return parse_config(raw, env or {})
+
+
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts from default config and a non-simulating mock carrier."""
-    reset_config()
+    set_config(_test_config(None, None))
     set_provider(None)
     yield
     set_provider(None)
@@ -35,12 +42,17 @@ def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def configure() -> Any:
-    """configure({...plugin config...}) -> VoiceCallConfig, installed for the test."""
+    """configure({...plugin config...}) -> VoiceCallConfig, installed for the test.
+
+    A carrier installed by `mock_carrier` survives reconfiguration, so a test can
+    configure after asking for the fixture and still inspect what was sent.
+    """
 
     def _configure(raw: dict[str, Any] | None = None, env: dict[str, str] | None = None):
-        cfg = parse_config(raw or {}, env or {})
+        cfg = _test_config(raw, env)
         set_config(cfg)
-        set_provider(None)
+        if not (isinstance(runtime._provider, MockProvider) and cfg.provider == "mock"):
+            set_provider(None)
         return cfg
 
     return _configure

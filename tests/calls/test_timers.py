@@ -1,0 +1,150 @@
+"""Durable timers (DESIGN §8): deadlines on the row, fired by the sweep, once, with a moved clock."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from calls.models import Call
+from calls.services import call_initiate, event_apply, timers_sweep
+from calls.services.timers import RING_GRACE
+from providers.base import EventType, NormalizedEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def _event(call: Call, type_: EventType, **fields) -> NormalizedEvent:
+    return NormalizedEvent(type=type_, id=f"{type_}-{fields.pop('n', 0)}", call_id=call.call_id,
+                           provider_call_id=call.provider_call_id, **fields)
+
+
+def _hangups(carrier) -> int:
+    return sum(1 for op, _ in carrier.sent if op == "hang_up")
+
+
+def test_notify_call_hangs_up_after_the_delay_not_before(mock_carrier, fake_clock, configure):
+    configure({"outbound": {"notifyHangupDelaySec": 3}})
+    call = call_initiate(to="+15555550123", message="Hello", mode="notify")
+    event_apply(provider="mock", event=_event(call, EventType.ANSWERED))
+    fake_clock.advance(seconds=2)
+    timers_sweep()
+    call.refresh_from_db()
+    assert call.state == "speaking"
+    fake_clock.advance(seconds=1.5)
+    report = timers_sweep()
+    call.refresh_from_db()
+    assert report.fired == {"notify_hangup": 1}
+    assert call.state == "hangup-bot"
+    assert _hangups(mock_carrier) == 1
+
+
+def test_a_deadline_fires_once_even_when_swept_twice(mock_carrier, fake_clock, make_call):
+    call = make_call(state="listening", max_duration_at=fake_clock.now())
+    first, second = timers_sweep(), timers_sweep()
+    assert first.fired == {"max_duration": 1}
+    assert second.fired == {}
+    assert _hangups(mock_carrier) == 1
+
+
+def test_max_duration_ends_the_call_with_timeout(mock_carrier, fake_clock, configure):
+    configure({"maxDurationSeconds": 60})
+    call = call_initiate(to="+15555550123", message="Hi", mode="conversation")
+    event_apply(provider="mock", event=_event(call, EventType.ANSWERED))
+    call.refresh_from_db()
+    assert call.max_duration_at == fake_clock.now() + timedelta(seconds=60)
+    fake_clock.advance(seconds=59)
+    timers_sweep()
+    call.refresh_from_db()
+    assert call.state == "listening"
+    fake_clock.advance(seconds=2)
+    timers_sweep()
+    call.refresh_from_db()
+    assert (call.state, call.end_reason) == ("timeout", "timeout")
+    assert call.metadata["endReason"] == "timeout"
+
+
+def test_first_speech_starts_the_duration_timer_when_no_answer_event_came(
+        mock_carrier, fake_clock, configure):
+    configure({"maxDurationSeconds": 30})
+    call = call_initiate(to="+15555550123", message="Hi", mode="conversation")
+    event_apply(provider="mock", event=_event(call, EventType.SPEECH, transcript="hello?"))
+    call.refresh_from_db()
+    assert call.max_duration_at == fake_clock.now() + timedelta(seconds=30)
+
+
+def test_an_unanswered_call_ends_as_no_answer_after_the_ring_timeout(
+        mock_carrier, fake_clock, configure):
+    configure({"ringTimeoutMs": 30000, "staleCallReaperSeconds": 0})
+    call = call_initiate(to="+15555550123", message="Hi")
+    event_apply(provider="mock", event=_event(call, EventType.RINGING))
+    fake_clock.advance(seconds=30)
+    timers_sweep()
+    call.refresh_from_db()
+    assert call.state == "ringing"
+    fake_clock.advance(seconds=RING_GRACE.total_seconds() + 1)
+    timers_sweep()
+    call.refresh_from_db()
+    assert call.state == "no-answer"
+    assert _hangups(mock_carrier) == 1
+
+
+def test_answering_cancels_the_ring_timeout(mock_carrier, fake_clock, configure):
+    configure({"staleCallReaperSeconds": 0})
+    call = call_initiate(to="+15555550123", message="Hi", mode="conversation")
+    event_apply(provider="mock", event=_event(call, EventType.ANSWERED))
+    fake_clock.advance(minutes=2)
+    timers_sweep()
+    call.refresh_from_db()
+    assert call.ring_deadline_at is None
+    assert not call.is_terminal
+
+
+def test_stale_reaper_ends_only_never_answered_calls_outside_speaking_or_listening(
+        mock_carrier, fake_clock, configure, make_call):
+    configure({"staleCallReaperSeconds": 120, "ringTimeoutMs": 600000})
+    old = fake_clock.now() - timedelta(seconds=121)
+    stale = make_call(state="initiated", started_at=old)
+    talking = make_call(state="listening", started_at=old)
+    answered = make_call(state="answered", started_at=old, answered_at=old)
+    fresh = make_call(state="ringing", started_at=fake_clock.now())
+    report = timers_sweep()
+    states = {c.pk: Call.objects.get(pk=c.pk).state for c in (stale, talking, answered, fresh)}
+    assert report.fired.get("stale_reaper") == 1
+    assert states == {stale.pk: "hangup-bot", talking.pk: "listening",
+                      answered.pk: "answered", fresh.pk: "ringing"}
+
+
+def test_stale_reaper_zero_disables_it(mock_carrier, fake_clock, configure, make_call):
+    configure({"staleCallReaperSeconds": 0})
+    call = make_call(state="initiated", started_at=fake_clock.now() - timedelta(hours=1))
+    timers_sweep()
+    call.refresh_from_db()
+    assert call.state == "initiated"
+
+
+def test_an_abandoned_turn_lock_is_freed_after_its_deadline(fake_clock, make_call, mock_carrier):
+    call = make_call(state="listening", turn_token="t1",
+                     transcript_deadline_at=fake_clock.now())
+    timers_sweep()
+    call.refresh_from_db()
+    assert call.turn_token == "t1"  # still inside the grace period
+    fake_clock.advance(seconds=10)
+    report = timers_sweep()
+    call.refresh_from_db()
+    assert call.turn_token is None
+    assert report.fired["transcript_wait"] == 1
+
+
+def test_a_failed_carrier_hangup_leaves_the_call_live_for_a_later_retry(
+        mock_carrier, fake_clock, make_call, monkeypatch):
+    from providers.errors import ProviderError
+
+    def refuse(target):
+        raise ProviderError("carrier down", retryable=True)
+
+    monkeypatch.setattr(mock_carrier, "hang_up", refuse)
+    call = make_call(state="listening", max_duration_at=fake_clock.now())
+    timers_sweep()
+    call.refresh_from_db()
+    assert call.state == "listening"
+    assert call.hangup_claimed_at is None
