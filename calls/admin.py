@@ -1,0 +1,259 @@
+"""Admin: read-only call history, the inbound policy and the allowlist (DESIGN §5, STYLE 2.8).
+
+Calls record external events, so the history is never edited here; actions go through services.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from calls.exceptions import CallError
+from calls.models import AllowedNumber, ApiToken, Call, CallEvent, InboundPolicy, TranscriptEntry
+from calls.phone import mask_number
+from calls.services import allowlist_sync_config, call_end, token_revoke
+from calls.services.inbound import effective_policy
+
+
+def _pretty_json(value: Any) -> SafeString:
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html("<pre>{}</pre>", text)
+
+
+class _ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+class CallEventInline(_ReadOnlyInline):
+    model = CallEvent
+    fields = readonly_fields = ("type", "payload_json", "dedupe_key", "created_at")
+
+    @admin.display(description="payload")
+    def payload_json(self, event: CallEvent) -> SafeString:
+        return _pretty_json(event.payload)
+
+
+class TranscriptEntryInline(_ReadOnlyInline):
+    model = TranscriptEntry
+    fields = readonly_fields = ("speaker", "text", "is_final", "created_at")
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "direction", "provider", "mode", "masked_from", "masked_to",
+                    "state", "end_reason", "started_at", "duration_display")
+    list_filter = ("state", "direction", "provider", "mode", "started_at")
+    date_hierarchy = "started_at"
+    # public_id is matched exactly in get_search_results (a UUID column has no useful icontains).
+    search_fields = ("from_number", "to_number", "provider_call_id")
+    search_help_text = "Number, provider call id, or a full callId"
+    inlines = (CallEventInline, TranscriptEntryInline)
+    actions = ("end_calls",)
+    fieldsets = (
+        (None, {"fields": ("public_id", "provider", "provider_call_id", "direction", "mode",
+                           "state", "end_reason", "from_number", "to_number", "session_key")}),
+        ("Timing", {"fields": ("started_at", "answered_at", "ended_at", "duration_display")}),
+        ("Metadata", {"fields": ("metadata_json",)}),
+        ("Internals", {"classes": ("collapse",),
+                       "fields": ("webhook_url", "turn_token", "turn_started_at",
+                                  "max_duration_at", "ring_deadline_at", "notify_hangup_at",
+                                  "transcript_deadline_at", "hangup_claimed_at", "updated_at")}),
+    )
+    readonly_fields = tuple(f for _, opts in fieldsets for f in opts["fields"])
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False
+
+    def has_end_permission(self, request: HttpRequest) -> bool:
+        # Ending a live call is an operation, not an edit: it needs the model's change
+        # permission, so view-only staff can browse the history but not hang up.
+        return request.user.has_perm("calls.change_call")
+
+    @admin.display(description="from", ordering="from_number")
+    def masked_from(self, call: Call) -> str:
+        return mask_number(call.from_number)
+
+    @admin.display(description="to", ordering="to_number")
+    def masked_to(self, call: Call) -> str:
+        return mask_number(call.to_number)
+
+    @admin.display(description="duration")
+    def duration_display(self, call: Call) -> str:
+        duration = call.duration
+        return str(timedelta(seconds=int(duration.total_seconds()))) if duration else "-"
+
+    @admin.display(description="metadata")
+    def metadata_json(self, call: Call) -> SafeString:
+        return _pretty_json(call.metadata)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Call],
+                           search_term: str) -> tuple[QuerySet[Call], bool]:
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        try:
+            public_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return results, may_have_duplicates
+        return results | queryset.filter(public_id=public_id), may_have_duplicates
+
+    @admin.action(description="End selected calls", permissions=("end",))
+    def end_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
+        ended = 0
+        for call in queryset:
+            try:
+                call_end(call_id=call.call_id)
+            except CallError as exc:
+                self.message_user(request, f"{call.call_id}: {exc.message}", messages.ERROR)
+            else:
+                ended += 1
+        if ended:
+            self.message_user(request, f"Ended {ended} call(s).", messages.SUCCESS)
+
+
+@admin.register(InboundPolicy)
+class InboundPolicyAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "policy_display", "greeting", "updated_at")
+    fields = ("policy", "greeting")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A single row: the services read `InboundPolicy.objects.first()`.
+        return super().has_add_permission(request) and not InboundPolicy.objects.exists()
+
+    @admin.display(description="policy")
+    def policy_display(self, row: InboundPolicy) -> str:
+        return row.policy or "use config"
+
+    def formfield_for_choice_field(self, db_field: Any, request: HttpRequest,
+                                   **kwargs: Any) -> forms.Field:
+        if db_field.name == "policy":
+            kwargs["choices"] = [("", "use config"), *db_field.choices]
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
+
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        policy, greeting = effective_policy()
+        subtitle = f"Effective policy: {policy} — greeting: {greeting or '(default)'}"
+        return super().changelist_view(request, {**(extra_context or {}), "subtitle": subtitle})
+
+
+class AllowedNumberForm(forms.ModelForm):
+    class Meta:
+        model = AllowedNumber
+        fields = ("number", "label", "note", "enabled")
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        # AllowedNumber.clean() re-runs the number's E.164 validator, so a bad number
+        # would be reported twice: once on the field and once for the whole form.
+        general = self.errors.get(NON_FIELD_ERRORS)
+        if general and "number" in self.errors:
+            repeated = set(self.errors["number"])
+            kept = [message for message in general if message not in repeated]
+            if kept:
+                self.errors[NON_FIELD_ERRORS] = self.error_class(kept, error_class="nonfield")
+            else:
+                del self.errors[NON_FIELD_ERRORS]
+
+    def validate_unique(self) -> None:
+        super().validate_unique()
+        # `source` is not on the form, so Django skips the (number, source) constraint;
+        # check it here rather than letting the insert fail with an IntegrityError.
+        if "number" not in self.errors:
+            try:
+                self.instance.validate_constraints()
+            except ValidationError as exc:
+                self.add_error("number", exc.messages)
+
+
+@admin.register(AllowedNumber)
+class AllowedNumberAdmin(admin.ModelAdmin):
+    form = AllowedNumberForm
+    list_display = ("number", "label", "enabled", "source")
+    list_filter = ("source", "enabled")
+    search_fields = ("number", "label")
+    readonly_fields = ("source", "created_at")
+
+    def get_fields(self, request: HttpRequest, obj: AllowedNumber | None = None) -> list[str]:
+        fields = ["number", "label", "note", "enabled"]
+        return fields if obj is None else [*fields, "source", "created_at"]
+
+    def has_change_permission(self, request: HttpRequest,
+                              obj: AllowedNumber | None = None) -> bool:
+        return not _from_config(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest,
+                              obj: AllowedNumber | None = None) -> bool:
+        return not _from_config(obj) and super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: AllowedNumber, form: forms.Form,
+                   change: bool) -> None:
+        if not change:
+            obj.source = AllowedNumber.Source.ADMIN
+        super().save_model(request, obj, form, change)
+
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        allowlist_sync_config()  # so config allowFrom shows up as read-only rows
+        return super().changelist_view(request, extra_context)
+
+
+def _from_config(obj: AllowedNumber | None) -> bool:
+    return obj is not None and obj.source == AllowedNumber.Source.CONFIG
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix")
+    fields = readonly_fields = list_display
+    actions = ("revoke_tokens",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tokens are minted by `manage.py voicecall token`, shown once
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("calls.change_apitoken")
+
+    @admin.action(description="Revoke selected tokens", permissions=("revoke",))
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        revoked = 0
+        for token in queryset:
+            try:
+                token_revoke(token_id=token.pk)
+            except CallError as exc:
+                self.message_user(request, f"{token}: {exc.message}", messages.ERROR)
+            else:
+                revoked += 1
+        if revoked:
+            self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
