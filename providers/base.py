@@ -103,6 +103,16 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Speech:
+    """Words to say in a webhook reply (TwiML/XML carriers), optionally listening afterwards."""
+
+    text: str | None
+    listen: bool = False
+    turn_token: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyContext:
     """What the services decided about a webhook, for the adapter to render its reply."""
 
@@ -110,8 +120,13 @@ class ReplyContext:
     call_id: str | None = None
     mode: str | None = None
     direction: str | None = None
+    state: str | None = None
+    known: bool = False  # the webhook belongs to a call we track
     rejected: bool = False
     accepted_inbound: bool = False
+    # Set when the services chose to answer this very request with speech instead of a
+    # separate REST command (avoids racing the carrier's own fetch; reference 21220).
+    speech: Speech | None = None
     events: tuple[NormalizedEvent, ...] = ()
 
 
@@ -133,6 +148,9 @@ class PlaceCall:
 class PlaceCallResult:
     provider_call_id: str
     status: str = "initiated"
+    # True when the carrier got the notify message with the dial request itself (Twilio
+    # inline TwiML): it must not be spoken again on answer.
+    message_delivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +179,9 @@ class TelephonyProvider(ABC):
 
     name: str = ""
     supports_preconnect_dtmf: bool = False
+    #: A rejected inbound call is refused by the webhook reply itself (TwiML <Reject/>),
+    #: so no REST hang-up is needed.
+    rejects_in_reply: bool = False
     #: Headers whose absence fails the pre-auth gate with 401 before the body is read.
     signature_headers: tuple[tuple[str, ...], ...] = ()
 
@@ -186,6 +207,10 @@ class TelephonyProvider(ABC):
     @abstractmethod
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
         """Play DTMF digits into the live call."""
+
+    def can_speak_in_reply(self, request: WebhookRequest) -> bool:
+        """True when this webhook's reply can carry speech (a TwiML/XML document fetch)."""
+        return False
 
     def answer_call(self, target: CallTarget) -> None:
         """Answer an accepted inbound call where the carrier needs an explicit command."""
