@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from calls.selectors import call_find
 from calls.services import lifecycle
 from calls.services.inbound import DEFAULT_GREETING, effective_policy, inbound_screen
 from calls.services.lifecycle import call_target
+from calls.services.speech import InlineReply, speak
 from calls.state import CallState
 from providers.base import EventType, NormalizedEvent
 from providers.errors import ProviderError
@@ -32,11 +34,15 @@ class EventOutcome:
     accepted_inbound: bool = False
 
 
-def event_apply(*, provider: str, event: NormalizedEvent) -> EventOutcome:
-    """Apply one event; duplicates, stale moves and finished calls change nothing."""
+def event_apply(*, provider: str, event: NormalizedEvent,
+                inline: InlineReply | None = None) -> EventOutcome:
+    """Apply one event; duplicates, stale moves and finished calls change nothing.
+
+    `inline` is given when the reply to the current webhook can carry speech.
+    """
     call = _resolve(provider, event)
     if call is None:
-        return _unknown_call(provider, event)
+        return _unknown_call(provider, event, inline)
     if call.is_terminal:
         _retry_rejected_hang_up(call)
         return EventOutcome(call, applied=False, rejected=_was_rejected(call))
@@ -46,7 +52,7 @@ def event_apply(*, provider: str, event: NormalizedEvent) -> EventOutcome:
     if not _record(call, event):
         return EventOutcome(call, applied=False)
     _upgrade_provider_call_id(call, event)
-    _APPLY[event.type](call, event)
+    _APPLY[event.type](call, event, inline)
     return EventOutcome(call, applied=True)
 
 
@@ -88,29 +94,27 @@ def _upgrade_provider_call_id(call: Call, event: NormalizedEvent) -> None:
     call.provider_call_id = new_id
 
 
-def _on_ringing(call: Call, event: NormalizedEvent) -> None:
-    lifecycle.call_transition(call=call, state=CallState.RINGING)
+Handler = Callable[[Call, NormalizedEvent, InlineReply | None], None]
 
 
-def _on_initiated(call: Call, event: NormalizedEvent) -> None:
-    lifecycle.call_transition(call=call, state=CallState.INITIATED)
+def _to(state: str) -> Handler:
+    def handler(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
+        lifecycle.call_transition(call=call, state=state)
+
+    return handler
 
 
-def _on_answered(call: Call, event: NormalizedEvent) -> None:
+def _on_answered(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     if lifecycle.call_mark_answered(call=call, at=event.timestamp or clock.now()):
-        speak_initial_message(call)
+        speak_initial_message(call, inline=inline)
 
 
-def _on_active(call: Call, event: NormalizedEvent) -> None:
-    lifecycle.call_transition(call=call, state=CallState.ACTIVE)
-
-
-def _on_speaking(call: Call, event: NormalizedEvent) -> None:
+def _on_speaking(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     lifecycle.call_ensure_duration_timer(call=call)
     lifecycle.call_transition(call=call, state=CallState.SPEAKING)
 
 
-def _on_speech(call: Call, event: NormalizedEvent) -> None:
+def _on_speech(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     lifecycle.call_ensure_duration_timer(call=call)
     text = event.transcript.strip()
     if event.is_final and text:
@@ -120,25 +124,25 @@ def _on_speech(call: Call, event: NormalizedEvent) -> None:
     lifecycle.call_transition(call=call, state=CallState.LISTENING)
 
 
-def _on_nothing(call: Call, event: NormalizedEvent) -> None:
+def _on_nothing(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     """silence and DTMF change no state; the event row is the record."""
 
 
-def _on_ended(call: Call, event: NormalizedEvent) -> None:
+def _on_ended(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     lifecycle.call_finalize(call=call, reason=event.reason, ended_at=event.timestamp)
 
 
-def _on_error(call: Call, event: NormalizedEvent) -> None:
+def _on_error(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     if not event.retryable:
         lifecycle.metadata_update(call=call, set_={"error": event.error})
         lifecycle.call_finalize(call=call, reason=CallState.ERROR, ended_at=event.timestamp)
 
 
-_APPLY = {
-    EventType.INITIATED: _on_initiated,
-    EventType.RINGING: _on_ringing,
+_APPLY: dict[EventType, Handler] = {
+    EventType.INITIATED: _to(CallState.INITIATED),
+    EventType.RINGING: _to(CallState.RINGING),
     EventType.ANSWERED: _on_answered,
-    EventType.ACTIVE: _on_active,
+    EventType.ACTIVE: _to(CallState.ACTIVE),
     EventType.SPEAKING: _on_speaking,
     EventType.SPEECH: _on_speech,
     EventType.SILENCE: _on_nothing,
@@ -148,16 +152,21 @@ _APPLY = {
 }
 
 
-def speak_initial_message(call: Call) -> None:
+def speak_initial_message(call: Call, *, inline: InlineReply | None = None) -> None:
     """On answer: speak the greeting/message; notify calls then hang up after the delay."""
-    from calls.services.outbound import _speak  # one speak path for all callers
-
-    message = (call.metadata or {}).get("initialMessage")
+    metadata = call.metadata or {}
+    message = metadata.get("initialMessage")
     if not message or not call.provider_call_id:
+        return
+    if metadata.get("initialMessageInline"):
+        # The carrier got the message with the dial request (and hangs up itself):
+        # record it, never speak it twice (reference §1.2, PR #29121).
+        lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
+        lifecycle.metadata_update(call=call, delete=("initialMessage",))
         return
     conversation = call.mode == Call.Mode.CONVERSATION
     try:
-        _speak(call, message, listen_after=conversation)
+        speak(call, message, listen_after=conversation, inline=inline)
     except CallError as exc:
         # initialMessage stays, so the next trigger retries it (reference §1.2 step 5).
         logger.warning("call=%s initial message failed: %s", call.public_id, exc)
@@ -166,57 +175,62 @@ def speak_initial_message(call: Call) -> None:
     if conversation:
         lifecycle.call_transition(call=call, state=CallState.LISTENING)
         return
-    delay = get_config().notify_hangup_delay_sec
-    due = clock.now() + timedelta(seconds=delay)
+    due = clock.now() + timedelta(seconds=get_config().notify_hangup_delay_sec)
     Call.objects.filter(pk=call.pk, notify_hangup_at__isnull=True).update(notify_hangup_at=due)
 
 
-def _unknown_call(provider: str, event: NormalizedEvent) -> EventOutcome:
+def _unknown_call(provider: str, event: NormalizedEvent,
+                  inline: InlineReply | None) -> EventOutcome:
     if event.direction == "inbound" and event.provider_call_id:
-        return _inbound_call(provider, event)
+        return _inbound_call(provider, event, inline)
     if event.direction == "outbound" and event.provider_call_id:
-        return _register_external_outbound(provider, event)
+        return _register_external_outbound(provider, event, inline)
     logger.info("event %s for unknown call ignored", event.type)
     return EventOutcome(None, applied=False)
 
 
-def _inbound_call(provider: str, event: NormalizedEvent) -> EventOutcome:
-    """A new inbound call: screen it; accepted ones ring, rejected ones are hung up once."""
+def _inbound_call(provider: str, event: NormalizedEvent,
+                  inline: InlineReply | None) -> EventOutcome:
+    """A new inbound call: screen it; accepted ones are greeted, rejected ones hung up once."""
     from_number = to_e164(event.from_number or "") or (event.from_number or "")
     to_number = to_e164(event.to_number or "") or (event.to_number or "")
     screen = inbound_screen(from_number=from_number)
-    _, greeting = effective_policy()
     fields = {
         "provider": provider, "provider_call_id": event.provider_call_id,
         "direction": Call.Direction.INBOUND, "mode": Call.Mode.CONVERSATION,
         "from_number": from_number[:32], "to_number": to_number[:32],
     }
     if screen.accepted:
+        _, greeting = effective_policy()
         fields.update(state=CallState.RINGING,
                       metadata={"initialMessage": greeting or DEFAULT_GREETING,
                                 "mode": Call.Mode.CONVERSATION})
     else:
-        now = clock.now()
-        fields.update(state=CallState.HANGUP_BOT, end_reason=CallState.HANGUP_BOT, ended_at=now,
+        fields.update(state=CallState.HANGUP_BOT, end_reason=CallState.HANGUP_BOT,
+                      ended_at=clock.now(),
                       metadata={"rejectionReason": "inbound-policy", "screen": screen.reason})
     try:
         with transaction.atomic():
             call = Call.objects.create(**fields)
     except IntegrityError:  # another process registered the same carrier call first
         existing = call_find(event.provider_call_id, provider=provider)
-        return EventOutcome(existing, applied=False, rejected=bool(existing and _was_rejected(existing)))
+        return EventOutcome(existing, applied=False,
+                            rejected=bool(existing and _was_rejected(existing)))
     _record(call, event)
     if not screen.accepted:
         _retry_rejected_hang_up(call)
         return EventOutcome(call, applied=True, rejected=True)
     logger.info("call=%s inbound from %s accepted", call.public_id, mask_number(from_number))
-    _answer_inbound(call)
-    if event.type == EventType.ANSWERED:
-        _on_answered(call, event)
+    _answer_inbound(call, event, inline)
     return EventOutcome(call, applied=True, accepted_inbound=True)
 
 
-def _answer_inbound(call: Call) -> None:
+def _answer_inbound(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
+    """Answer an accepted caller: by this very reply (TwiML/XML) or by a carrier command."""
+    if inline is not None or event.type == EventType.ANSWERED:
+        # Returning a document answers the call; the greeting rides in it (#29101, #32902).
+        _on_answered(call, event, inline)
+        return
     try:
         get_provider().answer_call(call_target(call))
     except ProviderError as exc:
@@ -231,12 +245,16 @@ def _retry_rejected_hang_up(call: Call) -> None:
     """Hang up a rejected inbound call exactly once; a failed attempt may be retried later."""
     if not _was_rejected(call) or (call.metadata or {}).get("hungUp"):
         return
-    now = clock.now()
+    provider = get_provider()
+    if provider.rejects_in_reply:
+        # The webhook reply itself refuses the call (<Reject/>); no REST hang-up needed.
+        lifecycle.metadata_update(call=call, set_={"hungUp": True})
+        return
     if not Call.objects.filter(pk=call.pk, hangup_claimed_at__isnull=True).update(
-            hangup_claimed_at=now):
+            hangup_claimed_at=clock.now()):
         return
     try:
-        get_provider().hang_up(call_target(call))
+        provider.hang_up(call_target(call))
     except ProviderError as exc:
         logger.warning("call=%s rejected-call hang-up failed: %s", call.public_id, exc)
         Call.objects.filter(pk=call.pk).update(hangup_claimed_at=None)
@@ -244,7 +262,8 @@ def _retry_rejected_hang_up(call: Call) -> None:
     lifecycle.metadata_update(call=call, set_={"hungUp": True})
 
 
-def _register_external_outbound(provider: str, event: NormalizedEvent) -> EventOutcome:
+def _register_external_outbound(provider: str, event: NormalizedEvent,
+                                inline: InlineReply | None) -> EventOutcome:
     """An outbound call placed outside voicecall against our webhook: tracked, no policy."""
     try:
         with transaction.atomic():
@@ -258,6 +277,5 @@ def _register_external_outbound(provider: str, event: NormalizedEvent) -> EventO
     except IntegrityError:
         return EventOutcome(call_find(event.provider_call_id, provider=provider), applied=False)
     _record(call, event)
-    if event.type != EventType.INITIATED and event.type in _APPLY:
-        _APPLY[event.type](call, event)
+    _APPLY[event.type](call, event, inline)
     return EventOutcome(call, applied=True)

@@ -28,8 +28,8 @@ from calls.services.lifecycle import (
     call_target,
     call_transition,
     metadata_update,
-    transcript_add,
 )
+from calls.services.speech import speak
 from calls.state import NON_TERMINAL, CallState
 from providers.base import PlaceCall
 from providers.errors import ProviderError
@@ -134,6 +134,8 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
         call_finalize(call=call, reason=CallState.ERROR)
         raise CarrierFailed("Carrier returned a call id that is already in use") from exc
     call.provider_call_id = result.provider_call_id
+    if result.message_delivered:
+        metadata_update(call=call, set_={"initialMessageInline": True})
     logger.info("call=%s provider=%s dialled %s", call.public_id, call.provider,
                 mask_number(call.to_number))
 
@@ -158,20 +160,8 @@ def _live_call(call_id: str) -> Call:
 def call_speak(*, call_id: str, message: str, listen_after: bool = False) -> Call:
     """Speak into a live call; on failure the call goes back to listening."""
     call = _live_call(call_id)
-    _speak(call, message, listen_after=listen_after)
+    speak(call, message, listen_after=listen_after)
     return call
-
-
-def _speak(call: Call, message: str, *, listen_after: bool,
-           turn_token: str | None = None) -> None:
-    call_transition(call=call, state=CallState.SPEAKING)
-    try:
-        get_provider().play_text(call_target(call, turn_token=turn_token), message,
-                                 listen_after=listen_after)
-    except ProviderError as exc:
-        call_transition(call=call, state=CallState.LISTENING)
-        raise CarrierFailed(str(exc)) from exc
-    transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
 
 
 def call_continue(*, call_id: str, message: str) -> ContinueResult:
@@ -197,7 +187,7 @@ def call_continue(*, call_id: str, message: str) -> ContinueResult:
 
 
 def _run_turn(call: Call, message: str, *, token: str, started, deadline) -> ContinueResult:  # type: ignore[no-untyped-def]
-    _speak(call, message, listen_after=False, turn_token=token)
+    speak(call, message, listen_after=False, turn_token=token)
     call_transition(call=call, state=CallState.LISTENING)
     listen_started = clock.now()
     target = call_target(call, turn_token=token)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -10,7 +11,8 @@ from calls import clock
 from calls.models import ReplayKey
 from calls.runtime import get_provider
 from calls.services.events import EventOutcome, event_apply
-from providers.base import Reply, ReplyContext, WebhookRequest
+from calls.services.speech import InlineReply
+from providers.base import NormalizedEvent, Reply, ReplyContext, WebhookRequest
 from providers.errors import WebhookInvalid
 
 logger = logging.getLogger(__name__)
@@ -49,22 +51,37 @@ def webhook_process(request: WebhookRequest) -> Reply:
         events = provider.parse_webhook(request)
     except WebhookInvalid as exc:
         return Reply(status=400, body=f"Bad Request: {exc}".encode())
+    inline = InlineReply() if provider.can_speak_in_reply(request) else None
     try:
-        outcomes = [event_apply(provider=provider.name, event=event) for event in events]
+        outcomes = [event_apply(provider=provider.name, event=_keyed(event, verified.request_key, i),
+                                inline=inline) for i, event in enumerate(events)]
     except Exception:
         # Release the key so the carrier's retry is processed rather than taken for a replay.
         ReplayKey.objects.filter(key=verified.request_key[:200]).delete()
         raise
-    return provider.render_reply(request, _context(outcomes, events))
+    return provider.render_reply(request, _context(outcomes, events, inline))
 
 
-def _context(outcomes: list[EventOutcome], events: list) -> ReplyContext:  # type: ignore[type-arg]
+def _keyed(event: NormalizedEvent, request_key: str, index: int) -> NormalizedEvent:
+    """Events without their own dedupe key are identified by the verified request."""
+    if event.dedupe_key:
+        return event
+    return replace(event, dedupe_key=request_key if index == 0 else f"{request_key}#{index}")
+
+
+def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
+             inline: InlineReply | None) -> ReplyContext:
     call = next((o.call for o in outcomes if o.call is not None), None)
+    if call is not None:
+        call.refresh_from_db(fields=["state", "mode", "direction"])
     return ReplyContext(
         call_id=call.call_id if call else None,
         mode=call.mode if call else None,
         direction=call.direction if call else None,
+        state=call.state if call else None,
+        known=call is not None,
         rejected=any(o.rejected for o in outcomes),
         accepted_inbound=any(o.accepted_inbound for o in outcomes),
+        speech=inline.speech if inline else None,
         events=tuple(events),
     )
