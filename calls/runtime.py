@@ -72,3 +72,10 @@ def webhook_url(cfg: VoiceCallConfig | None = None) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}{cfg.serve_path}"
+
+
+def call_webhook_url(call_id: object, cfg: VoiceCallConfig | None = None) -> str:
+    """The webhook URL handed to the carrier for one call: it carries our callId."""
+    base = webhook_url(cfg)
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}callId={call_id}"

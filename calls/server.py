@@ -16,6 +16,9 @@ from calls.runtime import set_local_address, webhook_url
 
 logger = logging.getLogger(__name__)
 
+# Reference §5.1: media-stream frames over 64 KiB are refused before parsing.
+MAX_WS_FRAME_BYTES = 64 * 1024
+
 
 def startup() -> None:
     """Work every server does once before serving: config rows, restart restore."""
@@ -50,9 +53,13 @@ class Sweeper(threading.Thread):
 
 
 def run(*, host: str, port: int) -> None:
-    """Serve the ASGI app with Daphne on host:port (blocking)."""
-    from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server
+    """Serve the ASGI app on host:port (blocking) with uvicorn.
+
+    uvicorn rather than Daphne (README "Why uvicorn"): it streams request bodies to the
+    application, which the webhook gate needs for 408/413 before the body is read, and it
+    measured 1.8x Daphne's media-stream capacity (performance-notes).
+    """
+    import uvicorn
 
     from voicecall_project.asgi import application
 
@@ -64,13 +71,12 @@ def run(*, host: str, port: int) -> None:
         sweeper = Sweeper(settings.VOICECALL_SWEEP_INTERVAL_SECONDS)
         sweeper.start()
     logger.info("voicecall listening on http://%s:%s (webhook %s)", host, port, webhook_url())
+    config = uvicorn.Config(
+        application, host=host, port=port, lifespan="off", log_config=None,
+        access_log=False, ws_max_size=MAX_WS_FRAME_BYTES, timeout_keep_alive=5,
+    )
     try:
-        Server(
-            application=application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
-            signal_handlers=True,
-            verbosity=0,
-        ).run()
+        uvicorn.Server(config).run()
     finally:
         if sweeper:
             sweeper.stopped.set()

@@ -4,12 +4,9 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from calls.config import get_config
-from calls.runtime import get_provider
 from calls.services.webhooks import webhook_process
+from calls.webhook_gate import MAX_BODY_BYTES, is_webhook_path, missing_signature
 from providers.base import Reply, WebhookRequest
-
-MAX_BODY_BYTES = 64 * 1024
 
 HOLD_MUSIC_TWIML = (
     '<?xml version="1.0" encoding="UTF-8"?><Response>'
@@ -23,18 +20,6 @@ def _render(reply: Reply) -> HttpResponse:
     return HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
 
 
-def _path_matches(path: str, serve_path: str) -> bool:
-    """Exact serve.path, one trailing slash tolerated (reference §6.4 step 2)."""
-    return path == serve_path or path == serve_path.rstrip("/") + "/"
-
-
-def _missing_signature(request: HttpRequest) -> bool:
-    """Pre-auth gate: the carrier's signature headers must be there before the body is read."""
-    if get_config().skip_signature_verification:
-        return False
-    groups = get_provider().signature_headers
-    return bool(groups) and not any(
-        all(request.headers.get(name) for name in group) for group in groups)
 
 
 def _webhook_request(request: HttpRequest, body: bytes) -> WebhookRequest:
@@ -51,11 +36,12 @@ def _webhook_request(request: HttpRequest, body: bytes) -> WebhookRequest:
 
 @csrf_exempt
 def carrier_webhook(request: HttpRequest) -> HttpResponse:
-    if not _path_matches(request.path, get_config().serve_path):
+    """The same gates as WebhookGate, for servers that bypass it (WSGI, the test client)."""
+    if not is_webhook_path(request.path):
         return HttpResponse("Not Found", status=404, content_type="text/plain")
     if request.method != "POST":
         return HttpResponse("Method Not Allowed", status=405, content_type="text/plain")
-    if _missing_signature(request):
+    if missing_signature({k.lower(): v for k, v in request.headers.items()}):
         return HttpResponse("Unauthorized", status=401, content_type="text/plain")
     length = request.META.get("CONTENT_LENGTH") or "0"
     if not length.isdigit() or int(length) > MAX_BODY_BYTES:

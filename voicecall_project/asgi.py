@@ -11,10 +11,11 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from calls.routing import websocket_urlpatterns  # noqa: E402
+from calls.webhook_gate import WebhookGate  # noqa: E402
 
 # Carriers are not browsers: no OriginValidator or session auth on media streams;
 # each stream authenticates with its per-call token (STYLE 2.5).
 application = ProtocolTypeRouter({
-    "http": django_asgi_app,
+    "http": WebhookGate(django_asgi_app),
     "websocket": URLRouter(websocket_urlpatterns),
 })

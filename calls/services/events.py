@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,7 +14,7 @@ from calls.config import get_config
 from calls.exceptions import CallError
 from calls.models import Call, CallEvent, TranscriptEntry
 from calls.phone import mask_number, to_e164
-from calls.runtime import get_provider
+from calls.runtime import call_webhook_url, get_provider
 from calls.selectors import call_find
 from calls.services import lifecycle
 from calls.services.inbound import DEFAULT_GREETING, effective_policy, inbound_screen
@@ -196,7 +197,7 @@ def _inbound_call(provider: str, event: NormalizedEvent,
     to_number = to_e164(event.to_number or "") or (event.to_number or "")
     screen = inbound_screen(from_number=from_number)
     fields = {
-        "provider": provider, "provider_call_id": event.provider_call_id,
+        **_new_call_identity(), "provider": provider, "provider_call_id": event.provider_call_id,
         "direction": Call.Direction.INBOUND, "mode": Call.Mode.CONVERSATION,
         "from_number": from_number[:32], "to_number": to_number[:32],
     }
@@ -223,6 +224,12 @@ def _inbound_call(provider: str, event: NormalizedEvent,
     logger.info("call=%s inbound from %s accepted", call.public_id, mask_number(from_number))
     _answer_inbound(call, event, inline)
     return EventOutcome(call, applied=True, accepted_inbound=True)
+
+
+def _new_call_identity() -> dict[str, object]:
+    """A callId and the webhook URL for later commands, as for calls we dial (#29121)."""
+    public_id = uuid.uuid4()
+    return {"public_id": public_id, "webhook_url": call_webhook_url(public_id)}
 
 
 def _answer_inbound(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
@@ -268,7 +275,7 @@ def _register_external_outbound(provider: str, event: NormalizedEvent,
     try:
         with transaction.atomic():
             call = Call.objects.create(
-                provider=provider, provider_call_id=event.provider_call_id,
+                **_new_call_identity(), provider=provider, provider_call_id=event.provider_call_id,
                 direction=Call.Direction.OUTBOUND, mode=get_config().default_mode,
                 state=CallState.INITIATED,
                 from_number=(to_e164(event.from_number or "") or "")[:32],

@@ -21,7 +21,7 @@ from calls.exceptions import (
 )
 from calls.models import Call, TranscriptEntry
 from calls.phone import E164_ERROR, is_e164, mask_number
-from calls.runtime import get_provider, webhook_url
+from calls.runtime import call_webhook_url, get_provider, webhook_url
 from calls.selectors import call_find, capacity_lock
 from calls.services.lifecycle import (
     call_finalize,
@@ -113,7 +113,7 @@ def _admit(*, to: str, from_number: str, mode: str, message: str | None,
 
 def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None:
     cfg = get_config()
-    url = _call_webhook_url(webhook_url(cfg), call)
+    url = call_webhook_url(call.public_id, cfg)
     Call.objects.filter(pk=call.pk).update(webhook_url=url)
     call.webhook_url = url
     request = PlaceCall(
@@ -138,11 +138,6 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
         metadata_update(call=call, set_={"initialMessageInline": True})
     logger.info("call=%s provider=%s dialled %s", call.public_id, call.provider,
                 mask_number(call.to_number))
-
-
-def _call_webhook_url(base: str, call: Call) -> str:
-    separator = "&" if "?" in base else "?"
-    return f"{base}{separator}callId={call.public_id}"
 
 
 def _live_call(call_id: str) -> Call:

@@ -1,0 +1,170 @@
+"""`voicecall setup` readiness checks and `voicecall smoke` (reference §8).
+
+The checks read the plugin config as a plain camelCase dict: the validated config when it
+loads, else the raw file, so one invalid key still leaves the other checks meaningful.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import json5
+from django.conf import settings
+
+from calls.cli.client import connect
+from calls.config import ConfigError, get_config
+
+SMOKE_MESSAGE = "OpenClaw voice call smoke test."
+SKIPPED = "live-call: skipped (pass --to and --yes to place one)"
+_PROVIDERS = ("twilio", "telnyx", "plivo", "mock")
+_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal")
+# Carrier-grade NAT space (Tailscale addresses among others): not reachable from carriers.
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    id: str
+    ok: bool
+    message: str
+
+
+def setup_report() -> dict[str, Any]:
+    """{ok, checks:[{id, ok, message}]} for the current config."""
+    data, errors = _load()
+    checks = [_plugin_enabled(data), _provider(data), _provider_config(errors),
+              _webhook_exposure(data), _mode(data),
+              Check("agent-owner", True, "single agent")]
+    return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = [f"Voice Call setup: {'OK' if report['ok'] else 'needs attention'}"]
+    lines += [f"{'OK' if c['ok'] else 'FAIL'} {c['id']}: {c['message']}"
+              for c in report["checks"]]
+    return "\n".join(lines)
+
+
+def _load() -> tuple[dict[str, Any], list[str]]:
+    try:
+        return get_config().data, []
+    except ConfigError as exc:
+        return _raw_config(), exc.errors
+
+
+def _raw_config() -> dict[str, Any]:
+    """The plugin config object from VOICECALL_CONFIG, unvalidated; {} when unreadable."""
+    path = getattr(settings, "VOICECALL_CONFIG", "") or ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = json5.loads(handle.read())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict) or "plugins" not in raw:
+        return raw if isinstance(raw, dict) else {}
+    entry = _section(_section(_section(raw, "plugins"), "entries"), "voice-call")
+    config = dict(_section(entry, "config"))
+    if entry.get("enabled") is not None:
+        config["enabled"] = entry["enabled"]
+    return config
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _provider_name(data: dict[str, Any]) -> str | None:
+    provider = data.get("provider")
+    if provider is None and data.get("enabled") is not False:
+        return "mock"  # the plugin's default when enabled without a provider
+    return provider if isinstance(provider, str) else None
+
+
+def _plugin_enabled(data: dict[str, Any]) -> Check:
+    if data.get("enabled") is False:
+        return Check("plugin-enabled", False, "Voice Call is disabled (enabled: false)")
+    return Check("plugin-enabled", True, "Voice Call is enabled")
+
+
+def _provider(data: dict[str, Any]) -> Check:
+    provider = _provider_name(data)
+    if provider is None:
+        return Check("provider", False, "No provider configured")
+    if provider not in _PROVIDERS:
+        return Check("provider", False, f'Unknown provider "{provider}"')
+    return Check("provider", True, f"Provider: {provider}")
+
+
+def _provider_config(errors: list[str]) -> Check:
+    if errors:
+        return Check("provider-config", False, "; ".join(errors))
+    return Check("provider-config", True, "Config is valid")
+
+
+def _webhook_exposure(data: dict[str, Any]) -> Check:
+    provider = _provider_name(data)
+    if provider == "mock":
+        return Check("webhook-exposure", True, "The mock provider needs no public webhook")
+    url = data.get("publicUrl")
+    if isinstance(url, str) and url:
+        if _is_internal(urlsplit(url).hostname or ""):
+            return Check("webhook-exposure", False,
+                         f"publicUrl {url} is a loopback or private address that "
+                         f"{provider} cannot reach")
+        return Check("webhook-exposure", True, f"publicUrl {url}")
+    tunnel = _tunnel(data)
+    if tunnel:
+        return Check("webhook-exposure", True, f"Exposed through {tunnel}")
+    return Check("webhook-exposure", False,
+                 f"No publicUrl and no tunnel, so {provider} cannot reach the webhook")
+
+
+def _tunnel(data: dict[str, Any]) -> str | None:
+    tunnel = _section(data, "tunnel").get("provider")
+    if tunnel not in (None, "none"):
+        return str(tunnel)
+    mode = _section(data, "tailscale").get("mode")
+    return f"tailscale {mode}" if mode in ("serve", "funnel") else None
+
+
+def _is_internal(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(_INTERNAL_SUFFIXES):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a DNS name; resolving it here would make setup depend on the network
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return (address.is_loopback or address.is_private or address.is_link_local
+            or address.is_unspecified or address in _CGNAT)
+
+
+def _mode(data: dict[str, Any]) -> Check:
+    streaming = _section(data, "streaming").get("enabled") is True
+    realtime = _section(data, "realtime").get("enabled") is True
+    if streaming and realtime:
+        return Check("mode", False, "streaming and realtime cannot both be enabled")
+    if realtime:
+        return Check("mode", True, "Realtime voice")
+    return Check("mode", True, "Media-stream transcription" if streaming
+                 else "Carrier speech recognition")
+
+
+def smoke_run(*, to: str | None, message: str, mode: str, confirmed: bool) -> dict[str, Any]:
+    """Setup, then (with --to and --yes) one real call through voicecall.start."""
+    setup = setup_report()
+    if not setup["ok"]:
+        return {"ok": False, "setup": setup, "liveCall": False}
+    if not to:
+        return {"ok": True, "setup": setup, "liveCall": False, "skipped": SKIPPED}
+    if not confirmed:
+        return {"ok": True, "setup": setup, "liveCall": False,
+                "wouldCall": {"to": to, "message": message, "mode": mode}}
+    with connect() as backend:
+        result = backend.call("voicecall.start", {"to": to, "message": message, "mode": mode})
+    return {"ok": True, "setup": setup, "liveCall": True, "callId": result.get("callId")}

@@ -1,0 +1,199 @@
+"""`manage.py voicecall <sub>`: the `openclaw voicecall` CLI (reference §8, DESIGN §10)."""
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from collections.abc import Callable
+from itertools import islice
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from calls import cli
+from calls.cli import client, setup_checks
+from calls.selectors import latency_stats
+
+MODES = ("notify", "conversation")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An int option clamped to `minimum`, as the reference clamps --poll and --last."""
+
+    def parse(value: str) -> int:
+        try:
+            return max(minimum, int(value))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer: {value!r}") from None
+
+    return parse
+
+
+def _add_live_call_commands(subs: Any) -> None:
+    call = subs.add_parser("call", help="Place an outbound call")
+    call.add_argument("-m", "--message", required=True, help="What to say")
+    call.add_argument("-t", "--to", help="E.164 number (default: config toNumber)")
+    call.add_argument("--mode", default="conversation", help="notify or conversation")
+    start = subs.add_parser("start", help="Start an outbound call")
+    start.add_argument("--to", required=True, help="E.164 number")
+    start.add_argument("--message", help="What to say on answer")
+    start.add_argument("--mode", default="conversation", help="notify or conversation")
+    start.add_argument("--dtmf-sequence", help="DTMF to send before connecting")
+    for name, text, options in (
+        ("continue", "Speak, then wait for the caller's reply", ("--message",)),
+        ("speak", "Speak into a live call", ("--message",)),
+        ("dtmf", "Send DTMF digits into a live call", ("--digits",)),
+        ("end", "Hang up a call", ()),
+    ):
+        sub = subs.add_parser(name, help=text)
+        sub.add_argument("--call-id", required=True, help="callId or carrier call id")
+        for option in options:
+            sub.add_argument(option, required=True, help=option.lstrip("-"))
+    status = subs.add_parser("status", help="One call, or all active calls")
+    status.add_argument("--call-id", help="callId or carrier call id")
+    status.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
+
+
+def _add_local_commands(subs: Any) -> None:
+    tail = subs.add_parser("tail", help="Follow call events")
+    tail.add_argument("--since", type=_at_least(0), default=25, help="Events to replay")
+    tail.add_argument("--poll", type=_at_least(50), default=250, help="Poll interval (ms)")
+    tail.add_argument("--call-id", help="Only this call")
+    tail.add_argument("--follow", action=argparse.BooleanOptionalAction, default=True,
+                      help="Keep printing new events")
+    tail.add_argument("--max-events", type=_at_least(1), help="Stop after N events")
+    latency = subs.add_parser("latency", help="Turn latency statistics")
+    latency.add_argument("--last", type=_at_least(1), default=200, help="Calls to scan")
+    setup = subs.add_parser("setup", help="Readiness checks")
+    setup.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
+    smoke = subs.add_parser("smoke", help="Setup checks and an optional live call")
+    smoke.add_argument("-t", "--to", help="E.164 number to call")
+    smoke.add_argument("--message", default=setup_checks.SMOKE_MESSAGE, help="What to say")
+    smoke.add_argument("--mode", default="notify", help="notify or conversation")
+    smoke.add_argument("--yes", action="store_true", help="Really place the call")
+    smoke.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
+    serve = subs.add_parser("serve", help="Run the server")
+    serve.add_argument("--host", help="Bind address (default: config serve.bind)")
+    serve.add_argument("--port", type=int, help="Port (default: config serve.port)")
+
+
+def _add_token_commands(subs: Any) -> None:
+    token = subs.add_parser("token", help="API tokens")
+    actions = token.add_subparsers(dest="token_action", required=True)
+    create = actions.add_parser("create", help="Create a token (shown once)")
+    create.add_argument("--name", required=True, help="Who the token is for")
+    create.add_argument("--ttl-hours", type=float, help="Expire after this many hours")
+    actions.add_parser("list", help="List tokens (no secrets)")
+    revoke = actions.add_parser("revoke", help="Revoke a token")
+    revoke.add_argument("token_id", type=int, metavar="ID", help="Token id")
+
+
+class Command(BaseCommand):
+    help = "Voice calls from the command line (mirrors `openclaw voicecall`)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        subs = parser.add_subparsers(dest="subcommand", required=True)
+        _add_live_call_commands(subs)
+        _add_local_commands(subs)
+        _add_token_commands(subs)
+
+    def handle(self, *args: Any, subcommand: str, **options: Any) -> None:
+        getattr(self, f"_run_{subcommand}")(**options)
+
+    def _print(self, data: Any) -> None:
+        self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
+
+    def _run_call(self, *, message: str, to: str | None, mode: str, **_: Any) -> None:
+        to = to or client.config_or_error().to_number
+        if not to:
+            raise CommandError("Missing --to and no toNumber configured")
+        params = {"to": to, "message": message}
+        if mode in MODES:  # anything else means the config's default mode
+            params["mode"] = mode
+        self._print({"callId": client.rpc("voicecall.initiate", params)["callId"]})
+
+    def _run_start(self, *, to: str, message: str | None, mode: str,
+                   dtmf_sequence: str | None, **_: Any) -> None:
+        params = {"to": to, "mode": mode, "message": message, "dtmfSequence": dtmf_sequence}
+        params = {key: value for key, value in params.items() if value is not None}
+        self._print({"callId": client.rpc("voicecall.start", params)["callId"]})
+
+    def _run_continue(self, *, call_id: str, message: str, **_: Any) -> None:
+        self._print(client.continue_turn(call_id=call_id, message=message))
+
+    def _run_speak(self, *, call_id: str, message: str, **_: Any) -> None:
+        self._print(client.rpc("voicecall.speak", {"callId": call_id, "message": message}))
+
+    def _run_dtmf(self, *, call_id: str, digits: str, **_: Any) -> None:
+        self._print(client.rpc("voicecall.dtmf", {"callId": call_id, "digits": digits}))
+
+    def _run_end(self, *, call_id: str, **_: Any) -> None:
+        self._print(client.rpc("voicecall.end", {"callId": call_id}))
+
+    def _run_status(self, *, call_id: str | None, **_: Any) -> None:
+        self._print(client.rpc("voicecall.status", {"callId": call_id} if call_id else {}))
+
+    def _run_tail(self, *, since: int, poll: int, call_id: str | None, follow: bool,
+                  max_events: int | None, **_: Any) -> None:
+        stop = threading.Event()
+        events = cli.events_tail(call_id=call_id, since=since, follow=follow, poll_ms=poll,
+                                 stop=stop)
+        try:
+            with cli.stop_on_sigterm(stop):
+                for event in islice(events, max_events):
+                    self.stdout.write(json.dumps(event, ensure_ascii=False))
+                    self.stdout.flush()
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a follow ends
+
+    def _run_latency(self, *, last: int, **_: Any) -> None:
+        self._print(latency_stats(last=last))
+
+    def _run_setup(self, *, as_json: bool, **_: Any) -> None:
+        report = setup_checks.setup_report()
+        if as_json:
+            self._print(report)
+        else:
+            self.stdout.write(setup_checks.render_text(report))
+        if not report["ok"]:
+            raise CommandError("Voice Call setup needs attention.")
+
+    def _run_smoke(self, *, to: str | None, message: str, mode: str, yes: bool,
+                   as_json: bool, **_: Any) -> None:
+        result = setup_checks.smoke_run(to=to, message=message, mode=mode, confirmed=yes)
+        if as_json:
+            self._print(result)
+        else:
+            self.stdout.write(setup_checks.render_text(result["setup"]))
+            self.stdout.write(_smoke_line(result))
+        if not result["ok"]:
+            raise CommandError("Voice Call setup needs attention.")
+
+    def _run_serve(self, *, host: str | None, port: int | None, **_: Any) -> None:
+        from calls import server  # loads Daphne and the ASGI app; only `serve` needs them
+
+        cfg = client.config_or_error()
+        server.run(host=host or cfg.serve_bind, port=port or cfg.serve_port)
+
+    def _run_token(self, *, token_action: str, **options: Any) -> None:
+        getattr(self, f"_token_{token_action}")(**options)
+
+    def _token_create(self, *, name: str, ttl_hours: float | None, **_: Any) -> None:
+        self._print(cli.token_issue(name=name, ttl_hours=ttl_hours))
+
+    def _token_list(self, **_: Any) -> None:
+        self._print(cli.token_list())
+
+    def _token_revoke(self, *, token_id: int, **_: Any) -> None:
+        self._print(cli.token_withdraw(token_id=token_id))
+
+def _smoke_line(result: dict[str, Any]) -> str:
+    if not result["ok"]:
+        return "live-call: not attempted (setup needs attention)"
+    if result["liveCall"]:
+        return f"live-call: placed {result['callId']}"
+    if "wouldCall" in result:
+        would = result["wouldCall"]
+        return (f"live-call: dry run, would call {would['to']} ({would['mode']}); "
+                "pass --yes to place it")
+    return setup_checks.SKIPPED

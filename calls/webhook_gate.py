@@ -1,0 +1,128 @@
+"""ASGI gate in front of Django for the carrier webhook path (reference §6.4 steps 2–6).
+
+It runs before Django reads the body, which is the point: a request without the
+carrier's signature headers gets 401 without its body being read, an oversized body
+413, a slow one 408, and one peer cannot hold more than MAX_IN_FLIGHT requests.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from calls.config import get_config
+from calls.runtime import get_provider
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY_BYTES = 64 * 1024
+BODY_TIMEOUT_SECONDS = 5.0
+MAX_IN_FLIGHT = 8
+
+
+class WebhookGate:
+    def __init__(self, app: App, *, body_timeout: float = BODY_TIMEOUT_SECONDS) -> None:
+        self.app = app
+        self.body_timeout = body_timeout
+        self.in_flight: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_webhook_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await _respond(send, 405, b"Method Not Allowed")
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if missing_signature(headers):
+            await _respond(send, 401, b"Unauthorized")
+            return
+        if _declared_length(headers) > MAX_BODY_BYTES:
+            await _respond(send, 413, b"Payload Too Large")
+            return
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        if self.in_flight[peer] >= MAX_IN_FLIGHT:
+            await _respond(send, 429, b"Too Many Requests")
+            return
+        self.in_flight[peer] += 1
+        try:
+            await self._read_then_forward(scope, receive, send)
+        finally:
+            self.in_flight[peer] -= 1
+            if not self.in_flight[peer]:
+                del self.in_flight[peer]
+
+    async def _read_then_forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await asyncio.wait_for(_read_body(receive), self.body_timeout)
+        except TimeoutError:
+            await _respond(send, 408, b"Request Timeout")
+            return
+        except _TooLarge:
+            await _respond(send, 413, b"Payload Too Large")
+            return
+        except _Disconnected:
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def is_webhook_path(path: str) -> bool:
+    serve_path = get_config().serve_path
+    return path == serve_path or path == serve_path.rstrip("/") + "/"
+
+
+def missing_signature(headers: dict[str, str]) -> bool:
+    if get_config().skip_signature_verification:
+        return False
+    groups = get_provider().signature_headers
+    return bool(groups) and not any(all(headers.get(name) for name in group) for group in groups)
+
+
+def _declared_length(headers: dict[str, str]) -> int:
+    value = headers.get("content-length", "0").strip()
+    return int(value) if value.isdigit() else 0
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
