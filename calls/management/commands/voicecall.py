@@ -170,7 +170,7 @@ class Command(BaseCommand):
             raise CommandError("Voice Call setup needs attention.")
 
     def _run_serve(self, *, host: str | None, port: int | None, **_: Any) -> None:
-        from calls import server  # loads Daphne and the ASGI app; only `serve` needs them
+        from calls import server  # loads the ASGI server and app; only `serve` needs them
 
         cfg = client.config_or_error()
         server.run(host=host or cfg.serve_bind, port=port or cfg.serve_port)
