@@ -54,7 +54,7 @@ class NormalizedEvent:
     def payload(self) -> dict[str, Any]:
         """The JSON stored on the CallEvent row (only fields that carry information)."""
         data: dict[str, Any] = {}
-        for name in ("direction", "turn_token", "text", "digits", "error"):
+        for name in ("direction", "turn_token", "text", "digits"):
             if getattr(self, name):
                 data[name] = getattr(self, name)
         if self.type == EventType.SPEECH:
@@ -64,7 +64,7 @@ class NormalizedEvent:
         if self.type == EventType.ENDED:
             data["reason"] = self.reason
         if self.type == EventType.ERROR:
-            data["retryable"] = self.retryable
+            data.update(error=self.error, retryable=self.retryable)
         return data
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,15 +59,23 @@ class Backend(Protocol):
              timeout: float = RPC_TIMEOUT_S) -> dict[str, Any]: ...
 
 
+PLACING_METHODS = ("voicecall.initiate", "voicecall.start")
+
+
 class InProcessBackend:
     """Runs the methods in this process against the shared database."""
 
     def call(self, method: str, params: Params, *,
              timeout: float = RPC_TIMEOUT_S) -> dict[str, Any]:
         try:
-            return call_method(method, params)
+            result = call_method(method, params)
         except CallError as exc:
             raise RpcError(exc.message, code=exc.code) from exc
+        if method in PLACING_METHODS:
+            # Not silent: the carrier's webhooks and the call's timers need a server.
+            sys.stderr.write("warning: no voicecall server is running; the call was placed "
+                             "in-process and its webhooks and timers need `voicecall serve`\n")
+        return result
 
 
 class RemoteBackend:

@@ -534,3 +534,20 @@ def test_remote_continue_falls_back_when_the_server_lacks_background_turns(serve
     fake = server(answer)
     assert run_json("continue", "--call-id", "c-1", "--message", "Ok?")["transcript"] == "fine"
     assert fake.rpc[-1][0]["method"] == "voicecall.continue"
+
+
+@pytest.mark.django_db
+def test_admin_user_creates_one_superuser_with_a_private_password_file(settings, tmp_path):
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    settings.DATA_DIR = tmp_path
+    out = StringIO()
+    call_command("voicecall", "admin-user", stdout=out)
+    password = (tmp_path / "admin-password.txt").read_text().strip()
+    user = get_user_model().objects.get(username="admin")
+    assert user.is_superuser and user.check_password(password)
+    assert password in out.getvalue()
+    assert (tmp_path / "admin-password.txt").stat().st_mode & 0o077 == 0
+    call_command("voicecall", "admin-user", stdout=StringIO())
+    assert get_user_model().objects.count() == 1

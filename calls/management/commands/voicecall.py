@@ -8,11 +8,13 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from calls import cli
 from calls.cli import client, setup_checks
 from calls.selectors import latency_stats
+from calls.services.accounts import admin_user_ensure
 
 MODES = ("notify", "conversation")
 
@@ -72,6 +74,7 @@ def _add_local_commands(subs: Any) -> None:
     smoke.add_argument("--mode", default="notify", help="notify or conversation")
     smoke.add_argument("--yes", action="store_true", help="Really place the call")
     smoke.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
+    subs.add_parser("admin-user", help="Create the first admin account if none exists")
     serve = subs.add_parser("serve", help="Run the server")
     serve.add_argument("--host", help="Bind address (default: config serve.bind)")
     serve.add_argument("--port", type=int, help="Port (default: config serve.port)")
@@ -98,7 +101,7 @@ class Command(BaseCommand):
         _add_token_commands(subs)
 
     def handle(self, *args: Any, subcommand: str, **options: Any) -> None:
-        getattr(self, f"_run_{subcommand}")(**options)
+        getattr(self, f"_run_{subcommand.replace('-', '_')}")(**options)
 
     def _print(self, data: Any) -> None:
         self.stdout.write(json.dumps(data, indent=2, ensure_ascii=False))
@@ -174,6 +177,17 @@ class Command(BaseCommand):
 
         cfg = client.config_or_error()
         server.run(host=host or cfg.serve_bind, port=port or cfg.serve_port)
+
+    def _run_admin_user(self, **_: Any) -> None:
+        account = admin_user_ensure(username="admin",
+                                    password_file=settings.DATA_DIR / "admin-password.txt")
+        if account.created:
+            password = account.password_file.read_text().strip()
+            self.stdout.write(f"Admin user: {account.username}  password: {password}  "
+                              f"(kept in {account.password_file})")
+        else:
+            self.stdout.write(f"An admin account exists (a first password, if this command "
+                              f"made it, is in {account.password_file}).")
 
     def _run_token(self, *, token_action: str, **options: Any) -> None:
         getattr(self, f"_token_{token_action}")(**options)
