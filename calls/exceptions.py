@@ -33,6 +33,11 @@ class CallConflict(CallError):
     http_status = 409
 
 
+class TranscriptTimeout(CallError):
+    code = "TIMEOUT"
+    http_status = 504
+
+
 class CapacityReached(CallError):
     code = "UNAVAILABLE"
     http_status = 429

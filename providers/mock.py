@@ -171,9 +171,11 @@ def _parse_item(item: Any) -> NormalizedEvent:
         type=type_,
         id=str(item.get("id") or uuid.uuid4()),
         call_id=call_id,
-        provider_call_id=str(item.get("providerCallId") or call_id),
+        # Addressed by our callId (a UUID) the event names no carrier id of its own.
+        provider_call_id=item.get("providerCallId") or (None if _is_uuid(call_id) else call_id),
         timestamp=_timestamp(item.get("timestamp")),
-        dedupe_key=item.get("dedupeKey"),
+        # reference §3.3: an event is identified by dedupeKey || id.
+        dedupe_key=item.get("dedupeKey") or item.get("id"),
         turn_token=item.get("turnToken"),
         direction=direction if direction in ("inbound", "outbound") else None,
         from_number=item.get("from"),
@@ -187,6 +189,14 @@ def _parse_item(item: Any) -> NormalizedEvent:
         error=str(item.get("error", "unknown error")),
         retryable=bool(item.get("retryable", False)),
     )
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _timestamp(value: Any) -> datetime | None:

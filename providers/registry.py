@@ -11,6 +11,7 @@ from providers.errors import UnknownProvider
 
 PROVIDERS: dict[str, str] = {
     "mock": "providers.mock.MockProvider",
+    "twilio": "providers.twilio.TwilioProvider",
 }
 
 

@@ -132,6 +132,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Phone calls for AI agents: JSON-RPC, REST and the voice_call tool.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs are under /api/ and so need the token like everything there.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []

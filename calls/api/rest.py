@@ -34,9 +34,9 @@ def _get_call(call_id: str) -> Call:
 class CallListCreateApi(ListAPIView):
     serializer_class = CallOutputSerializer
 
-    class InputSerializer(serializers.Serializer):
+    class CallCreateInputSerializer(serializers.Serializer):
         to = serializers.CharField(required=False, allow_blank=True)
-        message = serializers.CharField(required=False, allow_blank=True)
+        message = serializers.CharField()
         mode = serializers.ChoiceField(choices=Call.Mode.values, required=False)
         sessionKey = serializers.CharField(required=False, allow_blank=True)
         dtmfSequence = serializers.CharField(required=False)
@@ -58,13 +58,13 @@ class CallListCreateApi(ListAPIView):
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=InputSerializer, responses={201: CallOutputSerializer})
+    @extend_schema(request=CallCreateInputSerializer, responses={201: CallOutputSerializer})
     def post(self, request: Request) -> Response:
-        params = self.InputSerializer(data=request.data)
+        params = self.CallCreateInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
         call = services.call_initiate(
-            to=data.get("to") or None, message=data.get("message") or None,
+            to=data.get("to") or None, message=data["message"],
             mode=data.get("mode"), session_key=data.get("sessionKey") or None,
             dtmf_sequence=data.get("dtmfSequence"))
         return Response(CallOutputSerializer(call).data, status=status.HTTP_201_CREATED)
@@ -100,12 +100,12 @@ class CallSpeakApi(APIView):
 
 
 class CallDtmfApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class DtmfInputSerializer(serializers.Serializer):
         digits = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: serializers.DictField()})
+    @extend_schema(request=DtmfInputSerializer, responses={200: serializers.DictField()})
     def post(self, request: Request, call_id: str) -> Response:
-        params = self.InputSerializer(data=request.data)
+        params = self.DtmfInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         services.call_send_dtmf(call_id=call_id, digits=params.validated_data["digits"])
         return Response({"success": True})

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from calls.api import methods
 from calls.exceptions import CallError
-from calls.selectors import call_find
+from calls.selectors import call_as_dict, call_find
 
 DESCRIPTION = "Make phone calls and have voice conversations via the voice-call plugin."
 
@@ -76,7 +76,7 @@ def _inactive_detail(params: dict[str, Any], message: str) -> str:
     call = call_find(params.get("callId"))
     if call is None:
         return message
-    ended = call.ended_at.isoformat() if call.ended_at else None
+    ended = call_as_dict(call).get("endedAt")
     return (f"call is not active (last state={call.state}, endReason={call.end_reason or None}, "
             f"endedAt={ended})")
 

@@ -84,7 +84,8 @@ def _stale_turn(call: Call, event: NormalizedEvent) -> bool:
 def _upgrade_provider_call_id(call: Call, event: NormalizedEvent) -> None:
     """Plivo's request UUID -> CallUUID: a call addressed by our callId takes the new id."""
     new_id = event.provider_call_id
-    if not new_id or new_id == call.provider_call_id or event.call_id != call.call_id:
+    if (not new_id or new_id in (call.provider_call_id, call.call_id)
+            or event.call_id != call.call_id):
         return
     try:
         with transaction.atomic():

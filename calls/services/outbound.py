@@ -18,6 +18,7 @@ from calls.exceptions import (
     CapacityReached,
     CarrierFailed,
     InvalidRequest,
+    TranscriptTimeout,
 )
 from calls.models import Call, TranscriptEntry
 from calls.phone import E164_ERROR, is_e164, mask_number
@@ -217,7 +218,7 @@ def _wait_for_transcript(call: Call, *, token: str, deadline) -> str:  # type: i
             raise CallConflict(f"Call ended: {end_reason or state}")
         if clock.now() >= deadline:
             ms = get_config().transcript_timeout_ms
-            raise CallError(f"Timed out waiting for transcript after {ms}ms")
+            raise TranscriptTimeout(f"Timed out waiting for transcript after {ms}ms")
         clock.sleep(TRANSCRIPT_POLL_SECONDS)
 
 

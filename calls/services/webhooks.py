@@ -44,13 +44,13 @@ def webhook_process(request: WebhookRequest) -> Reply:
         logger.warning("webhook rejected provider=%s: %s", provider.name,
                        verified.reason or "no request identity")
         return Reply(status=401, body=b"Unauthorized")
-    if replay_seen(provider=provider.name, key=verified.request_key):
-        logger.info("webhook replay provider=%s acknowledged without side effects", provider.name)
-        return provider.render_reply(request, ReplyContext(replay=True))
     try:
         events = provider.parse_webhook(request)
     except WebhookInvalid as exc:
         return Reply(status=400, body=f"Bad Request: {exc}".encode())
+    if replay_seen(provider=provider.name, key=verified.request_key):
+        logger.info("webhook replay provider=%s acknowledged without side effects", provider.name)
+        return provider.render_reply(request, ReplyContext(replay=True))
     inline = InlineReply() if provider.can_speak_in_reply(request) else None
     try:
         outcomes = [event_apply(provider=provider.name, event=_keyed(event, verified.request_key, i),

@@ -14,10 +14,6 @@ from calls.services import token_create, token_revoke
 
 pytestmark = pytest.mark.django_db
 
-SCHEMA_OPEN = ("BUG: /api/schema/ and /api/docs/ are served without a token "
-               "(drf-spectacular SERVE_PERMISSIONS defaults to AllowAny)")
-
-
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -49,14 +45,8 @@ def _id(endpoint: Endpoint) -> str:
     return f"{endpoint.method.upper()} {endpoint.path}"
 
 
-def _params(*, schema_open_xfail: bool) -> list[Any]:
-    params = []
-    for endpoint in ENDPOINTS:
-        marks = ()
-        if schema_open_xfail and endpoint.path in ("/api/schema/", "/api/docs/"):
-            marks = (pytest.mark.xfail(strict=True, reason=SCHEMA_OPEN),)
-        params.append(pytest.param(endpoint, id=_id(endpoint), marks=marks))
-    return params
+def _params() -> list[Any]:
+    return [pytest.param(endpoint, id=_id(endpoint)) for endpoint in ENDPOINTS]
 
 
 @pytest.fixture
@@ -86,7 +76,7 @@ def _client(authorization: str | None = None) -> APIClient:
     return client
 
 
-@pytest.mark.parametrize("endpoint", _params(schema_open_xfail=True))
+@pytest.mark.parametrize("endpoint", _params())
 def test_request_without_a_bearer_token_is_answered_401_and_changes_nothing(
         endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any) -> None:
     before = Call.objects.count()
@@ -98,7 +88,7 @@ def test_request_without_a_bearer_token_is_answered_401_and_changes_nothing(
     assert Call.objects.count() == before
 
 
-@pytest.mark.parametrize("endpoint", _params(schema_open_xfail=False))
+@pytest.mark.parametrize("endpoint", _params())
 def test_request_with_an_unknown_token_is_answered_401(
         endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any) -> None:
     response = _send(_client("Bearer vc_not-a-real-token"), endpoint, calls)
@@ -107,7 +97,7 @@ def test_request_with_an_unknown_token_is_answered_401(
     assert mock_carrier.sent == []
 
 
-@pytest.mark.parametrize("endpoint", _params(schema_open_xfail=False))
+@pytest.mark.parametrize("endpoint", _params())
 def test_request_with_a_revoked_token_is_answered_401(
         endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any) -> None:
     created = token_create(name="soon revoked")
@@ -119,7 +109,7 @@ def test_request_with_a_revoked_token_is_answered_401(
     assert mock_carrier.sent == []
 
 
-@pytest.mark.parametrize("endpoint", _params(schema_open_xfail=False))
+@pytest.mark.parametrize("endpoint", _params())
 def test_request_with_a_created_token_is_served(
         endpoint: Endpoint, calls: dict[str, str]) -> None:
     created = token_create(name="gateway")
@@ -129,7 +119,7 @@ def test_request_with_a_created_token_is_served(
     assert response.status_code == endpoint.ok_status
 
 
-@pytest.mark.parametrize("endpoint", _params(schema_open_xfail=False))
+@pytest.mark.parametrize("endpoint", _params())
 def test_request_with_the_static_voicecall_api_token_is_served(
         endpoint: Endpoint, calls: dict[str, str], settings: Any) -> None:
     settings.VOICECALL_API_TOKEN = "static-token-from-the-environment"

@@ -58,9 +58,6 @@ def _request_schema(document: dict[str, Any], path: str) -> dict[str, Any]:
     return _component(document, body["schema"]["$ref"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: calls/api/rest.py: CallListCreateApi.InputSerializer and CallDtmfApi.InputSerializer "
-    "both become the OpenAPI component 'Input', so one request body is documented wrongly"))
 def test_each_request_body_documents_its_own_fields(api: APIClient) -> None:
     document = schema(api)
 
@@ -72,9 +69,6 @@ def test_each_request_body_documents_its_own_fields(api: APIClient) -> None:
     assert dtmf["required"] == ["digits"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: calls/auth.py BearerTokenAuthentication has no drf-spectacular "
-    "OpenApiAuthenticationExtension, so the document declares no bearer security scheme"))
 def test_the_schema_declares_bearer_authentication(api: APIClient) -> None:
     document = schema(api)
 

@@ -191,9 +191,6 @@ def test_one_invalid_event_in_a_batch_applies_none_of_them(client: Client, mock_
     assert not CallEvent.objects.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: calls/services/webhooks.py webhook_process records the replay key before the body "
-    "is parsed, so a re-sent malformed body is acknowledged 200 {replay: true} instead of 400"))
 def test_a_re_sent_malformed_body_is_still_400(client: Client, mock_carrier: Any) -> None:
     body = b'{"event": {"type": "call.ringing", "callId": '
 
@@ -271,10 +268,6 @@ def test_a_conversation_call_speaks_the_message_on_answer_then_listens(
     assert call.notify_hangup_at is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an event addressed by our callId without providerCallId overwrites the carrier's "
-    "call id with our callId (providers/mock.py _parse_item defaults providerCallId to callId; "
-    "calls/services/events.py _upgrade_provider_call_id then 'upgrades' to it)"))
 def test_an_event_addressed_by_our_call_id_keeps_the_carriers_call_id(
         client: Client, mock_carrier: Any, make_call: Any) -> None:
     call = make_call(state="ringing")
@@ -334,9 +327,6 @@ def test_the_same_body_posted_twice_is_a_replay_without_side_effects(
     assert call.transcript.count() == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: calls/services/webhooks.py _keyed replaces the event's missing dedupeKey with the "
-    "request key, so the mock event `id` no longer deduplicates (reference §3.3: dedupeKey || id)"))
 def test_the_same_event_id_in_two_different_bodies_is_applied_once(
         client: Client, mock_carrier: Any, make_call: Any) -> None:
     call = make_call(state="listening")
