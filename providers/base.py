@@ -151,6 +151,9 @@ class PlaceCallResult:
     # True when the carrier got the notify message with the dial request itself (Twilio
     # inline TwiML): it must not be spoken again on answer.
     message_delivered: bool = False
+    # True when the pre-connect DTMF went with the dial request (Twilio <Play digits>);
+    # otherwise the services send it with send_dtmf as soon as the call is answered.
+    dtmf_delivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,9 @@ class TelephonyProvider(ABC):
     #: A rejected inbound call is refused by the webhook reply itself (TwiML <Reject/>),
     #: so no REST hang-up is needed.
     rejects_in_reply: bool = False
+    #: play_text makes the carrier fetch a document for the words (Plivo XML transfer);
+    #: the services keep the words on the call row until that fetch arrives.
+    speech_by_fetch: bool = False
     #: Headers whose absence fails the pre-auth gate with 401 before the body is read.
     signature_headers: tuple[tuple[str, ...], ...] = ()
 
@@ -211,6 +217,10 @@ class TelephonyProvider(ABC):
     def can_speak_in_reply(self, request: WebhookRequest) -> bool:
         """True when this webhook's reply can carry speech (a TwiML/XML document fetch)."""
         return False
+
+    def fetch_call_id(self, request: WebhookRequest) -> str | None:
+        """Our callId when this webhook is the carrier fetching a document for a live call."""
+        return None
 
     def answer_call(self, target: CallTarget) -> None:
         """Answer an accepted inbound call where the carrier needs an explicit command."""

@@ -108,7 +108,21 @@ def _to(state: str) -> Handler:
 
 def _on_answered(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     if lifecycle.call_mark_answered(call=call, at=event.timestamp or clock.now()):
+        _send_preconnect_dtmf(call)
         speak_initial_message(call, inline=inline)
+
+
+def _send_preconnect_dtmf(call: Call) -> None:
+    """Digits the dial request could not carry go out first thing on answer (never dropped, #152577)."""
+    digits = (call.metadata or {}).get("dtmfSequence")
+    if not digits:
+        return
+    lifecycle.metadata_update(call=call, delete=("dtmfSequence",))
+    try:
+        get_provider().send_dtmf(call_target(call), digits)
+    except ProviderError as exc:
+        logger.warning("call=%s pre-connect DTMF failed: %s", call.public_id, exc)
+        lifecycle.metadata_update(call=call, set_={"dtmfError": str(exc)[:200]})
 
 
 def _on_speaking(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:

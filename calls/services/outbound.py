@@ -5,7 +5,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 
@@ -137,6 +137,8 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
     call.provider_call_id = result.provider_call_id
     if result.message_delivered:
         metadata_update(call=call, set_={"initialMessageInline": True})
+    if result.dtmf_delivered:
+        metadata_update(call=call, delete=("dtmfSequence",))
     logger.info("call=%s provider=%s dialled %s", call.public_id, call.provider,
                 mask_number(call.to_number))
 
@@ -182,17 +184,15 @@ def call_continue(*, call_id: str, message: str) -> ContinueResult:
             turn_token=None, turn_started_at=None, transcript_deadline_at=None)
 
 
-def _run_turn(call: Call, message: str, *, token: str, started, deadline) -> ContinueResult:  # type: ignore[no-untyped-def]
-    speak(call, message, listen_after=False, turn_token=token)
+def _run_turn(call: Call, message: str, *, token: str, started: datetime,
+              deadline: datetime) -> ContinueResult:
+    # One carrier command says the prompt and listens: a separate listen command would
+    # interrupt the prompt on carriers that transfer the call to a new document (Plivo).
+    speak(call, message, listen_after=True, turn_token=token)
     call_transition(call=call, state=CallState.LISTENING)
     listen_started = clock.now()
-    target = call_target(call, turn_token=token)
-    try:
-        get_provider().start_listening(target)
-    except ProviderError as exc:
-        raise CarrierFailed(str(exc)) from exc
     text = _wait_for_transcript(call, token=token, deadline=deadline)
-    get_provider().stop_listening(target)
+    get_provider().stop_listening(call_target(call, turn_token=token))
     done = clock.now()
     result = ContinueResult(
         transcript=text,
@@ -205,7 +205,7 @@ def _run_turn(call: Call, message: str, *, token: str, started, deadline) -> Con
     return result
 
 
-def _wait_for_transcript(call: Call, *, token: str, deadline) -> str:  # type: ignore[no-untyped-def]
+def _wait_for_transcript(call: Call, *, token: str, deadline: datetime) -> str:
     """Poll the database: the transcript may be captured by any process (DESIGN §8)."""
     entries = TranscriptEntry.objects.filter(
         call=call, speaker=TranscriptEntry.Speaker.USER, turn_token=token, is_final=True)
@@ -222,7 +222,7 @@ def _wait_for_transcript(call: Call, *, token: str, deadline) -> str:  # type: i
         clock.sleep(TRANSCRIPT_POLL_SECONDS)
 
 
-def _record_turn(call: Call, result: ContinueResult, done) -> None:  # type: ignore[no-untyped-def]
+def _record_turn(call: Call, result: ContinueResult, done: datetime) -> None:
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
         turns = int((row.metadata or {}).get("turnCount", 0)) + 1

@@ -3,10 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db import transaction
+
 from calls.exceptions import CarrierFailed
 from calls.models import Call, TranscriptEntry
 from calls.runtime import get_provider
-from calls.services.lifecycle import call_target, call_transition, transcript_add
+from calls.services.lifecycle import (
+    call_target,
+    call_transition,
+    metadata_update,
+    transcript_add,
+)
 from calls.state import CallState
 from providers.base import Speech
 from providers.errors import ProviderError
@@ -22,6 +29,9 @@ class InlineReply:
     speech: Speech | None = None
 
 
+PENDING_SPEECH = "pendingSpeech"
+
+
 def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | None = None,
           inline: InlineReply | None = None) -> None:
     """Say `message`; on carrier failure the call goes back to listening and CarrierFailed is raised."""
@@ -29,10 +39,33 @@ def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | Non
     if inline is not None and inline.speech is None:
         inline.speech = Speech(text=message, listen=listen_after, turn_token=turn_token)
     else:
-        try:
-            get_provider().play_text(call_target(call, turn_token=turn_token), message,
-                                     listen_after=listen_after)
-        except ProviderError as exc:
-            call_transition(call=call, state=CallState.LISTENING)
-            raise CarrierFailed(str(exc)) from exc
+        _speak_by_command(call, message, listen_after=listen_after, turn_token=turn_token)
     transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
+
+
+def _speak_by_command(call: Call, message: str, *, listen_after: bool,
+                      turn_token: str | None) -> None:
+    provider = get_provider()
+    if provider.speech_by_fetch:
+        # The carrier fetches a document for the words (Plivo XML transfer); the fetch may
+        # land on any process, so the words wait on the row, not in adapter memory.
+        metadata_update(call=call, set_={PENDING_SPEECH: {
+            "text": message, "listen": listen_after, "turnToken": turn_token}})
+    try:
+        provider.play_text(call_target(call, turn_token=turn_token), message,
+                           listen_after=listen_after)
+    except ProviderError as exc:
+        call_transition(call=call, state=CallState.LISTENING)
+        raise CarrierFailed(str(exc)) from exc
+
+
+def pending_speech_take(call: Call) -> Speech | None:
+    """Pop the words a carrier fetch came for; None when nothing waits (keep-alive)."""
+    with transaction.atomic():
+        row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
+        pending = (row.metadata or {}).get(PENDING_SPEECH)
+        if not pending:
+            return None
+        metadata_update(call=call, delete=(PENDING_SPEECH,))
+    return Speech(text=pending.get("text"), listen=bool(pending.get("listen")),
+                  turn_token=pending.get("turnToken"))

@@ -11,8 +11,9 @@ from calls import clock
 from calls.models import ReplayKey
 from calls.runtime import get_provider
 from calls.services.events import EventOutcome, event_apply
-from calls.services.speech import InlineReply
-from providers.base import NormalizedEvent, Reply, ReplyContext, WebhookRequest
+from calls.selectors import call_find
+from calls.services.speech import InlineReply, pending_speech_take
+from providers.base import NormalizedEvent, Reply, ReplyContext, Speech, WebhookRequest
 from providers.errors import WebhookInvalid
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,16 @@ def webhook_process(request: WebhookRequest) -> Reply:
         # Release the key so the carrier's retry is processed rather than taken for a replay.
         ReplayKey.objects.filter(key=verified.request_key[:200]).delete()
         raise
+    if inline is not None and inline.speech is None:
+        inline.speech = _pending_speech(provider.fetch_call_id(request))
     return provider.render_reply(request, _context(outcomes, events, inline))
+
+
+def _pending_speech(call_id: str | None) -> Speech | None:
+    call = call_find(call_id)
+    if call is None or call.is_terminal:
+        return None
+    return pending_speech_take(call)
 
 
 def _keyed(event: NormalizedEvent, request_key: str, index: int) -> NormalizedEvent:

@@ -148,3 +148,13 @@ def test_a_failed_carrier_hangup_leaves_the_call_live_for_a_later_retry(
     call.refresh_from_db()
     assert call.state == "listening"
     assert call.hangup_claimed_at is None
+
+
+def test_preconnect_dtmf_is_sent_on_answer_before_the_greeting(mock_carrier, fake_clock):
+    call = call_initiate(to="+15555550123", message="Hi", mode="conversation",
+                         dtmf_sequence="ww123#")
+    event_apply(provider="mock", event=_event(call, EventType.ANSWERED))
+    ops = [(op, fields.get("digits")) for op, fields in mock_carrier.sent]
+    assert ops[1:3] == [("send_dtmf", "ww123#"), ("play_text", None)]
+    call.refresh_from_db()
+    assert "dtmfSequence" not in call.metadata

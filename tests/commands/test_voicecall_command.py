@@ -151,7 +151,7 @@ def test_continue_in_process_prints_the_callers_reply(carrier, make_call):
     out = run_json("continue", "--call-id", call.call_id, "--message", "Book it?")
     caller.join(timeout=5)
     assert out == {"success": True, "transcript": "yes please"}
-    assert ("play_text", {"text": "Book it?", "listen_after": False}) in sent
+    assert ("play_text", {"text": "Book it?", "listen_after": True}) in sent
     call.refresh_from_db()
     assert call.metadata["turnCount"] == 1
 
