@@ -1,0 +1,190 @@
+"""The Twilio carrier: Programmable Voice REST 2010-04-01, TwiML replies, signed webhooks."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from twilio.twiml.voice_response import VoiceResponse
+
+from providers.base import (
+    CallStatus,
+    CallTarget,
+    NormalizedEvent,
+    PlaceCall,
+    PlaceCallResult,
+    Reply,
+    ReplyContext,
+    TelephonyProvider,
+    VerifyResult,
+    WebhookRequest,
+)
+from providers.errors import ProviderError, ProviderNotConfigured
+from providers.twilio import signature, twiml, webhooks
+from providers.twilio.client import DEFAULT_TIMEOUT, TwilioApiError, TwilioRest, config_value
+
+logger = logging.getLogger(__name__)
+
+STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# Error 21220 "Invalid call state for this operation": a live-TwiML update raced the call
+# into (or out of) progress — typically right after answer. Twilio accepts it moments later.
+CALL_STATE_RACE = "21220"
+RACE_RETRY_DELAYS = (0.25, 0.75)
+MISSING_WEBHOOK = "Missing webhook URL for this call (provider state not initialized)"
+_LIVE_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
+
+
+class TwilioProvider(TelephonyProvider):
+    name = "twilio"
+    supports_preconnect_dtmf = True
+    rejects_in_reply = True
+    signature_headers = (("x-twilio-signature",),)
+
+    def __init__(self, *, settings: Mapping[str, Any], http: httpx.Client | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._settings = dict(settings)
+        credentials = {key: config_value(settings, key) for key in ("accountSid", "authToken")}
+        missing = [f"twilio.{key}" for key, value in credentials.items() if not value]
+        if missing:
+            raise ProviderNotConfigured(f"Twilio is not configured: missing {', '.join(missing)}")
+        self._owns_http = http is None
+        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        self._sleep = sleep
+        self._rest = TwilioRest(account_sid=credentials["accountSid"],
+                                auth_token=credentials["authToken"], http=self._http,
+                                region=config_value(settings, "region") or None,
+                                api_base_url=config_value(settings, "apiBaseUrl") or None)
+
+    # -- call control -----------------------------------------------------------------------
+    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+        fields: dict[str, Any] = {
+            "to": request.to_number, "from_": request.from_number,
+            "status_callback": twiml.with_query(request.webhook_url, type="status"),
+            "status_callback_method": "POST", "status_callback_event": list(STATUS_EVENTS),
+            "timeout": request.ring_timeout_s,
+        }
+        inline = self._dial_twiml(request)
+        if inline is not None:
+            fields["twiml"] = inline
+        else:
+            fields.update(url=request.webhook_url, method="POST")
+        sid, status = self._rest.create_call(**fields)
+        delivered = inline is not None and request.mode == "notify"
+        return PlaceCallResult(provider_call_id=sid,
+                               status="queued" if status == "queued" else "initiated",
+                               message_delivered=delivered)
+
+    def _dial_twiml(self, request: PlaceCall) -> str | None:
+        """Inline TwiML for notify (message + hang-up) and pre-connect DTMF; else None (Url)."""
+        if request.mode == "notify" and request.message:
+            document = twiml.notify(request.message, voice=self._voice(request.voice),
+                                    language=request.language)
+        elif request.dtmf_sequence:
+            document = twiml.play_digits(request.dtmf_sequence, redirect_url=request.webhook_url)
+        else:
+            return None
+        text = twiml.render(document, declaration=False)
+        if len(text) > twiml.MAX_INLINE_TWIML:
+            if request.dtmf_sequence and request.mode != "notify":
+                raise ProviderError("Pre-connect DTMF TwiML exceeds Twilio's 4000-character limit")
+            # Too long to travel inline: the message is spoken on answer instead.
+            return None
+        return text
+
+    def hang_up(self, target: CallTarget) -> None:
+        try:
+            self._rest.update_call(target.provider_call_id, status="completed")
+        except TwilioApiError as exc:
+            if not exc.not_found:  # 20404: the call is already gone, which is what we wanted
+                raise
+
+    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+        # Always end with a Gather, listening or not: after a lone <Say> the document runs
+        # out and Twilio hangs up the call. The Gather keeps it open and brings whatever the
+        # caller says next to us (reference §4.1.1 uses <Gather><Say>.</Say></Gather>).
+        language = _language(target)
+        document = twiml.say_then_listen(text, voice=self._voice(None), language=language,
+                                         action=self._action(target, language))
+        self._update_twiml(target, document)
+
+    def start_listening(self, target: CallTarget) -> None:
+        language = _language(target)
+        self._update_twiml(target, twiml.listen(action=self._action(target, language),
+                                                language=language))
+
+    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+        self._update_twiml(target, twiml.play_digits(digits, redirect_url=self._webhook(target)))
+
+    def get_call_status(self, provider_call_id: str) -> CallStatus:
+        try:
+            status = self._rest.fetch_status(provider_call_id)
+        except TwilioApiError as exc:
+            if exc.not_found:
+                return CallStatus("not-found", is_terminal=True, end_reason="completed")
+            return _unknown_status(exc)
+        except ProviderError as exc:
+            return _unknown_status(exc)
+        if status in webhooks.END_REASONS:
+            return CallStatus(status, is_terminal=True, end_reason=webhooks.END_REASONS[status])
+        return CallStatus(status or "unknown", is_terminal=False,
+                          is_unknown=status not in _LIVE_STATUSES)
+
+    def can_speak_in_reply(self, request: WebhookRequest) -> bool:
+        return webhooks.is_twiml_fetch(request)
+
+    # -- webhooks ---------------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+        return signature.verify(request, self._settings)
+
+    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        return webhooks.parse_events(request)
+
+    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
+        return webhooks.render(request, context, self._settings)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _update_twiml(self, target: CallTarget, document: VoiceResponse) -> None:
+        """Replace the live call's TwiML, retrying the 21220 answer race twice."""
+        text = twiml.render(document, declaration=False)
+        for delay in (*RACE_RETRY_DELAYS, None):
+            try:
+                self._rest.update_call(target.provider_call_id, twiml=text)
+                return
+            except TwilioApiError as exc:
+                if exc.provider_code != CALL_STATE_RACE or delay is None:
+                    raise
+                logger.info("twilio 21220 on call update; retrying in %.2fs", delay)
+                self._sleep(delay)
+
+    def _webhook(self, target: CallTarget) -> str:
+        """The call's webhook URL; inbound calls may not have one stored yet."""
+        if target.webhook_url:
+            return target.webhook_url
+        public = self._settings.get("publicUrl")
+        if not public:
+            raise ProviderError(MISSING_WEBHOOK)
+        return twiml.with_query(str(public), callId=target.call_id)
+
+    def _action(self, target: CallTarget, language: str | None) -> str:
+        return webhooks.gather_action(self._webhook(target), call_id=None,
+                                      turn_token=target.turn_token, language=language)
+
+    def _voice(self, requested: str | None) -> str:
+        return twiml.say_voice(requested or twiml.preferred_voice(self._settings.get("tts")))
+
+
+def _language(target: CallTarget) -> str | None:
+    value = target.extra.get("language") if target.extra else None
+    return str(value) if value else None
+
+
+def _unknown_status(exc: ProviderError) -> CallStatus:
+    # Restore keeps the call and lets its timers decide (reference §4.1.1 status row).
+    logger.warning("twilio call status unavailable: %s", exc)
+    return CallStatus("error", is_terminal=False, is_unknown=True)

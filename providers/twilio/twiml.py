@@ -1,0 +1,148 @@
+"""TwiML (Twilio Programmable Voice markup) documents, built with the SDK's VoiceResponse.
+
+The builder escapes every attribute and text value; nothing here formats XML by hand.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from twilio.twiml.voice_response import VoiceResponse
+
+DEFAULT_VOICE = "Polly.Joanna"
+DEFAULT_LANGUAGE = "en-US"
+# How long a reply holds the line while a REST update brings the next TwiML (reference §4.1.3).
+KEEP_ALIVE_SECONDS = 30
+# The Call resource refuses inline `Twiml` longer than 4000 characters.
+MAX_INLINE_TWIML = 4000
+
+# Reference §4.1.6: OpenAI voice names -> Amazon Polly voices Twilio can speak.
+_OPENAI_TO_POLLY = {
+    "alloy": "Polly.Joanna",
+    "echo": "Polly.Matthew",
+    "fable": "Polly.Amy",
+    "onyx": "Polly.Brian",
+    "nova": "Polly.Salli",
+    "shimmer": "Polly.Kimberly",
+}
+_VOICE_KEYS = ("speakerVoice", "speakerVoiceId", "voice", "voiceId")
+# Characters XML 1.0 cannot carry at all; ElementTree would emit them and break the document.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def say_voice(name: str | None) -> str:
+    """A `<Say voice>` value: Polly/Google names pass, OpenAI names map, anything else Joanna."""
+    if not name:
+        return DEFAULT_VOICE
+    if name.lower().startswith(("polly.", "google.")):
+        return name
+    return _OPENAI_TO_POLLY.get(name.lower(), DEFAULT_VOICE)
+
+
+def preferred_voice(tts: Mapping[str, Any] | None) -> str | None:
+    """The voice of tts.providers[tts.provider] (reference §2.5 lookup order)."""
+    tts = tts if isinstance(tts, Mapping) else {}
+    providers = tts.get("providers")
+    block = providers.get(tts.get("provider")) if isinstance(providers, Mapping) else None
+    if not isinstance(block, Mapping):
+        return None
+    for key in _VOICE_KEYS:
+        value = block.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def clean_text(text: str) -> str:
+    return _NOT_XML.sub(" ", text)
+
+
+def with_query(base: str, **params: str | int | None) -> str:
+    """`base` plus the non-empty params, percent-encoded, after `?` or `&`."""
+    pairs = [(key, str(value)) for key, value in params.items() if value not in (None, "")]
+    if not pairs:
+        return base
+    return f"{base}{'&' if '?' in base else '?'}{urlencode(pairs)}"
+
+
+def render(response: VoiceResponse, *, declaration: bool = True) -> str:
+    """Webhook replies carry the XML declaration; inline `Twiml` fields don't need it."""
+    return str(response.to_xml(xml_declaration=declaration))
+
+
+def empty() -> VoiceResponse:
+    return VoiceResponse()
+
+
+def hangup() -> VoiceResponse:
+    response = VoiceResponse()
+    response.hangup()
+    return response
+
+
+def reject() -> VoiceResponse:
+    response = VoiceResponse()
+    response.reject(reason="rejected")
+    return response
+
+
+def keep_alive() -> VoiceResponse:
+    response = VoiceResponse()
+    response.pause(length=KEEP_ALIVE_SECONDS)
+    return response
+
+
+def say(response: VoiceResponse, text: str, *, voice: str, language: str | None) -> None:
+    response.say(clean_text(text), voice=voice, language=language or DEFAULT_LANGUAGE)
+
+
+def gather(response: VoiceResponse, *, action: str, language: str | None) -> None:
+    """Speech capture posting to `action`, even when nothing was heard.
+
+    actionOnEmptyResult: without it an empty Gather falls through to the end of the
+    document and Twilio hangs up; with it we get a callback and decide (keep listening).
+    """
+    response.gather(input="speech", speech_timeout="auto",
+                    language=language or DEFAULT_LANGUAGE, action=action, method="POST",
+                    action_on_empty_result=True)
+
+
+def listen(*, action: str, language: str | None) -> VoiceResponse:
+    response = VoiceResponse()
+    gather(response, action=action, language=language)
+    return response
+
+
+def notify(message: str, *, voice: str, language: str | None) -> VoiceResponse:
+    """The whole notify call: say the message, then hang up (inline at dial time)."""
+    response = VoiceResponse()
+    say(response, message, voice=voice, language=language)
+    response.hangup()
+    return response
+
+
+def say_then_listen(text: str | None, *, voice: str, language: str | None,
+                    action: str) -> VoiceResponse:
+    response = VoiceResponse()
+    if text:
+        say(response, text, voice=voice, language=language)
+    gather(response, action=action, language=language)
+    return response
+
+
+def say_then_hold(text: str | None, *, voice: str, language: str | None) -> VoiceResponse:
+    response = VoiceResponse()
+    if text:
+        say(response, text, voice=voice, language=language)
+    response.pause(length=KEEP_ALIVE_SECONDS)
+    return response
+
+
+def play_digits(digits: str, *, redirect_url: str) -> VoiceResponse:
+    """Send DTMF, then fetch our webhook again so the call continues under our control."""
+    response = VoiceResponse()
+    response.play(digits=digits)
+    response.redirect(redirect_url, method="POST")
+    return response

@@ -1,0 +1,249 @@
+"""Twilio Programmable Voice webhooks: request parameters -> normalized events, and the TwiML reply.
+
+Every webhook comes to the one serve path; ours are told apart by the query we put in the
+URLs we hand Twilio: `callId`, `type=status` (status callbacks), `flow=gather` (Gather
+actions, with the turn's `turnToken`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
+from providers.errors import WebhookInvalid
+from providers.twilio import twiml
+from providers.webhook_security import SecuritySettings, reconstruct_url
+
+DEFAULT_CONFIDENCE = 0.9
+GATHER_FLOW = "gather"
+
+_STATUS_EVENTS = {
+    "queued": EventType.INITIATED,
+    "initiated": EventType.INITIATED,
+    "ringing": EventType.RINGING,
+    "in-progress": EventType.ANSWERED,
+}
+# Reference §3.4. `canceled` means we withdrew the call before it was answered.
+END_REASONS = {
+    "completed": "completed",
+    "failed": "failed",
+    "busy": "busy",
+    "no-answer": "no-answer",
+    "canceled": "hangup-bot",
+}
+_DIRECTIONS = {"inbound": "inbound", "outbound-api": "outbound", "outbound-dial": "outbound"}
+TERMINAL_STATES = frozenset({"completed", "hangup-user", "hangup-bot", "timeout", "error",
+                             "failed", "no-answer", "busy", "voicemail"})
+
+
+# -- parsing -------------------------------------------------------------------------------
+def form_params(request: WebhookRequest) -> dict[str, str]:
+    """First value of each field; JSON-bodied deliveries (bodySHA256) are read as objects."""
+    try:
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WebhookInvalid("Body is not valid UTF-8") from exc
+    if _is_json(request):
+        return _json_params(text)
+    try:
+        parsed = parse_qs(text, keep_blank_values=True, errors="strict")
+    except ValueError as exc:
+        raise WebhookInvalid("Body is not valid form data") from exc
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def _is_json(request: WebhookRequest) -> bool:
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    return content_type == "application/json" or "bodySHA256" in request.query
+
+
+def _json_params(text: str) -> dict[str, str]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise WebhookInvalid("Body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise WebhookInvalid("JSON body must be an object")
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str | int | float)}
+
+
+def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
+    params = form_params(request)
+    call_sid = params.get("CallSid", "").strip()
+    if not call_sid:
+        raise WebhookInvalid("Missing CallSid")
+    direction = _DIRECTIONS.get(params.get("Direction", "").strip().lower())
+    flow = request.query_value("flow")
+    classified = _classify(params, flow=flow, direction=direction)
+    if classified is None:
+        return []
+    type_, details = classified
+    return [NormalizedEvent(
+        type=type_,
+        id=_event_id(params, request),
+        call_id=request.query_value("callId") or None,
+        provider_call_id=call_sid,
+        timestamp=_timestamp(params.get("Timestamp")),
+        turn_token=request.query_value("turnToken") or None,
+        direction=direction,
+        from_number=params.get("From") or None,
+        to_number=params.get("To") or None,
+        **details,
+    )]
+
+
+def _classify(params: Mapping[str, str], *, flow: str | None,
+              direction: str | None) -> tuple[EventType, dict[str, Any]] | None:
+    """Reference §4.1.2 priority: speech, digits, (empty Gather), status, bare inbound."""
+    speech = params.get("SpeechResult", "").strip()
+    if speech:
+        return EventType.SPEECH, {"transcript": speech, "is_final": True,
+                                  "confidence": _confidence(params.get("Confidence"))}
+    digits = params.get("Digits", "").strip()
+    if digits:
+        return EventType.DTMF, {"digits": digits}
+    if flow == GATHER_FLOW:
+        return EventType.SILENCE, {}
+    status = params.get("CallStatus", "").strip().lower()
+    if status in _STATUS_EVENTS:
+        return _STATUS_EVENTS[status], {}
+    if status in END_REASONS:
+        return EventType.ENDED, {"reason": END_REASONS[status]}
+    if not status and direction == "inbound":
+        return EventType.INITIATED, {}
+    return None
+
+
+def _confidence(value: str | None) -> float:
+    try:
+        confidence = float(value or "")
+    except ValueError:
+        return DEFAULT_CONFIDENCE
+    return confidence if math.isfinite(confidence) else DEFAULT_CONFIDENCE
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    # A malformed Timestamp loses only the carrier's clock: the services use their own,
+    # rather than answering 400 and losing the status change.
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def _event_id(params: Mapping[str, str], request: WebhookRequest) -> str:
+    """Same Twilio delivery -> same id, whatever retry headers it carries."""
+    parts = [params.get("CallSid", ""), params.get("CallStatus", ""),
+             params.get("SequenceNumber", ""), request.query_value("flow") or "",
+             request.query_value("turnToken") or "", params.get("SpeechResult", ""),
+             params.get("Digits", "")]
+    return "twilio:evt:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+# -- replies -------------------------------------------------------------------------------
+def is_twiml_fetch(request: WebhookRequest) -> bool:
+    """Twilio executes our reply unless this is a status callback (its body is ignored)."""
+    return request.query_value("type") != "status"
+
+
+def render(request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]) -> Reply:
+    document = twiml.render(decide(request, context, settings))
+    return Reply(status=200, body=document.encode(), content_type="application/xml")
+
+
+def decide(request: WebhookRequest, context: ReplyContext,
+           settings: Mapping[str, Any]) -> VoiceResponse:
+    """The TwiML policy of reference §4.1.3, driven by what the services decided."""
+    if context.replay or not is_twiml_fetch(request):
+        # A replay's first delivery already got the real answer; status bodies are ignored.
+        return twiml.empty()
+    if context.rejected:
+        return twiml.reject()
+    if context.speech is not None:
+        return _speech_reply(request, context, settings)
+    if context.state in TERMINAL_STATES:
+        # Explicit, so a call we consider over ends even if our REST hang-up failed.
+        return twiml.hangup()
+    if not (context.known or context.call_id):
+        # Not our call: nothing to run. An empty document ends it, as Twilio does anyway.
+        return twiml.empty()
+    if request.query_value("flow") == GATHER_FLOW and not _heard_anything(request):
+        return _listen_again(request, context, settings)
+    return twiml.keep_alive()
+
+
+def _heard_anything(request: WebhookRequest) -> bool:
+    """A Gather result with words or digits ends the turn; the next TwiML comes by REST."""
+    try:
+        params = form_params(request)
+    except WebhookInvalid:
+        return True
+    return bool(params.get("SpeechResult", "").strip() or params.get("Digits", "").strip())
+
+
+def _speech_reply(request: WebhookRequest, context: ReplyContext,
+                  settings: Mapping[str, Any]) -> VoiceResponse:
+    speech = context.speech
+    assert speech is not None
+    voice = twiml.say_voice(twiml.preferred_voice(settings.get("tts")))
+    if not speech.listen:
+        return twiml.say_then_hold(speech.text, voice=voice, language=speech.language)
+    action = gather_action(webhook_base(request, settings),
+                           call_id=context.call_id or request.query_value("callId"),
+                           turn_token=speech.turn_token, language=speech.language)
+    return twiml.say_then_listen(speech.text, voice=voice, language=speech.language,
+                                 action=action)
+
+
+def _listen_again(request: WebhookRequest, context: ReplyContext,
+                  settings: Mapping[str, Any]) -> VoiceResponse:
+    """Nothing was heard: the same turn keeps listening.
+
+    The attempt counter makes each re-issued action URL (and so its signature and replay
+    key) unique; Twilio's empty-result callbacks are otherwise identical, and the second
+    one would be taken for a replay, answered empty, and the call would end.
+    """
+    language = request.query_value("lang")
+    action = gather_action(webhook_base(request, settings),
+                           call_id=request.query_value("callId") or context.call_id,
+                           turn_token=request.query_value("turnToken"), language=language,
+                           attempt=_attempt(request) + 1)
+    return twiml.listen(action=action, language=language)
+
+
+def _attempt(request: WebhookRequest) -> int:
+    value = request.query_value("attempt") or ""
+    return int(value) if value.isdigit() and len(value) < 6 else 1
+
+
+def webhook_base(request: WebhookRequest, settings: Mapping[str, Any]) -> str:
+    """Where Twilio should post next, without a query.
+
+    publicUrl is the full public webhook URL (outbound calls use it as is), so its path
+    wins: a proxy may publish serve.path under another path. A bare-origin publicUrl, or
+    none (then the reconstructed origin), takes serve.path.
+    """
+    security = SecuritySettings.from_settings(settings)
+    public = urlsplit(security.public_url or reconstruct_url(request, security))
+    path = public.path if security.public_url and public.path not in ("", "/") else (
+        settings.get("servePath") or request.path or "/")
+    return urlunsplit((public.scheme, public.netloc, path, "", ""))
+
+
+def gather_action(base: str, *, call_id: str | None, turn_token: str | None,
+                  language: str | None = None, attempt: int | None = None) -> str:
+    """`base` + callId/flow=gather/turnToken (+ lang when not the default, + attempt)."""
+    lang = language if language and language != twiml.DEFAULT_LANGUAGE else None
+    return twiml.with_query(base, callId=call_id, flow=GATHER_FLOW, turnToken=turn_token,
+                            lang=lang, attempt=attempt)
