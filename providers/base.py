@@ -241,5 +241,14 @@ class TelephonyProvider(ABC):
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         """The HTTP reply the carrier expects for this webhook."""
 
+    def explain_webhook(self, request: WebhookRequest) -> dict[str, Any]:
+        """What verification sees for a captured request (webhook-debug); never a secret."""
+        result = self.verify_webhook(request)
+        return {"ok": result.ok, "reason": result.reason}
+
+    def readiness(self) -> list[tuple[str, bool, str]]:
+        """Carrier-specific `voicecall setup` checks as (id, ok, message)."""
+        return []
+
     def close(self) -> None:
         """Release HTTP clients and background work."""

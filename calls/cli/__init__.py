@@ -5,12 +5,15 @@ Live-call operations go through `calls.cli.client`; readiness checks live in
 """
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from django.core.management.base import CommandError
 from django.db.models import QuerySet
@@ -19,6 +22,7 @@ from calls import clock, services
 from calls.exceptions import CallError
 from calls.models import ApiToken, CallEvent
 from calls.selectors import call_find
+from providers.base import WebhookRequest
 
 # Rows committed out of id order (concurrent writers on PostgreSQL) land behind the
 # cursor; re-reading this many ids back catches them without printing anything twice.
@@ -109,3 +113,36 @@ def token_withdraw(*, token_id: int) -> dict[str, Any]:
         return token_row(services.token_revoke(token_id=token_id))
     except CallError as exc:
         raise CommandError(exc.message) from exc
+
+
+def captured_request(*, capture: str | None, url: str | None, method: str, header: list[str],
+                     body: str, body_file: str | None, remote_addr: str | None,
+                     **_: Any) -> WebhookRequest:
+    """A WebhookRequest from `webhook-debug` flags or a capture file; CommandError if incomplete."""
+    if capture:
+        try:
+            with open(capture, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"Cannot read capture {capture}: {exc}") from exc
+        url, method = data.get("url"), data.get("method", "POST")
+        headers = {str(k).lower(): str(v) for k, v in (data.get("headers") or {}).items()}
+        raw = str(data.get("body") or "").encode()
+        remote_addr = data.get("remoteAddr")
+    else:
+        headers = dict(_header(line) for line in header)
+        raw = Path(body_file).read_bytes() if body_file else body.encode()
+    if not url:
+        raise CommandError("webhook-debug needs --url (or a capture file with url)")
+    parts = urlsplit(url)
+    headers.setdefault("host", parts.netloc)
+    return WebhookRequest(method=method.upper(), url=url, path=parts.path or "/",
+                          query=parse_qs(parts.query, keep_blank_values=True), headers=headers,
+                          body=raw, remote_addr=remote_addr)
+
+
+def _header(line: str) -> tuple[str, str]:
+    name, sep, value = line.partition(":")
+    if not sep or not name.strip():
+        raise CommandError(f"--header must look like 'Name: value', not {line!r}")
+    return name.strip().lower(), value.strip()

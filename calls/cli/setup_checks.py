@@ -15,6 +15,7 @@ from django.conf import settings
 
 from calls.cli.client import connect
 from calls.config import ConfigError, get_config
+from calls.services.webhooks import carrier_readiness
 
 SMOKE_MESSAGE = "OpenClaw voice call smoke test."
 SKIPPED = "live-call: skipped (pass --to and --yes to place one)"
@@ -37,6 +38,8 @@ def setup_report() -> dict[str, Any]:
     checks = [_plugin_enabled(data), _provider(data), _provider_config(errors),
               _webhook_exposure(data), _mode(data),
               Check("agent-owner", True, "single agent")]
+    if not errors:
+        checks += [Check(*row) for row in carrier_readiness()]
     return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
 
 

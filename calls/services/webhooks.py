@@ -4,17 +4,25 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from django.db import IntegrityError, transaction
 
 from calls import clock
 from calls.models import ReplayKey
-from calls.runtime import get_provider
+from calls.config import get_config
+from calls.exceptions import CallError
+from calls.runtime import get_provider, provider_settings
 from calls.services.events import EventOutcome, event_apply
 from calls.selectors import call_find
 from calls.services.speech import InlineReply, pending_speech_take
 from providers.base import NormalizedEvent, Reply, ReplyContext, Speech, WebhookRequest
 from providers.errors import WebhookInvalid
+from providers.webhook_security import (
+    FORWARDED_HOST_HEADERS,
+    SecuritySettings,
+    forwarding_trusted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +103,41 @@ def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
         speech=inline.speech if inline else None,
         events=tuple(events),
     )
+
+
+def carrier_readiness() -> list[tuple[str, bool, str]]:
+    """The configured carrier's own `voicecall setup` checks."""
+    try:
+        provider = get_provider()
+    except CallError as exc:
+        return [("carrier", False, f"{exc.message}: {exc.__cause__ or ''}".strip())]
+    return provider.readiness()
+
+
+def webhook_explain(request: WebhookRequest) -> dict[str, Any]:
+    """Why a captured webhook verifies or not (`voicecall webhook-debug`), with hints."""
+    provider = get_provider()
+    report = {"provider": provider.name, **provider.explain_webhook(request)}
+    report["hints"] = _hints(request, report)
+    return report
+
+
+def _hints(request: WebhookRequest, report: dict[str, Any]) -> list[str]:
+    cfg = get_config()
+    security = SecuritySettings.from_settings(provider_settings(cfg))
+    hints: list[str] = []
+    forwarded = next((request.header(h) for h in FORWARDED_HOST_HEADERS if request.header(h)), None)
+    if forwarded and not forwarding_trusted(request, security):
+        hints.append(
+            f"The forwarded host {forwarded!r} was ignored: forwarding headers count only with "
+            "webhookSecurity.allowedHosts or trustForwardingHeaders (and, when set, a peer in "
+            "trustedProxyIPs). Set allowedHosts to your public host, or set publicUrl.")
+    if not cfg.public_url:
+        hints.append("publicUrl is not set, so the URL is rebuilt from the request (https, no "
+                     "port). Setting publicUrl to the exact URL the carrier calls is the most "
+                     "reliable fix.")
+    if report.get("ok"):
+        hints = ["The signature verifies; nothing to fix."]
+    elif not report.get("reason"):
+        hints.append("The carrier's signature headers are missing from the capture.")
+    return hints

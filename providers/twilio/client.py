@@ -140,7 +140,8 @@ class TwilioRest:
     def __init__(self, *, account_sid: str, auth_token: str, http: httpx.Client,
                  region: str | None = None, api_base_url: str | None = None) -> None:
         transport = HttpxTwilioClient(http, api_base_url=api_base_url)
-        custom_base = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/") != DEFAULT_API_BASE_URL
+        self.origin = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
+        custom_base = self.origin != DEFAULT_API_BASE_URL
         # environment={} keeps TWILIO_REGION/TWILIO_EDGE from silently changing the host.
         self._client = Client(account_sid, auth_token, http_client=transport, environment={},
                               region=None if custom_base else (region or None))

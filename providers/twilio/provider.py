@@ -144,6 +144,26 @@ class TwilioProvider(TelephonyProvider):
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         return webhooks.render(request, context, self._settings)
 
+    def explain_webhook(self, request: WebhookRequest) -> dict[str, Any]:
+        return signature.explain(request, self._settings)
+
+    def readiness(self) -> list[tuple[str, bool, str]]:
+        sid = str(config_value(self._settings, "accountSid"))
+        public = str(self._settings.get("publicUrl") or "")
+        skip = bool(self._settings.get("skipSignatureVerification"))
+        return [
+            ("twilio-account", sid.startswith("AC") and len(sid) == 34,
+             f"accountSid {sid[:6]}… " + ("looks right" if sid.startswith("AC") and len(sid) == 34
+                                         else "should be AC followed by 32 hex digits")),
+            ("twilio-signatures", not skip,
+             "webhook signatures are verified" if not skip
+             else "skipSignatureVerification is on: anyone can forge webhooks"),
+            ("twilio-webhook-url", public.startswith("https://"),
+             f"Twilio will call {public}" if public.startswith("https://")
+             else "set publicUrl to the https:// URL Twilio should call (it is signed as given)"),
+            ("twilio-api", True, f"REST API origin {self._rest.origin}"),
+        ]
+
     def close(self) -> None:
         if self._owns_http:
             self._http.close()

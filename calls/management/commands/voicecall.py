@@ -15,6 +15,7 @@ from calls import cli
 from calls.cli import client, setup_checks
 from calls.selectors import latency_stats
 from calls.services.accounts import admin_user_ensure
+from calls.services.webhooks import webhook_explain
 
 MODES = ("notify", "conversation")
 
@@ -75,6 +76,15 @@ def _add_local_commands(subs: Any) -> None:
     smoke.add_argument("--yes", action="store_true", help="Really place the call")
     smoke.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
     subs.add_parser("admin-user", help="Create the first admin account if none exists")
+    debug = subs.add_parser("webhook-debug", help="Explain why a captured webhook verifies or not")
+    debug.add_argument("--capture", help='JSON file {"method","url","headers","body","remoteAddr"}')
+    debug.add_argument("--url", help="The URL the request arrived on")
+    debug.add_argument("--method", default="POST", help="HTTP method (default POST)")
+    debug.add_argument("--header", action="append", default=[], metavar="NAME: VALUE",
+                       help="A request header; repeat for several")
+    debug.add_argument("--body", default="", help="The raw request body")
+    debug.add_argument("--body-file", help="Read the raw body from this file")
+    debug.add_argument("--remote-addr", help="The peer address the request came from")
     serve = subs.add_parser("serve", help="Run the server")
     serve.add_argument("--host", help="Bind address (default: config serve.bind)")
     serve.add_argument("--port", type=int, help="Port (default: config serve.port)")
@@ -188,6 +198,9 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"An admin account exists (a first password, if this command "
                               f"made it, is in {account.password_file}).")
+
+    def _run_webhook_debug(self, **options: Any) -> None:
+        self._print(webhook_explain(cli.captured_request(**options)))
 
     def _run_token(self, *, token_action: str, **options: Any) -> None:
         getattr(self, f"_token_{token_action}")(**options)
