@@ -6,8 +6,10 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 
+@csrf_exempt  # read-only; exempt so probes (and the bench baseline) may POST
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True, "service": "voicecall"})
 

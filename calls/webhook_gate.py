@@ -50,12 +50,27 @@ class WebhookGate:
             await _respond(send, 429, b"Too Many Requests")
             return
         self.in_flight[peer] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_flight[peer] -= 1
+                if not self.in_flight[peer]:
+                    del self.in_flight[peer]
+
+        async def send_and_release(message: Message) -> None:
+            await send(message)
+            # The request stops counting once its response is out: Django's cleanup after
+            # that (close_old_connections in a thread) must not hold the peer's slot.
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                release()
+
         try:
-            await self._read_then_forward(scope, receive, send)
+            await self._read_then_forward(scope, receive, send_and_release)
         finally:
-            self.in_flight[peer] -= 1
-            if not self.in_flight[peer]:
-                del self.in_flight[peer]
+            release()
 
     async def _read_then_forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
