@@ -1,0 +1,123 @@
+"""Telnyx Call Control v2 REST (`/v2/calls`, `/v2/calls/{id}/actions/*`) over httpx.
+
+One request per method, no retries (the services own retry policy). Bearer-key auth and
+JSON bodies as in the telnyx SDK (`telnyx/resources/calls/actions.py`).
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from providers.errors import ProviderError, ProviderUnavailable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_API_BASE_URL = "https://api.telnyx.com"
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+# "Call has already ended": commands on a finished leg answer 422 with this code
+# (providers.md §2.3, seen in pipecat's Telnyx serializer).
+CALL_ENDED_CODE = "90018"
+# RFC 3986 path-segment characters kept as-is; call_control_ids look like `v3:…`.
+_SEGMENT_SAFE = ":@!$&'()*+,;="
+
+
+def config_value(settings: Mapping[str, Any], key: str) -> str:
+    """A `telnyx.*` setting: calls.runtime spreads the block into the provider settings;
+    a nested `telnyx` block is read too."""
+    value = settings.get(key)
+    nested = settings.get("telnyx")
+    if value is None and isinstance(nested, Mapping):
+        value = nested.get(key)
+    return str(value).strip() if value is not None else ""
+
+
+class TelnyxApiError(ProviderError):
+    """A non-2xx answer from the Telnyx API; `status` is the HTTP status."""
+
+    def __init__(self, message: str, *, status: int, provider_code: str | None) -> None:
+        super().__init__(message, retryable=status >= 500 or status == 429,
+                         provider_code=provider_code)
+        self.status = status
+
+    @property
+    def call_gone(self) -> bool:
+        """The leg no longer exists or has ended: hanging it up again is a success."""
+        return self.status == 404 or self.provider_code == CALL_ENDED_CODE
+
+
+def api_error(response: httpx.Response) -> TelnyxApiError:
+    """Telnyx error bodies are {"errors": [{"code": "90018", "title": "…", "detail": "…"}]}."""
+    code, detail = _first_error(response)
+    status = response.status_code
+    return TelnyxApiError(f"Telnyx API error: {status} {detail}", status=status,
+                          provider_code=code)
+
+
+def _first_error(response: httpx.Response) -> tuple[str | None, str]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors else None
+    if not isinstance(first, dict):
+        return None, response.text.strip()[:200] or response.reason_phrase
+    code = first.get("code")
+    detail = first.get("detail") or first.get("title") or response.reason_phrase
+    return (str(code) if code is not None else None), str(detail)
+
+
+class TelnyxRest:
+    """The Call Control requests the adapter needs; each returns the response's `data`."""
+
+    def __init__(self, *, api_key: str, http: httpx.Client,
+                 api_base_url: str | None = None) -> None:
+        self._http = http
+        self._base = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+
+    def dial(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/v2/calls", {**body, "command_id": new_command_id()})
+
+    def command(self, call_control_id: str, action: str, body: Mapping[str, Any]) -> None:
+        """POST …/actions/<action>; a fresh `command_id` lets Telnyx drop duplicates."""
+        path = f"{_call_path(call_control_id)}/actions/{action}"
+        self._request("POST", path, {**body, "command_id": new_command_id()})
+
+    def get_call(self, call_control_id: str) -> dict[str, Any]:
+        return self._request("GET", _call_path(call_control_id), None)
+
+    def _request(self, method: str, path: str,
+                 body: Mapping[str, Any] | None) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, self._base + path, json=body,
+                                          headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"Telnyx API unreachable: {exc}") from exc
+        if response.status_code >= 400:
+            raise api_error(response)
+        return _data(response)
+
+
+def new_command_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _call_path(call_control_id: str) -> str:
+    if not call_control_id or call_control_id in (".", ".."):
+        raise ProviderError("Call not connected (no Telnyx call_control_id)")
+    return f"/v2/calls/{quote(call_control_id, safe=_SEGMENT_SAFE)}"
+
+
+def _data(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    data = body.get("data") if isinstance(body, dict) else None
+    return data if isinstance(data, dict) else {}

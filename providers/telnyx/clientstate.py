@@ -1,0 +1,35 @@
+"""Telnyx Call Control v2 `client_state`: our ids in the base64 text Telnyx echoes back.
+
+Telnyx copies the `client_state` of a command into `payload.client_state` of every later
+webhook for that leg (telnyx SDK `ActionSpeakParams.client_state`: "add state to every
+subsequent webhook"; it "must be a valid Base-64 encoded string"). We put `<callId>` there,
+or `<callId>:<turnToken>` while a turn listens, so webhooks name the call and the turn.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+# Our callIds are UUIDs and turn tokens are hex; anything else (another app's JSON state,
+# say) is not ours and must not be taken for a callId.
+_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def encode(call_id: str, turn_token: str | None = None) -> str:
+    text = f"{call_id}:{turn_token}" if turn_token else call_id
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def decode(value: object) -> tuple[str | None, str | None]:
+    """(callId, turnToken) from an echoed client_state; (None, None) when it is not ours."""
+    if not isinstance(value, str) or not value:
+        return None, None
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None, None
+    call_id, _, token = text.partition(":")
+    if not _ID.fullmatch(call_id):
+        return None, None
+    return call_id, token if _ID.fullmatch(token) else None

@@ -1,0 +1,105 @@
+"""Bodies of the Telnyx Call Control commands we send (telnyx SDK `types/calls/action_*_params`).
+
+Pure functions: no I/O, so every field is testable without a transport.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from providers.base import CallTarget, PlaceCall
+from providers.errors import ProviderError
+from providers.telnyx import clientstate
+
+DEFAULT_VOICE = "female"
+DEFAULT_LANGUAGE = "en-US"
+# `speak.payload`: "There is a 3,000 character limit" (ActionSpeakParams).
+MAX_SPEAK_CHARS = 3000
+# `dial.timeout_secs` accepts 5–600 s (providers.md §2.3).
+RING_TIMEOUT_RANGE = (5, 600)
+_VOICE_KEYS = ("speakerVoice", "speakerVoiceId", "voice", "voiceId")
+# `speak.voice` is `<Provider>[.<Model>].<VoiceId>` or, for service_level basic, male/female
+# (ActionSpeakParams.voice). A TTS voice of another vendor (OpenAI "alloy", a bare
+# ElevenLabs id) would be refused with 422 and the caller would hear nothing.
+_VOICE_PROVIDERS = ("AWS", "Azure", "ElevenLabs", "Telnyx", "Minimax", "Resemble", "Inworld",
+                    "FishAudio", "Soniox", "xAI", "Humain")
+# `send_dtmf.digits`: "Valid digits are 0-9, A-D, *, and #. Pauses can be added using
+# w (0.5s) and W (1s)" (ActionSendDtmfParams). Our `,`/`p`/`P` are the dialer "pause",
+# conventionally two seconds, so they become two one-second waits.
+_DTMF_PAUSES = str.maketrans({",": "WW", "p": "WW", "P": "WW"})
+
+
+def dial(request: PlaceCall, *, connection_id: str) -> dict[str, Any]:
+    low, high = RING_TIMEOUT_RANGE
+    return {
+        "connection_id": connection_id,
+        "to": request.to_number,
+        "from": request.from_number,
+        "webhook_url": request.webhook_url,
+        "webhook_url_method": "POST",
+        "client_state": clientstate.encode(request.call_id),
+        "timeout_secs": min(max(request.ring_timeout_s, low), high),
+    }
+
+
+def speak(target: CallTarget, text: str, *, voice: str, language: str) -> dict[str, Any]:
+    if len(text) > MAX_SPEAK_CHARS:
+        raise ProviderError(f"Telnyx speak text exceeds {MAX_SPEAK_CHARS} characters")
+    return {"payload": text, "voice": voice, "language": language,
+            "client_state": state(target)}
+
+
+def transcription_start(target: CallTarget, *, language: str) -> dict[str, Any]:
+    # The current API takes the language inside `transcription_engine_config` (the
+    # reference's top-level `language` is the legacy shape). Google wants a bare language
+    # code ("en", GoogleTranscriptionLanguage); finals only, since only a final transcript
+    # answers a turn.
+    return {
+        "transcription_engine": "Google",
+        "transcription_engine_config": {"language": language.split("-")[0].lower() or "en",
+                                        "interim_results": False},
+        "transcription_tracks": "inbound",
+        "client_state": state(target),
+    }
+
+
+def state(target: CallTarget) -> str:
+    """`<callId>[:<turnToken>]`, so the webhooks this command causes name their turn."""
+    return clientstate.encode(target.call_id, target.turn_token)
+
+
+def dtmf_digits(digits: str) -> str:
+    return digits.translate(_DTMF_PAUSES)
+
+
+def preferred_voice(tts: object) -> str:
+    """The voice of tts.providers[tts.provider] (reference §2.5) if Telnyx can speak it."""
+    voice = _configured_voice(tts)
+    if not voice:
+        return DEFAULT_VOICE
+    if voice.lower() in ("female", "male"):
+        return voice.lower()
+    if voice.startswith("Polly."):
+        return f"AWS.{voice}"  # Twilio's spelling of the same Amazon voices
+    if voice.split(".", 1)[0] in _VOICE_PROVIDERS:
+        return voice
+    return DEFAULT_VOICE
+
+
+def _configured_voice(tts: object) -> str | None:
+    if not isinstance(tts, Mapping):
+        return None
+    providers = tts.get("providers")
+    block = providers.get(tts.get("provider")) if isinstance(providers, Mapping) else None
+    if not isinstance(block, Mapping):
+        return None
+    for key in _VOICE_KEYS:
+        value = block.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def language(target: CallTarget) -> str:
+    value = target.extra.get("language") if target.extra else None
+    return str(value) if value else DEFAULT_LANGUAGE

@@ -1,0 +1,174 @@
+"""The Telnyx carrier: Call Control v2 REST commands and Ed25519-signed JSON webhooks.
+
+Telnyx ignores webhook response bodies: everything, including answering an inbound call,
+is a REST command (providers.md §2.3). Webhooks name our call through `client_state`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from providers.base import (
+    CallStatus,
+    CallTarget,
+    NormalizedEvent,
+    PlaceCall,
+    PlaceCallResult,
+    Reply,
+    ReplyContext,
+    TelephonyProvider,
+    VerifyResult,
+    WebhookRequest,
+)
+from providers.errors import ProviderError, ProviderNotConfigured
+from providers.telnyx import clientstate, commands, signature, webhooks
+from providers.telnyx.client import DEFAULT_TIMEOUT, TelnyxApiError, TelnyxRest, config_value
+from providers.webhook_security import skip_key
+
+logger = logging.getLogger(__name__)
+
+
+class TelnyxProvider(TelephonyProvider):
+    name = "telnyx"
+    # Telnyx can't take digits with the dial; the services send them with send_dtmf on answer.
+    supports_preconnect_dtmf = True
+    rejects_in_reply = False
+    speech_by_fetch = False
+    signature_headers = ((signature.SIGNATURE_HEADER, signature.TIMESTAMP_HEADER),)
+
+    def __init__(self, *, settings: Mapping[str, Any], http: httpx.Client | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._settings = dict(settings)
+        credentials = {key: config_value(settings, key) for key in ("apiKey", "connectionId")}
+        missing = [f"telnyx.{key}" for key, value in credentials.items() if not value]
+        if missing:
+            raise ProviderNotConfigured(f"Telnyx is not configured: missing {', '.join(missing)}")
+        self._connection_id = credentials["connectionId"]
+        self._skip_verification = bool(settings.get("skipSignatureVerification"))
+        self._public_key = self._load_public_key()
+        self._clock = clock
+        self._owns_http = http is None
+        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        self._rest = TelnyxRest(api_key=credentials["apiKey"], http=self._http,
+                                api_base_url=config_value(settings, "apiBaseUrl") or None)
+
+    def _load_public_key(self) -> Ed25519PublicKey | None:
+        """Bad configuration fails at startup; a missing key fails each webhook closed."""
+        text = config_value(self._settings, "publicKey")
+        if not text or self._skip_verification:
+            return None
+        try:
+            return signature.load_public_key(text)
+        except ValueError as exc:
+            raise ProviderNotConfigured(f"telnyx.publicKey is invalid: {exc}") from exc
+
+    # -- call control -----------------------------------------------------------------------
+    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+        data = self._rest.dial(commands.dial(request, connection_id=self._connection_id))
+        call_control_id = data.get("call_control_id")
+        if not isinstance(call_control_id, str) or not call_control_id:
+            raise ProviderError("Telnyx API error: dial response has no call_control_id")
+        return PlaceCallResult(provider_call_id=call_control_id)
+
+    def hang_up(self, target: CallTarget) -> None:
+        self._command_unless_gone(target, "hangup", {})
+
+    def answer_call(self, target: CallTarget) -> None:
+        # An inbound leg stays parked until answered (#58231). No webhook_url override: the
+        # app-level URL reached us already, and the local fallback URL would not.
+        self._rest.command(target.provider_call_id, "answer",
+                           {"client_state": clientstate.encode(target.call_id)})
+
+    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+        # speak + transcription_start rather than gather_using_speak: gather collects DTMF
+        # only (`call.gather.ended.digits`); speech needs transcription (providers.md §2.3).
+        voice = commands.preferred_voice(self._settings.get("tts"))
+        body = commands.speak(target, text, voice=voice, language=commands.language(target))
+        self._rest.command(target.provider_call_id, "speak", body)
+        if listen_after:
+            self._start_transcription(target, tolerate_running=True)
+
+    def start_listening(self, target: CallTarget) -> None:
+        self._start_transcription(target, tolerate_running=False)
+
+    def _start_transcription(self, target: CallTarget, *, tolerate_running: bool) -> None:
+        # Turn tokens ride in client_state (the reference has none for Telnyx): the
+        # `call.transcription` webhooks then name the turn they answer, so a late result
+        # of an earlier turn can't complete the current one (reference §3.3).
+        body = commands.transcription_start(target, language=commands.language(target))
+        try:
+            self._rest.command(target.provider_call_id, "transcription_start", body)
+        except TelnyxApiError as exc:
+            # After a greeting that listens, transcription is still running when the next
+            # turn speaks. The speak above already moved client_state to the new turn, so
+            # the running transcription reports for it; the refusal is harmless.
+            if not tolerate_running or exc.status != 422 or exc.call_gone:
+                raise
+            logger.info("telnyx transcription_start refused (already transcribing?): %s", exc)
+
+    def stop_listening(self, target: CallTarget) -> None:
+        # The turn's transcript is already in hand when the services stop listening; a
+        # failure here must not turn that success into an error, so it is only logged.
+        body = {"client_state": clientstate.encode(target.call_id)}
+        try:
+            self._command_unless_gone(target, "transcription_stop", body)
+        except ProviderError as exc:
+            logger.warning("telnyx transcription_stop failed: %s", exc)
+
+    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+        self._rest.command(target.provider_call_id, "send_dtmf",
+                           {"digits": commands.dtmf_digits(digits)})
+
+    def _command_unless_gone(self, target: CallTarget, action: str,
+                             body: Mapping[str, Any]) -> None:
+        try:
+            self._rest.command(target.provider_call_id, action, body)
+        except TelnyxApiError as exc:
+            if not exc.call_gone:  # 404 / 90018 "call has already ended": nothing to stop
+                raise
+
+    def get_call_status(self, provider_call_id: str) -> CallStatus:
+        try:
+            data = self._rest.get_call(provider_call_id)
+        except TelnyxApiError as exc:
+            if exc.status == 404:
+                return CallStatus("not-found", is_terminal=True, end_reason="completed")
+            return _unknown_status(exc)
+        except ProviderError as exc:
+            return _unknown_status(exc)
+        alive = data.get("is_alive")
+        if alive is True:
+            return CallStatus("in-progress", is_terminal=False)
+        if alive is False:
+            return CallStatus("completed", is_terminal=True, end_reason="completed")
+        return CallStatus("unknown", is_terminal=False, is_unknown=True)
+
+    # -- webhooks ---------------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+        if self._skip_verification:
+            return VerifyResult(True, request_key=skip_key(self.name, request))
+        return signature.verify(request, self._public_key, now=self._clock())
+
+    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        return webhooks.parse_events(request.body)
+
+    def can_speak_in_reply(self, request: WebhookRequest) -> bool:
+        return False  # Telnyx ignores response bodies; speech is always a command
+
+    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
+        return Reply(status=200, body=b"OK", content_type="text/plain")
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+
+def _unknown_status(exc: ProviderError) -> CallStatus:
+    # Restore keeps the call and lets its timers decide (reference §4.2: missing -> unknown).
+    logger.warning("telnyx call status unavailable: %s", exc)
+    return CallStatus("error", is_terminal=False, is_unknown=True)
