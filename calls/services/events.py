@@ -26,6 +26,9 @@ from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
+# metadata flag: an accepted inbound call whose answer command failed; the sweep retries it.
+ANSWER_PENDING = "answerPending"
+
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
@@ -253,10 +256,20 @@ def _answer_inbound(call: Call, event: NormalizedEvent, inline: InlineReply | No
         # Returning a document answers the call; the greeting rides in it (#29101, #32902).
         _on_answered(call, event, inline)
         return
+    inbound_answer(call)
+
+
+def inbound_answer(call: Call) -> bool:
+    """Send the carrier's answer command; a failure is retried by the timer sweep."""
     try:
         get_provider().answer_call(call_target(call))
     except ProviderError as exc:
-        logger.warning("call=%s answer failed: %s", call.public_id, exc)
+        logger.warning("call=%s answer failed (will retry): %s", call.public_id, exc)
+        lifecycle.metadata_update(call=call, set_={ANSWER_PENDING: True})
+        return False
+    if (call.metadata or {}).get(ANSWER_PENDING):
+        lifecycle.metadata_update(call=call, delete=(ANSWER_PENDING,))
+    return True
 
 
 def _was_rejected(call: Call) -> bool:

@@ -192,7 +192,10 @@ def _run_turn(call: Call, message: str, *, token: str, started: datetime,
     call_transition(call=call, state=CallState.LISTENING)
     listen_started = clock.now()
     text = _wait_for_transcript(call, token=token, deadline=deadline)
-    get_provider().stop_listening(call_target(call, turn_token=token))
+    try:
+        get_provider().stop_listening(call_target(call, turn_token=token))
+    except ProviderError as exc:  # the turn has its transcript; a stuck listener is harmless
+        logger.warning("call=%s stop listening failed: %s", call.public_id, exc)
     done = clock.now()
     result = ContinueResult(
         transcript=text,

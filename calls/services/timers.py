@@ -45,6 +45,7 @@ def timers_sweep(*, now: datetime | None = None) -> SweepReport:
     _fire(report, "max_duration", "max_duration_at", now, CallState.TIMEOUT)
     _fire(report, "ring_timeout", "ring_deadline_at", now - RING_GRACE, CallState.NO_ANSWER,
           only_states=(CallState.INITIATED, CallState.RINGING))
+    _retry_answers(report)
     _reap_stale(report, now)
     _free_abandoned_turns(report, now)
     ReplayKey.objects.filter(expires_at__lte=now).delete()
@@ -77,6 +78,17 @@ def _end(call: Call, reason: str) -> None:
     except CallError as exc:
         # The carrier refused: the call is not finalized; the stale reaper retries.
         logger.warning("call=%s timer hang-up failed: %s", call.public_id, exc)
+
+
+def _retry_answers(report: SweepReport) -> None:
+    """Accepted inbound callers whose answer command failed are not left ringing (Telnyx)."""
+    from calls.services.events import ANSWER_PENDING, inbound_answer
+
+    pending = Call.objects.filter(state=CallState.RINGING, direction=Call.Direction.INBOUND,
+                                  **{f"metadata__{ANSWER_PENDING}": True})
+    for call in pending:
+        if inbound_answer(call):
+            report.add("answer_retry")
 
 
 def _reap_stale(report: SweepReport, now: datetime) -> None:

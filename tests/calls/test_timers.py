@@ -158,3 +158,29 @@ def test_preconnect_dtmf_is_sent_on_answer_before_the_greeting(mock_carrier, fak
     assert ops[1:3] == [("send_dtmf", "ww123#"), ("play_text", None)]
     call.refresh_from_db()
     assert "dtmfSequence" not in call.metadata
+
+
+def test_a_failed_inbound_answer_is_retried_by_the_sweep(mock_carrier, fake_clock, configure,
+                                                         monkeypatch):
+    from providers.errors import ProviderUnavailable
+
+    configure({"inboundPolicy": "open"})
+    attempts = []
+
+    def answer(target):
+        attempts.append(target.call_id)
+        if len(attempts) == 1:
+            raise ProviderUnavailable("carrier 503")
+
+    monkeypatch.setattr(mock_carrier, "answer_call", answer)
+    event_apply(provider="mock", event=NormalizedEvent(
+        type=EventType.INITIATED, id="in-1", call_id="mock-in-1", provider_call_id="mock-in-1",
+        direction="inbound", from_number="+15550001111", to_number="+15550000000"))
+    call = Call.objects.get(provider_call_id="mock-in-1")
+    assert call.metadata["answerPending"] is True
+    report = timers_sweep()
+    call.refresh_from_db()
+    assert report.fired == {"answer_retry": 1}
+    assert "answerPending" not in call.metadata
+    assert len(attempts) == 2
+    assert timers_sweep().fired == {}
