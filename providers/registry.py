@@ -12,6 +12,7 @@ from providers.errors import UnknownProvider
 PROVIDERS: dict[str, str] = {
     "mock": "providers.mock.MockProvider",
     "twilio": "providers.twilio.TwilioProvider",
+    "plivo": "providers.plivo.PlivoProvider",
     "telnyx": "providers.telnyx.TelnyxProvider",
 }
 

@@ -1,0 +1,125 @@
+"""Plivo Voice API v1 (REST, JSON, HTTP Basic) over httpx: the Call, Request and DTMF resources.
+
+Plain HTTP rather than the official SDK's RestClient: plivo 4.63 sends through its own
+`requests` session, with a built-in retry-and-fallback loop for voice requests and no
+transport seam. It could neither carry our httpx client (tests inject httpx.MockTransport,
+STYLE §2.3) nor keep "one request, never retried". The SDK still serves for XML building
+and as the reference for signatures. Paths end in "/" as the SDK writes them (providers.md §3.2).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from providers.errors import ProviderError, ProviderUnavailable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_API_BASE_URL = "https://api.plivo.com"
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+
+
+def config_value(settings: Mapping[str, Any], key: str) -> str:
+    """A `plivo.*` setting: calls.runtime spreads the block into the settings; a nested
+    `plivo` block is read too."""
+    value = settings.get(key)
+    nested = settings.get("plivo")
+    if value is None and isinstance(nested, Mapping):
+        value = nested.get(key)
+    return str(value).strip() if value is not None else ""
+
+
+class PlivoApiError(ProviderError):
+    """A non-2xx answer from the Plivo API; `status` is the HTTP status."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message, retryable=status >= 500 or status == 429,
+                         provider_code=str(status))
+        self.status = status
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+class PlivoRest:
+    """One method per Voice API request the adapter makes; each is one request, no retries."""
+
+    def __init__(self, *, auth_id: str, auth_token: str, http: httpx.Client,
+                 api_base_url: str | None = None) -> None:
+        base = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
+        self._account = f"{base}/v1/Account/{quote(auth_id, safe='')}"
+        self._auth = (auth_id, auth_token)
+        self._http = http
+
+    def create_call(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "Call/", json=dict(fields))
+
+    def transfer_aleg(self, call_uuid: str, *, url: str) -> None:
+        """Make Plivo fetch `url` and run its XML on the A leg, interrupting what plays now."""
+        self._request("POST", f"Call/{_segment(call_uuid)}/",
+                      json={"legs": "aleg", "aleg_url": url, "aleg_method": "POST"})
+
+    def send_digits(self, call_uuid: str, digits: str) -> None:
+        self._request("POST", f"Call/{_segment(call_uuid)}/DTMF/",
+                      json={"digits": digits, "leg": "aleg"})
+
+    def hang_up_call(self, call_uuid: str) -> None:
+        self._request("DELETE", f"Call/{_segment(call_uuid)}/")
+
+    def cancel_request(self, request_uuid: str) -> None:
+        """End a call that was requested but not answered yet (it has no CallUUID)."""
+        self._request("DELETE", f"Request/{_segment(request_uuid)}/")
+
+    def live_call(self, call_uuid: str) -> dict[str, Any]:
+        # Plain GET /Call/{uuid}/ returns the record of a *completed* call; a call still in
+        # progress answers only with ?status=live (SDK live_calls.get), queued ones ?status=queued.
+        return self._request("GET", f"Call/{_segment(call_uuid)}/", params={"status": "live"})
+
+    def queued_call(self, request_uuid: str) -> dict[str, Any]:
+        return self._request("GET", f"Call/{_segment(request_uuid)}/",
+                             params={"status": "queued"})
+
+    def _request(self, method: str, path: str, *, json: dict[str, Any] | None = None,
+                 params: dict[str, str] | None = None) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, f"{self._account}/{path}", json=json,
+                                          params=params, auth=self._auth,
+                                          headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise ProviderUnavailable(f"Plivo API unreachable: {exc}") from exc
+        if response.status_code >= 400:
+            raise api_error(response)
+        return _json_object(response)
+
+
+def api_error(response: httpx.Response) -> PlivoApiError:
+    """Plivo error bodies are {"api_id": "…", "error": "…"}; others are cut to 200 characters."""
+    status = response.status_code
+    return PlivoApiError(f"Plivo API error: {status} {_error_text(response)}", status=status)
+
+
+def _error_text(response: httpx.Response) -> str:
+    body = _json_object(response)
+    error = body.get("error")
+    if isinstance(error, str | dict) and error:
+        return str(error)[:200]
+    return response.text.strip()[:200] or response.reason_phrase
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a response; 204s and non-JSON bodies read as {}."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: a stray "/" or "?" cannot reach another resource."""
+    return quote(value, safe="")

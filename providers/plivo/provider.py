@@ -1,0 +1,230 @@
+"""The Plivo carrier: Voice API v1 REST, Plivo XML replies, V3/V2-signed webhooks (reference §4.3).
+
+Speech works by document fetch (`speech_by_fetch`): the services keep the words on the call
+row and `play_text` only transfers the A leg to our `flow=xml-speak` URL; when Plivo fetches
+it, the words come back to `render_reply` as `context.speech`.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from providers.base import (
+    CallStatus,
+    CallTarget,
+    NormalizedEvent,
+    PlaceCall,
+    PlaceCallResult,
+    Reply,
+    ReplyContext,
+    TelephonyProvider,
+    VerifyResult,
+    WebhookRequest,
+)
+from providers.errors import ProviderError, ProviderNotConfigured
+from providers.plivo import signature, webhooks, xml
+from providers.plivo.client import DEFAULT_TIMEOUT, PlivoApiError, PlivoRest, config_value
+
+logger = logging.getLogger(__name__)
+
+MISSING_WEBHOOK = "Missing webhook URL for this call (provider state missing)"
+MISSING_CALL_UUID = "Missing Plivo CallUUID for {op}"
+NOT_LIVE = ("Plivo has no live call {id} for {op}: not answered yet (still its request UUID) "
+            "or already over")
+DEFAULT_RING_TIMEOUT_S = 30
+_LIVE_STATUSES = frozenset({"queued", "ringing", "in-progress", "early-media"})
+# Our DTMF alphabet (digits * # , w p) -> Plivo's: `w` waits 0.5 s and `W` 1 s (Make a call,
+# `send_digits`: plivo.com/docs/voice/api/call/make-a-call). A comma is the usual half-second
+# pause; `p` a longer one.
+_DTMF_PAUSES = str.maketrans({",": "w", "p": "W", "P": "W"})
+
+
+class PlivoProvider(TelephonyProvider):
+    name = "plivo"
+    supports_preconnect_dtmf = True
+    rejects_in_reply = True
+    speech_by_fetch = True
+    signature_headers = (("x-plivo-signature-v3", "x-plivo-signature-v3-nonce"),
+                         ("x-plivo-signature-v2", "x-plivo-signature-v2-nonce"))
+
+    def __init__(self, *, settings: Mapping[str, Any], http: httpx.Client | None = None) -> None:
+        self._settings = dict(settings)
+        credentials = {key: config_value(settings, key) for key in ("authId", "authToken")}
+        missing = [f"plivo.{key}" for key, value in credentials.items() if not value]
+        if missing:
+            raise ProviderNotConfigured(f"Plivo is not configured: missing {', '.join(missing)}")
+        self._auth_token = credentials["authToken"]
+        self._owns_http = http is None
+        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        self._rest = PlivoRest(auth_id=credentials["authId"], auth_token=self._auth_token,
+                               http=self._http,
+                               api_base_url=config_value(settings, "apiBaseUrl") or None)
+
+    # -- call control -----------------------------------------------------------------------
+    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+        ring_s = self._ring_timeout_s(request)
+        fields: dict[str, Any] = {
+            "from": dial_number(request.from_number), "to": dial_number(request.to_number),
+            "answer_url": xml.with_query(request.webhook_url, flow=webhooks.ANSWER),
+            "answer_method": "POST",
+            "hangup_url": xml.with_query(request.webhook_url, flow=webhooks.HANGUP),
+            "hangup_method": "POST",
+            "hangup_on_ring": ring_s, "ring_timeout": ring_s,
+        }
+        if request.dtmf_sequence:
+            # Plivo plays `send_digits` itself once the call connects: the pre-connect
+            # digits travel with the dial request and cannot be lost on the way.
+            fields["send_digits"] = plivo_digits(request.dtmf_sequence)
+        body = self._rest.create_call(fields)
+        return PlaceCallResult(provider_call_id=_request_uuid(body),
+                               dtmf_delivered=bool(request.dtmf_sequence))
+
+    def hang_up(self, target: CallTarget) -> None:
+        call_id = target.provider_call_id
+        if not call_id:
+            return
+        try:
+            self._rest.hang_up_call(call_id)
+            return
+        except PlivoApiError as exc:
+            if not exc.not_found:
+                raise
+        # No such call: the id may still be the request UUID of a call not answered yet.
+        try:
+            self._rest.cancel_request(call_id)
+        except PlivoApiError as exc:
+            if not exc.not_found:  # neither exists any more: the call is already gone
+                raise
+
+    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+        # The words (and whether to listen after them) wait on the call row; the services
+        # hand them to render_reply when Plivo fetches this URL.
+        self._transfer(target, "speak", xml.with_query(self._webhook(target),
+                                                         flow=webhooks.XML_SPEAK))
+
+    def start_listening(self, target: CallTarget) -> None:
+        url = xml.with_query(self._webhook(target), flow=webhooks.XML_LISTEN,
+                             turnToken=target.turn_token)
+        self._transfer(target, "listen", url)
+
+    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+        call_uuid = self._call_uuid(target, "send_dtmf")
+        try:
+            self._rest.send_digits(call_uuid, plivo_digits(digits))
+        except PlivoApiError as exc:
+            raise _not_live(exc, call_uuid, "send_dtmf") from exc
+
+    def get_call_status(self, provider_call_id: str) -> CallStatus:
+        try:
+            return self._status(provider_call_id)
+        except ProviderError as exc:
+            # Restore keeps the call and lets its timers decide (reference §4.3 status row).
+            logger.warning("plivo call status unavailable: %s", exc)
+            return CallStatus("error", is_terminal=False, is_unknown=True)
+
+    def can_speak_in_reply(self, request: WebhookRequest) -> bool:
+        return webhooks.is_document_fetch(request)
+
+    def fetch_call_id(self, request: WebhookRequest) -> str | None:
+        return webhooks.fetch_call_id(request)
+
+    # -- webhooks ---------------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+        return signature.verify(request, self._settings, self._auth_token)
+
+    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        return webhooks.parse_events(request)
+
+    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
+        return webhooks.render(request, context, self._settings)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _status(self, provider_call_id: str) -> CallStatus:
+        try:
+            body = self._rest.live_call(provider_call_id)
+        except PlivoApiError as exc:
+            if not exc.not_found:
+                raise
+            return self._queued_or_gone(provider_call_id)
+        return status_of(str(body.get("call_status") or ""))
+
+    def _queued_or_gone(self, provider_call_id: str) -> CallStatus:
+        try:
+            self._rest.queued_call(provider_call_id)
+        except PlivoApiError as exc:
+            if not exc.not_found:
+                raise
+            # Neither live nor queued: the call is over (reference §4.3: 404 is terminal).
+            return CallStatus("not-found", is_terminal=True, end_reason="completed")
+        return CallStatus("queued", is_terminal=False)
+
+    def _transfer(self, target: CallTarget, op: str, url: str) -> None:
+        call_uuid = self._call_uuid(target, op)
+        try:
+            self._rest.transfer_aleg(call_uuid, url=url)
+        except PlivoApiError as exc:
+            raise _not_live(exc, call_uuid, op) from exc
+
+    def _call_uuid(self, target: CallTarget, op: str) -> str:
+        if not target.provider_call_id:
+            raise ProviderError(MISSING_CALL_UUID.format(op=op))
+        return target.provider_call_id
+
+    def _webhook(self, target: CallTarget) -> str:
+        """The call's webhook URL (it carries our callId)."""
+        if target.webhook_url:
+            return target.webhook_url
+        public = self._settings.get("publicUrl")
+        if not public:
+            raise ProviderError(MISSING_WEBHOOK)
+        return xml.with_query(str(public), callId=target.call_id)
+
+    def _ring_timeout_s(self, request: PlaceCall) -> int:
+        ring_ms = self._settings.get("ringTimeoutMs")
+        if isinstance(ring_ms, int | float) and ring_ms > 0:
+            return max(1, int(ring_ms) // 1000)
+        return max(1, request.ring_timeout_s or DEFAULT_RING_TIMEOUT_S)
+
+
+def status_of(status: str) -> CallStatus:
+    """A Plivo `call_status` as our CallStatus (terminal set of reference §4.3)."""
+    status = status.strip().lower()
+    if status in webhooks.END_REASONS:
+        return CallStatus(status, is_terminal=True, end_reason=webhooks.END_REASONS[status])
+    return CallStatus(status or "unknown", is_terminal=False,
+                      is_unknown=status not in _LIVE_STATUSES)
+
+
+def dial_number(value: str) -> str:
+    """SIP URIs as given; otherwise only digits and "+" (reference §4.3)."""
+    value = value.strip()
+    if value.lower().startswith("sip:"):
+        return value
+    return "".join(ch for ch in value if ch in "0123456789+")
+
+
+def plivo_digits(digits: str) -> str:
+    return digits.translate(_DTMF_PAUSES)
+
+
+def _request_uuid(body: Mapping[str, Any]) -> str:
+    """`request_uuid` is a string, or a list when several numbers were dialled at once."""
+    value = body.get("request_uuid")
+    if isinstance(value, list):
+        value = next((item for item in value if isinstance(item, str) and item), None)
+    if not isinstance(value, str) or not value:
+        raise ProviderError("Plivo call create returned no request_uuid")
+    return value
+
+
+def _not_live(exc: PlivoApiError, call_uuid: str, op: str) -> ProviderError:
+    if exc.not_found:
+        return ProviderError(NOT_LIVE.format(id=call_uuid, op=op), provider_code="404")
+    return exc

@@ -1,0 +1,227 @@
+"""Plivo Voice callbacks -> normalized events, and the Plivo XML reply (reference §4.3).
+
+Every callback comes to the one serve path; ours are told apart by the query we put in the
+URLs we hand Plivo: `callId`, and `flow` = answer (answer_url), hangup (hangup_url),
+getinput (GetInput action, with the turn's `turnToken`), xml-speak / xml-listen (documents
+fetched after a REST transfer). Plivo posts form fields (POST) or a query string (GET).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from plivo import plivoxml
+
+from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
+from providers.errors import WebhookInvalid
+from providers.plivo import xml
+from providers.plivo.signature import form_params
+from providers.webhook_security import SecuritySettings, reconstruct_url
+
+ANSWER, HANGUP, GETINPUT = "answer", "hangup", "getinput"
+XML_SPEAK, XML_LISTEN = "xml-speak", "xml-listen"
+FETCH_FLOWS = frozenset({XML_SPEAK, XML_LISTEN})
+# Plivo runs our reply as the call's next XML only for these; hangup bodies are ignored.
+DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN})
+# Plivo's GetInput posts the words as `Speech`; the others are seen with other products
+# and in the reference's list (§4.3), first non-empty wins.
+SPEECH_FIELDS = ("Speech", "Transcription", "TranscriptionText", "SpeechResult",
+                 "RecognizedSpeech", "Text")
+_STATUS_EVENTS = {"ringing": EventType.RINGING, "in-progress": EventType.ANSWERED}
+# Reference §3.4 for the four named ones; `cancel` is a request we withdrew
+# (DELETE /Request/), `timeout` is ring time running out, `machine` an AMD hang-up.
+END_REASONS = {
+    "completed": "completed",
+    "busy": "busy",
+    "no-answer": "no-answer",
+    "failed": "failed",
+    "timeout": "no-answer",
+    "cancel": "hangup-bot",
+    "machine": "voicemail",
+    "hangup": "completed",
+}
+TERMINAL_STATES = frozenset({"completed", "hangup-user", "hangup-bot", "timeout", "error",
+                             "failed", "no-answer", "busy", "voicemail"})
+_NUMBER = re.compile(r"^\+?[1-9]\d{1,14}$")
+
+
+# -- parsing -------------------------------------------------------------------------------
+def callback_params(request: WebhookRequest) -> dict[str, str]:
+    """The first value of each Plivo field: the form body of a POST, the query of a GET."""
+    if request.method.upper() == "GET":
+        return {key: values[0] for key, values in request.query.items() if values}
+    parsed = form_params(request.body)
+    if parsed is None:
+        raise WebhookInvalid("Body is not valid form data")
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
+    flow = request.query_value("flow")
+    if flow in FETCH_FLOWS:
+        return []  # a document fetch after our own transfer: nothing happened on the call
+    params = callback_params(request)
+    call_id = request.query_value("callId") or None
+    provider_call_id = _first(params, "CallUUID", "RequestUUID")
+    if not (call_id or provider_call_id):
+        raise WebhookInvalid("Missing CallUUID")
+    classified = _classify(params, flow=flow)
+    if classified is None:
+        return []
+    type_, details = classified
+    direction = params.get("Direction", "").strip().lower()
+    return [NormalizedEvent(
+        type=type_,
+        id=_event_id(params, request),
+        call_id=call_id,
+        provider_call_id=provider_call_id,
+        turn_token=request.query_value("turnToken") or None,
+        direction=direction if direction in ("inbound", "outbound") else None,
+        from_number=to_e164(params.get("From")),
+        to_number=to_e164(params.get("To")),
+        **details,
+    )]
+
+
+def _classify(params: Mapping[str, str], *,
+              flow: str | None) -> tuple[EventType, dict[str, Any]] | None:
+    """Digits, then words, then the call status (reference §4.3)."""
+    digits = params.get("Digits", "").strip()
+    if digits:
+        return EventType.DTMF, {"digits": digits}
+    speech = _first(params, *SPEECH_FIELDS)
+    if speech:
+        return EventType.SPEECH, {"transcript": speech, "is_final": True,
+                                  "confidence": _confidence(params.get("SpeechConfidenceScore"))}
+    status = params.get("CallStatus", "").strip().lower()
+    if status in END_REASONS:
+        return EventType.ENDED, {"reason": END_REASONS[status]}
+    if flow == GETINPUT:
+        return EventType.SILENCE, {}  # the turn heard nothing; the call is still ours
+    # The answer fetch: our reply answers the call, also an inbound one still "ringing".
+    if params.get("Event", "").strip() == "StartApp" and params.get("CallUUID", "").strip():
+        return EventType.ANSWERED, {}
+    if status in _STATUS_EVENTS:
+        return _STATUS_EVENTS[status], {}
+    return None
+
+
+def _first(params: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = params.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _confidence(value: str | None) -> float | None:
+    try:
+        confidence = float(value or "")
+    except ValueError:
+        return None
+    return confidence if math.isfinite(confidence) and 0 <= confidence <= 1 else None
+
+
+def _event_id(params: Mapping[str, str], request: WebhookRequest) -> str:
+    """The same Plivo delivery gives the same id, whatever nonce it was signed with."""
+    parts = [params.get("CallUUID", ""), params.get("CallStatus", ""),
+             request.query_value("flow") or "", params.get("Digits", ""),
+             _first(params, *SPEECH_FIELDS) or "", request.query_value("turnToken") or ""]
+    return "plivo:evt:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def to_e164(value: str | None) -> str | None:
+    """Plivo sends `14155550100`; we keep `+14155550100`. SIP URIs and names stay as sent."""
+    raw = (value or "").strip()
+    if not raw:
+        return None
+    compact = re.sub(r"[\s().-]", "", raw)
+    if _NUMBER.match(compact):
+        return compact if compact.startswith("+") else f"+{compact}"
+    return raw
+
+
+# -- replies -------------------------------------------------------------------------------
+def is_document_fetch(request: WebhookRequest) -> bool:
+    """True when Plivo runs our reply: our flows, or an Application answer URL (no flow)."""
+    flow = request.query_value("flow")
+    if flow:
+        return flow in DOCUMENT_FLOWS
+    try:
+        params = callback_params(request)
+    except WebhookInvalid:
+        return False
+    return params.get("Event", "").strip() == "StartApp"
+
+
+def fetch_call_id(request: WebhookRequest) -> str | None:
+    if request.query_value("flow") in FETCH_FLOWS:
+        return request.query_value("callId") or None
+    return None
+
+
+def render(request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]) -> Reply:
+    document = xml.render(decide(request, context, settings))
+    return Reply(status=200, body=document.encode(), content_type="text/xml")
+
+
+def decide(request: WebhookRequest, context: ReplyContext,
+           settings: Mapping[str, Any]) -> plivoxml.ResponseElement:
+    """The reply policy: what the services decided, then what keeps a live call open."""
+    if context.replay:
+        return xml.empty()  # the first delivery already got the real answer
+    if context.rejected:
+        return xml.reject()
+    if not is_document_fetch(request):
+        return xml.empty()  # hangup and status bodies are not executed
+    if context.speech is not None:
+        return _speech_reply(request, context, settings)
+    flow = request.query_value("flow")
+    if flow in FETCH_FLOWS and request.query_value("callId"):
+        # These fetches carry no events, so the context knows no call: Plivo only fetches
+        # them for the live call we transferred, and an empty document would hang it up.
+        return _listen_reply(request, settings) if flow == XML_LISTEN else xml.keep_alive()
+    if context.known and context.state not in TERMINAL_STATES:
+        return xml.keep_alive()
+    return xml.empty()
+
+
+def _speech_reply(request: WebhookRequest, context: ReplyContext,
+                  settings: Mapping[str, Any]) -> plivoxml.ResponseElement:
+    speech = context.speech
+    assert speech is not None
+    action = None
+    if speech.listen:
+        action = getinput_action(webhook_base(request, settings),
+                                 call_id=context.call_id or request.query_value("callId"),
+                                 turn_token=speech.turn_token)
+    return xml.speak(speech.text, language=speech.language, listen_action=action)
+
+
+def _listen_reply(request: WebhookRequest,
+                  settings: Mapping[str, Any]) -> plivoxml.ResponseElement:
+    action = getinput_action(webhook_base(request, settings),
+                             call_id=request.query_value("callId"),
+                             turn_token=request.query_value("turnToken"))
+    return xml.listen(action)
+
+
+def webhook_base(request: WebhookRequest, settings: Mapping[str, Any]) -> str:
+    """Where Plivo should post next, without a query — never from a spoofable Host (efe9183).
+
+    publicUrl is the full public webhook URL (outbound calls use it as is), so a non-root
+    path of it wins over serve.path: a proxy may publish serve.path under another path.
+    """
+    security = SecuritySettings.from_settings(settings)
+    public = urlsplit(security.public_url or reconstruct_url(request, security))
+    path = public.path if security.public_url and public.path not in ("", "/") else (
+        settings.get("servePath") or request.path or "/")
+    return urlunsplit((public.scheme, public.netloc, str(path), "", ""))
+
+
+def getinput_action(base: str, *, call_id: str | None, turn_token: str | None) -> str:
+    return xml.with_query(base, callId=call_id, flow=GETINPUT, turnToken=turn_token)

@@ -1,0 +1,89 @@
+"""Plivo XML documents, built with the SDK's `plivo.plivoxml` elements.
+
+The SDK renders through lxml, which escapes every text and attribute value; nothing here
+formats XML by hand. Element and attribute names: providers.md §3.3.
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+from plivo import plivoxml
+
+DEFAULT_LANGUAGE = "en-US"
+# The document a call idles on while we wait for the next REST transfer (reference §4.3).
+KEEP_ALIVE_SECONDS = 300
+# GetInput: executionTimeout is 5–60 s, counted after nested prompts end; speechEndTimeout is
+# 2–10 s or "auto" (plivo.com/docs/voice/xml/getinput). The reference's "1" is below the range.
+EXECUTION_TIMEOUT_SECONDS = 30
+SPEECH_END_TIMEOUT_SECONDS = 2
+EMPTY = "<Response></Response>"
+# Characters XML 1.0 cannot carry; lxml refuses them, so a stray one must not cost a reply.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def render(response: plivoxml.ResponseElement) -> str:
+    """Compact XML; an element-less document is spelled `<Response></Response>`."""
+    if not response.children:
+        return EMPTY
+    return str(response.to_string(pretty=False))
+
+
+def empty() -> plivoxml.ResponseElement:
+    return plivoxml.ResponseElement()
+
+
+def reject() -> plivoxml.ResponseElement:
+    """Refuse an inbound call from the answer fetch itself (no REST hang-up needed)."""
+    return plivoxml.ResponseElement().add(plivoxml.HangupElement(reason="rejected"))
+
+
+def keep_alive() -> plivoxml.ResponseElement:
+    return plivoxml.ResponseElement().add(_wait())
+
+
+def speak(text: str | None, *, language: str | None = None,
+          listen_action: str | None = None) -> plivoxml.ResponseElement:
+    """`<Speak>` the words, then `<GetInput>` when listening, then the keep-alive `<Wait>`."""
+    response = plivoxml.ResponseElement()
+    words = clean_text(text or "").strip()
+    if words:
+        response.add(plivoxml.SpeakElement(words, language=_language(language)))
+    if listen_action:
+        response.add(_get_input(listen_action, language))
+    return response.add(_wait())
+
+
+def listen(action: str, *, language: str | None = None) -> plivoxml.ResponseElement:
+    return plivoxml.ResponseElement().add(_get_input(action, language)).add(_wait())
+
+
+def _get_input(action: str, language: str | None) -> plivoxml.GetInputElement:
+    # redirect=true: the XML our action URL returns takes over, so that reply can carry
+    # the next words (the services speak in it) instead of racing a REST transfer.
+    return plivoxml.GetInputElement(
+        action=action, method="POST", input_type="speech",
+        execution_timeout=EXECUTION_TIMEOUT_SECONDS,
+        speech_end_timeout=SPEECH_END_TIMEOUT_SECONDS,
+        language=_language(language), redirect=True,
+    )
+
+
+def _language(language: str | None) -> str:
+    return clean_text(language or "").strip() or DEFAULT_LANGUAGE
+
+
+def _wait() -> plivoxml.WaitElement:
+    return plivoxml.WaitElement(length=KEEP_ALIVE_SECONDS)
+
+
+def clean_text(text: str) -> str:
+    return _NOT_XML.sub(" ", text)
+
+
+def with_query(base: str, **params: str | None) -> str:
+    """`base` plus the non-empty params, percent-encoded, after `?` or `&`."""
+    pairs = [(key, value) for key, value in params.items() if value]
+    if not pairs:
+        return base
+    return f"{base}{'&' if '?' in base else '?'}{urlencode(pairs)}"
