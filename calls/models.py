@@ -198,6 +198,11 @@ class ReplayKey(models.Model):
     provider = models.CharField(max_length=20)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(db_index=True)
+    # The first delivery's reply, repeated to a re-delivery: a carrier re-sends a fetch
+    # when our answer never reached it, and an empty document would hang the call up.
+    reply_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    reply_body = models.BinaryField(null=True, blank=True)
+    reply_content_type = models.CharField(max_length=60, blank=True)
 
     def __str__(self) -> str:
         return self.key

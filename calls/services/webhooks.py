@@ -9,7 +9,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from calls import clock
-from calls.models import ReplayKey
+from calls.models import Call, ReplayKey
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.runtime import get_provider, provider_settings
@@ -59,7 +59,8 @@ def webhook_process(request: WebhookRequest) -> Reply:
         return Reply(status=400, body=f"Bad Request: {exc}".encode())
     if replay_seen(provider=provider.name, key=verified.request_key):
         logger.info("webhook replay provider=%s acknowledged without side effects", provider.name)
-        return provider.render_reply(request, ReplyContext(replay=True))
+        return _replayed_reply(verified.request_key) or provider.render_reply(
+            request, ReplyContext(replay=True))
     inline = InlineReply() if provider.can_speak_in_reply(request) else None
     try:
         outcomes = [event_apply(provider=provider.name, event=_keyed(event, verified.request_key, i),
@@ -68,16 +69,25 @@ def webhook_process(request: WebhookRequest) -> Reply:
         # Release the key so the carrier's retry is processed rather than taken for a replay.
         ReplayKey.objects.filter(key=verified.request_key[:200]).delete()
         raise
-    if inline is not None and inline.speech is None:
-        inline.speech = _pending_speech(provider.fetch_call_id(request))
-    return provider.render_reply(request, _context(outcomes, events, inline))
+    fetched = call_find(provider.fetch_call_id(request))
+    if inline is not None and inline.speech is None and fetched and not fetched.is_terminal:
+        inline.speech = pending_speech_take(fetched)
+    reply = provider.render_reply(request, _context(outcomes, events, inline, fetched))
+    _remember_reply(verified.request_key, reply)
+    return reply
 
 
-def _pending_speech(call_id: str | None) -> Speech | None:
-    call = call_find(call_id)
-    if call is None or call.is_terminal:
-        return None
-    return pending_speech_take(call)
+def _remember_reply(key: str, reply: Reply) -> None:
+    ReplayKey.objects.filter(key=key[:200]).update(
+        reply_status=reply.status, reply_body=reply.body, reply_content_type=reply.content_type)
+
+
+def _replayed_reply(key: str) -> Reply | None:
+    row = ReplayKey.objects.filter(key=key[:200], reply_status__isnull=False).first()
+    if row is None:
+        return None  # the first delivery is still being handled
+    return Reply(status=row.reply_status or 200, body=bytes(row.reply_body or b""),
+                 content_type=row.reply_content_type or "text/plain")
 
 
 def _keyed(event: NormalizedEvent, request_key: str, index: int) -> NormalizedEvent:
@@ -88,8 +98,9 @@ def _keyed(event: NormalizedEvent, request_key: str, index: int) -> NormalizedEv
 
 
 def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
-             inline: InlineReply | None) -> ReplyContext:
-    call = next((o.call for o in outcomes if o.call is not None), None)
+             inline: InlineReply | None, fetched: Call | None) -> ReplyContext:
+    # A document fetch carries no events; the call it names is still the reply's call.
+    call = next((o.call for o in outcomes if o.call is not None), fetched)
     if call is not None:
         call.refresh_from_db(fields=["state", "mode", "direction"])
     return ReplyContext(

@@ -321,8 +321,8 @@ def test_the_same_body_posted_twice_is_a_replay_without_side_effects(
     second = post(client, body)
 
     assert first.json()["replay"] is False
-    assert second.status_code == 200
-    assert second.json()["replay"] is True
+    # The re-delivery gets the first reply again (the carrier may never have received it).
+    assert (second.status_code, second.content) == (200, first.content)
     assert CallEvent.objects.filter(call=call).count() == 1
     assert call.transcript.count() == 1
 

@@ -443,7 +443,9 @@ def test_replayed_delivery_changes_nothing(client: Client, configure: Any) -> No
     first = line.post(client, url, {**LIVE, "Event": "StartApp"}, nonce="42")
     assert b"<Speak" in first.content
     replay = line.post(client, url, {**LIVE, "Event": "StartApp"}, nonce="42")
-    assert replay.content == b"<Response></Response>"
+    # Plivo re-fetches when our answer never reached it: it gets the same document again,
+    # not an empty one that would hang up; the greeting is recorded once.
+    assert replay.content == first.content
     assert TranscriptEntry.objects.filter(call=call, speaker="bot").count() == 1
 
 
