@@ -141,6 +141,18 @@ class PlivoProvider(TelephonyProvider):
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         return webhooks.render(request, context, self._settings)
 
+    def readiness(self) -> list[tuple[str, bool, str]]:
+        skip = bool(self._settings.get("skipSignatureVerification"))
+        public = str(self._settings.get("publicUrl") or "")
+        return [
+            ("plivo-signatures", not skip,
+             "webhooks verified (X-Plivo-Signature-V3, V2 fallback)" if not skip
+             else "skipSignatureVerification is on: anyone can forge webhooks"),
+            ("plivo-webhook-url", public.startswith("https://"),
+             f"answer/hangup URLs and later fetches use {public}" if public.startswith("https://")
+             else "set publicUrl: Plivo's follow-up URLs must never come from a spoofable Host"),
+        ]
+
     def close(self) -> None:
         if self._owns_http:
             self._http.close()

@@ -163,6 +163,21 @@ class TelnyxProvider(TelephonyProvider):
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         return Reply(status=200, body=b"OK", content_type="text/plain")
 
+    def readiness(self) -> list[tuple[str, bool, str]]:
+        skip = self._skip_verification
+        public = str(self._settings.get("publicUrl") or "")
+        return [
+            ("telnyx-connection", True, f"connection {self._connection_id}"),
+            ("telnyx-signatures", self._public_key is not None and not skip,
+             "webhooks verified with the configured Ed25519 public key" if not skip
+             and self._public_key is not None
+             else "skipSignatureVerification is on: anyone can forge webhooks" if skip
+             else "telnyx.publicKey is missing: every webhook will be refused"),
+            ("telnyx-webhook-url", public.startswith("https://"),
+             f"calls are placed with webhook_url {public}" if public.startswith("https://")
+             else "set publicUrl to the https:// URL Telnyx should call"),
+        ]
+
     def close(self) -> None:
         if self._owns_http:
             self._http.close()

@@ -89,3 +89,33 @@ def test_setup_fails_twilio_with_a_bad_account_sid_and_a_plain_http_url(configur
     checks = {c["id"]: c for c in json.loads(out.getvalue())["checks"]}
     assert not checks["twilio-account"]["ok"]
     assert not checks["twilio-webhook-url"]["ok"]
+
+
+def _checks(configure: Any, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    configure(raw)
+    out = StringIO()
+    try:
+        call_command("voicecall", "setup", "--json", stdout=out)
+    except CommandError:
+        pass
+    return {c["id"]: c for c in json.loads(out.getvalue())["checks"]}
+
+
+def test_setup_reports_the_telnyx_checks_and_fails_closed_without_a_public_key(
+        configure: Any) -> None:
+    base = {"provider": "telnyx", "fromNumber": "+15550001234",
+            "telnyx": {"apiKey": "KEY", "connectionId": "conn-1"},
+            "publicUrl": "https://voice.example.com/voice/webhook"}
+    with_key = _checks(configure, {**base, "telnyx": {**base["telnyx"],
+                                                      "publicKey": "A" * 43 + "="}})
+    assert with_key["telnyx-signatures"]["ok"], with_key
+    skipped = _checks(configure, {**base, "skipSignatureVerification": True})
+    assert not skipped["telnyx-signatures"]["ok"]
+
+
+def test_setup_reports_the_plivo_checks(configure: Any) -> None:
+    checks = _checks(configure, {"provider": "plivo", "fromNumber": "+15550001234",
+                                 "plivo": {"authId": "MA1", "authToken": "t"},
+                                 "publicUrl": "http://voice.example.com/voice/webhook"})
+    assert checks["plivo-signatures"]["ok"]
+    assert not checks["plivo-webhook-url"]["ok"]
