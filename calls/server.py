@@ -63,7 +63,7 @@ def run(*, host: str, port: int) -> None:
 
     from voicecall_project.asgi import application
 
-    _check_skip_signature(host)
+    preflight(host)
     set_local_address(host=host, port=port)
     startup()
     sweeper = None
@@ -80,6 +80,12 @@ def run(*, host: str, port: int) -> None:
     finally:
         if sweeper:
             sweeper.stopped.set()
+
+
+def preflight(host: str | None = None) -> None:
+    """Refuse to serve with a bad config (raises ConfigError) or an unsafe skip mode."""
+    cfg = get_config()
+    _check_skip_signature(host or cfg.serve_bind)
 
 
 def _check_skip_signature(host: str) -> None:

@@ -11,10 +11,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from calls.routing import websocket_urlpatterns  # noqa: E402
+from calls.server import preflight  # noqa: E402
 from calls.webhook_gate import WebhookGate  # noqa: E402
 
 # Carriers are not browsers: no OriginValidator or session auth on media streams;
 # each stream authenticates with its per-call token (STYLE 2.5).
+# Whatever server imports this app, a bad config or unsafe skip mode stops it here.
+preflight()
+
 application = ProtocolTypeRouter({
     "http": WebhookGate(django_asgi_app),
     "websocket": URLRouter(websocket_urlpatterns),
