@@ -196,7 +196,7 @@ _SPEC: dict[str, Any] = {
     "mock": {"simulate": (_BOOL, True), "answerDelayMs": (_INT0, 1500),
              "ringDelayMs": (_INT0, 500), "replyDelayMs": (_INT0, 1200),
              "callerReplies": (_STRS, _REPLIES),
-             "callerHangupAfterReplies": (_INT0, 0)},
+             "callerHangupAfterReplies": (_INT0, 0), "callerIdleHangupMs": (_INT0, 10000)},
 }
 
 

@@ -48,6 +48,8 @@ class MockProvider(TelephonyProvider):
         self._replies_sent: dict[str, int] = {}
         self._lock = threading.Lock()
         self._timers: set[threading.Timer] = set()
+        # The simulated caller's "I'll hang up if nobody talks to me" timer, per call.
+        self._idle: dict[str, threading.Timer] = {}
         self.sent: list[tuple[str, dict[str, Any]]] = []  # what we "sent" the carrier (tests)
 
     # -- call control -----------------------------------------------------------------
@@ -70,12 +72,15 @@ class MockProvider(TelephonyProvider):
 
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
         self._record("play_text", text=text, listen_after=listen_after)
+        if self._simulate:
+            self._cancel_idle(target.provider_call_id)
         if listen_after:
             self.start_listening(target)
 
     def start_listening(self, target: CallTarget) -> None:
         self._record("start_listening", turn_token=target.turn_token)
         if self._simulate:
+            self._cancel_idle(target.provider_call_id)
             self._schedule_reply(target)
 
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
@@ -132,9 +137,17 @@ class MockProvider(TelephonyProvider):
         if hang_after and index + 1 >= hang_after:
             self._later(delay + 1500, target.webhook_url, target.provider_call_id,
                         "call.ended", reason="hangup-user")
+            return
+        idle = self._ms("callerIdleHangupMs", 10000)
+        if idle:
+            # Like a person: nobody speaks to them again after their answer, they hang up.
+            timer = self._later(delay + idle, target.webhook_url, target.provider_call_id,
+                                "call.ended", reason="hangup-user")
+            with self._lock:
+                self._idle[target.provider_call_id] = timer
 
     def _later(self, delay_ms: int, url: str, provider_call_id: str, type_: str,
-               **fields: Any) -> None:
+               **fields: Any) -> threading.Timer:
         event = {"type": type_, "callId": provider_call_id, "providerCallId": provider_call_id,
                  "id": str(uuid.uuid4()), **{k: v for k, v in fields.items() if v is not None}}
         timer = threading.Timer(delay_ms / 1000, self._post, args=(url, event))
@@ -142,6 +155,13 @@ class MockProvider(TelephonyProvider):
         with self._lock:
             self._timers.add(timer)
         timer.start()
+        return timer
+
+    def _cancel_idle(self, provider_call_id: str) -> None:
+        with self._lock:
+            timer = self._idle.pop(provider_call_id, None)
+        if timer is not None:
+            timer.cancel()
 
     def _post(self, url: str, event: dict[str, Any]) -> None:
         try:

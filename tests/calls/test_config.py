@@ -73,7 +73,7 @@ def test_it_fills_every_default_when_no_file():
     assert cfg.mock == {
         "simulate": True, "answerDelayMs": 1500, "ringDelayMs": 500, "replyDelayMs": 1200,
         "callerReplies": ["Yes, that works for me.", "No, thank you. Goodbye."],
-        "callerHangupAfterReplies": 0}
+        "callerHangupAfterReplies": 0, "callerIdleHangupMs": 10000}
 
 
 def test_it_reads_a_whole_openclaw_document_written_in_json5(tmp_path):
