@@ -1,0 +1,35 @@
+"""The `carrier` fixture: a driver for each carrier adapter, installed on its fake REST API."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from calls.runtime import set_provider
+from tests.carriers.drivers import DRIVERS, CarrierDriver
+
+
+class Carrier:
+    """A started driver: config installed, real adapter on the fake API in the runtime."""
+
+    def __init__(self, driver: CarrierDriver, configure: Any) -> None:
+        self.driver = driver
+        self._configure = configure
+
+    def start(self, **overrides: Any) -> CarrierDriver:
+        cfg = self._configure(self.driver.config(**overrides))
+        set_provider(self.driver.adapter(cfg))
+        return self.driver
+
+
+@pytest.fixture
+def start_carrier(request: pytest.FixtureRequest, configure: Any) -> Carrier:
+    """`start_carrier.start(**config overrides)` -> the driver; param = the carrier name."""
+    name = getattr(request, "param", "twilio")
+    return Carrier(DRIVERS[name](), configure)
+
+
+@pytest.fixture
+def carrier(start_carrier: Carrier) -> CarrierDriver:
+    """The driver, started with its default config."""
+    return start_carrier.start()
