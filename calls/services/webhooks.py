@@ -9,14 +9,14 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from calls import clock
-from calls.models import Call, ReplayKey
 from calls.config import get_config
 from calls.exceptions import CallError
+from calls.models import Call, ReplayKey
 from calls.runtime import get_provider, provider_settings
-from calls.services.events import EventOutcome, event_apply
 from calls.selectors import call_find
+from calls.services.events import EventOutcome, event_apply
 from calls.services.speech import InlineReply, pending_speech_take
-from providers.base import NormalizedEvent, Reply, ReplyContext, Speech, WebhookRequest
+from providers.base import NormalizedEvent, Reply, ReplyContext, WebhookRequest
 from providers.errors import WebhookInvalid
 from providers.webhook_security import (
     FORWARDED_HOST_HEADERS,

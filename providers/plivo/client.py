@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
+from providers.common import block_value
 from providers.errors import ProviderError, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
@@ -24,13 +25,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
 def config_value(settings: Mapping[str, Any], key: str) -> str:
-    """A `plivo.*` setting: calls.runtime spreads the block into the settings; a nested
-    `plivo` block is read too."""
-    value = settings.get(key)
-    nested = settings.get("plivo")
-    if value is None and isinstance(nested, Mapping):
-        value = nested.get(key)
-    return str(value).strip() if value is not None else ""
+    """A `plivo.*` setting."""
+    return block_value(settings, "plivo", key)
 
 
 class PlivoApiError(ProviderError):

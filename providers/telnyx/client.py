@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
+from providers.common import block_value
 from providers.errors import ProviderError, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
@@ -27,13 +28,8 @@ _SEGMENT_SAFE = ":@!$&'()*+,;="
 
 
 def config_value(settings: Mapping[str, Any], key: str) -> str:
-    """A `telnyx.*` setting: calls.runtime spreads the block into the provider settings;
-    a nested `telnyx` block is read too."""
-    value = settings.get(key)
-    nested = settings.get("telnyx")
-    if value is None and isinstance(nested, Mapping):
-        value = nested.get(key)
-    return str(value).strip() if value is not None else ""
+    """A `telnyx.*` setting."""
+    return block_value(settings, "telnyx", key)
 
 
 class TelnyxApiError(ProviderError):

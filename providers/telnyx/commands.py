@@ -4,10 +4,10 @@ Pure functions: no I/O, so every field is testable without a transport.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from providers.base import CallTarget, PlaceCall
+from providers.common import preferred_voice as configured_voice
 from providers.errors import ProviderError
 from providers.telnyx import clientstate
 
@@ -17,7 +17,6 @@ DEFAULT_LANGUAGE = "en-US"
 MAX_SPEAK_CHARS = 3000
 # `dial.timeout_secs` accepts 5–600 s (providers.md §2.3).
 RING_TIMEOUT_RANGE = (5, 600)
-_VOICE_KEYS = ("speakerVoice", "speakerVoiceId", "voice", "voiceId")
 # `speak.voice` is `<Provider>[.<Model>].<VoiceId>` or, for service_level basic, male/female
 # (ActionSpeakParams.voice). A TTS voice of another vendor (OpenAI "alloy", a bare
 # ElevenLabs id) would be refused with 422 and the caller would hear nothing.
@@ -74,7 +73,7 @@ def dtmf_digits(digits: str) -> str:
 
 def preferred_voice(tts: object) -> str:
     """The voice of tts.providers[tts.provider] (reference §2.5) if Telnyx can speak it."""
-    voice = _configured_voice(tts)
+    voice = configured_voice(tts)
     if not voice:
         return DEFAULT_VOICE
     if voice.lower() in ("female", "male"):
@@ -84,20 +83,6 @@ def preferred_voice(tts: object) -> str:
     if voice.split(".", 1)[0] in _VOICE_PROVIDERS:
         return voice
     return DEFAULT_VOICE
-
-
-def _configured_voice(tts: object) -> str | None:
-    if not isinstance(tts, Mapping):
-        return None
-    providers = tts.get("providers")
-    block = providers.get(tts.get("provider")) if isinstance(providers, Mapping) else None
-    if not isinstance(block, Mapping):
-        return None
-    for key in _VOICE_KEYS:
-        value = block.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
 
 
 def language(target: CallTarget) -> str:

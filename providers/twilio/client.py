@@ -12,6 +12,7 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from providers.common import block_value
 from providers.errors import ProviderError, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
@@ -21,13 +22,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
 def config_value(settings: Mapping[str, Any], key: str) -> str:
-    """A `twilio.*` setting: the block is spread into the provider settings (calls.runtime);
-    a nested `twilio` block is read too."""
-    value = settings.get(key)
-    nested = settings.get("twilio")
-    if value is None and isinstance(nested, Mapping):
-        value = nested.get(key)
-    return str(value).strip() if value is not None else ""
+    """A `twilio.*` setting."""
+    return block_value(settings, "twilio", key)
 
 
 class TwilioApiError(ProviderError):

@@ -21,6 +21,7 @@ from providers.base import (
     VerifyResult,
     WebhookRequest,
 )
+from providers.common import preferred_voice
 from providers.errors import ProviderError, ProviderNotConfigured
 from providers.twilio import signature, twiml, webhooks
 from providers.twilio.client import DEFAULT_TIMEOUT, TwilioApiError, TwilioRest, config_value
@@ -196,7 +197,7 @@ class TwilioProvider(TelephonyProvider):
                                       turn_token=target.turn_token, language=language)
 
     def _voice(self, requested: str | None) -> str:
-        return twiml.say_voice(requested or twiml.preferred_voice(self._settings.get("tts")))
+        return twiml.say_voice(requested or preferred_voice(self._settings.get("tts")))
 
 
 def _language(target: CallTarget) -> str | None:

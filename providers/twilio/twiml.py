@@ -5,8 +5,6 @@ The builder escapes every attribute and text value; nothing here formats XML by 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
@@ -27,7 +25,6 @@ _OPENAI_TO_POLLY = {
     "nova": "Polly.Salli",
     "shimmer": "Polly.Kimberly",
 }
-_VOICE_KEYS = ("speakerVoice", "speakerVoiceId", "voice", "voiceId")
 # Characters XML 1.0 cannot carry at all; ElementTree would emit them and break the document.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -39,20 +36,6 @@ def say_voice(name: str | None) -> str:
     if name.lower().startswith(("polly.", "google.")):
         return name
     return _OPENAI_TO_POLLY.get(name.lower(), DEFAULT_VOICE)
-
-
-def preferred_voice(tts: Mapping[str, Any] | None) -> str | None:
-    """The voice of tts.providers[tts.provider] (reference §2.5 lookup order)."""
-    tts = tts if isinstance(tts, Mapping) else {}
-    providers = tts.get("providers")
-    block = providers.get(tts.get("provider")) if isinstance(providers, Mapping) else None
-    if not isinstance(block, Mapping):
-        return None
-    for key in _VOICE_KEYS:
-        value = block.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
 
 
 def clean_text(text: str) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from twilio.twiml.voice_response import VoiceResponse
 
 from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
+from providers.common import preferred_voice
 from providers.errors import WebhookInvalid
 from providers.twilio import twiml
 from providers.webhook_security import SecuritySettings, reconstruct_url
@@ -196,7 +197,7 @@ def _speech_reply(request: WebhookRequest, context: ReplyContext,
                   settings: Mapping[str, Any]) -> VoiceResponse:
     speech = context.speech
     assert speech is not None
-    voice = twiml.say_voice(twiml.preferred_voice(settings.get("tts")))
+    voice = twiml.say_voice(preferred_voice(settings.get("tts")))
     if not speech.listen:
         return twiml.say_then_hold(speech.text, voice=voice, language=speech.language)
     action = gather_action(webhook_base(request, settings),

@@ -44,6 +44,8 @@ def test_a_deadline_fires_once_even_when_swept_twice(mock_carrier, fake_clock, m
     assert first.fired == {"max_duration": 1}
     assert second.fired == {}
     assert _hangups(mock_carrier) == 1
+    call.refresh_from_db()
+    assert call.state == "timeout"
 
 
 def test_max_duration_ends_the_call_with_timeout(mock_carrier, fake_clock, configure):

@@ -6,7 +6,8 @@ import string
 import xml.etree.ElementTree as ET
 from urllib.parse import urlencode
 
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from plivo.utils import validate_signature, validate_v3_signature
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3

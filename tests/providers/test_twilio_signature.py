@@ -5,7 +5,8 @@ import json
 import string
 from urllib.parse import urlencode
 
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 

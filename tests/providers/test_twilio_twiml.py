@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from providers.common import preferred_voice
 from providers.twilio import twiml
 
 
@@ -85,12 +86,12 @@ def test_say_voice_mapping(name: str | None, voice: str) -> None:
 def test_preferred_voice_lookup_order() -> None:
     block = {"voiceId": "d", "voice": "c", "speakerVoiceId": "b", "speakerVoice": "a"}
     tts = {"provider": "p", "providers": {"p": dict(block)}}
-    assert twiml.preferred_voice(tts) == "a"
+    assert preferred_voice(tts) == "a"
     for key, expected in (("speakerVoice", "b"), ("speakerVoiceId", "c"), ("voice", "d")):
         del tts["providers"]["p"][key]
-        assert twiml.preferred_voice(tts) == expected
-    assert twiml.preferred_voice({"provider": "missing", "providers": {}}) is None
-    assert twiml.preferred_voice(None) is None
+        assert preferred_voice(tts) == expected
+    assert preferred_voice({"provider": "missing", "providers": {}}) is None
+    assert preferred_voice(None) is None
 
 
 def test_with_query_encodes_and_skips_empty_values() -> None:
