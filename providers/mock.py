@@ -100,7 +100,7 @@ class MockProvider(TelephonyProvider):
     def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
         try:
             data = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WebhookInvalid("Invalid JSON body") from exc
         if not isinstance(data, dict):
             raise WebhookInvalid("Body must be a JSON object with `event` or `events`")

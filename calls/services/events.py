@@ -26,6 +26,9 @@ from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
+# About 150 words a minute, the pace of carrier and neural TTS voices.
+SPOKEN_CHARS_PER_SECOND = 15
+
 # metadata flag: an accepted inbound call whose answer command failed; the sweep retries it.
 ANSWER_PENDING = "answerPending"
 
@@ -137,9 +140,11 @@ def _on_speech(call: Call, event: NormalizedEvent, inline: InlineReply | None) -
     lifecycle.call_ensure_duration_timer(call=call)
     text = event.transcript.strip()
     if event.is_final and text:
-        # The line answers the waiting turn, if any, so that turn's waiter finds it.
+        # Only speech stamped with the open turn's token answers it; token-less speech (a
+        # late reply to the greeting) is kept in the transcript but answers no prompt.
+        answers = call.turn_token if event.turn_token == call.turn_token else None
         lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.USER, text=text,
-                                 turn_token=call.turn_token)
+                                 turn_token=answers)
     lifecycle.call_transition(call=call, state=CallState.LISTENING)
 
 
@@ -194,18 +199,38 @@ def speak_initial_message(call: Call, *, inline: InlineReply | None = None) -> N
     if conversation:
         lifecycle.call_transition(call=call, state=CallState.LISTENING)
         return
-    due = clock.now() + timedelta(seconds=get_config().notify_hangup_delay_sec)
+    # The delay counts from the end of the message, not from sending it: carriers that
+    # speak by command (Telnyx, Plivo transfer) would otherwise cut a long message off.
+    speaking = timedelta(seconds=len(message) / SPOKEN_CHARS_PER_SECOND)
+    due = clock.now() + speaking + timedelta(seconds=get_config().notify_hangup_delay_sec)
     Call.objects.filter(pk=call.pk, notify_hangup_at__isnull=True).update(notify_hangup_at=due)
 
 
 def _unknown_call(provider: str, event: NormalizedEvent,
                   inline: InlineReply | None) -> EventOutcome:
-    if event.direction == "inbound" and event.provider_call_id:
+    """A carrier call we don't track: a new inbound call, an externally placed one, or noise.
+
+    An event that ends a call, or one addressed to a callId of ours that no longer exists,
+    never creates a row: it would be a ghost (or a phantom live call holding capacity).
+    """
+    ours = _looks_like_call_id(event.call_id)
+    if event.type == EventType.ENDED or ours or not event.provider_call_id:
+        logger.info("event %s for unknown call ignored", event.type)
+        return EventOutcome(None, applied=False)
+    if event.direction == "inbound":
         return _inbound_call(provider, event, inline)
-    if event.direction == "outbound" and event.provider_call_id:
+    if event.direction == "outbound":
         return _register_external_outbound(provider, event, inline)
     logger.info("event %s for unknown call ignored", event.type)
     return EventOutcome(None, applied=False)
+
+
+def _looks_like_call_id(value: str | None) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _inbound_call(provider: str, event: NormalizedEvent,

@@ -55,6 +55,7 @@ def webhook_process(request: WebhookRequest) -> Reply:
         return Reply(status=401, body=b"Unauthorized")
     try:
         events = provider.parse_webhook(request)
+        _check_ids(events)
     except WebhookInvalid as exc:
         return Reply(status=400, body=f"Bad Request: {exc}".encode())
     if replay_seen(provider=provider.name, key=verified.request_key):
@@ -75,6 +76,14 @@ def webhook_process(request: WebhookRequest) -> Reply:
     reply = provider.render_reply(request, _context(outcomes, events, inline, fetched))
     _remember_reply(verified.request_key, reply)
     return reply
+
+
+def _check_ids(events: list[NormalizedEvent]) -> None:
+    """Ids longer than the columns that hold them are bad input (400), not a database error."""
+    limit = Call._meta.get_field("provider_call_id").max_length or 128
+    for event in events:
+        if len(event.provider_call_id or "") > limit or len(event.call_id or "") > limit:
+            raise WebhookInvalid(f"call id longer than {limit} characters")
 
 
 def _remember_reply(key: str, reply: Reply) -> None:

@@ -71,7 +71,7 @@ def end_reason(cause: object) -> str:
 def parse_events(body: bytes) -> list[NormalizedEvent]:
     try:
         document = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise WebhookInvalid("Invalid JSON body") from exc
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, dict) or not data.get("event_type"):

@@ -69,7 +69,7 @@ def _is_json(request: WebhookRequest) -> bool:
 def _json_params(text: str) -> dict[str, str]:
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deeply nested JSON overflows the parser
         raise WebhookInvalid("Body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise WebhookInvalid("JSON body must be an object")

@@ -10,6 +10,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from calls import services
+from calls.services.events import SPOKEN_CHARS_PER_SECOND
 from calls.models import (
     AllowedNumber,
     Call,
@@ -232,7 +233,9 @@ def test_an_outbound_notify_call_rings_speaks_on_answer_and_hangs_up_after_the_d
         ("bot", "Your table is ready")]
     assert call.notify_hangup_at is not None
     delay = (call.notify_hangup_at - call.answered_at).total_seconds()
-    assert 2 <= delay <= 4  # outbound.notifyHangupDelaySec = 3
+    # The time to say the message (~15 characters a second), then notifyHangupDelaySec = 3.
+    spoken = len("Your table is ready") / SPOKEN_CHARS_PER_SECOND
+    assert 2 + spoken <= delay <= 4 + spoken
 
     services.timers_sweep(now=call.notify_hangup_at - timedelta(seconds=1))
     call.refresh_from_db()

@@ -13,6 +13,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from calls import services
+from calls.services.events import SPOKEN_CHARS_PER_SECOND
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
 from tests.carriers.conftest import Carrier
 from tests.carriers.drivers import CALLEE, FRIEND, GREETING, OUR_NUMBER, STRANGER, CarrierDriver
@@ -89,7 +90,10 @@ def test_outbound_notify_speaks_the_message_once_and_ends(
     assert carrier.spoken() == [(carrier.notify_channel, NOTICE)]
     assert lines(call) == [("bot", NOTICE)]
 
-    fake_clock.advance(seconds=2)  # within outbound.notifyHangupDelaySec (3 s)
+    # The hang-up waits for the message to be spoken (~15 characters a second) and then
+    # outbound.notifyHangupDelaySec (3 s).
+    spoken = len(NOTICE) / SPOKEN_CHARS_PER_SECOND
+    fake_clock.advance(seconds=spoken + 2)
     services.timers_sweep()
     assert carrier.hangup_requests() == []
     assert state_of(call) in ("answered", "speaking", "listening")
@@ -201,15 +205,9 @@ def test_conversation_turns_are_answered_by_speech_callbacks(
     assert call.turn_token is None
 
 
-TOKENLESS_BUG = (
-    "BUG: calls/services/events.py _stale_turn() only ignores speech whose turn token "
-    "differs from the open turn's when the event carries a token; speech from the listening "
-    "the greeting started (Twilio <Gather>/Plivo <GetInput> action without turnToken, Telnyx "
-    "client_state without a turn) is taken as the answer to the open turn, so a late or racing "
-    "callback answers a prompt the caller has not heard (reference §3.3, §6.4)")
 
 
-@carriers(twilio=TOKENLESS_BUG, telnyx=TOKENLESS_BUG, plivo=TOKENLESS_BUG)
+@every_carrier
 @pytest.mark.django_db(transaction=True)
 def test_speech_from_the_greetings_listening_does_not_answer_a_turn(
         client: Client, carrier: CarrierDriver) -> None:
@@ -345,29 +343,17 @@ def test_a_status_callback_for_an_unknown_call_is_acknowledged_and_changes_nothi
     unknown_status_changes_nothing(client, carrier, "no-direction")
 
 
-EXTERNAL_BUG = (
-    "BUG: calls/services/events.py _unknown_call() registers any event with direction "
-    "outbound for an unknown call as an externally placed call, even a terminal status "
-    "callback whose URL carries a callId of ours (so not an external call): a finished ghost "
-    "Call row and a call.ended event are written (DESIGN §7: unknown calls in status "
-    "callbacks change nothing)")
 
 
-@carriers(twilio=EXTERNAL_BUG, plivo=EXTERNAL_BUG)
+@every_carrier
 def test_a_final_status_for_an_unknown_call_of_ours_writes_nothing(
         client: Client, carrier: CarrierDriver) -> None:
     unknown_status_changes_nothing(client, carrier, "our-call-id")
 
 
-PHANTOM_BUG = (
-    "BUG: calls/services/events.py _inbound_call() screens and creates an inbound call for "
-    "any event of an unknown inbound call, also call.ended; for an allowlisted caller the "
-    "call is created in state ringing and the ended event is recorded but never applied, so "
-    "a live phantom call stays (counting against maxConcurrentCalls) until the stale reaper, "
-    "or forever with staleCallReaperSeconds 0")
 
 
-@carriers(twilio=PHANTOM_BUG, plivo=PHANTOM_BUG)
+@every_carrier
 def test_the_end_of_an_inbound_call_we_never_saw_leaves_no_live_call(
         client: Client, start_carrier: Carrier) -> None:
     carrier = start_carrier.start(maxConcurrentCalls=1)
@@ -414,14 +400,9 @@ def test_signed_garbage_never_gets_a_500(client: Client, carrier: CarrierDriver)
     assert len(carrier.api.requests) == len(carrier.hangup_requests()) <= 1
 
 
-OVERSIZED_BUG = (
-    "BUG: no layer bounds the carrier call id: the adapters' parse_webhook accepts any "
-    "CallSid/CallUUID/call_control_id and calls/services/events.py _inbound_call() stores it "
-    "in Call.provider_call_id (max_length 128): PostgreSQL answers the signed webhook with "
-    "500 (DataError), SQLite silently stores a row that violates the model")
 
 
-@carriers(twilio=OVERSIZED_BUG, telnyx=OVERSIZED_BUG, plivo=OVERSIZED_BUG)
+@every_carrier
 def test_an_oversized_carrier_call_id_is_refused_not_stored(
         client: Client, carrier: CarrierDriver) -> None:
     limit = Call._meta.get_field("provider_call_id").max_length
@@ -433,14 +414,9 @@ def test_an_oversized_carrier_call_id_is_refused_not_stored(
                                   params=[limit]).exists()
 
 
-DEEP_JSON_BUG = (
-    "BUG: a validly signed JSON body nested deeper than the interpreter's recursion limit "
-    "makes json.loads raise RecursionError, which is not a ValueError: "
-    "providers/twilio/webhooks.py _json_params() and providers/telnyx/webhooks.py "
-    "parse_events() let it escape and the webhook answers 500 instead of 400")
 
 
-@carriers(twilio=DEEP_JSON_BUG, telnyx=DEEP_JSON_BUG)
+@every_carrier
 def test_deeply_nested_json_is_a_400_not_a_500(client: Client,
                                               carrier: CarrierDriver) -> None:
     deliveries = carrier.deep_json()
