@@ -4,16 +4,11 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from calls.runtime import get_provider
 from calls.services.webhooks import webhook_process
 from calls.webhook_gate import MAX_BODY_BYTES, is_webhook_path, missing_signature
 from providers.base import Reply, WebhookRequest
 
-HOLD_MUSIC_TWIML = (
-    '<?xml version="1.0" encoding="UTF-8"?><Response>'
-    '<Say voice="alice">All agents are currently busy. Please hold.</Say>'
-    '<Play loop="0">https://s3.amazonaws.com/com.twilio.music.classical/BusyStrings.mp3</Play>'
-    "</Response>"
-)
 
 
 def _render(reply: Reply) -> HttpResponse:
@@ -54,4 +49,8 @@ def carrier_webhook(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 def hold_music(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(HOLD_MUSIC_TWIML, content_type="text/xml")
+    """The call-waiting queue's wait document, for carriers that have one (Twilio)."""
+    reply = get_provider().hold_music()
+    if reply is None:
+        return HttpResponse("Not Found", status=404, content_type="text/plain")
+    return _render(reply)

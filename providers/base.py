@@ -246,6 +246,10 @@ class TelephonyProvider(ABC):
         result = self.verify_webhook(request)
         return {"ok": result.ok, "reason": result.reason}
 
+    def hold_music(self) -> Reply | None:
+        """The wait document of a call-waiting queue; None when the carrier has none."""
+        return None
+
     def readiness(self) -> list[tuple[str, bool, str]]:
         """Carrier-specific `voicecall setup` checks as (id, ok, message)."""
         return []

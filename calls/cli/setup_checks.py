@@ -15,11 +15,12 @@ from django.conf import settings
 
 from calls.cli.client import connect
 from calls.config import ConfigError, get_config
+from providers.registry import provider_names
 from calls.services.webhooks import carrier_readiness
 
 SMOKE_MESSAGE = "OpenClaw voice call smoke test."
 SKIPPED = "live-call: skipped (pass --to and --yes to place one)"
-_PROVIDERS = ("twilio", "telnyx", "plivo", "mock")
+_PROVIDERS = tuple(provider_names())
 _INTERNAL_SUFFIXES = (".localhost", ".local", ".internal")
 # Carrier-grade NAT space (Tailscale addresses among others): not reachable from carriers.
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")

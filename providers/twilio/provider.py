@@ -145,6 +145,9 @@ class TwilioProvider(TelephonyProvider):
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         return webhooks.render(request, context, self._settings)
 
+    def hold_music(self) -> Reply:
+        return Reply(body=twiml.hold_music().encode(), content_type="text/xml")
+
     def explain_webhook(self, request: WebhookRequest) -> dict[str, Any]:
         return signature.explain(request, self._settings)
 

@@ -129,3 +129,15 @@ def play_digits(digits: str, *, redirect_url: str) -> VoiceResponse:
     response.play(digits=digits)
     response.redirect(redirect_url, method="POST")
     return response
+
+
+# Twilio's public hold music, as the call-waiting queue of reference §4.1.3 plays it.
+HOLD_MUSIC_URL = "https://s3.amazonaws.com/com.twilio.music.classical/BusyStrings.mp3"
+
+
+def hold_music() -> str:
+    """The <Enqueue waitUrl> document: a notice, then music on a loop."""
+    response = VoiceResponse()
+    response.say("All agents are currently busy. Please hold.", voice="alice")
+    response.play(HOLD_MUSIC_URL, loop=0)
+    return render(response)
