@@ -59,6 +59,12 @@ class Call(models.Model):
     transcript_deadline_at = models.DateTimeField(null=True, blank=True)
     # Set while one process owns the carrier hang-up, so concurrent ends share it.
     hangup_claimed_at = models.DateTimeField(null=True, blank=True)
+    # Media stream: the per-call token the carrier presents (we put it in the stream
+    # document), the stream currently attached, and the deadline after a disconnect
+    # by which a reconnect must come before the call is ended (reference §5.5).
+    stream_token = models.CharField(max_length=64, blank=True)
+    stream_id = models.CharField(max_length=128, blank=True)
+    stream_lost_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = CallQuerySet.as_manager()

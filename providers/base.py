@@ -113,6 +113,14 @@ class Speech:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """Connect the call's audio to our media-stream endpoint with this per-call token."""
+
+    url: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyContext:
     """What the services decided about a webhook, for the adapter to render its reply."""
 
@@ -127,6 +135,8 @@ class ReplyContext:
     # Set when the services chose to answer this very request with speech instead of a
     # separate REST command (avoids racing the carrier's own fetch; reference 21220).
     speech: Speech | None = None
+    # Set when the reply should connect the call's audio to our media stream.
+    stream: StreamPlan | None = None
     events: tuple[NormalizedEvent, ...] = ()
 
 
@@ -245,6 +255,11 @@ class TelephonyProvider(ABC):
         """What verification sees for a captured request (webhook-debug); never a secret."""
         result = self.verify_webhook(request)
         return {"ok": result.ok, "reason": result.reason}
+
+    def media_codec(self) -> Any:
+        """A new codec for one media stream of this carrier (providers.media.MediaCodec),
+        or None when the carrier does not stream audio to us."""
+        return None
 
     def hold_music(self) -> Reply | None:
         """The wait document of a call-waiting queue; None when the carrier has none."""

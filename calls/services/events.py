@@ -19,6 +19,7 @@ from calls.selectors import call_find
 from calls.services import lifecycle
 from calls.services.inbound import DEFAULT_GREETING, effective_policy, inbound_screen
 from calls.services.lifecycle import call_target
+from calls.services.responder import responder_schedule
 from calls.services.speech import InlineReply, speak
 from calls.state import CallState
 from providers.base import EventType, NormalizedEvent
@@ -143,8 +144,9 @@ def _on_speech(call: Call, event: NormalizedEvent, inline: InlineReply | None) -
         # Only speech stamped with the open turn's token answers it; token-less speech (a
         # late reply to the greeting) is kept in the transcript but answers no prompt.
         answers = call.turn_token if event.turn_token == call.turn_token else None
-        lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.USER, text=text,
-                                 turn_token=answers)
+        entry = lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.USER,
+                                         text=text, turn_token=answers)
+        responder_schedule(call=call, entry=entry)
     lifecycle.call_transition(call=call, state=CallState.LISTENING)
 
 
@@ -189,6 +191,8 @@ def speak_initial_message(call: Call, *, inline: InlineReply | None = None) -> N
         lifecycle.metadata_update(call=call, delete=("initialMessage",))
         return
     conversation = call.mode == Call.Mode.CONVERSATION
+    if conversation and _streams_for(call):
+        return  # the greeting waits for the media stream to attach (reference §1.3)
     try:
         speak(call, message, listen_after=conversation, inline=inline)
     except CallError as exc:
@@ -204,6 +208,12 @@ def speak_initial_message(call: Call, *, inline: InlineReply | None = None) -> N
     speaking = timedelta(seconds=len(message) / SPOKEN_CHARS_PER_SECOND)
     due = clock.now() + speaking + timedelta(seconds=get_config().notify_hangup_delay_sec)
     Call.objects.filter(pk=call.pk, notify_hangup_at__isnull=True).update(notify_hangup_at=due)
+
+
+def _streams_for(call: Call) -> bool:
+    from calls.services.streams import streaming_possible  # streams applies events too
+
+    return streaming_possible()
 
 
 def _unknown_call(provider: str, event: NormalizedEvent,

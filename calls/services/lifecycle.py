@@ -24,6 +24,7 @@ _DEADLINES_CLEARED = {
     "ring_deadline_at": None,
     "notify_hangup_at": None,
     "transcript_deadline_at": None,
+    "stream_lost_at": None,
 }
 
 

@@ -14,6 +14,7 @@ from calls.services.lifecycle import (
     metadata_update,
     transcript_add,
 )
+from calls.services.stream_commands import stream_command
 from calls.state import CallState
 from providers.base import Speech
 from providers.errors import ProviderError
@@ -36,7 +37,11 @@ def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | Non
           inline: InlineReply | None = None) -> None:
     """Say `message`; on carrier failure the call goes back to listening and CarrierFailed is raised."""
     call_transition(call=call, state=CallState.SPEAKING)
-    if inline is not None and inline.speech is None:
+    if call.stream_id:
+        # A live media stream plays the words itself; a TwiML/REST fallback would replace
+        # the stream document and cut the stream (reference §5.5: never mix the paths).
+        stream_command(call.call_id, {"type": "call.speak", "text": message})
+    elif inline is not None and inline.speech is None:
         inline.speech = Speech(text=message, listen=listen_after, turn_token=turn_token)
     else:
         _speak_by_command(call, message, listen_after=listen_after, turn_token=turn_token)

@@ -45,6 +45,7 @@ def timers_sweep(*, now: datetime | None = None) -> SweepReport:
     _fire(report, "max_duration", "max_duration_at", now, CallState.TIMEOUT)
     _fire(report, "ring_timeout", "ring_deadline_at", now - RING_GRACE, CallState.NO_ANSWER,
           only_states=(CallState.INITIATED, CallState.RINGING))
+    _end_lost_streams(report, now)
     _retry_answers(report)
     _reap_stale(report, now)
     _free_abandoned_turns(report, now)
@@ -78,6 +79,17 @@ def _end(call: Call, reason: str) -> None:
     except CallError as exc:
         # The carrier refused: the call is not finalized; the stale reaper retries.
         logger.warning("call=%s timer hang-up failed: %s", call.public_id, exc)
+
+
+def _end_lost_streams(report: SweepReport, now: datetime) -> None:
+    """A stream that closed and did not come back within the grace period ends its call."""
+    lost = Call.objects.active().filter(stream_id="", stream_lost_at__lte=now)
+    for call in lost:
+        claimed = Call.objects.filter(pk=call.pk, stream_id="",
+                                      stream_lost_at=call.stream_lost_at).update(stream_lost_at=None)
+        if claimed:
+            report.add("stream_lost")
+            _end(call, CallState.HANGUP_BOT)
 
 
 def _retry_answers(report: SweepReport) -> None:

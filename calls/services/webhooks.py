@@ -16,6 +16,7 @@ from calls.runtime import get_provider, provider_settings
 from calls.selectors import call_find
 from calls.services.events import EventOutcome, event_apply
 from calls.services.speech import InlineReply, pending_speech_take
+from calls.services.streams import stream_plan
 from providers.base import NormalizedEvent, Reply, ReplyContext, WebhookRequest
 from providers.errors import WebhookInvalid
 from providers.webhook_security import (
@@ -73,7 +74,8 @@ def webhook_process(request: WebhookRequest) -> Reply:
     fetched = call_find(provider.fetch_call_id(request))
     if inline is not None and inline.speech is None and fetched and not fetched.is_terminal:
         inline.speech = pending_speech_take(fetched)
-    reply = provider.render_reply(request, _context(outcomes, events, inline, fetched))
+    context = _context(outcomes, events, inline, fetched)
+    reply = provider.render_reply(request, context)
     _remember_reply(verified.request_key, reply)
     return reply
 
@@ -111,7 +113,10 @@ def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
     # A document fetch carries no events; the call it names is still the reply's call.
     call = next((o.call for o in outcomes if o.call is not None), fetched)
     if call is not None:
-        call.refresh_from_db(fields=["state", "mode", "direction"])
+        call.refresh_from_db(fields=["state", "mode", "direction", "stream_id", "stream_token"])
+    speech = inline.speech if inline else None
+    # A document fetch for a live call with nothing to say connects its media stream.
+    plan = stream_plan(call) if call and inline is not None and speech is None else None
     return ReplyContext(
         call_id=call.call_id if call else None,
         mode=call.mode if call else None,
@@ -120,7 +125,8 @@ def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
         known=call is not None,
         rejected=any(o.rejected for o in outcomes),
         accepted_inbound=any(o.accepted_inbound for o in outcomes),
-        speech=inline.speech if inline else None,
+        speech=speech,
+        stream=plan,
         events=tuple(events),
     )
 

@@ -141,3 +141,15 @@ def hold_music() -> str:
     response.say("All agents are currently busy. Please hold.", voice="alice")
     response.play(HOLD_MUSIC_URL, loop=0)
     return render(response)
+
+
+def connect_stream(url: str, *, token: str) -> VoiceResponse:
+    """<Connect><Stream> with the per-call token as a <Parameter> (reference §4.1.4).
+
+    Twilio strips query strings from Stream URLs (#9635), so the token cannot ride there.
+    """
+    response = VoiceResponse()
+    connect = response.connect()
+    stream = connect.stream(url=url)
+    stream.parameter(name="token", value=token)
+    return response

@@ -173,6 +173,8 @@ def decide(request: WebhookRequest, context: ReplyContext,
         return twiml.reject()
     if context.speech is not None:
         return _speech_reply(request, context, settings)
+    if context.stream is not None:
+        return twiml.connect_stream(context.stream.url, token=context.stream.token)
     if context.state in TERMINAL_STATES:
         # Explicit, so a call we consider over ends even if our REST hang-up failed.
         return twiml.hangup()

@@ -1,0 +1,110 @@
+"""Media streams attached to calls: the per-call token, attach and detach, speech heard on them.
+
+The stream itself lives in one server process (calls/media.py); everything here is what
+must be durable or visible to every process: which stream holds the call, the token the
+carrier must present, the grace deadline after a disconnect, and transcripts as events.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+from calls import clock
+from calls.config import get_config
+from calls.exceptions import CallError
+from calls.models import Call, TranscriptEntry
+from calls.runtime import get_provider
+from calls.services import lifecycle
+from calls.services.events import event_apply
+from calls.state import NON_TERMINAL
+from providers.base import EventType, NormalizedEvent, StreamPlan
+
+logger = logging.getLogger(__name__)
+
+# Reference §5.5: after a disconnect, a reconnect within 2 s keeps the call.
+STREAM_GRACE = timedelta(seconds=2)
+
+
+class StreamRejected(CallError):
+    """The carrier's stream may not attach (unknown call, bad token): close with 1008."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    call_id: str
+    provider: str
+    greeting: str | None  # the deferred initial message, to be spoken on the stream now
+
+
+def streaming_possible() -> bool:
+    """streaming.enabled, a public URL to hand out, and a carrier that streams."""
+    cfg = get_config()
+    return bool(cfg.streaming_enabled and cfg.public_url
+                and get_provider().media_codec() is not None)
+
+
+def stream_url() -> str:
+    """The public origin (https→wss) plus streaming.streamPath (reference §4.1.4)."""
+    cfg = get_config()
+    public = urlsplit(cfg.public_url or "")
+    scheme = "wss" if public.scheme == "https" else "ws"
+    return urlunsplit((scheme, public.netloc, cfg.stream_path, "", ""))
+
+
+def stream_plan(call: Call) -> StreamPlan | None:
+    """The stream document for a live call's fetch, or None when it should not stream."""
+    if call.is_terminal or call.stream_id or not streaming_possible():
+        return None
+    return StreamPlan(url=stream_url(), token=_token(call))
+
+
+def _token(call: Call) -> str:
+    """One token per call, made once and kept (16 random bytes, base64url)."""
+    if not call.stream_token:
+        token = secrets.token_urlsafe(16)
+        Call.objects.filter(pk=call.pk, stream_token="").update(stream_token=token)
+        call.refresh_from_db(fields=["stream_token"])
+    return call.stream_token
+
+
+def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -> Attached:
+    """Authenticate a carrier stream against its call; the constant-time token check fails closed."""
+    provider = get_provider().name
+    call = Call.objects.filter(provider=provider, provider_call_id=provider_call_id,
+                               state__in=NON_TERMINAL).first()
+    if call is None or not call.stream_token or not token or not hmac.compare_digest(
+            call.stream_token.encode(), token.encode()):
+        raise StreamRejected("Unknown call")
+    Call.objects.filter(pk=call.pk).update(stream_id=stream_id[:128], stream_lost_at=None)
+    greeting = (call.metadata or {}).get("initialMessage")
+    if greeting:
+        lifecycle.metadata_update(call=call, delete=("initialMessage",))
+        lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=greeting)
+    logger.info("call=%s stream %s attached", call.public_id, stream_id)
+    return Attached(call_id=call.call_id, provider=provider, greeting=greeting)
+
+
+def stream_detach(*, call_id: str, stream_id: str) -> bool:
+    """The stream closed: the call ends after the grace period unless a new stream attaches."""
+    detached = Call.objects.filter(public_id=call_id, stream_id=stream_id).update(
+        stream_id="", stream_lost_at=clock.now() + STREAM_GRACE)
+    return detached == 1
+
+
+def stream_heard(*, call_id: str, text: str, is_final: bool) -> None:
+    """A transcript from the stream's STT, applied as the carrier speech event it is.
+
+    The stream is the listening channel itself, so a final line answers the open turn.
+    """
+    call = Call.objects.filter(public_id=call_id).first()
+    if call is None:
+        return
+    event = NormalizedEvent(type=EventType.SPEECH, id=f"stream:{uuid.uuid4()}",
+                            call_id=call.call_id, provider_call_id=call.provider_call_id,
+                            transcript=text, is_final=is_final, turn_token=call.turn_token)
+    event_apply(provider=call.provider, event=event)
