@@ -1,0 +1,109 @@
+"""Telnyx media streaming websocket protocol (Call Control v2), bidirectional `rtp` mode.
+
+Inbound and outbound audio are base64 RTP payloads (no RTP header) in JSON text frames. We
+stream with `stream_bidirectional_mode=rtp` and `stream_bidirectional_codec=PCMU`, so both
+directions are G.711 μ-law at 8000 Hz; a start announcing another codec is refused
+(providers.md §2.4; https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from providers.media import (
+    ULAW_RATE,
+    AudioIn,
+    Connected,
+    DtmfIn,
+    MarkDone,
+    MediaCodec,
+    MediaEvent,
+    StreamStart,
+    StreamStop,
+    check_ulaw_8k,
+    decode_audio,
+    dump_frame,
+    encode_audio_payload,
+    load_frame,
+    require_object,
+    require_str,
+    string_params,
+)
+
+_PCMU = "PCMU"
+
+
+class TelnyxMediaCodec(MediaCodec):
+    """One Telnyx stream: connected/start/media/dtmf/mark/stop in; media/mark/clear out."""
+
+    def decode(self, message: str | bytes) -> MediaEvent | None:
+        frame = load_frame(message)
+        match frame["event"]:
+            case "connected":
+                # The stream auth token echoed here is also the upgrade header
+                # x-telnyx-streaming-auth-token; the consumer checks the header.
+                return Connected()
+            case "start":
+                return self._start(frame)
+            case "media":
+                return _media(frame)
+            case "dtmf":
+                # ⚠️ providers.md §2.4 lists dtmf.digit but marks the exact shape unconfirmed.
+                return DtmfIn(require_str(require_object(frame, "dtmf"), "digit"))
+            case "mark":
+                return MarkDone(require_str(require_object(frame, "mark"), "name"))
+            case "stop":
+                # ⚠️ inner `stop` shape unconfirmed; nothing in it is needed.
+                return StreamStop()
+        # `error` frames (⚠️ payload {code,title,detail}) have no neutral event and are
+        # not fatal to the stream, so they are ignored with the unknown types.
+        return None
+
+    # Outbound frames carry no stream id: Telnyx's documented shapes have none.
+    def encode_audio(self, ulaw: bytes) -> str:
+        self._started_stream()
+        return dump_frame({"event": "media", "media": {"payload": encode_audio_payload(ulaw)}})
+
+    def encode_mark(self, name: str) -> str:
+        self._started_stream()
+        return dump_frame({"event": "mark", "mark": {"name": name}})
+
+    def encode_clear(self) -> str:
+        self._started_stream()
+        return dump_frame({"event": "clear"})
+
+    def _start(self, frame: dict[str, Any]) -> StreamStart:
+        self._refuse_second_start()
+        start = require_object(frame, "start")
+        call_control_id = require_str(start, "call_control_id")
+        stream_id = require_str(frame, "stream_id")  # top level, not inside `start`
+        _check_media_format(start)
+        token, params = string_params(_custom_parameters(start.get("custom_parameters")))
+        return self._begin(StreamStart(stream_id=stream_id, provider_call_id=call_control_id,
+                                       token=token, params=params))
+
+
+def _media(frame: dict[str, Any]) -> AudioIn | None:
+    media = require_object(frame, "media")
+    # 🔎3P inner field names (track/payload). With both_tracks the outbound track is our own
+    # playback coming back; only the caller's audio goes to STT.
+    if media.get("track", "inbound") != "inbound":
+        return None
+    return AudioIn(decode_audio(media.get("payload")))
+
+
+def _check_media_format(start: Mapping[str, Any]) -> None:
+    media_format = start.get("media_format")
+    # Absent: the stream uses the call's codec, which we ask to be PCMU when streaming.
+    if isinstance(media_format, dict):
+        check_ulaw_8k(str(media_format.get("encoding", _PCMU)),
+                      media_format.get("sample_rate", ULAW_RATE), expected=_PCMU)
+
+
+def _custom_parameters(raw: object) -> Mapping[str, object]:
+    # The start frame documents an object; streaming_start takes [{name, value}]. Accept the
+    # command's list shape too, so a literal pass-through still yields our token.
+    if isinstance(raw, list):
+        pairs = (item for item in raw if isinstance(item, dict) and "name" in item)
+        return {str(item["name"]): item.get("value") for item in pairs}
+    return raw if isinstance(raw, dict) else {}

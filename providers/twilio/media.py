@@ -1,0 +1,88 @@
+"""Twilio Media Streams websocket protocol (bidirectional `<Connect><Stream>`), JSON text frames.
+
+Audio is always `audio/x-mulaw` at 8000 Hz, mono, base64 without a file header, in both
+directions (providers.md §1.5; https://www.twilio.com/docs/voice/media-streams/websocket-messages).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from providers.media import (
+    ULAW,
+    ULAW_RATE,
+    AudioIn,
+    Connected,
+    DtmfIn,
+    MarkDone,
+    MediaCodec,
+    MediaEvent,
+    StreamStart,
+    StreamStop,
+    check_ulaw_8k,
+    decode_audio,
+    dump_frame,
+    encode_audio_payload,
+    load_frame,
+    optional_str,
+    require_object,
+    require_str,
+    string_params,
+)
+
+
+class TwilioMediaCodec(MediaCodec):
+    """One Twilio Media Stream: connected/start/media/dtmf/mark/stop in; media/mark/clear out."""
+
+    def decode(self, message: str | bytes) -> MediaEvent | None:
+        frame = load_frame(message)
+        match frame["event"]:
+            case "connected":
+                return Connected()
+            case "start":
+                return self._start(frame)
+            case "media":
+                return _media(frame)
+            case "dtmf":
+                return DtmfIn(require_str(require_object(frame, "dtmf"), "digit"))
+            case "mark":
+                return MarkDone(require_str(require_object(frame, "mark"), "name"))
+            case "stop":
+                return StreamStop()
+        return None
+
+    def encode_audio(self, ulaw: bytes) -> str:
+        return dump_frame({"event": "media", "streamSid": self._started_stream(),
+                           "media": {"payload": encode_audio_payload(ulaw)}})
+
+    def encode_mark(self, name: str) -> str:
+        return dump_frame({"event": "mark", "streamSid": self._started_stream(),
+                           "mark": {"name": name}})
+
+    def encode_clear(self) -> str:
+        return dump_frame({"event": "clear", "streamSid": self._started_stream()})
+
+    def _start(self, frame: dict[str, Any]) -> StreamStart:
+        self._refuse_second_start()
+        start = require_object(frame, "start")
+        call_sid = require_str(start, "callSid")  # reference §5.2: 1008 "Missing callSid"
+        stream_sid = optional_str(start, "streamSid") or require_str(frame, "streamSid")
+        _check_media_format(start)
+        token, params = string_params(start.get("customParameters"))
+        return self._begin(StreamStart(stream_id=stream_sid, provider_call_id=call_sid,
+                                       token=token, params=params))
+
+
+def _media(frame: dict[str, Any]) -> AudioIn | None:
+    media = require_object(frame, "media")
+    # With both_tracks Twilio also sends what it plays to the caller; that is our own audio.
+    if media.get("track", "inbound") != "inbound":
+        return None
+    return AudioIn(decode_audio(media.get("payload")))
+
+
+def _check_media_format(start: Mapping[str, Any]) -> None:
+    media_format = start.get("mediaFormat")
+    if isinstance(media_format, dict):  # absent: Twilio only ever streams 8 kHz μ-law
+        check_ulaw_8k(str(media_format.get("encoding", ULAW)),
+                      media_format.get("sampleRate", ULAW_RATE), expected=ULAW)
