@@ -10,3 +10,12 @@ def sweep_timers() -> dict[str, int]:
     from calls.services import timers_sweep
 
     return timers_sweep().fired
+
+
+# No retries: a late automatic reply is worse than none (the caller has moved on).
+@shared_task(name="calls.tasks.respond_to_caller", ignore_result=True)
+def respond_to_caller(call_id: str, entry_id: int) -> None:
+    """Speak the automatic reply to one caller line (the responder's production dispatch)."""
+    from calls.services.responder import responder_run
+
+    responder_run(call_id=call_id, entry_id=entry_id)

@@ -21,6 +21,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 VOICECALL_CONFIG = env.str("VOICECALL_CONFIG", default="")
 # A static API token accepted besides the hashed tokens in the database.
 VOICECALL_API_TOKEN = env.str("VOICECALL_API_TOKEN", default="")
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 
 INSTALLED_APPS = [
     "daphne",
