@@ -1,6 +1,19 @@
-"""Websocket routes (carrier media streams arrive with the carrier issues)."""
+"""Websocket routes: the carrier media stream at streaming.streamPath (exact path)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from django.urls import re_path
+
+from calls.config import get_config
+from calls.consumers import MediaStreamConsumer
+
+
+def _stream_route() -> str:
+    return "^" + re.escape(get_config().stream_path.lstrip("/")) + "$"
+
+
+websocket_urlpatterns: list[Any] = [
+    re_path(_stream_route(), MediaStreamConsumer.as_asgi()),
+]

@@ -24,6 +24,7 @@ from providers.base import (
 from providers.common import preferred_voice
 from providers.errors import ProviderError, ProviderNotConfigured
 from providers.twilio import signature, twiml, webhooks
+from providers.twilio.media import TwilioMediaCodec
 from providers.twilio.client import DEFAULT_TIMEOUT, TwilioApiError, TwilioRest, config_value
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,9 @@ class TwilioProvider(TelephonyProvider):
 
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         return webhooks.render(request, context, self._settings)
+
+    def media_codec(self) -> TwilioMediaCodec:
+        return TwilioMediaCodec()
 
     def hold_music(self) -> Reply:
         return Reply(body=twiml.hold_music().encode(), content_type="text/xml")
