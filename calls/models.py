@@ -65,6 +65,9 @@ class Call(models.Model):
     stream_token = models.CharField(max_length=64, blank=True)
     stream_id = models.CharField(max_length=128, blank=True)
     stream_lost_at = models.DateTimeField(null=True, blank=True)
+    # An inbound caller parked in the carrier's call-waiting queue because another call's
+    # stream held the line; the sweep brings them back when the line is free.
+    waiting = models.BooleanField(default=False, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = CallQuerySet.as_manager()

@@ -137,6 +137,8 @@ class ReplyContext:
     speech: Speech | None = None
     # Set when the reply should connect the call's audio to our media stream.
     stream: StreamPlan | None = None
+    # Set when the caller should wait in the carrier's call-waiting queue (line busy).
+    hold: bool = False
     events: tuple[NormalizedEvent, ...] = ()
 
 
@@ -198,6 +200,9 @@ class TelephonyProvider(ABC):
     #: play_text makes the carrier fetch a document for the words (Plivo XML transfer);
     #: the services keep the words on the call row until that fetch arrives.
     speech_by_fetch: bool = False
+    #: The carrier can park a caller in a call-waiting queue (Twilio <Enqueue>) and bring
+    #: them back with `resume`.
+    call_waiting: bool = False
     #: Headers whose absence fails the pre-auth gate with 401 before the body is read.
     signature_headers: tuple[tuple[str, ...], ...] = ()
 
@@ -260,6 +265,10 @@ class TelephonyProvider(ABC):
         """A new codec for one media stream of this carrier (providers.media.MediaCodec),
         or None when the carrier does not stream audio to us."""
         return None
+
+    def resume(self, target: CallTarget) -> None:
+        """Bring a parked caller back to our webhook (their next fetch gets the stream)."""
+        raise NotImplementedError(f"{self.name} has no call-waiting queue")
 
     def hold_music(self) -> Reply | None:
         """The wait document of a call-waiting queue; None when the carrier has none."""

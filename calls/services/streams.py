@@ -23,6 +23,7 @@ from calls.services import lifecycle
 from calls.services.events import event_apply
 from calls.state import NON_TERMINAL
 from providers.base import EventType, NormalizedEvent, StreamPlan
+from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,39 @@ def stream_plan(call: Call) -> StreamPlan | None:
     if call.is_terminal or call.stream_id or not streaming_possible():
         return None
     return StreamPlan(url=stream_url(), token=_token(call))
+
+
+def line_busy(call: Call) -> bool:
+    """Another live call's stream holds the line (this process handles one at a time)."""
+    return Call.objects.active().exclude(pk=call.pk).exclude(stream_id="").exists()
+
+
+def stream_or_hold(call: Call) -> tuple[StreamPlan | None, bool]:
+    """(plan, hold) for a fetch: stream now, or park an inbound caller while the line is busy."""
+    plan = stream_plan(call)
+    if plan is None or call.direction != Call.Direction.INBOUND:
+        return plan, False
+    if get_provider().call_waiting and line_busy(call):
+        Call.objects.filter(pk=call.pk).update(waiting=True)
+        logger.info("call=%s waits in the call-waiting queue", call.public_id)
+        return None, True
+    return plan, False
+
+
+def waiting_resume() -> int:
+    """Bring the longest-waiting caller back once no stream holds the line; returns 0 or 1."""
+    if Call.objects.active().exclude(stream_id="").exists():
+        return 0
+    call = Call.objects.active().filter(waiting=True).order_by("started_at", "id").first()
+    if call is None or not Call.objects.filter(pk=call.pk, waiting=True).update(waiting=False):
+        return 0  # none, or another sweeper took it
+    try:
+        get_provider().resume(lifecycle.call_target(call))
+    except ProviderError as exc:
+        logger.warning("call=%s could not leave the queue: %s", call.public_id, exc)
+        Call.objects.filter(pk=call.pk).update(waiting=True)
+        return 0
+    return 1
 
 
 def _token(call: Call) -> str:

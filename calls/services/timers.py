@@ -46,6 +46,7 @@ def timers_sweep(*, now: datetime | None = None) -> SweepReport:
     _fire(report, "ring_timeout", "ring_deadline_at", now - RING_GRACE, CallState.NO_ANSWER,
           only_states=(CallState.INITIATED, CallState.RINGING))
     _end_lost_streams(report, now)
+    _resume_waiting(report)
     _retry_answers(report)
     _reap_stale(report, now)
     _free_abandoned_turns(report, now)
@@ -90,6 +91,13 @@ def _end_lost_streams(report: SweepReport, now: datetime) -> None:
         if claimed:
             report.add("stream_lost")
             _end(call, CallState.HANGUP_BOT)
+
+
+def _resume_waiting(report: SweepReport) -> None:
+    from calls.services.streams import waiting_resume  # streams applies events
+
+    if waiting_resume():
+        report.add("call_waiting")
 
 
 def _retry_answers(report: SweepReport) -> None:

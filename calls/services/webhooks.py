@@ -16,7 +16,7 @@ from calls.runtime import get_provider, provider_settings
 from calls.selectors import call_find
 from calls.services.events import EventOutcome, event_apply
 from calls.services.speech import InlineReply, pending_speech_take
-from calls.services.streams import stream_plan
+from calls.services.streams import stream_or_hold
 from providers.base import NormalizedEvent, Reply, ReplyContext, WebhookRequest
 from providers.errors import WebhookInvalid
 from providers.webhook_security import (
@@ -115,8 +115,10 @@ def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
     if call is not None:
         call.refresh_from_db(fields=["state", "mode", "direction", "stream_id", "stream_token"])
     speech = inline.speech if inline else None
-    # A document fetch for a live call with nothing to say connects its media stream.
-    plan = stream_plan(call) if call and inline is not None and speech is None else None
+    # A document fetch for a live call with nothing to say connects its media stream (or
+    # parks an inbound caller while another stream holds the line).
+    plan, hold = (stream_or_hold(call) if call and inline is not None and speech is None
+                  else (None, False))
     return ReplyContext(
         call_id=call.call_id if call else None,
         mode=call.mode if call else None,
@@ -127,6 +129,7 @@ def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
         accepted_inbound=any(o.accepted_inbound for o in outcomes),
         speech=speech,
         stream=plan,
+        hold=hold,
         events=tuple(events),
     )
 

@@ -42,6 +42,7 @@ class TwilioProvider(TelephonyProvider):
     name = "twilio"
     supports_preconnect_dtmf = True
     rejects_in_reply = True
+    call_waiting = True
     signature_headers = (("x-twilio-signature",),)
 
     def __init__(self, *, settings: Mapping[str, Any], http: httpx.Client | None = None,
@@ -145,6 +146,10 @@ class TwilioProvider(TelephonyProvider):
 
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         return webhooks.render(request, context, self._settings)
+
+    def resume(self, target: CallTarget) -> None:
+        # Changing a queued call's Url takes it out of the <Enqueue> queue and fetches it.
+        self._rest.update_call(target.provider_call_id, url=self._webhook(target), method="POST")
 
     def media_codec(self) -> TwilioMediaCodec:
         return TwilioMediaCodec()

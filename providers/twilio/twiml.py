@@ -153,3 +153,11 @@ def connect_stream(url: str, *, token: str) -> VoiceResponse:
     stream = connect.stream(url=url)
     stream.parameter(name="token", value=token)
     return response
+
+
+def hold_queue() -> VoiceResponse:
+    """Park the caller in the call-waiting queue while another stream holds the line (§4.1.3)."""
+    response = VoiceResponse()
+    response.say("Please hold while we connect you.", voice="alice")
+    response.enqueue("hold-queue", wait_url="/voice/hold-music")
+    return response

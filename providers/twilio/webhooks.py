@@ -173,6 +173,8 @@ def decide(request: WebhookRequest, context: ReplyContext,
         return twiml.reject()
     if context.speech is not None:
         return _speech_reply(request, context, settings)
+    if context.hold:
+        return twiml.hold_queue()
     if context.stream is not None:
         return twiml.connect_stream(context.stream.url, token=context.stream.token)
     if context.state in TERMINAL_STATES:
