@@ -64,9 +64,17 @@ def stream_plan(call: Call) -> StreamPlan | None:
     return StreamPlan(url=stream_url(), token=_token(call))
 
 
+def _streams_held(exclude: Call | None = None) -> int:
+    calls = Call.objects.active().exclude(stream_id="")
+    if exclude is not None:
+        calls = calls.exclude(pk=exclude.pk)
+    return calls.count()
+
+
 def line_busy(call: Call) -> bool:
-    """Another live call's stream holds the line (this process handles one at a time)."""
-    return Call.objects.active().exclude(pk=call.pk).exclude(stream_id="").exists()
+    """As many streams as maxConcurrentCalls already hold the line (1 by default, as the
+    reference's single media handler)."""
+    return _streams_held(exclude=call) >= get_config().max_concurrent_calls
 
 
 def stream_or_hold(call: Call) -> tuple[StreamPlan | None, bool]:
@@ -83,7 +91,7 @@ def stream_or_hold(call: Call) -> tuple[StreamPlan | None, bool]:
 
 def waiting_resume() -> int:
     """Bring the longest-waiting caller back once no stream holds the line; returns 0 or 1."""
-    if Call.objects.active().exclude(stream_id="").exists():
+    if _streams_held() >= get_config().max_concurrent_calls:
         return 0
     call = Call.objects.active().filter(waiting=True).order_by("started_at", "id").first()
     if call is None or not Call.objects.filter(pk=call.pk, waiting=True).update(waiting=False):
