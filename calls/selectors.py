@@ -19,13 +19,18 @@ def call_find(call_id: str | None, *, provider: str | None = None) -> Call | Non
     except ValueError:
         public_id = None
     if public_id is not None:
-        call = Call.objects.filter(public_id=public_id).first()
+        call = _one(Call.objects.filter(public_id=public_id))
         if call is not None:
             return call
     calls = Call.objects.filter(provider_call_id=call_id)
     if provider:
         calls = calls.filter(provider=provider)
-    return calls.first()
+    return _one(calls)
+
+
+def _one(calls: QuerySet[Call]) -> Call | None:
+    # Both lookups are unique; skip .first()'s ORDER BY (this runs on every webhook).
+    return next(iter(calls.order_by()[:1]), None)
 
 
 def call_list(*, state: str | None = None, direction: str | None = None,

@@ -112,7 +112,9 @@ def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
              inline: InlineReply | None, fetched: Call | None) -> ReplyContext:
     # A document fetch carries no events; the call it names is still the reply's call.
     call = next((o.call for o in outcomes if o.call is not None), fetched)
-    if call is not None:
+    if call is not None and inline is not None:
+        # Only a document the carrier executes depends on the freshest row (another
+        # process may have attached a stream); status replies are empty anyway.
         call.refresh_from_db(fields=["state", "mode", "direction", "stream_id", "stream_token"])
     speech = inline.speech if inline else None
     # A document fetch for a live call with nothing to say connects its media stream (or
