@@ -415,6 +415,9 @@ def _provider_errors(data: dict) -> list[str]:
     return errors + _mode_errors(data, provider)
 
 
+STREAMING_CARRIERS = ("twilio", "telnyx", "plivo")
+
+
 def _mode_errors(data: dict, provider: str) -> list[str]:
     p, errors = PLUGIN_PATH, []
     streaming = _sub(data, "streaming").get("enabled") is True
@@ -428,8 +431,10 @@ def _mode_errors(data: dict, provider: str) -> list[str]:
         if provider not in ("twilio", "telnyx", "mock"):
             errors.append(f'{p}.provider must be "twilio", "telnyx", or "mock" '
                           "when realtime.enabled is true")
-    if streaming and provider != "twilio":
-        errors.append(f'{p}.provider must be "twilio" when streaming.enabled is true')
+    # DESIGN §9 supersedes the reference's Twilio-only rule: every real carrier streams.
+    if streaming and provider not in STREAMING_CARRIERS:
+        errors.append(f'{p}.provider must be "twilio", "telnyx" or "plivo" '
+                      "when streaming.enabled is true")
     return errors
 
 

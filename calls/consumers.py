@@ -84,6 +84,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self._deny_busy()
             return
         self.codec = get_provider().media_codec()
+        self.codec.upgrade(_upgrade_headers(self.scope))
         ADMISSION.total += 1
         self.admitted = True
         await self.accept()
@@ -229,6 +230,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             ADMISSION.pending[self.peer] -= 1
             if ADMISSION.pending[self.peer] <= 0:
                 del ADMISSION.pending[self.peer]
+
+
+def _upgrade_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """ASGI header pairs as a dict with lower-case names (the codec reads its carrier's)."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope.get("headers", [])}
 
 
 class _Heard:

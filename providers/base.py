@@ -154,6 +154,9 @@ class PlaceCall:
     ring_timeout_s: int = 30
     voice: str | None = None
     language: str | None = None
+    # Set when the call should stream; carriers that start streams with the dial request
+    # (Telnyx) send it there, the others connect the stream from their answer document.
+    stream: StreamPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,8 @@ class CallTarget:
     webhook_url: str = ""
     turn_token: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The stream `start_stream` connects (carriers that start streams by command).
+    stream: StreamPlan | None = None
 
 
 class TelephonyProvider(ABC):
@@ -239,6 +244,13 @@ class TelephonyProvider(ABC):
 
     def answer_call(self, target: CallTarget) -> None:
         """Answer an accepted inbound call where the carrier needs an explicit command."""
+
+    def start_stream(self, target: CallTarget) -> None:
+        """Connect an answered call's audio to `target.stream` by command.
+
+        Only for carriers whose answer command cannot carry the stream token (Telnyx); the
+        others start streams from a reply document or the dial request and do nothing here.
+        """
 
     @abstractmethod
     def get_call_status(self, provider_call_id: str) -> CallStatus:

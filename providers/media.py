@@ -77,6 +77,13 @@ class MediaCodec(ABC):
     def stream_id(self) -> str | None:
         return self._stream_id
 
+    def upgrade(self, headers: Mapping[str, str]) -> None:
+        """The websocket upgrade request's headers (lower-case names), before any frame.
+
+        For carriers that present the stream token on the upgrade instead of in the start
+        frame; the codec keeps it for the StreamStart it decodes. No I/O.
+        """
+
     @abstractmethod
     def decode(self, message: str | bytes) -> MediaEvent | None:
         """One carrier frame as a neutral event; None for frames we can ignore.

@@ -116,7 +116,27 @@ def _to(state: str) -> Handler:
 def _on_answered(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     if lifecycle.call_mark_answered(call=call, at=event.timestamp or clock.now()):
         _send_preconnect_dtmf(call)
+        if inline is None and call.direction == Call.Direction.INBOUND:
+            _start_stream(call)
         speak_initial_message(call, inline=inline)
+
+
+def _start_stream(call: Call) -> None:
+    """Connect an answered inbound call's media stream by carrier command (Telnyx).
+
+    Reply-document carriers (TwiML, Plivo XML) got theirs with the answer and outbound calls
+    with the dial; for them start_stream does nothing.
+    """
+    from calls.services.streams import stream_plan  # streams applies events too
+
+    plan = stream_plan(call)
+    if plan is None:
+        return
+    try:
+        get_provider().start_stream(call_target(call, stream=plan))
+    except ProviderError as exc:
+        logger.warning("call=%s provider=%s stream start failed: %s",
+                       call.public_id, call.provider, exc)
 
 
 def _send_preconnect_dtmf(call: Call) -> None:

@@ -15,7 +15,7 @@ from calls import clock
 from calls.config import get_config
 from calls.models import Call, TranscriptEntry
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
-from providers.base import CallTarget
+from providers.base import CallTarget, StreamPlan
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def metadata_update(*, call: Call, set_: dict[str, Any] | None = None,
     call.metadata = data
 
 
-def call_target(call: Call, *, turn_token: str | None = None) -> CallTarget:
+def call_target(call: Call, *, turn_token: str | None = None,
+                stream: StreamPlan | None = None) -> CallTarget:
     return CallTarget(
         call_id=call.call_id,
         provider_call_id=call.provider_call_id or "",
@@ -109,4 +110,5 @@ def call_target(call: Call, *, turn_token: str | None = None) -> CallTarget:
         turn_token=turn_token,
         extra={"direction": call.direction, "mode": call.mode, "to": call.to_number,
                "from": call.from_number},
+        stream=stream,
     )

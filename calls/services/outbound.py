@@ -113,14 +113,20 @@ def _admit(*, to: str, from_number: str, mode: str, message: str | None,
 
 
 def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None:
+    from calls.services.streams import stream_plan  # streams applies events: no cycle
+
     cfg = get_config()
     url = call_webhook_url(call.public_id, cfg)
     Call.objects.filter(pk=call.pk).update(webhook_url=url)
     call.webhook_url = url
+    # Only conversations stream: a notify message is spoken by the carrier, and a stream
+    # attaching too would race it for the same message (DESIGN §9).
+    conversation = call.mode == Call.Mode.CONVERSATION
     request = PlaceCall(
         call_id=call.call_id, to_number=call.to_number, from_number=call.from_number,
         webhook_url=url, mode=call.mode, message=message, dtmf_sequence=dtmf_sequence,
         ring_timeout_s=max(1, cfg.ring_timeout_ms // 1000),
+        stream=stream_plan(call) if conversation else None,
     )
     try:
         result = get_provider().place_call(request)

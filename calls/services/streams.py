@@ -106,9 +106,12 @@ def waiting_resume() -> int:
 
 
 def _token(call: Call) -> str:
-    """One token per call, made once and kept (16 random bytes, base64url)."""
+    """One token per call, made once and kept (16 random bytes as hex).
+
+    Hex because Plivo's <Stream extraHeaders> allows only [A-Za-z0-9] (providers.md §3.3).
+    """
     if not call.stream_token:
-        token = secrets.token_urlsafe(16)
+        token = secrets.token_hex(16)
         Call.objects.filter(pk=call.pk, stream_token="").update(stream_token=token)
         call.refresh_from_db(fields=["stream_token"])
     return call.stream_token

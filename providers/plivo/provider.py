@@ -2,7 +2,8 @@
 
 Speech works by document fetch (`speech_by_fetch`): the services keep the words on the call
 row and `play_text` only transfers the A leg to our `flow=xml-speak` URL; when Plivo fetches
-it, the words come back to `render_reply` as `context.speech`.
+it, the words come back to `render_reply` as `context.speech`. With streaming on, a fetch
+for a live call with nothing to say gets `<Stream>` instead (`context.stream`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from providers.base import (
 from providers.errors import ProviderError, ProviderNotConfigured
 from providers.plivo import signature, webhooks, xml
 from providers.plivo.client import DEFAULT_TIMEOUT, PlivoApiError, PlivoRest, config_value
+from providers.plivo.media import PlivoMediaCodec
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +142,9 @@ class PlivoProvider(TelephonyProvider):
 
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         return webhooks.render(request, context, self._settings)
+
+    def media_codec(self) -> PlivoMediaCodec:
+        return PlivoMediaCodec()
 
     def readiness(self) -> list[tuple[str, bool, str]]:
         skip = bool(self._settings.get("skipSignatureVerification"))

@@ -178,6 +178,8 @@ def decide(request: WebhookRequest, context: ReplyContext,
         return xml.reject()
     if not is_document_fetch(request):
         return xml.empty()  # hangup and status bodies are not executed
+    if context.stream is not None:
+        return xml.stream(context.stream.url, token=context.stream.token)
     if context.speech is not None:
         return _speech_reply(request, context, settings)
     flow = request.query_value("flow")

@@ -18,6 +18,8 @@ KEEP_ALIVE_SECONDS = 300
 EXECUTION_TIMEOUT_SECONDS = 30
 SPEECH_END_TIMEOUT_SECONDS = 2
 EMPTY = "<Response></Response>"
+# Plivo's default stream format is L16; our codec speaks 8 kHz μ-law only (providers.md §3.3).
+STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 # Characters XML 1.0 cannot carry; lxml refuses them, so a stray one must not cost a reply.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -52,6 +54,19 @@ def speak(text: str | None, *, language: str | None = None,
     if listen_action:
         response.add(_get_input(listen_action, language))
     return response.add(_wait())
+
+
+def stream(url: str, *, token: str) -> plivoxml.ResponseElement:
+    """`<Stream>` the call's audio to our websocket, both ways, with the per-call token.
+
+    keepCallAlive: the stream runs alone and the call lasts as long as it does.
+    extraHeaders reaches the socket as the start frame's `extra_headers`; Plivo allows only
+    [A-Za-z0-9] in it (plivo.com/docs/voice/xml/audiostream), hence hex stream tokens.
+    """
+    element = plivoxml.StreamElement(url, bidirectional=True, keepCallAlive=True,
+                                     contentType=STREAM_CONTENT_TYPE,
+                                     extraHeaders=f"token={token}")
+    return plivoxml.ResponseElement().add(element)
 
 
 def listen(action: str, *, language: str | None = None) -> plivoxml.ResponseElement:

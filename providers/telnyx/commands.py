@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.base import CallTarget, PlaceCall
+from providers.base import CallTarget, PlaceCall, StreamPlan
 from providers.common import preferred_voice as configured_voice
 from providers.errors import ProviderError
 from providers.telnyx import clientstate
@@ -30,7 +30,7 @@ _DTMF_PAUSES = str.maketrans({",": "WW", "p": "WW", "P": "WW"})
 
 def dial(request: PlaceCall, *, connection_id: str) -> dict[str, Any]:
     low, high = RING_TIMEOUT_RANGE
-    return {
+    body: dict[str, Any] = {
         "connection_id": connection_id,
         "to": request.to_number,
         "from": request.from_number,
@@ -39,6 +39,41 @@ def dial(request: PlaceCall, *, connection_id: str) -> dict[str, Any]:
         "client_state": clientstate.encode(request.call_id),
         "timeout_secs": min(max(request.ring_timeout_s, low), high),
     }
+    if request.stream is not None:
+        # The dial starts the stream itself once the callee answers (CallDialParams).
+        body.update(stream_fields(request.stream))
+    return body
+
+
+def stream_fields(plan: StreamPlan) -> dict[str, Any]:
+    """The stream parameters shared by dial and streaming_start (providers.md §2.3-2.4).
+
+    rtp + PCMU both ways: without them Telnyx expects MP3 back and drops raw μ-law
+    (deepgram/deepclaw#8). `stream_codec` PCMU has Telnyx transcode a PCMA leg, which our
+    codec would otherwise refuse. `stream_auth_token` comes back as the
+    x-telnyx-streaming-auth-token upgrade header ("sent as part of the WebSocket connection").
+    """
+    return {
+        "stream_url": plan.url,
+        "stream_track": "inbound_track",
+        "stream_codec": "PCMU",
+        "stream_bidirectional_mode": "rtp",
+        "stream_bidirectional_codec": "PCMU",
+        "stream_auth_token": plan.token,
+    }
+
+
+def streaming_start(target: CallTarget) -> dict[str, Any]:
+    """streaming_start for an answered inbound call (ActionStartStreamingParams).
+
+    The token also rides in `custom_parameters`, which the start frame echoes
+    (`start.custom_parameters`), so the stream authenticates even without the header.
+    """
+    if target.stream is None:
+        raise ProviderError("No stream to start for this call")
+    return {**stream_fields(target.stream),
+            "custom_parameters": [{"name": "token", "value": target.stream.token}],
+            "client_state": clientstate.encode(target.call_id)}
 
 
 def speak(target: CallTarget, text: str, *, voice: str, language: str) -> dict[str, Any]:

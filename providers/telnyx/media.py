@@ -4,6 +4,11 @@ Inbound and outbound audio are base64 RTP payloads (no RTP header) in JSON text 
 stream with `stream_bidirectional_mode=rtp` and `stream_bidirectional_codec=PCMU`, so both
 directions are G.711 μ-law at 8000 Hz; a start announcing another codec is refused
 (providers.md §2.4; https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket).
+
+The per-call token comes one of two ways: `stream_auth_token` (dial and streaming_start,
+telnyx SDK CallDialParams / ActionStartStreamingParams) which Telnyx sends as the
+`x-telnyx-streaming-auth-token` upgrade header, or `custom_parameters` (streaming_start
+only), which the start frame echoes in `start.custom_parameters`.
 """
 from __future__ import annotations
 
@@ -31,17 +36,25 @@ from providers.media import (
 )
 
 _PCMU = "PCMU"
+AUTH_HEADER = "x-telnyx-streaming-auth-token"
 
 
 class TelnyxMediaCodec(MediaCodec):
     """One Telnyx stream: connected/start/media/dtmf/mark/stop in; media/mark/clear out."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._upgrade_token: str | None = None
+
+    def upgrade(self, headers: Mapping[str, str]) -> None:
+        # `stream_auth_token` arrives on the upgrade, not in a frame (providers.md §2.4).
+        self._upgrade_token = headers.get(AUTH_HEADER, "").strip() or None
+
     def decode(self, message: str | bytes) -> MediaEvent | None:
         frame = load_frame(message)
         match frame["event"]:
             case "connected":
-                # The stream auth token echoed here is also the upgrade header
-                # x-telnyx-streaming-auth-token; the consumer checks the header.
+                # The token, if any, came with the upgrade headers (see `upgrade`).
                 return Connected()
             case "start":
                 return self._start(frame)
@@ -80,7 +93,7 @@ class TelnyxMediaCodec(MediaCodec):
         _check_media_format(start)
         token, params = string_params(_custom_parameters(start.get("custom_parameters")))
         return self._begin(StreamStart(stream_id=stream_id, provider_call_id=call_control_id,
-                                       token=token, params=params))
+                                       token=token or self._upgrade_token, params=params))
 
 
 def _media(frame: dict[str, Any]) -> AudioIn | None:

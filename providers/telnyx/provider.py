@@ -28,6 +28,7 @@ from providers.base import (
 from providers.errors import ProviderError, ProviderNotConfigured
 from providers.telnyx import clientstate, commands, signature, webhooks
 from providers.telnyx.client import DEFAULT_TIMEOUT, TelnyxApiError, TelnyxRest, config_value
+from providers.telnyx.media import TelnyxMediaCodec
 from providers.webhook_security import skip_key
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,13 @@ class TelnyxProvider(TelephonyProvider):
         # app-level URL reached us already, and the local fallback URL would not.
         self._rest.command(target.provider_call_id, "answer",
                            {"client_state": clientstate.encode(target.call_id)})
+
+    def start_stream(self, target: CallTarget) -> None:
+        # The answer command has no stream token field (ActionAnswerParams: stream_url and
+        # codecs only), so an inbound call's stream starts on call.answered with
+        # streaming_start, which takes stream_auth_token and custom_parameters.
+        self._rest.command(target.provider_call_id, "streaming_start",
+                           commands.streaming_start(target))
 
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
         # speak + transcription_start rather than gather_using_speak: gather collects DTMF
@@ -162,6 +170,9 @@ class TelnyxProvider(TelephonyProvider):
 
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
         return Reply(status=200, body=b"OK", content_type="text/plain")
+
+    def media_codec(self) -> TelnyxMediaCodec:
+        return TelnyxMediaCodec()
 
     def readiness(self) -> list[tuple[str, bool, str]]:
         skip = self._skip_verification

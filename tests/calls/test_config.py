@@ -268,10 +268,23 @@ def test_the_exception_message_joins_the_sentences():
 # --- combinations ------------------------------------------------------------------
 
 
-def test_streaming_requires_twilio():
+TELNYX_OK = {"provider": "telnyx", "fromNumber": "+15550001234",
+             "telnyx": {"apiKey": "KEY1", "connectionId": "123", "publicKey": "pk"}}
+PLIVO_OK = {"provider": "plivo", "fromNumber": "+15550001234",
+            "plivo": {"authId": "MA1", "authToken": "secret"}}
+
+
+def test_streaming_refuses_the_mock_carrier():
     raw = {"provider": "mock", "streaming": {"enabled": True}}
-    assert errors_of(raw) == [f'{P}.provider must be "twilio" when streaming.enabled is true']
-    assert parse_config({**TWILIO_OK, "streaming": {"enabled": True}}, {}).streaming_enabled
+    assert errors_of(raw) == [
+        f'{P}.provider must be "twilio", "telnyx" or "plivo" when streaming.enabled is true']
+
+
+@pytest.mark.parametrize("carrier", [TWILIO_OK, TELNYX_OK, PLIVO_OK],
+                         ids=["twilio", "telnyx", "plivo"])
+def test_every_real_carrier_may_stream(carrier: dict) -> None:
+    # DESIGN §9 supersedes the reference's Twilio-only rule.
+    assert parse_config({**carrier, "streaming": {"enabled": True}}, {}).streaming_enabled
 
 
 def test_realtime_needs_an_inbound_policy_and_excludes_streaming():
