@@ -27,6 +27,8 @@ from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
+# metadata flag: the carrier refused to start this call's media stream.
+STREAM_FAILED = "streamFailed"
 # About 150 words a minute, the pace of carrier and neural TTS voices.
 SPOKEN_CHARS_PER_SECOND = 15
 
@@ -135,8 +137,11 @@ def _start_stream(call: Call) -> None:
     try:
         get_provider().start_stream(call_target(call, stream=plan))
     except ProviderError as exc:
-        logger.warning("call=%s provider=%s stream start failed: %s",
+        # Not a silent call: the greeting and turns fall back to the carrier's own
+        # speak/transcription commands.
+        logger.warning("call=%s provider=%s stream start failed, speaking by command: %s",
                        call.public_id, call.provider, exc)
+        lifecycle.metadata_update(call=call, set_={STREAM_FAILED: True})
 
 
 def _send_preconnect_dtmf(call: Call) -> None:
@@ -233,7 +238,7 @@ def speak_initial_message(call: Call, *, inline: InlineReply | None = None) -> N
 def _streams_for(call: Call) -> bool:
     from calls.services.streams import streaming_possible  # streams applies events too
 
-    return streaming_possible()
+    return streaming_possible() and not (call.metadata or {}).get(STREAM_FAILED)
 
 
 def _unknown_call(provider: str, event: NormalizedEvent,
