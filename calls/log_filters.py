@@ -1,0 +1,19 @@
+"""Log hygiene: phone numbers that slip into a log line (e.g. inside a carrier's error
+message) are masked on the way out (DESIGN §7: numbers in logs are redacted)."""
+from __future__ import annotations
+
+import logging
+import re
+
+from calls.phone import mask_number
+
+_E164_ISH = re.compile(r"\+[1-9]\d{6,14}\b")
+
+
+class RedactPhoneNumbers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _E164_ISH.sub(lambda m: mask_number(m.group(0)), message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
