@@ -19,6 +19,7 @@ from calls.selectors import call_find
 from calls.services import lifecycle
 from calls.services.inbound import DEFAULT_GREETING, effective_policy, inbound_screen
 from calls.services.lifecycle import call_target
+from calls.services.routes import ROUTE_KEY, number_route_key
 from calls.services.responder import responder_schedule
 from calls.services.speech import InlineReply, speak
 from calls.state import CallState
@@ -281,9 +282,13 @@ def _inbound_call(provider: str, event: NormalizedEvent,
     }
     if screen.accepted:
         _, greeting = effective_policy()
-        fields.update(state=CallState.RINGING,
-                      metadata={"initialMessage": greeting or DEFAULT_GREETING,
-                                "mode": Call.Mode.CONVERSATION})
+        route_key = number_route_key(to_number)
+        route = (get_config().data.get("numbers") or {}).get(route_key) or {}
+        metadata = {"initialMessage": route.get("inboundGreeting") or greeting
+                    or DEFAULT_GREETING, "mode": Call.Mode.CONVERSATION}
+        if route_key:
+            metadata[ROUTE_KEY] = route_key
+        fields.update(state=CallState.RINGING, metadata=metadata)
     else:
         fields.update(state=CallState.HANGUP_BOT, end_reason=CallState.HANGUP_BOT,
                       ended_at=clock.now(),

@@ -16,6 +16,7 @@ from calls.exceptions import CallError
 from calls.models import Call, TranscriptEntry
 from calls.selectors import call_find
 from calls.services.lifecycle import call_transition, metadata_update
+from calls.services.routes import call_route
 from calls.services.speech import speak
 from calls.state import CallState
 from calls.tasks import respond_to_caller as respond_to_caller_task
@@ -142,18 +143,19 @@ def _superseded(call: Call, entry: TranscriptEntry) -> bool:
 def _generate(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> str:
     lines = TranscriptEntry.objects.filter(call=call, is_final=True, pk__lt=entry.pk)
     history = list(lines.order_by("-pk").values_list("speaker", "text")[:HISTORY_LIMIT])[::-1]
-    prompt = build_system_prompt(custom=cfg.response_system_prompt,
-                                 caller=_other_party(call), history=history)
-    return _responder(cfg).reply(system_prompt=prompt, history=history, utterance=entry.text)
+    route = call_route(call)  # the dialled number's overrides, if any (reference §2.1)
+    prompt = build_system_prompt(
+        custom=route.get("responseSystemPrompt") or cfg.response_system_prompt,
+        caller=_other_party(call), history=history)
+    responder = _cached_responder(
+        route.get("responseModel") or cfg.response_model or "", _api_key(cfg),
+        cfg.response_base_url,
+        int(route.get("responseTimeoutMs") or cfg.response_timeout_ms) / 1000, HTTP_CLIENT)
+    return responder.reply(system_prompt=prompt, history=history, utterance=entry.text)
 
 
 def _other_party(call: Call) -> str:
     return call.from_number if call.direction == Call.Direction.INBOUND else call.to_number
-
-
-def _responder(cfg: VoiceCallConfig) -> Responder:
-    return _cached_responder(cfg.response_model or "", _api_key(cfg), cfg.response_base_url,
-                             cfg.response_timeout_ms / 1000, HTTP_CLIENT)
 
 
 @lru_cache(maxsize=4)

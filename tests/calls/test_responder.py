@@ -521,3 +521,16 @@ def test_the_embedded_thread_speaks_the_reply_on_its_own_connection(
     call.refresh_from_db()
     assert "lastAutoReplyLatencyMs" in call.metadata
     assert spoken(mock_carrier) == [{"text": REPLY, "listen_after": True}]
+
+
+# --- per-number routes (reference §2.1 `numbers`) -----------------------------------------
+
+def test_the_dialled_numbers_route_chooses_the_model_and_prompt(
+        configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:
+    configure({**MODEL_CONFIG, "numbers": {OUR_NUMBER: {
+        "responseModel": "openai/gpt-4.1-mini", "responseSystemPrompt": "You are the front desk."}}})
+    call = inbound_call(make_call, metadata={"numberRouteKey": OUR_NUMBER})
+    speech(call, "Hi")
+    request = json.loads(llm.requests[0].content)
+    assert request["model"] == "gpt-4.1-mini"
+    assert request["messages"][0]["content"].startswith("You are the front desk.")
