@@ -20,6 +20,7 @@ from calls.services import lifecycle
 from calls.services.inbound import DEFAULT_GREETING, effective_policy, inbound_screen
 from calls.services.lifecycle import call_target
 from calls.services.routes import ROUTE_KEY, number_route_key
+from calls.services.sessions import agent_id, session_key_for
 from calls.services.responder import responder_schedule
 from calls.services.speech import InlineReply, speak
 from calls.state import CallState
@@ -275,15 +276,16 @@ def _inbound_call(provider: str, event: NormalizedEvent,
     from_number = to_e164(event.from_number or "") or (event.from_number or "")
     to_number = to_e164(event.to_number or "") or (event.to_number or "")
     screen = inbound_screen(from_number=from_number)
+    route_key = number_route_key(to_number)
+    route = (get_config().data.get("numbers") or {}).get(route_key) or {}
     fields = {
-        **_new_call_identity(), "provider": provider, "provider_call_id": event.provider_call_id,
+        **_new_call_identity(other_party=from_number, route=route),
+        "provider": provider, "provider_call_id": event.provider_call_id,
         "direction": Call.Direction.INBOUND, "mode": Call.Mode.CONVERSATION,
         "from_number": from_number[:32], "to_number": to_number[:32],
     }
     if screen.accepted:
         _, greeting = effective_policy()
-        route_key = number_route_key(to_number)
-        route = (get_config().data.get("numbers") or {}).get(route_key) or {}
         metadata = {"initialMessage": route.get("inboundGreeting") or greeting
                     or DEFAULT_GREETING, "mode": Call.Mode.CONVERSATION}
         if route_key:
@@ -309,10 +311,13 @@ def _inbound_call(provider: str, event: NormalizedEvent,
     return EventOutcome(call, applied=True, accepted_inbound=True)
 
 
-def _new_call_identity() -> dict[str, object]:
-    """A callId and the webhook URL for later commands, as for calls we dial (#29121)."""
+def _new_call_identity(*, other_party: str | None = None,
+                       route: dict[str, object] | None = None) -> dict[str, object]:
+    """A callId, the webhook URL for later commands (#29121) and the session key."""
     public_id = uuid.uuid4()
-    return {"public_id": public_id, "webhook_url": call_webhook_url(public_id)}
+    return {"public_id": public_id, "webhook_url": call_webhook_url(public_id),
+            "session_key": session_key_for(call_id=public_id, other_party=other_party,
+                                           agent=agent_id(route))}
 
 
 def _answer_inbound(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
@@ -368,7 +373,8 @@ def _register_external_outbound(provider: str, event: NormalizedEvent,
     try:
         with transaction.atomic():
             call = Call.objects.create(
-                **_new_call_identity(), provider=provider, provider_call_id=event.provider_call_id,
+                **_new_call_identity(other_party=event.to_number),
+                provider=provider, provider_call_id=event.provider_call_id,
                 direction=Call.Direction.OUTBOUND, mode=get_config().default_mode,
                 state=CallState.INITIATED,
                 from_number=(to_e164(event.from_number or "") or "")[:32],

@@ -30,6 +30,7 @@ from calls.services.lifecycle import (
     call_transition,
     metadata_update,
 )
+from calls.services.sessions import agent_id, session_key_for, session_key_normalize
 from calls.services.speech import speak
 from calls.state import NON_TERMINAL, CallState
 from providers.base import PlaceCall
@@ -68,6 +69,8 @@ def call_initiate(*, to: str | None, message: str | None = None, mode: str | Non
     if not is_e164(to):
         raise InvalidRequest(f"to: {E164_ERROR}")
     _check_allowed_destination(to, cfg.allow_to)
+    if session_key is not None:
+        session_key = session_key_normalize(session_key, agent=agent_id())
     provider = get_provider()
     if dtmf_sequence and not provider.supports_preconnect_dtmf:
         raise InvalidRequest(f"{provider.name} does not support pre-connect DTMF")
@@ -104,10 +107,13 @@ def _admit(*, to: str, from_number: str, mode: str, message: str | None,
         if dtmf_sequence:
             metadata["dtmfSequence"] = dtmf_sequence
         now = clock.now()
+        public_id = uuid.uuid4()
         return Call.objects.create(
-            provider=cfg.provider, direction=Call.Direction.OUTBOUND, mode=mode,
-            state=CallState.INITIATED, from_number=from_number, to_number=to,
-            session_key=session_key or "", metadata=metadata, started_at=now,
+            public_id=public_id, provider=cfg.provider, direction=Call.Direction.OUTBOUND,
+            mode=mode, state=CallState.INITIATED, from_number=from_number, to_number=to,
+            session_key=session_key or session_key_for(call_id=public_id, other_party=to,
+                                                       agent=agent_id()),
+            metadata=metadata, started_at=now,
             ring_deadline_at=now + timedelta(milliseconds=cfg.ring_timeout_ms),
         )
 

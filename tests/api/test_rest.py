@@ -144,7 +144,7 @@ def test_create_places_a_call_and_answers_201_with_it(api: APIClient, mock_carri
     assert body["mode"] == "conversation"
     assert body["to"] == TO
     assert body["providerCallId"] == call.provider_call_id == f"mock-{call.call_id}"
-    assert body["sessionKey"] == "s-1"
+    assert body["sessionKey"] == "agent:main:s-1"  # put in the owner agent's namespace
     assert body["metadata"]["initialMessage"] == "Hello there"
     assert ops(mock_carrier, "place_call") == [{"to": TO, "mode": "conversation"}]
 

@@ -1,0 +1,48 @@
+"""Agent session keys for calls (reference §7.4): where the gateway files a call's conversation."""
+from __future__ import annotations
+
+import re
+import uuid
+
+from calls.config import get_config
+from calls.exceptions import InvalidRequest
+from calls.phone import digits_only
+
+DEFAULT_AGENT = "main"
+_AGENT_KEY = re.compile(r"^agent:([^:]+):(.+)$")
+
+
+def agent_id(route: dict[str, object] | None = None) -> str:
+    """The owner agent: the number route's, else the config's, else `main`."""
+    value = (route or {}).get("agentId") or get_config().data.get("agentId") or DEFAULT_AGENT
+    return str(value).strip().lower()
+
+
+def session_key_for(*, call_id: uuid.UUID | str, other_party: str | None,
+                    agent: str) -> str:
+    """The key sessionScope derives: per-phone (default), per-call or main; lower-cased."""
+    scope = get_config().data.get("sessionScope") or "per-phone"
+    if scope == "main":
+        return f"agent:{agent}:main"
+    digits = digits_only(other_party)
+    if scope == "per-call" or not digits:
+        return f"agent:{agent}:voice:call:{call_id}".lower()
+    return f"agent:{agent}:voice:{digits}".lower()
+
+
+def session_key_normalize(explicit: str, *, agent: str) -> str:
+    """An explicit sessionKey, put in the owner agent's namespace.
+
+    Same-agent keys and `global`/`unknown` are kept; another agent's (or a malformed)
+    `agent:` key is wrapped as an opaque key under ours, so a caller-supplied key can never
+    address another agent's sessions.
+    """
+    key = explicit.strip()
+    if not key:
+        raise InvalidRequest("Voice Call session key cannot be empty")
+    if key in ("global", "unknown"):
+        return key
+    match = _AGENT_KEY.match(key)
+    if match and match.group(1).lower() == agent:
+        return key
+    return f"agent:{agent}:{key}"
