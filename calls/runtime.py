@@ -14,6 +14,8 @@ _lock = threading.Lock()
 _provider: TelephonyProvider | None = None
 # Where this process actually serves, when it differs from serve.bind/serve.port.
 _local_address: tuple[str, int] | None = None
+# (origin, path) of the tunnel `voicecall serve` started; path None means serve.path.
+_public_base: tuple[str, str | None] | None = None
 
 
 def provider_settings(cfg: VoiceCallConfig) -> dict[str, Any]:
@@ -21,7 +23,7 @@ def provider_settings(cfg: VoiceCallConfig) -> dict[str, Any]:
     own = cfg.mock if cfg.provider == "mock" else cfg.section(cfg.provider)
     return {
         **own,
-        "publicUrl": cfg.public_url,
+        "publicUrl": public_url(cfg),
         "servePath": cfg.serve_path,
         "skipSignatureVerification": cfg.skip_signature_verification,
         "webhookSecurity": cfg.section("webhookSecurity"),
@@ -61,11 +63,32 @@ def set_local_address(*, host: str, port: int) -> None:
     _local_address = (host, port)
 
 
-def webhook_url(cfg: VoiceCallConfig | None = None) -> str:
-    """publicUrl when set, else the local server URL (reference §1.1 step 7)."""
+def set_public_base(url: str | None, *, path: str | None = None) -> None:
+    """Record the tunnel's public origin (None clears it): the webhook becomes <url><path>.
+
+    Adapters read publicUrl when they are built, so a cached one is dropped and rebuilt.
+    """
+    global _public_base
+    _public_base = (url.rstrip("/"), path) if url else None
+    set_provider(None)
+
+
+def public_url(cfg: VoiceCallConfig | None = None) -> str | None:
+    """publicUrl, else the tunnel's public webhook URL, else None (reference §1.1 step 7)."""
     cfg = cfg or get_config()
     if cfg.public_url:
         return cfg.public_url
+    if _public_base:
+        origin, path = _public_base
+        return origin + (path or cfg.serve_path)
+    return None
+
+
+def webhook_url(cfg: VoiceCallConfig | None = None) -> str:
+    """The public webhook URL when there is one, else the local server URL."""
+    cfg = cfg or get_config()
+    if public := public_url(cfg):
+        return public
     host, port = _local_address or (cfg.serve_bind, cfg.serve_port)
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"

@@ -12,6 +12,12 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from calls.config import get_config
+from calls.exposure import (
+    exposure_start,
+    exposure_stop,
+    local_only_refusal,
+    tunnel_mode,
+)
 from calls.runtime import set_local_address, webhook_url
 
 logger = logging.getLogger(__name__)
@@ -63,29 +69,39 @@ def run(*, host: str, port: int) -> None:
 
     from voicecall_project.asgi import application
 
-    preflight(host)
     set_local_address(host=host, port=port)
-    startup()
+    preflight(host, serving=True)
+    # Started before anything builds the adapter, so it sees the tunnel's public URL.
+    tunnel = exposure_start(get_config(), port=port)
     sweeper = None
-    if os.environ.get("VOICECALL_SWEEP", "on") != "off":
-        sweeper = Sweeper(settings.VOICECALL_SWEEP_INTERVAL_SECONDS)
-        sweeper.start()
-    logger.info("voicecall listening on http://%s:%s (webhook %s)", host, port, webhook_url())
-    config = uvicorn.Config(
-        application, host=host, port=port, lifespan="off", log_config=None,
-        access_log=False, ws_max_size=MAX_WS_FRAME_BYTES, timeout_keep_alive=5,
-    )
     try:
+        startup()
+        if os.environ.get("VOICECALL_SWEEP", "on") != "off":
+            sweeper = Sweeper(settings.VOICECALL_SWEEP_INTERVAL_SECONDS)
+            sweeper.start()
+        logger.info("voicecall listening on http://%s:%s (webhook %s)", host, port,
+                    webhook_url())
+        config = uvicorn.Config(
+            application, host=host, port=port, lifespan="off", log_config=None,
+            access_log=False, ws_max_size=MAX_WS_FRAME_BYTES, timeout_keep_alive=5,
+        )
         uvicorn.Server(config).run()
     finally:
         if sweeper:
             sweeper.stopped.set()
+        exposure_stop(tunnel)
 
 
-def preflight(host: str | None = None) -> None:
-    """Refuse to serve with a bad config (raises ConfigError) or an unsafe skip mode."""
+def preflight(host: str | None = None, *, serving: bool = False) -> None:
+    """Refuse to serve with a bad config (raises ConfigError) or an unsafe skip mode.
+
+    `serving` (only from run()): also refuse a real carrier whose webhook would be local.
+    Not at ASGI import, where tests run carriers without a public URL.
+    """
     cfg = get_config()
     _check_skip_signature(host or cfg.serve_bind)
+    if serving and (refusal := local_only_refusal(cfg)):
+        raise SystemExit(refusal)
 
 
 def _check_skip_signature(host: str) -> None:
@@ -93,7 +109,7 @@ def _check_skip_signature(host: str) -> None:
     cfg = get_config()
     if not cfg.skip_signature_verification:
         return
-    exposed = bool(cfg.public_url) or cfg.section("tunnel").get("provider", "none") != "none"
+    exposed = bool(cfg.public_url) or tunnel_mode(cfg) is not None
     if host not in ("127.0.0.1", "::1", "localhost") or exposed:
         raise SystemExit(
             "skipSignatureVerification is only allowed when serving on loopback "

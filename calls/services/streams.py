@@ -18,7 +18,7 @@ from calls import clock
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.models import Call, TranscriptEntry
-from calls.runtime import get_provider
+from calls.runtime import get_provider, public_url
 from calls.services import lifecycle
 from calls.services.events import event_apply
 from calls.state import NON_TERMINAL
@@ -43,16 +43,17 @@ class Attached:
 
 
 def streaming_possible() -> bool:
-    """streaming.enabled, a public URL to hand out, and a carrier that streams."""
+    """streaming.enabled, a public URL (publicUrl or the tunnel's) to hand out, and a
+    carrier that streams."""
     cfg = get_config()
-    return bool(cfg.streaming_enabled and cfg.public_url
+    return bool(cfg.streaming_enabled and public_url(cfg)
                 and get_provider().media_codec() is not None)
 
 
 def stream_url() -> str:
     """The public origin (https→wss) plus streaming.streamPath (reference §4.1.4)."""
     cfg = get_config()
-    public = urlsplit(cfg.public_url or "")
+    public = urlsplit(public_url(cfg) or "")
     scheme = "wss" if public.scheme == "https" else "ws"
     return urlunsplit((scheme, public.netloc, cfg.stream_path, "", ""))
 

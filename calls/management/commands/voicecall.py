@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from calls import cli
 from calls.cli import client, setup_checks
+from calls.exposure import expose_command
 from calls.selectors import latency_stats
 from calls.services.accounts import admin_user_ensure
 from calls.services.webhooks import webhook_explain
@@ -75,6 +76,12 @@ def _add_local_commands(subs: Any) -> None:
     smoke.add_argument("--mode", default="notify", help="notify or conversation")
     smoke.add_argument("--yes", action="store_true", help="Really place the call")
     smoke.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
+    expose = subs.add_parser("expose", help="Publish the webhook with Tailscale serve/funnel")
+    expose.add_argument("--mode", default="funnel",
+                        help="off, serve or funnel (default funnel; anything else is funnel)")
+    expose.add_argument("--path", help="Public path (default: tailscale.path, else serve path)")
+    expose.add_argument("--port", type=int, help="Local port (default: config serve.port)")
+    expose.add_argument("--serve-path", help="Local webhook path (default: config serve.path)")
     subs.add_parser("admin-user", help="Create the first admin account if none exists")
     debug = subs.add_parser("webhook-debug", help="Explain why a captured webhook verifies or not")
     debug.add_argument("--capture", help='JSON file {"method","url","headers","body","remoteAddr"}')
@@ -181,6 +188,15 @@ class Command(BaseCommand):
             self.stdout.write(_smoke_line(result))
         if not result["ok"]:
             raise CommandError("Voice Call setup needs attention.")
+
+    def _run_expose(self, *, mode: str, path: str | None, port: int | None,
+                    serve_path: str | None, **_: Any) -> None:
+        result = expose_command(client.config_or_error(), mode=mode, path=path, port=port,
+                                serve_path=serve_path)
+        self._print(result)
+        if not result["ok"]:
+            raise CommandError(
+                f"voicecall expose --mode {result['mode']} failed (see hint above).")
 
     def _run_serve(self, *, host: str | None, port: int | None, **_: Any) -> None:
         from calls import server  # loads the ASGI server and app; only `serve` needs them
