@@ -5,7 +5,6 @@ loads, else the raw file, so one invalid key still leaves the other checks meani
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,15 +14,13 @@ from django.conf import settings
 
 from calls.cli.client import connect
 from calls.config import ConfigError, get_config
-from providers.registry import provider_names
+from calls.exposure import is_local_host
 from calls.services.webhooks import carrier_readiness
+from providers.registry import provider_names
 
 SMOKE_MESSAGE = "OpenClaw voice call smoke test."
 SKIPPED = "live-call: skipped (pass --to and --yes to place one)"
 _PROVIDERS = tuple(provider_names())
-_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal")
-# Carrier-grade NAT space (Tailscale addresses among others): not reachable from carriers.
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +111,7 @@ def _webhook_exposure(data: dict[str, Any]) -> Check:
         return Check("webhook-exposure", True, "The mock provider needs no public webhook")
     url = data.get("publicUrl")
     if isinstance(url, str) and url:
-        if _is_internal(urlsplit(url).hostname or ""):
+        if is_local_host(urlsplit(url).hostname or ""):
             return Check("webhook-exposure", False,
                          f"publicUrl {url} is a loopback or private address that "
                          f"{provider} cannot reach")
@@ -132,20 +129,6 @@ def _tunnel(data: dict[str, Any]) -> str | None:
         return str(tunnel)
     mode = _section(data, "tailscale").get("mode")
     return f"tailscale {mode}" if mode in ("serve", "funnel") else None
-
-
-def _is_internal(host: str) -> bool:
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(_INTERNAL_SUFFIXES):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a DNS name; resolving it here would make setup depend on the network
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return (address.is_loopback or address.is_private or address.is_link_local
-            or address.is_unspecified or address in _CGNAT)
 
 
 def _mode(data: dict[str, Any]) -> Check:
