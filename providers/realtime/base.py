@@ -1,0 +1,57 @@
+"""The realtime-voice interface the call bridge talks to (reference §5.6).
+
+A realtime session is one full-duplex speech-to-speech conversation with a vendor model:
+caller audio goes in, model speech comes out, both as 8 kHz G.711 μ-law, so the carrier's
+media stream can be wired straight through without transcoding.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+
+class RealtimeHandler(Protocol):
+    """The bridge's side. Plain synchronous callbacks (except on_tool_call), always called
+    on the event loop that runs the session, never after RealtimeSession.close()."""
+
+    def on_audio(self, ulaw: bytes) -> None:
+        """Model speech, 8 kHz μ-law, any chunk size (the bridge frames and paces it)."""
+
+    def on_clear(self) -> None:
+        """The caller barged in: drop model audio queued towards the carrier."""
+
+    def on_user_transcript(self, text: str) -> None:
+        """A final transcript of one caller utterance."""
+
+    def on_assistant_transcript(self, text: str) -> None:
+        """The transcript of one finished model turn."""
+
+    def on_tool_call(self, name: str, arguments: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+        """Run a function tool; the result is sent back to the model as its output."""
+        ...
+
+    def on_error(self, message: str) -> None:
+        """A vendor error; the session may still be usable (on_closed says when it is not)."""
+
+    def on_closed(self) -> None:
+        """The service (or the network) ended the session. Called at most once."""
+
+
+class RealtimeSession(ABC):
+    """One call's conversation with a realtime speech-to-speech service."""
+
+    @abstractmethod
+    async def connect(self, *, instructions: str, greeting: str | None,
+                      tools: list[dict[str, Any]]) -> None:
+        """Open the connection and configure the session; with a greeting, ask the model to
+        speak the opening turn itself (reference §1.3). Raises ProviderError on failure."""
+
+    @abstractmethod
+    async def send_audio(self, ulaw: bytes) -> None:
+        """Queue caller audio (8 kHz μ-law); never waits on the network, drops and counts
+        frames when the connection is down or not keeping up."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """End the session for good: no further callbacks. Safe to call twice."""
