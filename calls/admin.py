@@ -11,8 +11,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -78,7 +79,7 @@ class CallAdmin(admin.ModelAdmin):
                                   "max_duration_at", "ring_deadline_at", "notify_hangup_at",
                                   "transcript_deadline_at", "hangup_claimed_at", "updated_at")}),
     )
-    readonly_fields = tuple(f for _, opts in fieldsets for f in opts["fields"])
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -147,10 +148,11 @@ class InboundPolicyAdmin(admin.ModelAdmin):
     def policy_display(self, row: InboundPolicy) -> str:
         return row.policy or "use config"
 
-    def formfield_for_choice_field(self, db_field: Any, request: HttpRequest,
-                                   **kwargs: Any) -> forms.Field:
+    def formfield_for_choice_field(self, db_field: Field[Any, Any], request: HttpRequest,
+                                   **kwargs: Any) -> forms.TypedChoiceField | None:
         if db_field.name == "policy":
-            kwargs["choices"] = [("", "use config"), *db_field.choices]
+            # Django calls this only for fields with choices, so `or ()` never applies.
+            kwargs["choices"] = [("", "use config"), *(db_field.choices or ())]
         return super().formfield_for_choice_field(db_field, request, **kwargs)
 
     def changelist_view(self, request: HttpRequest,
@@ -172,7 +174,9 @@ class AllowedNumberForm(forms.ModelForm):
         general = self.errors.get(NON_FIELD_ERRORS)
         if general and "number" in self.errors:
             repeated = set(self.errors["number"])
-            kept = [message for message in general if message not in repeated]
+            # ErrorList iterates as message strings (its stub also admits the ValidationErrors
+            # it stores); str() of a str is a no-op that says so to the type checker.
+            kept = [str(message) for message in general if message not in repeated]
             if kept:
                 self.errors[NON_FIELD_ERRORS] = self.error_class(kept, error_class="nonfield")
             else:
@@ -197,9 +201,10 @@ class AllowedNumberAdmin(admin.ModelAdmin):
     search_fields = ("number", "label")
     readonly_fields = ("source", "created_at")
 
-    def get_fields(self, request: HttpRequest, obj: AllowedNumber | None = None) -> list[str]:
-        fields = ["number", "label", "note", "enabled"]
-        return fields if obj is None else [*fields, "source", "created_at"]
+    def get_fields(self, request: HttpRequest,
+                   obj: AllowedNumber | None = None) -> tuple[str, ...]:
+        fields = ("number", "label", "note", "enabled")
+        return fields if obj is None else (*fields, "source", "created_at")
 
     def has_change_permission(self, request: HttpRequest,
                               obj: AllowedNumber | None = None) -> bool:

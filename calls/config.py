@@ -470,7 +470,8 @@ def parse_config(raw: Mapping, env: Mapping[str, str] | None = None, *,
         base_tts = _sub(raw, "messages").get("tts") or {}
     if not isinstance(config, Mapping):
         raise ConfigError([f"{PLUGIN_PATH} must be an object"])
-    data, warnings = copy.deepcopy(dict(config)), []
+    data = copy.deepcopy(dict(config))
+    warnings: list[str] = []
     _migrate_legacy(data, warnings)
     errors = _merge_tts(data, base_tts, warnings)
     _fill_defaults(data, _DEFAULTS)
@@ -480,7 +481,8 @@ def parse_config(raw: Mapping, env: Mapping[str, str] | None = None, *,
     if data["enabled"] is True and data.get("provider") is None:
         data["provider"] = "mock"
     realtime, serve_path = _sub(data, "realtime"), _sub(data, "serve").get("path")
-    if realtime.get("streamPath") is None and str(serve_path).startswith("/"):
+    if (realtime.get("streamPath") is None and isinstance(serve_path, str)
+            and serve_path.startswith("/")):
         realtime["streamPath"] = realtime_stream_path(serve_path)
     _apply_env(data, os.environ if env is None else env)
     errors += _SCHEMA(PLUGIN_PATH, data) + _funnel_errors(data)

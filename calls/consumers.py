@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+from asgiref.typing import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -99,15 +101,18 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def _deny_busy(self) -> None:
         """503 at the upgrade when the process is full (reference §5.1)."""
-        if "websocket.http.response" in self.scope.get("extensions", {}):
+        # The ASGI spec lets a server omit extensions (daphne does); asgiref also allows None.
+        if "websocket.http.response" in (self.scope.get("extensions") or {}):
             body = b"Too many media stream connections"
             await self.send_message({"type": "websocket.http.response.start", "status": 503,
                                      "headers": [(b"content-type", b"text/plain")]})
-            await self.send_message({"type": "websocket.http.response.body", "body": body})
+            await self.send_message({"type": "websocket.http.response.body", "body": body,
+                                     "more_body": False})
         else:
             await self.close()
 
-    async def send_message(self, message: dict[str, Any]) -> None:
+    async def send_message(
+            self, message: WebSocketResponseStartEvent | WebSocketResponseBodyEvent) -> None:
         await self.base_send(message)
 
     async def _start_timeout(self, seconds: float) -> None:
@@ -232,7 +237,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 del ADMISSION.pending[self.peer]
 
 
-def _upgrade_headers(scope: dict[str, Any]) -> dict[str, str]:
+def _upgrade_headers(scope: Mapping[str, Any]) -> dict[str, str]:
     """ASGI header pairs as a dict with lower-case names (the codec reads its carrier's)."""
     return {name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope.get("headers", [])}

@@ -11,8 +11,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from providers.audio import FRAME_BYTES, SILENCE_FRAME, FrameBuffer
 from providers.errors import ProviderError
@@ -25,7 +26,7 @@ FRAME_SECONDS = FRAME_BYTES / 8000  # 20 ms
 MAX_PENDING = 8
 MARK_GRACE_SECONDS = 2.0
 
-Send = Callable[[str], Awaitable[None]]
+SendAudio = Callable[[bytes], Awaitable[None]]
 Synthesize = Callable[[str], AsyncIterator[bytes]]
 
 
@@ -38,7 +39,7 @@ class Utterance:
 class Playback:
     """Speaks queued utterances into one stream, one at a time."""
 
-    def __init__(self, *, send_audio: Send, send_mark: Callable[[str], Awaitable[None]],
+    def __init__(self, *, send_audio: SendAudio, send_mark: Callable[[str], Awaitable[None]],
                  send_clear: Callable[[], Awaitable[None]], synthesize: Synthesize,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
@@ -153,8 +154,9 @@ class Playback:
             self._marks.pop(name, None)
 
 
-async def _with_keepalive(audio: AsyncIterator[bytes],
-                          keepalive: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:
+async def _with_keepalive(
+        audio: AsyncIterator[bytes],
+        keepalive: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[bytes]:
     """Yield the audio; until its first chunk arrives, run the silence keep-alive."""
     filler = asyncio.create_task(keepalive())
     try:

@@ -30,7 +30,10 @@ class Call(models.Model):
         NOTIFY = "notify"
         CONVERSATION = "conversation"
 
-    State = models.TextChoices("State", [(s.name, s.value) for s in CallState])  # type: ignore[misc]
+    # The Enum functional API (name, members) is valid at runtime, but django-stubs only types
+    # the member-constructor overloads of TextChoices(...).
+    State = models.TextChoices(  # type: ignore[call-overload]
+        "State", [(s.name, s.value) for s in CallState])
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     provider = models.CharField(max_length=20)

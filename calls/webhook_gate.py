@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from calls.config import get_config
 from calls.runtime import get_provider
 
 Scope = dict[str, Any]
-Message = dict[str, Any]
+# Mapping, as Django's ASGIHandler types its receive/send; the gate only reads messages.
+Message = Mapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]

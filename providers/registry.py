@@ -28,4 +28,4 @@ def build_provider(name: str, *, settings: Mapping[str, Any]) -> TelephonyProvid
     except KeyError:
         raise UnknownProvider(f"Unknown provider: {name}") from None
     factory = import_string(path)
-    return factory(settings=settings)  # type: ignore[no-any-return]
+    return factory(settings=settings)

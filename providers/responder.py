@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from providers.errors import ProviderError, ProviderNotConfigured
+
+if TYPE_CHECKING:
+    import httpx2
 
 DEFAULT_PROVIDER = "openai"
 # History speakers are the transcript's: "bot" lines are ours, "user" lines the caller's.
@@ -60,18 +64,21 @@ class Responder:
         if not api_key:
             raise ProviderNotConfigured("responseModel needs an API key (set OPENAI_API_KEY)")
         # Our own httpx client (not the SDK's default) so every HTTP seam is the same one.
+        # The SDK annotates http_client as httpx2.Client but accepts a legacy httpx.Client
+        # at runtime (openai._httpx2.is_legacy_httpx_sync_client), hence the cast.
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0,
-            http_client=http or httpx.Client(timeout=timeout_s))
+            http_client=cast("httpx2.Client", http or httpx.Client(timeout=timeout_s)))
 
     def reply(self, *, system_prompt: str, history: Sequence[tuple[str, str]],
               utterance: str) -> str:
         """The words to say to `utterance`; "" = stay silent. Raises ProviderError."""
-        messages = [{"role": "system", "content": system_prompt}, *chat_turns(history),
-                    {"role": "user", "content": utterance}]
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": system_prompt}, *chat_turns(history),
+            {"role": "user", "content": utterance}]
         try:
             completion = self._client.chat.completions.create(
-                model=self.model, messages=messages)  # type: ignore[arg-type]
+                model=self.model, messages=messages)
         except openai.OpenAIError as exc:
             raise _provider_error(exc) from exc
         choices = completion.choices or []
@@ -88,7 +95,7 @@ def split_model(model: str) -> tuple[str, str]:
     return provider.lower(), name
 
 
-def chat_turns(history: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+def chat_turns(history: Sequence[tuple[str, str]]) -> list[ChatCompletionMessageParam]:
     """Transcript lines as chat turns; our lines are shown in the spoken-output JSON shape,
     so the model keeps answering in it."""
     return [{"role": "assistant", "content": json.dumps({"spoken": text}, ensure_ascii=False)}

@@ -297,7 +297,7 @@ def tailscale_status(*, binary: str = "tailscale", run: Run = subprocess.run,
 
 def tailscale_origin(status: Mapping[str, Any], https_port: int = 443) -> str:
     """https://<Self.DNSName>[:port]; non-default ports appear in the URL (reference §2.1)."""
-    this = status.get("Self") if isinstance(status.get("Self"), dict) else {}
+    this = found if isinstance(found := status.get("Self"), dict) else {}
     host = str(this.get("DNSName") or "").rstrip(".")
     if not host:
         raise TunnelError("tailscale status has no DNS name for this node "

@@ -1,6 +1,7 @@
 """REST resources under /api/calls/: list/create, detail, in-call actions, transcript, events."""
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
@@ -18,7 +19,7 @@ from calls.state import CallState
 class CallOutputSerializer(serializers.Serializer):
     """The status view of a call; built by selectors.call_as_dict."""
 
-    def to_representation(self, instance: Call) -> dict:  # type: ignore[override]
+    def to_representation(self, instance: Call) -> dict:
         data = call_as_dict(instance)
         data["metadata"] = instance.metadata
         return data
@@ -47,7 +48,7 @@ class CallListCreateApi(ListAPIView):
         provider = serializers.CharField(required=False)
         active = serializers.BooleanField(required=False, allow_null=True, default=None)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Call]:
         filters = self.FilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         return call_list(**filters.validated_data)
@@ -133,12 +134,12 @@ class CallEventSerializer(serializers.ModelSerializer):
 class CallTranscriptApi(ListAPIView):
     serializer_class = TranscriptEntrySerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[TranscriptEntry]:
         return _get_call(self.kwargs["call_id"]).transcript.all()
 
 
 class CallEventsApi(ListAPIView):
     serializer_class = CallEventSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[CallEvent]:
         return _get_call(self.kwargs["call_id"]).events.all()

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any, cast
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
@@ -23,7 +24,10 @@ class RawJsonParser(BaseParser):
 
     media_type = "*/*"
 
-    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+    # DRF makes whatever a parser returns request.data; its stub only admits mappings.
+    def parse(  # type: ignore[override]
+            self, stream: IO[bytes] | None, media_type: str | None = None,
+            parser_context: Mapping[str, Any] | None = None) -> bytes:
         return stream.read() if stream is not None else b""
 
 
@@ -75,7 +79,9 @@ class RpcApi(APIView):
     )
     def post(self, request: Request) -> Response:
         try:
-            payload = json.loads(request.data or b"")
+            # RawJsonParser makes request.data the raw body; with no body DRF leaves an
+            # empty mapping there instead, hence the `or`.
+            payload = json.loads(cast(bytes, request.data or b""))
         except (ValueError, UnicodeDecodeError):
             return Response(_error(None, PARSE_ERROR, "Parse error", "INVALID_REQUEST"))
         if isinstance(payload, list):

@@ -154,7 +154,7 @@ class RemoteBackend:
 
 
 def _rpc_error(error: dict[str, Any]) -> RpcError:
-    data = error.get("data") if isinstance(error.get("data"), dict) else {}
+    data = found if isinstance(found := error.get("data"), dict) else {}
     code = METHOD_NOT_FOUND if error.get("code") == _JSONRPC_METHOD_NOT_FOUND else data.get("code")
     return RpcError(str(error.get("message") or "RPC error"), code=code)
 

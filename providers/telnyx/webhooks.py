@@ -77,7 +77,7 @@ def parse_events(body: bytes) -> list[NormalizedEvent]:
     if not isinstance(data, dict) or not data.get("event_type"):
         return []
     event_type = str(data["event_type"])
-    payload = data.get("payload") if isinstance(data.get("payload"), dict) else {}
+    payload = found if isinstance(found := data.get("payload"), dict) else {}
     classified = _classify(event_type, payload)
     if classified is None:
         return []

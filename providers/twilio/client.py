@@ -87,13 +87,15 @@ class HttpxTwilioClient(HttpClient):
         return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, ""))
 
 
-def _pairs(data: Mapping[str, object] | None) -> list[tuple[str, str]]:
+def _pairs(data: Mapping[str, object] | None) -> tuple[tuple[str, str], ...]:
     """Form pairs; list values become repeated fields (StatusCallbackEvent=a&…=b)."""
     pairs: list[tuple[str, str]] = []
     for key, value in (data or {}).items():
         for item in value if isinstance(value, list | tuple) else [value]:
             pairs.append((key, _form_value(item)))
-    return pairs
+    # A tuple: httpx types list params as list[tuple[str, PrimitiveData]], which (lists
+    # being invariant) a list of str pairs doesn't match; a tuple of them does.
+    return tuple(pairs)
 
 
 def _form_value(value: object) -> str:
