@@ -396,6 +396,10 @@ def _apply_env(data: dict, env: Mapping[str, str]) -> None:
         providers.setdefault("openai", {})
         _env_fill(_sub(providers, "openai"), "apiKey", env, "OPENAI_API_KEY")
     _env_fill(_sub(data, "tts", "providers", "openai"), "apiKey", env, "OPENAI_API_KEY")
+    if _sub(data, "realtime").get("enabled") is True:
+        providers = _sub(data, "realtime", "providers")
+        providers.setdefault("openai", {})
+        _env_fill(_sub(providers, "openai"), "apiKey", env, "OPENAI_API_KEY")
     _env_fill(_sub(data, "tts", "providers", "elevenlabs"), "apiKey", env,
               "ELEVENLABS_API_KEY")
 

@@ -7,6 +7,7 @@ start, stop and per transcript — never per audio frame).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -17,11 +18,20 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from calls.config import get_config
+from calls.exceptions import CallError
 from calls.media import Playback
+from calls.realtime import DEFAULT_INSTRUCTIONS, RealtimeLink
+from calls.services.outbound import call_end
 from calls.runtime import get_provider
 from calls.services.events import event_apply
 from calls.services.stream_commands import group_name
-from calls.services.streams import StreamRejected, stream_attach, stream_detach, stream_heard
+from calls.services.streams import (
+    StreamRejected,
+    realtime_enabled,
+    stream_attach,
+    stream_detach,
+    stream_heard,
+)
 from providers.base import EventType, NormalizedEvent
 from providers.errors import ProviderError
 from providers.media import (
@@ -33,6 +43,9 @@ from providers.media import (
     StreamStart,
     StreamStop,
 )
+from providers.realtime import build_realtime
+from providers.realtime.base import RealtimeSession
+from providers.realtime.openai import END_CALL_TOOL
 from providers.stt import build_stt
 from providers.tts import build_tts
 
@@ -42,6 +55,7 @@ _attach = database_sync_to_async(stream_attach)
 _detach = database_sync_to_async(stream_detach)
 _heard = database_sync_to_async(stream_heard)
 _apply = database_sync_to_async(event_apply)
+_end_call = database_sync_to_async(call_end)
 
 # Close codes of reference §5.1.
 POLICY_VIOLATION, TRY_AGAIN_LATER, INTERNAL_ERROR = 1008, 1013, 1011
@@ -67,6 +81,8 @@ ADMISSION = Admission()
 class MediaStreamConsumer(AsyncWebsocketConsumer):
     codec: MediaCodec
     playback: Playback | None = None
+    realtime: RealtimeSession | None = None
+    link: RealtimeLink | None = None
     call_id: str | None = None
     stream_id: str | None = None
 
@@ -130,7 +146,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 logger.warning("call=%s undecodable media frame: %s", self.call_id, exc)
             return
         if isinstance(event, AudioIn):
-            if self.stt is not None:
+            if self.realtime is not None:
+                await self.realtime.send_audio(event.ulaw)
+            elif self.stt is not None:
                 await self.stt.send_audio(event.ulaw)
         elif isinstance(event, MarkDone):
             if self.playback is not None:
@@ -155,6 +173,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self._leave_pending()
         self.call_id, self.stream_id = attached.call_id, start.stream_id
         await self.channel_layer.group_add(group_name(self.call_id), self.channel_name)
+        if realtime_enabled():
+            await self._start_realtime(attached.greeting)
+            return
         self.playback = Playback(send_audio=self._send_audio, send_mark=self._send_mark,
                                  send_clear=self._send_clear,
                                  synthesize=build_tts(get_config().tts).stream)
@@ -170,6 +191,29 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             return
         if attached.greeting:
             self.playback.say(attached.greeting)
+
+    async def _start_realtime(self, greeting: str | None) -> None:
+        """Speech-to-speech: the model hears the caller and answers with audio (§5.6)."""
+        settings = get_config().section("realtime")
+        assert self.call_id is not None
+        self.link = RealtimeLink(call_id=self.call_id, send_audio=self._send_audio,
+                                 send_clear=self._send_clear, on_ended=self._model_ended)
+        try:
+            self.realtime = build_realtime(settings, self.link)
+            await self.realtime.connect(
+                instructions=str(settings.get("instructions") or DEFAULT_INSTRUCTIONS),
+                greeting=greeting, tools=[END_CALL_TOOL, *(settings.get("tools") or [])])
+        except ProviderError as exc:
+            logger.warning("call=%s realtime connection failed: %s", self.call_id, exc)
+            await self._teardown()
+            await self.close(INTERNAL_ERROR, "Realtime connection failed")
+
+    async def _model_ended(self) -> None:
+        if self.call_id is not None:
+            with contextlib.suppress(CallError):
+                await _end_call(call_id=self.call_id)
+        await self._teardown()
+        await self.close()
 
     async def _dtmf(self, digit: str) -> None:
         if self.call_id is None:
@@ -189,8 +233,14 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def call_speak(self, message: dict[str, Any]) -> None:
         """Layer event from any process: say this on the stream."""
-        if self.playback is not None:
-            self.playback.say(str(message.get("text", "")))
+        text = str(message.get("text", ""))
+        if self.realtime is not None:
+            try:
+                await self.realtime.say(text)
+            except ProviderError as exc:
+                logger.warning("call=%s realtime say failed: %s", self.call_id, exc)
+        elif self.playback is not None:
+            self.playback.say(text)
 
     async def heard(self, text: str, *, final: bool) -> None:
         if self.playback is not None:
@@ -225,6 +275,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self.playback.close()
         if self.stt is not None:
             await self.stt.close()
+        if self.realtime is not None:
+            await self.realtime.close()
+        if self.link is not None:
+            await self.link.close()
         if self.call_id is not None:
             await self.channel_layer.group_discard(group_name(self.call_id), self.channel_name)
             await _detach(call_id=self.call_id, stream_id=self.stream_id or "")

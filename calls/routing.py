@@ -1,4 +1,4 @@
-"""Websocket routes: the carrier media stream at streaming.streamPath (exact path)."""
+"""Websocket routes: carrier media streams at streaming.streamPath and realtime.streamPath."""
 from __future__ import annotations
 
 import re
@@ -10,11 +10,15 @@ from calls.config import get_config
 from calls.consumers import MediaStreamConsumer
 
 
-def _stream_route() -> str:
-    return "^" + re.escape(get_config().stream_path.lstrip("/")) + "$"
+def _stream_paths() -> list[str]:
+    cfg = get_config()
+    paths = [cfg.stream_path, str(cfg.section("realtime").get("streamPath") or "")]
+    return [path for path in dict.fromkeys(paths) if path]
 
 
 websocket_urlpatterns: list[Any] = [
     # Channels routes ASGI apps through Django's URL patterns; django-stubs types only views.
-    re_path(_stream_route(), MediaStreamConsumer.as_asgi()),  # type: ignore[arg-type]
+    re_path("^" + re.escape(path.lstrip("/")) + "$",
+            MediaStreamConsumer.as_asgi())  # type: ignore[arg-type]
+    for path in _stream_paths()
 ]

@@ -46,8 +46,13 @@ def streaming_possible() -> bool:
     """streaming.enabled, a public URL (publicUrl or the tunnel's) to hand out, and a
     carrier that streams."""
     cfg = get_config()
-    return bool(cfg.streaming_enabled and public_url(cfg)
+    return bool((cfg.streaming_enabled or realtime_enabled()) and public_url(cfg)
                 and get_provider().media_codec() is not None)
+
+
+def realtime_enabled() -> bool:
+    """realtime.enabled: streams talk to a speech-to-speech model instead of STT + TTS."""
+    return get_config().section("realtime").get("enabled") is True
 
 
 def stream_url() -> str:
@@ -55,7 +60,9 @@ def stream_url() -> str:
     cfg = get_config()
     public = urlsplit(public_url(cfg) or "")
     scheme = "wss" if public.scheme == "https" else "ws"
-    return urlunsplit((scheme, public.netloc, cfg.stream_path, "", ""))
+    path = (str(cfg.section("realtime").get("streamPath") or cfg.stream_path)
+            if realtime_enabled() else cfg.stream_path)
+    return urlunsplit((scheme, public.netloc, path, "", ""))
 
 
 def stream_plan(call: Call) -> StreamPlan | None:
@@ -133,6 +140,17 @@ def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -
         lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=greeting)
     logger.info("call=%s stream %s attached", call.public_id, stream_id)
     return Attached(call_id=call.call_id, provider=provider, greeting=greeting)
+
+
+def stream_said(*, call_id: str, text: str) -> None:
+    """What a realtime model said on the stream: a bot transcript line, the call speaking."""
+    call = Call.objects.filter(public_id=call_id).first()
+    if call is None or call.is_terminal or not text.strip():
+        return
+    lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=text.strip())
+    event_apply(provider=call.provider, event=NormalizedEvent(
+        type=EventType.SPEAKING, id=f"stream:{uuid.uuid4()}", call_id=call.call_id,
+        provider_call_id=call.provider_call_id, text=text.strip()))
 
 
 def stream_detach(*, call_id: str, stream_id: str) -> bool:

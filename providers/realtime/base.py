@@ -53,5 +53,10 @@ class RealtimeSession(ABC):
         frames when the connection is down or not keeping up."""
 
     @abstractmethod
+    async def say(self, text: str) -> None:
+        """Have the model say `text` to the caller now (voicecall.speak on a realtime call);
+        raises ProviderError when the session is not connected."""
+
+    @abstractmethod
     async def close(self) -> None:
         """End the session for good: no further callbacks. Safe to call twice."""

@@ -171,6 +171,7 @@ class OpenAiRealtime(RealtimeSession):
                       tools: list[dict[str, Any]]) -> None:
         if self._closing or self._ws is not None:
             raise ProviderUnavailable("realtime session already used; create a new one")
+        self._instructions = instructions
         ws = await self._open()
         try:
             await ws.send(json.dumps(self.session_update(instructions, tools)))
@@ -200,6 +201,17 @@ class OpenAiRealtime(RealtimeSession):
             self._queue.put_nowait(ulaw)
         except asyncio.QueueFull:
             self.dropped_frames += 1
+
+    async def say(self, text: str) -> None:
+        if not await self._send(self.say_request(getattr(self, "_instructions", ""), text)):
+            raise ProviderUnavailable("realtime session is not connected")
+
+    @staticmethod
+    def say_request(instructions: str, text: str) -> dict[str, Any]:
+        """A response whose words are given: the persona, then the exact text to say."""
+        order = f"Say exactly this to the caller, then listen: {text.strip()}"
+        full = f"{instructions.strip()}\n\n{order}" if instructions.strip() else order
+        return {"type": "response.create", "response": {"instructions": full}}
 
     async def close(self) -> None:
         if self._closing:

@@ -587,3 +587,12 @@ def test_mask_secret_shows_only_a_prefix():
     assert mask_secret("abcdefghijklmnop") == "abcd…"
     assert mask_secret("short") == "…"
     assert mask_secret("") == ""
+
+
+def test_openai_api_key_fills_the_realtime_provider_when_realtime_is_on() -> None:
+    raw = {"provider": "twilio", "fromNumber": "+15550001234", "inboundPolicy": "open",
+           "twilio": {"accountSid": "AC1", "authToken": "t"}, "realtime": {"enabled": True}}
+    cfg = parse_config(raw, {"OPENAI_API_KEY": "sk-env"})
+    assert cfg.section("realtime")["providers"]["openai"]["apiKey"] == "sk-env"
+    off = parse_config({**raw, "realtime": {"enabled": False}}, {"OPENAI_API_KEY": "sk-env"})
+    assert "openai" not in off.section("realtime").get("providers", {})
