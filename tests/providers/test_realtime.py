@@ -545,3 +545,13 @@ async def test_close_during_connect(fake: FakeRealtime) -> None:
         await connecting
     conn = await fake.accept()
     await asyncio.wait_for(conn.ws.wait_closed(), 2)
+
+
+def test_say_asks_for_a_response_with_the_exact_words_after_the_persona() -> None:
+    from providers.realtime.openai import OpenAiRealtime
+
+    event = OpenAiRealtime.say_request("You are Ada.", "Your table is ready.")
+    assert event["type"] == "response.create"
+    text = event["response"]["instructions"]
+    assert text.startswith("You are Ada.")
+    assert text.endswith("Say exactly this to the caller, then listen: Your table is ready.")
