@@ -29,6 +29,7 @@ from twilio.request_validator import RequestValidator
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "12345678901234567890123456789012"
 SID = "AC00000000000000000000000000000001"
+PUBLIC_ORIGIN = "https://bench.voicecall.example"
 CONCURRENCY = 6  # below the webhook gate's 8 in-flight requests per peer
 
 
@@ -44,7 +45,9 @@ def server_env(tmp: Path, port: int, database: str | None) -> dict[str, str]:
         "provider": "twilio", "fromNumber": "+15550001234", "maxConcurrentCalls": 100000,
         "staleCallReaperSeconds": 0,
         "twilio": {"accountSid": SID, "authToken": TOKEN, "apiBaseUrl": "http://127.0.0.1:9"},
-        "publicUrl": f"http://127.0.0.1:{port}/voice/webhook",
+        # A public-looking URL (serve refuses a local one for real carriers); requests go to
+        # 127.0.0.1 and are signed over this URL, as Twilio signs the URL it calls.
+        "publicUrl": f"{PUBLIC_ORIGIN}/voice/webhook",
     }))
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(VOICECALL_CONFIG=str(config), VOICECALL_DATA_DIR=str(tmp), VOICECALL_SWEEP="off",
@@ -79,13 +82,15 @@ def callbacks(port: int, calls: list[tuple[str, str]]) -> list[tuple[str, bytes,
     requests = []
     for sequence, status in enumerate(("ringing", "in-progress", "completed")):
         for call_id, sid in calls:
-            url = f"http://127.0.0.1:{port}/voice/webhook?callId={call_id}&type=status"
+            path = f"/voice/webhook?callId={call_id}&type=status"
+            signed_url = f"{PUBLIC_ORIGIN}{path}"
+            url = f"http://127.0.0.1:{port}{path}"
             params = {"AccountSid": SID, "CallSid": sid, "CallStatus": status,
                       "Direction": "outbound-api", "From": "+15550001234",
                       "To": "+15555550123", "SequenceNumber": str(sequence),
                       "CallbackSource": "call-progress-events"}
             requests.append((url, urlencode(params).encode(),
-                             validator.compute_signature(url, params)))
+                             validator.compute_signature(signed_url, params)))
     return requests
 
 
