@@ -71,9 +71,17 @@ def reject() -> VoiceResponse:
     return response
 
 
-def keep_alive() -> VoiceResponse:
+def keep_alive(redirect_url: str | None = None) -> VoiceResponse:
+    """Hold the line; with a redirect, come back to us afterwards instead of hanging up.
+
+    A lone <Pause> ends the call when it runs out, so a caller waiting more than 30 s for
+    the next turn (an agent thinking) would be cut off; the <Redirect> loops until a REST
+    update replaces the document.
+    """
     response = VoiceResponse()
     response.pause(length=KEEP_ALIVE_SECONDS)
+    if redirect_url:
+        response.redirect(redirect_url, method="POST")
     return response
 
 
@@ -115,11 +123,14 @@ def say_then_listen(text: str | None, *, voice: str, language: str | None,
     return response
 
 
-def say_then_hold(text: str | None, *, voice: str, language: str | None) -> VoiceResponse:
+def say_then_hold(text: str | None, *, voice: str, language: str | None,
+                  redirect_url: str | None = None) -> VoiceResponse:
     response = VoiceResponse()
     if text:
         say(response, text, voice=voice, language=language)
     response.pause(length=KEEP_ALIVE_SECONDS)
+    if redirect_url:
+        response.redirect(redirect_url, method="POST")
     return response
 
 

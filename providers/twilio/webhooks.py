@@ -25,6 +25,7 @@ from providers.webhook_security import SecuritySettings, reconstruct_url
 
 DEFAULT_CONFIDENCE = 0.9
 GATHER_FLOW = "gather"
+HOLD_FLOW = "hold"
 
 _STATUS_EVENTS = {
     "queued": EventType.INITIATED,
@@ -185,7 +186,16 @@ def decide(request: WebhookRequest, context: ReplyContext,
         return twiml.empty()
     if request.query_value("flow") == GATHER_FLOW and not _heard_anything(request):
         return _listen_again(request, context, settings)
-    return twiml.keep_alive()
+    return twiml.keep_alive(_hold_url(request, context, settings))
+
+
+def _hold_url(request: WebhookRequest, context: ReplyContext,
+              settings: Mapping[str, Any]) -> str | None:
+    """Where a held call comes back to after its pause (flow=hold keeps it ours)."""
+    call_id = context.call_id or request.query_value("callId")
+    if not call_id:
+        return None
+    return twiml.with_query(webhook_base(request, settings), callId=call_id, flow=HOLD_FLOW)
 
 
 def _heard_anything(request: WebhookRequest) -> bool:
@@ -203,7 +213,8 @@ def _speech_reply(request: WebhookRequest, context: ReplyContext,
     assert speech is not None
     voice = twiml.say_voice(preferred_voice(settings.get("tts")))
     if not speech.listen:
-        return twiml.say_then_hold(speech.text, voice=voice, language=speech.language)
+        return twiml.say_then_hold(speech.text, voice=voice, language=speech.language,
+                                   redirect_url=_hold_url(request, context, settings))
     action = gather_action(webhook_base(request, settings),
                            call_id=context.call_id or request.query_value("callId"),
                            turn_token=speech.turn_token, language=speech.language)

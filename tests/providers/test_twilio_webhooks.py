@@ -222,7 +222,9 @@ def test_speech_language_travels_with_the_gather() -> None:
 def test_speech_without_listening_holds_the_line() -> None:
     context = ReplyContext(call_id="call-1", known=True, speech=Speech(text="One moment"))
     root = _root(_reply("callId=call-1", context))
-    assert [(c.tag, c.get("length")) for c in root] == [("Say", None), ("Pause", "30")]
+    assert [(c.tag, c.get("length")) for c in root] == [
+        ("Say", None), ("Pause", "30"), ("Redirect", None)]
+    _assert_comes_back(root[-1])
 
 
 def test_listening_without_text_is_a_lone_gather() -> None:
@@ -251,16 +253,29 @@ def test_empty_gather_on_a_live_call_listens_again_in_the_same_turn() -> None:
 def test_gather_result_with_input_holds_for_the_next_turn(heard: dict[str, str]) -> None:
     params = _params(CallStatus="in-progress", **heard)
     reply = _reply("callId=call-1&flow=gather&turnToken=turn-5", LIVE, params=params)
-    assert [(c.tag, c.get("length")) for c in _root(reply)] == [("Pause", "30")]
+    assert [(c.tag, c.get("length")) for c in _root(reply)] == [
+        ("Pause", "30"), ("Redirect", None)]
+
+
+def _assert_comes_back(redirect: Any) -> None:
+    """After the pause the call fetches us again (a lone <Pause> would end it after 30 s)."""
+    assert redirect.get("method") == "POST"
+    query = parse_qs(urlsplit(redirect.text).query)
+    assert query == {"callId": ["call-1"], "flow": ["hold"]}
 
 
 def test_known_live_call_is_held_for_the_next_rest_update() -> None:
     root = _root(_reply("callId=call-1", LIVE))
-    assert [(c.tag, c.get("length")) for c in root] == [("Pause", "30")]
+    assert [(c.tag, c.get("length")) for c in root] == [("Pause", "30"), ("Redirect", None)]
+    _assert_comes_back(root[-1])
+    # The hold fetch itself is held again: the loop lasts until a REST update replaces it.
+    again = _root(_reply("callId=call-1&flow=hold", LIVE))
+    assert [c.tag for c in again] == ["Pause", "Redirect"]
 
 
 def test_live_call_known_only_by_id_is_held_too() -> None:
-    assert _tags(_reply("callId=call-1", ReplyContext(call_id="call-1"))) == ["Pause"]
+    assert _tags(_reply("callId=call-1", ReplyContext(call_id="call-1"))) == [
+        "Pause", "Redirect"]
 
 
 def test_unknown_call_gets_an_empty_response() -> None:
