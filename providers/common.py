@@ -21,15 +21,28 @@ def block_value(settings: Mapping[str, Any], block: str, key: str) -> str:
     return str(value).strip() if value is not None else ""
 
 
+# The language of the selected TTS provider (ElevenLabs languageCode, Edge lang, …).
+LANGUAGE_KEYS = ("languageCode", "language", "lang", "locale")
+
+
 def preferred_voice(tts: Any) -> str | None:
     """The voice configured for the selected TTS provider, if any."""
+    return _selected(tts, VOICE_KEYS)
+
+
+def preferred_language(tts: Any) -> str | None:
+    """The language configured for the selected TTS provider (e.g. "es-ES"), if any."""
+    return _selected(tts, LANGUAGE_KEYS)
+
+
+def _selected(tts: Any, keys: tuple[str, ...]) -> str | None:
     if not isinstance(tts, Mapping):
         return None
     providers = tts.get("providers")
     block = providers.get(tts.get("provider")) if isinstance(providers, Mapping) else None
     if not isinstance(block, Mapping):
         return None
-    for key in VOICE_KEYS:
+    for key in keys:
         value = block.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()

@@ -16,6 +16,7 @@ from calls.config import get_config
 from calls.models import Call, TranscriptEntry
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
 from providers.base import CallTarget, StreamPlan
+from providers.common import preferred_language
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,6 @@ def call_target(call: Call, *, turn_token: str | None = None,
         webhook_url=call.webhook_url,
         turn_token=turn_token,
         extra={"direction": call.direction, "mode": call.mode, "to": call.to_number,
-               "from": call.from_number},
+               "from": call.from_number, "language": preferred_language(get_config().tts)},
         stream=stream,
     )

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from calls.config import get_config
 from calls.exceptions import CarrierFailed
 from calls.models import Call, TranscriptEntry
 from calls.runtime import get_provider
@@ -17,6 +18,7 @@ from calls.services.lifecycle import (
 from calls.services.stream_commands import stream_command
 from calls.state import CallState
 from providers.base import Speech
+from providers.common import preferred_language
 from providers.errors import ProviderError
 
 
@@ -42,7 +44,8 @@ def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | Non
         # the stream document and cut the stream (reference §5.5: never mix the paths).
         stream_command(call.call_id, {"type": "call.speak", "text": message})
     elif inline is not None and inline.speech is None:
-        inline.speech = Speech(text=message, listen=listen_after, turn_token=turn_token)
+        inline.speech = Speech(text=message, listen=listen_after, turn_token=turn_token,
+                               language=preferred_language(get_config().tts))
     else:
         _speak_by_command(call, message, listen_after=listen_after, turn_token=turn_token)
     transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
@@ -73,4 +76,5 @@ def pending_speech_take(call: Call) -> Speech | None:
             return None
         metadata_update(call=call, delete=(PENDING_SPEECH,))
     return Speech(text=pending.get("text"), listen=bool(pending.get("listen")),
-                  turn_token=pending.get("turnToken"))
+                  turn_token=pending.get("turnToken"),
+                  language=preferred_language(get_config().tts))
