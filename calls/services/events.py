@@ -182,13 +182,15 @@ def _on_nothing(call: Call, event: NormalizedEvent, inline: InlineReply | None) 
 
 
 def _on_ended(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
-    lifecycle.call_finalize(call=call, reason=event.reason, ended_at=event.timestamp)
+    lifecycle.call_finalize(call=call, reason=event.reason, ended_at=event.timestamp,
+                            record=False)
 
 
 def _on_error(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     if not event.retryable:
         lifecycle.metadata_update(call=call, set_={"error": event.error})
-        lifecycle.call_finalize(call=call, reason=CallState.ERROR, ended_at=event.timestamp)
+        lifecycle.call_finalize(call=call, reason=CallState.ERROR, ended_at=event.timestamp,
+                                record=False)
 
 
 _APPLY: dict[EventType, Handler] = {

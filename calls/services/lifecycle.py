@@ -5,15 +5,16 @@ can never move it backwards or finalize it twice (DESIGN §5).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from calls import clock
 from calls.config import get_config
-from calls.models import Call, TranscriptEntry
+from calls.models import Call, CallEvent, TranscriptEntry
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
 from providers.base import CallTarget, StreamPlan
 from providers.common import preferred_language
@@ -42,8 +43,13 @@ def call_transition(*, call: Call, state: str, **fields: Any) -> bool:
     return changed == 1
 
 
-def call_finalize(*, call: Call, reason: str, ended_at: datetime | None = None) -> bool:
-    """End the call with `reason` (a terminal state); False if it had already ended."""
+def call_finalize(*, call: Call, reason: str, ended_at: datetime | None = None,
+                  record: bool = True) -> bool:
+    """End the call with `reason` (a terminal state); False if it had already ended.
+
+    `record` adds a `call.ended` row to the event timeline; a carrier's own end event is
+    already there, so its handler passes False.
+    """
     if reason not in TERMINAL:
         logger.warning("call=%s unknown end reason %r, using completed", call.public_id, reason)
         reason = CallState.COMPLETED
@@ -55,7 +61,18 @@ def call_finalize(*, call: Call, reason: str, ended_at: datetime | None = None) 
     if changed:
         logger.info("call=%s provider=%s ended reason=%s", call.public_id, call.provider, reason)
         call.state, call.end_reason, call.ended_at = reason, reason, ended_at
+        if record:
+            _record_end(call, reason, ended_at)
     return changed == 1
+
+
+def _record_end(call: Call, reason: str, ended_at: datetime) -> None:
+    # Only the one finalize that changed the row gets here; the savepoint guards against
+    # a carrier event that happened to use the same key.
+    with contextlib.suppress(IntegrityError), transaction.atomic():
+        CallEvent.objects.create(call=call, type="call.ended", created_at=ended_at,
+                                 payload={"reason": reason, "by": "voicecall"},
+                                 dedupe_key="voicecall:ended")
 
 
 def call_mark_answered(*, call: Call, at: datetime | None = None) -> bool:

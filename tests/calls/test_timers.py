@@ -186,3 +186,11 @@ def test_a_failed_inbound_answer_is_retried_by_the_sweep(mock_carrier, fake_cloc
     assert "answerPending" not in call.metadata
     assert len(attempts) == 2
     assert timers_sweep().fired == {}
+
+
+def test_an_end_we_cause_is_on_the_event_timeline_once(mock_carrier, fake_clock, make_call):
+    call = make_call(state="listening", max_duration_at=fake_clock.now())
+    timers_sweep()
+    timers_sweep()
+    ended = list(call.events.filter(type="call.ended").values_list("payload", flat=True))
+    assert ended == [{"reason": "timeout", "by": "voicecall"}]
