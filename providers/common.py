@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from providers.errors import ProviderNotConfigured
 
 # reference §2.5: the preferred voice of tts.providers[tts.provider], newest key first.
 VOICE_KEYS = ("speakerVoice", "speakerVoiceId", "voice", "voiceId")
@@ -47,3 +50,26 @@ def _selected(tts: Any, keys: tuple[str, ...]) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()
     return None
+
+
+OPENAI_BASE_URL = "https://api.openai.com"
+
+
+def openai_realtime_url(base_url: str | None, query: str) -> str:
+    """ws(s)://<host>/v1/realtime?<query> from an http(s) or ws(s) OpenAI base URL."""
+    parts = urlsplit((base_url or OPENAI_BASE_URL).strip())
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    # OpenAI base URLs are often written with the /v1 suffix; do not double it.
+    path = parts.path.rstrip("/").removesuffix("/v1")
+    return urlunsplit((scheme, parts.netloc, f"{path}/v1/realtime", query, ""))
+
+
+def number_setting(block: Mapping[str, Any], key: str, default: float, *, path: str) -> float:
+    """A numeric provider setting (default when unset); ProviderNotConfigured naming `path`."""
+    value = block.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ProviderNotConfigured(f"{path}.{key} must be a number") from None

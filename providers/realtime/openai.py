@@ -28,17 +28,17 @@ import json
 import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from providers.common import number_setting, openai_realtime_url
 from providers.errors import ProviderNotConfigured, ProviderUnavailable
 from providers.realtime.base import RealtimeHandler, RealtimeSession
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com"
 DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "alloy"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
@@ -78,23 +78,11 @@ EV_ERROR = "error"
 
 def realtime_url(base_url: str | None, model: str) -> str:
     """ws(s)://<host>/v1/realtime?model=<model> from an http(s) or ws(s) base URL."""
-    parts = urlsplit((base_url or DEFAULT_BASE_URL).strip())
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    # OpenAI base URLs are often written with the /v1 suffix; do not double it.
-    path = parts.path.rstrip("/").removesuffix("/v1")
-    return urlunsplit((scheme, parts.netloc, f"{path}/v1/realtime",
-                       urlencode({"model": model}), ""))
+    return openai_realtime_url(base_url, urlencode({"model": model}))
 
 
 def _number(block: Mapping[str, Any], key: str, default: float) -> float:
-    value = block.get(key)
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ProviderNotConfigured(
-            f"realtime.providers.openai.{key} must be a number") from None
+    return number_setting(block, key, default, path="realtime.providers.openai")
 
 
 class OpenAiRealtime(RealtimeSession):
