@@ -14,7 +14,8 @@ In another terminal, place a first call and watch it:
   .venv/bin/python manage.py voicecall call --to +15555550123 --message "Hello" --mode notify
   .venv/bin/python manage.py voicecall tail
 Admin: http://127.0.0.1:3334/admin/  (user and password printed above)
-API docs: http://127.0.0.1:3334/api/docs/  (token: .venv/bin/python manage.py voicecall token create --name me)
+API docs: http://127.0.0.1:3334/api/docs/  (after signing in to the admin)
+API token for scripts: .venv/bin/python manage.py voicecall token create --name me
 
 TXT
 exec "$PY" manage.py voicecall serve "$@"

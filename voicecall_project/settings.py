@@ -142,6 +142,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and docs are under /api/ and so need the token like everything there.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # A browser has no bearer token: an admin session may read the docs page too.
+    "SERVE_AUTHENTICATION": ["calls.auth.BearerTokenAuthentication",
+                             "rest_framework.authentication.SessionAuthentication"],
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []

@@ -85,3 +85,8 @@ def test_the_docs_page_is_html_pointing_at_the_schema(api: APIClient) -> None:
     assert response["Content-Type"].startswith("text/html")
     assert b"/api/schema/" in response.content
     assert b"voicecall API" in response.content
+
+
+def test_a_signed_in_admin_can_read_the_docs_page_in_a_browser(admin_client: Any) -> None:
+    assert admin_client.get("/api/docs/").status_code == 200
+    assert admin_client.get("/api/schema/").status_code == 200
