@@ -7,7 +7,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from calls.models import Call, ServiceLock
+from calls.exceptions import CallNotFound
+from calls.models import ApiToken, Call, CallEvent, ServiceLock
 
 
 def call_find(call_id: str | None, *, provider: str | None = None) -> Call | None:
@@ -49,6 +50,21 @@ def call_list(*, state: str | None = None, direction: str | None = None,
     return calls
 
 
+def event_list(*, call_id: str | None) -> QuerySet[CallEvent]:
+    """Events of one call (by our id or the carrier's), or of all calls; CallNotFound."""
+    events = CallEvent.objects.select_related("call")
+    if call_id is None:
+        return events
+    call = call_find(call_id)
+    if call is None:
+        raise CallNotFound()
+    return events.filter(call=call)
+
+
+def api_tokens() -> QuerySet[ApiToken]:
+    return ApiToken.objects.order_by("id")
+
+
 def capacity_lock() -> None:
     """Serialize admissions: a row lock on PostgreSQL, the write lock on SQLite (IMMEDIATE)."""
     ServiceLock.objects.get_or_create(name="admission")
@@ -65,12 +81,12 @@ def call_as_dict(call: Call) -> dict[str, Any]:
         "mode": call.mode,
         "from": call.from_number,
         "to": call.to_number,
-        "startedAt": _iso(call.started_at),
+        "startedAt": iso_time(call.started_at),
     }
     optional = {
         "providerCallId": call.provider_call_id,
-        "answeredAt": _iso(call.answered_at),
-        "endedAt": _iso(call.ended_at),
+        "answeredAt": iso_time(call.answered_at),
+        "endedAt": iso_time(call.ended_at),
         "endReason": call.end_reason or None,
         "sessionKey": call.session_key or None,
     }
@@ -82,7 +98,7 @@ def call_record(call: Call) -> dict[str, Any]:
     """The full CallRecord shape (reference §1.5): status view plus transcript and metadata."""
     data = call_as_dict(call)
     data["transcript"] = [
-        {"timestamp": _iso(e.created_at), "speaker": e.speaker, "text": e.text,
+        {"timestamp": iso_time(e.created_at), "speaker": e.speaker, "text": e.text,
          "isFinal": e.is_final}
         for e in call.transcript.all()
     ]
@@ -122,5 +138,5 @@ def _nearest_rank(ordered: list[float], p: int) -> float:
     return ordered[index]
 
 
-def _iso(value: Any) -> str | None:
+def iso_time(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None

@@ -10,7 +10,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,7 +21,7 @@ from django.db.models import QuerySet
 from calls import clock, services
 from calls.exceptions import CallError
 from calls.models import ApiToken, CallEvent
-from calls.selectors import call_find
+from calls.selectors import api_tokens, event_list, iso_time
 from providers.base import WebhookRequest
 
 # Rows committed out of id order (concurrent writers on PostgreSQL) land behind the
@@ -29,23 +29,16 @@ from providers.base import WebhookRequest
 _LOOKBACK_IDS = 200
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def event_line(event: CallEvent) -> dict[str, Any]:
     return {"callId": str(event.call.public_id), "type": event.type,
-            "payload": event.payload, "at": _iso(event.created_at)}
+            "payload": event.payload, "at": iso_time(event.created_at)}
 
 
 def _events(call_id: str | None) -> QuerySet[CallEvent]:
-    events = CallEvent.objects.select_related("call")
-    if call_id is None:
-        return events
-    call = call_find(call_id)
-    if call is None:
-        raise CommandError("Call not found")
-    return events.filter(call=call)
+    try:
+        return event_list(call_id=call_id)
+    except CallError as exc:
+        raise CommandError(exc.message) from exc
 
 
 def events_tail(*, call_id: str | None, since: int, follow: bool, poll_ms: int,
@@ -86,8 +79,8 @@ def stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
 def token_row(token: ApiToken) -> dict[str, Any]:
     """A token without its secret (only the prefix shown at creation)."""
     return {"id": token.pk, "name": token.name, "prefix": token.prefix,
-            "createdAt": _iso(token.created_at), "expiresAt": _iso(token.expires_at),
-            "lastUsedAt": _iso(token.last_used_at), "revokedAt": _iso(token.revoked_at),
+            "createdAt": iso_time(token.created_at), "expiresAt": iso_time(token.expires_at),
+            "lastUsedAt": iso_time(token.last_used_at), "revokedAt": iso_time(token.revoked_at),
             "usable": token.is_usable}
 
 
@@ -101,11 +94,11 @@ def token_issue(*, name: str, ttl_hours: float | None) -> dict[str, Any]:
     except CallError as exc:
         raise CommandError(exc.message) from exc
     return {"id": created.token.pk, "name": created.token.name, "token": created.secret,
-            "expiresAt": _iso(created.token.expires_at)}
+            "expiresAt": iso_time(created.token.expires_at)}
 
 
 def token_list() -> list[dict[str, Any]]:
-    return [token_row(token) for token in ApiToken.objects.order_by("id")]
+    return [token_row(token) for token in api_tokens()]
 
 
 def token_withdraw(*, token_id: int) -> dict[str, Any]:
