@@ -140,17 +140,27 @@ def _with_port(url: str, port: int | None) -> str:
 
 
 def signed_url_candidates(request: WebhookRequest, security: SecuritySettings) -> list[str]:
-    """URLs a carrier may have signed, most likely first, each once (Twilio #6334 variants)."""
-    base = (public_base_url(request, security) if security.public_url
-            else reconstruct_url(request, security))
-    candidates = [base, _with_port(base, None)]
+    """URLs a carrier may have signed, most likely first, each once (Twilio #6334 variants).
+
+    With publicUrl only its origin counts, with and without its port and the Host header's
+    port: the host of a URL rebuilt from the request is never a candidate then, or a
+    signature the same account made for another endpoint (any Host) would be replayable
+    here (docs/security.md).
+    """
     if security.public_url:
-        candidates.append(_with_port(base, urlsplit(security.public_url).port))
-        # The docs' variant: publicUrl's own path with the request's query.
+        base = public_base_url(request, security)
         public = urlsplit(security.public_url)
-        candidates.append(urlunsplit((public.scheme, public.netloc, public.path or "/",
-                                      urlsplit(request.url).query, "")))
-        candidates.append(reconstruct_url(request, security))
+        candidates = [
+            base,
+            _with_port(base, None),
+            _with_port(base, public.port),
+            # The docs' variant: publicUrl's own path with the request's query.
+            urlunsplit((public.scheme, public.netloc, public.path or "/",
+                        urlsplit(request.url).query, "")),
+        ]
+    else:
+        base = reconstruct_url(request, security)
+        candidates = [base, _with_port(base, None)]
     host_header = request.header("host") or ""
     port = host_header.rsplit(":", 1)[1] if re.search(r":\d+$", host_header) else None
     if port:
