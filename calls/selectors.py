@@ -9,12 +9,13 @@ from django.db.models import QuerySet
 
 from calls.exceptions import CallNotFound
 from calls.models import ApiToken, Call, CallEvent, ServiceLock
+from providers.text import has_control
 
 
 def call_find(call_id: str | None, *, provider: str | None = None) -> Call | None:
     """A call by our callId (UUID) or by the carrier's call id (reference §9.1 status lookup)."""
-    if not call_id:
-        return None
+    if not call_id or has_control(str(call_id)):
+        return None  # no id holds one; PostgreSQL would refuse a NUL in the query
     try:
         public_id = uuid.UUID(str(call_id))
     except ValueError:

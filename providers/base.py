@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from providers.errors import WebhookInvalid
+from providers.text import clean_text, has_control
 
 
 class EventType(StrEnum):
@@ -260,9 +263,17 @@ class TelephonyProvider(ABC):
     def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
         """Check the carrier's signature; a success carries the request's replay key."""
 
-    @abstractmethod
     def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
-        """Turn a verified webhook into normalized events; raises WebhookInvalid on bad input."""
+        """Normalized events of a verified webhook, control characters handled; WebhookInvalid.
+
+        Every carrier goes through this one door (providers/text.py), so no carrier can hand
+        the services a NUL byte or a lone surrogate.
+        """
+        return [_clean_event(event) for event in self.parse_events(request)]
+
+    @abstractmethod
+    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
+        """The carrier's own parsing of a verified webhook; raises WebhookInvalid on bad input."""
 
     @abstractmethod
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
@@ -292,3 +303,24 @@ class TelephonyProvider(ABC):
 
     def close(self) -> None:
         """Release HTTP clients and background work."""
+
+
+# Identifiers and keys: one control character makes the whole event bad input (400).
+_IDENTIFIER_FIELDS = ("id", "call_id", "provider_call_id", "dedupe_key", "turn_token",
+                      "direction", "digits", "reason")
+# Words: controls become spaces and whitespace collapses, as a listener would hear them.
+_TEXT_FIELDS = ("transcript", "text", "error", "from_number", "to_number")
+
+
+def _clean_event(event: NormalizedEvent) -> NormalizedEvent:
+    """The event with clean text; WebhookInvalid when an identifier holds a control."""
+    for name in _IDENTIFIER_FIELDS:
+        value = getattr(event, name)
+        if isinstance(value, str) and has_control(value):
+            raise WebhookInvalid(f"control character in {name}")
+    changes: dict[str, Any] = {}
+    for name in _TEXT_FIELDS:
+        value = getattr(event, name)
+        if isinstance(value, str) and (cleaned := clean_text(value)) != value:
+            changes[name] = cleaned
+    return replace(event, **changes) if changes else event

@@ -97,7 +97,7 @@ class MockProvider(TelephonyProvider):
         digest = hashlib.sha256(request.body).hexdigest()
         return VerifyResult(ok=True, request_key=f"mock:req:{digest}")
 
-    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
         try:
             data = json.loads(request.body or b"null")
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:

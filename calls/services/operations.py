@@ -10,11 +10,12 @@ from calls import clock
 from calls.exceptions import CallError, CallNotFound, InvalidRequest
 from calls.models import ContinueOperation
 from calls.selectors import call_find
-from calls.services.outbound import call_continue
+from calls.services.outbound import call_continue, text_check
 
 
 def continue_start(*, call_id: str, message: str) -> ContinueOperation:
     """Record the operation and run the turn on a thread of this process."""
+    text_check("message", message)
     call = call_find(call_id)
     if call is None:
         raise CallNotFound()

@@ -35,6 +35,7 @@ from calls.services.speech import speak
 from calls.state import NON_TERMINAL, CallState
 from providers.base import PlaceCall
 from providers.errors import ProviderError
+from providers.text import has_control
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,22 @@ class ContinueResult:
     listen_wait_ms: int
 
 
+def text_check(name: str, value: str | None) -> None:
+    """API text may hold tabs and newlines, never NUL, other controls or lone surrogates.
+
+    Refused rather than cleaned: the caller should learn that their text was not what they
+    meant, and PostgreSQL would refuse a NUL on the way in (docs/security.md).
+    """
+    if value and has_control(value, allow_whitespace=True):
+        raise InvalidRequest(f"{name} contains control characters")
+
+
 def call_initiate(*, to: str | None, message: str | None = None, mode: str | None = None,
                   session_key: str | None = None, dtmf_sequence: str | None = None) -> Call:
     """Record and dial an outbound call; guards and errors of reference §1.2, in order."""
     cfg = get_config()
+    text_check("message", message)
+    text_check("sessionKey", session_key)
     to = (to or cfg.to_number or "").strip()
     mode = mode or cfg.default_mode
     if dtmf_sequence is not None and not DTMF_RE.match(dtmf_sequence):
@@ -169,6 +182,7 @@ def _live_call(call_id: str) -> Call:
 
 def call_speak(*, call_id: str, message: str, listen_after: bool = False) -> Call:
     """Speak into a live call; on failure the call goes back to listening."""
+    text_check("message", message)
     call = _live_call(call_id)
     speak(call, message, listen_after=listen_after)
     return call
@@ -176,6 +190,7 @@ def call_speak(*, call_id: str, message: str, listen_after: bool = False) -> Cal
 
 def call_continue(*, call_id: str, message: str) -> ContinueResult:
     """One explicit turn: speak, listen, wait for the caller's final transcript."""
+    text_check("message", message)
     call = _live_call(call_id)
     cfg = get_config()
     token = uuid.uuid4().hex

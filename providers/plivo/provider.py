@@ -137,7 +137,7 @@ class PlivoProvider(TelephonyProvider):
     def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
         return signature.verify(request, self._settings, self._auth_token)
 
-    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
         return webhooks.parse_events(request)
 
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:

@@ -162,7 +162,7 @@ class TelnyxProvider(TelephonyProvider):
             return VerifyResult(True, request_key=skip_key(self.name, request))
         return signature.verify(request, self._public_key, now=self._clock())
 
-    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
         return webhooks.parse_events(request.body)
 
     def can_speak_in_reply(self, request: WebhookRequest) -> bool:

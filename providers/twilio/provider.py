@@ -141,7 +141,7 @@ class TwilioProvider(TelephonyProvider):
     def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
         return signature.verify(request, self._settings)
 
-    def parse_webhook(self, request: WebhookRequest) -> list[NormalizedEvent]:
+    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
         return webhooks.parse_events(request)
 
     def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
