@@ -25,9 +25,9 @@ from calls.services.outbound import call_end
 from calls.runtime import get_provider
 from calls.services.events import event_apply
 from calls.services.stream_commands import group_name
+from calls.services.stream_plans import realtime_enabled
 from calls.services.streams import (
     StreamRejected,
-    realtime_enabled,
     stream_attach,
     stream_detach,
     stream_heard,

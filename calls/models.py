@@ -55,6 +55,10 @@ class Call(models.Model):
     # The current explicit turn: set while a `continue` waits for a transcript.
     turn_token = models.CharField(max_length=64, null=True, blank=True)
     turn_started_at = models.DateTimeField(null=True, blank=True)
+    # Who holds the turn, for how long: a waiting `continue` renews a short lease while it
+    # polls, so a process killed mid-turn frees it within seconds; a background operation
+    # holds it to its deadline (docs/architecture.md, "Turns").
+    turn_lease_until = models.DateTimeField(null=True, blank=True)
     # Durable deadlines enforced by the timer sweep (DESIGN §8).
     max_duration_at = models.DateTimeField(null=True, blank=True)
     ring_deadline_at = models.DateTimeField(null=True, blank=True)
@@ -253,7 +257,12 @@ class ServiceLock(models.Model):
 
 
 class ContinueOperation(models.Model):
-    """A background `continue` (voicecall.continue.start/result)."""
+    """A background `continue` (voicecall.continue.start/result), durable across processes.
+
+    Whichever process applies the caller's answer settles it (the transcript line carries
+    its turn token), and the sweep fails it at its deadline or when the call ends; no
+    thread holds its outcome, so a crash loses nothing.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -265,8 +274,53 @@ class ContinueOperation(models.Model):
     message = models.TextField()
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     result = models.JSONField(default=dict, blank=True)
+    turn_token = models.CharField(max_length=64, blank=True, db_index=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["status", "deadline_at"])]
+
     def __str__(self) -> str:
         return str(self.operation_id)
+
+
+class CarrierCommand(models.Model):
+    """A carrier REST command owed by an applied event: the outbox (docs/architecture.md).
+
+    Written in the same transaction as the event that needs it, sent after that commits,
+    and retried by the sweep until it is done or given up, so a crash between applying an
+    event and telling the carrier loses nothing. One row per (call, kind): an event applied
+    again can't owe the command twice.
+    """
+
+    class Kind(models.TextChoices):
+        ANSWER = "answer"
+        REJECT_HANG_UP = "reject.hangup"
+        PRECONNECT_DTMF = "dtmf.preconnect"
+        STREAM_START = "stream.start"
+        GREETING = "greeting"
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="commands")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Stable across retries; carriers that dedupe commands (Telnyx command_id) use it.
+    key = models.UUIDField(default=uuid.uuid4, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    due_at = models.DateTimeField(default=timezone.now)
+    # Set while one process sends it; an expired lease means that process died.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["call", "kind"], name="uniq_call_command_kind")
+        ]
+        indexes = [models.Index(fields=["done_at", "failed_at", "due_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.call_id})"

@@ -195,6 +195,9 @@ class CallTarget:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # The stream `start_stream` connects (carriers that start streams by command).
     stream: StreamPlan | None = None
+    # Stable across retries of one owed command: a carrier that dedupes commands by an id
+    # (Telnyx command_id) runs a command sent again after a crash only once.
+    command_key: str | None = None
 
 
 class TelephonyProvider(ABC):

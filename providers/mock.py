@@ -86,6 +86,11 @@ class MockProvider(TelephonyProvider):
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
         self._record("send_dtmf", digits=digits)
 
+    def answer_call(self, target: CallTarget) -> None:
+        # The mock answers by reply like the document carriers; recorded so tests can see
+        # an answer owed by command (the outbox) go out once.
+        self._record("answer_call", provider_call_id=target.provider_call_id)
+
     def get_call_status(self, provider_call_id: str) -> CallStatus:
         if any(hint in provider_call_id for hint in _TERMINAL_HINTS):
             return CallStatus(status="completed", is_terminal=True, end_reason="completed")

@@ -5,37 +5,38 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 
 from calls import clock
 from calls.config import get_config
 from calls.exceptions import CallError
-from calls.models import Call, CallEvent, TranscriptEntry
+from calls.faults import crash_point
+from calls.models import Call, CallEvent, CarrierCommand, TranscriptEntry
 from calls.phone import mask_number, to_e164
 from calls.runtime import call_webhook_url, get_provider
 from calls.selectors import call_find
 from calls.services import lifecycle
+from calls.services.carrier_commands import (
+    HUNG_UP,
+    STREAM_FAILED,
+    greeting_record_delivered,
+    greeting_say,
+)
 from calls.services.inbound import DEFAULT_GREETING, effective_policy, inbound_screen
-from calls.services.lifecycle import call_target
+from calls.services.operations import operation_settle
+from calls.services.outbox import command_owe, outbox_unit
+from calls.services.responder import responder_schedule
 from calls.services.routes import ROUTE_KEY, number_route_key
 from calls.services.sessions import agent_id, session_key_for
-from calls.services.responder import responder_schedule
-from calls.services.speech import InlineReply, speak
+from calls.services.speech import InlineReply
+from calls.services.stream_plans import stream_plan, streaming_possible
 from calls.state import CallState
 from providers.base import EventType, NormalizedEvent
-from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
-# metadata flag: the carrier refused to start this call's media stream.
-STREAM_FAILED = "streamFailed"
-# About 150 words a minute, the pace of carrier and neural TTS voices.
-SPOKEN_CHARS_PER_SECOND = 15
-
-# metadata flag: an accepted inbound call whose answer command failed; the sweep retries it.
-ANSWER_PENDING = "answerPending"
+Kind = CarrierCommand.Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,15 @@ def event_apply(*, provider: str, event: NormalizedEvent,
                 inline: InlineReply | None = None) -> EventOutcome:
     """Apply one event; duplicates, stale moves and finished calls change nothing.
 
-    `inline` is given when the reply to the current webhook can carry speech.
+    `inline` is given when the reply to the current webhook can carry speech. The event
+    row, its effects on the call and the commands it owes the carrier commit together
+    (calls/services/outbox.py); the commands are sent after that.
     """
+    with outbox_unit():
+        return _apply(provider, event, inline)
+
+
+def _apply(provider: str, event: NormalizedEvent, inline: InlineReply | None) -> EventOutcome:
     call = _resolve(provider, event)
     if call is None:
         return _unknown_call(provider, event, inline)
@@ -65,6 +73,7 @@ def event_apply(*, provider: str, event: NormalizedEvent,
         return EventOutcome(call, applied=False)
     _upgrade_provider_call_id(call, event)
     _APPLY[event.type](call, event, inline)
+    crash_point("event.applied")
     return EventOutcome(call, applied=True)
 
 
@@ -118,45 +127,16 @@ def _to(state: str) -> Handler:
 
 
 def _on_answered(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
-    if lifecycle.call_mark_answered(call=call, at=event.timestamp or clock.now()):
-        _send_preconnect_dtmf(call)
-        if inline is None and call.direction == Call.Direction.INBOUND:
-            _start_stream(call)
-        speak_initial_message(call, inline=inline)
-
-
-def _start_stream(call: Call) -> None:
-    """Connect an answered inbound call's media stream by carrier command (Telnyx).
-
-    Reply-document carriers (TwiML, Plivo XML) got theirs with the answer and outbound calls
-    with the dial; for them start_stream does nothing.
-    """
-    from calls.services.streams import stream_plan  # streams applies events too
-
-    plan = stream_plan(call)
-    if plan is None:
+    if not lifecycle.call_mark_answered(call=call, at=event.timestamp or clock.now()):
         return
-    try:
-        get_provider().start_stream(call_target(call, stream=plan))
-    except ProviderError as exc:
-        # Not a silent call: the greeting and turns fall back to the carrier's own
-        # speak/transcription commands.
-        logger.warning("call=%s provider=%s stream start failed, speaking by command: %s",
-                       call.public_id, call.provider, exc)
-        lifecycle.metadata_update(call=call, set_={STREAM_FAILED: True})
-
-
-def _send_preconnect_dtmf(call: Call) -> None:
-    """Digits the dial request could not carry go out first thing on answer (never dropped, #152577)."""
-    digits = (call.metadata or {}).get("dtmfSequence")
-    if not digits:
-        return
-    lifecycle.metadata_update(call=call, delete=("dtmfSequence",))
-    try:
-        get_provider().send_dtmf(call_target(call), digits)
-    except ProviderError as exc:
-        logger.warning("call=%s pre-connect DTMF failed: %s", call.public_id, exc)
-        lifecycle.metadata_update(call=call, set_={"dtmfError": str(exc)[:200]})
+    if (call.metadata or {}).get("dtmfSequence"):
+        command_owe(call, Kind.PRECONNECT_DTMF)
+    # Reply-document carriers (TwiML, Plivo XML) get the stream with the answer and
+    # outbound calls with the dial; an inbound call answered by command (Telnyx) starts it
+    # by command.
+    if inline is None and call.direction == Call.Direction.INBOUND and stream_plan(call):
+        command_owe(call, Kind.STREAM_START)
+    _greet(call, inline)
 
 
 def _on_speaking(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
@@ -173,6 +153,8 @@ def _on_speech(call: Call, event: NormalizedEvent, inline: InlineReply | None) -
         answers = call.turn_token if event.turn_token == call.turn_token else None
         entry = lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.USER,
                                          text=text, turn_token=answers)
+        if answers:
+            operation_settle(call=call, turn_token=answers, transcript=text)
         responder_schedule(call=call, entry=entry)
     lifecycle.call_transition(call=call, state=CallState.LISTENING)
 
@@ -207,41 +189,28 @@ _APPLY: dict[EventType, Handler] = {
 }
 
 
-def speak_initial_message(call: Call, *, inline: InlineReply | None = None) -> None:
-    """On answer: speak the greeting/message; notify calls then hang up after the delay."""
+def _greet(call: Call, inline: InlineReply | None) -> None:
+    """On answer: the greeting/message goes in this reply, on the stream, or by command."""
     metadata = call.metadata or {}
     message = metadata.get("initialMessage")
     if not message or not call.provider_call_id:
         return
     if metadata.get("initialMessageInline"):
-        # The carrier got the message with the dial request (and hangs up itself):
-        # record it, never speak it twice (reference §1.2, PR #29121).
-        lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
-        lifecycle.metadata_update(call=call, delete=("initialMessage",))
+        greeting_record_delivered(call, message)
         return
-    conversation = call.mode == Call.Mode.CONVERSATION
-    if conversation and _streams_for(call):
+    if call.mode == Call.Mode.CONVERSATION and _streams_for(call):
         return  # the greeting waits for the media stream to attach (reference §1.3)
+    if inline is None and not call.stream_id:
+        command_owe(call, Kind.GREETING)  # a carrier REST command: after commit
+        return
     try:
-        speak(call, message, listen_after=conversation, inline=inline)
+        greeting_say(call, inline=inline)
     except CallError as exc:
         # initialMessage stays, so the next trigger retries it (reference §1.2 step 5).
         logger.warning("call=%s initial message failed: %s", call.public_id, exc)
-        return
-    lifecycle.metadata_update(call=call, delete=("initialMessage",))
-    if conversation:
-        lifecycle.call_transition(call=call, state=CallState.LISTENING)
-        return
-    # The delay counts from the end of the message, not from sending it: carriers that
-    # speak by command (Telnyx, Plivo transfer) would otherwise cut a long message off.
-    speaking = timedelta(seconds=len(message) / SPOKEN_CHARS_PER_SECOND)
-    due = clock.now() + speaking + timedelta(seconds=get_config().notify_hangup_delay_sec)
-    Call.objects.filter(pk=call.pk, notify_hangup_at__isnull=True).update(notify_hangup_at=due)
 
 
 def _streams_for(call: Call) -> bool:
-    from calls.services.streams import streaming_possible  # streams applies events too
-
     return streaming_possible() and not (call.metadata or {}).get(STREAM_FAILED)
 
 
@@ -309,7 +278,11 @@ def _inbound_call(provider: str, event: NormalizedEvent,
         _retry_rejected_hang_up(call)
         return EventOutcome(call, applied=True, rejected=True)
     logger.info("call=%s inbound from %s accepted", call.public_id, mask_number(from_number))
-    _answer_inbound(call, event, inline)
+    if inline is not None or event.type == EventType.ANSWERED:
+        # Returning a document answers the call; the greeting rides in it (#29101, #32902).
+        _on_answered(call, event, inline)
+    else:
+        command_owe(call, Kind.ANSWER)
     return EventOutcome(call, applied=True, accepted_inbound=True)
 
 
@@ -322,51 +295,19 @@ def _new_call_identity(*, other_party: str | None = None,
                                            agent=agent_id(route))}
 
 
-def _answer_inbound(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
-    """Answer an accepted caller: by this very reply (TwiML/XML) or by a carrier command."""
-    if inline is not None or event.type == EventType.ANSWERED:
-        # Returning a document answers the call; the greeting rides in it (#29101, #32902).
-        _on_answered(call, event, inline)
-        return
-    inbound_answer(call)
-
-
-def inbound_answer(call: Call) -> bool:
-    """Send the carrier's answer command; a failure is retried by the timer sweep."""
-    try:
-        get_provider().answer_call(call_target(call))
-    except ProviderError as exc:
-        logger.warning("call=%s answer failed (will retry): %s", call.public_id, exc)
-        lifecycle.metadata_update(call=call, set_={ANSWER_PENDING: True})
-        return False
-    if (call.metadata or {}).get(ANSWER_PENDING):
-        lifecycle.metadata_update(call=call, delete=(ANSWER_PENDING,))
-    return True
-
-
 def _was_rejected(call: Call) -> bool:
     return (call.metadata or {}).get("rejectionReason") == "inbound-policy"
 
 
 def _retry_rejected_hang_up(call: Call) -> None:
-    """Hang up a rejected inbound call exactly once; a failed attempt may be retried later."""
-    if not _was_rejected(call) or (call.metadata or {}).get("hungUp"):
+    """Hang up a rejected inbound call exactly once; a re-delivery retries a failed attempt."""
+    if not _was_rejected(call) or (call.metadata or {}).get(HUNG_UP):
         return
-    provider = get_provider()
-    if provider.rejects_in_reply:
+    if get_provider().rejects_in_reply:
         # The webhook reply itself refuses the call (<Reject/>); no REST hang-up needed.
-        lifecycle.metadata_update(call=call, set_={"hungUp": True})
+        lifecycle.metadata_update(call=call, set_={HUNG_UP: True})
         return
-    if not Call.objects.filter(pk=call.pk, hangup_claimed_at__isnull=True).update(
-            hangup_claimed_at=clock.now()):
-        return
-    try:
-        provider.hang_up(call_target(call))
-    except ProviderError as exc:
-        logger.warning("call=%s rejected-call hang-up failed: %s", call.public_id, exc)
-        Call.objects.filter(pk=call.pk).update(hangup_claimed_at=None)
-        return
-    lifecycle.metadata_update(call=call, set_={"hungUp": True})
+    command_owe(call, Kind.REJECT_HANG_UP, retry_now=True)
 
 
 def _register_external_outbound(provider: str, event: NormalizedEvent,

@@ -120,8 +120,9 @@ def metadata_update(*, call: Call, set_: dict[str, Any] | None = None,
 
 
 def call_target(call: Call, *, turn_token: str | None = None,
-                stream: StreamPlan | None = None) -> CallTarget:
+                stream: StreamPlan | None = None, command_key: str | None = None) -> CallTarget:
     return CallTarget(
+        command_key=command_key,
         call_id=call.call_id,
         provider_call_id=call.provider_call_id or "",
         webhook_url=call.webhook_url,

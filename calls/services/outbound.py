@@ -32,6 +32,7 @@ from calls.services.lifecycle import (
 )
 from calls.services.sessions import agent_id, session_key_for, session_key_normalize
 from calls.services.speech import speak
+from calls.services.stream_plans import stream_plan
 from calls.state import NON_TERMINAL, CallState
 from providers.base import PlaceCall
 from providers.errors import ProviderError
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 DTMF_RE = re.compile(r"^[0-9*#,wWpP]+$")
 DTMF_ERROR = "digits may only contain digits, *, #, comma, w, p"
 TRANSCRIPT_POLL_SECONDS = 0.1
+# How long a waiting `continue` holds its turn without renewing it (it renews every third
+# of this while polling); a process killed mid-turn frees the turn within this.
+TURN_LEASE = timedelta(seconds=10)
 # A hang-up claim older than this is considered abandoned by a dead process.
 HANGUP_CLAIM_TTL = timedelta(seconds=30)
 
@@ -132,8 +136,6 @@ def _admit(*, to: str, from_number: str, mode: str, message: str | None,
 
 
 def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None:
-    from calls.services.streams import stream_plan  # streams applies events: no cycle
-
     cfg = get_config()
     url = call_webhook_url(call.public_id, cfg)
     Call.objects.filter(pk=call.pk).update(webhook_url=url)
@@ -168,7 +170,7 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
                 mask_number(call.to_number))
 
 
-def _live_call(call_id: str) -> Call:
+def live_call(call_id: str) -> Call:
     """The guards of speak/continue/dtmf (reference §7.3)."""
     call = call_find(call_id)
     if call is None:
@@ -183,32 +185,48 @@ def _live_call(call_id: str) -> Call:
 def call_speak(*, call_id: str, message: str, listen_after: bool = False) -> Call:
     """Speak into a live call; on failure the call goes back to listening."""
     text_check("message", message)
-    call = _live_call(call_id)
+    call = live_call(call_id)
     speak(call, message, listen_after=listen_after)
     return call
 
 
-def call_continue(*, call_id: str, message: str) -> ContinueResult:
-    """One explicit turn: speak, listen, wait for the caller's final transcript."""
-    text_check("message", message)
-    call = _live_call(call_id)
-    cfg = get_config()
-    token = uuid.uuid4().hex
-    started = clock.now()
-    deadline = started + timedelta(milliseconds=cfg.transcript_timeout_ms)
+def turn_claim(call: Call, *, token: str, started: datetime, deadline: datetime,
+               lease_until: datetime) -> None:
+    """Open an explicit turn on the call; CallConflict when it ended or a turn is open."""
     claimed = Call.objects.filter(
         pk=call.pk, turn_token__isnull=True, state__in=NON_TERMINAL
-    ).update(turn_token=token, turn_started_at=started, transcript_deadline_at=deadline)
+    ).update(turn_token=token, turn_started_at=started, transcript_deadline_at=deadline,
+             turn_lease_until=lease_until)
     if not claimed:
         call.refresh_from_db()
         raise CallConflict("Call has ended" if call.is_terminal
                            else "Already waiting for transcript")
     call.turn_token = token
+
+
+def turn_release(call_pk: int, token: str) -> None:
+    """Close the turn `token` if it is still the open one."""
+    Call.objects.filter(pk=call_pk, turn_token=token).update(
+        turn_token=None, turn_started_at=None, transcript_deadline_at=None,
+        turn_lease_until=None)
+
+
+def call_continue(*, call_id: str, message: str) -> ContinueResult:
+    """One explicit turn: speak, listen, wait for the caller's final transcript."""
+    text_check("message", message)
+    call = live_call(call_id)
+    cfg = get_config()
+    token = uuid.uuid4().hex
+    started = clock.now()
+    deadline = started + timedelta(milliseconds=cfg.transcript_timeout_ms)
+    # A short lease, renewed while this process waits: if it dies, the turn frees itself
+    # within TURN_LEASE instead of at the transcript deadline (minutes).
+    turn_claim(call, token=token, started=started, deadline=deadline,
+               lease_until=started + TURN_LEASE)
     try:
         return _run_turn(call, message, token=token, started=started, deadline=deadline)
     finally:
-        Call.objects.filter(pk=call.pk, turn_token=token).update(
-            turn_token=None, turn_started_at=None, transcript_deadline_at=None)
+        turn_release(call.pk, token)
 
 
 def _run_turn(call: Call, message: str, *, token: str, started: datetime,
@@ -229,7 +247,8 @@ def _run_turn(call: Call, message: str, *, token: str, started: datetime,
         latency_ms=int((done - started).total_seconds() * 1000),
         listen_wait_ms=int((done - listen_started).total_seconds() * 1000),
     )
-    _record_turn(call, result, done)
+    turn_record(call, latency_ms=result.latency_ms, listen_wait_ms=result.listen_wait_ms,
+                done=done)
     logger.info("continueCall latency call=%s totalMs=%d listenWaitMs=%d",
                 call.public_id, result.latency_ms, result.listen_wait_ms)
     return result
@@ -239,6 +258,7 @@ def _wait_for_transcript(call: Call, *, token: str, deadline: datetime) -> str:
     """Poll the database: the transcript may be captured by any process (DESIGN §8)."""
     entries = TranscriptEntry.objects.filter(
         call=call, speaker=TranscriptEntry.Speaker.USER, turn_token=token, is_final=True)
+    renew_at = clock.now() + TURN_LEASE / 3
     while True:
         entry = entries.first()
         if entry is not None:
@@ -246,29 +266,36 @@ def _wait_for_transcript(call: Call, *, token: str, deadline: datetime) -> str:
         state, end_reason = Call.objects.values_list("state", "end_reason").get(pk=call.pk)
         if state not in NON_TERMINAL:
             raise CallConflict(f"Call ended: {end_reason or state}")
-        if clock.now() >= deadline:
+        now = clock.now()
+        if now >= deadline:
             ms = get_config().transcript_timeout_ms
             raise TranscriptTimeout(f"Timed out waiting for transcript after {ms}ms")
+        if now >= renew_at:
+            Call.objects.filter(pk=call.pk, turn_token=token).update(
+                turn_lease_until=now + TURN_LEASE)
+            renew_at = now + TURN_LEASE / 3
         clock.sleep(TRANSCRIPT_POLL_SECONDS)
 
 
-def _record_turn(call: Call, result: ContinueResult, done: datetime) -> None:
+def turn_record(call: Call, *, latency_ms: int, listen_wait_ms: int | None = None,
+                done: datetime | None = None) -> None:
+    """Count a completed explicit turn and keep its latency on the call."""
+    done = done or clock.now()
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
         turns = int((row.metadata or {}).get("turnCount", 0)) + 1
-    metadata_update(call=call, set_={
-        "turnCount": turns,
-        "lastTurnLatencyMs": result.latency_ms,
-        "lastTurnListenWaitMs": result.listen_wait_ms,
-        "lastTurnCompletedAt": done.isoformat(),
-    })
+        values: dict[str, object] = {"turnCount": turns, "lastTurnLatencyMs": latency_ms,
+                                     "lastTurnCompletedAt": done.isoformat()}
+        if listen_wait_ms is not None:
+            values["lastTurnListenWaitMs"] = listen_wait_ms
+        metadata_update(call=call, set_=values)
 
 
 def call_send_dtmf(*, call_id: str, digits: str) -> Call:
     """Play DTMF into a live call."""
     if not digits or not DTMF_RE.match(digits):
         raise InvalidRequest(DTMF_ERROR)
-    call = _live_call(call_id)
+    call = live_call(call_id)
     try:
         get_provider().send_dtmf(call_target(call), digits)
     except ProviderError as exc:

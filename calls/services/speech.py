@@ -36,7 +36,7 @@ PENDING_SPEECH = "pendingSpeech"
 
 
 def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | None = None,
-          inline: InlineReply | None = None) -> None:
+          inline: InlineReply | None = None, command_key: str | None = None) -> None:
     """Say `message`; on carrier failure the call goes back to listening and CarrierFailed is raised."""
     call_transition(call=call, state=CallState.SPEAKING)
     if call.stream_id:
@@ -47,12 +47,13 @@ def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | Non
         inline.speech = Speech(text=message, listen=listen_after, turn_token=turn_token,
                                language=preferred_language(get_config().tts))
     else:
-        _speak_by_command(call, message, listen_after=listen_after, turn_token=turn_token)
+        _speak_by_command(call, message, listen_after=listen_after, turn_token=turn_token,
+                          command_key=command_key)
     transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
 
 
 def _speak_by_command(call: Call, message: str, *, listen_after: bool,
-                      turn_token: str | None) -> None:
+                      turn_token: str | None, command_key: str | None) -> None:
     provider = get_provider()
     if provider.speech_by_fetch:
         # The carrier fetches a document for the words (Plivo XML transfer); the fetch may
@@ -60,8 +61,8 @@ def _speak_by_command(call: Call, message: str, *, listen_after: bool,
         metadata_update(call=call, set_={PENDING_SPEECH: {
             "text": message, "listen": listen_after, "turnToken": turn_token}})
     try:
-        provider.play_text(call_target(call, turn_token=turn_token), message,
-                           listen_after=listen_after)
+        target = call_target(call, turn_token=turn_token, command_key=command_key)
+        provider.play_text(target, message, listen_after=listen_after)
     except ProviderError as exc:
         call_transition(call=call, state=CallState.LISTENING)
         raise CarrierFailed(str(exc)) from exc

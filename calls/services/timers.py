@@ -10,21 +10,28 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db.models import Q
+
 from calls import clock
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.models import ApiToken, Call, ReplayKey
 from calls.runtime import get_provider
 from calls.services import lifecycle
+from calls.services.operations import operations_sweep
 from calls.services.outbound import call_hang_up
+from calls.services.outbox import commands_prune, commands_sweep
+from calls.services.stream_plans import waiting_resume
 from calls.state import CallState
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
 
-# How long past its deadline an explicit turn's lock survives before the sweep frees it
-# (the waiting process normally clears it itself; this covers a process that died).
+# Rows without a turn lease (made before leases existed) are freed this long past their
+# transcript deadline.
 TURN_LOCK_GRACE = timedelta(seconds=5)
+# Sent or given-up carrier commands of ended calls are kept this long for inspection.
+COMMAND_TTL = timedelta(days=1)
 # Grace after ringTimeoutMs before we give up on a call the carrier never reported on.
 RING_GRACE = timedelta(seconds=15)
 
@@ -47,10 +54,12 @@ def timers_sweep(*, now: datetime | None = None) -> SweepReport:
           only_states=(CallState.INITIATED, CallState.RINGING))
     _end_lost_streams(report, now)
     _resume_waiting(report)
-    _retry_answers(report)
+    _send_owed_commands(report, now)
     _reap_stale(report, now)
+    _settle_operations(report, now)
     _free_abandoned_turns(report, now)
     ReplayKey.objects.filter(expires_at__lte=now).delete()
+    commands_prune(before=now - COMMAND_TTL)
     ApiToken.objects.filter(expires_at__lte=now - timedelta(days=1)).delete()
     return report
 
@@ -94,21 +103,15 @@ def _end_lost_streams(report: SweepReport, now: datetime) -> None:
 
 
 def _resume_waiting(report: SweepReport) -> None:
-    from calls.services.streams import waiting_resume  # streams applies events
-
     if waiting_resume():
         report.add("call_waiting")
 
 
-def _retry_answers(report: SweepReport) -> None:
-    """Accepted inbound callers whose answer command failed are not left ringing (Telnyx)."""
-    from calls.services.events import ANSWER_PENDING, inbound_answer
-
-    pending = Call.objects.filter(state=CallState.RINGING, direction=Call.Direction.INBOUND,
-                                  **{f"metadata__{ANSWER_PENDING}": True})
-    for call in pending:
-        if inbound_answer(call):
-            report.add("answer_retry")
+def _send_owed_commands(report: SweepReport, now: datetime) -> None:
+    """Carrier commands whose sender died, or which wait for a retry (the outbox)."""
+    sent = commands_sweep(now=now)
+    if sent:
+        report.fired["carrier_command"] = sent
 
 
 def _reap_stale(report: SweepReport, now: datetime) -> None:
@@ -125,11 +128,21 @@ def _reap_stale(report: SweepReport, now: datetime) -> None:
 
 
 def _free_abandoned_turns(report: SweepReport, now: datetime) -> None:
-    freed = Call.objects.filter(
-        turn_token__isnull=False, transcript_deadline_at__lte=now - TURN_LOCK_GRACE,
-    ).update(turn_token=None, turn_started_at=None, transcript_deadline_at=None)
+    """Turns whose holder stopped renewing its lease (a `continue` on a dead process)."""
+    freed = Call.objects.filter(turn_token__isnull=False).filter(
+        Q(turn_lease_until__lte=now)
+        # Rows from before leases existed: the old rule, deadline plus grace.
+        | Q(turn_lease_until__isnull=True, transcript_deadline_at__lte=now - TURN_LOCK_GRACE),
+    ).update(turn_token=None, turn_started_at=None, transcript_deadline_at=None,
+             turn_lease_until=None)
     if freed:
         report.fired["transcript_wait"] = freed
+
+
+def _settle_operations(report: SweepReport, now: datetime) -> None:
+    settled = operations_sweep(now=now)
+    if settled:
+        report.fired["continue_operation"] = settled
 
 
 @dataclass

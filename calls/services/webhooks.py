@@ -13,10 +13,12 @@ from calls.config import get_config
 from calls.exceptions import CallError
 from calls.models import Call, ReplayKey
 from calls.runtime import get_provider, provider_settings
+from calls.faults import crash_point
 from calls.selectors import call_find
 from calls.services.events import EventOutcome, event_apply
+from calls.services.outbox import outbox_unit
 from calls.services.speech import InlineReply, pending_speech_take
-from calls.services.streams import stream_or_hold
+from calls.services.stream_plans import stream_or_hold
 from providers.base import NormalizedEvent, Reply, ReplyContext, WebhookRequest
 from providers.errors import WebhookInvalid
 from providers.webhook_security import (
@@ -47,7 +49,13 @@ def replay_seen(*, provider: str, key: str) -> bool:
 
 
 def webhook_process(request: WebhookRequest) -> Reply:
-    """Verify and apply a carrier webhook; carrier input never produces a 500."""
+    """Verify and apply a carrier webhook; carrier input never produces a 500.
+
+    The replay key, the events, their effects and the reply kept for re-deliveries commit
+    as one unit: a crash anywhere before the commit leaves no trace, so the carrier's
+    redelivery is applied as new; after it, the key answers the redelivery with the same
+    reply and the outbox still sends what the events owe the carrier (docs/security.md).
+    """
     provider = get_provider()
     verified = provider.verify_webhook(request)
     if not verified.ok or not verified.request_key:
@@ -59,24 +67,23 @@ def webhook_process(request: WebhookRequest) -> Reply:
         _check_ids(events)
     except WebhookInvalid as exc:
         return Reply(status=400, body=f"Bad Request: {exc}".encode())
-    if replay_seen(provider=provider.name, key=verified.request_key):
-        logger.info("webhook replay provider=%s acknowledged without side effects", provider.name)
-        return _replayed_reply(verified.request_key) or provider.render_reply(
-            request, ReplyContext(replay=True))
-    inline = InlineReply() if provider.can_speak_in_reply(request) else None
-    try:
-        outcomes = [event_apply(provider=provider.name, event=_keyed(event, verified.request_key, i),
+    key = verified.request_key
+    with outbox_unit():
+        if replay_seen(provider=provider.name, key=key):
+            logger.info("webhook replay provider=%s acknowledged without side effects",
+                        provider.name)
+            return _replayed_reply(key) or provider.render_reply(
+                request, ReplyContext(replay=True))
+        crash_point("webhook.recorded")
+        inline = InlineReply() if provider.can_speak_in_reply(request) else None
+        outcomes = [event_apply(provider=provider.name, event=_keyed(event, key, i),
                                 inline=inline) for i, event in enumerate(events)]
-    except Exception:
-        # Release the key so the carrier's retry is processed rather than taken for a replay.
-        ReplayKey.objects.filter(key=verified.request_key[:200]).delete()
-        raise
-    fetched = call_find(provider.fetch_call_id(request))
-    if inline is not None and inline.speech is None and fetched and not fetched.is_terminal:
-        inline.speech = pending_speech_take(fetched)
-    context = _context(outcomes, events, inline, fetched)
-    reply = provider.render_reply(request, context)
-    _remember_reply(verified.request_key, reply)
+        fetched = call_find(provider.fetch_call_id(request))
+        if inline is not None and inline.speech is None and fetched and not fetched.is_terminal:
+            inline.speech = pending_speech_take(fetched)
+        reply = provider.render_reply(request, _context(outcomes, events, inline, fetched))
+        _remember_reply(key, reply)
+        crash_point("webhook.applied")
     return reply
 
 

@@ -80,10 +80,15 @@ class TelnyxRest:
     def dial(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._request("POST", "/v2/calls", {**body, "command_id": new_command_id()})
 
-    def command(self, call_control_id: str, action: str, body: Mapping[str, Any]) -> None:
-        """POST …/actions/<action>; a fresh `command_id` lets Telnyx drop duplicates."""
+    def command(self, call_control_id: str, action: str, body: Mapping[str, Any], *,
+                command_id: str | None = None) -> None:
+        """POST …/actions/<action>; Telnyx drops a second command with the same `command_id`.
+
+        A command sent again after a crash passes the same id (CallTarget.command_key), so
+        the carrier runs it once; without one, each call gets a fresh id.
+        """
         path = f"{_call_path(call_control_id)}/actions/{action}"
-        self._request("POST", path, {**body, "command_id": new_command_id()})
+        self._request("POST", path, {**body, "command_id": command_id or new_command_id()})
 
     def get_call(self, call_control_id: str) -> dict[str, Any]:
         return self._request("GET", _call_path(call_control_id), None)

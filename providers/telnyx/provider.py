@@ -83,21 +83,22 @@ class TelnyxProvider(TelephonyProvider):
         # An inbound leg stays parked until answered (#58231). No webhook_url override: the
         # app-level URL reached us already, and the local fallback URL would not.
         self._rest.command(target.provider_call_id, "answer",
-                           {"client_state": clientstate.encode(target.call_id)})
+                           {"client_state": clientstate.encode(target.call_id)},
+                           command_id=target.command_key)
 
     def start_stream(self, target: CallTarget) -> None:
         # The answer command has no stream token field (ActionAnswerParams: stream_url and
         # codecs only), so an inbound call's stream starts on call.answered with
         # streaming_start, which takes stream_auth_token and custom_parameters.
         self._rest.command(target.provider_call_id, "streaming_start",
-                           commands.streaming_start(target))
+                           commands.streaming_start(target), command_id=target.command_key)
 
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
         # speak + transcription_start rather than gather_using_speak: gather collects DTMF
         # only (`call.gather.ended.digits`); speech needs transcription (providers.md §2.3).
         voice = commands.preferred_voice(self._settings.get("tts"))
         body = commands.speak(target, text, voice=voice, language=commands.language(target))
-        self._rest.command(target.provider_call_id, "speak", body)
+        self._rest.command(target.provider_call_id, "speak", body, command_id=target.command_key)
         if listen_after:
             self._start_transcription(target, tolerate_running=True)
 
@@ -130,12 +131,14 @@ class TelnyxProvider(TelephonyProvider):
 
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
         self._rest.command(target.provider_call_id, "send_dtmf",
-                           {"digits": commands.dtmf_digits(digits)})
+                           {"digits": commands.dtmf_digits(digits)},
+                           command_id=target.command_key)
 
     def _command_unless_gone(self, target: CallTarget, action: str,
                              body: Mapping[str, Any]) -> None:
         try:
-            self._rest.command(target.provider_call_id, action, body)
+            self._rest.command(target.provider_call_id, action, body,
+                               command_id=target.command_key)
         except TelnyxApiError as exc:
             if not exc.call_gone:  # 404 / 90018 "call has already ended": nothing to stop
                 raise

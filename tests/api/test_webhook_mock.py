@@ -10,7 +10,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from calls import services
-from calls.services.events import SPOKEN_CHARS_PER_SECOND
+from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
 from calls.models import (
     AllowedNumber,
     Call,

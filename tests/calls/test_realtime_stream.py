@@ -19,7 +19,7 @@ from calls.consumers import Admission
 from calls.models import Call, TranscriptEntry
 from calls.runtime import provider_settings, set_provider
 from calls.services.speech import speak
-from calls.services.streams import stream_url
+from calls.services.stream_plans import stream_url
 from providers.realtime.openai import END_CALL_TOOL
 from providers.twilio import TwilioProvider
 

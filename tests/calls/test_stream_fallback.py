@@ -16,8 +16,8 @@ pytestmark = pytest.mark.django_db
 def test_a_refused_stream_start_falls_back_to_speaking_the_greeting(
         mock_carrier: Any, configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     configure({"inboundPolicy": "open", "inboundGreeting": "Thanks for calling."})
-    monkeypatch.setattr("calls.services.streams.streaming_possible", lambda: True)
-    monkeypatch.setattr("calls.services.streams.stream_url", lambda: "wss://v.example/voice/stream")
+    monkeypatch.setattr("calls.services.stream_plans.streaming_possible", lambda: True)
+    monkeypatch.setattr("calls.services.stream_plans.stream_url", lambda: "wss://v.example/voice/stream")
 
     def refuse(target: Any) -> None:
         raise ProviderError("Telnyx API error: 422 streaming not allowed")

@@ -162,32 +162,6 @@ def test_preconnect_dtmf_is_sent_on_answer_before_the_greeting(mock_carrier, fak
     assert "dtmfSequence" not in call.metadata
 
 
-def test_a_failed_inbound_answer_is_retried_by_the_sweep(mock_carrier, fake_clock, configure,
-                                                         monkeypatch):
-    from providers.errors import ProviderUnavailable
-
-    configure({"inboundPolicy": "open"})
-    attempts = []
-
-    def answer(target):
-        attempts.append(target.call_id)
-        if len(attempts) == 1:
-            raise ProviderUnavailable("carrier 503")
-
-    monkeypatch.setattr(mock_carrier, "answer_call", answer)
-    event_apply(provider="mock", event=NormalizedEvent(
-        type=EventType.INITIATED, id="in-1", call_id="mock-in-1", provider_call_id="mock-in-1",
-        direction="inbound", from_number="+15550001111", to_number="+15550000000"))
-    call = Call.objects.get(provider_call_id="mock-in-1")
-    assert call.metadata["answerPending"] is True
-    report = timers_sweep()
-    call.refresh_from_db()
-    assert report.fired == {"answer_retry": 1}
-    assert "answerPending" not in call.metadata
-    assert len(attempts) == 2
-    assert timers_sweep().fired == {}
-
-
 def test_an_end_we_cause_is_on_the_event_timeline_once(mock_carrier, fake_clock, make_call):
     call = make_call(state="listening", max_duration_at=fake_clock.now())
     timers_sweep()

@@ -13,7 +13,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from calls import services
-from calls.services.events import SPOKEN_CHARS_PER_SECOND
+from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
 from tests.carriers.conftest import Carrier
 from tests.carriers.drivers import CALLEE, FRIEND, GREETING, OUR_NUMBER, STRANGER, CarrierDriver

@@ -1,0 +1,153 @@
+"""What each owed carrier command does, and what is left to do when it can't be done.
+
+Applying an event only *records* that the carrier must be told something (an inbound
+answer, a rejected caller's hang-up, pre-connect digits, a stream start, the greeting);
+calls/services/outbox.py sends it after the event's transaction commits and retries it.
+Each sender here does the I/O and then the bookkeeping that says it happened; each
+give-up records why it didn't and names the commands owed instead.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from calls import clock
+from calls.config import get_config
+from calls.models import Call, CarrierCommand, TranscriptEntry
+from calls.runtime import get_provider
+from calls.services import lifecycle
+from calls.services.speech import InlineReply, speak
+from calls.services.stream_plans import stream_plan
+from calls.state import CallState
+
+logger = logging.getLogger(__name__)
+
+Kind = CarrierCommand.Kind
+
+# metadata flag: the carrier refused to start this call's media stream.
+STREAM_FAILED = "streamFailed"
+# metadata flag: a rejected inbound caller was hung up (or refused in the reply).
+HUNG_UP = "hungUp"
+# About 150 words a minute, the pace of carrier and neural TTS voices.
+SPOKEN_CHARS_PER_SECOND = 15
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    send: Callable[[Call, str], None]  # (call, command key); raises ProviderError/CallError
+    give_up: Callable[[Call, str], tuple[str, ...]]  # (call, error) -> kinds owed instead
+    attempts: int
+    # Retry any failure, not only those the carrier calls transient: an unanswered or
+    # un-hung-up caller is worse than one more request.
+    retry_any: bool = False
+
+
+def _answer(call: Call, key: str) -> None:
+    if call.is_terminal or call.state != CallState.RINGING:
+        return  # answered meanwhile (its event came), or gone: nothing to answer
+    get_provider().answer_call(lifecycle.call_target(call, command_key=key))
+
+
+def _answer_give_up(call: Call, error: str) -> tuple[str, ...]:
+    logger.warning("call=%s answer failed for good (the ring timeout ends it): %s",
+                   call.public_id, error)
+    return ()
+
+
+def _reject_hang_up(call: Call, key: str) -> None:
+    if (call.metadata or {}).get(HUNG_UP):
+        return
+    get_provider().hang_up(lifecycle.call_target(call, command_key=key))
+    lifecycle.metadata_update(call=call, set_={HUNG_UP: True})
+
+
+def _reject_give_up(call: Call, error: str) -> tuple[str, ...]:
+    logger.warning("call=%s rejected-call hang-up failed: %s", call.public_id, error)
+    return ()
+
+
+def _preconnect_dtmf(call: Call, key: str) -> None:
+    """Digits the dial request could not carry go out first thing on answer (#152577)."""
+    digits = (call.metadata or {}).get("dtmfSequence")
+    if not digits or call.is_terminal:
+        return
+    get_provider().send_dtmf(lifecycle.call_target(call, command_key=key), digits)
+    lifecycle.metadata_update(call=call, delete=("dtmfSequence",))
+
+
+def _dtmf_give_up(call: Call, error: str) -> tuple[str, ...]:
+    logger.warning("call=%s pre-connect DTMF failed: %s", call.public_id, error)
+    lifecycle.metadata_update(call=call, set_={"dtmfError": error[:200]},
+                              delete=("dtmfSequence",))
+    return ()
+
+
+def _stream_start(call: Call, key: str) -> None:
+    """Connect an answered inbound call's media stream by carrier command (Telnyx)."""
+    plan = stream_plan(call)
+    if plan is None:
+        return
+    get_provider().start_stream(lifecycle.call_target(call, stream=plan, command_key=key))
+
+
+def _stream_give_up(call: Call, error: str) -> tuple[str, ...]:
+    # Not a silent call: the greeting and turns fall back to the carrier's own
+    # speak/transcription commands.
+    logger.warning("call=%s provider=%s stream start failed, speaking by command: %s",
+                   call.public_id, call.provider, error)
+    lifecycle.metadata_update(call=call, set_={STREAM_FAILED: True})
+    return (Kind.GREETING,)
+
+
+def _greeting(call: Call, key: str) -> None:
+    if call.is_terminal:
+        return
+    greeting_say(call, command_key=key)
+
+
+def _greeting_give_up(call: Call, error: str) -> tuple[str, ...]:
+    # initialMessage stays on the row: a stream attaching later still says it.
+    logger.warning("call=%s initial message failed: %s", call.public_id, error)
+    return ()
+
+
+COMMANDS: dict[str, CommandSpec] = {
+    Kind.ANSWER: CommandSpec(_answer, _answer_give_up, attempts=6, retry_any=True),
+    Kind.REJECT_HANG_UP: CommandSpec(_reject_hang_up, _reject_give_up, attempts=6,
+                                     retry_any=True),
+    Kind.PRECONNECT_DTMF: CommandSpec(_preconnect_dtmf, _dtmf_give_up, attempts=3),
+    Kind.STREAM_START: CommandSpec(_stream_start, _stream_give_up, attempts=3),
+    Kind.GREETING: CommandSpec(_greeting, _greeting_give_up, attempts=3),
+}
+
+
+def greeting_say(call: Call, *, inline: InlineReply | None = None,
+                 command_key: str | None = None) -> None:
+    """Say the owed initial message (in the reply document or by command), then follow up.
+
+    Conversation calls listen afterwards; notify calls get their hang-up deadline. Raises
+    CallError when the carrier refused; initialMessage then stays on the row.
+    """
+    message = (call.metadata or {}).get("initialMessage")
+    if not message:
+        return
+    conversation = call.mode == Call.Mode.CONVERSATION
+    speak(call, message, listen_after=conversation, inline=inline, command_key=command_key)
+    lifecycle.metadata_update(call=call, delete=("initialMessage",))
+    if conversation:
+        lifecycle.call_transition(call=call, state=CallState.LISTENING)
+        return
+    # The delay counts from the end of the message, not from sending it: carriers that
+    # speak by command (Telnyx, Plivo transfer) would otherwise cut a long message off.
+    speaking = timedelta(seconds=len(message) / SPOKEN_CHARS_PER_SECOND)
+    due = clock.now() + speaking + timedelta(seconds=get_config().notify_hangup_delay_sec)
+    Call.objects.filter(pk=call.pk, notify_hangup_at__isnull=True).update(notify_hangup_at=due)
+
+
+def greeting_record_delivered(call: Call, message: str) -> None:
+    """The carrier got the message with the dial request (and hangs up itself): record it,
+    never speak it twice (PR #29121 of the plugin)."""
+    lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
+    lifecycle.metadata_update(call=call, delete=("initialMessage",))
