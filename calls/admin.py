@@ -1,6 +1,7 @@
-"""Admin: read-only call history, the inbound policy and the allowlist (DESIGN §5, STYLE 2.8).
+"""Admin: read-only call history, the inbound policy and the allowlist.
 
-Calls record external events, so the history is never edited here; actions go through services.
+Calls record external events, so the history is never edited here; actions go through services
+(docs/design.md, "5. Data model").
 """
 from __future__ import annotations
 

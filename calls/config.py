@@ -1,4 +1,7 @@
-"""Load and validate the voice-call plugin config (DESIGN §4, reference §2)."""
+"""Load and validate the voice-call plugin config.
+
+docs/design.md, "4. Configuration"; docs/plugin-behaviour.md, "Configuration".
+"""
 
 from __future__ import annotations
 
@@ -118,9 +121,10 @@ _MODEL_OVERRIDES = ("enabled", "allowText", "allowProvider", "allowVoice",
                     "allowSeed")
 _REPLIES = ["Yes, that works for me.", "No, thank you. Goodbye."]
 
-# Reference §2 plus our additions (DESIGN §4, `mock`). A dict is a strict object;
-# a leaf is a check or (check, default); keys without a default stay unset.
-# Empty credential strings count as unset (env may fill them; §2.6 names them).
+# The plugin's keys plus our additions, `mock` among them (docs/plugin-behaviour.md,
+# "Config shape and defaults"). A dict is a strict object; a leaf is a check or
+# (check, default); keys without a default stay unset. Empty credential strings count as
+# unset (env may fill them; the "Config errors" strings name them).
 _SPEC: dict[str, Any] = {
     "enabled": _BOOL,
     "provider": _enum("telnyx", "twilio", "plivo", "mock"),
@@ -141,7 +145,7 @@ _SPEC: dict[str, Any] = {
                  "notifyHangupDelaySec": (_INT0, 3), "allowTo": (_list(_PREFIX), [])},
     "maxDurationSeconds": (_INT1, 300),
     "staleCallReaperSeconds": (_INT0, 120),
-    "silenceTimeoutMs": (_INT1, 800),  # declared but unused, as in the reference
+    "silenceTimeoutMs": (_INT1, 800),  # declared but unused, as in the plugin
     "transcriptTimeoutMs": (_INT1, 180000),
     "ringTimeoutMs": (_INT1, 30000),
     "maxConcurrentCalls": (_INT1, 1),
@@ -212,7 +216,8 @@ def _defaults(spec: Mapping[str, Any]) -> dict:
 
 _SCHEMA, _DEFAULTS = _obj(_SPEC), _defaults(_SPEC)
 
-# provider -> ((key in its block, env var), ...): drives env fill and §2.6 errors.
+# provider -> ((key in its block, env var), ...): drives env fill and the required-key
+# errors (docs/plugin-behaviour.md, "Config errors").
 _CREDENTIALS: dict[str, tuple[tuple[str, str], ...]] = {
     "twilio": (("accountSid", "TWILIO_ACCOUNT_SID"),
                ("authToken", "TWILIO_AUTH_TOKEN")),
@@ -280,10 +285,11 @@ class VoiceCallConfig:
 
 
 def deep_merge(base: Mapping, override: Mapping) -> dict:
-    """Merge override over base (reference §2.5) into a new dict.
+    """Merge override over base into a new dict.
 
     Plain dicts merge recursively; lists and scalars replace; None in override keeps
-    the base value; __proto__/prototype/constructor are dropped at every level.
+    the base value; __proto__/prototype/constructor are dropped at every level
+    (docs/plugin-behaviour.md, "TTS config and voice lookup").
     """
     result = {k: _clean(v) for k, v in base.items() if k not in _FORBIDDEN_KEYS}
     for key, value in override.items():
@@ -305,7 +311,10 @@ def _clean(value: Any) -> Any:
 
 
 def realtime_stream_path(serve_path: str) -> str:
-    """Reference §2.4: a trailing /webhook becomes /stream/realtime, else append."""
+    """A trailing /webhook becomes /stream/realtime, else append.
+
+    docs/plugin-behaviour.md, "Streaming and realtime settings".
+    """
     path = serve_path.rstrip("/")
     if not path:
         return "/voice/stream/realtime"
@@ -405,7 +414,10 @@ def _apply_env(data: dict, env: Mapping[str, str]) -> None:
 
 
 def _provider_errors(data: dict) -> list[str]:
-    """Reference §2.6 (validateProviderConfig); runs only when the plugin is enabled."""
+    """The plugin's validateProviderConfig; runs only when the plugin is enabled.
+
+    docs/plugin-behaviour.md, "Config errors".
+    """
     p, provider = PLUGIN_PATH, str(data.get("provider") or "")
     errors = [] if provider else [f"{p}.provider is required"]
     if provider in _CREDENTIALS and data.get("fromNumber") in (None, ""):
@@ -435,7 +447,8 @@ def _mode_errors(data: dict, provider: str) -> list[str]:
         if provider not in ("twilio", "telnyx", "mock"):
             errors.append(f'{p}.provider must be "twilio", "telnyx", or "mock" '
                           "when realtime.enabled is true")
-    # DESIGN §9 supersedes the reference's Twilio-only rule: every real carrier streams.
+    # The plugin streams on Twilio only; here every real carrier streams
+    # (docs/plugin-behaviour.md, "Streaming and realtime settings").
     if streaming and provider not in STREAMING_CARRIERS:
         errors.append(f'{p}.provider must be "twilio", "telnyx" or "plivo" '
                       "when streaming.enabled is true")

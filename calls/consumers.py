@@ -1,8 +1,9 @@
 """The carrier media-stream websocket: parse frames with the carrier's codec, hand them on.
 
-Thin on purpose (STYLE 2.5): vendor framing lives in the codec, playback in calls.media,
-state changes in calls.services.streams (reached through database_sync_to_async only at
-start, stop and per transcript — never per audio frame).
+Thin on purpose, like every interface (docs/design.md, "3. Layout"): vendor framing lives
+in the codec, playback in calls.media, state changes in calls.services.streams (reached
+through database_sync_to_async only at start, stop and per transcript — never per audio
+frame).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ _heard = database_sync_to_async(stream_heard)
 _apply = database_sync_to_async(event_apply)
 _end_call = database_sync_to_async(call_end)
 
-# Close codes of reference §5.1.
+# Close codes of docs/plugin-behaviour.md, "Media streams: limits and close codes".
 POLICY_VIOLATION, TRY_AGAIN_LATER, INTERNAL_ERROR = 1008, 1013, 1011
 
 
@@ -88,8 +89,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels hops to a thread (aclose_old_connections) before every handler; for 50
-        # frames/s per call that halves capacity (performance-notes §1). Our database work
-        # is explicit and rare, so frames skip the hop.
+        # frames/s per call that halves capacity. Our database work is explicit and rare, so
+        # frames skip the hop (docs/performance.md, "Channels: a thread hop per message").
         handler = getattr(self, message["type"].replace(".", "_"), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -116,7 +117,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.start_timer = asyncio.create_task(self._start_timeout(timeout))
 
     async def _deny_busy(self) -> None:
-        """503 at the upgrade when the process is full (reference §5.1)."""
+        """503 at the upgrade when the process is full (streaming.maxConnections).
+
+        docs/plugin-behaviour.md, "Media streams: limits and close codes".
+        """
         # The ASGI spec lets a server omit extensions (daphne does); asgiref also allows None.
         if "websocket.http.response" in (self.scope.get("extensions") or {}):
             body = b"Too many media stream connections"
@@ -193,7 +197,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             self.playback.say(attached.greeting)
 
     async def _start_realtime(self, greeting: str | None) -> None:
-        """Speech-to-speech: the model hears the caller and answers with audio (§5.6)."""
+        """Speech-to-speech: the model hears the caller and answers with audio.
+
+        docs/plugin-behaviour.md, "Realtime voice".
+        """
         settings = get_config().section("realtime")
         assert self.call_id is not None
         self.link = RealtimeLink(call_id=self.call_id, send_audio=self._send_audio,

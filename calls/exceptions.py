@@ -1,4 +1,7 @@
-"""Domain errors: the message is the reference's exact string; code/http_status drive the APIs."""
+"""Domain errors: the message is the plugin's exact string; code/http_status drive the APIs.
+
+docs/plugin-behaviour.md, "Error strings worth knowing".
+"""
 from __future__ import annotations
 
 

@@ -1,5 +1,7 @@
-"""The public webhook URL at `voicecall serve`: publicUrl > tunnel > legacy tailscale.mode
-(reference §1.1 step 7), the [latest] refusal of local-only webhooks, and `voicecall expose`.
+"""The public webhook URL at `voicecall serve`: publicUrl > tunnel > legacy tailscale.mode,
+the plugin's latest refusal of local-only webhooks, and `voicecall expose`.
+
+docs/plugin-behaviour.md, "Start-up and the public URL" and "Command line".
 """
 from __future__ import annotations
 
@@ -93,7 +95,7 @@ def exposure_stop(tunnel: Tunnel | None) -> None:
         return
     try:
         tunnel.stop()
-    except Exception:  # shutdown must finish; the reference ignores cleanup errors too
+    except Exception:  # shutdown must finish; the plugin ignores cleanup errors too
         logger.exception("stopping the tunnel failed")
     finally:
         set_public_base(None)
@@ -130,7 +132,10 @@ def is_local_host(host: str) -> bool:
 
 def expose_command(cfg: VoiceCallConfig, *, mode: str | None, path: str | None,
                    port: int | None, serve_path: str | None) -> dict[str, Any]:
-    """`voicecall expose` with the reference's defaults for the flags not given (§8)."""
+    """`voicecall expose` with the plugin's defaults for the flags not given.
+
+    docs/plugin-behaviour.md, "Command line".
+    """
     serve_path = serve_path or cfg.serve_path or "/voice/webhook"
     tailscale = cfg.section("tailscale")
     return tunnels.expose(mode, path=path or tailscale.get("path") or serve_path,

@@ -1,5 +1,5 @@
 """Log hygiene: phone numbers that slip into a log line (e.g. inside a carrier's error
-message) are masked on the way out (DESIGN §7: numbers in logs are redacted)."""
+message) are masked on the way out (docs/security.md, "Logs")."""
 from __future__ import annotations
 
 import logging

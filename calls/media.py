@@ -1,9 +1,11 @@
 """One media stream's playback, in memory: a queue of utterances spoken as paced 20 ms frames.
 
-No ORM and no channel layer here: this runs per frame (DESIGN §9). The consumer feeds it
-text to say and mark echoes; it synthesizes (TTS yields 8 kHz μ-law), sends frames paced
+No ORM and no channel layer here: this runs per frame
+(docs/design.md, "9. Media streams and the voice pipeline"). The consumer feeds it text
+to say and mark echoes; it synthesizes (TTS yields 8 kHz μ-law), sends frames paced
 against an absolute clock, sends a mark after each utterance and waits for its echo.
-Barge-in cancels the current utterance, empties the queue and sends `clear`.
+Barge-in cancels the current utterance, empties the queue and sends `clear`
+(docs/plugin-behaviour.md, "Playback on a stream").
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from providers.errors import ProviderError
 logger = logging.getLogger(__name__)
 
 FRAME_SECONDS = FRAME_BYTES / 8000  # 20 ms
-# Reference §5.5: at most 8 utterances wait; the echo of a mark is awaited for the audio's
-# duration plus 2 s, then playback moves on.
+# As in the plugin: at most 8 utterances wait; the echo of a mark is awaited for the
+# audio's duration plus 2 s, then playback moves on.
 MAX_PENDING = 8
 MARK_GRACE_SECONDS = 2.0
 
@@ -77,7 +79,8 @@ class Playback:
         """The caller spoke: stop talking now, drop what was queued, flush the carrier's buffer."""
         skipped = 0
         while not self._queue.empty():
-            self._queue.get_nowait().done.set_result(False)  # settled as skipped (#9635)
+            # Settled as skipped: the plugin once left them pending (plugin issue #9635).
+            self._queue.get_nowait().done.set_result(False)
             skipped += 1
         speaking = self._current is not None and not self._current.done()
         if speaking and self._current is not None:
@@ -127,7 +130,10 @@ class Playback:
         await self._await_mark(duration=sent * FRAME_SECONDS)
 
     async def _keepalive(self) -> None:
-        """Silence every 20 ms while synthesis has produced nothing yet (reference §5.5 step 1)."""
+        """Silence every 20 ms while synthesis has produced nothing yet.
+
+        docs/plugin-behaviour.md, "Playback on a stream", step 2.
+        """
         while True:
             await self._send_audio(SILENCE_FRAME)
             await self._sleep(FRAME_SECONDS)

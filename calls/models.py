@@ -1,4 +1,7 @@
-"""Persistent call history, inbound policy and replay keys (DESIGN §5): data and row-local facts."""
+"""Persistent call history, inbound policy and replay keys: data and row-local facts.
+
+docs/design.md, "5. Data model".
+"""
 from __future__ import annotations
 
 import uuid
@@ -50,7 +53,8 @@ class Call(models.Model):
     end_reason = models.CharField(max_length=12, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # The webhook URL handed to the carrier for this call, kept durably so that a
-    # restarted process can still build <Say>/<Gather> callbacks (reference §1.5 bug).
+    # restarted process can still build <Say>/<Gather> callbacks (a plugin bug:
+    # docs/plugin-behaviour.md, "Restore after restart").
     webhook_url = models.CharField(max_length=500, blank=True)
     # The current explicit turn: set while a `continue` waits for a transcript.
     turn_token = models.CharField(max_length=64, null=True, blank=True)
@@ -59,7 +63,8 @@ class Call(models.Model):
     # polls, so a process killed mid-turn frees it within seconds; a background operation
     # holds it to its deadline (docs/architecture.md, "Turns").
     turn_lease_until = models.DateTimeField(null=True, blank=True)
-    # Durable deadlines enforced by the timer sweep (DESIGN §8).
+    # Durable deadlines enforced by the timer sweep
+    # (docs/architecture.md, "Timers and the sweep").
     max_duration_at = models.DateTimeField(null=True, blank=True)
     ring_deadline_at = models.DateTimeField(null=True, blank=True)
     notify_hangup_at = models.DateTimeField(null=True, blank=True)
@@ -68,7 +73,8 @@ class Call(models.Model):
     hangup_claimed_at = models.DateTimeField(null=True, blank=True)
     # Media stream: the per-call token the carrier presents (we put it in the stream
     # document), the stream currently attached, and the deadline after a disconnect
-    # by which a reconnect must come before the call is ended (reference §5.5).
+    # by which a reconnect must come before the call is ended (docs/plugin-behaviour.md,
+    # "Playback on a stream").
     stream_token = models.CharField(max_length=64, blank=True)
     stream_id = models.CharField(max_length=128, blank=True)
     stream_lost_at = models.DateTimeField(null=True, blank=True)

@@ -15,7 +15,10 @@ def is_e164(value: str | None) -> bool:
 
 
 def digits_only(value: str | None) -> str:
-    """Strip every non-digit (reference §2.2: '+1 (415) 555-0123' -> '14155550123')."""
+    """Strip every non-digit: '+1 (415) 555-0123' -> '14155550123'.
+
+    The allowlist compares these (docs/plugin-behaviour.md, "Inbound policy").
+    """
     return _NON_DIGITS.sub("", value or "")
 
 

@@ -1,4 +1,6 @@
-"""A media stream driven by a realtime speech-to-speech model (reference §5.6), in memory.
+"""A media stream driven by a realtime speech-to-speech model, in memory.
+
+docs/plugin-behaviour.md, "Realtime voice".
 
 The model hears the caller and answers with audio; this link forwards its audio to the
 carrier in order, clears on barge-in, and hands transcripts and tool calls to the services
@@ -84,7 +86,7 @@ class RealtimeLink:
         logger.warning("call=%s realtime error: %s", self.call_id, message)
 
     def on_closed(self) -> None:
-        # The model ended the session: the carrier call ends with it (reference §5.6).
+        # The model ended the session: the carrier call ends with it, as in the plugin.
         self._spawn(self._on_ended())
 
     async def close(self) -> None:

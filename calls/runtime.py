@@ -74,7 +74,10 @@ def set_public_base(url: str | None, *, path: str | None = None) -> None:
 
 
 def public_url(cfg: VoiceCallConfig | None = None) -> str | None:
-    """publicUrl, else the tunnel's public webhook URL, else None (reference §1.1 step 7)."""
+    """publicUrl, else the tunnel's public webhook URL, else None.
+
+    docs/plugin-behaviour.md, "Start-up and the public URL".
+    """
     cfg = cfg or get_config()
     if cfg.public_url:
         return cfg.public_url

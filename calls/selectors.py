@@ -13,7 +13,10 @@ from providers.text import has_control
 
 
 def call_find(call_id: str | None, *, provider: str | None = None) -> Call | None:
-    """A call by our callId (UUID) or by the carrier's call id (reference §9.1 status lookup)."""
+    """A call by our callId (UUID) or by the carrier's call id, as the plugin's status looks up.
+
+    docs/plugin-behaviour.md, "Agent tool".
+    """
     if not call_id or has_control(str(call_id)):
         return None  # no id holds one; PostgreSQL would refuse a NUL in the query
     try:
@@ -73,7 +76,7 @@ def capacity_lock() -> None:
 
 
 def call_as_dict(call: Call) -> dict[str, Any]:
-    """The trimmed status view of reference §9.1."""
+    """The plugin's trimmed status view (docs/plugin-behaviour.md, "RPC methods")."""
     data: dict[str, Any] = {
         "callId": call.call_id,
         "provider": call.provider,
@@ -96,7 +99,7 @@ def call_as_dict(call: Call) -> dict[str, Any]:
 
 
 def call_record(call: Call) -> dict[str, Any]:
-    """The full CallRecord shape (reference §1.5): status view plus transcript and metadata."""
+    """The plugin's full CallRecord shape: status view plus transcript and metadata."""
     data = call_as_dict(call)
     data["transcript"] = [
         {"timestamp": iso_time(e.created_at), "speaker": e.speaker, "text": e.text,

@@ -22,7 +22,8 @@ from calls.runtime import set_local_address, webhook_url
 
 logger = logging.getLogger(__name__)
 
-# Reference §5.1: media-stream frames over 64 KiB are refused before parsing.
+# Media-stream frames over 64 KiB are refused before parsing (docs/plugin-behaviour.md,
+# "Media streams: limits and close codes").
 MAX_WS_FRAME_BYTES = 64 * 1024
 
 
@@ -61,9 +62,9 @@ class Sweeper(threading.Thread):
 def run(*, host: str, port: int) -> None:
     """Serve the ASGI app on host:port (blocking) with uvicorn.
 
-    uvicorn rather than Daphne (README "Why uvicorn"): it streams request bodies to the
-    application, which the webhook gate needs for 408/413 before the body is read, and it
-    measured 1.8x Daphne's media-stream capacity (performance-notes).
+    uvicorn rather than Daphne (docs/performance.md, "Why uvicorn"): it streams request
+    bodies to the application, which the webhook gate needs for 408/413 before the body is
+    read, and it measured 1.8x Daphne's media-stream capacity.
     """
     import uvicorn
 
@@ -105,7 +106,10 @@ def preflight(host: str | None = None, *, serving: bool = False) -> None:
 
 
 def _check_skip_signature(host: str) -> None:
-    """skipSignatureVerification only on loopback without public exposure (DESIGN §7)."""
+    """skipSignatureVerification only on loopback without public exposure.
+
+    docs/security.md, "Webhooks", step 9.
+    """
     cfg = get_config()
     if not cfg.skip_signature_verification:
         return

@@ -1,4 +1,7 @@
-"""The call state machine of reference §3: pure rules, no database."""
+"""The call state machine: pure rules, no database.
+
+docs/plugin-behaviour.md, "State machine".
+"""
 from __future__ import annotations
 
 from enum import StrEnum

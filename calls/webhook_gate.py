@@ -1,4 +1,6 @@
-"""ASGI gate in front of Django for the carrier webhook path (reference §6.4 steps 2–6).
+"""ASGI gate in front of Django for the carrier webhook path.
+
+docs/plugin-behaviour.md, "Webhook pipeline", steps 2–3; docs/security.md, "Webhooks".
 
 It runs before Django reads the body, which is the point: a request without the
 carrier's signature headers gets 401 without its body being read, an oversized body

@@ -1,8 +1,9 @@
 """Telephony audio: G.711 μ-law tables, a streaming resampler, 20 ms framing. numpy only.
 
 Carriers (Twilio, Telnyx PCMU, Plivo mulaw) speak 8 kHz mono μ-law in 160-byte frames;
-TTS engines return PCM16 at 16/22.05/24/48 kHz (providers.md §6). This module converts
-between the two without Django, per 20 ms frame, so everything is table- or array-based.
+TTS engines return PCM16 at 16/22.05/24/48 kHz. This module converts between the two
+without Django, per 20 ms frame, so everything is table- or array-based
+(docs/carriers.md, "Audio: μ-law" and "Audio: TTS formats and resampling").
 """
 from __future__ import annotations
 
@@ -12,25 +13,26 @@ from math import gcd
 import numpy as np
 
 SAMPLE_RATE = 8000
-FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law, one byte per sample (openclaw-behavior.md §5.3)
+FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law, one byte per sample (docs/carriers.md, "Audio: μ-law")
 SILENCE_BYTE = 0xFF  # μ-law code of 0: bits are inverted on the wire, so silence is all ones
 SILENCE_FRAME: bytes = bytes([SILENCE_BYTE]) * FRAME_BYTES
 
 _PCM16 = np.dtype("<i2")  # PCM16 is little-endian on every wire and API we talk to
 
 
-# --- G.711 μ-law (providers.md §5) -------------------------------------------------------
+# --- G.711 μ-law (docs/carriers.md, "Audio: μ-law") --------------------------------------
 
 def _build_encode_table() -> np.ndarray:
     """μ-law code for every int16 sample, indexed by the sample's uint16 bit pattern.
 
     Classic G.711 adds BIAS 132 (0x84) to |x| so that every segment starts at a power of
     two (the exponent is then just the position of the top bit), and clips |x| at 32635 so
-    that |x| + BIAS still fits the top segment (32635 + 132 = 32767). We must match
-    `audioop.lin2ulaw` (providers.md §5.1, "unit tests must pick one"), which runs the same
-    algorithm in the 14-bit domain: floor-shift the sample right by 2 *before* taking the
-    sign, then BIAS 132>>2 = 33 and CLIP 8159 (= ceil(32635 / 4)). That differs from the
-    classic form for 381 negative inputs (e.g. -1 -> 0x7E, not 0x7F); decoders agree.
+    that |x| + BIAS still fits the top segment (32635 + 132 = 32767). Tests must pick one
+    encoder, and we match `audioop.lin2ulaw`, which runs the same algorithm in the 14-bit
+    domain: floor-shift the sample right by 2 *before* taking the sign, then BIAS
+    132>>2 = 33 and CLIP 8159 (= ceil(32635 / 4)). That differs from the classic form for
+    381 negative inputs (e.g. -1 -> 0x7E, not 0x7F); decoders agree
+    (docs/carriers.md, "Audio: μ-law").
     """
     x = np.arange(1 << 16, dtype=np.uint16).view(np.int16).astype(np.int32) >> 2
     negative = x < 0
@@ -49,7 +51,7 @@ def _build_decode_table() -> np.ndarray:
     """Sample for each of the 256 codes: mag = ((mantissa << 3) + 132) << exponent - 132.
 
     The decoder reconstructs the middle of the quantization step and removes the encoder's
-    bias again (providers.md §5.1 "Decode"); 0xFF and 0x7F both give 0.
+    bias again (docs/carriers.md, "Audio: μ-law"); 0xFF and 0x7F both give 0.
     """
     u = ~np.arange(256, dtype=np.int32) & 0xFF
     exponent = (u >> 4) & 0x07
@@ -89,7 +91,7 @@ def ulaw_decode(data: bytes) -> bytes:
     return _DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
 
 
-# --- Resampling (openclaw-behavior.md §5.5, providers.md §6) ------------------------------
+# --- Resampling (docs/carriers.md, "Audio: TTS formats and resampling") -------------------
 
 TAPS = 31
 _HALF = TAPS // 2
@@ -106,7 +108,8 @@ def _kernel(src_rate: int, dst_rate: int) -> np.ndarray:
     """Integer-valued float64 weights, shape (phases, 31), for output positions i*src/dst.
 
     Output sample i sits at input position i * ratio (ratio = src/dst); its fractional part
-    takes `dst/gcd` distinct values, one kernel row each. Reference design (§5.5): a
+    takes `dst/gcd` distinct values, one kernel row each. The plugin's design (docs/carriers.md,
+    "Audio: TTS formats and resampling"): a
     windowed-sinc low-pass, 2fc·sinc(2fc·d), at distance d from that position, with
     cutoff fc = min(0.5, 0.5/ratio) x 0.94 cycles per input sample (below the output
     Nyquist when downsampling, the 0.94 guard leaves room for the transition band; floor
@@ -122,7 +125,7 @@ def _kernel(src_rate: int, dst_rate: int) -> np.ndarray:
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(TAPS) / (TAPS - 1))
     weights = 2 * fc * np.sinc(2 * fc * distance) * window
     # Rows are normalized to unit DC gain here and again per output (by the sum of the taps
-    # actually used), exactly as the reference divides by the weight sum at the edges.
+    # actually used), exactly as the plugin divides by the weight sum at the edges.
     weights /= weights.sum(axis=1, keepdims=True)
     table = np.rint(weights * _SCALE)
     table.flags.writeable = False  # shared between resamplers by the cache
@@ -134,7 +137,7 @@ class Resampler:
 
     Output sample i is produced as soon as its whole 31-sample window has arrived, so
     `process` calls over any split of the input, followed by `flush`, return exactly the
-    bytes of one `process(all) + flush()`. The stream starts and ends like the reference's
+    bytes of one `process(all) + flush()`. The stream starts and ends like the plugin's
     one-shot resampler: taps before the first or after the last sample are left out and
     the rest renormalized. `flush` ends the stream (emitting the tail up to
     floor(samples / ratio) outputs) and resets the resampler for a new one.
@@ -204,13 +207,14 @@ class Resampler:
             windows = self._buf[(centers - self._base)[:, None] + _OFFSETS]
             weights, total = self._weights[phases], self._totals[phases]
             if centers[0] < _HALF or centers[-1] + _HALF >= last:
-                # Taps outside the stream are left out and the rest renormalized (§5.5).
+                # Taps outside the stream are left out and the rest renormalized, as in the
+                # plugin's resampler.
                 taps = centers[:, None] + _OFFSETS
                 weights = weights * ((taps >= 0) & (taps < last))
                 total = weights.sum(axis=1).astype(np.int64)  # > 0: main lobe always inside
             acc = np.einsum("ij,ij->i", windows, weights).astype(np.int64)
         # Integer-valued float64 below 2^53 is exact in any summation order; then
-        # floor(acc/total + 1/2) in integers = the reference's Math.round(weighted / sum).
+        # floor(acc/total + 1/2) in integers = the plugin's Math.round(weighted / sum).
         out = (2 * acc + total) // (2 * total)
         self._next = stop
         keep = (stop * self._down) // self._up - _HALF  # first tap of the next output
@@ -232,7 +236,7 @@ def to_telephony(pcm16: bytes, src_rate: int) -> bytes:
     return ulaw_encode(resample(pcm16, src_rate, SAMPLE_RATE))
 
 
-# --- 20 ms framing (openclaw-behavior.md §5.3) ---------------------------------------------
+# --- 20 ms framing (docs/carriers.md, "Audio: μ-law") --------------------------------------
 
 def frames(ulaw: bytes, size: int = FRAME_BYTES) -> list[bytes]:
     """Split μ-law into `size`-byte frames, the last one padded with silence (0xFF)."""

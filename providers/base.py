@@ -13,7 +13,7 @@ from providers.text import clean_text, has_control
 
 
 class EventType(StrEnum):
-    """Normalized event types of reference §3.3."""
+    """The plugin's normalized event types (docs/plugin-behaviour.md, "Normalized events")."""
 
     INITIATED = "call.initiated"
     RINGING = "call.ringing"
@@ -176,7 +176,10 @@ class PlaceCallResult:
 
 @dataclass(frozen=True, slots=True)
 class CallStatus:
-    """A carrier's answer to "how is this call?" used by restart restore (reference §1.5)."""
+    """A carrier's answer to "how is this call?" used by restart restore.
+
+    docs/plugin-behaviour.md, "Restore after restart".
+    """
 
     status: str
     is_terminal: bool

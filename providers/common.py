@@ -7,7 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from providers.errors import ProviderNotConfigured
 
-# reference §2.5: the preferred voice of tts.providers[tts.provider], newest key first.
+# The preferred voice of tts.providers[tts.provider], newest key first
+# (docs/plugin-behaviour.md, "TTS config and voice lookup").
 VOICE_KEYS = ("speakerVoice", "speakerVoiceId", "voice", "voiceId")
 
 

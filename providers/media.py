@@ -162,8 +162,8 @@ def decode_audio(payload: object) -> bytes:
     """Base64 (standard or base64url, padding optional) to bytes; MediaProtocolError if invalid."""
     if not isinstance(payload, str):
         raise MediaProtocolError("Missing payload")
-    # Reference §5.2 [latest]: base64url is normalized before decoding, and some senders drop
-    # the padding; restore both so one strict decoder covers every carrier.
+    # As in the plugin's latest version, base64url is normalized before decoding, and some
+    # senders drop the padding; restore both so one strict decoder covers every carrier.
     text = payload.strip().replace("-", "+").replace("_", "/")
     text += "=" * (-len(text) % 4)
     try:

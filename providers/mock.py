@@ -1,4 +1,6 @@
-"""The `mock` carrier: no network to any carrier; JSON webhooks of reference §4.4.
+"""The `mock` carrier: no network to any carrier; the plugin's JSON webhooks.
+
+docs/carriers.md, "Mock carrier".
 
 With `mock.simulate` on, it behaves like a remote carrier: it calls our own webhook URL
 back over HTTP (ringing, answered, scripted caller replies, hang-up), so notify,
@@ -191,7 +193,7 @@ def _parse_item(item: Any) -> NormalizedEvent:
     if not isinstance(call_id, str) or not call_id:
         raise WebhookInvalid("Each event needs a callId")
     direction = item.get("direction")
-    # Explicit falsy values are kept (reference §4.4); absent ones take the defaults.
+    # Explicit falsy values are kept, as in the plugin; absent ones take the defaults.
     return NormalizedEvent(
         type=type_,
         id=str(item.get("id") or uuid.uuid4()),
@@ -199,7 +201,8 @@ def _parse_item(item: Any) -> NormalizedEvent:
         # Addressed by our callId (a UUID) the event names no carrier id of its own.
         provider_call_id=item.get("providerCallId") or (None if _is_uuid(call_id) else call_id),
         timestamp=_timestamp(item.get("timestamp")),
-        # reference §3.3: an event is identified by dedupeKey || id.
+        # An event is identified by dedupeKey || id (docs/plugin-behaviour.md,
+        # "Normalized events").
         dedupe_key=item.get("dedupeKey") or item.get("id"),
         turn_token=item.get("turnToken"),
         direction=direction if direction in ("inbound", "outbound") else None,

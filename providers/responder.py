@@ -1,4 +1,6 @@
-"""The LLM responder client: an OpenAI-compatible chat model answers the caller (reference §7.2).
+"""The LLM responder client: an OpenAI-compatible chat model answers the caller.
+
+docs/plugin-behaviour.md, "Auto-response".
 
 No Django here. The service hands in the prompt, the earlier lines and the caller's latest
 utterance; `reply` returns the words to speak, "" meaning stay silent.
@@ -42,7 +44,8 @@ _FENCED_JSON = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _FENCED_ANY = re.compile(r"```.*?```", re.DOTALL)
 # An unterminated string is accepted too: a reply cut off by the token limit.
 _SPOKEN_FIELD = re.compile(r'"spoken"\s*:\s*"((?:[^"\\]|\\.)*)(?:"|$)', re.DOTALL)
-# Reasoning models behind OpenAI-compatible servers inline their thinking (§7.2 step 1).
+# Reasoning models behind OpenAI-compatible servers inline their thinking; like the plugin's
+# reasoning payloads, it is never spoken.
 _THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _META_PREFIXES = ("thinking process", "reasoning:", "analysis:")
@@ -112,7 +115,10 @@ def build_system_prompt(*, custom: str | None, caller: str,
 
 
 def extract_spoken(text: str) -> str:
-    """The words to speak from a model reply (reference §7.2 steps 2–4); "" = silence."""
+    """The words to speak from a model reply; "" = silence.
+
+    The plugin's extraction rules (docs/plugin-behaviour.md, "Auto-response").
+    """
     text = _THINKING.sub("", text or "")
     spoken = _spoken_from_json(text)
     if spoken is not None:

@@ -5,7 +5,7 @@ point — NUL (which PostgreSQL text and JSONB reject outright), C0/C1 controls,
 surrogate from a JSON `\\ud800` escape (which no database encoding accepts). None of them
 is meaningful in a call id or a transcript: `TelephonyProvider.parse_webhook` refuses them in
 identifiers and removes them from words before the services see an event, and the API
-refuses them in its input (docs/security.md, "Malformed input").
+refuses them in its input (docs/security.md, "Webhooks", step 5, and "The API").
 """
 from __future__ import annotations
 

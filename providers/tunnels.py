@@ -1,4 +1,6 @@
-"""Public exposure of the local webhook server: ngrok, Tailscale serve/funnel (reference §1.1, §8).
+"""Public exposure of the local webhook server: ngrok, Tailscale serve/funnel.
+
+docs/plugin-behaviour.md, "Start-up and the public URL" and "Command line".
 
 Plain Python, no Django: `calls.exposure` starts these at `voicecall serve`, and the `expose`
 subcommand calls `expose()` / `unexpose()`. Every external program runs through an injectable
@@ -30,8 +32,9 @@ TAILSCALE_TIMEOUT_S = 20.0
 FUNNEL_PORTS = (443, 8443, 10000)
 TAILSCALE_MODES = ("serve", "funnel")
 # Free ngrok accounts get a dev domain on ngrok-free.app (2023-2025) or ngrok-free.dev (since
-# 2025, #19487); legacy free tunnels were random *.ngrok.io names. *.ngrok.app and *.ngrok.dev
-# are paid plans' domains (random or chosen), and anything else is a custom (paid) domain.
+# 2025, plugin issue #19487); legacy free tunnels were random *.ngrok.io names. *.ngrok.app
+# and *.ngrok.dev are paid plans' domains (random or chosen), and anything else is a custom
+# (paid) domain.
 NGROK_FREE_SUFFIXES = ("ngrok-free.app", "ngrok-free.dev", "ngrok.io")
 _ENABLE_URL = re.compile(r"https://login\.tailscale\.com/f/(?:serve|funnel)\?node=[\w-]+")
 # Shell conventions for "could not run it" and "gave up waiting", kept apart from real exits.
@@ -81,7 +84,7 @@ def _hostname(url: str) -> str:
 def is_ngrok_free_tier(url: str) -> bool:
     """Whether the URL's host is an ngrok free-tier name.
 
-    By parsed hostname suffix, never substring (PR #109784): `x.ngrok-free.app.evil.com`
+    By parsed hostname suffix, never substring (plugin PR #109784): `x.ngrok-free.app.evil.com`
     and `ngrok-free.app` itself are not ngrok tunnels.
     """
     host = _hostname(url)
@@ -109,8 +112,9 @@ class NgrokTunnel(Tunnel):
         self._log: _NgrokLog | None = None
 
     def argv(self) -> list[str]:
-        # #11555: a configured (paid) domain must reach the agent, or ngrok hands out a random
-        # URL that changes on every start and carrier signatures stop matching.
+        # Plugin issue #11555: a configured (paid) domain must reach the agent, or ngrok
+        # hands out a random URL that changes on every start and carrier signatures stop
+        # matching.
         domain = ["--domain", self.domain] if self.domain else []
         return [self.binary, "http", str(self.port), *domain,
                 "--log", "stdout", "--log-format", "json"]
@@ -246,7 +250,7 @@ class _NgrokLog:
 # -- Tailscale -------------------------------------------------------------------------------
 
 def normalize_mode(mode: str | None) -> str:
-    """Reference §8: off, serve or funnel; anything else means funnel."""
+    """off, serve or funnel; anything else means funnel, as in the plugin's CLI."""
     return mode if mode in ("off", *TAILSCALE_MODES) else "funnel"
 
 
@@ -256,7 +260,10 @@ def local_url(port: int, serve_path: str) -> str:
 
 def tailscale_argv(mode: str, *, path: str, target: str, https_port: int = 443,
                    binary: str = "tailscale") -> list[str]:
-    """`tailscale <mode> --bg --yes [--https <port>] --set-path <path> <target>` (reference §8)."""
+    """`tailscale <mode> --bg --yes [--https <port>] --set-path <path> <target>`.
+
+    The plugin's command line (docs/plugin-behaviour.md, "Command line").
+    """
     https = ["--https", str(https_port)] if https_port != 443 else []
     return [binary, mode, "--bg", "--yes", *https, "--set-path", path, target]
 
@@ -296,7 +303,7 @@ def tailscale_status(*, binary: str = "tailscale", run: Run = subprocess.run,
 
 
 def tailscale_origin(status: Mapping[str, Any], https_port: int = 443) -> str:
-    """https://<Self.DNSName>[:port]; non-default ports appear in the URL (reference §2.1)."""
+    """https://<Self.DNSName>[:port]; non-default ports appear in the URL, as in the plugin."""
     this = found if isinstance(found := status.get("Self"), dict) else {}
     host = str(this.get("DNSName") or "").rstrip(".")
     if not host:
@@ -381,7 +388,10 @@ class TailscaleError(TunnelError):
 def expose(mode: str | None, *, path: str, port: int, serve_path: str, https_port: int = 443,
            extra_paths: Sequence[str] = (), binary: str = "tailscale",
            run: Run = subprocess.run) -> dict[str, Any]:
-    """`voicecall expose`: {ok, mode, path, localUrl, publicUrl, hint?} (reference §8)."""
+    """`voicecall expose`: {ok, mode, path, localUrl, publicUrl, hint?}.
+
+    docs/plugin-behaviour.md, "Command line".
+    """
     mode = normalize_mode(mode)
     if mode == "off":
         return unexpose(path, extra_paths=extra_paths, binary=binary, run=run)

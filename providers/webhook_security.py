@@ -1,4 +1,6 @@
-"""Shared webhook security: public-URL reconstruction and forwarding-header trust (reference §6.1).
+"""Shared webhook security: public-URL reconstruction and forwarding-header trust.
+
+docs/plugin-behaviour.md, "Public URL reconstruction"; docs/security.md, "Webhooks".
 
 Carriers sign the URL they called. Behind a proxy or tunnel that URL is not what this
 server sees, so it is rebuilt — but forwarding headers are attacker-controlled unless the
@@ -102,7 +104,10 @@ def _path_and_query(request: WebhookRequest) -> str:
 
 
 def reconstruct_url(request: WebhookRequest, security: SecuritySettings) -> str:
-    """The URL the carrier most likely called, per §6.1; it never includes a port."""
+    """The URL the carrier most likely called; it never includes a port.
+
+    docs/plugin-behaviour.md, "Public URL reconstruction".
+    """
     trusted = forwarding_trusted(request, security)
     scheme = "https"
     if trusted and request.header("x-forwarded-proto") in ("http", "https"):
@@ -140,7 +145,8 @@ def _with_port(url: str, port: int | None) -> str:
 
 
 def signed_url_candidates(request: WebhookRequest, security: SecuritySettings) -> list[str]:
-    """URLs a carrier may have signed, most likely first, each once (Twilio #6334 variants).
+    """URLs a carrier may have signed, most likely first, each once (port variants: plugin
+    issue #6334).
 
     With publicUrl only its origin counts, with and without its port and the Host header's
     port: the host of a URL rebuilt from the request is never a candidate then, or a

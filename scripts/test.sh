@@ -3,7 +3,8 @@
 source "$(dirname "$0")/_env.sh"
 ensure_venv
 cd "$ROOT"
-# STYLE 2.13; a type error fails the script here (set -e), before the suite runs.
+# Typed code is a quality bar (docs/design.md, "11. Quality bars"): a type error fails the
+# script here (set -e), before the suite runs.
 "$VENV/bin/python" -m mypy --config-file "$ROOT/mypy.ini" calls providers voicecall_project
 set +e
 "$VENV/bin/python" -m pytest "$@"

@@ -15,7 +15,7 @@ from calls.server import preflight  # noqa: E402
 from calls.webhook_gate import WebhookGate  # noqa: E402
 
 # Carriers are not browsers: no OriginValidator or session auth on media streams;
-# each stream authenticates with its per-call token (STYLE 2.5).
+# each stream authenticates with its per-call token (docs/security.md, "Media streams").
 # Whatever server imports this app, a bad config or unsafe skip mode stops it here.
 preflight()
 

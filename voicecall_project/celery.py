@@ -1,4 +1,7 @@
-"""Celery application: the worker runs tasks, beat runs the timer sweep (DESIGN §8)."""
+"""Celery application: the worker runs tasks, beat runs the timer sweep.
+
+docs/design.md, "8. Runtime modes and scale".
+"""
 from __future__ import annotations
 
 import os

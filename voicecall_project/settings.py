@@ -38,7 +38,8 @@ INSTALLED_APPS = [
 ]
 
 # Kept lean: every MiddlewareMixin costs a thread hop per request under ASGI
-# (performance-notes §5); webhooks and RPC are csrf-exempt and token-authenticated.
+# (docs/performance.md, "Middleware hops"); webhooks and RPC are csrf-exempt and
+# token-authenticated.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -99,7 +100,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     # socket_timeout None: redis-py 8 defaults to 5 s, the same as channels-redis's
-    # BZPOPMIN block, which kills idle consumers (performance-notes §4, redis-py#4091).
+    # BZPOPMIN block, which kills idle consumers (redis/redis-py#4091;
+    # docs/performance.md, "channels-redis idle timeout").
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -1,4 +1,6 @@
-"""The `voicecall.*` RPC methods of reference §9.2: parse params, call one service, shape the result.
+"""The plugin's `voicecall.*` RPC methods: parse params, call one service, shape the result.
+
+docs/plugin-behaviour.md, "RPC methods".
 
 Shared by the JSON-RPC endpoint and the CLI's in-process mode, so both give the same
 payloads and the same error strings.
@@ -137,7 +139,7 @@ class MethodNotFound(CallError):
 
 
 def call_method(method: str, params: Params) -> dict[str, Any]:
-    """Run one RPC method; raises CallError (with the reference's message) on failure."""
+    """Run one RPC method; raises CallError (with the plugin's message) on failure."""
     handler = METHODS.get(method)
     if handler is None:
         raise MethodNotFound(f"Method not found: {method}")

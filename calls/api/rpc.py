@@ -74,7 +74,7 @@ class RpcApi(APIView):
         examples=[OpenApiExample("initiate", value={
             "jsonrpc": "2.0", "id": 1, "method": "voicecall.initiate",
             "params": {"to": "+15555550123", "message": "Hello", "mode": "notify"}})],
-        description="JSON-RPC 2.0; errors carry the reference's message and data.code "
+        description="JSON-RPC 2.0; errors carry the plugin's message and data.code "
                     "INVALID_REQUEST or UNAVAILABLE.",
     )
     def post(self, request: Request) -> Response:

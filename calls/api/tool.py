@@ -1,4 +1,7 @@
-"""GET/POST /api/tools/voice_call: the agent tool (reference §9.1); errors never raise."""
+"""GET/POST /api/tools/voice_call: the agent tool; errors never raise.
+
+docs/plugin-behaviour.md, "Agent tool".
+"""
 from __future__ import annotations
 
 from typing import Any

@@ -1,7 +1,7 @@
 """How live-call commands reach the voicecall.* methods: the running server, else in-process.
 
 A server that answers /healthz owns the call; from then on every failure is an error naming
-that server, never a silent switch to in-process (DESIGN §10).
+that server, never a silent switch to in-process (docs/design.md, "10. Command line").
 """
 from __future__ import annotations
 
@@ -209,7 +209,10 @@ def rpc(method: str, params: Params) -> dict[str, Any]:
 
 
 def continue_turn(*, call_id: str, message: str) -> dict[str, Any]:
-    """`continue`: start the turn in the background and poll its result (reference §8)."""
+    """`continue`: start the turn in the background and poll its result.
+
+    As the plugin's latest CLI does (docs/plugin-behaviour.md, "Command line").
+    """
     params = {"callId": call_id, "message": message}
     budget = _turn_budget()
     with connect() as backend:

@@ -1,4 +1,6 @@
-"""`voicecall setup` readiness checks and `voicecall smoke` (reference §8).
+"""`voicecall setup` readiness checks and `voicecall smoke`.
+
+docs/plugin-behaviour.md, "Command line".
 
 The checks read the plugin config as a plain camelCase dict: the validated config when it
 loads, else the raw file, so one invalid key still leaves the other checks meaningful.

@@ -1,4 +1,8 @@
-"""The only place call state changes (STYLE 2.2); interfaces call these and render."""
+"""The only place call state changes; interfaces call these and render.
+
+Views, consumers, tasks, commands and admin actions stay thin, so every write has one
+home (docs/design.md, "3. Layout").
+"""
 from __future__ import annotations
 
 from calls.services.events import event_apply

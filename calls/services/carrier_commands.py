@@ -69,7 +69,10 @@ def _reject_give_up(call: Call, error: str) -> tuple[str, ...]:
 
 
 def _preconnect_dtmf(call: Call, key: str) -> None:
-    """Digits the dial request could not carry go out first thing on answer (#152577)."""
+    """Digits the dial request could not carry go out first thing on answer.
+
+    The plugin dropped them silently (plugin issue #152577).
+    """
     digits = (call.metadata or {}).get("dtmfSequence")
     if not digits or call.is_terminal:
         return
@@ -148,6 +151,6 @@ def greeting_say(call: Call, *, inline: InlineReply | None = None,
 
 def greeting_record_delivered(call: Call, message: str) -> None:
     """The carrier got the message with the dial request (and hangs up itself): record it,
-    never speak it twice (PR #29121 of the plugin)."""
+    never speak it twice (plugin PR #29121; docs/plugin-behaviour.md, "Notify calls")."""
     lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
     lifecycle.metadata_update(call=call, delete=("initialMessage",))

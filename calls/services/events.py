@@ -1,4 +1,7 @@
-"""Applying normalized carrier events to calls (reference §3.3), once each."""
+"""Applying normalized carrier events to calls, once each.
+
+docs/plugin-behaviour.md, "Normalized events" and "Inbound calls".
+"""
 from __future__ import annotations
 
 import logging
@@ -199,14 +202,17 @@ def _greet(call: Call, inline: InlineReply | None) -> None:
         greeting_record_delivered(call, message)
         return
     if call.mode == Call.Mode.CONVERSATION and _streams_for(call):
-        return  # the greeting waits for the media stream to attach (reference §1.3)
+        # The greeting waits for the media stream to attach (docs/plugin-behaviour.md,
+        # "Conversation calls").
+        return
     if inline is None and not call.stream_id:
         command_owe(call, Kind.GREETING)  # a carrier REST command: after commit
         return
     try:
         greeting_say(call, inline=inline)
     except CallError as exc:
-        # initialMessage stays, so the next trigger retries it (reference §1.2 step 5).
+        # initialMessage stays, so the next trigger retries it (docs/plugin-behaviour.md,
+        # "Notify calls").
         logger.warning("call=%s initial message failed: %s", call.public_id, exc)
 
 
@@ -279,7 +285,8 @@ def _inbound_call(provider: str, event: NormalizedEvent,
         return EventOutcome(call, applied=True, rejected=True)
     logger.info("call=%s inbound from %s accepted", call.public_id, mask_number(from_number))
     if inline is not None or event.type == EventType.ANSWERED:
-        # Returning a document answers the call; the greeting rides in it (#29101, #32902).
+        # Returning a document answers the call; the greeting rides in it (plugin issues
+        # #29101, #32902: greetings never spoken, calls never answered).
         _on_answered(call, event, inline)
     else:
         command_owe(call, Kind.ANSWER)
@@ -288,7 +295,10 @@ def _inbound_call(provider: str, event: NormalizedEvent,
 
 def _new_call_identity(*, other_party: str | None = None,
                        route: dict[str, object] | None = None) -> dict[str, object]:
-    """A callId, the webhook URL for later commands (#29121) and the session key."""
+    """A callId, the webhook URL for later commands and the session key.
+
+    Inbound calls need the URL too (plugin PR #29121: the <Say> fallback had none).
+    """
     public_id = uuid.uuid4()
     return {"public_id": public_id, "webhook_url": call_webhook_url(public_id),
             "session_key": session_key_for(call_id=public_id, other_party=other_party,

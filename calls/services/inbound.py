@@ -1,4 +1,7 @@
-"""Inbound screening (reference §2.2) and the allowlist rows behind it."""
+"""Inbound screening and the allowlist rows behind it.
+
+docs/plugin-behaviour.md, "Inbound policy".
+"""
 from __future__ import annotations
 
 import logging

@@ -1,7 +1,7 @@
 """State changes of one call: conditional transitions, finalization, transcript lines.
 
 Every write here is a conditional UPDATE, so two processes applying events to one call
-can never move it backwards or finalize it twice (DESIGN §5).
+can never move it backwards or finalize it twice (docs/design.md, "5. Data model").
 """
 from __future__ import annotations
 
@@ -76,7 +76,10 @@ def _record_end(call: Call, reason: str, ended_at: datetime) -> None:
 
 
 def call_mark_answered(*, call: Call, at: datetime | None = None) -> bool:
-    """answered: set answeredAt and the max-duration deadline (reference §3.3)."""
+    """answered: set answeredAt and the max-duration deadline.
+
+    docs/plugin-behaviour.md, "Normalized events".
+    """
     at = at or clock.now()
     deadline = at + timedelta(seconds=get_config().max_duration_seconds)
     changed = call_transition(call=call, state=CallState.ANSWERED, ring_deadline_at=None)

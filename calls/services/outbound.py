@@ -69,7 +69,10 @@ def text_check(name: str, value: str | None) -> None:
 
 def call_initiate(*, to: str | None, message: str | None = None, mode: str | None = None,
                   session_key: str | None = None, dtmf_sequence: str | None = None) -> Call:
-    """Record and dial an outbound call; guards and errors of reference §1.2, in order."""
+    """Record and dial an outbound call; the plugin's guards and errors, in order.
+
+    docs/plugin-behaviour.md, "Placing a call".
+    """
     cfg = get_config()
     text_check("message", message)
     text_check("sessionKey", session_key)
@@ -141,7 +144,8 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
     Call.objects.filter(pk=call.pk).update(webhook_url=url)
     call.webhook_url = url
     # Only conversations stream: a notify message is spoken by the carrier, and a stream
-    # attaching too would race it for the same message (DESIGN §9).
+    # attaching too would race it for the same message
+    # (docs/design.md, "9. Media streams and the voice pipeline").
     conversation = call.mode == Call.Mode.CONVERSATION
     request = PlaceCall(
         call_id=call.call_id, to_number=call.to_number, from_number=call.from_number,
@@ -171,7 +175,7 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
 
 
 def live_call(call_id: str) -> Call:
-    """The guards of speak/continue/dtmf (reference §7.3)."""
+    """The guards of speak/continue/dtmf (docs/plugin-behaviour.md, "Explicit turns")."""
     call = call_find(call_id)
     if call is None:
         raise CallNotFound()
@@ -255,7 +259,10 @@ def _run_turn(call: Call, message: str, *, token: str, started: datetime,
 
 
 def _wait_for_transcript(call: Call, *, token: str, deadline: datetime) -> str:
-    """Poll the database: the transcript may be captured by any process (DESIGN §8)."""
+    """Poll the database: the transcript may be captured by any process.
+
+    docs/design.md, "8. Runtime modes and scale".
+    """
     entries = TranscriptEntry.objects.filter(
         call=call, speaker=TranscriptEntry.Speaker.USER, turn_token=token, is_final=True)
     renew_at = clock.now() + TURN_LEASE / 3

@@ -7,7 +7,8 @@ new. A REST command the event needs can't join that transaction (it is I/O, and 
 a transaction open across it would stall every other writer), so the transaction only
 writes a CarrierCommand row; once it commits, this process sends it, and if the process
 dies first, the timer sweep sends it when the row's lease has expired. "Applied once"
-comes from the transaction, "never lost" from the row (docs/architecture.md, "Outbox").
+comes from the transaction, "never lost" from the row (docs/architecture.md,
+"Applying a carrier event: one transaction, then the outbox").
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Automatic replies: the LLM responder answers caller speech no one else consumed (ref. §7)."""
+"""Automatic replies: the LLM responder answers caller speech no one else consumed.
+
+docs/plugin-behaviour.md, "Auto-response".
+"""
 from __future__ import annotations
 
 import logging
@@ -46,7 +49,8 @@ def responder_enabled() -> bool:
         return False
     if _api_key(cfg):
         return True
-    if not _warned_missing_key:  # never fail silently without auth (#8548), but say it once
+    # Never fail silently without auth (plugin issue #8548), but say it once.
+    if not _warned_missing_key:
         logger.warning("responseModel is set but no API key: automatic replies are off "
                        "(set OPENAI_API_KEY or tts.providers.openai.apiKey)")
         _warned_missing_key = True
@@ -54,14 +58,20 @@ def responder_enabled() -> bool:
 
 
 def _api_key(cfg: VoiceCallConfig) -> str:
-    """The config's key wins; the environment only fills a missing one (DESIGN §4)."""
+    """The config's key wins; the environment only fills a missing one.
+
+    docs/design.md, "4. Configuration".
+    """
     block = cfg.tts.get("providers", {}).get("openai")
     configured = block.get("apiKey") if isinstance(block, dict) else None
     return str(configured or settings.OPENAI_API_KEY or "")
 
 
 def responder_should_answer(call: Call, entry: TranscriptEntry) -> bool:
-    """The latest rules of reference §7.1: final caller speech no `continue` turn consumed."""
+    """The plugin's latest rules: final caller speech no `continue` turn consumed.
+
+    docs/plugin-behaviour.md, "Auto-response".
+    """
     return (entry.speaker == TranscriptEntry.Speaker.USER and entry.is_final
             and bool(entry.text.strip())
             and entry.turn_token is None and call.turn_token is None
@@ -72,8 +82,8 @@ def responder_should_answer(call: Call, entry: TranscriptEntry) -> bool:
 
 
 def _greeting_pending(call: Call) -> bool:
-    # Reference §5.5: an outbound conversation call still owes its greeting; inbound
-    # callers may always talk over theirs.
+    # An outbound conversation call still owes its greeting; inbound callers may always
+    # talk over theirs (docs/plugin-behaviour.md, "Playback on a stream").
     return (call.direction == Call.Direction.OUTBOUND
             and bool((call.metadata or {}).get("initialMessage")))
 
@@ -133,7 +143,10 @@ def responder_run(*, call_id: str, entry_id: int) -> None:
 
 
 def _superseded(call: Call, entry: TranscriptEntry) -> bool:
-    """The caller spoke again, the call ended, or a `continue` turn took over (#112360)."""
+    """The caller spoke again, the call ended, or a `continue` turn took over.
+
+    A stale reply must not play (plugin issue #112360).
+    """
     call.refresh_from_db(fields=["state", "turn_token"])
     newer = TranscriptEntry.objects.filter(
         call=call, speaker=TranscriptEntry.Speaker.USER, pk__gt=entry.pk).exists()
@@ -143,7 +156,8 @@ def _superseded(call: Call, entry: TranscriptEntry) -> bool:
 def _generate(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> str:
     lines = TranscriptEntry.objects.filter(call=call, is_final=True, pk__lt=entry.pk)
     history = list(lines.order_by("-pk").values_list("speaker", "text")[:HISTORY_LIMIT])[::-1]
-    route = call_route(call)  # the dialled number's overrides, if any (reference §2.1)
+    # The dialled number's overrides, if any (docs/plugin-behaviour.md, "Per-number routes").
+    route = call_route(call)
     prompt = build_system_prompt(
         custom=route.get("responseSystemPrompt") or cfg.response_system_prompt,
         caller=_other_party(call), history=history)
@@ -174,7 +188,7 @@ def _say(call: Call, entry: TranscriptEntry, text: str) -> None:
         return
     call_transition(call=call, state=CallState.LISTENING)
     # Bookkeeping only after the words are out: a reply waiting on post-turn work was
-    # the plugin's 20 s latency bug (#79521).
+    # the plugin's 20 s latency bug (plugin issue #79521).
     latency_ms = int((clock.now() - entry.created_at).total_seconds() * 1000)
     metadata_update(call=call, set_={LATENCY_KEY: latency_ms})
     logger.info("auto reply latency call=%s totalMs=%d", call.public_id, latency_ms)

@@ -1,4 +1,7 @@
-"""Per-dialled-number routes (`numbers`, reference §2.1): overrides for inbound calls."""
+"""Per-dialled-number routes (`numbers`): overrides for inbound calls.
+
+docs/plugin-behaviour.md, "Per-number routes".
+"""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,7 @@
-"""Agent session keys for calls (reference §7.4): where the gateway files a call's conversation."""
+"""Agent session keys for calls: where the gateway files a call's conversation.
+
+The rules: docs/plugin-behaviour.md, "Session scope".
+"""
 from __future__ import annotations
 
 import re

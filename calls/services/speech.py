@@ -41,7 +41,8 @@ def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | Non
     call_transition(call=call, state=CallState.SPEAKING)
     if call.stream_id:
         # A live media stream plays the words itself; a TwiML/REST fallback would replace
-        # the stream document and cut the stream (reference §5.5: never mix the paths).
+        # the stream document and cut the stream: never mix the paths
+        # (docs/plugin-behaviour.md, "Playback on a stream").
         stream_command(call.call_id, {"type": "call.speak", "text": message})
     elif inline is not None and inline.speech is None:
         inline.speech = Speech(text=message, listen=listen_after, turn_token=turn_token,

@@ -1,7 +1,8 @@
 """Control messages to the process that holds a call's media stream (group `call.<callId>`).
 
 Only control travels the channel layer (speak, clear, hang up), never audio frames:
-one receiving process takes ~2,000 layer messages a second (performance-notes §3).
+one receiving process takes ~2,000 layer messages a second
+(docs/performance.md, "Channel layer: control events only").
 """
 from __future__ import annotations
 

@@ -34,7 +34,10 @@ def realtime_enabled() -> bool:
 
 
 def stream_url() -> str:
-    """The public origin (https→wss) plus streaming.streamPath (reference §4.1.4)."""
+    """The public origin (https→wss) plus streaming.streamPath (or the realtime path).
+
+    The URL of the stream document (docs/carriers.md, "Twilio: TwiML replies").
+    """
     cfg = get_config()
     public = urlsplit(public_url(cfg) or "")
     scheme = "wss" if public.scheme == "https" else "ws"
@@ -59,7 +62,7 @@ def _streams_held(exclude: Call | None = None) -> int:
 
 def line_busy(call: Call) -> bool:
     """As many streams as maxConcurrentCalls already hold the line (1 by default, as the
-    reference's single media handler)."""
+    plugin's single media handler)."""
     return _streams_held(exclude=call) >= get_config().max_concurrent_calls
 
 
@@ -94,7 +97,8 @@ def waiting_resume() -> int:
 def _token(call: Call) -> str:
     """One token per call, made once and kept (16 random bytes as hex).
 
-    Hex because Plivo's <Stream extraHeaders> allows only [A-Za-z0-9] (providers.md §3.3).
+    Hex because Plivo's <Stream extraHeaders> allows only [A-Za-z0-9]
+    (docs/carriers.md, "Plivo: media streams").
     """
     if not call.stream_token:
         token = secrets.token_hex(16)

@@ -24,7 +24,8 @@ from providers.base import EventType, NormalizedEvent
 
 logger = logging.getLogger(__name__)
 
-# Reference §5.5: after a disconnect, a reconnect within 2 s keeps the call.
+# After a disconnect, a reconnect within 2 s keeps the call (docs/plugin-behaviour.md,
+# "Playback on a stream").
 STREAM_GRACE = timedelta(seconds=2)
 
 

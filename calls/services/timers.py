@@ -1,4 +1,7 @@
-"""Durable timers (DESIGN §8) and restart restore (reference §1.5).
+"""Durable timers and restart restore.
+
+docs/design.md, "8. Runtime modes and scale"; docs/plugin-behaviour.md, "Timers" and
+"Restore after restart".
 
 Each deadline is a column; the sweep claims a due deadline with a conditional UPDATE
 that clears it, so two sweepers (or a restart) never fire one twice, and a crash
@@ -115,7 +118,10 @@ def _send_owed_commands(report: SweepReport, now: datetime) -> None:
 
 
 def _reap_stale(report: SweepReport, now: datetime) -> None:
-    """Latest reaper semantics: only never-answered calls not speaking/listening (#79121)."""
+    """The plugin's latest reaper: only never-answered calls not speaking/listening.
+
+    The older reaper ended live conversations (plugin issue #79121).
+    """
     seconds = get_config().stale_call_reaper_seconds
     if seconds <= 0:
         return

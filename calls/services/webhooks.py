@@ -29,7 +29,8 @@ from providers.webhook_security import (
 
 logger = logging.getLogger(__name__)
 
-# Reference §6.4: verified request identities are remembered at least 10 minutes.
+# Verified request identities are remembered at least 10 minutes
+# (docs/plugin-behaviour.md, "Webhook pipeline").
 REPLAY_TTL = timedelta(minutes=10)
 
 

@@ -2,9 +2,10 @@
 
 Plain HTTP rather than the official SDK's RestClient: plivo 4.63 sends through its own
 `requests` session, with a built-in retry-and-fallback loop for voice requests and no
-transport seam. It could neither carry our httpx client (tests inject httpx.MockTransport,
-STYLE §2.3) nor keep "one request, never retried". The SDK still serves for XML building
-and as the reference for signatures. Paths end in "/" as the SDK writes them (providers.md §3.2).
+transport seam. It could neither carry our httpx client (tests fake carriers at the HTTP
+boundary with httpx.MockTransport) nor keep "one request, never retried". The SDK still
+serves for XML building and as the oracle for signatures. Paths end in "/" as the SDK
+writes them (docs/carriers.md, "Plivo: REST calls").
 """
 from __future__ import annotations
 

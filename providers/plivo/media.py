@@ -2,7 +2,8 @@
 
 We ask for `contentType="audio/x-mulaw;rate=8000"`: base64 G.711 μ-law at 8000 Hz in both
 directions. Plivo's default is L16, so a start announcing anything else is refused
-(providers.md §3.5; https://plivo.com/docs/voice/audio-streaming/audio-streaming).
+(docs/carriers.md, "Plivo: media streams";
+https://plivo.com/docs/voice/audio-streaming/audio-streaming).
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class PlivoMediaCodec(MediaCodec):
             case "media":
                 return _media(frame)
             case "dtmf":
-                # ⚠️ providers.md §3.5: inner shape unconfirmed; dtmf.digit as pipecat reads it.
+                # ⚠️ Inner shape unconfirmed (docs/carriers.md, "Plivo: media streams");
+                # dtmf.digit as pipecat reads it.
                 return DtmfIn(require_str(require_object(frame, "dtmf"), "digit"))
             case "playedStream" | "played":
                 # "played" is the name in Plivo's support article for the same checkpoint echo.

@@ -1,4 +1,6 @@
-"""The Plivo carrier: Voice API v1 REST, Plivo XML replies, V3/V2-signed webhooks (reference §4.3).
+"""The Plivo carrier: Voice API v1 REST, Plivo XML replies, V3/V2-signed webhooks.
+
+docs/carriers.md, "Plivo: REST calls", "Plivo: XML" and "Plivo: webhooks".
 
 Speech works by document fetch (`speech_by_fetch`): the services keep the words on the call
 row and `play_text` only transfers the A leg to our `flow=xml-speak` URL; when Plivo fetches
@@ -123,7 +125,8 @@ class PlivoProvider(TelephonyProvider):
         try:
             return self._status(provider_call_id)
         except ProviderError as exc:
-            # Restore keeps the call and lets its timers decide (reference §4.3 status row).
+            # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
+            # "Restore after restart").
             logger.warning("plivo call status unavailable: %s", exc)
             return CallStatus("error", is_terminal=False, is_unknown=True)
 
@@ -178,7 +181,7 @@ class PlivoProvider(TelephonyProvider):
         except PlivoApiError as exc:
             if not exc.not_found:
                 raise
-            # Neither live nor queued: the call is over (reference §4.3: 404 is terminal).
+            # Neither live nor queued: the call is over (404 is terminal, as in the plugin).
             return CallStatus("not-found", is_terminal=True, end_reason="completed")
         return CallStatus("queued", is_terminal=False)
 
@@ -211,7 +214,7 @@ class PlivoProvider(TelephonyProvider):
 
 
 def status_of(status: str) -> CallStatus:
-    """A Plivo `call_status` as our CallStatus (terminal set of reference §4.3)."""
+    """A Plivo `call_status` as our CallStatus (docs/plugin-behaviour.md, "End reasons")."""
     status = status.strip().lower()
     if status in webhooks.END_REASONS:
         return CallStatus(status, is_terminal=True, end_reason=webhooks.END_REASONS[status])
@@ -220,7 +223,7 @@ def status_of(status: str) -> CallStatus:
 
 
 def dial_number(value: str) -> str:
-    """SIP URIs as given; otherwise only digits and "+" (reference §4.3)."""
+    """SIP URIs as given; otherwise only digits and "+" (docs/carriers.md, "Plivo: REST calls")."""
     value = value.strip()
     if value.lower().startswith("sip:"):
         return value

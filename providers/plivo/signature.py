@@ -1,10 +1,11 @@
-"""Plivo webhook signatures: X-Plivo-Signature-V3 (preferred) and the legacy V2 (reference §6.2).
+"""Plivo webhook signatures: X-Plivo-Signature-V3 (preferred) and the legacy V2.
 
 V3 is HMAC-SHA256(auth token, base + "." + nonce), base64, where the base is the called URL
 with its query sorted, plus the POST parameters sorted and concatenated — the construction of
-plivo 4.63's `plivo.utils.signature_v3` (providers.md §3.1), re-done here so that we can
-(a) derive a replay key from the very base string that was signed and (b) compare in
-constant time. Tests check our result against the SDK's validator on generated input.
+plivo 4.63's `plivo.utils.signature_v3` (docs/carriers.md, "Plivo: signatures"), re-done
+here so that we can (a) derive a replay key from the very base string that was signed and
+(b) compare in constant time. Tests check our result against the SDK's validator on
+generated input.
 V2 signs only `scheme://host/path` + nonce (`plivo.utils.validate_signature`).
 """
 from __future__ import annotations
@@ -52,7 +53,10 @@ def verify(request: WebhookRequest, settings: Mapping[str, Any],
 
 
 def signed_url(request: WebhookRequest, security: SecuritySettings) -> str:
-    """publicUrl's origin with the request path and query, else the reconstructed URL (§6.2)."""
+    """publicUrl's origin with the request path and query, else the reconstructed URL.
+
+    docs/carriers.md, "Plivo: signatures".
+    """
     if security.public_url:
         return public_base_url(request, security)
     return reconstruct_url(request, security)

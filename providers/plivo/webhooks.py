@@ -1,4 +1,6 @@
-"""Plivo Voice callbacks -> normalized events, and the Plivo XML reply (reference §4.3).
+"""Plivo Voice callbacks -> normalized events, and the Plivo XML reply.
+
+docs/carriers.md, "Plivo: webhooks".
 
 Every callback comes to the one serve path; ours are told apart by the query we put in the
 URLs we hand Plivo: `callId`, and `flow` = answer (answer_url), hangup (hangup_url),
@@ -28,12 +30,13 @@ FETCH_FLOWS = frozenset({XML_SPEAK, XML_LISTEN})
 # Plivo runs our reply as the call's next XML only for these; hangup bodies are ignored.
 DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN})
 # Plivo's GetInput posts the words as `Speech`; the others are seen with other products
-# and in the reference's list (§4.3), first non-empty wins.
+# and in the plugin's list, first non-empty wins (docs/carriers.md, "Plivo: webhooks").
 SPEECH_FIELDS = ("Speech", "Transcription", "TranscriptionText", "SpeechResult",
                  "RecognizedSpeech", "Text")
 _STATUS_EVENTS = {"ringing": EventType.RINGING, "in-progress": EventType.ANSWERED}
-# Reference §3.4 for the four named ones; `cancel` is a request we withdrew
-# (DELETE /Request/), `timeout` is ring time running out, `machine` an AMD hang-up.
+# The plugin maps the first four (docs/plugin-behaviour.md, "End reasons"); `cancel` is a
+# request we withdrew (DELETE /Request/), `timeout` is ring time running out, `machine` an
+# AMD hang-up.
 END_REASONS = {
     "completed": "completed",
     "busy": "busy",
@@ -89,7 +92,7 @@ def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
 
 def _classify(params: Mapping[str, str], *,
               flow: str | None) -> tuple[EventType, dict[str, Any]] | None:
-    """Digits, then words, then the call status (reference §4.3)."""
+    """Digits, then words, then the call status (docs/carriers.md, "Plivo: webhooks")."""
     digits = params.get("Digits", "").strip()
     if digits:
         return EventType.DTMF, {"digits": digits}
@@ -213,7 +216,9 @@ def _listen_reply(request: WebhookRequest,
 
 
 def webhook_base(request: WebhookRequest, settings: Mapping[str, Any]) -> str:
-    """Where Plivo should post next, without a query — never from a spoofable Host (efe9183).
+    """Where Plivo should post next, without a query — never from a spoofable Host.
+
+    The plugin once took it from the Host header (plugin commit efe9183).
 
     publicUrl is the full public webhook URL (outbound calls use it as is), so a non-root
     path of it wins over serve.path: a proxy may publish serve.path under another path.

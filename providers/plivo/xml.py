@@ -1,7 +1,7 @@
 """Plivo XML documents, built with the SDK's `plivo.plivoxml` elements.
 
 The SDK renders through lxml, which escapes every text and attribute value; nothing here
-formats XML by hand. Element and attribute names: providers.md §3.3.
+formats XML by hand. Element and attribute names: docs/carriers.md, "Plivo: XML".
 """
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from urllib.parse import urlencode
 from plivo import plivoxml
 
 DEFAULT_LANGUAGE = "en-US"
-# The document a call idles on while we wait for the next REST transfer (reference §4.3).
+# The document a call idles on while we wait for the next REST transfer
+# (docs/carriers.md, "Plivo: XML").
 KEEP_ALIVE_SECONDS = 300
 # GetInput: executionTimeout is 5–60 s, counted after nested prompts end; speechEndTimeout is
-# 2–10 s or "auto" (plivo.com/docs/voice/xml/getinput). The reference's "1" is below the range.
+# 2–10 s or "auto" (plivo.com/docs/voice/xml/getinput). The plugin's "1" is below the range.
 EXECUTION_TIMEOUT_SECONDS = 30
 SPEECH_END_TIMEOUT_SECONDS = 2
 EMPTY = "<Response></Response>"
-# Plivo's default stream format is L16; our codec speaks 8 kHz μ-law only (providers.md §3.3).
+# Plivo's default stream format is L16; our codec speaks 8 kHz μ-law only
+# (docs/carriers.md, "Plivo: media streams").
 STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"
 # Characters XML 1.0 cannot carry; lxml refuses them, so a stray one must not cost a reply.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")

@@ -1,5 +1,8 @@
 """Realtime voice (full-duplex speech-to-speech): build the session the `realtime` config
-block asks for (reference §2.4, §5.6)."""
+block asks for.
+
+docs/plugin-behaviour.md, "Streaming and realtime settings" and "Realtime voice".
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -1,4 +1,6 @@
-"""The realtime-voice interface the call bridge talks to (reference §5.6).
+"""The realtime-voice interface the call bridge talks to.
+
+docs/plugin-behaviour.md, "Realtime voice".
 
 A realtime session is one full-duplex speech-to-speech conversation with a vendor model:
 caller audio goes in, model speech comes out, both as 8 kHz G.711 μ-law, so the carrier's
@@ -45,7 +47,8 @@ class RealtimeSession(ABC):
     async def connect(self, *, instructions: str, greeting: str | None,
                       tools: list[dict[str, Any]]) -> None:
         """Open the connection and configure the session; with a greeting, ask the model to
-        speak the opening turn itself (reference §1.3). Raises ProviderError on failure."""
+        speak the opening turn itself (docs/plugin-behaviour.md, "Realtime voice"). Raises
+        ProviderError on failure."""
 
     @abstractmethod
     async def send_audio(self, ulaw: bytes) -> None:

@@ -1,4 +1,6 @@
-"""OpenAI Realtime API (GA protocol), speech-to-speech over a websocket (reference §5.6).
+"""OpenAI Realtime API (GA protocol), speech-to-speech over a websocket.
+
+docs/plugin-behaviour.md, "Realtime voice".
 
 wss://api.openai.com/v1/realtime?model=gpt-realtime with `Authorization: Bearer`. This is
 the GA protocol (openai SDK 3.57 `types/realtime/`), which takes no `OpenAI-Beta` header:
@@ -60,7 +62,8 @@ END_CALL_TOOL: dict[str, Any] = {
     "parameters": {"type": "object", "properties": {"reason": {"type": "string"}}},
 }
 
-# Reference §5.6: a stored initialMessage becomes the opening turn's instruction.
+# A stored initialMessage becomes the opening turn's instruction, in the plugin's words
+# (docs/plugin-behaviour.md, "Realtime voice").
 GREETING_INSTRUCTION = (
     "Start the call by greeting the caller naturally. Include this greeting: {greeting}"
 )

@@ -1,4 +1,7 @@
-"""The realtime speech-to-text interface the media pipeline talks to (reference §5.4)."""
+"""The realtime speech-to-text interface the media pipeline talks to.
+
+docs/plugin-behaviour.md, "Speech-to-text".
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -1,4 +1,6 @@
-"""OpenAI Realtime API, transcription intent, over a websocket (reference §5.4).
+"""OpenAI Realtime API, transcription intent, over a websocket.
+
+docs/plugin-behaviour.md, "Speech-to-text".
 
 wss://api.openai.com/v1/realtime?intent=transcription with `OpenAI-Beta: realtime=v1`:
 we send `transcription_session.update` (g711_ulaw input, server VAD) and
@@ -56,7 +58,7 @@ def _number(block: Mapping[str, Any], key: str, default: float) -> float:
 
 
 class OpenAiRealtimeStt(SttSession):
-    """One transcription websocket per call, with the reference's reconnect policy."""
+    """One transcription websocket per call, with the plugin's reconnect policy."""
 
     def __init__(
         self,

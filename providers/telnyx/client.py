@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_BASE_URL = "https://api.telnyx.com"
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 # "Call has already ended": commands on a finished leg answer 422 with this code
-# (providers.md §2.3, seen in pipecat's Telnyx serializer).
+# (docs/carriers.md, "Telnyx: commands"; seen in pipecat's Telnyx serializer).
 CALL_ENDED_CODE = "90018"
 # RFC 3986 path-segment characters kept as-is; call_control_ids look like `v3:…`.
 _SEGMENT_SAFE = ":@!$&'()*+,;="

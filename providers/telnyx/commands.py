@@ -15,7 +15,7 @@ DEFAULT_VOICE = "female"
 DEFAULT_LANGUAGE = "en-US"
 # `speak.payload`: "There is a 3,000 character limit" (ActionSpeakParams).
 MAX_SPEAK_CHARS = 3000
-# `dial.timeout_secs` accepts 5–600 s (providers.md §2.3).
+# `dial.timeout_secs` accepts 5–600 s (docs/carriers.md, "Telnyx: commands").
 RING_TIMEOUT_RANGE = (5, 600)
 # `speak.voice` is `<Provider>[.<Model>].<VoiceId>` or, for service_level basic, male/female
 # (ActionSpeakParams.voice). A TTS voice of another vendor (OpenAI "alloy", a bare
@@ -46,7 +46,9 @@ def dial(request: PlaceCall, *, connection_id: str) -> dict[str, Any]:
 
 
 def stream_fields(plan: StreamPlan) -> dict[str, Any]:
-    """The stream parameters shared by dial and streaming_start (providers.md §2.3-2.4).
+    """The stream parameters shared by dial and streaming_start.
+
+    docs/carriers.md, "Telnyx: commands" and "Telnyx: media streams".
 
     rtp + PCMU both ways: without them Telnyx expects MP3 back and drops raw μ-law
     (deepgram/deepclaw#8). `stream_codec` PCMU has Telnyx transcode a PCMA leg, which our
@@ -85,7 +87,7 @@ def speak(target: CallTarget, text: str, *, voice: str, language: str) -> dict[s
 
 def transcription_start(target: CallTarget, *, language: str) -> dict[str, Any]:
     # The current API takes the language inside `transcription_engine_config` (the
-    # reference's top-level `language` is the legacy shape). Google wants a bare language
+    # plugin's top-level `language` is the legacy shape). Google wants a bare language
     # code ("en", GoogleTranscriptionLanguage); finals only, since only a final transcript
     # answers a turn.
     return {
@@ -107,7 +109,11 @@ def dtmf_digits(digits: str) -> str:
 
 
 def preferred_voice(tts: object) -> str:
-    """The voice of tts.providers[tts.provider] (reference §2.5) if Telnyx can speak it."""
+    """The voice of tts.providers[tts.provider] if Telnyx can speak it.
+
+    docs/plugin-behaviour.md, "TTS config and voice lookup"; docs/carriers.md,
+    "Telnyx: commands".
+    """
     voice = configured_voice(tts)
     if not voice:
         return DEFAULT_VOICE

@@ -3,7 +3,8 @@
 Inbound and outbound audio are base64 RTP payloads (no RTP header) in JSON text frames. We
 stream with `stream_bidirectional_mode=rtp` and `stream_bidirectional_codec=PCMU`, so both
 directions are G.711 μ-law at 8000 Hz; a start announcing another codec is refused
-(providers.md §2.4; https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket).
+(docs/carriers.md, "Telnyx: media streams";
+https://developers.telnyx.com/api-reference/websockets/stream-call-media-over-websocket).
 
 The per-call token comes one of two ways: `stream_auth_token` (dial and streaming_start,
 telnyx SDK CallDialParams / ActionStartStreamingParams) which Telnyx sends as the
@@ -47,7 +48,8 @@ class TelnyxMediaCodec(MediaCodec):
         self._upgrade_token: str | None = None
 
     def upgrade(self, headers: Mapping[str, str]) -> None:
-        # `stream_auth_token` arrives on the upgrade, not in a frame (providers.md §2.4).
+        # `stream_auth_token` arrives on the upgrade, not in a frame
+        # (docs/carriers.md, "Telnyx: media streams").
         self._upgrade_token = headers.get(AUTH_HEADER, "").strip() or None
 
     def decode(self, message: str | bytes) -> MediaEvent | None:
@@ -61,7 +63,8 @@ class TelnyxMediaCodec(MediaCodec):
             case "media":
                 return _media(frame)
             case "dtmf":
-                # ⚠️ providers.md §2.4 lists dtmf.digit but marks the exact shape unconfirmed.
+                # ⚠️ dtmf.digit, but the exact shape is unconfirmed
+                # (docs/carriers.md, "Telnyx: media streams").
                 return DtmfIn(require_str(require_object(frame, "dtmf"), "digit"))
             case "mark":
                 return MarkDone(require_str(require_object(frame, "mark"), "name"))

@@ -1,7 +1,8 @@
 """The Telnyx carrier: Call Control v2 REST commands and Ed25519-signed JSON webhooks.
 
 Telnyx ignores webhook response bodies: everything, including answering an inbound call,
-is a REST command (providers.md §2.3). Webhooks name our call through `client_state`.
+is a REST command (docs/carriers.md, "Telnyx: commands"). Webhooks name our call through
+`client_state`.
 """
 from __future__ import annotations
 
@@ -80,8 +81,9 @@ class TelnyxProvider(TelephonyProvider):
         self._command_unless_gone(target, "hangup", {})
 
     def answer_call(self, target: CallTarget) -> None:
-        # An inbound leg stays parked until answered (#58231). No webhook_url override: the
-        # app-level URL reached us already, and the local fallback URL would not.
+        # An inbound leg stays parked until answered (plugin issue #58231). No webhook_url
+        # override: the app-level URL reached us already, and the local fallback URL would
+        # not.
         self._rest.command(target.provider_call_id, "answer",
                            {"client_state": clientstate.encode(target.call_id)},
                            command_id=target.command_key)
@@ -95,7 +97,8 @@ class TelnyxProvider(TelephonyProvider):
 
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
         # speak + transcription_start rather than gather_using_speak: gather collects DTMF
-        # only (`call.gather.ended.digits`); speech needs transcription (providers.md §2.3).
+        # only (`call.gather.ended.digits`); speech needs transcription
+        # (docs/carriers.md, "Telnyx: commands").
         voice = commands.preferred_voice(self._settings.get("tts"))
         body = commands.speak(target, text, voice=voice, language=commands.language(target))
         self._rest.command(target.provider_call_id, "speak", body, command_id=target.command_key)
@@ -106,9 +109,10 @@ class TelnyxProvider(TelephonyProvider):
         self._start_transcription(target, tolerate_running=False)
 
     def _start_transcription(self, target: CallTarget, *, tolerate_running: bool) -> None:
-        # Turn tokens ride in client_state (the reference has none for Telnyx): the
+        # Turn tokens ride in client_state (the plugin has none for Telnyx): the
         # `call.transcription` webhooks then name the turn they answer, so a late result
-        # of an earlier turn can't complete the current one (reference §3.3).
+        # of an earlier turn can't complete the current one (docs/plugin-behaviour.md,
+        # "Normalized events").
         body = commands.transcription_start(target, language=commands.language(target))
         try:
             self._rest.command(target.provider_call_id, "transcription_start", body)
@@ -198,6 +202,7 @@ class TelnyxProvider(TelephonyProvider):
 
 
 def _unknown_status(exc: ProviderError) -> CallStatus:
-    # Restore keeps the call and lets its timers decide (reference §4.2: missing -> unknown).
+    # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
+    # "Restore after restart").
     logger.warning("telnyx call status unavailable: %s", exc)
     return CallStatus("error", is_terminal=False, is_unknown=True)

@@ -1,8 +1,9 @@
-"""Telnyx webhook signatures: Ed25519 over `"{telnyx-timestamp}|{raw body}"` (providers.md §2.1).
+"""Telnyx webhook signatures: Ed25519 over `"{telnyx-timestamp}|{raw body}"`.
 
-Verified with `cryptography` (no PyNaCl). Order and messages follow reference §6.2: the
+Verified with `cryptography` (no PyNaCl). Order and messages follow the plugin: the
 signature first ("Invalid signature"), then the 300 s window ("Timestamp too old"), so a
-forged old request never learns that its timestamp was the problem.
+forged old request never learns that its timestamp was the problem
+(docs/carriers.md, "Telnyx: signatures").
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def canonical_signature(value: str) -> tuple[bytes, str] | None:
 
 def verify(request: WebhookRequest, key: Ed25519PublicKey | None, *, now: float) -> VerifyResult:
     if key is None:
-        return VerifyResult(False, MISSING_KEY)  # fail closed (reference §6.2)
+        return VerifyResult(False, MISSING_KEY)  # fail closed, as the plugin does
     signature = request.header(SIGNATURE_HEADER)
     timestamp = request.header(TIMESTAMP_HEADER)
     if not signature or not timestamp:

@@ -1,10 +1,11 @@
-"""Telnyx Call Control v2 webhooks -> normalized events (reference §4.2, fixed).
+"""Telnyx Call Control v2 webhooks -> normalized events, the plugin's mapping fixed.
 
-Envelope `{"data": {"event_type", "id", "occurred_at", "payload": {…}}}` (providers.md §2.2).
-Fixes over the reference: `direction`/`from`/`to` are kept, so inbound calls register
-(#58231); transcripts are read from `payload.transcription_data` (where the SDK's
-`Transcription` model puts them, not `payload.transcription`); `client_state` carries the
-turn token. Unknown event types give no events and the services answer 200.
+Envelope `{"data": {"event_type", "id", "occurred_at", "payload": {…}}}`
+(docs/carriers.md, "Telnyx: webhooks"). Fixes over the plugin: `direction`/`from`/`to`
+are kept, so inbound calls register (plugin issue #58231); transcripts are read from
+`payload.transcription_data` (where the SDK's `Transcription` model puts them, not
+`payload.transcription`); `client_state` carries the turn token. Unknown event types give
+no events and the services answer 200.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ _PLAIN = {
     "call.bridged": EventType.ACTIVE,
 }
 
-# Reference §3.4, the Telnyx `hangup_cause` table.
+# The plugin's Telnyx `hangup_cause` table (docs/plugin-behaviour.md, "End reasons").
 END_REASONS: dict[str, str] = {
     "normal_clearing": "completed",
     "normal_unspecified": "completed",
@@ -47,10 +48,10 @@ END_REASONS: dict[str, str] = {
     "user_hangup": "hangup-user",
     "subscriber_absent": "hangup-user",
 }
-# Causes the SDK's CallHangup model documents but the reference table lacks (it would log
+# Causes the SDK's CallHangup model documents but the plugin's table lacks (it would log
 # them as unknown and say "completed"). `timeout` is the dial's `timeout_secs` running out
-# before answer (providers.md §2.3), i.e. nobody answered; `time_limit` is the leg's
-# `time_limit_secs` cap; `not_found` is an unreachable destination.
+# before answer (docs/carriers.md, "Telnyx: commands"), i.e. nobody answered; `time_limit`
+# is the leg's `time_limit_secs` cap; `not_found` is an unreachable destination.
 SDK_END_REASONS: dict[str, str] = {
     "timeout": "no-answer",
     "time_limit": "timeout",
@@ -126,7 +127,7 @@ def _speech(payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | No
     transcript = data.get("transcript", payload.get("transcription"))
     return EventType.SPEECH, {
         "transcript": transcript if isinstance(transcript, str) else "",
-        # Missing is_final means final (reference §4.2: `is_final ?? true`).
+        # Missing is_final means final, as in the plugin (`is_final ?? true`).
         "is_final": data.get("is_final") is not False,
         "confidence": _confidence(data.get("confidence")),
     }

@@ -15,7 +15,8 @@ from providers.tts.openai import OpenAiTts
 __all__ = ["TtsProvider", "build_tts"]
 
 _BUILDERS = {"openai": OpenAiTts.from_settings, "elevenlabs": ElevenLabsTts.from_settings}
-# Reference §2.5: Microsoft/Edge speech has no telephony output.
+# Microsoft/Edge speech has no telephony output
+# (docs/plugin-behaviour.md, "TTS config and voice lookup").
 _NO_TELEPHONY = ("microsoft", "edge")
 
 

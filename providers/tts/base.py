@@ -1,8 +1,9 @@
-"""Streaming text-to-speech for the phone: vendor audio in, 8 kHz μ-law out (reference §5.5).
+"""Streaming text-to-speech for the phone: vendor audio in, 8 kHz μ-law out.
 
 A provider only fetches the vendor's byte stream (`fetch`); the base turns it into μ-law,
 enforces the synthesis timeout and the no-audio rule, and maps HTTP failures, so every
-vendor fails with the same reference strings.
+vendor fails with the same plugin strings (docs/plugin-behaviour.md, "Playback on a stream";
+docs/carriers.md, "Audio: TTS formats and resampling").
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from providers.errors import ProviderError, ProviderUnavailable
 
 DEFAULT_TIMEOUT_MS = 8000
 TELEPHONY_RATE = 8000
-# Vendor names for "already 8 kHz μ-law": ElevenLabs and Microsoft (reference §5.5).
+# Vendor names for "already 8 kHz μ-law": ElevenLabs and Microsoft, passed through
+# unchanged as in the plugin.
 ULAW_8K_FORMATS = frozenset({"ulaw_8000", "raw-8khz-8bit-mono-mulaw"})
 # Compressed audio we cannot play without a decoder; a server that ignores the requested
 # format (an "OpenAI-compatible" proxy, say) must fail loudly rather than play noise.

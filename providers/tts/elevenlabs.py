@@ -1,4 +1,6 @@
-"""ElevenLabs text-to-speech: POST /v1/text-to-speech/{voice_id}/stream (reference §2.5, §5.5).
+"""ElevenLabs text-to-speech: POST /v1/text-to-speech/{voice_id}/stream.
+
+docs/carriers.md, "Audio: TTS formats and resampling".
 
 `?output_format=ulaw_8000` returns headerless 8 kHz μ-law that goes to the carrier
 unchanged; a configured `pcm_<rate>` format is resampled instead, anything else refused.

@@ -1,7 +1,8 @@
-"""OpenAI text-to-speech: POST /v1/audio/speech, streamed as raw PCM (reference §2.5, §5.5).
+"""OpenAI text-to-speech: POST /v1/audio/speech, streamed as raw PCM.
 
 `response_format: "pcm"` is 24 kHz, 16-bit signed little-endian mono without a header
-(providers.md §6); the base resamples it to 8 kHz and encodes μ-law as it arrives.
+(docs/carriers.md, "Audio: TTS formats and resampling"); the base resamples it to 8 kHz
+and encodes μ-law as it arrives.
 """
 from __future__ import annotations
 

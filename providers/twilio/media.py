@@ -1,7 +1,8 @@
 """Twilio Media Streams websocket protocol (bidirectional `<Connect><Stream>`), JSON text frames.
 
 Audio is always `audio/x-mulaw` at 8000 Hz, mono, base64 without a file header, in both
-directions (providers.md §1.5; https://www.twilio.com/docs/voice/media-streams/websocket-messages).
+directions (docs/carriers.md, "Twilio: media streams";
+https://www.twilio.com/docs/voice/media-streams/websocket-messages).
 """
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ class TwilioMediaCodec(MediaCodec):
     def _start(self, frame: dict[str, Any]) -> StreamStart:
         self._refuse_second_start()
         start = require_object(frame, "start")
-        call_sid = require_str(start, "callSid")  # reference §5.2: 1008 "Missing callSid"
+        # Without it the stream closes 1008 "Missing callSid"
+        # (docs/plugin-behaviour.md, "Media streams: limits and close codes").
+        call_sid = require_str(start, "callSid")
         stream_sid = optional_str(start, "streamSid") or require_str(frame, "streamSid")
         _check_media_format(start)
         token, params = string_params(start.get("customParameters"))

@@ -106,7 +106,8 @@ class TwilioProvider(TelephonyProvider):
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
         # Always end with a Gather, listening or not: after a lone <Say> the document runs
         # out and Twilio hangs up the call. The Gather keeps it open and brings whatever the
-        # caller says next to us (reference §4.1.1 uses <Gather><Say>.</Say></Gather>).
+        # caller says next to us (the plugin uses <Gather><Say>.</Say></Gather>;
+        # docs/carriers.md, "Twilio: TwiML replies").
         language = _language(target)
         document = twiml.say_then_listen(text, voice=self._voice(None), language=language,
                                          action=self._action(target, language))
@@ -218,6 +219,7 @@ def _language(target: CallTarget) -> str | None:
 
 
 def _unknown_status(exc: ProviderError) -> CallStatus:
-    # Restore keeps the call and lets its timers decide (reference §4.1.1 status row).
+    # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
+    # "Restore after restart").
     logger.warning("twilio call status unavailable: %s", exc)
     return CallStatus("error", is_terminal=False, is_unknown=True)

@@ -1,8 +1,9 @@
 """Twilio webhook signatures (X-Twilio-Signature, HMAC over URL + sorted form params).
 
-Checked with the SDK's RequestValidator against every URL Twilio may have signed
-(reference §6.2 port variants); the verified request's replay key never includes
-I-Twilio-Idempotency-Token, which Twilio changes between retries of one delivery.
+Checked with the SDK's RequestValidator against every URL Twilio may have signed (the
+port variants of docs/carriers.md, "Twilio: signatures"); the verified request's replay
+key never includes I-Twilio-Idempotency-Token, which Twilio changes between retries of
+one delivery.
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def signed_params(request: WebhookRequest) -> Params | str:
 
 
 def replay_key(url: str, params: Params | str, signature: str) -> str:
-    """twilio:req: + sha256(url \\n sorted k=v&… \\n signature), reference §6.2."""
+    """twilio:req: + sha256(url \\n sorted k=v&… \\n signature), as the plugin keys them."""
     if isinstance(params, str):
         canonical = params
     else:

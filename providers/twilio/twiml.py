@@ -11,12 +11,14 @@ from twilio.twiml.voice_response import VoiceResponse
 
 DEFAULT_VOICE = "Polly.Joanna"
 DEFAULT_LANGUAGE = "en-US"
-# How long a reply holds the line while a REST update brings the next TwiML (reference §4.1.3).
+# How long a reply holds the line while a REST update brings the next TwiML
+# (docs/carriers.md, "Twilio: TwiML replies").
 KEEP_ALIVE_SECONDS = 30
 # The Call resource refuses inline `Twiml` longer than 4000 characters.
 MAX_INLINE_TWIML = 4000
 
-# Reference §4.1.6: OpenAI voice names -> Amazon Polly voices Twilio can speak.
+# OpenAI voice names -> Amazon Polly voices Twilio can speak
+# (docs/carriers.md, "Twilio: voices for <Say>").
 _OPENAI_TO_POLLY = {
     "alloy": "Polly.Joanna",
     "echo": "Polly.Matthew",
@@ -142,7 +144,8 @@ def play_digits(digits: str, *, redirect_url: str) -> VoiceResponse:
     return response
 
 
-# Twilio's public hold music, as the call-waiting queue of reference §4.1.3 plays it.
+# Twilio's public hold music, as the plugin's call-waiting queue plays it
+# (docs/carriers.md, "Twilio: TwiML replies").
 HOLD_MUSIC_URL = "https://s3.amazonaws.com/com.twilio.music.classical/BusyStrings.mp3"
 
 
@@ -155,9 +158,10 @@ def hold_music() -> str:
 
 
 def connect_stream(url: str, *, token: str) -> VoiceResponse:
-    """<Connect><Stream> with the per-call token as a <Parameter> (reference §4.1.4).
+    """<Connect><Stream> with the per-call token as a <Parameter>.
 
-    Twilio strips query strings from Stream URLs (#9635), so the token cannot ride there.
+    Twilio strips query strings from Stream URLs (plugin issue #9635), so the token cannot
+    ride there (docs/carriers.md, "Twilio: media streams").
     """
     response = VoiceResponse()
     connect = response.connect()
@@ -167,7 +171,10 @@ def connect_stream(url: str, *, token: str) -> VoiceResponse:
 
 
 def hold_queue() -> VoiceResponse:
-    """Park the caller in the call-waiting queue while another stream holds the line (§4.1.3)."""
+    """Park the caller in the call-waiting queue while another stream holds the line.
+
+    docs/carriers.md, "Twilio: TwiML replies".
+    """
     response = VoiceResponse()
     response.say("Please hold while we connect you.", voice="alice")
     response.enqueue("hold-queue", wait_url="/voice/hold-music")

@@ -33,7 +33,8 @@ _STATUS_EVENTS = {
     "ringing": EventType.RINGING,
     "in-progress": EventType.ANSWERED,
 }
-# Reference §3.4. `canceled` means we withdrew the call before it was answered.
+# docs/plugin-behaviour.md, "End reasons". `canceled` means we withdrew the call before it
+# was answered.
 END_REASONS = {
     "completed": "completed",
     "failed": "failed",
@@ -104,7 +105,10 @@ def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
 
 def _classify(params: Mapping[str, str], *, flow: str | None,
               direction: str | None) -> tuple[EventType, dict[str, Any]] | None:
-    """Reference §4.1.2 priority: speech, digits, (empty Gather), status, bare inbound."""
+    """The plugin's priority: speech, digits, (empty Gather), status, bare inbound.
+
+    docs/carriers.md, "Twilio: webhooks".
+    """
     speech = params.get("SpeechResult", "").strip()
     if speech:
         return EventType.SPEECH, {"transcript": speech, "is_final": True,
@@ -166,7 +170,10 @@ def render(request: WebhookRequest, context: ReplyContext, settings: Mapping[str
 
 def decide(request: WebhookRequest, context: ReplyContext,
            settings: Mapping[str, Any]) -> VoiceResponse:
-    """The TwiML policy of reference §4.1.3, driven by what the services decided."""
+    """The plugin's TwiML policy, driven by what the services decided.
+
+    docs/carriers.md, "Twilio: TwiML replies".
+    """
     if context.replay or not is_twiml_fetch(request):
         # A replay's first delivery already got the real answer; status bodies are ignored.
         return twiml.empty()

@@ -1,4 +1,7 @@
-"""Every /api/ endpoint needs `Authorization: Bearer <token>` (DESIGN §6)."""
+"""Every /api/ endpoint needs `Authorization: Bearer <token>`.
+
+docs/design.md, "6. HTTP and websocket surface"; docs/security.md, "The API".
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,7 @@
-"""Liveness and readiness probes (DESIGN §6): no token, JSON, 503 when a dependency fails."""
+"""Liveness and readiness probes: no token, JSON, 503 when a dependency fails.
+
+docs/design.md, "6. HTTP and websocket surface".
+"""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,7 @@
-"""/voice/hold-music: the Twilio call-waiting queue's wait document (reference §4.1.3)."""
+"""/voice/hold-music: the Twilio call-waiting queue's wait document.
+
+docs/carriers.md, "Twilio: TwiML replies".
+"""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET

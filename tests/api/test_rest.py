@@ -1,4 +1,7 @@
-"""REST resources under /api/calls/ (DESIGN §6): list, create, detail, actions, sub-lists."""
+"""REST resources under /api/calls/: list, create, detail, actions, sub-lists.
+
+docs/design.md, "6. HTTP and websocket surface".
+"""
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,7 @@
-"""POST /api/rpc: the JSON-RPC 2.0 surface of reference §9.2, through real HTTP requests."""
+"""POST /api/rpc: the JSON-RPC 2.0 surface, through real HTTP requests.
+
+docs/plugin-behaviour.md, "RPC methods".
+"""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The OpenAPI document and its browsable page (DESIGN §6)."""
+"""The OpenAPI document and its browsable page (docs/design.md, "6. HTTP and websocket surface")."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,7 @@
-"""GET/POST /api/tools/voice_call: the agent tool of reference §9.1; errors are 200 {error}."""
+"""GET/POST /api/tools/voice_call: the agent tool; errors are 200 {error}.
+
+docs/plugin-behaviour.md, "Agent tool".
+"""
 from __future__ import annotations
 
 import uuid

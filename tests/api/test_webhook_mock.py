@@ -1,4 +1,8 @@
-"""The mock carrier's webhook (reference §4.4, §6.4; DESIGN §6–7) through real HTTP requests."""
+"""The mock carrier's webhook through real HTTP requests.
+
+docs/carriers.md, "Mock carrier"; docs/plugin-behaviour.md, "Webhook pipeline";
+docs/security.md, "Webhooks".
+"""
 from __future__ import annotations
 
 import json

@@ -195,7 +195,7 @@ def test_speech_keys_fill_existing_tts_provider_blocks_only():
     assert cfg.tts["providers"] == {"elevenlabs": {"voiceId": "v1", "apiKey": "el-env"}}
 
 
-# --- required credentials (reference §2.6) -------------------------------------------
+# --- required credentials (docs/plugin-behaviour.md, "Config errors") ----------------
 
 
 @pytest.mark.parametrize(("provider", "expected"), [
@@ -283,7 +283,8 @@ def test_streaming_refuses_the_mock_carrier():
 @pytest.mark.parametrize("carrier", [TWILIO_OK, TELNYX_OK, PLIVO_OK],
                          ids=["twilio", "telnyx", "plivo"])
 def test_every_real_carrier_may_stream(carrier: dict) -> None:
-    # DESIGN §9 supersedes the reference's Twilio-only rule.
+    # The plugin streams on Twilio only; voicecall on every real carrier
+    # (docs/plugin-behaviour.md, "Streaming and realtime settings").
     assert parse_config({**carrier, "streaming": {"enabled": True}}, {}).streaming_enabled
 
 

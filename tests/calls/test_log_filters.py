@@ -1,4 +1,4 @@
-"""Numbers that reach a log line are masked (DESIGN §7)."""
+"""Numbers that reach a log line are masked (docs/security.md, "Logs")."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,7 @@
-"""calls.media.Playback: paced 20 ms frames, marks, barge-in, keep-alive silence (reference §5.5)."""
+"""calls.media.Playback: paced 20 ms frames, marks, barge-in, keep-alive silence.
+
+docs/plugin-behaviour.md, "Playback on a stream".
+"""
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,6 @@
-"""Realtime voice over the media stream (reference §5.6), end to end over the ASGI router.
+"""Realtime voice over the media stream, end to end over the ASGI router.
+
+docs/plugin-behaviour.md, "Realtime voice".
 
 The speech-to-speech model is faked at the provider seam (its wire protocol is tested in
 tests/providers/test_realtime.py); codec, consumer, link, services and database are real.

@@ -1,4 +1,6 @@
-"""Automatic replies (reference §7.1–7.2): when the responder answers, what it says, when not.
+"""Automatic replies: when the responder answers, what it says, when not.
+
+docs/plugin-behaviour.md, "Auto-response".
 
 The LLM is faked at its HTTP boundary (OpenAI chat completions on an httpx.MockTransport);
 DISPATCH is made synchronous so a reply is spoken before the event handling returns.
@@ -290,7 +292,7 @@ def test_should_answer_checks_the_line_and_the_call(make_call: Any) -> None:
     assert responder_should_answer(call, line) is False
 
 
-# --- supersession (#112360) and failures -------------------------------------------------
+# --- supersession (plugin issue #112360) and failures ------------------------------------
 
 def _newer_line(call: Call) -> Callable[[], None]:
     return lambda: transcript_add(call=call, speaker="user", text="actually, wait")
@@ -523,7 +525,7 @@ def test_the_embedded_thread_speaks_the_reply_on_its_own_connection(
     assert spoken(mock_carrier) == [{"text": REPLY, "listen_after": True}]
 
 
-# --- per-number routes (reference §2.1 `numbers`) -----------------------------------------
+# --- per-number routes (docs/plugin-behaviour.md, "Per-number routes") --------------------
 
 def test_the_dialled_numbers_route_chooses_the_model_and_prompt(
         configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:

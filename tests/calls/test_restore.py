@@ -1,4 +1,7 @@
-"""Restart restore (reference §1.5): unfinished calls are checked with the carrier."""
+"""Restart restore: unfinished calls are checked with the carrier.
+
+docs/plugin-behaviour.md, "Restore after restart".
+"""
 from __future__ import annotations
 
 from datetime import timedelta

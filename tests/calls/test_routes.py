@@ -1,4 +1,4 @@
-"""Per-dialled-number routes for inbound calls (reference §2.1 `numbers`)."""
+"""Per-dialled-number routes for inbound calls (docs/plugin-behaviour.md, "Per-number routes")."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,7 @@
-"""Server preflight: skipSignatureVerification only on loopback without exposure (DESIGN §7)."""
+"""Server preflight: skipSignatureVerification only on loopback without exposure.
+
+docs/security.md, "Webhooks", step 9.
+"""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""Session keys of calls (reference §7.4)."""
+"""Session keys of calls (docs/plugin-behaviour.md, "Session scope")."""
 from __future__ import annotations
 
 from typing import Any

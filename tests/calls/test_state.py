@@ -1,4 +1,7 @@
-"""The state machine of reference §3.1–3.2, as rules and as conditional database updates."""
+"""The state machine, as rules and as conditional database updates.
+
+docs/plugin-behaviour.md, "State machine".
+"""
 from __future__ import annotations
 
 import threading

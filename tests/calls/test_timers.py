@@ -1,4 +1,7 @@
-"""Durable timers (DESIGN §8): deadlines on the row, fired by the sweep, once, with a moved clock."""
+"""Durable timers: deadlines on the row, fired by the sweep, once, with a moved clock.
+
+docs/plugin-behaviour.md, "Timers"; docs/architecture.md, "Timers and the sweep".
+"""
 from __future__ import annotations
 
 from datetime import timedelta

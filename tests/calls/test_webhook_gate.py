@@ -1,4 +1,7 @@
-"""The ASGI gate before Django (DESIGN §7): 401 before the body is read, 413, 408, 429."""
+"""The ASGI gate before Django: 401 before the body is read, 413, 408, 429.
+
+docs/security.md, "Webhooks".
+"""
 from __future__ import annotations
 
 import asyncio

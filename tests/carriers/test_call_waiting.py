@@ -1,5 +1,6 @@
-"""Twilio call-waiting queue (reference §4.1.3): a second inbound caller waits while a stream
-holds the line, hears the hold message and music, and is brought back when the line frees."""
+"""Twilio call-waiting queue: a second inbound caller waits while a stream holds the line,
+hears the hold message and music, and is brought back when the line frees
+(docs/carriers.md, "Twilio: TwiML replies")."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET

@@ -4,7 +4,7 @@ A carrier account signs every webhook it sends with one secret, whatever endpoin
 If the URL we verify against could be rebuilt from the request's Host, a request the account
 sent to *another* app (other-app.example.org) could be replayed to us with that Host and
 pass. Each test sends exactly such a request through the Django test client and checks that
-it is refused and that the call did not move (docs/security.md, "Host is not trusted").
+it is refused and that the call did not move (docs/security.md, "Webhooks", step 4).
 """
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""Twilio webhook security at request level (reference §6, DESIGN §7): every rule is a signed
-(or deliberately mis-signed) request through the Django test client, and every test watches a
-real effect — the call moving to `ringing`, or not — so it fails if the rule is removed."""
+"""Twilio webhook security at request level (docs/security.md, "Webhooks").
+
+Every rule is a signed (or deliberately mis-signed) request through the Django test client,
+and every test watches a real effect — the call moving to `ringing`, or not — so it fails if
+the rule is removed.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -225,7 +228,7 @@ def test_a_forwarded_proto_other_than_http_or_https_is_ignored(
     assert accepted(https, call)
 
 
-# --- port variants (#6334) --------------------------------------------------------------------
+# --- port variants (plugin issue #6334) -------------------------------------------------------
 
 def test_a_signature_over_the_public_url_port_verifies(client: Client, start: Any,
                                                        make_call: Any) -> None:

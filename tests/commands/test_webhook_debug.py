@@ -15,7 +15,7 @@ TOKEN = "12345678901234567890123456789012"
 TWILIO = {"provider": "twilio", "fromNumber": "+15550001234",
           "twilio": {"accountSid": "AC00000000000000000000000000000001", "authToken": TOKEN},
           "publicUrl": "https://voice.example.com/voice/webhook"}
-# providers.md §1.6 vector T1.
+# Vector T1 (docs/carriers.md, "Test vectors").
 T1_URL = "https://voice.example.com/twilio/voice?tenant=acme&agent=42"
 T1_BODY = ("AccountSid=AC00000000000000000000000000000001&ApiVersion=2010-04-01"
            "&CallSid=CA00000000000000000000000000000001&CallStatus=ringing&Direction=inbound"

@@ -2,7 +2,8 @@
 
 channels-redis blocks on BZPOPMIN for 5 s and redis-py 8 defaults to a 5 s socket
 timeout, so without `socket_timeout: None` an idle consumer dies with "Timeout reading
-from …" (performance-notes §4, redis/redis-py#4091). This waits longer than that.
+from …" (redis/redis-py#4091; docs/performance.md, "channels-redis idle timeout"). This
+waits longer than that.
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""providers.audio: μ-law vectors (providers.md §5.2), the resampler (openclaw-behavior.md
-§5.5), streaming exactness, and 20 ms framing (§5.3)."""
+"""providers.audio: μ-law vectors, the resampler, streaming exactness, and 20 ms framing.
+
+docs/carriers.md, "Audio: μ-law", "Audio: TTS formats and resampling" and "Test vectors".
+"""
 from __future__ import annotations
 
 import math
@@ -54,7 +56,8 @@ def _tone(freq: float, rate: int, seconds: float, amplitude: float = 10000) -> b
 
 # --- μ-law ------------------------------------------------------------------------------
 
-# providers.md §5.2: (int16 input, PCM16LE hex, audioop μ-law hex, decoded back)
+# Vectors U1-U3 (docs/carriers.md, "Test vectors"): (int16 input, PCM16LE hex, audioop
+# μ-law hex, decoded back)
 VECTORS = {
     "U1": ([0, 1, -1, 2, -2, 4, -4, 8, -8, 16], "00000100ffff0200feff0400fcff0800f8ff1000",
            "ffff7eff7efe7efe7efd", [0, 0, -8, 0, -8, 8, -8, 8, -8, 16]),
@@ -70,7 +73,7 @@ VECTORS = {
 def test_constants() -> None:
     assert (SAMPLE_RATE, FRAME_BYTES, SILENCE_BYTE) == (8000, 160, 0xFF)
     assert SILENCE_FRAME == b"\xff" * 160
-    assert ulaw_encode(b"\x00\x00" * 160) == SILENCE_FRAME  # §5.2 frame facts
+    assert ulaw_encode(b"\x00\x00" * 160) == SILENCE_FRAME  # 160 bytes of 0xFF
 
 
 @pytest.mark.parametrize("name", sorted(VECTORS))
@@ -85,7 +88,8 @@ def test_ulaw_vectors(name: str) -> None:
 
 
 def test_encoder_is_the_audioop_variant_not_the_classic_one() -> None:
-    # §5.1: audioop floor-shifts first, so -1 and -2 land one step lower than classic G.711.
+    # audioop floor-shifts first, so -1 and -2 land one step lower than classic G.711
+    # (docs/carriers.md, "Audio: μ-law").
     assert ulaw_encode(_pcm([-1, -2, -31611])) == bytes([0x7E, 0x7E, 0x00])
 
 
@@ -134,7 +138,7 @@ def test_pcm16_array_helpers_clip_round_and_are_little_endian() -> None:
     assert arr.dtype == np.int16 and arr.tolist() == [1, -1]
 
 
-# --- resampler: the reference tests of openclaw-behavior.md §5.5 --------------------------
+# --- resampler: the plugin's own tests (docs/carriers.md, "Audio: TTS formats and resampling") ---
 
 def test_8k_input_comes_back_unchanged() -> None:
     pcm = _tone(440, 8000, 0.1)
@@ -164,10 +168,10 @@ def test_0_5_s_of_24k_becomes_4000_ulaw_bytes() -> None:
     assert out == ulaw_encode(resample(_tone(440, 24000, 0.5), 24000))
 
 
-# --- resampler: agreement with the reference formula, streaming exactness -------------------
+# --- resampler: agreement with the plugin's formula, streaming exactness --------------------
 
 def _reference(samples: list[int], src: int, dst: int) -> list[int]:
-    """Float port of the reference resampler (§5.5), positions taken as exact fractions."""
+    """Float port of the plugin's resampler, positions taken as exact fractions."""
     ratio = src / dst
     fc = max(0.01, (0.5 / ratio if ratio > 1 else 0.5) * 0.94)
     out = []
@@ -276,7 +280,7 @@ def test_rejects_non_positive_rates() -> None:
         Resampler(0)
 
 
-# --- framing (§5.3) -------------------------------------------------------------------------
+# --- framing (docs/carriers.md, "Audio: μ-law") ---------------------------------------------
 
 def test_frames_split_and_pad_the_last_with_silence() -> None:
     assert frames(b"") == []

@@ -1,4 +1,8 @@
-"""Media-stream wire codecs: Twilio (providers.md §1.5), Telnyx (§2.4), Plivo (§3.5)."""
+"""Media-stream wire codecs: Twilio, Telnyx, Plivo.
+
+docs/carriers.md, "Twilio: media streams", "Telnyx: media streams" and
+"Plivo: media streams".
+"""
 from __future__ import annotations
 
 import base64
@@ -41,7 +45,7 @@ def decode_all(codec: MediaCodec, frames: list[str]) -> list[Any]:
 
 # --- Twilio ----------------------------------------------------------------------------------
 
-# The illustrative session of providers.md §1.5, verbatim.
+# An illustrative Twilio session (docs/carriers.md, "Test vectors"), verbatim.
 TWILIO_REFERENCE_SESSION = [
     '{"event":"connected","protocol":"Call","version":"1.0.0"}',
     '{"event":"start","sequenceNumber":"1","streamSid":"MZ11111111111111111111111111111111",'

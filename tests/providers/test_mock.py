@@ -1,4 +1,7 @@
-"""The mock carrier: webhook JSON of reference §4.4 and the simulated remote carrier."""
+"""The mock carrier: its webhook JSON and the simulated remote carrier.
+
+docs/carriers.md, "Mock carrier".
+"""
 from __future__ import annotations
 
 import json

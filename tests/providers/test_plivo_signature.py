@@ -1,4 +1,7 @@
-"""Plivo V3/V2 webhook signatures: providers.md §3.6 vectors, the SDK as oracle, replay keys."""
+"""Plivo V3/V2 webhook signatures: fixed vectors, the SDK as oracle, replay keys.
+
+docs/carriers.md, "Plivo: signatures" and "Test vectors".
+"""
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +46,7 @@ def _sdk_signature(method: str, url: str, params: dict[str, object], nonce: str 
     return get_signature_v3(TOKEN.encode(), base.decode(), nonce.encode()).decode()
 
 
-# -- providers.md §3.6 vectors ---------------------------------------------------------------
+# -- fixed vectors (docs/carriers.md, "Test vectors") ----------------------------------------
 def test_p1_post_answer_callback() -> None:
     result = provider().verify_webhook(webhook(P1_URL, P1_PARAMS, headers=signed_v3(P1_SIG)))
     assert result.ok and result.request_key and result.request_key.startswith("plivo:v3:")
@@ -215,7 +218,8 @@ _hosts = st.lists(st.text(string.ascii_lowercase + string.digits, min_size=1, ma
                   min_size=2, max_size=3).map(".".join)
 _paths = st.tuples(st.lists(_segment, max_size=3), st.booleans()).map(
     lambda p: "/" + "/".join(p[0]) + ("/" if p[1] and p[0] else ""))
-# Query values stay ASCII: the SDK decodes query bytes as Latin-1 (providers.md §3.1 ⚠️).
+# Query values stay ASCII: the SDK decodes query bytes as Latin-1 (docs/carriers.md,
+# "Test vectors").
 _query = st.dictionaries(st.text(_SAFE, min_size=1, max_size=6),
                          st.text(string.printable, max_size=10), max_size=4)
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)

@@ -1,4 +1,6 @@
-"""The LLM responder client (reference §7.2), faked at the OpenAI chat-completions HTTP boundary.
+"""The LLM responder client, faked at the OpenAI chat-completions HTTP boundary.
+
+docs/plugin-behaviour.md, "Auto-response".
 
 History is sent as chat turns: the caller's lines as `user` messages, ours as `assistant`
 messages in the spoken-output JSON shape; the system prompt carries no transcript.
@@ -196,7 +198,7 @@ def test_the_reply_is_extracted(llm: FakeLLM) -> None:
     assert ask(llm) == "It is three o'clock."
 
 
-# --- extraction (reference §7.2 steps 2-4) -----------------------------------------------
+# --- extraction (docs/plugin-behaviour.md, "Auto-response") ------------------------------
 
 @pytest.mark.parametrize(("text", "expected"), [
     # the whole text is JSON

@@ -1,4 +1,7 @@
-"""Telnyx Ed25519 webhook verification: §2.5 vectors, key formats, order, replay keys."""
+"""Telnyx Ed25519 webhook verification: fixed vectors, key formats, order, replay keys.
+
+docs/carriers.md, "Telnyx: signatures" and "Test vectors".
+"""
 from __future__ import annotations
 
 import base64
@@ -40,7 +43,7 @@ def key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-# -- the SDK-computed vectors (providers.md §2.5) ----------------------------------------------
+# -- the SDK-computed vectors (docs/carriers.md, "Test vectors") -------------------------------
 @pytest.mark.parametrize(("body", "public_key", "ts", "sig"), [
     (K1_BODY, K1_KEY, K1_TS, K1_SIG), (K2_BODY, K2_KEY, K2_TS, K2_SIG)], ids=["K1", "K2"])
 def test_vectors_verify(body: bytes, public_key: str, ts: str, sig: str) -> None:

@@ -154,7 +154,7 @@ def test_speak_started_is_speaking() -> None:
     assert (event.type, event.text) == (EventType.SPEAKING, "")
 
 
-# -- hangup causes (reference §3.4, plus the SDK-documented causes) -------------------------------
+# -- hangup causes (docs/plugin-behaviour.md, "End reasons", with the SDK's) ----------------------
 @pytest.mark.parametrize(("cause", "reason"), sorted(END_REASONS.items()))
 def test_hangup_cause_reference_table(cause: str, reason: str) -> None:
     assert _one("call.hangup", hangup_cause=cause).reason == reason

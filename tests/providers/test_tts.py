@@ -95,7 +95,7 @@ async def test_openai_request_uses_configured_values() -> None:
         "speakerVoice": "marin", "speed": 1.25, "instructions": "Speak calmly."})
     await collect(provider, "Hi")
     assert str(vendor.requests[0].url) == "http://proxy.local:9000/v1/audio/speech"
-    # speakerVoice wins over voice (reference §2.5 lookup order).
+    # speakerVoice wins over voice (docs/plugin-behaviour.md, "TTS config and voice lookup").
     assert vendor.body == {"model": "tts-1", "voice": "marin", "input": "Hi",
                            "response_format": "pcm", "speed": 1.25,
                            "instructions": "Speak calmly."}

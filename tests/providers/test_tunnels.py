@@ -53,7 +53,7 @@ def test_ngrok_argv_without_a_domain() -> None:
 
 
 def test_ngrok_passes_the_configured_domain() -> None:
-    # #11555: a paid domain that never reaches the agent means a drifting random URL.
+    # Plugin issue #11555: a paid domain that never reaches the agent means a drifting URL.
     popen = FakePopen()
     url = ngrok(popen, tunnels_body(("https://voice.ngrok.app", "http://localhost:3334")),
                 domain="voice.ngrok.app").start()
@@ -174,14 +174,14 @@ def test_ngrok_stop_terminates_once() -> None:
 
 @pytest.mark.parametrize(("url", "free"), [
     ("https://ab12.ngrok-free.app", True),
-    ("https://ab12.ngrok-free.dev/voice/webhook", True),   # #19487
+    ("https://ab12.ngrok-free.dev/voice/webhook", True),   # plugin issue #19487
     ("https://ab12.ngrok.io", True),                        # legacy free names
     ("AB12.NGROK-FREE.APP", True),
     ("https://ab12.ngrok-free.app.:443", True),
     ("https://voice.ngrok.app", False),                     # paid plans
     ("https://voice.ngrok.dev", False),
     ("https://voice.example.com", False),
-    ("https://ngrok-free.app.evil.com", False),             # PR #109784: hostnames, not substrings
+    ("https://ngrok-free.app.evil.com", False),             # plugin PR #109784: not substrings
     ("https://evil.com/x.ngrok-free.app", False),
     ("https://evilngrok-free.app", False),
     ("https://ngrok-free.app", False),                      # the apex is not a tunnel

@@ -1,4 +1,7 @@
-"""Twilio X-Twilio-Signature verification: providers.md §1.6 vectors, port variants, replay keys."""
+"""Twilio X-Twilio-Signature verification: fixed vectors, port variants, replay keys.
+
+docs/carriers.md, "Twilio: signatures" and "Test vectors".
+"""
 from __future__ import annotations
 
 import json

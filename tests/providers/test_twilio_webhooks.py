@@ -1,4 +1,7 @@
-"""Twilio webhook parsing (reference §4.1.2) and the TwiML reply policy (§4.1.3, adapted)."""
+"""Twilio webhook parsing and the TwiML reply policy (the plugin's, adapted).
+
+docs/carriers.md, "Twilio: webhooks" and "Twilio: TwiML replies".
+"""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET

@@ -1,4 +1,7 @@
-"""`manage.py voicecall <sub>`: the `openclaw voicecall` CLI (reference §8, DESIGN §10)."""
+"""`manage.py voicecall <sub>`: the `openclaw voicecall` CLI.
+
+docs/plugin-behaviour.md, "Command line"; docs/design.md, "10. Command line".
+"""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +25,7 @@ MODES = ("notify", "conversation")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
-    """An int option clamped to `minimum`, as the reference clamps --poll and --last."""
+    """An int option clamped to `minimum`, as the plugin clamps --poll and --last."""
 
     def parse(value: str) -> int:
         try:
