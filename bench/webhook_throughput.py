@@ -9,6 +9,7 @@ minimal Django view behind the same middleware — POSTed the same body in the s
     .venv/bin/python bench/webhook_throughput.py                  # SQLite
     .venv/bin/python bench/webhook_throughput.py --database postgres://postgres@127.0.0.1:5432/voicecall_bench
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,25 +42,46 @@ def free_port() -> int:
 
 def server_env(tmp: Path, port: int, database: str | None) -> dict[str, str]:
     config = tmp / "bench.json"
-    config.write_text(json.dumps({
-        "provider": "twilio", "fromNumber": "+15550001234", "maxConcurrentCalls": 100000,
-        "staleCallReaperSeconds": 0,
-        "twilio": {"accountSid": SID, "authToken": TOKEN, "apiBaseUrl": "http://127.0.0.1:9"},
-        # A public-looking URL (serve refuses a local one for real carriers); requests go to
-        # 127.0.0.1 and are signed over this URL, as Twilio signs the URL it calls.
-        "publicUrl": f"{PUBLIC_ORIGIN}/voice/webhook",
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "provider": "twilio",
+                "fromNumber": "+15550001234",
+                "maxConcurrentCalls": 100000,
+                "staleCallReaperSeconds": 0,
+                "twilio": {
+                    "accountSid": SID,
+                    "authToken": TOKEN,
+                    "apiBaseUrl": "http://127.0.0.1:9",
+                },
+                # A public-looking URL (serve refuses a local one for real carriers); requests go to
+                # 127.0.0.1 and are signed over this URL, as Twilio signs the URL it calls.
+                "publicUrl": f"{PUBLIC_ORIGIN}/voice/webhook",
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(VOICECALL_CONFIG=str(config), VOICECALL_DATA_DIR=str(tmp), VOICECALL_SWEEP="off",
-               VOICECALL_DOTENV="off", LOG_LEVEL="WARNING")
+    env.update(
+        VOICECALL_CONFIG=str(config),
+        VOICECALL_DATA_DIR=str(tmp),
+        VOICECALL_SWEEP="off",
+        VOICECALL_DOTENV="off",
+        LOG_LEVEL="WARNING",
+    )
     if database:
         env["DATABASE_URL"] = database
     return env
 
 
 def manage(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def seed_calls(env: dict[str, str], count: int) -> list[tuple[str, str]]:
@@ -72,7 +94,8 @@ def seed_calls(env: dict[str, str], count: int) -> list[tuple[str, str]]:
         f" to_number='+15555550123') for i in range({count})]\n"
         "Call.objects.bulk_create(calls, batch_size=500)\n"
         "print(json.dumps([[str(c.public_id), c.provider_call_id] for c in "
-        "Call.objects.order_by('id')]))\n")
+        "Call.objects.order_by('id')]))\n"
+    )
     return [tuple(pair) for pair in json.loads(manage(env, "shell", "-v0", "-c", script))]
 
 
@@ -85,12 +108,19 @@ def callbacks(port: int, calls: list[tuple[str, str]]) -> list[tuple[str, bytes,
             path = f"/voice/webhook?callId={call_id}&type=status"
             signed_url = f"{PUBLIC_ORIGIN}{path}"
             url = f"http://127.0.0.1:{port}{path}"
-            params = {"AccountSid": SID, "CallSid": sid, "CallStatus": status,
-                      "Direction": "outbound-api", "From": "+15550001234",
-                      "To": "+15555550123", "SequenceNumber": str(sequence),
-                      "CallbackSource": "call-progress-events"}
-            requests.append((url, urlencode(params).encode(),
-                             validator.compute_signature(signed_url, params)))
+            params = {
+                "AccountSid": SID,
+                "CallSid": sid,
+                "CallStatus": status,
+                "Direction": "outbound-api",
+                "From": "+15550001234",
+                "To": "+15555550123",
+                "SequenceNumber": str(sequence),
+                "CallbackSource": "call-progress-events",
+            }
+            requests.append(
+                (url, urlencode(params).encode(), validator.compute_signature(signed_url, params))
+            )
     return requests
 
 
@@ -105,8 +135,9 @@ async def blast(items: list[tuple[str, bytes, str]]) -> tuple[float, dict[int, i
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             url, body, signature = queue.get_nowait()
-            response = await client.post(url, content=body,
-                                         headers={**headers, "x-twilio-signature": signature})
+            response = await client.post(
+                url, content=body, headers={**headers, "x-twilio-signature": signature}
+            )
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
     limits = httpx.Limits(max_connections=CONCURRENCY)
@@ -123,10 +154,13 @@ def run(database: str | None, calls_count: int, log: Path | None) -> dict[str, f
         env = server_env(Path(tmp), port, database)
         manage(env, "migrate", "-v0")
         calls = seed_calls(env, calls_count)
-        server = subprocess.Popen([sys.executable, "manage.py", "voicecall", "serve",
-                                   "--port", str(port)], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL,
-                                  stderr=log.open("wb") if log else subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "voicecall", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb") if log else subprocess.DEVNULL,
+        )
         try:
             wait_ready(port)
             work = callbacks(port, calls)
@@ -134,15 +168,26 @@ def run(database: str | None, calls_count: int, log: Path | None) -> dict[str, f
             asyncio.run(blast(bare[:200]))  # warm-up: imports, connections
             bare_rate, bare_status = asyncio.run(blast(bare))
             hook_rate, hook_status = asyncio.run(blast(work))
-            states = manage(env, "shell", "-v0", "-c",
-                            "from calls.models import Call, CallEvent; "
-                            "print(Call.objects.filter(state='completed').count(), "
-                            "CallEvent.objects.count())").split()
+            states = manage(
+                env,
+                "shell",
+                "-v0",
+                "-c",
+                "from calls.models import Call, CallEvent; "
+                "print(Call.objects.filter(state='completed').count(), "
+                "CallEvent.objects.count())",
+            ).split()
         finally:
             server.terminate()
             server.wait(timeout=10)
-    return {"bare": bare_rate, "webhook": hook_rate, "bare_status": bare_status,
-            "webhook_status": hook_status, "completed": int(states[0]), "events": int(states[1])}
+    return {
+        "bare": bare_rate,
+        "webhook": hook_rate,
+        "bare_status": bare_status,
+        "webhook_status": hook_status,
+        "completed": int(states[0]),
+        "events": int(states[1]),
+    }
 
 
 def wait_ready(port: int) -> None:
@@ -166,8 +211,9 @@ def main() -> None:
     label = "PostgreSQL" if args.database and args.database.startswith("postgres") else "SQLite"
     print(f"database: {label}; {args.calls * 3} requests per side, concurrency {CONCURRENCY}")
     print(f"bare Django view (/healthz):   {result['bare']:8.1f} req/s  {result['bare_status']}")
-    print(f"signed Twilio status callback: {result['webhook']:8.1f} req/s  "
-          f"{result['webhook_status']}")
+    print(
+        f"signed Twilio status callback: {result['webhook']:8.1f} req/s  {result['webhook_status']}"
+    )
     print(f"ratio webhook/bare: {result['webhook'] / result['bare']:.2f}")
     print(f"check: {result['completed']} calls completed, {result['events']} events stored")
 

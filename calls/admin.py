@@ -3,6 +3,7 @@
 Calls record external events, so the history is never edited here; actions go through services
 (docs/design.md, "5. Data model").
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,18 @@ class TranscriptEntryInline(_ReadOnlyInline):
 
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
-    list_display = ("public_id", "direction", "provider", "mode", "masked_from", "masked_to",
-                    "state", "end_reason", "started_at", "duration_display")
+    list_display = (
+        "public_id",
+        "direction",
+        "provider",
+        "mode",
+        "masked_from",
+        "masked_to",
+        "state",
+        "end_reason",
+        "started_at",
+        "duration_display",
+    )
     list_filter = ("state", "direction", "provider", "mode", "started_at")
     date_hierarchy = "started_at"
     # public_id is matched exactly in get_search_results (a UUID column has no useful icontains).
@@ -71,14 +82,42 @@ class CallAdmin(admin.ModelAdmin):
     inlines = (CallEventInline, TranscriptEntryInline)
     actions = ("end_calls",)
     fieldsets = (
-        (None, {"fields": ("public_id", "provider", "provider_call_id", "direction", "mode",
-                           "state", "end_reason", "from_number", "to_number", "session_key")}),
+        (
+            None,
+            {
+                "fields": (
+                    "public_id",
+                    "provider",
+                    "provider_call_id",
+                    "direction",
+                    "mode",
+                    "state",
+                    "end_reason",
+                    "from_number",
+                    "to_number",
+                    "session_key",
+                )
+            },
+        ),
         ("Timing", {"fields": ("started_at", "answered_at", "ended_at", "duration_display")}),
         ("Metadata", {"fields": ("metadata_json",)}),
-        ("Internals", {"classes": ("collapse",),
-                       "fields": ("webhook_url", "turn_token", "turn_started_at",
-                                  "max_duration_at", "ring_deadline_at", "notify_hangup_at",
-                                  "transcript_deadline_at", "hangup_claimed_at", "updated_at")}),
+        (
+            "Internals",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "webhook_url",
+                    "turn_token",
+                    "turn_started_at",
+                    "max_duration_at",
+                    "ring_deadline_at",
+                    "notify_hangup_at",
+                    "transcript_deadline_at",
+                    "hangup_claimed_at",
+                    "updated_at",
+                ),
+            },
+        ),
     )
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
@@ -113,8 +152,9 @@ class CallAdmin(admin.ModelAdmin):
     def metadata_json(self, call: Call) -> SafeString:
         return _pretty_json(call.metadata)
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Call],
-                           search_term: str) -> tuple[QuerySet[Call], bool]:
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Call], search_term: str
+    ) -> tuple[QuerySet[Call], bool]:
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         try:
             public_id = uuid.UUID(search_term.strip())
@@ -149,15 +189,17 @@ class InboundPolicyAdmin(admin.ModelAdmin):
     def policy_display(self, row: InboundPolicy) -> str:
         return row.policy or "use config"
 
-    def formfield_for_choice_field(self, db_field: Field[Any, Any], request: HttpRequest,
-                                   **kwargs: Any) -> forms.TypedChoiceField | None:
+    def formfield_for_choice_field(
+        self, db_field: Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.TypedChoiceField | None:
         if db_field.name == "policy":
             # Django calls this only for fields with choices, so `or ()` never applies.
             kwargs["choices"] = [("", "use config"), *(db_field.choices or ())]
         return super().formfield_for_choice_field(db_field, request, **kwargs)
 
-    def changelist_view(self, request: HttpRequest,
-                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         policy, greeting = effective_policy()
         subtitle = f"Effective policy: {policy} — greeting: {greeting or '(default)'}"
         return super().changelist_view(request, {**(extra_context or {}), "subtitle": subtitle})
@@ -202,27 +244,26 @@ class AllowedNumberAdmin(admin.ModelAdmin):
     search_fields = ("number", "label")
     readonly_fields = ("source", "created_at")
 
-    def get_fields(self, request: HttpRequest,
-                   obj: AllowedNumber | None = None) -> tuple[str, ...]:
+    def get_fields(self, request: HttpRequest, obj: AllowedNumber | None = None) -> tuple[str, ...]:
         fields = ("number", "label", "note", "enabled")
         return fields if obj is None else (*fields, "source", "created_at")
 
-    def has_change_permission(self, request: HttpRequest,
-                              obj: AllowedNumber | None = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: AllowedNumber | None = None) -> bool:
         return not _from_config(obj) and super().has_change_permission(request, obj)
 
-    def has_delete_permission(self, request: HttpRequest,
-                              obj: AllowedNumber | None = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: AllowedNumber | None = None) -> bool:
         return not _from_config(obj) and super().has_delete_permission(request, obj)
 
-    def save_model(self, request: HttpRequest, obj: AllowedNumber, form: forms.Form,
-                   change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: AllowedNumber, form: forms.Form, change: bool
+    ) -> None:
         if not change:
             obj.source = AllowedNumber.Source.ADMIN
         super().save_model(request, obj, form, change)
 
-    def changelist_view(self, request: HttpRequest,
-                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         allowlist_sync_config()  # so config allowFrom shows up as read-only rows
         return super().changelist_view(request, extra_context)
 

@@ -1,4 +1,5 @@
 """The calls app: call history, inbound policy, API, webhooks and CLI."""
+
 from __future__ import annotations
 
 from django.apps import AppConfig

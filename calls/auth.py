@@ -1,4 +1,8 @@
-"""Bearer-token authentication for /api/ (tokens from `voicecall token create` or VOICECALL_API_TOKEN)."""
+"""Bearer-token authentication for /api/.
+
+Tokens come from `voicecall token create` (stored hashed) or VOICECALL_API_TOKEN.
+"""
+
 from __future__ import annotations
 
 from typing import Any

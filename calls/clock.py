@@ -1,4 +1,5 @@
 """Time in one seam, so timer and wait tests advance a clock instead of sleeping."""
+
 from __future__ import annotations
 
 import time

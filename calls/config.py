@@ -75,12 +75,15 @@ def _list(item: Check) -> Check:
     return check
 
 
-def _obj(spec: Mapping[str, Any], extra: Check | None = None,
-         key_check: Check | None = None) -> Check:
+def _obj(
+    spec: Mapping[str, Any], extra: Check | None = None, key_check: Check | None = None
+) -> Check:
     """One check for an object. Spec leaves are a check or (check, default); keys
     outside the spec go to `extra` (a free-form map) or are rejected (strict)."""
-    checks = {k: _obj(v) if isinstance(v, dict) else v[0] if isinstance(v, tuple) else v
-              for k, v in spec.items()}
+    checks = {
+        k: _obj(v) if isinstance(v, dict) else v[0] if isinstance(v, tuple) else v
+        for k, v in spec.items()
+    }
 
     def check(path: str, value: Any) -> list[str]:
         if not isinstance(value, dict):
@@ -104,21 +107,40 @@ _STR = _pred(lambda v: isinstance(v, str), " must be a string")
 _STRS = _list(_STR)
 _INT0, _INT1, _PORT = _int(0), _int(1), _int(1, 65535)
 _FREE = _pred(lambda v: isinstance(v, dict), " must be an object")
-_PATH = _pred(lambda v: isinstance(v, str) and v.startswith("/"),
-              ' must be a string starting with "/"')
+_PATH = _pred(
+    lambda v: isinstance(v, str) and v.startswith("/"), ' must be a string starting with "/"'
+)
 _URL = _pred(lambda v: _is_url(v, origin=False), " must be an http(s) URL")
-_ORIGIN = _pred(lambda v: _is_url(v, origin=True), " must be an http(s) origin "
-                "(scheme, host and optional port; no path or query)")
+_ORIGIN = _pred(
+    lambda v: _is_url(v, origin=True),
+    " must be an http(s) origin (scheme, host and optional port; no path or query)",
+)
 _PHONE = _pred(lambda v: isinstance(v, str) and bool(_E164.match(v)), E164_HINT)
-_PREFIX = _pred(lambda v: isinstance(v, str) and bool(_DIAL_PREFIX.match(v)),
-                ": Expected an E.164 number or +<country code> prefix, e.g. +44")
+_PREFIX = _pred(
+    lambda v: isinstance(v, str) and bool(_DIAL_PREFIX.match(v)),
+    ": Expected an E.164 number or +<country code> prefix, e.g. +44",
+)
 _API_BLOCK = _obj({"apiKey": _STR, "baseUrl": _URL}, extra=_ANY)
-_ROUTE = _obj({"inboundGreeting": _STR, "tts": _FREE, "agentId": _STR,
-               "responseModel": _STR, "responseSystemPrompt": _STR,
-               "responseTimeoutMs": _INT1})
-_MODEL_OVERRIDES = ("enabled", "allowText", "allowProvider", "allowVoice",
-                    "allowModelId", "allowVoiceSettings", "allowNormalization",
-                    "allowSeed")
+_ROUTE = _obj(
+    {
+        "inboundGreeting": _STR,
+        "tts": _FREE,
+        "agentId": _STR,
+        "responseModel": _STR,
+        "responseSystemPrompt": _STR,
+        "responseTimeoutMs": _INT1,
+    }
+)
+_MODEL_OVERRIDES = (
+    "enabled",
+    "allowText",
+    "allowProvider",
+    "allowVoice",
+    "allowModelId",
+    "allowVoiceSettings",
+    "allowNormalization",
+    "allowSeed",
+)
 _REPLIES = ["Yes, that works for me.", "No, thank you. Goodbye."]
 
 # The plugin's keys plus our additions, `mock` among them (docs/plugin-behaviour.md,
@@ -128,79 +150,124 @@ _REPLIES = ["Yes, that works for me.", "No, thank you. Goodbye."]
 _SPEC: dict[str, Any] = {
     "enabled": _BOOL,
     "provider": _enum("telnyx", "twilio", "plivo", "mock"),
-    "telnyx": {"apiKey": _STR, "connectionId": _STR, "publicKey": _STR,
-               "apiBaseUrl": (_ORIGIN, "https://api.telnyx.com")},
-    "twilio": {"accountSid": _STR, "authToken": _STR,
-               "region": _enum("us1", "ie1", "au1"),
-               "apiBaseUrl": (_ORIGIN, "https://api.twilio.com")},
-    "plivo": {"authId": _STR, "authToken": _STR,
-              "apiBaseUrl": (_ORIGIN, "https://api.plivo.com")},
+    "telnyx": {
+        "apiKey": _STR,
+        "connectionId": _STR,
+        "publicKey": _STR,
+        "apiBaseUrl": (_ORIGIN, "https://api.telnyx.com"),
+    },
+    "twilio": {
+        "accountSid": _STR,
+        "authToken": _STR,
+        "region": _enum("us1", "ie1", "au1"),
+        "apiBaseUrl": (_ORIGIN, "https://api.twilio.com"),
+    },
+    "plivo": {"authId": _STR, "authToken": _STR, "apiBaseUrl": (_ORIGIN, "https://api.plivo.com")},
     "fromNumber": _PHONE,
     "toNumber": _PHONE,
     "inboundPolicy": (_enum("disabled", "allowlist", "pairing", "open"), "disabled"),
     "allowFrom": (_list(_PHONE), []),
     "inboundGreeting": _STR,
     "numbers": (_obj({}, extra=_ROUTE, key_check=_PHONE), {}),
-    "outbound": {"defaultMode": (_enum("notify", "conversation"), "notify"),
-                 "notifyHangupDelaySec": (_INT0, 3), "allowTo": (_list(_PREFIX), [])},
+    "outbound": {
+        "defaultMode": (_enum("notify", "conversation"), "notify"),
+        "notifyHangupDelaySec": (_INT0, 3),
+        "allowTo": (_list(_PREFIX), []),
+    },
     "maxDurationSeconds": (_INT1, 300),
     "staleCallReaperSeconds": (_INT0, 120),
     "silenceTimeoutMs": (_INT1, 800),  # declared but unused, as in the plugin
     "transcriptTimeoutMs": (_INT1, 180000),
     "ringTimeoutMs": (_INT1, 30000),
     "maxConcurrentCalls": (_INT1, 1),
-    "serve": {"port": (_PORT, 3334), "bind": (_STR, "127.0.0.1"),
-              "path": (_PATH, "/voice/webhook")},
-    "tailscale": {"mode": (_enum("off", "serve", "funnel"), "off"),
-                  "path": (_PATH, "/voice/webhook"), "port": (_PORT, 443)},
-    "tunnel": {"provider": (_enum("none", "ngrok", "tailscale-serve",
-                                  "tailscale-funnel"), "none"),
-               "ngrokAuthToken": _STR, "ngrokDomain": _STR,
-               "allowNgrokFreeTierLoopbackBypass": (_BOOL, False)},
-    "webhookSecurity": {"allowedHosts": (_STRS, []),
-                        "trustForwardingHeaders": (_BOOL, False),
-                        "trustedProxyIPs": (_STRS, [])},
+    "serve": {
+        "port": (_PORT, 3334),
+        "bind": (_STR, "127.0.0.1"),
+        "path": (_PATH, "/voice/webhook"),
+    },
+    "tailscale": {
+        "mode": (_enum("off", "serve", "funnel"), "off"),
+        "path": (_PATH, "/voice/webhook"),
+        "port": (_PORT, 443),
+    },
+    "tunnel": {
+        "provider": (_enum("none", "ngrok", "tailscale-serve", "tailscale-funnel"), "none"),
+        "ngrokAuthToken": _STR,
+        "ngrokDomain": _STR,
+        "allowNgrokFreeTierLoopbackBypass": (_BOOL, False),
+    },
+    "webhookSecurity": {
+        "allowedHosts": (_STRS, []),
+        "trustForwardingHeaders": (_BOOL, False),
+        "trustedProxyIPs": (_STRS, []),
+    },
     "streaming": {
-        "enabled": (_BOOL, False), "provider": _STR,
+        "enabled": (_BOOL, False),
+        "provider": _STR,
         "streamPath": (_PATH, "/voice/stream"),
         "providers": (_obj({"openai": _API_BLOCK}, extra=_FREE), {}),
-        "preStartTimeoutMs": (_INT1, 5000), "maxPendingConnections": (_INT1, 32),
-        "maxPendingConnectionsPerIp": (_INT1, 4), "maxConnections": (_INT1, 128)},
+        "preStartTimeoutMs": (_INT1, 5000),
+        "maxPendingConnections": (_INT1, 32),
+        "maxPendingConnectionsPerIp": (_INT1, 4),
+        "maxConnections": (_INT1, 128),
+    },
     "realtime": {
-        "enabled": (_BOOL, False), "provider": _STR, "streamPath": _PATH,
-        "instructions": _STR, "tools": (_list(_FREE), []),
+        "enabled": (_BOOL, False),
+        "provider": _STR,
+        "streamPath": _PATH,
+        "instructions": _STR,
+        "tools": (_list(_FREE), []),
         "providers": (_obj({}, extra=_FREE), {}),
         "toolPolicy": (_enum("safe-read-only", "owner", "none"), "safe-read-only"),
         "consultPolicy": (_enum("auto", "substantive", "always"), "auto"),
-        "consultThinkingLevel": _STR, "consultFastMode": _BOOL, "idleHangupMs": _INT1,
-        "fastContext": {"enabled": (_BOOL, False), "timeoutMs": (_INT1, 800),
-                        "maxResults": (_INT1, 3),
-                        "sources": (_STRS, ["memory", "sessions"]),
-                        "fallbackToConsult": (_BOOL, False)},
-        "agentContext": {"enabled": (_BOOL, False), "maxChars": (_INT1, 6000),
-                         "includeIdentity": (_BOOL, True),
-                         "includeWorkspaceFiles": (_BOOL, True),
-                         "files": (_STRS, ["SOUL.md", "IDENTITY.md", "USER.md"])}},
+        "consultThinkingLevel": _STR,
+        "consultFastMode": _BOOL,
+        "idleHangupMs": _INT1,
+        "fastContext": {
+            "enabled": (_BOOL, False),
+            "timeoutMs": (_INT1, 800),
+            "maxResults": (_INT1, 3),
+            "sources": (_STRS, ["memory", "sessions"]),
+            "fallbackToConsult": (_BOOL, False),
+        },
+        "agentContext": {
+            "enabled": (_BOOL, False),
+            "maxChars": (_INT1, 6000),
+            "includeIdentity": (_BOOL, True),
+            "includeWorkspaceFiles": (_BOOL, True),
+            "files": (_STRS, ["SOUL.md", "IDENTITY.md", "USER.md"]),
+        },
+    },
     "sessionScope": (_enum("per-phone", "per-call", "main"), "per-phone"),
     "publicUrl": _URL,
     "skipSignatureVerification": (_BOOL, False),
     "tts": {
-        "auto": _enum("off", "always", "inbound", "tagged"), "enabled": _BOOL,
-        "mode": _enum("final", "all"), "provider": _STR, "summaryModel": _STR,
+        "auto": _enum("off", "always", "inbound", "tagged"),
+        "enabled": _BOOL,
+        "mode": _enum("final", "all"),
+        "provider": _STR,
+        "summaryModel": _STR,
         "modelOverrides": {key: _BOOL for key in _MODEL_OVERRIDES},
-        "providers": (_obj({"openai": _API_BLOCK, "elevenlabs": _API_BLOCK},
-                           extra=_FREE), {}),
-        "prefsPath": _STR, "maxTextLength": _INT1, "timeoutMs": _int(1000, 120000)},
+        "providers": (_obj({"openai": _API_BLOCK, "elevenlabs": _API_BLOCK}, extra=_FREE), {}),
+        "prefsPath": _STR,
+        "maxTextLength": _INT1,
+        "timeoutMs": _int(1000, 120000),
+    },
     "store": _STR,
     "agentId": _STR,
     "responseModel": _STR,
     "responseSystemPrompt": _STR,
     "responseTimeoutMs": (_INT1, 30000),
     "responseBaseUrl": _URL,
-    "mock": {"simulate": (_BOOL, True), "answerDelayMs": (_INT0, 1500),
-             "ringDelayMs": (_INT0, 500), "replyDelayMs": (_INT0, 1200),
-             "callerReplies": (_STRS, _REPLIES),
-             "callerHangupAfterReplies": (_INT0, 0), "callerIdleHangupMs": (_INT0, 10000)},
+    "mock": {
+        "simulate": (_BOOL, True),
+        "answerDelayMs": (_INT0, 1500),
+        "ringDelayMs": (_INT0, 500),
+        "replyDelayMs": (_INT0, 1200),
+        "callerReplies": (_STRS, _REPLIES),
+        "callerHangupAfterReplies": (_INT0, 0),
+        "callerIdleHangupMs": (_INT0, 10000),
+    },
 }
 
 
@@ -219,15 +286,20 @@ _SCHEMA, _DEFAULTS = _obj(_SPEC), _defaults(_SPEC)
 # provider -> ((key in its block, env var), ...): drives env fill and the required-key
 # errors (docs/plugin-behaviour.md, "Config errors").
 _CREDENTIALS: dict[str, tuple[tuple[str, str], ...]] = {
-    "twilio": (("accountSid", "TWILIO_ACCOUNT_SID"),
-               ("authToken", "TWILIO_AUTH_TOKEN")),
-    "telnyx": (("apiKey", "TELNYX_API_KEY"), ("connectionId", "TELNYX_CONNECTION_ID"),
-               ("publicKey", "TELNYX_PUBLIC_KEY")),
+    "twilio": (("accountSid", "TWILIO_ACCOUNT_SID"), ("authToken", "TWILIO_AUTH_TOKEN")),
+    "telnyx": (
+        ("apiKey", "TELNYX_API_KEY"),
+        ("connectionId", "TELNYX_CONNECTION_ID"),
+        ("publicKey", "TELNYX_PUBLIC_KEY"),
+    ),
     "plivo": (("authId", "PLIVO_AUTH_ID"), ("authToken", "PLIVO_AUTH_TOKEN")),
 }
-_LEGACY_STREAMING = {"openaiApiKey": "apiKey", "sttModel": "model",
-                     "silenceDurationMs": "silenceDurationMs",
-                     "vadThreshold": "vadThreshold"}
+_LEGACY_STREAMING = {
+    "openaiApiKey": "apiKey",
+    "sttModel": "model",
+    "silenceDurationMs": "silenceDurationMs",
+    "vadThreshold": "vadThreshold",
+}
 _LEGACY_TTS_PROVIDERS = ("openai", "elevenlabs", "microsoft", "edge")
 
 
@@ -275,8 +347,7 @@ class VoiceCallConfig:
     response_base_url = _read("responseBaseUrl")
 
     allow_from = property(lambda self: tuple(self.data.get("allowFrom") or ()))
-    allow_to = property(
-        lambda self: tuple(_sub(self.data, "outbound").get("allowTo") or ()))
+    allow_to = property(lambda self: tuple(_sub(self.data, "outbound").get("allowTo") or ()))
     tts = property(lambda self: self.section("tts"))  # copies: the cache stays intact
     mock = property(lambda self: self.section("mock"))
 
@@ -355,8 +426,9 @@ def _migrate_streaming(streaming: dict, warn: Callable[[str], None]) -> None:
     if "sttProvider" in streaming:
         legacy = streaming.pop("sttProvider")
         # v4.12 named the OpenAI realtime transcriber "openai-realtime".
-        streaming.setdefault("provider", legacy.removesuffix("-realtime")
-                             if isinstance(legacy, str) else legacy)
+        streaming.setdefault(
+            "provider", legacy.removesuffix("-realtime") if isinstance(legacy, str) else legacy
+        )
         warn("streaming.sttProvider is deprecated; moved to streaming.provider")
     for old, new in _LEGACY_STREAMING.items():
         if old in streaming:
@@ -364,8 +436,7 @@ def _migrate_streaming(streaming: dict, warn: Callable[[str], None]) -> None:
             if isinstance(providers, dict):  # values already in the new place win
                 providers["openai"] = {new: streaming[old], **_sub(providers, "openai")}
             del streaming[old]
-            warn(f"streaming.{old} is deprecated; moved to "
-                 f"streaming.providers.openai.{new}")
+            warn(f"streaming.{old} is deprecated; moved to streaming.providers.openai.{new}")
 
 
 def _merge_tts(data: dict, base: Any, warnings: list[str]) -> list[str]:
@@ -381,8 +452,9 @@ def _merge_tts(data: dict, base: Any, warnings: list[str]) -> list[str]:
         # Older configs (the seed document's examples too) put blocks at tts.<id>.
         if isinstance(tts.get(name), dict) and isinstance(providers, dict):
             providers[name] = deep_merge(tts.pop(name), _sub(providers, name))
-            warnings.append(f"{PLUGIN_PATH}.tts.{name} is a legacy location; "
-                            f"treated as tts.providers.{name}")
+            warnings.append(
+                f"{PLUGIN_PATH}.tts.{name} is a legacy location; treated as tts.providers.{name}"
+            )
     return []
 
 
@@ -409,8 +481,7 @@ def _apply_env(data: dict, env: Mapping[str, str]) -> None:
         providers = _sub(data, "realtime", "providers")
         providers.setdefault("openai", {})
         _env_fill(_sub(providers, "openai"), "apiKey", env, "OPENAI_API_KEY")
-    _env_fill(_sub(data, "tts", "providers", "elevenlabs"), "apiKey", env,
-              "ELEVENLABS_API_KEY")
+    _env_fill(_sub(data, "tts", "providers", "elevenlabs"), "apiKey", env, "ELEVENLABS_API_KEY")
 
 
 def _provider_errors(data: dict) -> list[str]:
@@ -439,29 +510,32 @@ def _mode_errors(data: dict, provider: str) -> list[str]:
     streaming = _sub(data, "streaming").get("enabled") is True
     if _sub(data, "realtime").get("enabled") is True:
         if data.get("inboundPolicy") == "disabled":
-            errors.append(f'{p}.inboundPolicy must not be "disabled" '
-                          "when realtime.enabled is true")
+            errors.append(f'{p}.inboundPolicy must not be "disabled" when realtime.enabled is true')
         if streaming:
-            errors.append(f"{p}.realtime.enabled and {p}.streaming.enabled "
-                          "cannot both be true")
+            errors.append(f"{p}.realtime.enabled and {p}.streaming.enabled cannot both be true")
         if provider not in ("twilio", "telnyx", "mock"):
-            errors.append(f'{p}.provider must be "twilio", "telnyx", or "mock" '
-                          "when realtime.enabled is true")
+            errors.append(
+                f'{p}.provider must be "twilio", "telnyx", or "mock" when realtime.enabled is true'
+            )
     # The plugin streams on Twilio only; here every real carrier streams
     # (docs/plugin-behaviour.md, "Streaming and realtime settings").
     if streaming and provider not in STREAMING_CARRIERS:
-        errors.append(f'{p}.provider must be "twilio", "telnyx" or "plivo" '
-                      "when streaming.enabled is true")
+        errors.append(
+            f'{p}.provider must be "twilio", "telnyx" or "plivo" when streaming.enabled is true'
+        )
     return errors
 
 
 def _funnel_errors(data: dict) -> list[str]:
     tailscale = _sub(data, "tailscale")
     funnel = tailscale.get("mode") == "funnel" or (
-        _sub(data, "tunnel").get("provider") == "tailscale-funnel")
+        _sub(data, "tunnel").get("provider") == "tailscale-funnel"
+    )
     if funnel and tailscale.get("port") not in (443, 8443, 10000):
-        return [f"{PLUGIN_PATH}.tailscale.port: Tailscale Funnel HTTPS port "
-                "must be one of 443, 8443, 10000"]
+        return [
+            f"{PLUGIN_PATH}.tailscale.port: Tailscale Funnel HTTPS port "
+            "must be one of 443, 8443, 10000"
+        ]
     return []
 
 
@@ -474,8 +548,9 @@ def _document_entry(raw: Mapping) -> Mapping:
     return node
 
 
-def parse_config(raw: Mapping, env: Mapping[str, str] | None = None, *,
-                 source: str | None = None) -> VoiceCallConfig:
+def parse_config(
+    raw: Mapping, env: Mapping[str, str] | None = None, *, source: str | None = None
+) -> VoiceCallConfig:
     """Normalize and validate a plugin config object or a whole OpenClaw document."""
     config: Any = raw
     base_tts: Any = {}
@@ -498,8 +573,11 @@ def parse_config(raw: Mapping, env: Mapping[str, str] | None = None, *,
     if data["enabled"] is True and data.get("provider") is None:
         data["provider"] = "mock"
     realtime, serve_path = _sub(data, "realtime"), _sub(data, "serve").get("path")
-    if (realtime.get("streamPath") is None and isinstance(serve_path, str)
-            and serve_path.startswith("/")):
+    if (
+        realtime.get("streamPath") is None
+        and isinstance(serve_path, str)
+        and serve_path.startswith("/")
+    ):
         realtime["streamPath"] = realtime_stream_path(serve_path)
     _apply_env(data, os.environ if env is None else env)
     errors += _SCHEMA(PLUGIN_PATH, data) + _funnel_errors(data)
@@ -512,8 +590,9 @@ def parse_config(raw: Mapping, env: Mapping[str, str] | None = None, *,
     return VoiceCallConfig(data=data, warnings=tuple(warnings), source=source)
 
 
-def load_config(path: str | os.PathLike | None = None,
-                env: Mapping[str, str] | None = None) -> VoiceCallConfig:
+def load_config(
+    path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None
+) -> VoiceCallConfig:
     """Read a JSON/JSON5 file and parse it; no path means the mock defaults."""
     if path is None:
         return parse_config({}, env)

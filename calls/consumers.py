@@ -5,6 +5,7 @@ in the codec, playback in calls.media, state changes in calls.services.streams (
 through database_sync_to_async only at start, stop and per transcript — never per audio
 frame).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,9 +23,9 @@ from calls.config import get_config
 from calls.exceptions import CallError
 from calls.media import Playback
 from calls.realtime import DEFAULT_INSTRUCTIONS, RealtimeLink
-from calls.services.outbound import call_end
 from calls.runtime import get_provider
 from calls.services.events import event_apply
+from calls.services.outbound import call_end
 from calls.services.stream_commands import group_name
 from calls.services.stream_plans import realtime_enabled
 from calls.services.streams import (
@@ -71,9 +72,11 @@ class Admission:
 
     def limits(self) -> tuple[int, int, int]:
         streaming = get_config().section("streaming")
-        return (int(streaming.get("maxConnections", 128)),
-                int(streaming.get("maxPendingConnections", 32)),
-                int(streaming.get("maxPendingConnectionsPerIp", 4)))
+        return (
+            int(streaming.get("maxConnections", 128)),
+            int(streaming.get("maxPendingConnections", 32)),
+            int(streaming.get("maxPendingConnectionsPerIp", 4)),
+        )
 
 
 ADMISSION = Admission()
@@ -107,8 +110,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         ADMISSION.total += 1
         self.admitted = True
         await self.accept()
-        if (sum(ADMISSION.pending.values()) >= limit_pending
-                or ADMISSION.pending[self.peer] >= limit_peer):
+        if (
+            sum(ADMISSION.pending.values()) >= limit_pending
+            or ADMISSION.pending[self.peer] >= limit_peer
+        ):
             await self.close(TRY_AGAIN_LATER, "Too many pending media stream connections")
             return
         ADMISSION.pending[self.peer] += 1
@@ -124,15 +129,22 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         # The ASGI spec lets a server omit extensions (daphne does); asgiref also allows None.
         if "websocket.http.response" in (self.scope.get("extensions") or {}):
             body = b"Too many media stream connections"
-            await self.send_message({"type": "websocket.http.response.start", "status": 503,
-                                     "headers": [(b"content-type", b"text/plain")]})
-            await self.send_message({"type": "websocket.http.response.body", "body": body,
-                                     "more_body": False})
+            await self.send_message(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": 503,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
+            )
+            await self.send_message(
+                {"type": "websocket.http.response.body", "body": body, "more_body": False}
+            )
         else:
             await self.close()
 
     async def send_message(
-            self, message: WebSocketResponseStartEvent | WebSocketResponseBodyEvent) -> None:
+        self, message: WebSocketResponseStartEvent | WebSocketResponseBodyEvent
+    ) -> None:
         await self.base_send(message)
 
     async def _start_timeout(self, seconds: float) -> None:
@@ -169,8 +181,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def _start(self, start: StreamStart) -> None:
         try:
-            attached = await _attach(provider_call_id=start.provider_call_id,
-                                     token=start.token, stream_id=start.stream_id)
+            attached = await _attach(
+                provider_call_id=start.provider_call_id,
+                token=start.token,
+                stream_id=start.stream_id,
+            )
         except StreamRejected as exc:
             await self.close(POLICY_VIOLATION, exc.message)
             return
@@ -180,9 +195,12 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if realtime_enabled():
             await self._start_realtime(attached.greeting)
             return
-        self.playback = Playback(send_audio=self._send_audio, send_mark=self._send_mark,
-                                 send_clear=self._send_clear,
-                                 synthesize=build_tts(get_config().tts).stream)
+        self.playback = Playback(
+            send_audio=self._send_audio,
+            send_mark=self._send_mark,
+            send_clear=self._send_clear,
+            synthesize=build_tts(get_config().tts).stream,
+        )
         self.playback.start()
         try:
             self.stt = build_stt(get_config().section("streaming"), _Heard(self))
@@ -203,13 +221,19 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         """
         settings = get_config().section("realtime")
         assert self.call_id is not None
-        self.link = RealtimeLink(call_id=self.call_id, send_audio=self._send_audio,
-                                 send_clear=self._send_clear, on_ended=self._model_ended)
+        self.link = RealtimeLink(
+            call_id=self.call_id,
+            send_audio=self._send_audio,
+            send_clear=self._send_clear,
+            on_ended=self._model_ended,
+        )
         try:
             self.realtime = build_realtime(settings, self.link)
             await self.realtime.connect(
                 instructions=str(settings.get("instructions") or DEFAULT_INSTRUCTIONS),
-                greeting=greeting, tools=[END_CALL_TOOL, *(settings.get("tools") or [])])
+                greeting=greeting,
+                tools=[END_CALL_TOOL, *(settings.get("tools") or [])],
+            )
         except ProviderError as exc:
             logger.warning("call=%s realtime connection failed: %s", self.call_id, exc)
             await self._teardown()
@@ -225,9 +249,15 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     async def _dtmf(self, digit: str) -> None:
         if self.call_id is None:
             return
-        await _apply(provider=get_provider().name, event=NormalizedEvent(
-            type=EventType.DTMF, id=f"stream:{self.stream_id}:dtmf:{digit}:{id(object())}",
-            call_id=self.call_id, digits=digit))
+        await _apply(
+            provider=get_provider().name,
+            event=NormalizedEvent(
+                type=EventType.DTMF,
+                id=f"stream:{self.stream_id}:dtmf:{digit}:{id(object())}",
+                call_id=self.call_id,
+                digits=digit,
+            ),
+        )
 
     async def _send_audio(self, ulaw: bytes) -> None:
         await self.send(text_data=self.codec.encode_audio(ulaw))
@@ -300,8 +330,10 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
 def _upgrade_headers(scope: Mapping[str, Any]) -> dict[str, str]:
     """ASGI header pairs as a dict with lower-case names (the codec reads its carrier's)."""
-    return {name.decode("latin-1").lower(): value.decode("latin-1")
-            for name, value in scope.get("headers", [])}
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+    }
 
 
 class _Heard:

@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Error strings worth knowing".
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@ the plugin's latest refusal of local-only webhooks, and `voicecall expose`.
 
 docs/plugin-behaviour.md, "Start-up and the public URL" and "Command line".
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -22,9 +23,11 @@ from providers.tunnels import NgrokTunnel, TailscaleExposure, Tunnel, TunnelErro
 logger = logging.getLogger(__name__)
 
 REAL_CARRIERS = ("twilio", "telnyx", "plivo")
-LOCAL_ONLY = ("[voice-call] {provider} requires a publicly reachable webhook URL. Refusing to "
-              "use local-only webhook {url}. Set " + PLUGIN_PATH + ".publicUrl or enable "
-              "tunnel/tailscale exposure.")
+LOCAL_ONLY = (
+    "[voice-call] {provider} requires a publicly reachable webhook URL. Refusing to "
+    "use local-only webhook {url}. Set " + PLUGIN_PATH + ".publicUrl or enable "
+    "tunnel/tailscale exposure."
+)
 HOLD_MUSIC_PATH = "/voice/hold-music"
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 # Carrier-grade NAT space (Tailscale addresses among others): not reachable from carriers.
@@ -33,7 +36,13 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 # Seams for tests: the real subprocess functions and network unless replaced.
 RUN: tunnels.Run = subprocess.run
 POPEN: tunnels.Popen = subprocess.Popen
-NGROK_TRANSPORT: Callable[[], httpx.BaseTransport | None] = lambda: None
+
+
+def _no_transport() -> httpx.BaseTransport | None:
+    return None
+
+
+NGROK_TRANSPORT: Callable[[], httpx.BaseTransport | None] = _no_transport
 
 
 def tunnel_mode(cfg: VoiceCallConfig) -> str | None:
@@ -59,16 +68,26 @@ def build_tunnel(cfg: VoiceCallConfig, *, port: int) -> Tunnel | None:
         return None
     if mode == "ngrok":
         section = cfg.section("tunnel")
-        return NgrokTunnel(port, authtoken=section.get("ngrokAuthToken"),
-                           domain=section.get("ngrokDomain"), popen=POPEN,
-                           transport=NGROK_TRANSPORT())
+        return NgrokTunnel(
+            port,
+            authtoken=section.get("ngrokAuthToken"),
+            domain=section.get("ngrokDomain"),
+            popen=POPEN,
+            transport=NGROK_TRANSPORT(),
+        )
     tailscale = cfg.section("tailscale")
     legacy = cfg.section("tunnel").get("provider", "none") == "none"
     # tunnel.provider publishes serve.path as is; legacy tailscale.mode at tailscale.path.
     path = tailscale["path"] if legacy else cfg.serve_path
-    return TailscaleExposure(mode, port=port, path=path, serve_path=cfg.serve_path,
-                             https_port=tailscale["port"], extra_paths=extra_paths(cfg),
-                             run=RUN)
+    return TailscaleExposure(
+        mode,
+        port=port,
+        path=path,
+        serve_path=cfg.serve_path,
+        https_port=tailscale["port"],
+        extra_paths=extra_paths(cfg),
+        run=RUN,
+    )
 
 
 def exposure_start(cfg: VoiceCallConfig, *, port: int) -> Tunnel | None:
@@ -83,8 +102,11 @@ def exposure_start(cfg: VoiceCallConfig, *, port: int) -> Tunnel | None:
     set_public_base(origin, path=tunnel.public_path)
     tailnet_only = isinstance(tunnel, TailscaleExposure) and tunnel.mode == "serve"
     if tailnet_only and cfg.provider in REAL_CARRIERS:
-        logger.warning("tailscale serve publishes to the tailnet only, where %s cannot "
-                       "reach it; use funnel for a carrier", cfg.provider)
+        logger.warning(
+            "tailscale serve publishes to the tailnet only, where %s cannot "
+            "reach it; use funnel for a carrier",
+            cfg.provider,
+        )
     logger.info("public webhook URL %s", webhook_url(cfg))
     return tunnel
 
@@ -126,19 +148,35 @@ def is_local_host(host: str) -> bool:
         return False  # a DNS name; resolving it here would make startup depend on DNS
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
-    return (address.is_loopback or address.is_private or address.is_link_local
-            or address.is_unspecified or address in _CGNAT)
+    return (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_unspecified
+        or address in _CGNAT
+    )
 
 
-def expose_command(cfg: VoiceCallConfig, *, mode: str | None, path: str | None,
-                   port: int | None, serve_path: str | None) -> dict[str, Any]:
+def expose_command(
+    cfg: VoiceCallConfig,
+    *,
+    mode: str | None,
+    path: str | None,
+    port: int | None,
+    serve_path: str | None,
+) -> dict[str, Any]:
     """`voicecall expose` with the plugin's defaults for the flags not given.
 
     docs/plugin-behaviour.md, "Command line".
     """
     serve_path = serve_path or cfg.serve_path or "/voice/webhook"
     tailscale = cfg.section("tailscale")
-    return tunnels.expose(mode, path=path or tailscale.get("path") or serve_path,
-                          port=port or cfg.serve_port or 3334, serve_path=serve_path,
-                          https_port=tailscale.get("port", 443),
-                          extra_paths=extra_paths(cfg), run=RUN)
+    return tunnels.expose(
+        mode,
+        path=path or tailscale.get("path") or serve_path,
+        port=port or cfg.serve_port or 3334,
+        serve_path=serve_path,
+        https_port=tailscale.get("port", 443),
+        extra_paths=extra_paths(cfg),
+        run=RUN,
+    )

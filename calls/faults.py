@@ -4,6 +4,7 @@
 handling reaches that point, so a test can prove what a crash there leaves behind. The
 names are read once at import; an unset variable costs one set lookup per point.
 """
+
 from __future__ import annotations
 
 import os

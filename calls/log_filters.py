@@ -1,5 +1,6 @@
 """Log hygiene: phone numbers that slip into a log line (e.g. inside a carrier's error
 message) are masked on the way out (docs/security.md, "Logs")."""
+
 from __future__ import annotations
 
 import logging

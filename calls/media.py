@@ -7,6 +7,7 @@ against an absolute clock, sends a mark after each utterance and waits for its e
 Barge-in cancels the current utterance, empties the queue and sends `clear`
 (docs/plugin-behaviour.md, "Playback on a stream").
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,16 +36,24 @@ Synthesize = Callable[[str], AsyncIterator[bytes]]
 @dataclass
 class Utterance:
     text: str
-    done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class Playback:
     """Speaks queued utterances into one stream, one at a time."""
 
-    def __init__(self, *, send_audio: SendAudio, send_mark: Callable[[str], Awaitable[None]],
-                 send_clear: Callable[[], Awaitable[None]], synthesize: Synthesize,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        *,
+        send_audio: SendAudio,
+        send_mark: Callable[[str], Awaitable[None]],
+        send_clear: Callable[[], Awaitable[None]],
+        synthesize: Synthesize,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._send_audio = send_audio
         self._send_mark = send_mark
         self._send_clear = send_clear
@@ -161,8 +170,8 @@ class Playback:
 
 
 async def _with_keepalive(
-        audio: AsyncIterator[bytes],
-        keepalive: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[bytes]:
+    audio: AsyncIterator[bytes], keepalive: Callable[[], Coroutine[Any, Any, None]]
+) -> AsyncIterator[bytes]:
     """Yield the audio; until its first chunk arrives, run the silence keep-alive."""
     filler = asyncio.create_task(keepalive())
     try:

@@ -2,6 +2,7 @@
 
 docs/design.md, "5. Data model".
 """
+
 from __future__ import annotations
 
 import uuid
@@ -36,7 +37,8 @@ class Call(models.Model):
     # The Enum functional API (name, members) is valid at runtime, but django-stubs only types
     # the member-constructor overloads of TextChoices(...).
     State = models.TextChoices(  # type: ignore[call-overload]
-        "State", [(s.name, s.value) for s in CallState])
+        "State", [(s.name, s.value) for s in CallState]
+    )
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     provider = models.CharField(max_length=20)

@@ -1,4 +1,5 @@
 """Phone number handling in one place: E.164 checks, digit normalization, log masking."""
+
 from __future__ import annotations
 
 import re

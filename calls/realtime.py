@@ -6,6 +6,7 @@ The model hears the caller and answers with audio; this link forwards its audio 
 carrier in order, clears on barge-in, and hands transcripts and tool calls to the services
 (through database_sync_to_async, never per frame).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful voice assistant on a phone call. Keep replies to one or two short, "
-    "natural sentences. When the conversation is over, say goodbye and call end_call.")
+    "natural sentences. When the conversation is over, say goodbye and call end_call."
+)
 
 _heard = database_sync_to_async(stream_heard)
 _said = database_sync_to_async(stream_said)
@@ -33,9 +35,14 @@ _end = database_sync_to_async(call_end)
 class RealtimeLink:
     """The realtime session's handler: ordered carrier output plus service callbacks."""
 
-    def __init__(self, *, call_id: str, send_audio: Callable[[bytes], Awaitable[None]],
-                 send_clear: Callable[[], Awaitable[None]],
-                 on_ended: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        send_audio: Callable[[bytes], Awaitable[None]],
+        send_clear: Callable[[], Awaitable[None]],
+        on_ended: Callable[[], Awaitable[None]],
+    ) -> None:
         self.call_id = call_id
         self._send_audio = send_audio
         self._send_clear = send_clear

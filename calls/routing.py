@@ -1,4 +1,5 @@
 """Websocket routes: carrier media streams at streaming.streamPath and realtime.streamPath."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,6 @@ def _stream_paths() -> list[str]:
 
 websocket_urlpatterns: list[Any] = [
     # Channels routes ASGI apps through Django's URL patterns; django-stubs types only views.
-    re_path("^" + re.escape(path.lstrip("/")) + "$",
-            MediaStreamConsumer.as_asgi())  # type: ignore[arg-type]
+    re_path("^" + re.escape(path.lstrip("/")) + "$", MediaStreamConsumer.as_asgi())  # type: ignore[arg-type]
     for path in _stream_paths()
 ]

@@ -1,4 +1,5 @@
 """The process's carrier adapter and webhook URL, built from the config on first use."""
+
 from __future__ import annotations
 
 import threading
@@ -37,7 +38,10 @@ def provider_settings(cfg: VoiceCallConfig) -> dict[str, Any]:
 
 
 def get_provider() -> TelephonyProvider:
-    """The configured adapter; raises CallError('Provider not initialized') when it can't be built."""
+    """The configured adapter.
+
+    Raises CallError('Provider not initialized') when it can't be built.
+    """
     global _provider
     with _lock:
         if _provider is None:

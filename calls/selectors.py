@@ -1,4 +1,5 @@
 """Reads: finding calls by our id or the carrier's, lists, latency statistics."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,13 @@ def _one(calls: QuerySet[Call]) -> Call | None:
     return next(iter(calls.order_by()[:1]), None)
 
 
-def call_list(*, state: str | None = None, direction: str | None = None,
-              provider: str | None = None, active: bool | None = None) -> QuerySet[Call]:
+def call_list(
+    *,
+    state: str | None = None,
+    direction: str | None = None,
+    provider: str | None = None,
+    active: bool | None = None,
+) -> QuerySet[Call]:
     calls = Call.objects.all()
     if state:
         calls = calls.filter(state=state)
@@ -102,8 +108,12 @@ def call_record(call: Call) -> dict[str, Any]:
     """The plugin's full CallRecord shape: status view plus transcript and metadata."""
     data = call_as_dict(call)
     data["transcript"] = [
-        {"timestamp": iso_time(e.created_at), "speaker": e.speaker, "text": e.text,
-         "isFinal": e.is_final}
+        {
+            "timestamp": iso_time(e.created_at),
+            "speaker": e.speaker,
+            "text": e.text,
+            "isFinal": e.is_final,
+        }
         for e in call.transcript.all()
     ]
     data["metadata"] = call.metadata
@@ -112,11 +122,16 @@ def call_record(call: Call) -> dict[str, Any]:
 
 def latency_stats(*, last: int) -> dict[str, Any]:
     """`voicecall latency`: nearest-rank p50/p95 over the last N calls' turn metrics."""
-    records = list(Call.objects.order_by("-started_at", "-id").values_list("metadata", flat=True)[:last])
+    records = list(
+        Call.objects.order_by("-started_at", "-id").values_list("metadata", flat=True)[:last]
+    )
     turn = [m["lastTurnLatencyMs"] for m in records if _number(m, "lastTurnLatencyMs")]
     wait = [m["lastTurnListenWaitMs"] for m in records if _number(m, "lastTurnListenWaitMs")]
-    return {"recordsScanned": len(records), "turnLatency": _summary(turn),
-            "listenWait": _summary(wait)}
+    return {
+        "recordsScanned": len(records),
+        "turnLatency": _summary(turn),
+        "listenWait": _summary(wait),
+    }
 
 
 def _number(metadata: Any, key: str) -> bool:

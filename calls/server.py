@@ -2,6 +2,7 @@
 
 In production the sweep belongs to Celery beat; set VOICECALL_SWEEP=off on servers then.
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,11 +81,16 @@ def run(*, host: str, port: int) -> None:
         if os.environ.get("VOICECALL_SWEEP", "on") != "off":
             sweeper = Sweeper(settings.VOICECALL_SWEEP_INTERVAL_SECONDS)
             sweeper.start()
-        logger.info("voicecall listening on http://%s:%s (webhook %s)", host, port,
-                    webhook_url())
+        logger.info("voicecall listening on http://%s:%s (webhook %s)", host, port, webhook_url())
         config = uvicorn.Config(
-            application, host=host, port=port, lifespan="off", log_config=None,
-            access_log=False, ws_max_size=MAX_WS_FRAME_BYTES, timeout_keep_alive=5,
+            application,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ws_max_size=MAX_WS_FRAME_BYTES,
+            timeout_keep_alive=5,
         )
         uvicorn.Server(config).run()
     finally:
@@ -117,6 +123,9 @@ def _check_skip_signature(host: str) -> None:
     if host not in ("127.0.0.1", "::1", "localhost") or exposed:
         raise SystemExit(
             "skipSignatureVerification is only allowed when serving on loopback "
-            "without publicUrl or a tunnel")
-    logger.warning("SECURITY WARNING: skipSignatureVerification=true disables webhook "
-                   "signature verification (development only)")
+            "without publicUrl or a tunnel"
+        )
+    logger.warning(
+        "SECURITY WARNING: skipSignatureVerification=true disables webhook "
+        "signature verification (development only)"
+    )

@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "State machine".
 """
+
 from __future__ import annotations
 
 from enum import StrEnum

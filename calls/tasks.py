@@ -1,4 +1,5 @@
 """Celery tasks (production): thin wrappers over services."""
+
 from __future__ import annotations
 
 from celery import shared_task

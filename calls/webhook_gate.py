@@ -6,6 +6,7 @@ It runs before Django reads the body, which is the point: a request without the
 carrier's signature headers gets 401 without its body being read, an oversized body
 413, a slow one 408, and one peer cannot hold more than MAX_IN_FLIGHT requests.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -140,7 +141,14 @@ def _declared_length(headers: dict[str, str]) -> int:
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

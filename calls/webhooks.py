@@ -1,4 +1,5 @@
 """Carrier webhook and hold-music views: parse the request, call one service, render."""
+
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
@@ -10,11 +11,8 @@ from calls.webhook_gate import MAX_BODY_BYTES, is_webhook_path, missing_signatur
 from providers.base import Reply, WebhookRequest
 
 
-
 def _render(reply: Reply) -> HttpResponse:
     return HttpResponse(reply.body, status=reply.status, content_type=reply.content_type)
-
-
 
 
 def _webhook_request(request: HttpRequest, body: bytes) -> WebhookRequest:

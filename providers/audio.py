@@ -5,6 +5,7 @@ TTS engines return PCM16 at 16/22.05/24/48 kHz. This module converts between the
 without Django, per 20 ms frame, so everything is table- or array-based
 (docs/carriers.md, "Audio: μ-law" and "Audio: TTS formats and resampling").
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -21,6 +22,7 @@ _PCM16 = np.dtype("<i2")  # PCM16 is little-endian on every wire and API we talk
 
 
 # --- G.711 μ-law (docs/carriers.md, "Audio: μ-law") --------------------------------------
+
 
 def _build_encode_table() -> np.ndarray:
     """μ-law code for every int16 sample, indexed by the sample's uint16 bit pattern.
@@ -200,7 +202,8 @@ class Resampler:
             # `down` samples), one matrix-vector product, no copies.
             step = self._buf.strides[0]
             windows = np.lib.stride_tricks.as_strided(
-                self._buf[start:], shape=(centers.size, TAPS), strides=(self._down * step, step))
+                self._buf[start:], shape=(centers.size, TAPS), strides=(self._down * step, step)
+            )
             acc = (windows @ self._weights[0]).astype(np.int64)
             total = self._totals[phases]
         else:
@@ -218,7 +221,7 @@ class Resampler:
         out = (2 * acc + total) // (2 * total)
         self._next = stop
         keep = (stop * self._down) // self._up - _HALF  # first tap of the next output
-        self._buf = self._buf[keep - self._base:]
+        self._buf = self._buf[keep - self._base :]
         self._base = keep
         return np.minimum(np.maximum(out, -32768), 32767).astype(_PCM16).tobytes()
 
@@ -238,12 +241,13 @@ def to_telephony(pcm16: bytes, src_rate: int) -> bytes:
 
 # --- 20 ms framing (docs/carriers.md, "Audio: μ-law") --------------------------------------
 
+
 def frames(ulaw: bytes, size: int = FRAME_BYTES) -> list[bytes]:
     """Split μ-law into `size`-byte frames, the last one padded with silence (0xFF)."""
     if size <= 0:
         raise ValueError("frame size must be positive")
     data = bytes(ulaw)
-    out = [data[i:i + size] for i in range(0, len(data), size)]
+    out = [data[i : i + size] for i in range(0, len(data), size)]
     if out and len(out[-1]) < size:
         out[-1] = out[-1].ljust(size, bytes([SILENCE_BYTE]))
     return out
@@ -264,7 +268,7 @@ class FrameBuffer:
     def push(self, data: bytes) -> list[bytes]:
         self._pending += data
         whole = len(self._pending) - len(self._pending) % self.size
-        out = [bytes(self._pending[i:i + self.size]) for i in range(0, whole, self.size)]
+        out = [bytes(self._pending[i : i + self.size]) for i in range(0, whole, self.size)]
         del self._pending[:whole]
         return out
 

@@ -1,4 +1,5 @@
 """The carrier interface and the neutral value types that cross it (no Django here)."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -312,8 +313,16 @@ class TelephonyProvider(ABC):
 
 
 # Identifiers and keys: one control character makes the whole event bad input (400).
-_IDENTIFIER_FIELDS = ("id", "call_id", "provider_call_id", "dedupe_key", "turn_token",
-                      "direction", "digits", "reason")
+_IDENTIFIER_FIELDS = (
+    "id",
+    "call_id",
+    "provider_call_id",
+    "dedupe_key",
+    "turn_token",
+    "direction",
+    "digits",
+    "reason",
+)
 # Words: controls become spaces and whitespace collapses, as a listener would hear them.
 _TEXT_FIELDS = ("transcript", "text", "error", "from_number", "to_number")
 

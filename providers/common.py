@@ -1,4 +1,5 @@
 """Small helpers every carrier adapter shares: its config values and the configured TTS voice."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

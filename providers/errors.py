@@ -1,4 +1,5 @@
 """Provider-side exceptions: each says whether retrying can help."""
+
 from __future__ import annotations
 
 

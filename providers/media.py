@@ -4,6 +4,7 @@ A `MediaCodec` turns one carrier's websocket frames into the events below and ou
 that carrier's frames. It is pure: no I/O, no ORM, no awaits. Audio crosses this boundary as
 8 kHz μ-law bytes in both directions; resampling and PCM conversion happen in the pipeline.
 """
+
 from __future__ import annotations
 
 import base64

@@ -6,6 +6,7 @@ With `mock.simulate` on, it behaves like a remote carrier: it calls our own webh
 back over HTTP (ringing, answered, scripted caller replies, hang-up), so notify,
 conversation and inbound flows run offline through the same pipeline as real carriers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,8 +70,9 @@ class MockProvider(TelephonyProvider):
         self._record("hang_up", provider_call_id=target.provider_call_id)
         if self._simulate:
             # A real carrier reports the end afterwards; it must change nothing.
-            self._later(200, target.webhook_url, target.provider_call_id, "call.ended",
-                        reason="completed")
+            self._later(
+                200, target.webhook_url, target.provider_call_id, "call.ended", reason="completed"
+            )
 
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
         self._record("play_text", text=text, listen_after=listen_after)
@@ -138,25 +140,48 @@ class MockProvider(TelephonyProvider):
             return
         delay = self._ms("replyDelayMs", 1200)
         text = replies[min(index, len(replies) - 1)]
-        self._later(delay, target.webhook_url, target.provider_call_id, "call.speech",
-                    transcript=text, isFinal=True, turnToken=target.turn_token)
+        self._later(
+            delay,
+            target.webhook_url,
+            target.provider_call_id,
+            "call.speech",
+            transcript=text,
+            isFinal=True,
+            turnToken=target.turn_token,
+        )
         hang_after = int(self._settings.get("callerHangupAfterReplies") or 0)
         if hang_after and index + 1 >= hang_after:
-            self._later(delay + 1500, target.webhook_url, target.provider_call_id,
-                        "call.ended", reason="hangup-user")
+            self._later(
+                delay + 1500,
+                target.webhook_url,
+                target.provider_call_id,
+                "call.ended",
+                reason="hangup-user",
+            )
             return
         idle = self._ms("callerIdleHangupMs", 10000)
         if idle:
             # Like a person: nobody speaks to them again after their answer, they hang up.
-            timer = self._later(delay + idle, target.webhook_url, target.provider_call_id,
-                                "call.ended", reason="hangup-user")
+            timer = self._later(
+                delay + idle,
+                target.webhook_url,
+                target.provider_call_id,
+                "call.ended",
+                reason="hangup-user",
+            )
             with self._lock:
                 self._idle[target.provider_call_id] = timer
 
-    def _later(self, delay_ms: int, url: str, provider_call_id: str, type_: str,
-               **fields: Any) -> threading.Timer:
-        event = {"type": type_, "callId": provider_call_id, "providerCallId": provider_call_id,
-                 "id": str(uuid.uuid4()), **{k: v for k, v in fields.items() if v is not None}}
+    def _later(
+        self, delay_ms: int, url: str, provider_call_id: str, type_: str, **fields: Any
+    ) -> threading.Timer:
+        event = {
+            "type": type_,
+            "callId": provider_call_id,
+            "providerCallId": provider_call_id,
+            "id": str(uuid.uuid4()),
+            **{k: v for k, v in fields.items() if v is not None},
+        }
         timer = threading.Timer(delay_ms / 1000, self._post, args=(url, event))
         timer.daemon = True
         with self._lock:

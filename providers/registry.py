@@ -1,4 +1,5 @@
 """Carrier registry: config `provider` name -> adapter, built lazily."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -5,6 +5,7 @@ docs/plugin-behaviour.md, "Auto-response".
 No Django here. The service hands in the prompt, the earlier lines and the caller's latest
 utterance; `reply` returns the words to speak, "" meaning stay silent.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,38 +51,54 @@ _THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _META_PREFIXES = ("thinking process", "reasoning:", "analysis:")
 _META_INTENTS = ("i should", "i need to", "i will")
-_META_PHRASES = ("keep the conversation flowing",
-                 "this is a natural continuation of the conversation")
+_META_PHRASES = (
+    "keep the conversation flowing",
+    "this is a natural continuation of the conversation",
+)
 
 
 class Responder:
     """One chat model behind the official `openai` SDK (any OpenAI-compatible endpoint)."""
 
-    def __init__(self, *, model: str, api_key: str, base_url: str | None = None,
-                 timeout_s: float = 30.0, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None = None,
+        timeout_s: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
         provider, self.model = split_model(model)
         if provider != DEFAULT_PROVIDER and not base_url:
             raise ProviderNotConfigured(
                 f'responseModel provider "{provider}" is not supported: use "openai/<model>" '
-                "or set responseBaseUrl to an OpenAI-compatible endpoint")
+                "or set responseBaseUrl to an OpenAI-compatible endpoint"
+            )
         if not api_key:
             raise ProviderNotConfigured("responseModel needs an API key (set OPENAI_API_KEY)")
         # Our own httpx client (not the SDK's default) so every HTTP seam is the same one.
         # The SDK annotates http_client as httpx2.Client but accepts a legacy httpx.Client
         # at runtime (openai._httpx2.is_legacy_httpx_sync_client), hence the cast.
         self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0,
-            http_client=cast("httpx2.Client", http or httpx.Client(timeout=timeout_s)))
+            api_key=api_key,
+            base_url=base_url or None,
+            timeout=timeout_s,
+            max_retries=0,
+            http_client=cast("httpx2.Client", http or httpx.Client(timeout=timeout_s)),
+        )
 
-    def reply(self, *, system_prompt: str, history: Sequence[tuple[str, str]],
-              utterance: str) -> str:
+    def reply(
+        self, *, system_prompt: str, history: Sequence[tuple[str, str]], utterance: str
+    ) -> str:
         """The words to say to `utterance`; "" = stay silent. Raises ProviderError."""
         messages: list[ChatCompletionMessageParam] = [
-            {"role": "system", "content": system_prompt}, *chat_turns(history),
-            {"role": "user", "content": utterance}]
+            {"role": "system", "content": system_prompt},
+            *chat_turns(history),
+            {"role": "user", "content": utterance},
+        ]
         try:
-            completion = self._client.chat.completions.create(
-                model=self.model, messages=messages)
+            completion = self._client.chat.completions.create(model=self.model, messages=messages)
         except openai.OpenAIError as exc:
             raise _provider_error(exc) from exc
         choices = completion.choices or []
@@ -101,13 +118,17 @@ def split_model(model: str) -> tuple[str, str]:
 def chat_turns(history: Sequence[tuple[str, str]]) -> list[ChatCompletionMessageParam]:
     """Transcript lines as chat turns; our lines are shown in the spoken-output JSON shape,
     so the model keeps answering in it."""
-    return [{"role": "assistant", "content": json.dumps({"spoken": text}, ensure_ascii=False)}
-            if speaker == BOT else {"role": "user", "content": text}
-            for speaker, text in history]
+    return [
+        {"role": "assistant", "content": json.dumps({"spoken": text}, ensure_ascii=False)}
+        if speaker == BOT
+        else {"role": "user", "content": text}
+        for speaker, text in history
+    ]
 
 
-def build_system_prompt(*, custom: str | None, caller: str,
-                        history: Sequence[tuple[str, str]]) -> str:
+def build_system_prompt(
+    *, custom: str | None, caller: str, history: Sequence[tuple[str, str]]
+) -> str:
     """responseSystemPrompt or the generated voice prompt, then the spoken-output contract."""
     base = (custom or "").strip() or _GENERATED_PROMPT.format(caller=caller or "unknown")
     parts = [base, _HISTORY_NOTE] if history else [base]
@@ -147,7 +168,7 @@ def _json_candidates(text: str) -> list[str]:
         candidates.append(fenced.group(1).strip())
     first, last = text.find("{"), text.rfind("}")
     if 0 <= first < last:
-        candidates.append(text[first:last + 1])
+        candidates.append(text[first : last + 1])
     return candidates
 
 
@@ -188,9 +209,11 @@ def _provider_error(exc: openai.OpenAIError) -> ProviderError:
         return ProviderError(f"Responder unreachable: {exc}", retryable=True)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        return ProviderError(f"Responder HTTP {status}: {_message(exc)}",
-                             retryable=status == 429 or status >= 500,
-                             provider_code=str(status))
+        return ProviderError(
+            f"Responder HTTP {status}: {_message(exc)}",
+            retryable=status == 429 or status >= 500,
+            provider_code=str(status),
+        )
     return ProviderError(f"Responder failed: {exc}")
 
 

@@ -7,6 +7,7 @@ is meaningful in a call id or a transcript: `TelephonyProvider.parse_webhook` re
 identifiers and removes them from words before the services see an event, and the API
 refuses them in its input (docs/security.md, "Webhooks", step 5, and "The API").
 """
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ Plain Python, no Django: `calls.exposure` starts these at `voicecall serve`, and
 subcommand calls `expose()` / `unexpose()`. Every external program runs through an injectable
 `run` / `popen` callable, so tests never execute a real binary.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,15 +94,26 @@ def is_ngrok_free_tier(url: str) -> bool:
 
 # -- ngrok -----------------------------------------------------------------------------------
 
+
 class NgrokTunnel(Tunnel):
     """`ngrok http <port>` as a child process; the URL comes from the agent API /api/tunnels."""
 
-    def __init__(self, port: int, *, authtoken: str | None = None, domain: str | None = None,
-                 binary: str = "ngrok", api_url: str = NGROK_API_URL,
-                 popen: Popen = subprocess.Popen, transport: httpx.BaseTransport | None = None,
-                 env: Mapping[str, str] | None = None, timeout: float = NGROK_START_TIMEOUT_S,
-                 poll_interval: float = 0.25, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        authtoken: str | None = None,
+        domain: str | None = None,
+        binary: str = "ngrok",
+        api_url: str = NGROK_API_URL,
+        popen: Popen = subprocess.Popen,
+        transport: httpx.BaseTransport | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = NGROK_START_TIMEOUT_S,
+        poll_interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.port, self.authtoken, self.binary = port, authtoken or None, binary
         self.domain = _hostname(domain) if domain else None
         self.api_url = api_url.rstrip("/")
@@ -116,8 +128,16 @@ class NgrokTunnel(Tunnel):
         # hands out a random URL that changes on every start and carrier signatures stop
         # matching.
         domain = ["--domain", self.domain] if self.domain else []
-        return [self.binary, "http", str(self.port), *domain,
-                "--log", "stdout", "--log-format", "json"]
+        return [
+            self.binary,
+            "http",
+            str(self.port),
+            *domain,
+            "--log",
+            "stdout",
+            "--log-format",
+            "json",
+        ]
 
     def child_env(self) -> dict[str, str]:
         """This process's env plus NGROK_AUTHTOKEN: the token goes to the child only, never
@@ -131,9 +151,14 @@ class NgrokTunnel(Tunnel):
         try:
             # stdout is a pipe we drain: if this process dies without stop(), ngrok's next log
             # line hits a closed pipe and the Go runtime exits on SIGPIPE; no orphan tunnel.
-            self._process = self._popen(self.argv(), env=self.child_env(), text=True,
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+            self._process = self._popen(
+                self.argv(),
+                env=self.child_env(),
+                text=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
         except OSError as exc:
             raise TunnelError(f"ngrok could not be started ({exc})") from exc
         self._log = _NgrokLog(self._process.stdout)
@@ -143,8 +168,12 @@ class NgrokTunnel(Tunnel):
         except TunnelError:
             self.stop()
             raise
-        logger.info("ngrok tunnel %s -> 127.0.0.1:%s (%s)", url, self.port,
-                    "free tier" if is_ngrok_free_tier(url) else "paid or custom domain")
+        logger.info(
+            "ngrok tunnel %s -> 127.0.0.1:%s (%s)",
+            url,
+            self.port,
+            "free tier" if is_ngrok_free_tier(url) else "paid or custom domain",
+        )
         return url
 
     def stop(self) -> None:
@@ -174,7 +203,8 @@ class NgrokTunnel(Tunnel):
                 if self._clock() >= deadline:
                     raise TunnelError(
                         f"ngrok did not report a public URL within {self._timeout:g} s "
-                        f"(agent API {self._api_base()}/api/tunnels)")
+                        f"(agent API {self._api_base()}/api/tunnels)"
+                    )
                 self._sleep(self._poll_interval)
 
     def _api_base(self) -> str:
@@ -194,7 +224,8 @@ class NgrokTunnel(Tunnel):
         if self.domain and _hostname(url) != self.domain:
             raise TunnelError(
                 f"ngrok started {url} instead of the configured domain {self.domain}; check "
-                "that tunnel.ngrokAuthToken belongs to the account that owns that domain")
+                "that tunnel.ngrokAuthToken belongs to the account that owns that domain"
+            )
 
 
 def pick_tunnel_url(tunnels: Sequence[Any], *, port: int) -> str | None:
@@ -220,8 +251,9 @@ class _NgrokLog:
     def __init__(self, stream: IO[str] | None) -> None:
         self.last_error: str | None = None
         self.web_addr: str | None = None
-        self._thread = threading.Thread(target=self._drain, args=(stream,),
-                                         name="ngrok-log", daemon=True)
+        self._thread = threading.Thread(
+            target=self._drain, args=(stream,), name="ngrok-log", daemon=True
+        )
         self._thread.start()
 
     def join(self, timeout: float) -> None:
@@ -249,6 +281,7 @@ class _NgrokLog:
 
 # -- Tailscale -------------------------------------------------------------------------------
 
+
 def normalize_mode(mode: str | None) -> str:
     """off, serve or funnel; anything else means funnel, as in the plugin's CLI."""
     return mode if mode in ("off", *TAILSCALE_MODES) else "funnel"
@@ -258,8 +291,9 @@ def local_url(port: int, serve_path: str) -> str:
     return f"http://127.0.0.1:{port}{serve_path}"
 
 
-def tailscale_argv(mode: str, *, path: str, target: str, https_port: int = 443,
-                   binary: str = "tailscale") -> list[str]:
+def tailscale_argv(
+    mode: str, *, path: str, target: str, https_port: int = 443, binary: str = "tailscale"
+) -> list[str]:
     """`tailscale <mode> --bg --yes [--https <port>] --set-path <path> <target>`.
 
     The plugin's command line (docs/plugin-behaviour.md, "Command line").
@@ -289,8 +323,9 @@ def _text(value: str | bytes | None) -> str:
     return value or ""
 
 
-def tailscale_status(*, binary: str = "tailscale", run: Run = subprocess.run,
-                     timeout: float = TAILSCALE_TIMEOUT_S) -> dict[str, Any]:
+def tailscale_status(
+    *, binary: str = "tailscale", run: Run = subprocess.run, timeout: float = TAILSCALE_TIMEOUT_S
+) -> dict[str, Any]:
     """`tailscale status --json`; raises TunnelError when Tailscale is missing or down."""
     code, output = _run(run, [binary, "status", "--json"], timeout)
     try:
@@ -307,8 +342,10 @@ def tailscale_origin(status: Mapping[str, Any], https_port: int = 443) -> str:
     this = found if isinstance(found := status.get("Self"), dict) else {}
     host = str(this.get("DNSName") or "").rstrip(".")
     if not host:
-        raise TunnelError("tailscale status has no DNS name for this node "
-                          "(is MagicDNS on and the node logged in?)")
+        raise TunnelError(
+            "tailscale status has no DNS name for this node "
+            "(is MagicDNS on and the node logged in?)"
+        )
     return f"https://{host}" + (f":{https_port}" if https_port != 443 else "")
 
 
@@ -324,8 +361,11 @@ def enable_url(mode: str, status: Mapping[str, Any] | None, output: str = "") ->
 def _summary(output: str) -> str:
     """tailscale's message on one line, without the link and its "To enable, visit:" lead."""
     lines = [line.strip() for line in output.splitlines()]
-    said = [line for line in lines if line and not line.startswith("https://")
-            and not line.endswith(":")]
+    said = [
+        line
+        for line in lines
+        if line and not line.startswith("https://") and not line.endswith(":")
+    ]
     return " ".join(said)[:300]
 
 
@@ -333,10 +373,19 @@ class TailscaleExposure(Tunnel):
     """`tailscale serve|funnel --bg` for the webhook path (plus identity routes for extra
     paths such as the media stream), removed again on stop()."""
 
-    def __init__(self, mode: str, *, port: int, path: str, serve_path: str,
-                 https_port: int = 443, extra_paths: Sequence[str] = (),
-                 binary: str = "tailscale", run: Run = subprocess.run,
-                 timeout: float = TAILSCALE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        mode: str,
+        *,
+        port: int,
+        path: str,
+        serve_path: str,
+        https_port: int = 443,
+        extra_paths: Sequence[str] = (),
+        binary: str = "tailscale",
+        run: Run = subprocess.run,
+        timeout: float = TAILSCALE_TIMEOUT_S,
+    ) -> None:
         if mode not in TAILSCALE_MODES:
             raise ValueError(f"tailscale mode must be serve or funnel, not {mode!r}")
         self.mode, self.port, self.https_port = mode, port, https_port
@@ -353,8 +402,13 @@ class TailscaleExposure(Tunnel):
         origin = tailscale_origin(self.status, self.https_port)
         for public, local in self.routes:
             self._mount(public, local)
-        logger.info("tailscale %s %s%s -> %s", self.mode, origin, self.path,
-                    local_url(self.port, self.serve_path))
+        logger.info(
+            "tailscale %s %s%s -> %s",
+            self.mode,
+            origin,
+            self.path,
+            local_url(self.port, self.serve_path),
+        )
         return origin
 
     def stop(self) -> None:
@@ -363,8 +417,13 @@ class TailscaleExposure(Tunnel):
             _run(self._run, [self.binary, self.mode, "off", path], self._timeout)
 
     def _mount(self, public: str, local: str) -> None:
-        argv = tailscale_argv(self.mode, path=public, target=local_url(self.port, local),
-                              https_port=self.https_port, binary=self.binary)
+        argv = tailscale_argv(
+            self.mode,
+            path=public,
+            target=local_url(self.port, local),
+            https_port=self.https_port,
+            binary=self.binary,
+        )
         code, output = _run(self._run, argv, self._timeout)
         if code != 0:
             self.stop()  # [latest]: roll back the routes already mounted
@@ -378,16 +437,26 @@ class TailscaleError(TunnelError):
     def __init__(self, mode: str, output: str, enable: str | None) -> None:
         self.mode, self.enable_url = mode, enable
         detail = _summary(output) or "no output"
-        self.note = (f"tailscale {mode} failed ({detail}). {mode.capitalize()} may not be "
-                     "enabled for this tailnet or node; an admin can enable it at enableUrl, "
-                     "then run this again.")
+        self.note = (
+            f"tailscale {mode} failed ({detail}). {mode.capitalize()} may not be "
+            "enabled for this tailnet or node; an admin can enable it at enableUrl, "
+            "then run this again."
+        )
         where = f"; enable it at {enable}" if enable else ""
         super().__init__(f"tailscale {mode} failed ({detail}){where}")
 
 
-def expose(mode: str | None, *, path: str, port: int, serve_path: str, https_port: int = 443,
-           extra_paths: Sequence[str] = (), binary: str = "tailscale",
-           run: Run = subprocess.run) -> dict[str, Any]:
+def expose(
+    mode: str | None,
+    *,
+    path: str,
+    port: int,
+    serve_path: str,
+    https_port: int = 443,
+    extra_paths: Sequence[str] = (),
+    binary: str = "tailscale",
+    run: Run = subprocess.run,
+) -> dict[str, Any]:
     """`voicecall expose`: {ok, mode, path, localUrl, publicUrl, hint?}.
 
     docs/plugin-behaviour.md, "Command line".
@@ -395,16 +464,30 @@ def expose(mode: str | None, *, path: str, port: int, serve_path: str, https_por
     mode = normalize_mode(mode)
     if mode == "off":
         return unexpose(path, extra_paths=extra_paths, binary=binary, run=run)
-    exposure = TailscaleExposure(mode, port=port, path=path, serve_path=serve_path,
-                                 https_port=https_port, extra_paths=extra_paths,
-                                 binary=binary, run=run)
-    result: dict[str, Any] = {"ok": False, "mode": mode, "path": path,
-                              "localUrl": local_url(port, serve_path), "publicUrl": None}
+    exposure = TailscaleExposure(
+        mode,
+        port=port,
+        path=path,
+        serve_path=serve_path,
+        https_port=https_port,
+        extra_paths=extra_paths,
+        binary=binary,
+        run=run,
+    )
+    result: dict[str, Any] = {
+        "ok": False,
+        "mode": mode,
+        "path": path,
+        "localUrl": local_url(port, serve_path),
+        "publicUrl": None,
+    }
     try:
         result["publicUrl"] = exposure.start() + path
     except TailscaleError as exc:
-        result["hint"] = {"note": exc.note, **({"enableUrl": exc.enable_url}
-                                               if exc.enable_url else {})}
+        result["hint"] = {
+            "note": exc.note,
+            **({"enableUrl": exc.enable_url} if exc.enable_url else {}),
+        }
         return result
     except TunnelError as exc:
         result["hint"] = {"note": str(exc)}
@@ -413,8 +496,13 @@ def expose(mode: str | None, *, path: str, port: int, serve_path: str, https_por
     return result
 
 
-def unexpose(path: str, *, extra_paths: Sequence[str] = (), binary: str = "tailscale",
-             run: Run = subprocess.run) -> dict[str, Any]:
+def unexpose(
+    path: str,
+    *,
+    extra_paths: Sequence[str] = (),
+    binary: str = "tailscale",
+    run: Run = subprocess.run,
+) -> dict[str, Any]:
     """`expose --mode off`: `tailscale serve off <path>` and `tailscale funnel off <path>`.
 
     A route lives under one of the two, so the other one failing is expected; only a

@@ -6,6 +6,7 @@ Carriers sign the URL they called. Behind a proxy or tunnel that URL is not what
 server sees, so it is rebuilt — but forwarding headers are attacker-controlled unless the
 operator said which hosts/proxies to trust. Nothing here ever accepts a bad signature.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 from providers.base import WebhookRequest
 
 _HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 FORWARDED_HOST_HEADERS = ("x-forwarded-host", "x-original-host", "ngrok-forwarded-host")
 LOOPBACK_BINDS = ("127.0.0.1", "::1", "localhost")
 
@@ -39,9 +41,11 @@ class SecuritySettings:
     def from_settings(cls, settings: Mapping[str, Any]) -> SecuritySettings:
         security = settings.get("webhookSecurity") or {}
         tunnel = settings.get("tunnel") or {}
-        ngrok = (tunnel.get("provider") == "ngrok"
-                 and settings.get("serveBind", "127.0.0.1") in LOOPBACK_BINDS
-                 and bool(tunnel.get("allowNgrokFreeTierLoopbackBypass")))
+        ngrok = (
+            tunnel.get("provider") == "ngrok"
+            and settings.get("serveBind", "127.0.0.1") in LOOPBACK_BINDS
+            and bool(tunnel.get("allowNgrokFreeTierLoopbackBypass"))
+        )
         hosts = (normalize_host(h) for h in security.get("allowedHosts") or ())
         return cls(
             public_url=settings.get("publicUrl") or None,
@@ -120,8 +124,11 @@ def reconstruct_url(request: WebhookRequest, security: SecuritySettings) -> str:
                 host = candidate
                 break
     if host is None:
-        host = normalize_host(request.header("host")) or normalize_host(
-            urlsplit(request.url).hostname) or ""
+        host = (
+            normalize_host(request.header("host"))
+            or normalize_host(urlsplit(request.url).hostname)
+            or ""
+        )
     if ":" in host:
         host = f"[{host}]"
     return f"{scheme}://{host}{_path_and_query(request)}"
@@ -131,8 +138,15 @@ def public_base_url(request: WebhookRequest, security: SecuritySettings) -> str:
     """publicUrl's scheme/host/port with the request's path and query (v4.12 rule)."""
     assert security.public_url
     public = urlsplit(security.public_url)
-    return urlunsplit((public.scheme, public.netloc, urlsplit(request.url).path or "/",
-                       urlsplit(request.url).query, ""))
+    return urlunsplit(
+        (
+            public.scheme,
+            public.netloc,
+            urlsplit(request.url).path or "/",
+            urlsplit(request.url).query,
+            "",
+        )
+    )
 
 
 def _with_port(url: str, port: int | None) -> str:
@@ -161,8 +175,9 @@ def signed_url_candidates(request: WebhookRequest, security: SecuritySettings) -
             _with_port(base, None),
             _with_port(base, public.port),
             # The docs' variant: publicUrl's own path with the request's query.
-            urlunsplit((public.scheme, public.netloc, public.path or "/",
-                        urlsplit(request.url).query, "")),
+            urlunsplit(
+                (public.scheme, public.netloc, public.path or "/", urlsplit(request.url).query, "")
+            ),
         ]
     else:
         base = reconstruct_url(request, security)
@@ -177,5 +192,6 @@ def signed_url_candidates(request: WebhookRequest, security: SecuritySettings) -
 def skip_key(provider: str, request: WebhookRequest) -> str:
     """Replay identity when verification is skipped, so duplicates are still recognised."""
     digest = hashlib.sha256(
-        request.method.encode() + b"\n" + request.url.encode() + b"\n" + request.body).hexdigest()
+        request.method.encode() + b"\n" + request.url.encode() + b"\n" + request.body
+    ).hexdigest()
     return f"{provider}:skip:{digest}"

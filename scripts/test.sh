@@ -3,6 +3,9 @@
 source "$(dirname "$0")/_env.sh"
 ensure_venv
 cd "$ROOT"
+# Lint and format first (pyproject.toml): cheap, and a failure names the line to fix.
+"$VENV/bin/ruff" check calls providers voicecall_project tests bench manage.py
+"$VENV/bin/ruff" format --check calls providers voicecall_project tests bench manage.py
 # Typed code is a quality bar (docs/design.md, "11. Quality bars"): a type error fails the
 # script here (set -e), before the suite runs.
 "$VENV/bin/python" -m mypy --config-file "$ROOT/mypy.ini" calls providers voicecall_project

@@ -1,4 +1,5 @@
 """Shared fixtures: config, the mock carrier, API clients, call factory; no network."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -110,9 +111,12 @@ def api(api_token: str) -> APIClient:
 def make_call(db: Any) -> Any:
     def _make(**fields: Any) -> Call:
         defaults: dict[str, Any] = {
-            "provider": "mock", "direction": Call.Direction.OUTBOUND,
-            "mode": Call.Mode.CONVERSATION, "state": "answered",
-            "from_number": "+15550000000", "to_number": "+15555550123",
+            "provider": "mock",
+            "direction": Call.Direction.OUTBOUND,
+            "mode": Call.Mode.CONVERSATION,
+            "state": "answered",
+            "from_number": "+15550000000",
+            "to_number": "+15555550123",
             "webhook_url": "http://127.0.0.1:3334/voice/webhook",
         }
         defaults.update(fields)

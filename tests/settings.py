@@ -3,13 +3,14 @@
 DATABASE_URL and REDIS_URL pass through on purpose: .ci/run runs the same suite a second
 time against PostgreSQL and Redis by setting them.
 """
+
 import os
 
 os.environ["VOICECALL_DOTENV"] = "off"
 os.environ["VOICECALL_CONFIG"] = ""
 os.environ.pop("VOICECALL_API_TOKEN", None)
 
-from voicecall_project.settings import *  # noqa: E402,F403
+from voicecall_project.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
@@ -17,4 +18,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # On disk (not :memory:) so threads in transactional tests lock like the real server;
     # one file per run so parallel runs don't share a database.
     DATABASES["default"]["TEST"] = {  # noqa: F405
-        "NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405
+        "NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")  # noqa: F405
+    }

@@ -1,4 +1,5 @@
 """ASGI entry point: HTTP to Django, websockets to the media-stream routes."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,9 @@ from calls.webhook_gate import WebhookGate  # noqa: E402
 # Whatever server imports this app, a bad config or unsafe skip mode stops it here.
 preflight()
 
-application = ProtocolTypeRouter({
-    "http": WebhookGate(django_asgi_app),
-    "websocket": URLRouter(websocket_urlpatterns),
-})
+application = ProtocolTypeRouter(
+    {
+        "http": WebhookGate(django_asgi_app),
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

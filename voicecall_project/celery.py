@@ -2,6 +2,7 @@
 
 docs/design.md, "8. Runtime modes and scale".
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Django settings; the only module that reads the environment (django-environ)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,9 +71,7 @@ ASGI_APPLICATION = "voicecall_project.asgi.application"
 
 # Database
 DATABASES = {
-    "default": env.db_url(
-        "DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'voicecall.sqlite3'}"
-    )
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'voicecall.sqlite3'}")
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -145,8 +144,10 @@ SPECTACULAR_SETTINGS = {
     # The schema and docs are under /api/ and so need the token like everything there.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # A browser has no bearer token: an admin session may read the docs page too.
-    "SERVE_AUTHENTICATION": ["calls.auth.BearerTokenAuthentication",
-                             "rest_framework.authentication.SessionAuthentication"],
+    "SERVE_AUTHENTICATION": [
+        "calls.auth.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
@@ -163,8 +164,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "filters": {"redact_numbers": {"()": "calls.log_filters.RedactPhoneNumbers"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
-                             "filters": ["redact_numbers"]}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_numbers"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.request": {"level": "ERROR"},

@@ -1,5 +1,6 @@
 """Root URLs: admin, API, probes, hold music; everything else goes to the webhook view,
 which answers its own serve.path and 404s the rest (look-alikes are never verified)."""
+
 from __future__ import annotations
 
 from django.contrib import admin

@@ -1,4 +1,5 @@
 """WSGI entry point (admin and API only; webhooks and streams need ASGI)."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

@@ -1,4 +1,5 @@
 """One error shape for the REST API: {"error": "<message>", "code": "<CODE>"}."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,10 +28,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None  # a real 500 that reaches the logs
     if isinstance(exc, exceptions.ValidationError):
-        response.data = {"error": _first_message(exc.detail), "code": "INVALID_REQUEST",
-                         "details": exc.detail}
+        response.data = {
+            "error": _first_message(exc.detail),
+            "code": "INVALID_REQUEST",
+            "details": exc.detail,
+        }
     elif isinstance(exc, exceptions.APIException):
-        code = "UNAUTHORIZED" if response.status_code == status.HTTP_401_UNAUTHORIZED else (
-            exc.default_code.upper())
+        code = (
+            "UNAUTHORIZED"
+            if response.status_code == status.HTTP_401_UNAUTHORIZED
+            else (exc.default_code.upper())
+        )
         response.data = {"error": _first_message(exc.detail), "code": code}
     return response

@@ -5,6 +5,7 @@ docs/plugin-behaviour.md, "RPC methods".
 Shared by the JSON-RPC endpoint and the CLI's in-process mode, so both give the same
 payloads and the same error strings.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -56,8 +57,12 @@ def _place(params: Params, *, message: str | None) -> Call:
     if dtmf is not None and not isinstance(dtmf, str):
         raise InvalidRequest("dtmfSequence must be a string")
     return services.call_initiate(
-        to=_text(params, "to") or None, message=message, mode=_mode(params),
-        session_key=_text(params, "sessionKey") or None, dtmf_sequence=dtmf)
+        to=_text(params, "to") or None,
+        message=message,
+        mode=_mode(params),
+        session_key=_text(params, "sessionKey") or None,
+        dtmf_sequence=dtmf,
+    )
 
 
 def _call_and_message(params: Params) -> tuple[str, str]:
@@ -83,8 +88,11 @@ def continue_result(params: Params) -> dict[str, Any]:
     operation = services.continue_result(operation_id=_text(params, "operationId") or None)
     if operation.status == operation.Status.PENDING:
         return {"operationId": str(operation.operation_id), "status": "pending"}
-    return {"operationId": str(operation.operation_id), "status": operation.status,
-            **operation.result}
+    return {
+        "operationId": str(operation.operation_id),
+        "status": operation.status,
+        **operation.result,
+    }
 
 
 def speak(params: Params) -> dict[str, Any]:

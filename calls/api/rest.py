@@ -1,4 +1,5 @@
 """REST resources under /api/calls/: list/create, detail, in-call actions, transcript, events."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet
@@ -53,9 +54,14 @@ class CallListCreateApi(ListAPIView):
         filters.is_valid(raise_exception=True)
         return call_list(**filters.validated_data)
 
-    @extend_schema(parameters=[
-        OpenApiParameter("state", str), OpenApiParameter("direction", str),
-        OpenApiParameter("provider", str), OpenApiParameter("active", bool)])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("state", str),
+            OpenApiParameter("direction", str),
+            OpenApiParameter("provider", str),
+            OpenApiParameter("active", bool),
+        ]
+    )
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -65,9 +71,12 @@ class CallListCreateApi(ListAPIView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         call = services.call_initiate(
-            to=data.get("to") or None, message=data["message"],
-            mode=data.get("mode"), session_key=data.get("sessionKey") or None,
-            dtmf_sequence=data.get("dtmfSequence"))
+            to=data.get("to") or None,
+            message=data["message"],
+            mode=data.get("mode"),
+            session_key=data.get("sessionKey") or None,
+            dtmf_sequence=data.get("dtmfSequence"),
+        )
         return Response(CallOutputSerializer(call).data, status=status.HTTP_201_CREATED)
 
 
@@ -87,8 +96,14 @@ class CallContinueApi(APIView):
         params = MessageSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         result = services.call_continue(call_id=call_id, message=params.validated_data["message"])
-        return Response({"success": True, "transcript": result.transcript,
-                         "latencyMs": result.latency_ms, "listenWaitMs": result.listen_wait_ms})
+        return Response(
+            {
+                "success": True,
+                "transcript": result.transcript,
+                "latencyMs": result.latency_ms,
+                "listenWaitMs": result.listen_wait_ms,
+            }
+        )
 
 
 class CallSpeakApi(APIView):

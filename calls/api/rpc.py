@@ -1,4 +1,5 @@
 """POST /api/rpc: JSON-RPC 2.0 over the `voicecall.*` methods."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,12 @@ from calls.api.methods import MethodNotFound, call_method
 from calls.exceptions import CallError, InvalidRequest
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, SERVER_ERROR = (
-    -32700, -32600, -32601, -32602, -32000)
+    -32700,
+    -32600,
+    -32601,
+    -32602,
+    -32000,
+)
 
 
 class RawJsonParser(BaseParser):
@@ -26,30 +32,48 @@ class RawJsonParser(BaseParser):
 
     # DRF makes whatever a parser returns request.data; its stub only admits mappings.
     def parse(  # type: ignore[override]
-            self, stream: IO[bytes] | None, media_type: str | None = None,
-            parser_context: Mapping[str, Any] | None = None) -> bytes:
+        self,
+        stream: IO[bytes] | None,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
         return stream.read() if stream is not None else b""
 
 
 class RpcRequestSerializer(serializers.Serializer):
     jsonrpc = serializers.ChoiceField(choices=["2.0"])
     id = serializers.JSONField(required=False)
-    method = serializers.ChoiceField(choices=[
-        "voicecall.initiate", "voicecall.start", "voicecall.continue",
-        "voicecall.continue.start", "voicecall.continue.result", "voicecall.speak",
-        "voicecall.dtmf", "voicecall.end", "voicecall.status"])
+    method = serializers.ChoiceField(
+        choices=[
+            "voicecall.initiate",
+            "voicecall.start",
+            "voicecall.continue",
+            "voicecall.continue.start",
+            "voicecall.continue.result",
+            "voicecall.speak",
+            "voicecall.dtmf",
+            "voicecall.end",
+            "voicecall.status",
+        ]
+    )
     params = serializers.DictField(required=False)
 
 
 def _error(request_id: Any, code: int, message: str, data_code: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id,
-            "error": {"code": code, "message": message, "data": {"code": data_code}}}
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "error": {"code": code, "message": message, "data": {"code": data_code}},
+    }
 
 
 def rpc_dispatch(payload: Any) -> dict[str, Any] | None:
     """One JSON-RPC request object -> its response object (None for a notification)."""
-    if not isinstance(payload, dict) or payload.get("jsonrpc") != "2.0" or not isinstance(
-            payload.get("method"), str):
+    if (
+        not isinstance(payload, dict)
+        or payload.get("jsonrpc") != "2.0"
+        or not isinstance(payload.get("method"), str)
+    ):
         return _error(None, INVALID_REQUEST, "Invalid Request", "INVALID_REQUEST")
     request_id = payload.get("id")
     try:
@@ -71,11 +95,19 @@ class RpcApi(APIView):
     @extend_schema(
         request=RpcRequestSerializer,
         responses={200: serializers.DictField()},
-        examples=[OpenApiExample("initiate", value={
-            "jsonrpc": "2.0", "id": 1, "method": "voicecall.initiate",
-            "params": {"to": "+15555550123", "message": "Hello", "mode": "notify"}})],
+        examples=[
+            OpenApiExample(
+                "initiate",
+                value={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "voicecall.initiate",
+                    "params": {"to": "+15555550123", "message": "Hello", "mode": "notify"},
+                },
+            )
+        ],
         description="JSON-RPC 2.0; errors carry the plugin's message and data.code "
-                    "INVALID_REQUEST or UNAVAILABLE.",
+        "INVALID_REQUEST or UNAVAILABLE.",
     )
     def post(self, request: Request) -> Response:
         try:
@@ -86,8 +118,7 @@ class RpcApi(APIView):
             return Response(_error(None, PARSE_ERROR, "Parse error", "INVALID_REQUEST"))
         if isinstance(payload, list):
             if not payload:
-                return Response(_error(None, INVALID_REQUEST, "Invalid Request",
-                                       "INVALID_REQUEST"))
+                return Response(_error(None, INVALID_REQUEST, "Invalid Request", "INVALID_REQUEST"))
             replies = [r for r in map(rpc_dispatch, payload) if r is not None]
             return Response(replies) if replies else Response(status=204)
         reply = rpc_dispatch(payload)

@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Agent tool".
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,9 +28,17 @@ TOOL_SCHEMA: dict[str, Any] = {
         "parameters": {
             "type": "object",
             "properties": {
-                "action": {"type": "string", "enum": [
-                    "initiate_call", "continue_call", "speak_to_user", "send_dtmf",
-                    "end_call", "get_status"]},
+                "action": {
+                    "type": "string",
+                    "enum": [
+                        "initiate_call",
+                        "continue_call",
+                        "speak_to_user",
+                        "send_dtmf",
+                        "end_call",
+                        "get_status",
+                    ],
+                },
                 "to": {**_STR, "description": "E.164 number to call (default: toNumber)"},
                 "message": {**_STR, "description": "What to say"},
                 "mode": {"type": "string", "enum": ["notify", "conversation", "call", "status"]},
@@ -80,8 +89,10 @@ def _inactive_detail(params: dict[str, Any], message: str) -> str:
     if call is None:
         return message
     ended = call_as_dict(call).get("endedAt")
-    return (f"call is not active (last state={call.state}, endReason={call.end_reason or None}, "
-            f"endedAt={ended})")
+    return (
+        f"call is not active (last state={call.state}, endReason={call.end_reason or None}, "
+        f"endedAt={ended})"
+    )
 
 
 def _legacy(params: dict[str, Any]) -> dict[str, Any]:
@@ -102,13 +113,18 @@ def _configured_to() -> str | None:
 
 
 class ToolApi(APIView):
-    @extend_schema(responses={200: serializers.DictField()},
-                   description="The voice_call tool definition (OpenAI function-calling shape).")
+    @extend_schema(
+        responses={200: serializers.DictField()},
+        description="The voice_call tool definition (OpenAI function-calling shape).",
+    )
     def get(self, request: Request) -> Response:
         return Response(TOOL_SCHEMA)
 
-    @extend_schema(request=serializers.DictField(), responses={200: serializers.DictField()},
-                   description="Run a tool action; failures are {\"error\": \"…\"} with 200.")
+    @extend_schema(
+        request=serializers.DictField(),
+        responses={200: serializers.DictField()},
+        description='Run a tool action; failures are {"error": "…"} with 200.',
+    )
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             return Response({"error": "arguments must be a JSON object"})

@@ -1,4 +1,5 @@
 """URLs under /api/."""
+
 from __future__ import annotations
 
 from django.urls import path

@@ -3,6 +3,7 @@
 Live-call operations go through `calls.cli.client`; readiness checks live in
 `calls.cli.setup_checks`. The management command only parses and prints.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ _LOOKBACK_IDS = 200
 
 
 def event_line(event: CallEvent) -> dict[str, Any]:
-    return {"callId": str(event.call.public_id), "type": event.type,
-            "payload": event.payload, "at": iso_time(event.created_at)}
+    return {
+        "callId": str(event.call.public_id),
+        "type": event.type,
+        "payload": event.payload,
+        "at": iso_time(event.created_at),
+    }
 
 
 def _events(call_id: str | None) -> QuerySet[CallEvent]:
@@ -41,8 +46,9 @@ def _events(call_id: str | None) -> QuerySet[CallEvent]:
         raise CommandError(exc.message) from exc
 
 
-def events_tail(*, call_id: str | None, since: int, follow: bool, poll_ms: int,
-                stop: threading.Event) -> Iterator[dict[str, Any]]:
+def events_tail(
+    *, call_id: str | None, since: int, follow: bool, poll_ms: int, stop: threading.Event
+) -> Iterator[dict[str, Any]]:
     """The last `since` events, then (following) new ones as they are recorded."""
     events = _events(call_id)
     backlog = list(events.order_by("-id")[:since])[::-1]
@@ -78,10 +84,16 @@ def stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
 
 def token_row(token: ApiToken) -> dict[str, Any]:
     """A token without its secret (only the prefix shown at creation)."""
-    return {"id": token.pk, "name": token.name, "prefix": token.prefix,
-            "createdAt": iso_time(token.created_at), "expiresAt": iso_time(token.expires_at),
-            "lastUsedAt": iso_time(token.last_used_at), "revokedAt": iso_time(token.revoked_at),
-            "usable": token.is_usable}
+    return {
+        "id": token.pk,
+        "name": token.name,
+        "prefix": token.prefix,
+        "createdAt": iso_time(token.created_at),
+        "expiresAt": iso_time(token.expires_at),
+        "lastUsedAt": iso_time(token.last_used_at),
+        "revokedAt": iso_time(token.revoked_at),
+        "usable": token.is_usable,
+    }
 
 
 def token_issue(*, name: str, ttl_hours: float | None) -> dict[str, Any]:
@@ -93,8 +105,12 @@ def token_issue(*, name: str, ttl_hours: float | None) -> dict[str, Any]:
         created = services.token_create(name=name, ttl=ttl)
     except CallError as exc:
         raise CommandError(exc.message) from exc
-    return {"id": created.token.pk, "name": created.token.name, "token": created.secret,
-            "expiresAt": iso_time(created.token.expires_at)}
+    return {
+        "id": created.token.pk,
+        "name": created.token.name,
+        "token": created.secret,
+        "expiresAt": iso_time(created.token.expires_at),
+    }
 
 
 def token_list() -> list[dict[str, Any]]:
@@ -108,9 +124,17 @@ def token_withdraw(*, token_id: int) -> dict[str, Any]:
         raise CommandError(exc.message) from exc
 
 
-def captured_request(*, capture: str | None, url: str | None, method: str, header: list[str],
-                     body: str, body_file: str | None, remote_addr: str | None,
-                     **_: Any) -> WebhookRequest:
+def captured_request(
+    *,
+    capture: str | None,
+    url: str | None,
+    method: str,
+    header: list[str],
+    body: str,
+    body_file: str | None,
+    remote_addr: str | None,
+    **_: Any,
+) -> WebhookRequest:
     """A WebhookRequest from `webhook-debug` flags or a capture file; CommandError if incomplete."""
     if capture:
         try:
@@ -129,9 +153,15 @@ def captured_request(*, capture: str | None, url: str | None, method: str, heade
         raise CommandError("webhook-debug needs --url (or a capture file with url)")
     parts = urlsplit(url)
     headers.setdefault("host", parts.netloc)
-    return WebhookRequest(method=method.upper(), url=url, path=parts.path or "/",
-                          query=parse_qs(parts.query, keep_blank_values=True), headers=headers,
-                          body=raw, remote_addr=remote_addr)
+    return WebhookRequest(
+        method=method.upper(),
+        url=url,
+        path=parts.path or "/",
+        query=parse_qs(parts.query, keep_blank_values=True),
+        headers=headers,
+        body=raw,
+        remote_addr=remote_addr,
+    )
 
 
 def _header(line: str) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 A server that answers /healthz owns the call; from then on every failure is an error naming
 that server, never a silent switch to in-process (docs/design.md, "10. Command line").
 """
+
 from __future__ import annotations
 
 import itertools
@@ -55,8 +56,9 @@ class RpcError(Exception):
 
 
 class Backend(Protocol):
-    def call(self, method: str, params: Params, *,
-             timeout: float = RPC_TIMEOUT_S) -> dict[str, Any]: ...
+    def call(
+        self, method: str, params: Params, *, timeout: float = RPC_TIMEOUT_S
+    ) -> dict[str, Any]: ...
 
 
 PLACING_METHODS = ("voicecall.initiate", "voicecall.start")
@@ -65,24 +67,33 @@ PLACING_METHODS = ("voicecall.initiate", "voicecall.start")
 class InProcessBackend:
     """Runs the methods in this process against the shared database."""
 
-    def call(self, method: str, params: Params, *,
-             timeout: float = RPC_TIMEOUT_S) -> dict[str, Any]:
+    def call(
+        self, method: str, params: Params, *, timeout: float = RPC_TIMEOUT_S
+    ) -> dict[str, Any]:
         try:
             result = call_method(method, params)
         except CallError as exc:
             raise RpcError(exc.message, code=exc.code) from exc
         if method in PLACING_METHODS:
             # Not silent: the carrier's webhooks and the call's timers need a server.
-            sys.stderr.write("warning: no voicecall server is running; the call was placed "
-                             "in-process and its webhooks and timers need `voicecall serve`\n")
+            sys.stderr.write(
+                "warning: no voicecall server is running; the call was placed "
+                "in-process and its webhooks and timers need `voicecall serve`\n"
+            )
         return result
 
 
 class RemoteBackend:
     """JSON-RPC 2.0 over POST {base}/api/rpc with a bearer token."""
 
-    def __init__(self, *, base_url: str, transport: httpx.BaseTransport | None = None,
-                 token: str | None = None, trust_env: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
+        trust_env: bool = True,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         options: dict[str, Any] = {"base_url": self.base_url, "trust_env": trust_env}
         if transport is not None:  # an explicit None would bypass httpx's default transport
@@ -104,8 +115,9 @@ class RemoteBackend:
             raise self._error(f"answered /healthz with HTTP {response.status_code}")
         return True
 
-    def call(self, method: str, params: Params, *,
-             timeout: float = RPC_TIMEOUT_S) -> dict[str, Any]:
+    def call(
+        self, method: str, params: Params, *, timeout: float = RPC_TIMEOUT_S
+    ) -> dict[str, Any]:
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
         headers = {"Authorization": f"Bearer {self._bearer()}"}
         try:
@@ -137,8 +149,9 @@ class RemoteBackend:
         try:
             created = services.token_create(name="cli", ttl=TOKEN_TTL)
         except DatabaseError as exc:
-            raise CommandError(f"Could not create a CLI token in the database ({exc}); "
-                               "set VOICECALL_API_TOKEN.") from exc
+            raise CommandError(
+                f"Could not create a CLI token in the database ({exc}); set VOICECALL_API_TOKEN."
+            ) from exc
         self._token, self._minted_id = created.secret, created.token.pk
         return self._token
 
@@ -183,8 +196,11 @@ def server_url() -> tuple[str, bool]:
 
 
 def _env_token() -> str | None:
-    return os.environ.get("VOICECALL_API_TOKEN") or getattr(
-        settings, "VOICECALL_API_TOKEN", "") or None
+    return (
+        os.environ.get("VOICECALL_API_TOKEN")
+        or getattr(settings, "VOICECALL_API_TOKEN", "")
+        or None
+    )
 
 
 @contextmanager
@@ -192,8 +208,9 @@ def connect() -> Iterator[Backend]:
     """The running server's API when one answers /healthz, else in-process."""
     base_url, explicit = server_url()
     # A local server address must not be sent through an HTTP(S)_PROXY from the env.
-    remote = RemoteBackend(base_url=base_url, transport=TRANSPORT_FACTORY(),
-                           token=_env_token(), trust_env=explicit)
+    remote = RemoteBackend(
+        base_url=base_url, transport=TRANSPORT_FACTORY(), token=_env_token(), trust_env=explicit
+    )
     try:
         yield remote if remote.reachable() else InProcessBackend()
     except RpcError as exc:
@@ -241,8 +258,9 @@ def _poll(backend: Backend, *, operation_id: str, budget: float) -> dict[str, An
         if result.get("status") != "pending":
             return _outcome(result)
         if time.monotonic() >= give_up:
-            raise CommandError(f"No result for continue operation {operation_id} "
-                               f"after {budget:g} s.")
+            raise CommandError(
+                f"No result for continue operation {operation_id} after {budget:g} s."
+            )
         time.sleep(CONTINUE_POLL_S)
 
 

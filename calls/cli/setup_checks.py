@@ -5,6 +5,7 @@ docs/plugin-behaviour.md, "Command line".
 The checks read the plugin config as a plain camelCase dict: the validated config when it
 loads, else the raw file, so one invalid key still leaves the other checks meaningful.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -35,9 +36,14 @@ class Check:
 def setup_report() -> dict[str, Any]:
     """{ok, checks:[{id, ok, message}]} for the current config."""
     data, errors = _load()
-    checks = [_plugin_enabled(data), _provider(data), _provider_config(errors),
-              _webhook_exposure(data), _mode(data),
-              Check("agent-owner", True, "single agent")]
+    checks = [
+        _plugin_enabled(data),
+        _provider(data),
+        _provider_config(errors),
+        _webhook_exposure(data),
+        _mode(data),
+        Check("agent-owner", True, "single agent"),
+    ]
     if not errors:
         checks += [Check(*row) for row in carrier_readiness()]
     return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
@@ -45,8 +51,7 @@ def setup_report() -> dict[str, Any]:
 
 def render_text(report: dict[str, Any]) -> str:
     lines = [f"Voice Call setup: {'OK' if report['ok'] else 'needs attention'}"]
-    lines += [f"{'OK' if c['ok'] else 'FAIL'} {c['id']}: {c['message']}"
-              for c in report["checks"]]
+    lines += [f"{'OK' if c['ok'] else 'FAIL'} {c['id']}: {c['message']}" for c in report["checks"]]
     return "\n".join(lines)
 
 
@@ -114,15 +119,20 @@ def _webhook_exposure(data: dict[str, Any]) -> Check:
     url = data.get("publicUrl")
     if isinstance(url, str) and url:
         if is_local_host(urlsplit(url).hostname or ""):
-            return Check("webhook-exposure", False,
-                         f"publicUrl {url} is a loopback or private address that "
-                         f"{provider} cannot reach")
+            return Check(
+                "webhook-exposure",
+                False,
+                f"publicUrl {url} is a loopback or private address that {provider} cannot reach",
+            )
         return Check("webhook-exposure", True, f"publicUrl {url}")
     tunnel = _tunnel(data)
     if tunnel:
         return Check("webhook-exposure", True, f"Exposed through {tunnel}")
-    return Check("webhook-exposure", False,
-                 f"No publicUrl and no tunnel, so {provider} cannot reach the webhook")
+    return Check(
+        "webhook-exposure",
+        False,
+        f"No publicUrl and no tunnel, so {provider} cannot reach the webhook",
+    )
 
 
 def _tunnel(data: dict[str, Any]) -> str | None:
@@ -140,8 +150,9 @@ def _mode(data: dict[str, Any]) -> Check:
         return Check("mode", False, "streaming and realtime cannot both be enabled")
     if realtime:
         return Check("mode", True, "Realtime voice")
-    return Check("mode", True, "Media-stream transcription" if streaming
-                 else "Carrier speech recognition")
+    return Check(
+        "mode", True, "Media-stream transcription" if streaming else "Carrier speech recognition"
+    )
 
 
 def smoke_run(*, to: str | None, message: str, mode: str, confirmed: bool) -> dict[str, Any]:
@@ -152,8 +163,12 @@ def smoke_run(*, to: str | None, message: str, mode: str, confirmed: bool) -> di
     if not to:
         return {"ok": True, "setup": setup, "liveCall": False, "skipped": SKIPPED}
     if not confirmed:
-        return {"ok": True, "setup": setup, "liveCall": False,
-                "wouldCall": {"to": to, "message": message, "mode": mode}}
+        return {
+            "ok": True,
+            "setup": setup,
+            "liveCall": False,
+            "wouldCall": {"to": to, "message": message, "mode": mode},
+        }
     with connect() as backend:
         result = backend.call("voicecall.start", {"to": to, "message": message, "mode": mode})
     return {"ok": True, "setup": setup, "liveCall": True, "callId": result.get("callId")}

@@ -3,6 +3,7 @@
 Views, consumers, tasks, commands and admin actions stay thin, so every write has one
 home (docs/design.md, "3. Layout").
 """
+
 from __future__ import annotations
 
 from calls.services.events import event_apply
@@ -21,8 +22,21 @@ from calls.services.tokens import token_authenticate, token_create, token_revoke
 from calls.services.webhooks import webhook_process
 
 __all__ = [
-    "ContinueResult", "allowlist_sync_config", "call_continue", "call_end", "call_initiate",
-    "call_send_dtmf", "call_speak", "calls_restore", "continue_result", "continue_start",
-    "event_apply", "inbound_screen", "timers_sweep", "token_authenticate", "token_create",
-    "token_revoke", "webhook_process",
+    "ContinueResult",
+    "allowlist_sync_config",
+    "call_continue",
+    "call_end",
+    "call_initiate",
+    "call_send_dtmf",
+    "call_speak",
+    "calls_restore",
+    "continue_result",
+    "continue_start",
+    "event_apply",
+    "inbound_screen",
+    "timers_sweep",
+    "token_authenticate",
+    "token_create",
+    "token_revoke",
+    "webhook_process",
 ]

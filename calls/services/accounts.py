@@ -1,4 +1,5 @@
 """The first admin account of a fresh install (scripts/dev.sh)."""
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ calls/services/outbox.py sends it after the event's transaction commits and retr
 Each sender here does the I/O and then the bookkeeping that says it happened; each
 give-up records why it didn't and names the commands owed instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,9 @@ def _answer(call: Call, key: str) -> None:
 
 
 def _answer_give_up(call: Call, error: str) -> tuple[str, ...]:
-    logger.warning("call=%s answer failed for good (the ring timeout ends it): %s",
-                   call.public_id, error)
+    logger.warning(
+        "call=%s answer failed for good (the ring timeout ends it): %s", call.public_id, error
+    )
     return ()
 
 
@@ -82,8 +84,7 @@ def _preconnect_dtmf(call: Call, key: str) -> None:
 
 def _dtmf_give_up(call: Call, error: str) -> tuple[str, ...]:
     logger.warning("call=%s pre-connect DTMF failed: %s", call.public_id, error)
-    lifecycle.metadata_update(call=call, set_={"dtmfError": error[:200]},
-                              delete=("dtmfSequence",))
+    lifecycle.metadata_update(call=call, set_={"dtmfError": error[:200]}, delete=("dtmfSequence",))
     return ()
 
 
@@ -98,8 +99,12 @@ def _stream_start(call: Call, key: str) -> None:
 def _stream_give_up(call: Call, error: str) -> tuple[str, ...]:
     # Not a silent call: the greeting and turns fall back to the carrier's own
     # speak/transcription commands.
-    logger.warning("call=%s provider=%s stream start failed, speaking by command: %s",
-                   call.public_id, call.provider, error)
+    logger.warning(
+        "call=%s provider=%s stream start failed, speaking by command: %s",
+        call.public_id,
+        call.provider,
+        error,
+    )
     lifecycle.metadata_update(call=call, set_={STREAM_FAILED: True})
     return (Kind.GREETING,)
 
@@ -118,16 +123,16 @@ def _greeting_give_up(call: Call, error: str) -> tuple[str, ...]:
 
 COMMANDS: dict[str, CommandSpec] = {
     Kind.ANSWER: CommandSpec(_answer, _answer_give_up, attempts=6, retry_any=True),
-    Kind.REJECT_HANG_UP: CommandSpec(_reject_hang_up, _reject_give_up, attempts=6,
-                                     retry_any=True),
+    Kind.REJECT_HANG_UP: CommandSpec(_reject_hang_up, _reject_give_up, attempts=6, retry_any=True),
     Kind.PRECONNECT_DTMF: CommandSpec(_preconnect_dtmf, _dtmf_give_up, attempts=3),
     Kind.STREAM_START: CommandSpec(_stream_start, _stream_give_up, attempts=3),
     Kind.GREETING: CommandSpec(_greeting, _greeting_give_up, attempts=3),
 }
 
 
-def greeting_say(call: Call, *, inline: InlineReply | None = None,
-                 command_key: str | None = None) -> None:
+def greeting_say(
+    call: Call, *, inline: InlineReply | None = None, command_key: str | None = None
+) -> None:
     """Say the owed initial message (in the reply document or by command), then follow up.
 
     Conversation calls listen afterwards; notify calls get their hang-up deadline. Raises

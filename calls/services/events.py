@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Normalized events" and "Inbound calls".
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ class EventOutcome:
     accepted_inbound: bool = False
 
 
-def event_apply(*, provider: str, event: NormalizedEvent,
-                inline: InlineReply | None = None) -> EventOutcome:
+def event_apply(
+    *, provider: str, event: NormalizedEvent, inline: InlineReply | None = None
+) -> EventOutcome:
     """Apply one event; duplicates, stale moves and finished calls change nothing.
 
     `inline` is given when the reply to the current webhook can carry speech. The event
@@ -91,8 +93,13 @@ def _record(call: Call, event: NormalizedEvent) -> bool:
     """Insert the event row; the (call, dedupe key) constraint turns re-delivery into False."""
     try:
         with transaction.atomic():
-            CallEvent.objects.create(call=call, type=event.type, payload=event.payload(),
-                                     dedupe_key=event.key[:200], created_at=clock.now())
+            CallEvent.objects.create(
+                call=call,
+                type=event.type,
+                payload=event.payload(),
+                dedupe_key=event.key[:200],
+                created_at=clock.now(),
+            )
     except IntegrityError:
         return False
     return True
@@ -100,15 +107,22 @@ def _record(call: Call, event: NormalizedEvent) -> bool:
 
 def _stale_turn(call: Call, event: NormalizedEvent) -> bool:
     # A replayed or late Gather callback of an older turn must not complete this one.
-    return (event.type == EventType.SPEECH and bool(call.turn_token)
-            and bool(event.turn_token) and event.turn_token != call.turn_token)
+    return (
+        event.type == EventType.SPEECH
+        and bool(call.turn_token)
+        and bool(event.turn_token)
+        and event.turn_token != call.turn_token
+    )
 
 
 def _upgrade_provider_call_id(call: Call, event: NormalizedEvent) -> None:
     """Plivo's request UUID -> CallUUID: a call addressed by our callId takes the new id."""
     new_id = event.provider_call_id
-    if (not new_id or new_id in (call.provider_call_id, call.call_id)
-            or event.call_id != call.call_id):
+    if (
+        not new_id
+        or new_id in (call.provider_call_id, call.call_id)
+        or event.call_id != call.call_id
+    ):
         return
     try:
         with transaction.atomic():
@@ -154,8 +168,9 @@ def _on_speech(call: Call, event: NormalizedEvent, inline: InlineReply | None) -
         # Only speech stamped with the open turn's token answers it; token-less speech (a
         # late reply to the greeting) is kept in the transcript but answers no prompt.
         answers = call.turn_token if event.turn_token == call.turn_token else None
-        entry = lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.USER,
-                                         text=text, turn_token=answers)
+        entry = lifecycle.transcript_add(
+            call=call, speaker=TranscriptEntry.Speaker.USER, text=text, turn_token=answers
+        )
         if answers:
             operation_settle(call=call, turn_token=answers, transcript=text)
         responder_schedule(call=call, entry=entry)
@@ -167,15 +182,15 @@ def _on_nothing(call: Call, event: NormalizedEvent, inline: InlineReply | None) 
 
 
 def _on_ended(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
-    lifecycle.call_finalize(call=call, reason=event.reason, ended_at=event.timestamp,
-                            record=False)
+    lifecycle.call_finalize(call=call, reason=event.reason, ended_at=event.timestamp, record=False)
 
 
 def _on_error(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     if not event.retryable:
         lifecycle.metadata_update(call=call, set_={"error": event.error})
-        lifecycle.call_finalize(call=call, reason=CallState.ERROR, ended_at=event.timestamp,
-                                record=False)
+        lifecycle.call_finalize(
+            call=call, reason=CallState.ERROR, ended_at=event.timestamp, record=False
+        )
 
 
 _APPLY: dict[EventType, Handler] = {
@@ -220,8 +235,9 @@ def _streams_for(call: Call) -> bool:
     return streaming_possible() and not (call.metadata or {}).get(STREAM_FAILED)
 
 
-def _unknown_call(provider: str, event: NormalizedEvent,
-                  inline: InlineReply | None) -> EventOutcome:
+def _unknown_call(
+    provider: str, event: NormalizedEvent, inline: InlineReply | None
+) -> EventOutcome:
     """A carrier call we don't track: a new inbound call, an externally placed one, or noise.
 
     An event that ends a call, or one addressed to a callId of ours that no longer exists,
@@ -247,8 +263,9 @@ def _looks_like_call_id(value: str | None) -> bool:
     return True
 
 
-def _inbound_call(provider: str, event: NormalizedEvent,
-                  inline: InlineReply | None) -> EventOutcome:
+def _inbound_call(
+    provider: str, event: NormalizedEvent, inline: InlineReply | None
+) -> EventOutcome:
     """A new inbound call: screen it; accepted ones are greeted, rejected ones hung up once."""
     from_number = to_e164(event.from_number or "") or (event.from_number or "")
     to_number = to_e164(event.to_number or "") or (event.to_number or "")
@@ -257,28 +274,37 @@ def _inbound_call(provider: str, event: NormalizedEvent,
     route = (get_config().data.get("numbers") or {}).get(route_key) or {}
     fields = {
         **_new_call_identity(other_party=from_number, route=route),
-        "provider": provider, "provider_call_id": event.provider_call_id,
-        "direction": Call.Direction.INBOUND, "mode": Call.Mode.CONVERSATION,
-        "from_number": from_number[:32], "to_number": to_number[:32],
+        "provider": provider,
+        "provider_call_id": event.provider_call_id,
+        "direction": Call.Direction.INBOUND,
+        "mode": Call.Mode.CONVERSATION,
+        "from_number": from_number[:32],
+        "to_number": to_number[:32],
     }
     if screen.accepted:
         _, greeting = effective_policy()
-        metadata = {"initialMessage": route.get("inboundGreeting") or greeting
-                    or DEFAULT_GREETING, "mode": Call.Mode.CONVERSATION}
+        metadata = {
+            "initialMessage": route.get("inboundGreeting") or greeting or DEFAULT_GREETING,
+            "mode": Call.Mode.CONVERSATION,
+        }
         if route_key:
             metadata[ROUTE_KEY] = route_key
         fields.update(state=CallState.RINGING, metadata=metadata)
     else:
-        fields.update(state=CallState.HANGUP_BOT, end_reason=CallState.HANGUP_BOT,
-                      ended_at=clock.now(),
-                      metadata={"rejectionReason": "inbound-policy", "screen": screen.reason})
+        fields.update(
+            state=CallState.HANGUP_BOT,
+            end_reason=CallState.HANGUP_BOT,
+            ended_at=clock.now(),
+            metadata={"rejectionReason": "inbound-policy", "screen": screen.reason},
+        )
     try:
         with transaction.atomic():
             call = Call.objects.create(**fields)
     except IntegrityError:  # another process registered the same carrier call first
         existing = call_find(event.provider_call_id, provider=provider)
-        return EventOutcome(existing, applied=False,
-                            rejected=bool(existing and _was_rejected(existing)))
+        return EventOutcome(
+            existing, applied=False, rejected=bool(existing and _was_rejected(existing))
+        )
     _record(call, event)
     if not screen.accepted:
         _retry_rejected_hang_up(call)
@@ -293,16 +319,21 @@ def _inbound_call(provider: str, event: NormalizedEvent,
     return EventOutcome(call, applied=True, accepted_inbound=True)
 
 
-def _new_call_identity(*, other_party: str | None = None,
-                       route: dict[str, object] | None = None) -> dict[str, object]:
+def _new_call_identity(
+    *, other_party: str | None = None, route: dict[str, object] | None = None
+) -> dict[str, object]:
     """A callId, the webhook URL for later commands and the session key.
 
     Inbound calls need the URL too (plugin PR #29121: the <Say> fallback had none).
     """
     public_id = uuid.uuid4()
-    return {"public_id": public_id, "webhook_url": call_webhook_url(public_id),
-            "session_key": session_key_for(call_id=public_id, other_party=other_party,
-                                           agent=agent_id(route))}
+    return {
+        "public_id": public_id,
+        "webhook_url": call_webhook_url(public_id),
+        "session_key": session_key_for(
+            call_id=public_id, other_party=other_party, agent=agent_id(route)
+        ),
+    }
 
 
 def _was_rejected(call: Call) -> bool:
@@ -320,19 +351,23 @@ def _retry_rejected_hang_up(call: Call) -> None:
     command_owe(call, Kind.REJECT_HANG_UP, retry_now=True)
 
 
-def _register_external_outbound(provider: str, event: NormalizedEvent,
-                                inline: InlineReply | None) -> EventOutcome:
+def _register_external_outbound(
+    provider: str, event: NormalizedEvent, inline: InlineReply | None
+) -> EventOutcome:
     """An outbound call placed outside voicecall against our webhook: tracked, no policy."""
     try:
         with transaction.atomic():
             call = Call.objects.create(
                 **_new_call_identity(other_party=event.to_number),
-                provider=provider, provider_call_id=event.provider_call_id,
-                direction=Call.Direction.OUTBOUND, mode=get_config().default_mode,
+                provider=provider,
+                provider_call_id=event.provider_call_id,
+                direction=Call.Direction.OUTBOUND,
+                mode=get_config().default_mode,
                 state=CallState.INITIATED,
                 from_number=(to_e164(event.from_number or "") or "")[:32],
                 to_number=(to_e164(event.to_number or "") or "")[:32],
-                metadata={"external": True})
+                metadata={"external": True},
+            )
     except IntegrityError:
         return EventOutcome(call_find(event.provider_call_id, provider=provider), applied=False)
     _record(call, event)

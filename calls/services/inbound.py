@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Inbound policy".
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,9 +66,12 @@ def allowlist_sync_config() -> int:
     """Mirror config allowFrom as read-only `config` rows; returns how many exist."""
     numbers = list(dict.fromkeys(get_config().allow_from))
     AllowedNumber.objects.filter(source=AllowedNumber.Source.CONFIG).exclude(
-        number__in=numbers).delete()
+        number__in=numbers
+    ).delete()
     for number in numbers:
         AllowedNumber.objects.get_or_create(
-            number=number, source=AllowedNumber.Source.CONFIG,
-            defaults={"label": "from config allowFrom"})
+            number=number,
+            source=AllowedNumber.Source.CONFIG,
+            defaults={"label": "from config allowFrom"},
+        )
     return len(numbers)

@@ -3,6 +3,7 @@
 Every write here is a conditional UPDATE, so two processes applying events to one call
 can never move it backwards or finalize it twice (docs/design.md, "5. Data model").
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,9 @@ def call_transition(*, call: Call, state: str, **fields: Any) -> bool:
     return changed == 1
 
 
-def call_finalize(*, call: Call, reason: str, ended_at: datetime | None = None,
-                  record: bool = True) -> bool:
+def call_finalize(
+    *, call: Call, reason: str, ended_at: datetime | None = None, record: bool = True
+) -> bool:
     """End the call with `reason` (a terminal state); False if it had already ended.
 
     `record` adds a `call.ended` row to the event timeline; a carrier's own end event is
@@ -55,7 +57,10 @@ def call_finalize(*, call: Call, reason: str, ended_at: datetime | None = None,
         reason = CallState.COMPLETED
     ended_at = ended_at or clock.now()
     changed = Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL).update(
-        state=reason, end_reason=reason, ended_at=ended_at, updated_at=clock.now(),
+        state=reason,
+        end_reason=reason,
+        ended_at=ended_at,
+        updated_at=clock.now(),
         **_DEADLINES_CLEARED,
     )
     if changed:
@@ -70,9 +75,13 @@ def _record_end(call: Call, reason: str, ended_at: datetime) -> None:
     # Only the one finalize that changed the row gets here; the savepoint guards against
     # a carrier event that happened to use the same key.
     with contextlib.suppress(IntegrityError), transaction.atomic():
-        CallEvent.objects.create(call=call, type="call.ended", created_at=ended_at,
-                                 payload={"reason": reason, "by": "voicecall"},
-                                 dedupe_key="voicecall:ended")
+        CallEvent.objects.create(
+            call=call,
+            type="call.ended",
+            created_at=ended_at,
+            payload={"reason": reason, "by": "voicecall"},
+            dedupe_key="voicecall:ended",
+        )
 
 
 def call_mark_answered(*, call: Call, at: datetime | None = None) -> bool:
@@ -101,16 +110,22 @@ def call_ensure_duration_timer(*, call: Call) -> None:
         call.max_duration_at = deadline
 
 
-def transcript_add(*, call: Call, speaker: str, text: str, is_final: bool = True,
-                   turn_token: str | None = None) -> TranscriptEntry:
+def transcript_add(
+    *, call: Call, speaker: str, text: str, is_final: bool = True, turn_token: str | None = None
+) -> TranscriptEntry:
     return TranscriptEntry.objects.create(
-        call=call, speaker=speaker, text=text, is_final=is_final, turn_token=turn_token,
+        call=call,
+        speaker=speaker,
+        text=text,
+        is_final=is_final,
+        turn_token=turn_token,
         created_at=clock.now(),
     )
 
 
-def metadata_update(*, call: Call, set_: dict[str, Any] | None = None,
-                    delete: tuple[str, ...] = ()) -> None:
+def metadata_update(
+    *, call: Call, set_: dict[str, Any] | None = None, delete: tuple[str, ...] = ()
+) -> None:
     """Read-modify-write of metadata under a row lock, so concurrent writers don't lose keys."""
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
@@ -122,15 +137,25 @@ def metadata_update(*, call: Call, set_: dict[str, Any] | None = None,
     call.metadata = data
 
 
-def call_target(call: Call, *, turn_token: str | None = None,
-                stream: StreamPlan | None = None, command_key: str | None = None) -> CallTarget:
+def call_target(
+    call: Call,
+    *,
+    turn_token: str | None = None,
+    stream: StreamPlan | None = None,
+    command_key: str | None = None,
+) -> CallTarget:
     return CallTarget(
         command_key=command_key,
         call_id=call.call_id,
         provider_call_id=call.provider_call_id or "",
         webhook_url=call.webhook_url,
         turn_token=turn_token,
-        extra={"direction": call.direction, "mode": call.mode, "to": call.to_number,
-               "from": call.from_number, "language": preferred_language(get_config().tts)},
+        extra={
+            "direction": call.direction,
+            "mode": call.mode,
+            "to": call.to_number,
+            "from": call.from_number,
+            "language": preferred_language(get_config().tts),
+        },
         stream=stream,
     )

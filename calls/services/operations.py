@@ -7,6 +7,7 @@ transcript line (`operation_settle`), and the sweep fails it at its deadline or 
 call ends (`operations_sweep`). A process killed mid-turn therefore loses nothing: the
 answer that arrives on another process, or after a restart, still completes it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,17 +58,29 @@ def continue_start(*, call_id: str, message: str) -> ContinueOperation:
         with transaction.atomic():
             live_call(call.call_id)
             # The operation holds the turn to its deadline: no process renews it.
-            turn_claim(call, token=token, started=started, deadline=deadline,
-                       lease_until=deadline)
+            turn_claim(call, token=token, started=started, deadline=deadline, lease_until=deadline)
             operation = ContinueOperation.objects.create(
-                call=call, message=message, turn_token=token, deadline_at=deadline,
-                created_at=started)
+                call=call,
+                message=message,
+                turn_token=token,
+                deadline_at=deadline,
+                created_at=started,
+            )
     except CallError as exc:
         return ContinueOperation.objects.create(
-            call=call, message=message, status=Status.FAILED, finished_at=started,
-            result={"success": False, "error": exc.message}, created_at=started)
-    threading.Thread(target=_say_prompt, args=(operation.pk, call.pk, message, token),
-                     name=f"continue-{operation.operation_id}", daemon=True).start()
+            call=call,
+            message=message,
+            status=Status.FAILED,
+            finished_at=started,
+            result={"success": False, "error": exc.message},
+            created_at=started,
+        )
+    threading.Thread(
+        target=_say_prompt,
+        args=(operation.pk, call.pk, message, token),
+        name=f"continue-{operation.operation_id}",
+        daemon=True,
+    ).start()
     return operation
 
 
@@ -87,21 +100,25 @@ def _say_prompt(pk: int, call_pk: int, message: str, token: str) -> None:
 def operation_settle(*, call: Call, turn_token: str, transcript: str) -> bool:
     """The caller answered an operation's turn: done, turn freed (inside the event's unit)."""
     operation = ContinueOperation.objects.filter(
-        call=call, turn_token=turn_token, status=Status.PENDING).first()
+        call=call, turn_token=turn_token, status=Status.PENDING
+    ).first()
     if operation is None:
         return False  # a synchronous `continue` owns this turn and reads the line itself
     if not _settle(operation.pk, Status.DONE, {"success": True, "transcript": transcript}):
         return False
     turn_release(call.pk, turn_token)
     call.turn_token = None
-    turn_record(call, latency_ms=int((clock.now() - operation.created_at).total_seconds()
-                                     * 1000))
+    turn_record(call, latency_ms=int((clock.now() - operation.created_at).total_seconds() * 1000))
     return True
 
 
 def _settle(pk: int, status: str, result: dict[str, object]) -> bool:
-    return ContinueOperation.objects.filter(pk=pk, status=Status.PENDING).update(
-        status=status, result=result, finished_at=clock.now()) == 1
+    return (
+        ContinueOperation.objects.filter(pk=pk, status=Status.PENDING).update(
+            status=status, result=result, finished_at=clock.now()
+        )
+        == 1
+    )
 
 
 def operations_sweep(*, now: datetime | None = None) -> int:
@@ -110,21 +127,27 @@ def operations_sweep(*, now: datetime | None = None) -> int:
     settled = 0
     timeout_ms = get_config().transcript_timeout_ms
     for operation in ContinueOperation.objects.filter(
-            status=Status.PENDING, deadline_at__lte=now).select_related("call"):
-        if _settle(operation.pk, Status.FAILED, {
-                "success": False,
-                "error": f"Timed out waiting for transcript after {timeout_ms}ms"}):
+        status=Status.PENDING, deadline_at__lte=now
+    ).select_related("call"):
+        if _settle(
+            operation.pk,
+            Status.FAILED,
+            {"success": False, "error": f"Timed out waiting for transcript after {timeout_ms}ms"},
+        ):
             turn_release(operation.call_id, operation.turn_token)
             settled += 1
     ended = ContinueOperation.objects.filter(
-        call__state__in=TERMINAL, status=Status.PENDING).select_related("call")
+        call__state__in=TERMINAL, status=Status.PENDING
+    ).select_related("call")
     for operation in ended:
         reason = operation.call.end_reason or operation.call.state
-        if _settle(operation.pk, Status.FAILED,
-                   {"success": False, "error": f"Call ended: {reason}"}):
+        if _settle(
+            operation.pk, Status.FAILED, {"success": False, "error": f"Call ended: {reason}"}
+        ):
             settled += 1
     ContinueOperation.objects.exclude(status=Status.PENDING).filter(
-        finished_at__lte=now - OPERATION_TTL).delete()
+        finished_at__lte=now - OPERATION_TTL
+    ).delete()
     return settled
 
 
@@ -139,4 +162,3 @@ def continue_result(*, operation_id: str | None) -> ContinueOperation:
     if operation is None:
         raise CallNotFound("Operation not found")
     return operation
-

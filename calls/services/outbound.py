@@ -1,4 +1,5 @@
 """Placing calls and driving live ones: initiate, speak, continue, DTMF, end."""
+
 from __future__ import annotations
 
 import logging
@@ -67,8 +68,14 @@ def text_check(name: str, value: str | None) -> None:
         raise InvalidRequest(f"{name} contains control characters")
 
 
-def call_initiate(*, to: str | None, message: str | None = None, mode: str | None = None,
-                  session_key: str | None = None, dtmf_sequence: str | None = None) -> Call:
+def call_initiate(
+    *,
+    to: str | None,
+    message: str | None = None,
+    mode: str | None = None,
+    session_key: str | None = None,
+    dtmf_sequence: str | None = None,
+) -> Call:
     """Record and dial an outbound call; the plugin's guards and errors, in order.
 
     docs/plugin-behaviour.md, "Placing a call".
@@ -100,8 +107,15 @@ def call_initiate(*, to: str | None, message: str | None = None, mode: str | Non
     from_number = cfg.from_number or ("+15550000000" if cfg.provider == "mock" else None)
     if not from_number:
         raise CallError("fromNumber not configured")
-    call = _admit(to=to, from_number=from_number, mode=mode, message=message,
-                  session_key=session_key, url=url, dtmf_sequence=dtmf_sequence)
+    call = _admit(
+        to=to,
+        from_number=from_number,
+        mode=mode,
+        message=message,
+        session_key=session_key,
+        url=url,
+        dtmf_sequence=dtmf_sequence,
+    )
     _dial(call, message=message, dtmf_sequence=dtmf_sequence)
     return call
 
@@ -112,15 +126,22 @@ def _check_allowed_destination(to: str, allow_to: tuple[str, ...]) -> None:
         raise InvalidRequest(f"Destination {to} is not allowed by outbound.allowTo")
 
 
-def _admit(*, to: str, from_number: str, mode: str, message: str | None,
-           session_key: str | None, url: str, dtmf_sequence: str | None) -> Call:
+def _admit(
+    *,
+    to: str,
+    from_number: str,
+    mode: str,
+    message: str | None,
+    session_key: str | None,
+    url: str,
+    dtmf_sequence: str | None,
+) -> Call:
     """Count and insert under one lock, so N processes can't exceed maxConcurrentCalls."""
     cfg = get_config()
     with transaction.atomic():
         capacity_lock()
         if Call.objects.active().count() >= cfg.max_concurrent_calls:
-            raise CapacityReached(
-                f"Maximum concurrent calls ({cfg.max_concurrent_calls}) reached")
+            raise CapacityReached(f"Maximum concurrent calls ({cfg.max_concurrent_calls}) reached")
         metadata: dict[str, object] = {"mode": mode}
         if message:
             metadata["initialMessage"] = message
@@ -129,11 +150,17 @@ def _admit(*, to: str, from_number: str, mode: str, message: str | None,
         now = clock.now()
         public_id = uuid.uuid4()
         return Call.objects.create(
-            public_id=public_id, provider=cfg.provider, direction=Call.Direction.OUTBOUND,
-            mode=mode, state=CallState.INITIATED, from_number=from_number, to_number=to,
-            session_key=session_key or session_key_for(call_id=public_id, other_party=to,
-                                                       agent=agent_id()),
-            metadata=metadata, started_at=now,
+            public_id=public_id,
+            provider=cfg.provider,
+            direction=Call.Direction.OUTBOUND,
+            mode=mode,
+            state=CallState.INITIATED,
+            from_number=from_number,
+            to_number=to,
+            session_key=session_key
+            or session_key_for(call_id=public_id, other_party=to, agent=agent_id()),
+            metadata=metadata,
+            started_at=now,
             ring_deadline_at=now + timedelta(milliseconds=cfg.ring_timeout_ms),
         )
 
@@ -148,8 +175,13 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
     # (docs/design.md, "9. Media streams and the voice pipeline").
     conversation = call.mode == Call.Mode.CONVERSATION
     request = PlaceCall(
-        call_id=call.call_id, to_number=call.to_number, from_number=call.from_number,
-        webhook_url=url, mode=call.mode, message=message, dtmf_sequence=dtmf_sequence,
+        call_id=call.call_id,
+        to_number=call.to_number,
+        from_number=call.from_number,
+        webhook_url=url,
+        mode=call.mode,
+        message=message,
+        dtmf_sequence=dtmf_sequence,
         ring_timeout_s=max(1, cfg.ring_timeout_ms // 1000),
         stream=stream_plan(call) if conversation else None,
     )
@@ -161,7 +193,8 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
         raise CarrierFailed(str(exc)) from exc
     try:
         Call.objects.filter(pk=call.pk, provider_call_id__isnull=True).update(
-            provider_call_id=result.provider_call_id)
+            provider_call_id=result.provider_call_id
+        )
     except IntegrityError as exc:  # the carrier reused an id we already hold
         call_finalize(call=call, reason=CallState.ERROR)
         raise CarrierFailed("Carrier returned a call id that is already in use") from exc
@@ -170,8 +203,9 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
         metadata_update(call=call, set_={"initialMessageInline": True})
     if result.dtmf_delivered:
         metadata_update(call=call, delete=("dtmfSequence",))
-    logger.info("call=%s provider=%s dialled %s", call.public_id, call.provider,
-                mask_number(call.to_number))
+    logger.info(
+        "call=%s provider=%s dialled %s", call.public_id, call.provider, mask_number(call.to_number)
+    )
 
 
 def live_call(call_id: str) -> Call:
@@ -194,25 +228,31 @@ def call_speak(*, call_id: str, message: str, listen_after: bool = False) -> Cal
     return call
 
 
-def turn_claim(call: Call, *, token: str, started: datetime, deadline: datetime,
-               lease_until: datetime) -> None:
+def turn_claim(
+    call: Call, *, token: str, started: datetime, deadline: datetime, lease_until: datetime
+) -> None:
     """Open an explicit turn on the call; CallConflict when it ended or a turn is open."""
     claimed = Call.objects.filter(
         pk=call.pk, turn_token__isnull=True, state__in=NON_TERMINAL
-    ).update(turn_token=token, turn_started_at=started, transcript_deadline_at=deadline,
-             turn_lease_until=lease_until)
+    ).update(
+        turn_token=token,
+        turn_started_at=started,
+        transcript_deadline_at=deadline,
+        turn_lease_until=lease_until,
+    )
     if not claimed:
         call.refresh_from_db()
-        raise CallConflict("Call has ended" if call.is_terminal
-                           else "Already waiting for transcript")
+        raise CallConflict(
+            "Call has ended" if call.is_terminal else "Already waiting for transcript"
+        )
     call.turn_token = token
 
 
 def turn_release(call_pk: int, token: str) -> None:
     """Close the turn `token` if it is still the open one."""
     Call.objects.filter(pk=call_pk, turn_token=token).update(
-        turn_token=None, turn_started_at=None, transcript_deadline_at=None,
-        turn_lease_until=None)
+        turn_token=None, turn_started_at=None, transcript_deadline_at=None, turn_lease_until=None
+    )
 
 
 def call_continue(*, call_id: str, message: str) -> ContinueResult:
@@ -225,16 +265,18 @@ def call_continue(*, call_id: str, message: str) -> ContinueResult:
     deadline = started + timedelta(milliseconds=cfg.transcript_timeout_ms)
     # A short lease, renewed while this process waits: if it dies, the turn frees itself
     # within TURN_LEASE instead of at the transcript deadline (minutes).
-    turn_claim(call, token=token, started=started, deadline=deadline,
-               lease_until=started + TURN_LEASE)
+    turn_claim(
+        call, token=token, started=started, deadline=deadline, lease_until=started + TURN_LEASE
+    )
     try:
         return _run_turn(call, message, token=token, started=started, deadline=deadline)
     finally:
         turn_release(call.pk, token)
 
 
-def _run_turn(call: Call, message: str, *, token: str, started: datetime,
-              deadline: datetime) -> ContinueResult:
+def _run_turn(
+    call: Call, message: str, *, token: str, started: datetime, deadline: datetime
+) -> ContinueResult:
     # One carrier command says the prompt and listens: a separate listen command would
     # interrupt the prompt on carriers that transfer the call to a new document (Plivo).
     speak(call, message, listen_after=True, turn_token=token)
@@ -251,10 +293,13 @@ def _run_turn(call: Call, message: str, *, token: str, started: datetime,
         latency_ms=int((done - started).total_seconds() * 1000),
         listen_wait_ms=int((done - listen_started).total_seconds() * 1000),
     )
-    turn_record(call, latency_ms=result.latency_ms, listen_wait_ms=result.listen_wait_ms,
-                done=done)
-    logger.info("continueCall latency call=%s totalMs=%d listenWaitMs=%d",
-                call.public_id, result.latency_ms, result.listen_wait_ms)
+    turn_record(call, latency_ms=result.latency_ms, listen_wait_ms=result.listen_wait_ms, done=done)
+    logger.info(
+        "continueCall latency call=%s totalMs=%d listenWaitMs=%d",
+        call.public_id,
+        result.latency_ms,
+        result.listen_wait_ms,
+    )
     return result
 
 
@@ -264,7 +309,8 @@ def _wait_for_transcript(call: Call, *, token: str, deadline: datetime) -> str:
     docs/design.md, "8. Runtime modes and scale".
     """
     entries = TranscriptEntry.objects.filter(
-        call=call, speaker=TranscriptEntry.Speaker.USER, turn_token=token, is_final=True)
+        call=call, speaker=TranscriptEntry.Speaker.USER, turn_token=token, is_final=True
+    )
     renew_at = clock.now() + TURN_LEASE / 3
     while True:
         entry = entries.first()
@@ -279,20 +325,25 @@ def _wait_for_transcript(call: Call, *, token: str, deadline: datetime) -> str:
             raise TranscriptTimeout(f"Timed out waiting for transcript after {ms}ms")
         if now >= renew_at:
             Call.objects.filter(pk=call.pk, turn_token=token).update(
-                turn_lease_until=now + TURN_LEASE)
+                turn_lease_until=now + TURN_LEASE
+            )
             renew_at = now + TURN_LEASE / 3
         clock.sleep(TRANSCRIPT_POLL_SECONDS)
 
 
-def turn_record(call: Call, *, latency_ms: int, listen_wait_ms: int | None = None,
-                done: datetime | None = None) -> None:
+def turn_record(
+    call: Call, *, latency_ms: int, listen_wait_ms: int | None = None, done: datetime | None = None
+) -> None:
     """Count a completed explicit turn and keep its latency on the call."""
     done = done or clock.now()
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
         turns = int((row.metadata or {}).get("turnCount", 0)) + 1
-        values: dict[str, object] = {"turnCount": turns, "lastTurnLatencyMs": latency_ms,
-                                     "lastTurnCompletedAt": done.isoformat()}
+        values: dict[str, object] = {
+            "turnCount": turns,
+            "lastTurnLatencyMs": latency_ms,
+            "lastTurnCompletedAt": done.isoformat(),
+        }
         if listen_wait_ms is not None:
             values["lastTurnListenWaitMs"] = listen_wait_ms
         metadata_update(call=call, set_=values)
@@ -325,8 +376,11 @@ def call_end(*, call_id: str, reason: str = CallState.HANGUP_BOT) -> Call:
 def call_hang_up(*, call: Call, reason: str) -> Call:
     """Claim the hang-up (one per call across processes), ask the carrier, then finalize."""
     now = clock.now()
-    claimed = Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL).exclude(
-        hangup_claimed_at__gt=now - HANGUP_CLAIM_TTL).update(hangup_claimed_at=now)
+    claimed = (
+        Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL)
+        .exclude(hangup_claimed_at__gt=now - HANGUP_CLAIM_TTL)
+        .update(hangup_claimed_at=now)
+    )
     if not claimed:
         return _await_other_hang_up(call)
     try:

@@ -10,6 +10,7 @@ dies first, the timer sweep sends it when the row's lease has expired. "Applied 
 comes from the transaction, "never lost" from the row (docs/architecture.md,
 "Applying a carrier event: one transaction, then the outbox").
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -37,7 +38,8 @@ MAX_BACKOFF = timedelta(seconds=16)
 
 # Ids owed inside the current unit, sent once it commits; None outside a unit.
 _owed: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
-    "voicecall_owed_commands", default=None)
+    "voicecall_owed_commands", default=None
+)
 
 
 @contextmanager
@@ -72,14 +74,15 @@ def command_owe(call: Call, kind: str, *, retry_now: bool = False) -> None:
     now = clock.now()
     try:
         with transaction.atomic():
-            command = CarrierCommand.objects.create(call=call, kind=kind, due_at=now,
-                                                    created_at=now)
+            command = CarrierCommand.objects.create(
+                call=call, kind=kind, due_at=now, created_at=now
+            )
     except IntegrityError:
         if not retry_now:
             return
-        revived = CarrierCommand.objects.filter(
-            call=call, kind=kind, done_at__isnull=True).update(
-            failed_at=None, due_at=now, attempts=0)
+        revived = CarrierCommand.objects.filter(call=call, kind=kind, done_at__isnull=True).update(
+            failed_at=None, due_at=now, attempts=0
+        )
         if not revived:
             return
         command = CarrierCommand.objects.get(call=call, kind=kind)
@@ -95,7 +98,10 @@ def command_send(pk: int) -> bool:
     now = clock.now()
     claimed = CarrierCommand.objects.filter(
         Q(lease_until__isnull=True) | Q(lease_until__lte=now),
-        pk=pk, done_at__isnull=True, failed_at__isnull=True, due_at__lte=now,
+        pk=pk,
+        done_at__isnull=True,
+        failed_at__isnull=True,
+        due_at__lte=now,
     ).update(lease_until=now + LEASE, attempts=F("attempts") + 1)
     if not claimed:
         return False  # done, given up, not due, or another process is sending it
@@ -119,12 +125,19 @@ def _failed(command: CarrierCommand, exc: Exception) -> None:
     if retryable and command.attempts < spec.attempts:
         backoff = min(timedelta(seconds=2 ** (command.attempts - 1)), MAX_BACKOFF)
         CarrierCommand.objects.filter(pk=command.pk).update(
-            due_at=now + backoff, lease_until=None, last_error=error)
-        logger.info("call=%s %s failed (attempt %d, retrying): %s", command.call.public_id,
-                    command.kind, command.attempts, error)
+            due_at=now + backoff, lease_until=None, last_error=error
+        )
+        logger.info(
+            "call=%s %s failed (attempt %d, retrying): %s",
+            command.call.public_id,
+            command.kind,
+            command.attempts,
+            error,
+        )
         return
     CarrierCommand.objects.filter(pk=command.pk).update(
-        failed_at=now, lease_until=None, last_error=error)
+        failed_at=now, lease_until=None, last_error=error
+    )
     for kind in spec.give_up(command.call, error):
         command_owe(command.call, kind)
 
@@ -134,7 +147,9 @@ def commands_sweep(*, now: datetime | None = None) -> int:
     now = now or clock.now()
     due = CarrierCommand.objects.filter(
         Q(lease_until__isnull=True) | Q(lease_until__lte=now),
-        done_at__isnull=True, failed_at__isnull=True, due_at__lte=now,
+        done_at__isnull=True,
+        failed_at__isnull=True,
+        due_at__lte=now,
     ).values_list("pk", flat=True)
     return sum(command_send(pk) for pk in list(due[:100]))
 
@@ -142,7 +157,6 @@ def commands_sweep(*, now: datetime | None = None) -> int:
 def commands_prune(*, before: datetime) -> int:
     """Forget finished commands of calls that ended before `before`."""
     deleted, _ = CarrierCommand.objects.filter(
-        Q(done_at__isnull=False) | Q(failed_at__isnull=False),
-        call__ended_at__lt=before).delete()
+        Q(done_at__isnull=False) | Q(failed_at__isnull=False), call__ended_at__lt=before
+    ).delete()
     return deleted
-

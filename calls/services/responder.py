@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Auto-response".
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,10 @@ def responder_enabled() -> bool:
         return True
     # Never fail silently without auth (plugin issue #8548), but say it once.
     if not _warned_missing_key:
-        logger.warning("responseModel is set but no API key: automatic replies are off "
-                       "(set OPENAI_API_KEY or tts.providers.openai.apiKey)")
+        logger.warning(
+            "responseModel is set but no API key: automatic replies are off "
+            "(set OPENAI_API_KEY or tts.providers.openai.apiKey)"
+        )
         _warned_missing_key = True
     return False
 
@@ -72,20 +75,25 @@ def responder_should_answer(call: Call, entry: TranscriptEntry) -> bool:
 
     docs/plugin-behaviour.md, "Auto-response".
     """
-    return (entry.speaker == TranscriptEntry.Speaker.USER and entry.is_final
-            and bool(entry.text.strip())
-            and entry.turn_token is None and call.turn_token is None
-            and (call.direction == Call.Direction.INBOUND
-                 or call.mode == Call.Mode.CONVERSATION)
-            and not call.is_terminal and bool(call.provider_call_id)
-            and not _greeting_pending(call))
+    return (
+        entry.speaker == TranscriptEntry.Speaker.USER
+        and entry.is_final
+        and bool(entry.text.strip())
+        and entry.turn_token is None
+        and call.turn_token is None
+        and (call.direction == Call.Direction.INBOUND or call.mode == Call.Mode.CONVERSATION)
+        and not call.is_terminal
+        and bool(call.provider_call_id)
+        and not _greeting_pending(call)
+    )
 
 
 def _greeting_pending(call: Call) -> bool:
     # An outbound conversation call still owes its greeting; inbound callers may always
     # talk over theirs (docs/plugin-behaviour.md, "Playback on a stream").
-    return (call.direction == Call.Direction.OUTBOUND
-            and bool((call.metadata or {}).get("initialMessage")))
+    return call.direction == Call.Direction.OUTBOUND and bool(
+        (call.metadata or {}).get("initialMessage")
+    )
 
 
 def responder_schedule(*, call: Call, entry: TranscriptEntry) -> None:
@@ -105,8 +113,9 @@ def _start(call_id: str, entry_id: int) -> None:
     if settings.REDIS_URL:
         respond_to_caller_task.delay(call_id, entry_id)
         return
-    threading.Thread(target=_run_in_thread, args=(call_id, entry_id),
-                     name=f"responder-{call_id}", daemon=True).start()
+    threading.Thread(
+        target=_run_in_thread, args=(call_id, entry_id), name=f"responder-{call_id}", daemon=True
+    ).start()
 
 
 def _run_in_thread(call_id: str, entry_id: int) -> None:
@@ -149,7 +158,8 @@ def _superseded(call: Call, entry: TranscriptEntry) -> bool:
     """
     call.refresh_from_db(fields=["state", "turn_token"])
     newer = TranscriptEntry.objects.filter(
-        call=call, speaker=TranscriptEntry.Speaker.USER, pk__gt=entry.pk).exists()
+        call=call, speaker=TranscriptEntry.Speaker.USER, pk__gt=entry.pk
+    ).exists()
     return newer or call.is_terminal or call.turn_token is not None
 
 
@@ -160,11 +170,16 @@ def _generate(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> str:
     route = call_route(call)
     prompt = build_system_prompt(
         custom=route.get("responseSystemPrompt") or cfg.response_system_prompt,
-        caller=_other_party(call), history=history)
+        caller=_other_party(call),
+        history=history,
+    )
     responder = _cached_responder(
-        route.get("responseModel") or cfg.response_model or "", _api_key(cfg),
+        route.get("responseModel") or cfg.response_model or "",
+        _api_key(cfg),
         cfg.response_base_url,
-        int(route.get("responseTimeoutMs") or cfg.response_timeout_ms) / 1000, HTTP_CLIENT)
+        int(route.get("responseTimeoutMs") or cfg.response_timeout_ms) / 1000,
+        HTTP_CLIENT,
+    )
     return responder.reply(system_prompt=prompt, history=history, utterance=entry.text)
 
 
@@ -173,11 +188,13 @@ def _other_party(call: Call) -> str:
 
 
 @lru_cache(maxsize=4)
-def _cached_responder(model: str, api_key: str, base_url: str | None, timeout_s: float,
-                      http: httpx.Client | None) -> Responder:
+def _cached_responder(
+    model: str, api_key: str, base_url: str | None, timeout_s: float, http: httpx.Client | None
+) -> Responder:
     # One client per settings: its connection pool saves a TLS handshake on every reply.
-    return Responder(model=model, api_key=api_key, base_url=base_url, timeout_s=timeout_s,
-                     http=http)
+    return Responder(
+        model=model, api_key=api_key, base_url=base_url, timeout_s=timeout_s, http=http
+    )
 
 
 def _say(call: Call, entry: TranscriptEntry, text: str) -> None:

@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Per-number routes".
 """
+
 from __future__ import annotations
 
 from typing import Any

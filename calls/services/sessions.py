@@ -2,6 +2,7 @@
 
 The rules: docs/plugin-behaviour.md, "Session scope".
 """
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,7 @@ def agent_id(route: dict[str, object] | None = None) -> str:
     return str(value).strip().lower()
 
 
-def session_key_for(*, call_id: uuid.UUID | str, other_party: str | None,
-                    agent: str) -> str:
+def session_key_for(*, call_id: uuid.UUID | str, other_party: str | None, agent: str) -> str:
     """The key sessionScope derives: per-phone (default), per-call or main; lower-cased."""
     scope = get_config().data.get("sessionScope") or "per-phone"
     if scope == "main":

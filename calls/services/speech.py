@@ -1,4 +1,5 @@
 """Speaking into a call: over the carrier's REST API, or inside the reply to its own fetch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,9 +36,19 @@ class InlineReply:
 PENDING_SPEECH = "pendingSpeech"
 
 
-def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | None = None,
-          inline: InlineReply | None = None, command_key: str | None = None) -> None:
-    """Say `message`; on carrier failure the call goes back to listening and CarrierFailed is raised."""
+def speak(
+    call: Call,
+    message: str,
+    *,
+    listen_after: bool,
+    turn_token: str | None = None,
+    inline: InlineReply | None = None,
+    command_key: str | None = None,
+) -> None:
+    """Say `message`.
+
+    On carrier failure the call goes back to listening and CarrierFailed is raised.
+    """
     call_transition(call=call, state=CallState.SPEAKING)
     if call.stream_id:
         # A live media stream plays the words itself; a TwiML/REST fallback would replace
@@ -45,22 +56,32 @@ def speak(call: Call, message: str, *, listen_after: bool, turn_token: str | Non
         # (docs/plugin-behaviour.md, "Playback on a stream").
         stream_command(call.call_id, {"type": "call.speak", "text": message})
     elif inline is not None and inline.speech is None:
-        inline.speech = Speech(text=message, listen=listen_after, turn_token=turn_token,
-                               language=preferred_language(get_config().tts))
+        inline.speech = Speech(
+            text=message,
+            listen=listen_after,
+            turn_token=turn_token,
+            language=preferred_language(get_config().tts),
+        )
     else:
-        _speak_by_command(call, message, listen_after=listen_after, turn_token=turn_token,
-                          command_key=command_key)
+        _speak_by_command(
+            call, message, listen_after=listen_after, turn_token=turn_token, command_key=command_key
+        )
     transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
 
 
-def _speak_by_command(call: Call, message: str, *, listen_after: bool,
-                      turn_token: str | None, command_key: str | None) -> None:
+def _speak_by_command(
+    call: Call, message: str, *, listen_after: bool, turn_token: str | None, command_key: str | None
+) -> None:
     provider = get_provider()
     if provider.speech_by_fetch:
         # The carrier fetches a document for the words (Plivo XML transfer); the fetch may
         # land on any process, so the words wait on the row, not in adapter memory.
-        metadata_update(call=call, set_={PENDING_SPEECH: {
-            "text": message, "listen": listen_after, "turnToken": turn_token}})
+        metadata_update(
+            call=call,
+            set_={
+                PENDING_SPEECH: {"text": message, "listen": listen_after, "turnToken": turn_token}
+            },
+        )
     try:
         target = call_target(call, turn_token=turn_token, command_key=command_key)
         provider.play_text(target, message, listen_after=listen_after)
@@ -77,6 +98,9 @@ def pending_speech_take(call: Call) -> Speech | None:
         if not pending:
             return None
         metadata_update(call=call, delete=(PENDING_SPEECH,))
-    return Speech(text=pending.get("text"), listen=bool(pending.get("listen")),
-                  turn_token=pending.get("turnToken"),
-                  language=preferred_language(get_config().tts))
+    return Speech(
+        text=pending.get("text"),
+        listen=bool(pending.get("listen")),
+        turn_token=pending.get("turnToken"),
+        language=preferred_language(get_config().tts),
+    )

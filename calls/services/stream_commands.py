@@ -4,6 +4,7 @@ Only control travels the channel layer (speak, clear, hang up), never audio fram
 one receiving process takes ~2,000 layer messages a second
 (docs/performance.md, "Channel layer: control events only").
 """
+
 from __future__ import annotations
 
 from typing import Any

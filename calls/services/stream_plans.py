@@ -4,6 +4,7 @@ Planning only: it reads the config and the call rows and applies no event, so ev
 application, dialling and the sweep can all ask it (the stream sessions themselves are in
 calls/services/streams.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,11 @@ def streaming_possible() -> bool:
     """streaming.enabled, a public URL (publicUrl or the tunnel's) to hand out, and a
     carrier that streams."""
     cfg = get_config()
-    return bool((cfg.streaming_enabled or realtime_enabled()) and public_url(cfg)
-                and get_provider().media_codec() is not None)
+    return bool(
+        (cfg.streaming_enabled or realtime_enabled())
+        and public_url(cfg)
+        and get_provider().media_codec() is not None
+    )
 
 
 def realtime_enabled() -> bool:
@@ -41,8 +45,11 @@ def stream_url() -> str:
     cfg = get_config()
     public = urlsplit(public_url(cfg) or "")
     scheme = "wss" if public.scheme == "https" else "ws"
-    path = (str(cfg.section("realtime").get("streamPath") or cfg.stream_path)
-            if realtime_enabled() else cfg.stream_path)
+    path = (
+        str(cfg.section("realtime").get("streamPath") or cfg.stream_path)
+        if realtime_enabled()
+        else cfg.stream_path
+    )
     return urlunsplit((scheme, public.netloc, path, "", ""))
 
 

@@ -5,6 +5,7 @@ must be durable or visible to every process: which stream holds the call, the gr
 deadline after a disconnect, and transcripts as events. Whether a call streams at all is
 planned in calls/services/stream_plans.py.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -41,12 +42,20 @@ class Attached:
 
 
 def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -> Attached:
-    """Authenticate a carrier stream against its call; the constant-time token check fails closed."""
+    """Authenticate a carrier stream against its call.
+
+    The token check is constant-time and fails closed.
+    """
     provider = get_provider().name
-    call = Call.objects.filter(provider=provider, provider_call_id=provider_call_id,
-                               state__in=NON_TERMINAL).first()
-    if call is None or not call.stream_token or not token or not hmac.compare_digest(
-            call.stream_token.encode(), token.encode()):
+    call = Call.objects.filter(
+        provider=provider, provider_call_id=provider_call_id, state__in=NON_TERMINAL
+    ).first()
+    if (
+        call is None
+        or not call.stream_token
+        or not token
+        or not hmac.compare_digest(call.stream_token.encode(), token.encode())
+    ):
         raise StreamRejected("Unknown call")
     Call.objects.filter(pk=call.pk).update(stream_id=stream_id[:128], stream_lost_at=None)
     greeting = (call.metadata or {}).get("initialMessage")
@@ -63,15 +72,23 @@ def stream_said(*, call_id: str, text: str) -> None:
     if call is None or call.is_terminal or not text.strip():
         return
     lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=text.strip())
-    event_apply(provider=call.provider, event=NormalizedEvent(
-        type=EventType.SPEAKING, id=f"stream:{uuid.uuid4()}", call_id=call.call_id,
-        provider_call_id=call.provider_call_id, text=text.strip()))
+    event_apply(
+        provider=call.provider,
+        event=NormalizedEvent(
+            type=EventType.SPEAKING,
+            id=f"stream:{uuid.uuid4()}",
+            call_id=call.call_id,
+            provider_call_id=call.provider_call_id,
+            text=text.strip(),
+        ),
+    )
 
 
 def stream_detach(*, call_id: str, stream_id: str) -> bool:
     """The stream closed: the call ends after the grace period unless a new stream attaches."""
     detached = Call.objects.filter(public_id=call_id, stream_id=stream_id).update(
-        stream_id="", stream_lost_at=clock.now() + STREAM_GRACE)
+        stream_id="", stream_lost_at=clock.now() + STREAM_GRACE
+    )
     return detached == 1
 
 
@@ -83,7 +100,13 @@ def stream_heard(*, call_id: str, text: str, is_final: bool) -> None:
     call = Call.objects.filter(public_id=call_id).first()
     if call is None:
         return
-    event = NormalizedEvent(type=EventType.SPEECH, id=f"stream:{uuid.uuid4()}",
-                            call_id=call.call_id, provider_call_id=call.provider_call_id,
-                            transcript=text, is_final=is_final, turn_token=call.turn_token)
+    event = NormalizedEvent(
+        type=EventType.SPEECH,
+        id=f"stream:{uuid.uuid4()}",
+        call_id=call.call_id,
+        provider_call_id=call.provider_call_id,
+        transcript=text,
+        is_final=is_final,
+        turn_token=call.turn_token,
+    )
     event_apply(provider=call.provider, event=event)

@@ -7,6 +7,7 @@ Each deadline is a column; the sweep claims a due deadline with a conditional UP
 that clears it, so two sweepers (or a restart) never fire one twice, and a crash
 between claim and action leaves the call to the stale reaper and max-duration timer.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,14 @@ def timers_sweep(*, now: datetime | None = None) -> SweepReport:
     report = SweepReport()
     _fire(report, "notify_hangup", "notify_hangup_at", now, CallState.HANGUP_BOT)
     _fire(report, "max_duration", "max_duration_at", now, CallState.TIMEOUT)
-    _fire(report, "ring_timeout", "ring_deadline_at", now - RING_GRACE, CallState.NO_ANSWER,
-          only_states=(CallState.INITIATED, CallState.RINGING))
+    _fire(
+        report,
+        "ring_timeout",
+        "ring_deadline_at",
+        now - RING_GRACE,
+        CallState.NO_ANSWER,
+        only_states=(CallState.INITIATED, CallState.RINGING),
+    )
     _end_lost_streams(report, now)
     _resume_waiting(report)
     _send_owed_commands(report, now)
@@ -67,14 +74,21 @@ def timers_sweep(*, now: datetime | None = None) -> SweepReport:
     return report
 
 
-def _fire(report: SweepReport, name: str, column: str, due: datetime, reason: str,
-          only_states: tuple[str, ...] | None = None) -> None:
+def _fire(
+    report: SweepReport,
+    name: str,
+    column: str,
+    due: datetime,
+    reason: str,
+    only_states: tuple[str, ...] | None = None,
+) -> None:
     calls = Call.objects.active().filter(**{f"{column}__lte": due})
     if only_states:
         calls = calls.filter(state__in=only_states)
     for call in calls:
         claimed = Call.objects.filter(pk=call.pk, **{column: getattr(call, column)}).update(
-            **{column: None})
+            **{column: None}
+        )
         if not claimed:
             continue  # another sweeper took it
         report.add(name)
@@ -98,8 +112,9 @@ def _end_lost_streams(report: SweepReport, now: datetime) -> None:
     """A stream that closed and did not come back within the grace period ends its call."""
     lost = Call.objects.active().filter(stream_id="", stream_lost_at__lte=now)
     for call in lost:
-        claimed = Call.objects.filter(pk=call.pk, stream_id="",
-                                      stream_lost_at=call.stream_lost_at).update(stream_lost_at=None)
+        claimed = Call.objects.filter(
+            pk=call.pk, stream_id="", stream_lost_at=call.stream_lost_at
+        ).update(stream_lost_at=None)
         if claimed:
             report.add("stream_lost")
             _end(call, CallState.HANGUP_BOT)
@@ -125,9 +140,14 @@ def _reap_stale(report: SweepReport, now: datetime) -> None:
     seconds = get_config().stale_call_reaper_seconds
     if seconds <= 0:
         return
-    stale = Call.objects.active().filter(
-        answered_at__isnull=True, started_at__lte=now - timedelta(seconds=seconds),
-    ).exclude(state__in=(CallState.SPEAKING, CallState.LISTENING))
+    stale = (
+        Call.objects.active()
+        .filter(
+            answered_at__isnull=True,
+            started_at__lte=now - timedelta(seconds=seconds),
+        )
+        .exclude(state__in=(CallState.SPEAKING, CallState.LISTENING))
+    )
     for call in stale:
         report.add("stale_reaper")
         _end(call, CallState.HANGUP_BOT)
@@ -135,12 +155,20 @@ def _reap_stale(report: SweepReport, now: datetime) -> None:
 
 def _free_abandoned_turns(report: SweepReport, now: datetime) -> None:
     """Turns whose holder stopped renewing its lease (a `continue` on a dead process)."""
-    freed = Call.objects.filter(turn_token__isnull=False).filter(
-        Q(turn_lease_until__lte=now)
-        # Rows from before leases existed: the old rule, deadline plus grace.
-        | Q(turn_lease_until__isnull=True, transcript_deadline_at__lte=now - TURN_LOCK_GRACE),
-    ).update(turn_token=None, turn_started_at=None, transcript_deadline_at=None,
-             turn_lease_until=None)
+    freed = (
+        Call.objects.filter(turn_token__isnull=False)
+        .filter(
+            Q(turn_lease_until__lte=now)
+            # Rows from before leases existed: the old rule, deadline plus grace.
+            | Q(turn_lease_until__isnull=True, transcript_deadline_at__lte=now - TURN_LOCK_GRACE),
+        )
+        .update(
+            turn_token=None,
+            turn_started_at=None,
+            transcript_deadline_at=None,
+            turn_lease_until=None,
+        )
+    )
     if freed:
         report.fired["transcript_wait"] = freed
 
@@ -206,5 +234,5 @@ def _ensure_deadline(call: Call, max_age: timedelta) -> None:
         anchor = call.started_at
     if anchor is not None and call.max_duration_at is None:
         Call.objects.filter(pk=call.pk, max_duration_at__isnull=True).update(
-            max_duration_at=anchor + max_age)
-
+            max_duration_at=anchor + max_age
+        )

@@ -1,4 +1,5 @@
 """API tokens: created once (shown once), stored as SHA-256, checked in constant time."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,11 @@ def token_create(*, name: str, ttl: timedelta | None = None) -> CreatedToken:
         raise InvalidRequest("token name required")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        name=name[:100], key_hash=_digest(secret), prefix=secret[:10],
-        expires_at=clock.now() + ttl if ttl else None)
+        name=name[:100],
+        key_hash=_digest(secret),
+        prefix=secret[:10],
+        expires_at=clock.now() + ttl if ttl else None,
+    )
     return CreatedToken(token=token, secret=secret)
 
 

@@ -1,4 +1,5 @@
 """One carrier webhook, end to end: verify, recognise replays, apply events, render the reply."""
+
 from __future__ import annotations
 
 import logging
@@ -11,9 +12,9 @@ from django.db import IntegrityError, transaction
 from calls import clock
 from calls.config import get_config
 from calls.exceptions import CallError
+from calls.faults import crash_point
 from calls.models import Call, ReplayKey
 from calls.runtime import get_provider, provider_settings
-from calls.faults import crash_point
 from calls.selectors import call_find
 from calls.services.events import EventOutcome, event_apply
 from calls.services.outbox import outbox_unit
@@ -39,12 +40,14 @@ def replay_seen(*, provider: str, key: str) -> bool:
     now = clock.now()
     try:
         with transaction.atomic():
-            ReplayKey.objects.create(key=key[:200], provider=provider, created_at=now,
-                                     expires_at=now + REPLAY_TTL)
+            ReplayKey.objects.create(
+                key=key[:200], provider=provider, created_at=now, expires_at=now + REPLAY_TTL
+            )
     except IntegrityError:
         # An expired key is a new delivery, not a replay: refresh it atomically.
         refreshed = ReplayKey.objects.filter(key=key[:200], expires_at__lte=now).update(
-            created_at=now, expires_at=now + REPLAY_TTL)
+            created_at=now, expires_at=now + REPLAY_TTL
+        )
         return refreshed == 0
     return False
 
@@ -60,8 +63,11 @@ def webhook_process(request: WebhookRequest) -> Reply:
     provider = get_provider()
     verified = provider.verify_webhook(request)
     if not verified.ok or not verified.request_key:
-        logger.warning("webhook rejected provider=%s: %s", provider.name,
-                       verified.reason or "no request identity")
+        logger.warning(
+            "webhook rejected provider=%s: %s",
+            provider.name,
+            verified.reason or "no request identity",
+        )
         return Reply(status=401, body=b"Unauthorized")
     try:
         events = provider.parse_webhook(request)
@@ -71,14 +77,16 @@ def webhook_process(request: WebhookRequest) -> Reply:
     key = verified.request_key
     with outbox_unit():
         if replay_seen(provider=provider.name, key=key):
-            logger.info("webhook replay provider=%s acknowledged without side effects",
-                        provider.name)
-            return _replayed_reply(key) or provider.render_reply(
-                request, ReplyContext(replay=True))
+            logger.info(
+                "webhook replay provider=%s acknowledged without side effects", provider.name
+            )
+            return _replayed_reply(key) or provider.render_reply(request, ReplyContext(replay=True))
         crash_point("webhook.recorded")
         inline = InlineReply() if provider.can_speak_in_reply(request) else None
-        outcomes = [event_apply(provider=provider.name, event=_keyed(event, key, i),
-                                inline=inline) for i, event in enumerate(events)]
+        outcomes = [
+            event_apply(provider=provider.name, event=_keyed(event, key, i), inline=inline)
+            for i, event in enumerate(events)
+        ]
         fetched = call_find(provider.fetch_call_id(request))
         if inline is not None and inline.speech is None and fetched and not fetched.is_terminal:
             inline.speech = pending_speech_take(fetched)
@@ -98,15 +106,19 @@ def _check_ids(events: list[NormalizedEvent]) -> None:
 
 def _remember_reply(key: str, reply: Reply) -> None:
     ReplayKey.objects.filter(key=key[:200]).update(
-        reply_status=reply.status, reply_body=reply.body, reply_content_type=reply.content_type)
+        reply_status=reply.status, reply_body=reply.body, reply_content_type=reply.content_type
+    )
 
 
 def _replayed_reply(key: str) -> Reply | None:
     row = ReplayKey.objects.filter(key=key[:200], reply_status__isnull=False).first()
     if row is None:
         return None  # the first delivery is still being handled
-    return Reply(status=row.reply_status or 200, body=bytes(row.reply_body or b""),
-                 content_type=row.reply_content_type or "text/plain")
+    return Reply(
+        status=row.reply_status or 200,
+        body=bytes(row.reply_body or b""),
+        content_type=row.reply_content_type or "text/plain",
+    )
 
 
 def _keyed(event: NormalizedEvent, request_key: str, index: int) -> NormalizedEvent:
@@ -116,8 +128,12 @@ def _keyed(event: NormalizedEvent, request_key: str, index: int) -> NormalizedEv
     return replace(event, dedupe_key=request_key if index == 0 else f"{request_key}#{index}")
 
 
-def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
-             inline: InlineReply | None, fetched: Call | None) -> ReplyContext:
+def _context(
+    outcomes: list[EventOutcome],
+    events: list[NormalizedEvent],
+    inline: InlineReply | None,
+    fetched: Call | None,
+) -> ReplyContext:
     # A document fetch carries no events; the call it names is still the reply's call.
     call = next((o.call for o in outcomes if o.call is not None), fetched)
     if call is not None and inline is not None:
@@ -127,8 +143,9 @@ def _context(outcomes: list[EventOutcome], events: list[NormalizedEvent],
     speech = inline.speech if inline else None
     # A document fetch for a live call with nothing to say connects its media stream (or
     # parks an inbound caller while another stream holds the line).
-    plan, hold = (stream_or_hold(call) if call and inline is not None and speech is None
-                  else (None, False))
+    plan, hold = (
+        stream_or_hold(call) if call and inline is not None and speech is None else (None, False)
+    )
     return ReplyContext(
         call_id=call.call_id if call else None,
         mode=call.mode if call else None,
@@ -170,11 +187,14 @@ def _hints(request: WebhookRequest, report: dict[str, Any]) -> list[str]:
         hints.append(
             f"The forwarded host {forwarded!r} was ignored: forwarding headers count only with "
             "webhookSecurity.allowedHosts or trustForwardingHeaders (and, when set, a peer in "
-            "trustedProxyIPs). Set allowedHosts to your public host, or set publicUrl.")
+            "trustedProxyIPs). Set allowedHosts to your public host, or set publicUrl."
+        )
     if not cfg.public_url:
-        hints.append("publicUrl is not set, so the URL is rebuilt from the request (https, no "
-                     "port). Setting publicUrl to the exact URL the carrier calls is the most "
-                     "reliable fix.")
+        hints.append(
+            "publicUrl is not set, so the URL is rebuilt from the request (https, no "
+            "port). Setting publicUrl to the exact URL the carrier calls is the most "
+            "reliable fix."
+        )
     if report.get("ok"):
         hints = ["The signature verifies; nothing to fix."]
     elif not report.get("reason"):

@@ -7,6 +7,7 @@ boundary with httpx.MockTransport) nor keep "one request, never retried". The SD
 serves for XML building and as the oracle for signatures. Paths end in "/" as the SDK
 writes them (docs/carriers.md, "Plivo: REST calls").
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,9 @@ class PlivoApiError(ProviderError):
     """A non-2xx answer from the Plivo API; `status` is the HTTP status."""
 
     def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message, retryable=status >= 500 or status == 429,
-                         provider_code=str(status))
+        super().__init__(
+            message, retryable=status >= 500 or status == 429, provider_code=str(status)
+        )
         self.status = status
 
     @property
@@ -46,8 +48,9 @@ class PlivoApiError(ProviderError):
 class PlivoRest:
     """One method per Voice API request the adapter makes; each is one request, no retries."""
 
-    def __init__(self, *, auth_id: str, auth_token: str, http: httpx.Client,
-                 api_base_url: str | None = None) -> None:
+    def __init__(
+        self, *, auth_id: str, auth_token: str, http: httpx.Client, api_base_url: str | None = None
+    ) -> None:
         base = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         self._account = f"{base}/v1/Account/{quote(auth_id, safe='')}"
         self._auth = (auth_id, auth_token)
@@ -58,12 +61,16 @@ class PlivoRest:
 
     def transfer_aleg(self, call_uuid: str, *, url: str) -> None:
         """Make Plivo fetch `url` and run its XML on the A leg, interrupting what plays now."""
-        self._request("POST", f"Call/{_segment(call_uuid)}/",
-                      json={"legs": "aleg", "aleg_url": url, "aleg_method": "POST"})
+        self._request(
+            "POST",
+            f"Call/{_segment(call_uuid)}/",
+            json={"legs": "aleg", "aleg_url": url, "aleg_method": "POST"},
+        )
 
     def send_digits(self, call_uuid: str, digits: str) -> None:
-        self._request("POST", f"Call/{_segment(call_uuid)}/DTMF/",
-                      json={"digits": digits, "leg": "aleg"})
+        self._request(
+            "POST", f"Call/{_segment(call_uuid)}/DTMF/", json={"digits": digits, "leg": "aleg"}
+        )
 
     def hang_up_call(self, call_uuid: str) -> None:
         self._request("DELETE", f"Call/{_segment(call_uuid)}/")
@@ -78,15 +85,25 @@ class PlivoRest:
         return self._request("GET", f"Call/{_segment(call_uuid)}/", params={"status": "live"})
 
     def queued_call(self, request_uuid: str) -> dict[str, Any]:
-        return self._request("GET", f"Call/{_segment(request_uuid)}/",
-                             params={"status": "queued"})
+        return self._request("GET", f"Call/{_segment(request_uuid)}/", params={"status": "queued"})
 
-    def _request(self, method: str, path: str, *, json: dict[str, Any] | None = None,
-                 params: dict[str, str] | None = None) -> dict[str, Any]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         try:
-            response = self._http.request(method, f"{self._account}/{path}", json=json,
-                                          params=params, auth=self._auth,
-                                          headers={"Accept": "application/json"})
+            response = self._http.request(
+                method,
+                f"{self._account}/{path}",
+                json=json,
+                params=params,
+                auth=self._auth,
+                headers={"Accept": "application/json"},
+            )
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"Plivo API unreachable: {exc}") from exc
         if response.status_code >= 400:

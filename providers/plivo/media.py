@@ -5,6 +5,7 @@ directions. Plivo's default is L16, so a start announcing anything else is refus
 (docs/carriers.md, "Plivo: media streams";
 https://plivo.com/docs/voice/audio-streaming/audio-streaming).
 """
+
 from __future__ import annotations
 
 import re
@@ -64,12 +65,19 @@ class PlivoMediaCodec(MediaCodec):
 
     def encode_audio(self, ulaw: bytes) -> str:
         self._started_stream()
-        return dump_frame({"event": "playAudio", "media": {
-            "contentType": ULAW, "sampleRate": ULAW_RATE, "payload": encode_audio_payload(ulaw)}})
+        return dump_frame(
+            {
+                "event": "playAudio",
+                "media": {
+                    "contentType": ULAW,
+                    "sampleRate": ULAW_RATE,
+                    "payload": encode_audio_payload(ulaw),
+                },
+            }
+        )
 
     def encode_mark(self, name: str) -> str:
-        return dump_frame({"event": "checkpoint", "streamId": self._started_stream(),
-                           "name": name})
+        return dump_frame({"event": "checkpoint", "streamId": self._started_stream(), "name": name})
 
     def encode_clear(self) -> str:
         return dump_frame({"event": "clearAudio", "streamId": self._started_stream()})
@@ -81,8 +89,9 @@ class PlivoMediaCodec(MediaCodec):
         stream_id = optional_str(start, "streamId") or require_str(frame, "streamId")
         _check_media_format(start)
         token, params = string_params(_extra_headers(frame.get("extra_headers")))
-        return self._begin(StreamStart(stream_id=stream_id, provider_call_id=call_id,
-                                       token=token, params=params))
+        return self._begin(
+            StreamStart(stream_id=stream_id, provider_call_id=call_id, token=token, params=params)
+        )
 
 
 def _media(frame: dict[str, Any]) -> AudioIn | None:

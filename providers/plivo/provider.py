@@ -7,6 +7,7 @@ row and `play_text` only transfers the A leg to our `flow=xml-speak` URL; when P
 it, the words come back to `render_reply` as `context.speech`. With streaming on, a fetch
 for a live call with nothing to say gets `<Stream>` instead (`context.stream`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,10 @@ logger = logging.getLogger(__name__)
 
 MISSING_WEBHOOK = "Missing webhook URL for this call (provider state missing)"
 MISSING_CALL_UUID = "Missing Plivo CallUUID for {op}"
-NOT_LIVE = ("Plivo has no live call {id} for {op}: not answered yet (still its request UUID) "
-            "or already over")
+NOT_LIVE = (
+    "Plivo has no live call {id} for {op}: not answered yet (still its request UUID) "
+    "or already over"
+)
 DEFAULT_RING_TIMEOUT_S = 30
 _LIVE_STATUSES = frozenset({"queued", "ringing", "in-progress", "early-media"})
 # Our DTMF alphabet (digits * # , w p) -> Plivo's: `w` waits 0.5 s and `W` 1 s (Make a call,
@@ -51,8 +54,10 @@ class PlivoProvider(TelephonyProvider):
     supports_preconnect_dtmf = True
     rejects_in_reply = True
     speech_by_fetch = True
-    signature_headers = (("x-plivo-signature-v3", "x-plivo-signature-v3-nonce"),
-                         ("x-plivo-signature-v2", "x-plivo-signature-v2-nonce"))
+    signature_headers = (
+        ("x-plivo-signature-v3", "x-plivo-signature-v3-nonce"),
+        ("x-plivo-signature-v2", "x-plivo-signature-v2-nonce"),
+    )
 
     def __init__(self, *, settings: Mapping[str, Any], http: httpx.Client | None = None) -> None:
         self._settings = dict(settings)
@@ -63,28 +68,34 @@ class PlivoProvider(TelephonyProvider):
         self._auth_token = credentials["authToken"]
         self._owns_http = http is None
         self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
-        self._rest = PlivoRest(auth_id=credentials["authId"], auth_token=self._auth_token,
-                               http=self._http,
-                               api_base_url=config_value(settings, "apiBaseUrl") or None)
+        self._rest = PlivoRest(
+            auth_id=credentials["authId"],
+            auth_token=self._auth_token,
+            http=self._http,
+            api_base_url=config_value(settings, "apiBaseUrl") or None,
+        )
 
     # -- call control -----------------------------------------------------------------------
     def place_call(self, request: PlaceCall) -> PlaceCallResult:
         ring_s = self._ring_timeout_s(request)
         fields: dict[str, Any] = {
-            "from": dial_number(request.from_number), "to": dial_number(request.to_number),
+            "from": dial_number(request.from_number),
+            "to": dial_number(request.to_number),
             "answer_url": xml.with_query(request.webhook_url, flow=webhooks.ANSWER),
             "answer_method": "POST",
             "hangup_url": xml.with_query(request.webhook_url, flow=webhooks.HANGUP),
             "hangup_method": "POST",
-            "hangup_on_ring": ring_s, "ring_timeout": ring_s,
+            "hangup_on_ring": ring_s,
+            "ring_timeout": ring_s,
         }
         if request.dtmf_sequence:
             # Plivo plays `send_digits` itself once the call connects: the pre-connect
             # digits travel with the dial request and cannot be lost on the way.
             fields["send_digits"] = plivo_digits(request.dtmf_sequence)
         body = self._rest.create_call(fields)
-        return PlaceCallResult(provider_call_id=_request_uuid(body),
-                               dtmf_delivered=bool(request.dtmf_sequence))
+        return PlaceCallResult(
+            provider_call_id=_request_uuid(body), dtmf_delivered=bool(request.dtmf_sequence)
+        )
 
     def hang_up(self, target: CallTarget) -> None:
         call_id = target.provider_call_id
@@ -106,12 +117,14 @@ class PlivoProvider(TelephonyProvider):
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
         # The words (and whether to listen after them) wait on the call row; the services
         # hand them to render_reply when Plivo fetches this URL.
-        self._transfer(target, "speak", xml.with_query(self._webhook(target),
-                                                         flow=webhooks.XML_SPEAK))
+        self._transfer(
+            target, "speak", xml.with_query(self._webhook(target), flow=webhooks.XML_SPEAK)
+        )
 
     def start_listening(self, target: CallTarget) -> None:
-        url = xml.with_query(self._webhook(target), flow=webhooks.XML_LISTEN,
-                             turnToken=target.turn_token)
+        url = xml.with_query(
+            self._webhook(target), flow=webhooks.XML_LISTEN, turnToken=target.turn_token
+        )
         self._transfer(target, "listen", url)
 
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
@@ -153,12 +166,20 @@ class PlivoProvider(TelephonyProvider):
         skip = bool(self._settings.get("skipSignatureVerification"))
         public = str(self._settings.get("publicUrl") or "")
         return [
-            ("plivo-signatures", not skip,
-             "webhooks verified (X-Plivo-Signature-V3, V2 fallback)" if not skip
-             else "skipSignatureVerification is on: anyone can forge webhooks"),
-            ("plivo-webhook-url", public.startswith("https://"),
-             f"answer/hangup URLs and later fetches use {public}" if public.startswith("https://")
-             else "set publicUrl: Plivo's follow-up URLs must never come from a spoofable Host"),
+            (
+                "plivo-signatures",
+                not skip,
+                "webhooks verified (X-Plivo-Signature-V3, V2 fallback)"
+                if not skip
+                else "skipSignatureVerification is on: anyone can forge webhooks",
+            ),
+            (
+                "plivo-webhook-url",
+                public.startswith("https://"),
+                f"answer/hangup URLs and later fetches use {public}"
+                if public.startswith("https://")
+                else "set publicUrl: Plivo's follow-up URLs must never come from a spoofable Host",
+            ),
         ]
 
     def close(self) -> None:
@@ -218,8 +239,9 @@ def status_of(status: str) -> CallStatus:
     status = status.strip().lower()
     if status in webhooks.END_REASONS:
         return CallStatus(status, is_terminal=True, end_reason=webhooks.END_REASONS[status])
-    return CallStatus(status or "unknown", is_terminal=False,
-                      is_unknown=status not in _LIVE_STATUSES)
+    return CallStatus(
+        status or "unknown", is_terminal=False, is_unknown=status not in _LIVE_STATUSES
+    )
 
 
 def dial_number(value: str) -> str:

@@ -8,6 +8,7 @@ here so that we can (a) derive a replay key from the very base string that was s
 generated input.
 V2 signs only `scheme://host/path` + nonce (`plivo.utils.validate_signature`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,8 +37,7 @@ UNSUPPORTED_METHOD = "Unsupported HTTP method for Plivo V3 signature: {method}"
 Params = Mapping[str, list[str]]
 
 
-def verify(request: WebhookRequest, settings: Mapping[str, Any],
-           auth_token: str) -> VerifyResult:
+def verify(request: WebhookRequest, settings: Mapping[str, Any], auth_token: str) -> VerifyResult:
     """V3 when its header pair is present, else V2; skip mode still yields a replay key."""
     security = SecuritySettings.from_settings(settings)
     if security.skip_signature_verification:
@@ -68,8 +68,9 @@ def _header_pair(request: WebhookRequest, names: tuple[str, str]) -> tuple[str, 
 
 
 # -- V3 ------------------------------------------------------------------------------------
-def _verify_v3(request: WebhookRequest, url: str, auth_token: str, *, signatures: str,
-               nonce: str) -> VerifyResult:
+def _verify_v3(
+    request: WebhookRequest, url: str, auth_token: str, *, signatures: str, nonce: str
+) -> VerifyResult:
     method = request.method.upper()
     if method not in ("GET", "POST"):
         return VerifyResult(ok=False, reason=UNSUPPORTED_METHOD.format(method=request.method))
@@ -79,8 +80,10 @@ def _verify_v3(request: WebhookRequest, url: str, auth_token: str, *, signatures
     base = v3_base(method, url, post_params)
     expected = v3_signature(auth_token, base, nonce).encode()
     # The header may carry several comma-separated signatures (key rotation); any match passes.
-    if not any(hmac.compare_digest(candidate.strip().encode(), expected)
-               for candidate in signatures.split(",")):
+    if not any(
+        hmac.compare_digest(candidate.strip().encode(), expected)
+        for candidate in signatures.split(",")
+    ):
         return VerifyResult(ok=False, reason=INVALID_V3)
     return VerifyResult(ok=True, request_key=f"plivo:v3:{_digest(base, nonce)}")
 

@@ -7,6 +7,7 @@ URLs we hand Plivo: `callId`, and `flow` = answer (answer_url), hangup (hangup_u
 getinput (GetInput action, with the turn's `turnToken`), xml-speak / xml-listen (documents
 fetched after a REST transfer). Plivo posts form fields (POST) or a query string (GET).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,14 @@ FETCH_FLOWS = frozenset({XML_SPEAK, XML_LISTEN})
 DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN})
 # Plivo's GetInput posts the words as `Speech`; the others are seen with other products
 # and in the plugin's list, first non-empty wins (docs/carriers.md, "Plivo: webhooks").
-SPEECH_FIELDS = ("Speech", "Transcription", "TranscriptionText", "SpeechResult",
-                 "RecognizedSpeech", "Text")
+SPEECH_FIELDS = (
+    "Speech",
+    "Transcription",
+    "TranscriptionText",
+    "SpeechResult",
+    "RecognizedSpeech",
+    "Text",
+)
 _STATUS_EVENTS = {"ringing": EventType.RINGING, "in-progress": EventType.ANSWERED}
 # The plugin maps the first four (docs/plugin-behaviour.md, "End reasons"); `cancel` is a
 # request we withdrew (DELETE /Request/), `timeout` is ring time running out, `machine` an
@@ -47,8 +54,19 @@ END_REASONS = {
     "machine": "voicemail",
     "hangup": "completed",
 }
-TERMINAL_STATES = frozenset({"completed", "hangup-user", "hangup-bot", "timeout", "error",
-                             "failed", "no-answer", "busy", "voicemail"})
+TERMINAL_STATES = frozenset(
+    {
+        "completed",
+        "hangup-user",
+        "hangup-bot",
+        "timeout",
+        "error",
+        "failed",
+        "no-answer",
+        "busy",
+        "voicemail",
+    }
+)
 _NUMBER = re.compile(r"^\+?[1-9]\d{1,14}$")
 
 
@@ -77,29 +95,35 @@ def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
         return []
     type_, details = classified
     direction = params.get("Direction", "").strip().lower()
-    return [NormalizedEvent(
-        type=type_,
-        id=_event_id(params, request),
-        call_id=call_id,
-        provider_call_id=provider_call_id,
-        turn_token=request.query_value("turnToken") or None,
-        direction=direction if direction in ("inbound", "outbound") else None,
-        from_number=to_e164(params.get("From")),
-        to_number=to_e164(params.get("To")),
-        **details,
-    )]
+    return [
+        NormalizedEvent(
+            type=type_,
+            id=_event_id(params, request),
+            call_id=call_id,
+            provider_call_id=provider_call_id,
+            turn_token=request.query_value("turnToken") or None,
+            direction=direction if direction in ("inbound", "outbound") else None,
+            from_number=to_e164(params.get("From")),
+            to_number=to_e164(params.get("To")),
+            **details,
+        )
+    ]
 
 
-def _classify(params: Mapping[str, str], *,
-              flow: str | None) -> tuple[EventType, dict[str, Any]] | None:
+def _classify(
+    params: Mapping[str, str], *, flow: str | None
+) -> tuple[EventType, dict[str, Any]] | None:
     """Digits, then words, then the call status (docs/carriers.md, "Plivo: webhooks")."""
     digits = params.get("Digits", "").strip()
     if digits:
         return EventType.DTMF, {"digits": digits}
     speech = _first(params, *SPEECH_FIELDS)
     if speech:
-        return EventType.SPEECH, {"transcript": speech, "is_final": True,
-                                  "confidence": _confidence(params.get("SpeechConfidenceScore"))}
+        return EventType.SPEECH, {
+            "transcript": speech,
+            "is_final": True,
+            "confidence": _confidence(params.get("SpeechConfidenceScore")),
+        }
     status = params.get("CallStatus", "").strip().lower()
     if status in END_REASONS:
         return EventType.ENDED, {"reason": END_REASONS[status]}
@@ -131,9 +155,14 @@ def _confidence(value: str | None) -> float | None:
 
 def _event_id(params: Mapping[str, str], request: WebhookRequest) -> str:
     """The same Plivo delivery gives the same id, whatever nonce it was signed with."""
-    parts = [params.get("CallUUID", ""), params.get("CallStatus", ""),
-             request.query_value("flow") or "", params.get("Digits", ""),
-             _first(params, *SPEECH_FIELDS) or "", request.query_value("turnToken") or ""]
+    parts = [
+        params.get("CallUUID", ""),
+        params.get("CallStatus", ""),
+        request.query_value("flow") or "",
+        params.get("Digits", ""),
+        _first(params, *SPEECH_FIELDS) or "",
+        request.query_value("turnToken") or "",
+    ]
     return "plivo:evt:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -172,8 +201,9 @@ def render(request: WebhookRequest, context: ReplyContext, settings: Mapping[str
     return Reply(status=200, body=document.encode(), content_type="text/xml")
 
 
-def decide(request: WebhookRequest, context: ReplyContext,
-           settings: Mapping[str, Any]) -> plivoxml.ResponseElement:
+def decide(
+    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
+) -> plivoxml.ResponseElement:
     """The reply policy: what the services decided, then what keeps a live call open."""
     if context.replay:
         return xml.empty()  # the first delivery already got the real answer
@@ -195,23 +225,27 @@ def decide(request: WebhookRequest, context: ReplyContext,
     return xml.empty()
 
 
-def _speech_reply(request: WebhookRequest, context: ReplyContext,
-                  settings: Mapping[str, Any]) -> plivoxml.ResponseElement:
+def _speech_reply(
+    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
+) -> plivoxml.ResponseElement:
     speech = context.speech
     assert speech is not None
     action = None
     if speech.listen:
-        action = getinput_action(webhook_base(request, settings),
-                                 call_id=context.call_id or request.query_value("callId"),
-                                 turn_token=speech.turn_token)
+        action = getinput_action(
+            webhook_base(request, settings),
+            call_id=context.call_id or request.query_value("callId"),
+            turn_token=speech.turn_token,
+        )
     return xml.speak(speech.text, language=speech.language, listen_action=action)
 
 
-def _listen_reply(request: WebhookRequest,
-                  settings: Mapping[str, Any]) -> plivoxml.ResponseElement:
-    action = getinput_action(webhook_base(request, settings),
-                             call_id=request.query_value("callId"),
-                             turn_token=request.query_value("turnToken"))
+def _listen_reply(request: WebhookRequest, settings: Mapping[str, Any]) -> plivoxml.ResponseElement:
+    action = getinput_action(
+        webhook_base(request, settings),
+        call_id=request.query_value("callId"),
+        turn_token=request.query_value("turnToken"),
+    )
     return xml.listen(action)
 
 
@@ -225,8 +259,11 @@ def webhook_base(request: WebhookRequest, settings: Mapping[str, Any]) -> str:
     """
     security = SecuritySettings.from_settings(settings)
     public = urlsplit(security.public_url or reconstruct_url(request, security))
-    path = public.path if security.public_url and public.path not in ("", "/") else (
-        settings.get("servePath") or request.path or "/")
+    path = (
+        public.path
+        if security.public_url and public.path not in ("", "/")
+        else (settings.get("servePath") or request.path or "/")
+    )
     return urlunsplit((public.scheme, public.netloc, str(path), "", ""))
 
 

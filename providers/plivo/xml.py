@@ -3,6 +3,7 @@
 The SDK renders through lxml, which escapes every text and attribute value; nothing here
 formats XML by hand. Element and attribute names: docs/carriers.md, "Plivo: XML".
 """
+
 from __future__ import annotations
 
 import re
@@ -46,8 +47,9 @@ def keep_alive() -> plivoxml.ResponseElement:
     return plivoxml.ResponseElement().add(_wait())
 
 
-def speak(text: str | None, *, language: str | None = None,
-          listen_action: str | None = None) -> plivoxml.ResponseElement:
+def speak(
+    text: str | None, *, language: str | None = None, listen_action: str | None = None
+) -> plivoxml.ResponseElement:
     """`<Speak>` the words, then `<GetInput>` when listening, then the keep-alive `<Wait>`."""
     response = plivoxml.ResponseElement()
     words = clean_text(text or "").strip()
@@ -65,9 +67,13 @@ def stream(url: str, *, token: str) -> plivoxml.ResponseElement:
     extraHeaders reaches the socket as the start frame's `extra_headers`; Plivo allows only
     [A-Za-z0-9] in it (plivo.com/docs/voice/xml/audiostream), hence hex stream tokens.
     """
-    element = plivoxml.StreamElement(url, bidirectional=True, keepCallAlive=True,
-                                     contentType=STREAM_CONTENT_TYPE,
-                                     extraHeaders=f"token={token}")
+    element = plivoxml.StreamElement(
+        url,
+        bidirectional=True,
+        keepCallAlive=True,
+        contentType=STREAM_CONTENT_TYPE,
+        extraHeaders=f"token={token}",
+    )
     return plivoxml.ResponseElement().add(element)
 
 
@@ -79,10 +85,13 @@ def _get_input(action: str, language: str | None) -> plivoxml.GetInputElement:
     # redirect=true: the XML our action URL returns takes over, so that reply can carry
     # the next words (the services speak in it) instead of racing a REST transfer.
     return plivoxml.GetInputElement(
-        action=action, method="POST", input_type="speech",
+        action=action,
+        method="POST",
+        input_type="speech",
         execution_timeout=EXECUTION_TIMEOUT_SECONDS,
         speech_end_timeout=SPEECH_END_TIMEOUT_SECONDS,
-        language=_language(language), redirect=True,
+        language=_language(language),
+        redirect=True,
     )
 
 

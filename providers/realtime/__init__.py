@@ -3,6 +3,7 @@ block asks for.
 
 docs/plugin-behaviour.md, "Streaming and realtime settings" and "Realtime voice".
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,7 +23,8 @@ def build_realtime(settings: Mapping[str, Any], handler: RealtimeHandler) -> Rea
     provider = str(settings.get("provider") or "openai").strip()
     if provider not in SUPPORTED:
         raise ProviderNotConfigured(
-            f'realtime.provider "{provider}" is not supported; use "openai"')
+            f'realtime.provider "{provider}" is not supported; use "openai"'
+        )
     providers = settings.get("providers")
     block = providers.get(provider) if isinstance(providers, Mapping) else None
     return OpenAiRealtime.from_settings(block if isinstance(block, Mapping) else {}, handler)

@@ -6,6 +6,7 @@ A realtime session is one full-duplex speech-to-speech conversation with a vendo
 caller audio goes in, model speech comes out, both as 8 kHz G.711 μ-law, so the carrier's
 media stream can be wired straight through without transcoding.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -44,8 +45,9 @@ class RealtimeSession(ABC):
     """One call's conversation with a realtime speech-to-speech service."""
 
     @abstractmethod
-    async def connect(self, *, instructions: str, greeting: str | None,
-                      tools: list[dict[str, Any]]) -> None:
+    async def connect(
+        self, *, instructions: str, greeting: str | None, tools: list[dict[str, Any]]
+    ) -> None:
         """Open the connection and configure the session; with a greeting, ask the model to
         speak the opening turn itself (docs/plugin-behaviour.md, "Realtime voice"). Raises
         ProviderError on failure."""

@@ -19,6 +19,7 @@ the GA protocol (openai SDK 3.57 `types/realtime/`), which takes no `OpenAI-Beta
 There is no reconnect: the conversation lives in the server session, so a lost socket
 ends the call (the handler hears on_closed).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,7 +73,8 @@ EV_RESPONSE_CREATED = "response.created"
 EV_RESPONSE_DONE = "response.done"
 EV_AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
 EV_ASSISTANT_TRANSCRIPT = frozenset(
-    {"response.output_audio_transcript.done", "response.audio_transcript.done"})
+    {"response.output_audio_transcript.done", "response.audio_transcript.done"}
+)
 EV_USER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
 EV_SPEECH_STARTED = "input_audio_buffer.speech_started"
 EV_FUNCTION_CALL = "response.function_call_arguments.done"
@@ -130,8 +132,9 @@ class OpenAiRealtime(RealtimeSession):
         self.dropped_frames = 0
 
     @classmethod
-    def from_settings(cls, block: Mapping[str, Any], handler: RealtimeHandler,
-                      **kwargs: Any) -> OpenAiRealtime:
+    def from_settings(
+        cls, block: Mapping[str, Any], handler: RealtimeHandler, **kwargs: Any
+    ) -> OpenAiRealtime:
         """From `realtime.providers.openai`: apiKey, model, voice, baseUrl, and optionally
         transcriptionModel, vadThreshold, silenceDurationMs."""
         api_key = str(block.get("apiKey") or "").strip()
@@ -143,8 +146,7 @@ class OpenAiRealtime(RealtimeSession):
             model=str(block.get("model") or DEFAULT_MODEL),
             voice=str(block.get("voice") or DEFAULT_VOICE),
             base_url=str(block.get("baseUrl") or "") or None,
-            transcription_model=str(block.get("transcriptionModel")
-                                    or DEFAULT_TRANSCRIPTION_MODEL),
+            transcription_model=str(block.get("transcriptionModel") or DEFAULT_TRANSCRIPTION_MODEL),
             vad_threshold=_number(block, "vadThreshold", DEFAULT_VAD_THRESHOLD),
             silence_duration_ms=int(_number(block, "silenceDurationMs", DEFAULT_SILENCE_MS)),
             **kwargs,
@@ -155,11 +157,11 @@ class OpenAiRealtime(RealtimeSession):
     @property
     def connected(self) -> bool:
         ws = self._ws
-        return ws is not None and not self._closing and not self._ended \
-            and ws.close_code is None
+        return ws is not None and not self._closing and not self._ended and ws.close_code is None
 
-    async def connect(self, *, instructions: str, greeting: str | None,
-                      tools: list[dict[str, Any]]) -> None:
+    async def connect(
+        self, *, instructions: str, greeting: str | None, tools: list[dict[str, Any]]
+    ) -> None:
         if self._closing or self._ws is not None:
             raise ProviderUnavailable("realtime session already used; create a new one")
         self._instructions = instructions
@@ -172,8 +174,7 @@ class OpenAiRealtime(RealtimeSession):
             with contextlib.suppress(Exception):
                 await ws.close()
             if isinstance(exc, ConnectionClosed):
-                raise ProviderUnavailable(f"realtime connection failed: {_describe(exc)}") \
-                    from exc
+                raise ProviderUnavailable(f"realtime connection failed: {_describe(exc)}") from exc
             raise
         if self._closing:  # close() ran while we were connecting
             await ws.close()
@@ -268,8 +269,9 @@ class OpenAiRealtime(RealtimeSession):
     async def _open(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._api_key}"}
         try:
-            return await connect(self.url, additional_headers=headers,
-                                 open_timeout=self._connect_timeout_s)
+            return await connect(
+                self.url, additional_headers=headers, open_timeout=self._connect_timeout_s
+            )
         except (OSError, TimeoutError, WebSocketException) as exc:
             raise ProviderUnavailable(f"realtime connection failed: {_describe(exc)}") from exc
 
@@ -314,8 +316,10 @@ class OpenAiRealtime(RealtimeSession):
             # Coalesce whatever else is waiting: fewer, larger appends after a stall.
             while not self._queue.empty():
                 frames.append(self._queue.get_nowait())
-            event = {"type": "input_audio_buffer.append",
-                     "audio": base64.b64encode(b"".join(frames)).decode("ascii")}
+            event = {
+                "type": "input_audio_buffer.append",
+                "audio": base64.b64encode(b"".join(frames)).decode("ascii"),
+            }
             if not self.connected or not await self._send(event):
                 self.dropped_frames += len(frames)
 
@@ -370,8 +374,9 @@ class OpenAiRealtime(RealtimeSession):
         # Remembered so a "nothing to cancel" error (the response ended while our
         # cancel was on the wire) is not reported as a failure.
         self._cancel_ids.add(event_id)
-        await self._send({"type": "response.cancel", "event_id": event_id,
-                          "response_id": response_id})
+        await self._send(
+            {"type": "response.cancel", "event_id": event_id, "response_id": response_id}
+        )
 
     def _on_response_created(self, event: Mapping[str, Any]) -> None:
         self._response_id = _response_id(event) or "unknown"
@@ -408,15 +413,24 @@ class OpenAiRealtime(RealtimeSession):
             return
         self._pending_tools += 1
         # A task, so the caller keeps hearing (and barging in) while the tool runs.
-        self._spawn(self._run_tool(call_id, str(event.get("name") or ""),
-                                   event.get("arguments")), f"realtime-tool-{call_id}")
+        self._spawn(
+            self._run_tool(call_id, str(event.get("name") or ""), event.get("arguments")),
+            f"realtime-tool-{call_id}",
+        )
 
     async def _run_tool(self, call_id: str, name: str, raw_arguments: Any) -> None:
         try:
             result = await self._tool_result(name, raw_arguments)
-            await self._send({"type": "conversation.item.create", "item": {
-                "type": "function_call_output", "call_id": call_id,
-                "output": json.dumps(result, default=str)}})
+            await self._send(
+                {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "function_call_output",
+                        "call_id": call_id,
+                        "output": json.dumps(result, default=str),
+                    },
+                }
+            )
         finally:
             self._pending_tools -= 1
         if self._closing or self._ended:

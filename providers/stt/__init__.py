@@ -1,4 +1,5 @@
 """Realtime speech-to-text: build the session the `streaming` config block asks for."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

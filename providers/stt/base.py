@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Speech-to-text".
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -9,6 +9,7 @@ we send `transcription_session.update` (g711_ulaw input, server VAD) and
 `input_audio_buffer.speech_started`, `conversation.item.input_audio_transcription.failed`
 and `error`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -242,8 +243,10 @@ class OpenAiRealtimeStt(SttSession):
             if ws is None or not self.connected:
                 self.dropped_frames += len(frames)
                 continue
-            event = {"type": "input_audio_buffer.append",
-                     "audio": base64.b64encode(b"".join(frames)).decode("ascii")}
+            event = {
+                "type": "input_audio_buffer.append",
+                "audio": base64.b64encode(b"".join(frames)).decode("ascii"),
+            }
             try:
                 await ws.send(json.dumps(event))
             except ConnectionClosed:

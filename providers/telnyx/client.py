@@ -3,6 +3,7 @@
 One request per method, no retries (the services own retry policy). Bearer-key auth and
 JSON bodies as in the telnyx SDK (`telnyx/resources/calls/actions.py`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,9 @@ class TelnyxApiError(ProviderError):
     """A non-2xx answer from the Telnyx API; `status` is the HTTP status."""
 
     def __init__(self, message: str, *, status: int, provider_code: str | None) -> None:
-        super().__init__(message, retryable=status >= 500 or status == 429,
-                         provider_code=provider_code)
+        super().__init__(
+            message, retryable=status >= 500 or status == 429, provider_code=provider_code
+        )
         self.status = status
 
     @property
@@ -50,8 +52,7 @@ def api_error(response: httpx.Response) -> TelnyxApiError:
     """Telnyx error bodies are {"errors": [{"code": "90018", "title": "…", "detail": "…"}]}."""
     code, detail = _first_error(response)
     status = response.status_code
-    return TelnyxApiError(f"Telnyx API error: {status} {detail}", status=status,
-                          provider_code=code)
+    return TelnyxApiError(f"Telnyx API error: {status} {detail}", status=status, provider_code=code)
 
 
 def _first_error(response: httpx.Response) -> tuple[str | None, str]:
@@ -71,8 +72,9 @@ def _first_error(response: httpx.Response) -> tuple[str | None, str]:
 class TelnyxRest:
     """The Call Control requests the adapter needs; each returns the response's `data`."""
 
-    def __init__(self, *, api_key: str, http: httpx.Client,
-                 api_base_url: str | None = None) -> None:
+    def __init__(
+        self, *, api_key: str, http: httpx.Client, api_base_url: str | None = None
+    ) -> None:
         self._http = http
         self._base = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
@@ -80,8 +82,14 @@ class TelnyxRest:
     def dial(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._request("POST", "/v2/calls", {**body, "command_id": new_command_id()})
 
-    def command(self, call_control_id: str, action: str, body: Mapping[str, Any], *,
-                command_id: str | None = None) -> None:
+    def command(
+        self,
+        call_control_id: str,
+        action: str,
+        body: Mapping[str, Any],
+        *,
+        command_id: str | None = None,
+    ) -> None:
         """POST …/actions/<action>; Telnyx drops a second command with the same `command_id`.
 
         A command sent again after a crash passes the same id (CallTarget.command_key), so
@@ -93,11 +101,11 @@ class TelnyxRest:
     def get_call(self, call_control_id: str) -> dict[str, Any]:
         return self._request("GET", _call_path(call_control_id), None)
 
-    def _request(self, method: str, path: str,
-                 body: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
         try:
-            response = self._http.request(method, self._base + path, json=body,
-                                          headers=self._headers)
+            response = self._http.request(
+                method, self._base + path, json=body, headers=self._headers
+            )
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"Telnyx API unreachable: {exc}") from exc
         if response.status_code >= 400:

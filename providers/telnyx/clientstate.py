@@ -5,6 +5,7 @@ webhook for that leg (telnyx SDK `ActionSpeakParams.client_state`: "add state to
 subsequent webhook"; it "must be a valid Base-64 encoded string"). We put `<callId>` there,
 or `<callId>:<turnToken>` while a turn listens, so webhooks name the call and the turn.
 """
+
 from __future__ import annotations
 
 import base64

@@ -2,6 +2,7 @@
 
 Pure functions: no I/O, so every field is testable without a transport.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,19 @@ RING_TIMEOUT_RANGE = (5, 600)
 # `speak.voice` is `<Provider>[.<Model>].<VoiceId>` or, for service_level basic, male/female
 # (ActionSpeakParams.voice). A TTS voice of another vendor (OpenAI "alloy", a bare
 # ElevenLabs id) would be refused with 422 and the caller would hear nothing.
-_VOICE_PROVIDERS = ("AWS", "Azure", "ElevenLabs", "Telnyx", "Minimax", "Resemble", "Inworld",
-                    "FishAudio", "Soniox", "xAI", "Humain")
+_VOICE_PROVIDERS = (
+    "AWS",
+    "Azure",
+    "ElevenLabs",
+    "Telnyx",
+    "Minimax",
+    "Resemble",
+    "Inworld",
+    "FishAudio",
+    "Soniox",
+    "xAI",
+    "Humain",
+)
 # `send_dtmf.digits`: "Valid digits are 0-9, A-D, *, and #. Pauses can be added using
 # w (0.5s) and W (1s)" (ActionSendDtmfParams). Our `,`/`p`/`P` are the dialer "pause",
 # conventionally two seconds, so they become two one-second waits.
@@ -73,16 +85,17 @@ def streaming_start(target: CallTarget) -> dict[str, Any]:
     """
     if target.stream is None:
         raise ProviderError("No stream to start for this call")
-    return {**stream_fields(target.stream),
-            "custom_parameters": [{"name": "token", "value": target.stream.token}],
-            "client_state": clientstate.encode(target.call_id)}
+    return {
+        **stream_fields(target.stream),
+        "custom_parameters": [{"name": "token", "value": target.stream.token}],
+        "client_state": clientstate.encode(target.call_id),
+    }
 
 
 def speak(target: CallTarget, text: str, *, voice: str, language: str) -> dict[str, Any]:
     if len(text) > MAX_SPEAK_CHARS:
         raise ProviderError(f"Telnyx speak text exceeds {MAX_SPEAK_CHARS} characters")
-    return {"payload": text, "voice": voice, "language": language,
-            "client_state": state(target)}
+    return {"payload": text, "voice": voice, "language": language, "client_state": state(target)}
 
 
 def transcription_start(target: CallTarget, *, language: str) -> dict[str, Any]:
@@ -92,8 +105,10 @@ def transcription_start(target: CallTarget, *, language: str) -> dict[str, Any]:
     # answers a turn.
     return {
         "transcription_engine": "Google",
-        "transcription_engine_config": {"language": language.split("-")[0].lower() or "en",
-                                        "interim_results": False},
+        "transcription_engine_config": {
+            "language": language.split("-")[0].lower() or "en",
+            "interim_results": False,
+        },
         "transcription_tracks": "inbound",
         "client_state": state(target),
     }

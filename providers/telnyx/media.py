@@ -11,6 +11,7 @@ telnyx SDK CallDialParams / ActionStartStreamingParams) which Telnyx sends as th
 `x-telnyx-streaming-auth-token` upgrade header, or `custom_parameters` (streaming_start
 only), which the start frame echoes in `start.custom_parameters`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -95,8 +96,14 @@ class TelnyxMediaCodec(MediaCodec):
         stream_id = require_str(frame, "stream_id")  # top level, not inside `start`
         _check_media_format(start)
         token, params = string_params(_custom_parameters(start.get("custom_parameters")))
-        return self._begin(StreamStart(stream_id=stream_id, provider_call_id=call_control_id,
-                                       token=token or self._upgrade_token, params=params))
+        return self._begin(
+            StreamStart(
+                stream_id=stream_id,
+                provider_call_id=call_control_id,
+                token=token or self._upgrade_token,
+                params=params,
+            )
+        )
 
 
 def _media(frame: dict[str, Any]) -> AudioIn | None:
@@ -112,8 +119,11 @@ def _check_media_format(start: Mapping[str, Any]) -> None:
     media_format = start.get("media_format")
     # Absent: the stream uses the call's codec, which we ask to be PCMU when streaming.
     if isinstance(media_format, dict):
-        check_ulaw_8k(str(media_format.get("encoding", _PCMU)),
-                      media_format.get("sample_rate", ULAW_RATE), expected=_PCMU)
+        check_ulaw_8k(
+            str(media_format.get("encoding", _PCMU)),
+            media_format.get("sample_rate", ULAW_RATE),
+            expected=_PCMU,
+        )
 
 
 def _custom_parameters(raw: object) -> Mapping[str, object]:

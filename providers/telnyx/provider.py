@@ -4,6 +4,7 @@ Telnyx ignores webhook response bodies: everything, including answering an inbou
 is a REST command (docs/carriers.md, "Telnyx: commands"). Webhooks name our call through
 `client_state`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,13 @@ class TelnyxProvider(TelephonyProvider):
     speech_by_fetch = False
     signature_headers = ((signature.SIGNATURE_HEADER, signature.TIMESTAMP_HEADER),)
 
-    def __init__(self, *, settings: Mapping[str, Any], http: httpx.Client | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Mapping[str, Any],
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._settings = dict(settings)
         credentials = {key: config_value(settings, key) for key in ("apiKey", "connectionId")}
         missing = [f"telnyx.{key}" for key, value in credentials.items() if not value]
@@ -56,8 +62,11 @@ class TelnyxProvider(TelephonyProvider):
         self._clock = clock
         self._owns_http = http is None
         self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
-        self._rest = TelnyxRest(api_key=credentials["apiKey"], http=self._http,
-                                api_base_url=config_value(settings, "apiBaseUrl") or None)
+        self._rest = TelnyxRest(
+            api_key=credentials["apiKey"],
+            http=self._http,
+            api_base_url=config_value(settings, "apiBaseUrl") or None,
+        )
 
     def _load_public_key(self) -> Ed25519PublicKey | None:
         """Bad configuration fails at startup; a missing key fails each webhook closed."""
@@ -84,16 +93,23 @@ class TelnyxProvider(TelephonyProvider):
         # An inbound leg stays parked until answered (plugin issue #58231). No webhook_url
         # override: the app-level URL reached us already, and the local fallback URL would
         # not.
-        self._rest.command(target.provider_call_id, "answer",
-                           {"client_state": clientstate.encode(target.call_id)},
-                           command_id=target.command_key)
+        self._rest.command(
+            target.provider_call_id,
+            "answer",
+            {"client_state": clientstate.encode(target.call_id)},
+            command_id=target.command_key,
+        )
 
     def start_stream(self, target: CallTarget) -> None:
         # The answer command has no stream token field (ActionAnswerParams: stream_url and
         # codecs only), so an inbound call's stream starts on call.answered with
         # streaming_start, which takes stream_auth_token and custom_parameters.
-        self._rest.command(target.provider_call_id, "streaming_start",
-                           commands.streaming_start(target), command_id=target.command_key)
+        self._rest.command(
+            target.provider_call_id,
+            "streaming_start",
+            commands.streaming_start(target),
+            command_id=target.command_key,
+        )
 
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
         # speak + transcription_start rather than gather_using_speak: gather collects DTMF
@@ -134,15 +150,18 @@ class TelnyxProvider(TelephonyProvider):
             logger.warning("telnyx transcription_stop failed: %s", exc)
 
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
-        self._rest.command(target.provider_call_id, "send_dtmf",
-                           {"digits": commands.dtmf_digits(digits)},
-                           command_id=target.command_key)
+        self._rest.command(
+            target.provider_call_id,
+            "send_dtmf",
+            {"digits": commands.dtmf_digits(digits)},
+            command_id=target.command_key,
+        )
 
-    def _command_unless_gone(self, target: CallTarget, action: str,
-                             body: Mapping[str, Any]) -> None:
+    def _command_unless_gone(
+        self, target: CallTarget, action: str, body: Mapping[str, Any]
+    ) -> None:
         try:
-            self._rest.command(target.provider_call_id, action, body,
-                               command_id=target.command_key)
+            self._rest.command(target.provider_call_id, action, body, command_id=target.command_key)
         except TelnyxApiError as exc:
             if not exc.call_gone:  # 404 / 90018 "call has already ended": nothing to stop
                 raise
@@ -186,14 +205,22 @@ class TelnyxProvider(TelephonyProvider):
         public = str(self._settings.get("publicUrl") or "")
         return [
             ("telnyx-connection", True, f"connection {self._connection_id}"),
-            ("telnyx-signatures", self._public_key is not None and not skip,
-             "webhooks verified with the configured Ed25519 public key" if not skip
-             and self._public_key is not None
-             else "skipSignatureVerification is on: anyone can forge webhooks" if skip
-             else "telnyx.publicKey is missing: every webhook will be refused"),
-            ("telnyx-webhook-url", public.startswith("https://"),
-             f"calls are placed with webhook_url {public}" if public.startswith("https://")
-             else "set publicUrl to the https:// URL Telnyx should call"),
+            (
+                "telnyx-signatures",
+                self._public_key is not None and not skip,
+                "webhooks verified with the configured Ed25519 public key"
+                if not skip and self._public_key is not None
+                else "skipSignatureVerification is on: anyone can forge webhooks"
+                if skip
+                else "telnyx.publicKey is missing: every webhook will be refused",
+            ),
+            (
+                "telnyx-webhook-url",
+                public.startswith("https://"),
+                f"calls are placed with webhook_url {public}"
+                if public.startswith("https://")
+                else "set publicUrl to the https:// URL Telnyx should call",
+            ),
         ]
 
     def close(self) -> None:

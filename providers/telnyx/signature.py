@@ -5,6 +5,7 @@ signature first ("Invalid signature"), then the 300 s window ("Timestamp too old
 forged old request never learns that its timestamp was the problem
 (docs/carriers.md, "Telnyx: signatures").
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,8 +35,11 @@ def load_public_key(text: str) -> Ed25519PublicKey:
             key = load_pem_public_key(text.encode())
         else:
             raw = base64.b64decode("".join(text.split()), validate=True)
-            key = (Ed25519PublicKey.from_public_bytes(raw) if len(raw) == 32
-                   else load_der_public_key(raw))
+            key = (
+                Ed25519PublicKey.from_public_bytes(raw)
+                if len(raw) == 32
+                else load_der_public_key(raw)
+            )
     except (binascii.Error, ValueError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"not an Ed25519 public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):

@@ -7,6 +7,7 @@ are kept, so inbound calls register (plugin issue #58231); transcripts are read 
 `payload.transcription`); `client_state` carries the turn token. Unknown event types give
 no events and the services answer 200.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,9 @@ def parse_events(body: bytes) -> list[NormalizedEvent]:
     return [_event(type_, data, payload, details)]
 
 
-def _event(type_: EventType, data: Mapping[str, Any], payload: Mapping[str, Any],
-           details: dict[str, Any]) -> NormalizedEvent:
+def _event(
+    type_: EventType, data: Mapping[str, Any], payload: Mapping[str, Any], details: dict[str, Any]
+) -> NormalizedEvent:
     call_id, turn_token = clientstate.decode(payload.get("client_state"))
     event_id = _text(data.get("id"))
     return NormalizedEvent(
@@ -106,8 +108,9 @@ def _event(type_: EventType, data: Mapping[str, Any], payload: Mapping[str, Any]
     )
 
 
-def _classify(event_type: str,
-              payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | None:
+def _classify(
+    event_type: str, payload: Mapping[str, Any]
+) -> tuple[EventType, dict[str, Any]] | None:
     if event_type in _PLAIN:
         return _PLAIN[event_type], {}
     handler = _DETAILED.get(event_type)

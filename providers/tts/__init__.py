@@ -1,4 +1,5 @@
 """Streaming telephony TTS: build the provider the merged `tts` config selects."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -30,11 +31,15 @@ def build_tts(tts: Mapping[str, Any], *, http: httpx.AsyncClient | None = None) 
     builder = _BUILDERS.get(name)
     if builder is None:
         raise ProviderNotConfigured(
-            f'TTS provider "{name}" is not supported for calls; use "openai" or "elevenlabs"')
+            f'TTS provider "{name}" is not supported for calls; use "openai" or "elevenlabs"'
+        )
     block = providers.get(name)
-    return builder(block if isinstance(block, Mapping) else {},
-                   voice=preferred_voice({**tts, "provider": name}),
-                   timeout_ms=int(tts.get("timeoutMs") or DEFAULT_TIMEOUT_MS), http=http)
+    return builder(
+        block if isinstance(block, Mapping) else {},
+        voice=preferred_voice({**tts, "provider": name}),
+        timeout_ms=int(tts.get("timeoutMs") or DEFAULT_TIMEOUT_MS),
+        http=http,
+    )
 
 
 def _provider_name(tts: Mapping[str, Any], providers: Mapping[str, Any]) -> str:
@@ -48,4 +53,5 @@ def _provider_name(tts: Mapping[str, Any], providers: Mapping[str, Any]) -> str:
             return candidate
     raise ProviderNotConfigured(
         "tts.provider is not set and neither tts.providers.openai.apiKey nor "
-        "tts.providers.elevenlabs.apiKey is configured")
+        "tts.providers.elevenlabs.apiKey is configured"
+    )

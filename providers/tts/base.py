@@ -5,6 +5,7 @@ enforces the synthesis timeout and the no-audio rule, and maps HTTP failures, so
 vendor fails with the same plugin strings (docs/plugin-behaviour.md, "Playback on a stream";
 docs/carriers.md, "Audio: TTS formats and resampling").
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,10 +27,20 @@ TELEPHONY_RATE = 8000
 ULAW_8K_FORMATS = frozenset({"ulaw_8000", "raw-8khz-8bit-mono-mulaw"})
 # Compressed audio we cannot play without a decoder; a server that ignores the requested
 # format (an "OpenAI-compatible" proxy, say) must fail loudly rather than play noise.
-_COMPRESSED_TYPES = frozenset({
-    "audio/mpeg", "audio/mp3", "audio/aac", "audio/flac", "audio/ogg", "audio/opus",
-    "audio/webm", "audio/wav", "audio/x-wav", "audio/wave",
-})
+_COMPRESSED_TYPES = frozenset(
+    {
+        "audio/mpeg",
+        "audio/mp3",
+        "audio/aac",
+        "audio/flac",
+        "audio/ogg",
+        "audio/opus",
+        "audio/webm",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/wave",
+    }
+)
 _ERROR_DETAIL_CHARS = 300
 
 
@@ -79,8 +90,9 @@ class TtsProvider(ABC):
     name: str
     output_format: str  # what `fetch` yields, in vendor terms: "ulaw_8000", "pcm_24000"
 
-    def __init__(self, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
-                 http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.timeout_ms = timeout_ms
         self._http = http
 
@@ -130,18 +142,25 @@ class TtsProvider(ABC):
                     yield chunk
         except TimeoutError:
             raise ProviderUnavailable(
-                f"Telephony TTS synthesis timed out after {self.timeout_ms}ms") from None
+                f"Telephony TTS synthesis timed out after {self.timeout_ms}ms"
+            ) from None
         finally:
             await chunks.aclose()
 
-    async def http_audio(self, url: str, *, headers: Mapping[str, str], body: Mapping[str, Any],
-                         params: Mapping[str, str] | None = None
-                         ) -> AsyncGenerator[bytes, None]:
+    async def http_audio(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: Mapping[str, Any],
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncGenerator[bytes, None]:
         """POST `body` as JSON and stream the response bytes, with vendor errors mapped."""
         client = self._http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
         try:
-            async with client.stream("POST", url, headers=dict(headers), json=dict(body),
-                                     params=dict(params or {})) as response:
+            async with client.stream(
+                "POST", url, headers=dict(headers), json=dict(body), params=dict(params or {})
+            ) as response:
                 await self._check(response)
                 async for chunk in response.aiter_bytes():
                     yield chunk

@@ -5,6 +5,7 @@ docs/carriers.md, "Audio: TTS formats and resampling".
 `?output_format=ulaw_8000` returns headerless 8 kHz μ-law that goes to the carrier
 unchanged; a configured `pcm_<rate>` format is resampled instead, anything else refused.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
@@ -22,8 +23,13 @@ DEFAULT_MODEL = "eleven_multilingual_v2"
 DEFAULT_VOICE_ID = "pMsXgVXv3BLzUgSXRplE"
 DEFAULT_OUTPUT_FORMAT = "ulaw_8000"
 # Our camelCase config keys → the API's voice_settings keys.
-_VOICE_SETTINGS = {"stability": "stability", "similarityBoost": "similarity_boost",
-                   "style": "style", "useSpeakerBoost": "use_speaker_boost", "speed": "speed"}
+_VOICE_SETTINGS = {
+    "stability": "stability",
+    "similarityBoost": "similarity_boost",
+    "style": "style",
+    "useSpeakerBoost": "use_speaker_boost",
+    "speed": "speed",
+}
 
 
 class ElevenLabsTts(TtsProvider):
@@ -52,21 +58,33 @@ class ElevenLabsTts(TtsProvider):
         self.url = f"{base}/v1/text-to-speech/{quote(voice_id, safe='')}/stream"
 
     @classmethod
-    def from_settings(cls, block: Mapping[str, Any], *, voice: str | None,
-                      timeout_ms: int, http: httpx.AsyncClient | None) -> ElevenLabsTts:
+    def from_settings(
+        cls,
+        block: Mapping[str, Any],
+        *,
+        voice: str | None,
+        timeout_ms: int,
+        http: httpx.AsyncClient | None,
+    ) -> ElevenLabsTts:
         """From `tts.providers.elevenlabs` {apiKey, baseUrl, voiceId, modelId, seed,
         applyTextNormalization, languageCode, voiceSettings{…}, outputFormat}."""
         api_key = str(block.get("apiKey") or "").strip()
         if not api_key:
             raise ProviderNotConfigured(
-                "tts.providers.elevenlabs.apiKey is required (or set ELEVENLABS_API_KEY)")
+                "tts.providers.elevenlabs.apiKey is required (or set ELEVENLABS_API_KEY)"
+            )
         fmt = str(block.get("outputFormat") or DEFAULT_OUTPUT_FORMAT)
         try:
-            return cls(api_key=api_key, voice_id=voice or DEFAULT_VOICE_ID,
-                       model_id=str(block.get("modelId") or DEFAULT_MODEL),
-                       output_format=fmt, options=_options(block),
-                       base_url=str(block.get("baseUrl") or "") or None,
-                       timeout_ms=timeout_ms, http=http)
+            return cls(
+                api_key=api_key,
+                voice_id=voice or DEFAULT_VOICE_ID,
+                model_id=str(block.get("modelId") or DEFAULT_MODEL),
+                output_format=fmt,
+                options=_options(block),
+                base_url=str(block.get("baseUrl") or "") or None,
+                timeout_ms=timeout_ms,
+                http=http,
+            )
         except ProviderError as exc:
             raise ProviderNotConfigured(str(exc)) from None
 
@@ -74,22 +92,31 @@ class ElevenLabsTts(TtsProvider):
         return {"text": text, "model_id": self.model_id, **self.options}
 
     def fetch(self, text: str) -> AsyncGenerator[bytes, None]:
-        return self.http_audio(self.url, headers={"xi-api-key": self._api_key},
-                               body=self.request_body(text),
-                               params={"output_format": self.output_format})
+        return self.http_audio(
+            self.url,
+            headers={"xi-api-key": self._api_key},
+            body=self.request_body(text),
+            params={"output_format": self.output_format},
+        )
 
 
 def _options(block: Mapping[str, Any]) -> dict[str, Any]:
     """Optional body fields, only those configured (the API applies its own defaults)."""
     options: dict[str, Any] = {}
-    for key, api_key in (("seed", "seed"), ("applyTextNormalization", "apply_text_normalization"),
-                         ("languageCode", "language_code")):
+    for key, api_key in (
+        ("seed", "seed"),
+        ("applyTextNormalization", "apply_text_normalization"),
+        ("languageCode", "language_code"),
+    ):
         if block.get(key) not in (None, ""):
             options[api_key] = block[key]
     settings = block.get("voiceSettings")
     if isinstance(settings, Mapping):
-        voice_settings = {api: settings[ours] for ours, api in _VOICE_SETTINGS.items()
-                          if settings.get(ours) is not None}
+        voice_settings = {
+            api: settings[ours]
+            for ours, api in _VOICE_SETTINGS.items()
+            if settings.get(ours) is not None
+        }
         if voice_settings:
             options["voice_settings"] = voice_settings
     return options

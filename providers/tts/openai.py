@@ -4,6 +4,7 @@
 (docs/carriers.md, "Audio: TTS formats and resampling"); the base resamples it to 8 kHz
 and encodes μ-law as it arrives.
 """
+
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
@@ -51,22 +52,39 @@ class OpenAiTts(TtsProvider):
         self.instructions = instructions
 
     @classmethod
-    def from_settings(cls, block: Mapping[str, Any], *, voice: str | None,
-                      timeout_ms: int, http: httpx.AsyncClient | None) -> OpenAiTts:
+    def from_settings(
+        cls,
+        block: Mapping[str, Any],
+        *,
+        voice: str | None,
+        timeout_ms: int,
+        http: httpx.AsyncClient | None,
+    ) -> OpenAiTts:
         """From `tts.providers.openai` {apiKey, baseUrl, model, voice, speed, instructions}."""
         api_key = str(block.get("apiKey") or "").strip()
         if not api_key:
             raise ProviderNotConfigured(
-                "tts.providers.openai.apiKey is required (or set OPENAI_API_KEY)")
+                "tts.providers.openai.apiKey is required (or set OPENAI_API_KEY)"
+            )
         instructions = str(block.get("instructions") or "").strip() or None
-        return cls(api_key=api_key, model=str(block.get("model") or DEFAULT_MODEL),
-                   voice=voice or DEFAULT_VOICE, speed=_speed(block.get("speed")),
-                   instructions=instructions, base_url=str(block.get("baseUrl") or "") or None,
-                   timeout_ms=timeout_ms, http=http)
+        return cls(
+            api_key=api_key,
+            model=str(block.get("model") or DEFAULT_MODEL),
+            voice=voice or DEFAULT_VOICE,
+            speed=_speed(block.get("speed")),
+            instructions=instructions,
+            base_url=str(block.get("baseUrl") or "") or None,
+            timeout_ms=timeout_ms,
+            http=http,
+        )
 
     def request_body(self, text: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "voice": self.voice, "input": text,
-                                "response_format": "pcm"}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "voice": self.voice,
+            "input": text,
+            "response_format": "pcm",
+        }
         if self.speed is not None:
             body["speed"] = self.speed
         if self.instructions:  # the API rejects instructions for tts-1 / tts-1-hd

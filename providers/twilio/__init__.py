@@ -1,4 +1,5 @@
 """Twilio Programmable Voice (REST 2010-04-01, TwiML, X-Twilio-Signature webhooks)."""
+
 from __future__ import annotations
 
 from providers.twilio.provider import TwilioProvider

@@ -1,4 +1,5 @@
 """Twilio Programmable Voice REST 2010-04-01 through the official SDK, carried over httpx."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ class TwilioApiError(ProviderError):
     """A non-2xx answer from the Twilio API; `status` is the HTTP status."""
 
     def __init__(self, message: str, *, status: int, provider_code: str | None) -> None:
-        super().__init__(message, retryable=status >= 500 or status == 429,
-                         provider_code=provider_code)
+        super().__init__(
+            message, retryable=status >= 500 or status == 429, provider_code=provider_code
+        )
         self.status = status
 
     @property
@@ -67,8 +69,12 @@ class HttpxTwilioClient(HttpClient):
         headers = dict(headers or {})
         try:
             response = self._http.request(
-                method, self._rewrite(uri), params=_pairs(params) or None,
-                content=_body(data, headers), headers=headers, auth=auth,
+                method,
+                self._rewrite(uri),
+                params=_pairs(params) or None,
+                content=_body(data, headers),
+                headers=headers,
+                auth=auth,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 follow_redirects=allow_redirects,
             )
@@ -116,8 +122,11 @@ def api_error(response: httpx.Response) -> TwilioApiError:
     """Twilio error bodies are {"code": 21220, "message": "…", "status": 400, …}."""
     code, message = _error_fields(response)
     status = response.status_code
-    return TwilioApiError(f"Twilio API error: {status} {message}", status=status,
-                          provider_code=str(code) if code is not None else None)
+    return TwilioApiError(
+        f"Twilio API error: {status} {message}",
+        status=status,
+        provider_code=str(code) if code is not None else None,
+    )
 
 
 def _error_fields(response: httpx.Response) -> tuple[object | None, str]:
@@ -135,14 +144,26 @@ def _error_fields(response: httpx.Response) -> tuple[object | None, str]:
 class TwilioRest:
     """The four Call-resource operations the adapter needs, each one request, no retries."""
 
-    def __init__(self, *, account_sid: str, auth_token: str, http: httpx.Client,
-                 region: str | None = None, api_base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        http: httpx.Client,
+        region: str | None = None,
+        api_base_url: str | None = None,
+    ) -> None:
         transport = HttpxTwilioClient(http, api_base_url=api_base_url)
         self.origin = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         custom_base = self.origin != DEFAULT_API_BASE_URL
         # environment={} keeps TWILIO_REGION/TWILIO_EDGE from silently changing the host.
-        self._client = Client(account_sid, auth_token, http_client=transport, environment={},
-                              region=None if custom_base else (region or None))
+        self._client = Client(
+            account_sid,
+            auth_token,
+            http_client=transport,
+            environment={},
+            region=None if custom_base else (region or None),
+        )
 
     def create_call(self, **fields: Any) -> tuple[str, str]:
         call = self._client.calls.create(**fields)
@@ -153,4 +174,3 @@ class TwilioRest:
 
     def fetch_status(self, sid: str) -> str:
         return str(self._client.calls(sid).fetch().status or "")
-

@@ -4,6 +4,7 @@ Audio is always `audio/x-mulaw` at 8000 Hz, mono, base64 without a file header, 
 directions (docs/carriers.md, "Twilio: media streams";
 https://www.twilio.com/docs/voice/media-streams/websocket-messages).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -53,12 +54,18 @@ class TwilioMediaCodec(MediaCodec):
         return None
 
     def encode_audio(self, ulaw: bytes) -> str:
-        return dump_frame({"event": "media", "streamSid": self._started_stream(),
-                           "media": {"payload": encode_audio_payload(ulaw)}})
+        return dump_frame(
+            {
+                "event": "media",
+                "streamSid": self._started_stream(),
+                "media": {"payload": encode_audio_payload(ulaw)},
+            }
+        )
 
     def encode_mark(self, name: str) -> str:
-        return dump_frame({"event": "mark", "streamSid": self._started_stream(),
-                           "mark": {"name": name}})
+        return dump_frame(
+            {"event": "mark", "streamSid": self._started_stream(), "mark": {"name": name}}
+        )
 
     def encode_clear(self) -> str:
         return dump_frame({"event": "clear", "streamSid": self._started_stream()})
@@ -72,8 +79,9 @@ class TwilioMediaCodec(MediaCodec):
         stream_sid = optional_str(start, "streamSid") or require_str(frame, "streamSid")
         _check_media_format(start)
         token, params = string_params(start.get("customParameters"))
-        return self._begin(StreamStart(stream_id=stream_sid, provider_call_id=call_sid,
-                                       token=token, params=params))
+        return self._begin(
+            StreamStart(stream_id=stream_sid, provider_call_id=call_sid, token=token, params=params)
+        )
 
 
 def _media(frame: dict[str, Any]) -> AudioIn | None:
@@ -87,5 +95,8 @@ def _media(frame: dict[str, Any]) -> AudioIn | None:
 def _check_media_format(start: Mapping[str, Any]) -> None:
     media_format = start.get("mediaFormat")
     if isinstance(media_format, dict):  # absent: Twilio only ever streams 8 kHz μ-law
-        check_ulaw_8k(str(media_format.get("encoding", ULAW)),
-                      media_format.get("sampleRate", ULAW_RATE), expected=ULAW)
+        check_ulaw_8k(
+            str(media_format.get("encoding", ULAW)),
+            media_format.get("sampleRate", ULAW_RATE),
+            expected=ULAW,
+        )

@@ -1,4 +1,5 @@
 """The Twilio carrier: Programmable Voice REST 2010-04-01, TwiML replies, signed webhooks."""
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,8 @@ from providers.base import (
 from providers.common import preferred_voice
 from providers.errors import ProviderError, ProviderNotConfigured
 from providers.twilio import signature, twiml, webhooks
-from providers.twilio.media import TwilioMediaCodec
 from providers.twilio.client import DEFAULT_TIMEOUT, TwilioApiError, TwilioRest, config_value
+from providers.twilio.media import TwilioMediaCodec
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,13 @@ class TwilioProvider(TelephonyProvider):
     call_waiting = True
     signature_headers = (("x-twilio-signature",),)
 
-    def __init__(self, *, settings: Mapping[str, Any], http: httpx.Client | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Mapping[str, Any],
+        http: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._settings = dict(settings)
         credentials = {key: config_value(settings, key) for key in ("accountSid", "authToken")}
         missing = [f"twilio.{key}" for key, value in credentials.items() if not value]
@@ -55,17 +61,22 @@ class TwilioProvider(TelephonyProvider):
         self._owns_http = http is None
         self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
         self._sleep = sleep
-        self._rest = TwilioRest(account_sid=credentials["accountSid"],
-                                auth_token=credentials["authToken"], http=self._http,
-                                region=config_value(settings, "region") or None,
-                                api_base_url=config_value(settings, "apiBaseUrl") or None)
+        self._rest = TwilioRest(
+            account_sid=credentials["accountSid"],
+            auth_token=credentials["authToken"],
+            http=self._http,
+            region=config_value(settings, "region") or None,
+            api_base_url=config_value(settings, "apiBaseUrl") or None,
+        )
 
     # -- call control -----------------------------------------------------------------------
     def place_call(self, request: PlaceCall) -> PlaceCallResult:
         fields: dict[str, Any] = {
-            "to": request.to_number, "from_": request.from_number,
+            "to": request.to_number,
+            "from_": request.from_number,
             "status_callback": twiml.with_query(request.webhook_url, type="status"),
-            "status_callback_method": "POST", "status_callback_event": list(STATUS_EVENTS),
+            "status_callback_method": "POST",
+            "status_callback_event": list(STATUS_EVENTS),
             "timeout": request.ring_timeout_s,
         }
         inline = self._dial_twiml(request)
@@ -75,15 +86,18 @@ class TwilioProvider(TelephonyProvider):
             fields.update(url=request.webhook_url, method="POST")
         sid, status = self._rest.create_call(**fields)
         delivered = inline is not None and request.mode == "notify"
-        return PlaceCallResult(provider_call_id=sid,
-                               status="queued" if status == "queued" else "initiated",
-                               message_delivered=delivered)
+        return PlaceCallResult(
+            provider_call_id=sid,
+            status="queued" if status == "queued" else "initiated",
+            message_delivered=delivered,
+        )
 
     def _dial_twiml(self, request: PlaceCall) -> str | None:
         """Inline TwiML for notify (message + hang-up) and pre-connect DTMF; else None (Url)."""
         if request.mode == "notify" and request.message:
-            document = twiml.notify(request.message, voice=self._voice(request.voice),
-                                    language=request.language)
+            document = twiml.notify(
+                request.message, voice=self._voice(request.voice), language=request.language
+            )
         elif request.dtmf_sequence:
             document = twiml.play_digits(request.dtmf_sequence, redirect_url=request.webhook_url)
         else:
@@ -109,14 +123,16 @@ class TwilioProvider(TelephonyProvider):
         # caller says next to us (the plugin uses <Gather><Say>.</Say></Gather>;
         # docs/carriers.md, "Twilio: TwiML replies").
         language = _language(target)
-        document = twiml.say_then_listen(text, voice=self._voice(None), language=language,
-                                         action=self._action(target, language))
+        document = twiml.say_then_listen(
+            text, voice=self._voice(None), language=language, action=self._action(target, language)
+        )
         self._update_twiml(target, document)
 
     def start_listening(self, target: CallTarget) -> None:
         language = _language(target)
-        self._update_twiml(target, twiml.listen(action=self._action(target, language),
-                                                language=language))
+        self._update_twiml(
+            target, twiml.listen(action=self._action(target, language), language=language)
+        )
 
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
         self._update_twiml(target, twiml.play_digits(digits, redirect_url=self._webhook(target)))
@@ -132,8 +148,9 @@ class TwilioProvider(TelephonyProvider):
             return _unknown_status(exc)
         if status in webhooks.END_REASONS:
             return CallStatus(status, is_terminal=True, end_reason=webhooks.END_REASONS[status])
-        return CallStatus(status or "unknown", is_terminal=False,
-                          is_unknown=status not in _LIVE_STATUSES)
+        return CallStatus(
+            status or "unknown", is_terminal=False, is_unknown=status not in _LIVE_STATUSES
+        )
 
     def can_speak_in_reply(self, request: WebhookRequest) -> bool:
         return webhooks.is_twiml_fetch(request)
@@ -166,15 +183,30 @@ class TwilioProvider(TelephonyProvider):
         public = str(self._settings.get("publicUrl") or "")
         skip = bool(self._settings.get("skipSignatureVerification"))
         return [
-            ("twilio-account", sid.startswith("AC") and len(sid) == 34,
-             f"accountSid {sid[:6]}… " + ("looks right" if sid.startswith("AC") and len(sid) == 34
-                                         else "should be AC followed by 32 hex digits")),
-            ("twilio-signatures", not skip,
-             "webhook signatures are verified" if not skip
-             else "skipSignatureVerification is on: anyone can forge webhooks"),
-            ("twilio-webhook-url", public.startswith("https://"),
-             f"Twilio will call {public}" if public.startswith("https://")
-             else "set publicUrl to the https:// URL Twilio should call (it is signed as given)"),
+            (
+                "twilio-account",
+                sid.startswith("AC") and len(sid) == 34,
+                f"accountSid {sid[:6]}… "
+                + (
+                    "looks right"
+                    if sid.startswith("AC") and len(sid) == 34
+                    else "should be AC followed by 32 hex digits"
+                ),
+            ),
+            (
+                "twilio-signatures",
+                not skip,
+                "webhook signatures are verified"
+                if not skip
+                else "skipSignatureVerification is on: anyone can forge webhooks",
+            ),
+            (
+                "twilio-webhook-url",
+                public.startswith("https://"),
+                f"Twilio will call {public}"
+                if public.startswith("https://")
+                else "set publicUrl to the https:// URL Twilio should call (it is signed as given)",
+            ),
             ("twilio-api", True, f"REST API origin {self._rest.origin}"),
         ]
 
@@ -206,8 +238,9 @@ class TwilioProvider(TelephonyProvider):
         return twiml.with_query(str(public), callId=target.call_id)
 
     def _action(self, target: CallTarget, language: str | None) -> str:
-        return webhooks.gather_action(self._webhook(target), call_id=None,
-                                      turn_token=target.turn_token, language=language)
+        return webhooks.gather_action(
+            self._webhook(target), call_id=None, turn_token=target.turn_token, language=language
+        )
 
     def _voice(self, requested: str | None) -> str:
         return twiml.say_voice(requested or preferred_voice(self._settings.get("tts")))

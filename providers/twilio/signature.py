@@ -5,6 +5,7 @@ port variants of docs/carriers.md, "Twilio: signatures"); the verified request's
 key never includes I-Twilio-Idempotency-Token, which Twilio changes between retries of
 one delivery.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,11 @@ class Params(dict[str, list[str]]):
 def verify(request: WebhookRequest, settings: Mapping[str, Any]) -> VerifyResult:
     security = SecuritySettings.from_settings(settings)
     if security.skip_signature_verification:
-        return VerifyResult(ok=True, reason="signature verification skipped",
-                            request_key=skip_key("twilio", request))
+        return VerifyResult(
+            ok=True,
+            reason="signature verification skipped",
+            request_key=skip_key("twilio", request),
+        )
     signature = provided_signature(request)
     if not signature:
         return VerifyResult(ok=False, reason=MISSING_SIGNATURE)
@@ -88,8 +92,7 @@ def replay_key(url: str, params: Params | str, signature: str) -> str:
     if isinstance(params, str):
         canonical = params
     else:
-        canonical = "&".join(f"{key}={value}" for key in sorted(params)
-                             for value in params[key])
+        canonical = "&".join(f"{key}={value}" for key in sorted(params) for value in params[key])
     digest = hashlib.sha256(f"{url}\n{canonical}\n{signature}".encode()).hexdigest()
     return f"twilio:req:{digest}"
 
@@ -106,10 +109,12 @@ def explain(request: WebhookRequest, settings: Mapping[str, Any]) -> dict[str, A
     validator = RequestValidator(config_value(settings, "authToken"))
     algorithm = get_signature_algorithm(request.header(SETTINGS_HEADER))
     candidates = [
-        {"url": url,
-         "expectedSignature": _expected(validator, url, params, algorithm),
-         "matches": bool(signature) and validator.validate(url, params, signature,
-                                                          algorithm=algorithm)}
+        {
+            "url": url,
+            "expectedSignature": _expected(validator, url, params, algorithm),
+            "matches": bool(signature)
+            and validator.validate(url, params, signature, algorithm=algorithm),
+        }
         for url in signed_url_candidates(request, security)
     ]
     return {
@@ -123,10 +128,14 @@ def explain(request: WebhookRequest, settings: Mapping[str, Any]) -> dict[str, A
     }
 
 
-def _expected(validator: RequestValidator, url: str, params: Params | str,
-              algorithm: str) -> str | None:
+def _expected(
+    validator: RequestValidator, url: str, params: Params | str, algorithm: str
+) -> str | None:
     try:
-        return str(validator.compute_signature(
-            url, Params() if isinstance(params, str) else params, algorithm))
+        return str(
+            validator.compute_signature(
+                url, Params() if isinstance(params, str) else params, algorithm
+            )
+        )
     except ValueError:  # an algorithm this SDK does not know
         return None

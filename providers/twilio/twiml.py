@@ -2,6 +2,7 @@
 
 The builder escapes every attribute and text value; nothing here formats XML by hand.
 """
+
 from __future__ import annotations
 
 import re
@@ -97,9 +98,14 @@ def gather(response: VoiceResponse, *, action: str, language: str | None) -> Non
     actionOnEmptyResult: without it an empty Gather falls through to the end of the
     document and Twilio hangs up; with it we get a callback and decide (keep listening).
     """
-    response.gather(input="speech", speech_timeout="auto",
-                    language=language or DEFAULT_LANGUAGE, action=action, method="POST",
-                    action_on_empty_result=True)
+    response.gather(
+        input="speech",
+        speech_timeout="auto",
+        language=language or DEFAULT_LANGUAGE,
+        action=action,
+        method="POST",
+        action_on_empty_result=True,
+    )
 
 
 def listen(*, action: str, language: str | None) -> VoiceResponse:
@@ -116,8 +122,9 @@ def notify(message: str, *, voice: str, language: str | None) -> VoiceResponse:
     return response
 
 
-def say_then_listen(text: str | None, *, voice: str, language: str | None,
-                    action: str) -> VoiceResponse:
+def say_then_listen(
+    text: str | None, *, voice: str, language: str | None, action: str
+) -> VoiceResponse:
     response = VoiceResponse()
     if text:
         say(response, text, voice=voice, language=language)
@@ -125,8 +132,9 @@ def say_then_listen(text: str | None, *, voice: str, language: str | None,
     return response
 
 
-def say_then_hold(text: str | None, *, voice: str, language: str | None,
-                  redirect_url: str | None = None) -> VoiceResponse:
+def say_then_hold(
+    text: str | None, *, voice: str, language: str | None, redirect_url: str | None = None
+) -> VoiceResponse:
     response = VoiceResponse()
     if text:
         say(response, text, voice=voice, language=language)

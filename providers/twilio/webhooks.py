@@ -4,6 +4,7 @@ Every webhook comes to the one serve path; ours are told apart by the query we p
 URLs we hand Twilio: `callId`, `type=status` (status callbacks), `flow=gather` (Gather
 actions, with the turn's `turnToken`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,19 @@ END_REASONS = {
     "canceled": "hangup-bot",
 }
 _DIRECTIONS = {"inbound": "inbound", "outbound-api": "outbound", "outbound-dial": "outbound"}
-TERMINAL_STATES = frozenset({"completed", "hangup-user", "hangup-bot", "timeout", "error",
-                             "failed", "no-answer", "busy", "voicemail"})
+TERMINAL_STATES = frozenset(
+    {
+        "completed",
+        "hangup-user",
+        "hangup-bot",
+        "timeout",
+        "error",
+        "failed",
+        "no-answer",
+        "busy",
+        "voicemail",
+    }
+)
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -89,30 +101,36 @@ def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
     if classified is None:
         return []
     type_, details = classified
-    return [NormalizedEvent(
-        type=type_,
-        id=_event_id(params, request),
-        call_id=request.query_value("callId") or None,
-        provider_call_id=call_sid,
-        timestamp=_timestamp(params.get("Timestamp")),
-        turn_token=request.query_value("turnToken") or None,
-        direction=direction,
-        from_number=params.get("From") or None,
-        to_number=params.get("To") or None,
-        **details,
-    )]
+    return [
+        NormalizedEvent(
+            type=type_,
+            id=_event_id(params, request),
+            call_id=request.query_value("callId") or None,
+            provider_call_id=call_sid,
+            timestamp=_timestamp(params.get("Timestamp")),
+            turn_token=request.query_value("turnToken") or None,
+            direction=direction,
+            from_number=params.get("From") or None,
+            to_number=params.get("To") or None,
+            **details,
+        )
+    ]
 
 
-def _classify(params: Mapping[str, str], *, flow: str | None,
-              direction: str | None) -> tuple[EventType, dict[str, Any]] | None:
+def _classify(
+    params: Mapping[str, str], *, flow: str | None, direction: str | None
+) -> tuple[EventType, dict[str, Any]] | None:
     """The plugin's priority: speech, digits, (empty Gather), status, bare inbound.
 
     docs/carriers.md, "Twilio: webhooks".
     """
     speech = params.get("SpeechResult", "").strip()
     if speech:
-        return EventType.SPEECH, {"transcript": speech, "is_final": True,
-                                  "confidence": _confidence(params.get("Confidence"))}
+        return EventType.SPEECH, {
+            "transcript": speech,
+            "is_final": True,
+            "confidence": _confidence(params.get("Confidence")),
+        }
     digits = params.get("Digits", "").strip()
     if digits:
         return EventType.DTMF, {"digits": digits}
@@ -150,10 +168,15 @@ def _timestamp(value: str | None) -> datetime | None:
 
 def _event_id(params: Mapping[str, str], request: WebhookRequest) -> str:
     """Same Twilio delivery -> same id, whatever retry headers it carries."""
-    parts = [params.get("CallSid", ""), params.get("CallStatus", ""),
-             params.get("SequenceNumber", ""), request.query_value("flow") or "",
-             request.query_value("turnToken") or "", params.get("SpeechResult", ""),
-             params.get("Digits", "")]
+    parts = [
+        params.get("CallSid", ""),
+        params.get("CallStatus", ""),
+        params.get("SequenceNumber", ""),
+        request.query_value("flow") or "",
+        request.query_value("turnToken") or "",
+        params.get("SpeechResult", ""),
+        params.get("Digits", ""),
+    ]
     return "twilio:evt:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -168,8 +191,9 @@ def render(request: WebhookRequest, context: ReplyContext, settings: Mapping[str
     return Reply(status=200, body=document.encode(), content_type="application/xml")
 
 
-def decide(request: WebhookRequest, context: ReplyContext,
-           settings: Mapping[str, Any]) -> VoiceResponse:
+def decide(
+    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
+) -> VoiceResponse:
     """The plugin's TwiML policy, driven by what the services decided.
 
     docs/carriers.md, "Twilio: TwiML replies".
@@ -196,8 +220,9 @@ def decide(request: WebhookRequest, context: ReplyContext,
     return twiml.keep_alive(_hold_url(request, context, settings))
 
 
-def _hold_url(request: WebhookRequest, context: ReplyContext,
-              settings: Mapping[str, Any]) -> str | None:
+def _hold_url(
+    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
+) -> str | None:
     """Where a held call comes back to after its pause (flow=hold keeps it ours)."""
     call_id = context.call_id or request.query_value("callId")
     if not call_id:
@@ -214,23 +239,31 @@ def _heard_anything(request: WebhookRequest) -> bool:
     return bool(params.get("SpeechResult", "").strip() or params.get("Digits", "").strip())
 
 
-def _speech_reply(request: WebhookRequest, context: ReplyContext,
-                  settings: Mapping[str, Any]) -> VoiceResponse:
+def _speech_reply(
+    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
+) -> VoiceResponse:
     speech = context.speech
     assert speech is not None
     voice = twiml.say_voice(preferred_voice(settings.get("tts")))
     if not speech.listen:
-        return twiml.say_then_hold(speech.text, voice=voice, language=speech.language,
-                                   redirect_url=_hold_url(request, context, settings))
-    action = gather_action(webhook_base(request, settings),
-                           call_id=context.call_id or request.query_value("callId"),
-                           turn_token=speech.turn_token, language=speech.language)
-    return twiml.say_then_listen(speech.text, voice=voice, language=speech.language,
-                                 action=action)
+        return twiml.say_then_hold(
+            speech.text,
+            voice=voice,
+            language=speech.language,
+            redirect_url=_hold_url(request, context, settings),
+        )
+    action = gather_action(
+        webhook_base(request, settings),
+        call_id=context.call_id or request.query_value("callId"),
+        turn_token=speech.turn_token,
+        language=speech.language,
+    )
+    return twiml.say_then_listen(speech.text, voice=voice, language=speech.language, action=action)
 
 
-def _listen_again(request: WebhookRequest, context: ReplyContext,
-                  settings: Mapping[str, Any]) -> VoiceResponse:
+def _listen_again(
+    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
+) -> VoiceResponse:
     """Nothing was heard: the same turn keeps listening.
 
     The attempt counter makes each re-issued action URL (and so its signature and replay
@@ -238,10 +271,13 @@ def _listen_again(request: WebhookRequest, context: ReplyContext,
     one would be taken for a replay, answered empty, and the call would end.
     """
     language = request.query_value("lang")
-    action = gather_action(webhook_base(request, settings),
-                           call_id=request.query_value("callId") or context.call_id,
-                           turn_token=request.query_value("turnToken"), language=language,
-                           attempt=_attempt(request) + 1)
+    action = gather_action(
+        webhook_base(request, settings),
+        call_id=request.query_value("callId") or context.call_id,
+        turn_token=request.query_value("turnToken"),
+        language=language,
+        attempt=_attempt(request) + 1,
+    )
     return twiml.listen(action=action, language=language)
 
 
@@ -259,14 +295,24 @@ def webhook_base(request: WebhookRequest, settings: Mapping[str, Any]) -> str:
     """
     security = SecuritySettings.from_settings(settings)
     public = urlsplit(security.public_url or reconstruct_url(request, security))
-    path = public.path if security.public_url and public.path not in ("", "/") else (
-        settings.get("servePath") or request.path or "/")
+    path = (
+        public.path
+        if security.public_url and public.path not in ("", "/")
+        else (settings.get("servePath") or request.path or "/")
+    )
     return urlunsplit((public.scheme, public.netloc, path, "", ""))
 
 
-def gather_action(base: str, *, call_id: str | None, turn_token: str | None,
-                  language: str | None = None, attempt: int | None = None) -> str:
+def gather_action(
+    base: str,
+    *,
+    call_id: str | None,
+    turn_token: str | None,
+    language: str | None = None,
+    attempt: int | None = None,
+) -> str:
     """`base` + callId/flow=gather/turnToken (+ lang when not the default, + attempt)."""
     lang = language if language and language != twiml.DEFAULT_LANGUAGE else None
-    return twiml.with_query(base, callId=call_id, flow=GATHER_FLOW, turnToken=turn_token,
-                            lang=lang, attempt=attempt)
+    return twiml.with_query(
+        base, callId=call_id, flow=GATHER_FLOW, turnToken=turn_token, lang=lang, attempt=attempt
+    )

@@ -1,4 +1,5 @@
 """Admin: read-only call history, its actions, inbound policy, allowlist and API tokens."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,8 +32,9 @@ def _listed(client: Client, url: str, **params: str) -> set[int]:
 
 
 def _run_action(client: Client, url: str, action: str, objs: list[Any]) -> list[str]:
-    response = client.post(url, {"action": action, "_selected_action": [o.pk for o in objs]},
-                           follow=True)
+    response = client.post(
+        url, {"action": action, "_selected_action": [o.pk for o in objs]}, follow=True
+    )
     assert response.status_code == 200
     return [str(m) for m in get_messages(response.wsgi_request)]
 
@@ -40,8 +42,9 @@ def _run_action(client: Client, url: str, action: str, objs: list[Any]) -> list[
 # Call history
 
 
-def test_call_changelist_lists_calls_with_masked_numbers(admin_client: Client,
-                                                         make_call: Any) -> None:
+def test_call_changelist_lists_calls_with_masked_numbers(
+    admin_client: Client, make_call: Any
+) -> None:
     call = make_call(to_number="+15555550199")
     response = admin_client.get(CALLS)
     assert response.status_code == 200
@@ -50,13 +53,17 @@ def test_call_changelist_lists_calls_with_masked_numbers(admin_client: Client,
     assert "+15555550199" not in response.text
 
 
-@pytest.mark.parametrize(("field", "value", "other"), [
-    ("state", "completed", "answered"),
-    ("direction", "inbound", "outbound"),
-    ("provider", "twilio", "mock"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "other"),
+    [
+        ("state", "completed", "answered"),
+        ("direction", "inbound", "outbound"),
+        ("provider", "twilio", "mock"),
+    ],
+)
 def test_call_changelist_filters_by_state_direction_and_provider(
-        admin_client: Client, make_call: Any, field: str, value: str, other: str) -> None:
+    admin_client: Client, make_call: Any, field: str, value: str, other: str
+) -> None:
     wanted = make_call(**{field: value})
     make_call(**{field: other})
     assert _listed(admin_client, CALLS, **{f"{field}__exact": value}) == {wanted.pk}
@@ -68,22 +75,21 @@ def test_call_search_finds_a_call_by_number(admin_client: Client, make_call: Any
     assert _listed(admin_client, CALLS, q="+15550007777") == {wanted.pk}
 
 
-def test_call_search_finds_a_call_by_its_full_call_id(admin_client: Client,
-                                                      make_call: Any) -> None:
+def test_call_search_finds_a_call_by_its_full_call_id(admin_client: Client, make_call: Any) -> None:
     wanted = make_call(provider_call_id="CA-one")
     make_call(provider_call_id="CA-two")
     assert _listed(admin_client, CALLS, q=str(wanted.public_id)) == {wanted.pk}
 
 
-def test_call_search_finds_a_call_by_provider_call_id(admin_client: Client,
-                                                      make_call: Any) -> None:
+def test_call_search_finds_a_call_by_provider_call_id(admin_client: Client, make_call: Any) -> None:
     wanted = make_call(provider_call_id="CA-find-me")
     make_call(provider_call_id="CA-other")
     assert _listed(admin_client, CALLS, q="CA-find-me") == {wanted.pk}
 
 
 def test_call_change_view_shows_events_transcript_and_metadata_read_only(
-        admin_client: Client, make_call: Any) -> None:
+    admin_client: Client, make_call: Any
+) -> None:
     call = make_call(metadata={"initialMessage": "hi there"})
     CallEvent.objects.create(call=call, type="call.answered", dedupe_key="evt-answered-1")
     TranscriptEntry.objects.create(call=call, speaker="user", text="please call me back")
@@ -112,7 +118,8 @@ def test_call_add_and_delete_are_refused(admin_client: Client, make_call: Any) -
 
 
 def test_end_selected_calls_hangs_up_a_live_call_through_the_service(
-        admin_client: Client, make_call: Any, mock_carrier: MockProvider) -> None:
+    admin_client: Client, make_call: Any, mock_carrier: MockProvider
+) -> None:
     call = make_call(state="active")
     notes = _run_action(admin_client, CALLS, "end_calls", [call])
     call.refresh_from_db()
@@ -122,7 +129,8 @@ def test_end_selected_calls_hangs_up_a_live_call_through_the_service(
 
 
 def test_end_selected_calls_reports_an_unconnected_call_without_changing_it(
-        admin_client: Client, make_call: Any, mock_carrier: MockProvider) -> None:
+    admin_client: Client, make_call: Any, mock_carrier: MockProvider
+) -> None:
     call = make_call(state="initiated", provider_call_id=None)
     notes = _run_action(admin_client, CALLS, "end_calls", [call])
     call.refresh_from_db()
@@ -131,8 +139,7 @@ def test_end_selected_calls_reports_an_unconnected_call_without_changing_it(
     assert mock_carrier.sent == []
 
 
-def test_view_only_staff_can_browse_calls_but_not_end_them(client: Client,
-                                                           make_call: Any) -> None:
+def test_view_only_staff_can_browse_calls_but_not_end_them(client: Client, make_call: Any) -> None:
     user = User.objects.create_user("viewer", password="x", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_call"))
     client.force_login(user)
@@ -147,7 +154,8 @@ def test_view_only_staff_can_browse_calls_but_not_end_them(client: Client,
 
 
 def test_inbound_policy_changelist_shows_the_config_policy_when_none_is_set(
-        admin_client: Client, configure: Any) -> None:
+    admin_client: Client, configure: Any
+) -> None:
     configure({"inboundPolicy": "allowlist"})
     response = admin_client.get(reverse("admin:calls_inboundpolicy_changelist"))
     assert "Effective policy: allowlist" in response.text
@@ -177,8 +185,7 @@ def test_inbound_policy_second_add_is_refused(admin_client: Client) -> None:
 
 
 def _add_number(client: Client, number: str) -> Any:
-    return client.post(NUMBER_ADD, {"number": number, "label": "desk", "note": "",
-                                    "enabled": "on"})
+    return client.post(NUMBER_ADD, {"number": number, "label": "desk", "note": "", "enabled": "on"})
 
 
 def test_allowed_number_add_rejects_a_non_e164_number(admin_client: Client) -> None:
@@ -202,8 +209,9 @@ def test_allowed_number_add_rejects_a_duplicate_admin_number(admin_client: Clien
     assert AllowedNumber.objects.count() == 1
 
 
-def test_config_allow_from_rows_appear_and_are_read_only(admin_client: Client,
-                                                         configure: Any) -> None:
+def test_config_allow_from_rows_appear_and_are_read_only(
+    admin_client: Client, configure: Any
+) -> None:
     configure({"allowFrom": ["+15550001111"]})
     assert "+15550001111" in admin_client.get(NUMBERS).text
     row = AllowedNumber.objects.get(number="+15550001111")
@@ -218,13 +226,13 @@ def test_config_allow_from_rows_appear_and_are_read_only(admin_client: Client,
     assert row.number == "+15550001111"
 
 
-def test_config_rows_survive_the_bulk_delete_action(admin_client: Client,
-                                                    configure: Any) -> None:
+def test_config_rows_survive_the_bulk_delete_action(admin_client: Client, configure: Any) -> None:
     configure({"allowFrom": ["+15550001111"]})
     admin_client.get(NUMBERS)
     row = AllowedNumber.objects.get(source="config")
-    admin_client.post(NUMBERS, {"action": "delete_selected", "_selected_action": [row.pk],
-                                "post": "yes"})
+    admin_client.post(
+        NUMBERS, {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
+    )
     assert AllowedNumber.objects.filter(pk=row.pk).exists()
 
 
@@ -233,8 +241,9 @@ def test_config_rows_survive_the_bulk_delete_action(admin_client: Client,
 
 def test_revoke_selected_tokens_sets_revoked_at(admin_client: Client) -> None:
     token = token_create(name="ci").token
-    notes = _run_action(admin_client, reverse("admin:calls_apitoken_changelist"),
-                        "revoke_tokens", [token])
+    notes = _run_action(
+        admin_client, reverse("admin:calls_apitoken_changelist"), "revoke_tokens", [token]
+    )
     token.refresh_from_db()
     assert token.revoked_at is not None
     assert "Revoked 1 token(s)." in notes

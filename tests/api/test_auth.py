@@ -2,6 +2,7 @@
 
 docs/design.md, "6. HTTP and websocket surface"; docs/security.md, "The API".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from calls.services import token_create, token_revoke
 
 pytestmark = pytest.mark.django_db
 
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -26,8 +28,12 @@ class Endpoint:
 
 
 ENDPOINTS = [
-    Endpoint("post", "/api/rpc", 200,
-             {"jsonrpc": "2.0", "id": 1, "method": "voicecall.status", "params": {}}),
+    Endpoint(
+        "post",
+        "/api/rpc",
+        200,
+        {"jsonrpc": "2.0", "id": 1, "method": "voicecall.status", "params": {}},
+    ),
     Endpoint("get", "/api/tools/voice_call", 200),
     Endpoint("post", "/api/tools/voice_call", 200, {"action": "get_status", "callId": "{live}"}),
     Endpoint("get", "/api/calls/", 200),
@@ -81,7 +87,8 @@ def _client(authorization: str | None = None) -> APIClient:
 
 @pytest.mark.parametrize("endpoint", _params())
 def test_request_without_a_bearer_token_is_answered_401_and_changes_nothing(
-        endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any) -> None:
+    endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any
+) -> None:
     before = Call.objects.count()
 
     response = _send(_client(), endpoint, calls)
@@ -93,7 +100,8 @@ def test_request_without_a_bearer_token_is_answered_401_and_changes_nothing(
 
 @pytest.mark.parametrize("endpoint", _params())
 def test_request_with_an_unknown_token_is_answered_401(
-        endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any) -> None:
+    endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any
+) -> None:
     response = _send(_client("Bearer vc_not-a-real-token"), endpoint, calls)
 
     assert response.status_code == 401
@@ -102,7 +110,8 @@ def test_request_with_an_unknown_token_is_answered_401(
 
 @pytest.mark.parametrize("endpoint", _params())
 def test_request_with_a_revoked_token_is_answered_401(
-        endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any) -> None:
+    endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any
+) -> None:
     created = token_create(name="soon revoked")
     token_revoke(token_id=created.token.pk)
 
@@ -113,8 +122,7 @@ def test_request_with_a_revoked_token_is_answered_401(
 
 
 @pytest.mark.parametrize("endpoint", _params())
-def test_request_with_a_created_token_is_served(
-        endpoint: Endpoint, calls: dict[str, str]) -> None:
+def test_request_with_a_created_token_is_served(endpoint: Endpoint, calls: dict[str, str]) -> None:
     created = token_create(name="gateway")
 
     response = _send(_client(f"Bearer {created.secret}"), endpoint, calls)
@@ -124,7 +132,8 @@ def test_request_with_a_created_token_is_served(
 
 @pytest.mark.parametrize("endpoint", _params())
 def test_request_with_the_static_voicecall_api_token_is_served(
-        endpoint: Endpoint, calls: dict[str, str], settings: Any) -> None:
+    endpoint: Endpoint, calls: dict[str, str], settings: Any
+) -> None:
     settings.VOICECALL_API_TOKEN = "static-token-from-the-environment"
 
     response = _send(_client("Bearer static-token-from-the-environment"), endpoint, calls)
@@ -149,7 +158,8 @@ def test_an_expired_token_is_answered_401() -> None:
 
 
 def test_a_wrong_static_token_is_answered_401_when_voicecall_api_token_is_set(
-        settings: Any) -> None:
+    settings: Any,
+) -> None:
     settings.VOICECALL_API_TOKEN = "static-token-from-the-environment"
 
     response = _client("Bearer static-token-from-the-environmenT").get("/api/calls/")
@@ -205,5 +215,9 @@ def test_webhooks_and_probes_need_no_api_token(mock_carrier: Any) -> None:
     client = _client()
 
     assert client.get("/healthz").status_code == 200
-    assert client.post("/voice/webhook", {"event": {"type": "call.ringing", "callId": "x"}},
-                       format="json").status_code == 200
+    assert (
+        client.post(
+            "/voice/webhook", {"event": {"type": "call.ringing", "callId": "x"}}, format="json"
+        ).status_code
+        == 200
+    )

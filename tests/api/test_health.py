@@ -2,6 +2,7 @@
 
 docs/design.md, "6. HTTP and websocket surface".
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,7 +42,8 @@ def test_readyz_answers_200_with_database_and_channel_layer_ok(client: Client) -
 
 @pytest.mark.django_db
 def test_readyz_answers_503_when_the_channel_layer_is_missing(
-        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("calls.health.get_channel_layer", lambda: None)
 
     response = client.get("/readyz")
@@ -55,7 +57,8 @@ def test_readyz_answers_503_when_the_channel_layer_is_missing(
 
 @pytest.mark.django_db
 def test_readyz_answers_503_when_the_channel_layer_fails(
-        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class Broken:
         async def group_send(self, group: str, message: dict[str, Any]) -> None:
             raise ConnectionError("redis down")
@@ -70,7 +73,8 @@ def test_readyz_answers_503_when_the_channel_layer_fails(
 
 @pytest.mark.django_db
 def test_readyz_answers_503_when_the_database_fails(
-        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken_cursor(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database is gone")
 

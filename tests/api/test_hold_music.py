@@ -2,6 +2,7 @@
 
 docs/carriers.md, "Twilio: TwiML replies".
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -10,14 +11,18 @@ from typing import Any
 import pytest
 from django.test import Client
 
-TWILIO = {"provider": "twilio", "fromNumber": "+15550001234",
-          "twilio": {"accountSid": "AC00000000000000000000000000000001", "authToken": "t"},
-          "publicUrl": "https://voice.example.com/voice/webhook"}
+TWILIO = {
+    "provider": "twilio",
+    "fromNumber": "+15550001234",
+    "twilio": {"accountSid": "AC00000000000000000000000000000001", "authToken": "t"},
+    "publicUrl": "https://voice.example.com/voice/webhook",
+}
 
 
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_twilio_gets_a_notice_then_music_on_a_loop_without_auth(
-        client: Client, configure: Any, method: str) -> None:
+    client: Client, configure: Any, method: str
+) -> None:
     configure(TWILIO)
     response = getattr(client, method)("/voice/hold-music")
     assert response.status_code == 200

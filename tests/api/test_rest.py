@@ -2,6 +2,7 @@
 
 docs/design.md, "6. HTTP and websocket surface".
 """
+
 from __future__ import annotations
 
 import uuid
@@ -36,6 +37,7 @@ def carrier_for(configure: Any, raw: dict[str, Any]) -> MockProvider:
 
 # --- list --------------------------------------------------------------------------------
 
+
 def test_an_empty_list_has_the_pagination_shape(api: APIClient) -> None:
     response = api.get("/api/calls/")
 
@@ -44,7 +46,8 @@ def test_an_empty_list_has_the_pagination_shape(api: APIClient) -> None:
 
 
 def test_the_list_shows_calls_newest_first_with_their_status_view(
-        api: APIClient, make_call: Any) -> None:
+    api: APIClient, make_call: Any
+) -> None:
     now = timezone.now()
     old = make_call(started_at=now - timedelta(minutes=5), metadata={"mode": "notify"})
     new = make_call(started_at=now)
@@ -54,8 +57,9 @@ def test_the_list_shows_calls_newest_first_with_their_status_view(
     assert [r["callId"] for r in results] == [new.call_id, old.call_id]
     assert results[1]["providerCallId"] == old.provider_call_id
     assert results[1]["metadata"] == {"mode": "notify"}
-    assert {"callId", "provider", "direction", "state", "mode", "from", "to",
-            "startedAt"} <= set(results[0])
+    assert {"callId", "provider", "direction", "state", "mode", "from", "to", "startedAt"} <= set(
+        results[0]
+    )
 
 
 def test_the_list_is_paginated_with_limit_and_offset(api: APIClient, make_call: Any) -> None:
@@ -134,10 +138,13 @@ def test_an_unknown_filter_value_is_a_400_with_an_error(api: APIClient, query: s
 
 # --- create ------------------------------------------------------------------------------
 
+
 def test_create_places_a_call_and_answers_201_with_it(api: APIClient, mock_carrier: Any) -> None:
-    response = api.post("/api/calls/", {"to": TO, "message": "Hello there",
-                                        "mode": "conversation", "sessionKey": "s-1"},
-                        format="json")
+    response = api.post(
+        "/api/calls/",
+        {"to": TO, "message": "Hello there", "mode": "conversation", "sessionKey": "s-1"},
+        format="json",
+    )
 
     assert response.status_code == 201
     body = response.json()
@@ -152,8 +159,7 @@ def test_create_places_a_call_and_answers_201_with_it(api: APIClient, mock_carri
     assert ops(mock_carrier, "place_call") == [{"to": TO, "mode": "conversation"}]
 
 
-def test_create_without_to_calls_the_configured_to_number(
-        api: APIClient, configure: Any) -> None:
+def test_create_without_to_calls_the_configured_to_number(api: APIClient, configure: Any) -> None:
     carrier = carrier_for(configure, {"toNumber": "+15550009999"})
 
     response = api.post("/api/calls/", {"message": "Hi"}, format="json")
@@ -163,17 +169,25 @@ def test_create_without_to_calls_the_configured_to_number(
     assert ops(carrier, "place_call")[0]["to"] == "+15550009999"
 
 
-@pytest.mark.parametrize(("body", "error"), [
-    ({"message": "Hi"}, "to required"),
-    ({"to": "5550123", "message": "Hi"}, "to: Expected E.164 format, e.g. +15550001234"),
-    ({"to": TO, "message": "Hi", "mode": "loud"}, "mode: "),
-    ({"to": TO, "message": "Hi", "mode": "notify", "dtmfSequence": "1"},
-     "dtmfSequence requires conversation mode"),
-    ({"to": TO, "message": "Hi", "mode": "conversation", "dtmfSequence": "1x"},
-     "digits may only contain digits, *, #, comma, w, p"),
-])
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"message": "Hi"}, "to required"),
+        ({"to": "5550123", "message": "Hi"}, "to: Expected E.164 format, e.g. +15550001234"),
+        ({"to": TO, "message": "Hi", "mode": "loud"}, "mode: "),
+        (
+            {"to": TO, "message": "Hi", "mode": "notify", "dtmfSequence": "1"},
+            "dtmfSequence requires conversation mode",
+        ),
+        (
+            {"to": TO, "message": "Hi", "mode": "conversation", "dtmfSequence": "1x"},
+            "digits may only contain digits, *, #, comma, w, p",
+        ),
+    ],
+)
 def test_create_with_invalid_input_is_a_400_with_an_error_and_dials_nothing(
-        api: APIClient, mock_carrier: Any, body: dict[str, Any], error: str) -> None:
+    api: APIClient, mock_carrier: Any, body: dict[str, Any], error: str
+) -> None:
     response = api.post("/api/calls/", body, format="json")
 
     assert response.status_code == 400
@@ -184,7 +198,8 @@ def test_create_with_invalid_input_is_a_400_with_an_error_and_dials_nothing(
 
 
 def test_create_with_a_body_that_is_not_an_object_is_a_400(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     response = api.post("/api/calls/", [TO], format="json")
 
     assert response.status_code == 400
@@ -193,7 +208,8 @@ def test_create_with_a_body_that_is_not_an_object_is_a_400(
 
 
 def test_create_over_max_concurrent_calls_is_a_429(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     make_call(state="listening")
 
     response = api.post("/api/calls/", {"to": TO, "message": "Hi"}, format="json")
@@ -204,7 +220,8 @@ def test_create_over_max_concurrent_calls_is_a_429(
 
 
 def test_create_to_a_destination_outside_allow_to_is_refused(
-        api: APIClient, configure: Any) -> None:
+    api: APIClient, configure: Any
+) -> None:
     carrier = carrier_for(configure, {"outbound": {"allowTo": ["+44"]}})
 
     response = api.post("/api/calls/", {"to": TO, "message": "Hi"}, format="json")
@@ -217,8 +234,10 @@ def test_create_to_a_destination_outside_allow_to_is_refused(
 
 # --- detail ------------------------------------------------------------------------------
 
+
 def test_detail_shows_one_call_by_call_id_or_provider_call_id(
-        api: APIClient, make_call: Any) -> None:
+    api: APIClient, make_call: Any
+) -> None:
     call = make_call(state="listening", metadata={"turnCount": 2})
 
     by_id = api.get(f"/api/calls/{call.call_id}/")
@@ -232,8 +251,7 @@ def test_detail_shows_one_call_by_call_id_or_provider_call_id(
 
 
 @pytest.mark.parametrize("call_id", [str(uuid.uuid4()), "CA-unknown"])
-def test_detail_of_an_unknown_call_is_a_404_call_not_found(
-        api: APIClient, call_id: str) -> None:
+def test_detail_of_an_unknown_call_is_a_404_call_not_found(api: APIClient, call_id: str) -> None:
     response = api.get(f"/api/calls/{call_id}/")
 
     assert response.status_code == 404
@@ -242,26 +260,34 @@ def test_detail_of_an_unknown_call_is_a_404_call_not_found(
 
 # --- continue ----------------------------------------------------------------------------
 
+
 def _reply_on_first_poll(fake_clock: Any, call: Call, transcript: str) -> None:
     """While `continue` polls for the transcript, the caller answers this turn."""
 
     def answer(clock: Any) -> None:
         fake_clock.on_sleep.remove(answer)
         token = Call.objects.values_list("turn_token", flat=True).get(pk=call.pk)
-        services.event_apply(provider="mock", event=NormalizedEvent(
-            type=EventType.SPEECH, id=f"caller-reply-{uuid.uuid4()}", call_id=call.call_id,
-            transcript=transcript, turn_token=token))
+        services.event_apply(
+            provider="mock",
+            event=NormalizedEvent(
+                type=EventType.SPEECH,
+                id=f"caller-reply-{uuid.uuid4()}",
+                call_id=call.call_id,
+                transcript=transcript,
+                turn_token=token,
+            ),
+        )
 
     fake_clock.on_sleep.append(answer)
 
 
 def test_continue_speaks_waits_and_returns_the_transcript_with_latencies(
-        api: APIClient, mock_carrier: Any, make_call: Any, fake_clock: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
     call = make_call(state="answered")
     _reply_on_first_poll(fake_clock, call, "tomorrow at nine")
 
-    response = api.post(f"/api/calls/{call.call_id}/continue/", {"message": "When?"},
-                        format="json")
+    response = api.post(f"/api/calls/{call.call_id}/continue/", {"message": "When?"}, format="json")
 
     assert response.status_code == 200
     body = response.json()
@@ -275,12 +301,14 @@ def test_continue_speaks_waits_and_returns_the_transcript_with_latencies(
 
 
 def test_continue_counts_turns(
-        api: APIClient, mock_carrier: Any, make_call: Any, fake_clock: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
     call = make_call(state="answered")
     for answer in ("one", "two"):
         _reply_on_first_poll(fake_clock, call, answer)
-        response = api.post(f"/api/calls/{call.call_id}/continue/", {"message": "And?"},
-                            format="json")
+        response = api.post(
+            f"/api/calls/{call.call_id}/continue/", {"message": "And?"}, format="json"
+        )
         assert response.json()["transcript"] == answer
 
     call.refresh_from_db()
@@ -288,23 +316,25 @@ def test_continue_counts_turns(
 
 
 def test_continue_times_out_with_the_reference_error(
-        api: APIClient, configure: Any, make_call: Any, fake_clock: Any) -> None:
+    api: APIClient, configure: Any, make_call: Any, fake_clock: Any
+) -> None:
     carrier_for(configure, {"transcriptTimeoutMs": 300})
     call = make_call(state="answered")
 
-    response = api.post(f"/api/calls/{call.call_id}/continue/", {"message": "Hello?"},
-                        format="json")
+    response = api.post(
+        f"/api/calls/{call.call_id}/continue/", {"message": "Hello?"}, format="json"
+    )
 
     assert response.status_code == 504
     assert response.json()["error"] == "Timed out waiting for transcript after 300ms"
 
 
 def test_continue_on_an_ended_call_is_a_409_call_has_ended(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="completed", end_reason="completed")
 
-    response = api.post(f"/api/calls/{call.call_id}/continue/", {"message": "Hi"},
-                        format="json")
+    response = api.post(f"/api/calls/{call.call_id}/continue/", {"message": "Hi"}, format="json")
 
     assert response.status_code == 409
     assert response.json() == {"error": "Call has ended", "code": "CONFLICT"}
@@ -312,19 +342,20 @@ def test_continue_on_an_ended_call_is_a_409_call_has_ended(
 
 
 def test_continue_while_another_turn_waits_is_a_409(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
     Call.objects.filter(pk=call.pk).update(turn_token="other-turn")
 
-    response = api.post(f"/api/calls/{call.call_id}/continue/", {"message": "Hi"},
-                        format="json")
+    response = api.post(f"/api/calls/{call.call_id}/continue/", {"message": "Hi"}, format="json")
 
     assert response.status_code == 409
     assert response.json()["error"] == "Already waiting for transcript"
 
 
-def test_continue_without_a_message_is_a_400(api: APIClient, mock_carrier: Any,
-                                             make_call: Any) -> None:
+def test_continue_without_a_message_is_a_400(
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call()
 
     response = api.post(f"/api/calls/{call.call_id}/continue/", {}, format="json")
@@ -335,8 +366,7 @@ def test_continue_without_a_message_is_a_400(api: APIClient, mock_carrier: Any,
 
 
 def test_continue_on_an_unknown_call_is_a_404(api: APIClient, mock_carrier: Any) -> None:
-    response = api.post(f"/api/calls/{uuid.uuid4()}/continue/", {"message": "Hi"},
-                        format="json")
+    response = api.post(f"/api/calls/{uuid.uuid4()}/continue/", {"message": "Hi"}, format="json")
 
     assert response.status_code == 404
     assert response.json()["error"] == "Call not found"
@@ -344,12 +374,15 @@ def test_continue_on_an_unknown_call_is_a_404(api: APIClient, mock_carrier: Any)
 
 # --- speak / dtmf / end ------------------------------------------------------------------
 
+
 def test_speak_plays_the_message_and_records_it(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
 
-    response = api.post(f"/api/calls/{call.call_id}/speak/", {"message": "Please hold"},
-                        format="json")
+    response = api.post(
+        f"/api/calls/{call.call_id}/speak/", {"message": "Please hold"}, format="json"
+    )
 
     assert response.status_code == 200
     assert response.json() == {"success": True}
@@ -357,13 +390,21 @@ def test_speak_plays_the_message_and_records_it(
     assert list(call.transcript.values_list("speaker", "text")) == [("bot", "Please hold")]
 
 
-@pytest.mark.parametrize(("fields", "status", "error"), [
-    ({"state": "hangup-user", "end_reason": "hangup-user"}, 409, "Call has ended"),
-    ({"state": "initiated", "provider_call_id": None}, 409, "Call not connected"),
-])
+@pytest.mark.parametrize(
+    ("fields", "status", "error"),
+    [
+        ({"state": "hangup-user", "end_reason": "hangup-user"}, 409, "Call has ended"),
+        ({"state": "initiated", "provider_call_id": None}, 409, "Call not connected"),
+    ],
+)
 def test_speak_to_a_call_that_cannot_hear_is_refused(
-        api: APIClient, mock_carrier: Any, make_call: Any, fields: dict[str, Any],
-        status: int, error: str) -> None:
+    api: APIClient,
+    mock_carrier: Any,
+    make_call: Any,
+    fields: dict[str, Any],
+    status: int,
+    error: str,
+) -> None:
     call = make_call(**fields)
 
     response = api.post(f"/api/calls/{call.call_id}/speak/", {"message": "Hi"}, format="json")
@@ -373,8 +414,9 @@ def test_speak_to_a_call_that_cannot_hear_is_refused(
     assert mock_carrier.sent == []
 
 
-def test_speak_without_a_message_is_a_400(api: APIClient, mock_carrier: Any,
-                                          make_call: Any) -> None:
+def test_speak_without_a_message_is_a_400(
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call()
 
     response = api.post(f"/api/calls/{call.call_id}/speak/", {"message": ""}, format="json")
@@ -394,8 +436,7 @@ def test_dtmf_sends_the_digits(api: APIClient, mock_carrier: Any, make_call: Any
     assert ops(mock_carrier, "send_dtmf") == [{"digits": "0#"}]
 
 
-def test_dtmf_with_bad_digits_is_a_400(api: APIClient, mock_carrier: Any,
-                                       make_call: Any) -> None:
+def test_dtmf_with_bad_digits_is_a_400(api: APIClient, mock_carrier: Any, make_call: Any) -> None:
     call = make_call()
 
     response = api.post(f"/api/calls/{call.call_id}/dtmf/", {"digits": "9a"}, format="json")
@@ -405,8 +446,7 @@ def test_dtmf_with_bad_digits_is_a_400(api: APIClient, mock_carrier: Any,
     assert mock_carrier.sent == []
 
 
-def test_dtmf_without_digits_is_a_400(api: APIClient, mock_carrier: Any,
-                                      make_call: Any) -> None:
+def test_dtmf_without_digits_is_a_400(api: APIClient, mock_carrier: Any, make_call: Any) -> None:
     call = make_call()
 
     response = api.post(f"/api/calls/{call.call_id}/dtmf/", {}, format="json")
@@ -416,7 +456,8 @@ def test_dtmf_without_digits_is_a_400(api: APIClient, mock_carrier: Any,
 
 
 def test_end_hangs_up_and_ends_the_call_as_hangup_bot(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="speaking")
 
     response = api.post(f"/api/calls/{call.call_id}/end/")
@@ -430,7 +471,8 @@ def test_end_hangs_up_and_ends_the_call_as_hangup_bot(
 
 
 def test_end_of_an_ended_call_succeeds_and_changes_nothing(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="busy", end_reason="busy")
 
     response = api.post(f"/api/calls/{call.call_id}/end/")
@@ -449,7 +491,8 @@ def test_end_of_an_unknown_call_is_a_404(api: APIClient, mock_carrier: Any) -> N
 
 
 def test_end_of_a_call_without_a_carrier_id_is_a_409(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="initiated", provider_call_id=None)
 
     response = api.post(f"/api/calls/{call.call_id}/end/")
@@ -460,16 +503,28 @@ def test_end_of_a_call_without_a_carrier_id_is_a_409(
 
 # --- transcript and events ---------------------------------------------------------------
 
-def test_transcript_lists_the_lines_in_order(api: APIClient, mock_carrier: Any,
-                                             make_call: Any) -> None:
+
+def test_transcript_lists_the_lines_in_order(
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
-    api.post(f"/api/calls/{call.call_id}/speak/", {"message": "Hi, it's the clinic"},
-             format="json")
-    services.event_apply(provider="mock", event=NormalizedEvent(
-        type=EventType.SPEECH, id="s1", call_id=call.call_id, transcript="Oh hello"))
-    services.event_apply(provider="mock", event=NormalizedEvent(
-        type=EventType.SPEECH, id="s2", call_id=call.call_id, transcript="partial",
-        is_final=False))
+    api.post(f"/api/calls/{call.call_id}/speak/", {"message": "Hi, it's the clinic"}, format="json")
+    services.event_apply(
+        provider="mock",
+        event=NormalizedEvent(
+            type=EventType.SPEECH, id="s1", call_id=call.call_id, transcript="Oh hello"
+        ),
+    )
+    services.event_apply(
+        provider="mock",
+        event=NormalizedEvent(
+            type=EventType.SPEECH,
+            id="s2",
+            call_id=call.call_id,
+            transcript="partial",
+            is_final=False,
+        ),
+    )
 
     response = api.get(f"/api/calls/{call.call_id}/transcript/")
 
@@ -477,17 +532,26 @@ def test_transcript_lists_the_lines_in_order(api: APIClient, mock_carrier: Any,
     body = response.json()
     assert body["count"] == 2  # partial speech is not a transcript line
     assert [(r["speaker"], r["text"], r["is_final"]) for r in body["results"]] == [
-        ("bot", "Hi, it's the clinic", True), ("user", "Oh hello", True)]
+        ("bot", "Hi, it's the clinic", True),
+        ("user", "Oh hello", True),
+    ]
     assert all(r["created_at"] for r in body["results"])
 
 
-def test_events_list_the_applied_carrier_events(api: APIClient, mock_carrier: Any,
-                                                make_call: Any) -> None:
+def test_events_list_the_applied_carrier_events(
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="initiated")
-    api.post("/voice/webhook", {"events": [
-        {"type": "call.ringing", "callId": call.call_id, "id": "e-ring"},
-        {"type": "call.ended", "callId": call.call_id, "id": "e-end", "reason": "busy"},
-    ]}, format="json")
+    api.post(
+        "/voice/webhook",
+        {
+            "events": [
+                {"type": "call.ringing", "callId": call.call_id, "id": "e-ring"},
+                {"type": "call.ended", "callId": call.call_id, "id": "e-end", "reason": "busy"},
+            ]
+        },
+        format="json",
+    )
 
     response = api.get(f"/api/calls/{call.call_id}/events/")
 

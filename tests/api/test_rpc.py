@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "RPC methods".
 """
+
 from __future__ import annotations
 
 import json
@@ -62,6 +63,7 @@ def carrier_for(configure: Any, raw: dict[str, Any]) -> MockProvider:
 
 # --- voicecall.initiate ------------------------------------------------------------------
 
+
 def test_initiate_places_a_call_and_returns_its_call_id(api: APIClient, mock_carrier: Any) -> None:
     reply = rpc(api, "voicecall.initiate", {"to": TO, "message": "Your parcel is here"})
 
@@ -83,7 +85,8 @@ def test_initiate_honours_an_explicit_conversation_mode(api: APIClient, mock_car
 
 
 def test_initiate_without_a_message_is_refused_with_message_required(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     reply = rpc(api, "voicecall.initiate", {"to": TO})
 
     assert error_of(reply) == "message required"
@@ -94,13 +97,16 @@ def test_initiate_without_a_message_is_refused_with_message_required(
 
 
 def test_initiate_with_a_blank_message_is_refused_with_message_required(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     assert error_of(rpc(api, "voicecall.initiate", {"to": TO, "message": "   "})) == (
-        "message required")
+        "message required"
+    )
 
 
 def test_initiate_without_to_and_without_to_number_is_refused_with_to_required(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     reply = rpc(api, "voicecall.initiate", {"message": "Hi"})
 
     assert error_of(reply) == "to required"
@@ -108,8 +114,7 @@ def test_initiate_without_to_and_without_to_number_is_refused_with_to_required(
     assert mock_carrier.sent == []
 
 
-def test_initiate_without_to_calls_the_configured_to_number(
-        api: APIClient, configure: Any) -> None:
+def test_initiate_without_to_calls_the_configured_to_number(api: APIClient, configure: Any) -> None:
     mock_carrier = carrier_for(configure, {"toNumber": "+15550009999"})
 
     reply = rpc(api, "voicecall.initiate", {"message": "Hi"})
@@ -119,7 +124,8 @@ def test_initiate_without_to_calls_the_configured_to_number(
 
 
 def test_initiate_to_a_number_that_is_not_e164_is_refused_naming_e164(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     reply = rpc(api, "voicecall.initiate", {"to": "555-0123", "message": "Hi"})
 
     assert "E.164" in error_of(reply)
@@ -135,7 +141,8 @@ def test_initiate_with_a_bad_mode_is_refused(api: APIClient, mock_carrier: Any) 
 
 
 def test_initiate_with_a_non_string_message_is_refused_as_invalid_params(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     reply = rpc(api, "voicecall.initiate", {"to": TO, "message": ["Hi"]})
 
     assert error_of(reply) == "message must be a string"
@@ -143,7 +150,8 @@ def test_initiate_with_a_non_string_message_is_refused_as_invalid_params(
 
 
 def test_a_second_initiate_over_max_concurrent_calls_is_refused(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     first = rpc(api, "voicecall.initiate", {"to": TO, "message": "One"})
     assert first["result"]["initiated"] is True
 
@@ -156,14 +164,16 @@ def test_a_second_initiate_over_max_concurrent_calls_is_refused(
 
 
 def test_an_ended_call_frees_its_concurrency_slot(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     make_call(state="completed", end_reason="completed")
 
     assert rpc(api, "voicecall.initiate", {"to": TO, "message": "Hi"})["result"]["initiated"]
 
 
 def test_an_inbound_call_counts_against_max_concurrent_calls(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     make_call(direction="inbound", state="listening")
 
     reply = rpc(api, "voicecall.initiate", {"to": TO, "message": "Hi"})
@@ -172,7 +182,8 @@ def test_an_inbound_call_counts_against_max_concurrent_calls(
 
 
 def test_initiate_to_a_number_outside_outbound_allow_to_is_refused_before_dialling(
-        api: APIClient, configure: Any) -> None:
+    api: APIClient, configure: Any
+) -> None:
     carrier = carrier_for(configure, {"outbound": {"allowTo": ["+44", "+15555550123"]}})
 
     refused = rpc(api, "voicecall.initiate", {"to": "+19005550100", "message": "Hi"})
@@ -185,7 +196,8 @@ def test_initiate_to_a_number_outside_outbound_allow_to_is_refused_before_dialli
 
 @pytest.mark.parametrize("to", ["+15555550123", "+442071234567"])
 def test_initiate_to_an_allowed_number_or_prefix_is_dialled(
-        api: APIClient, configure: Any, to: str) -> None:
+    api: APIClient, configure: Any, to: str
+) -> None:
     carrier = carrier_for(configure, {"outbound": {"allowTo": ["+44", "+15555550123"]}})
 
     assert rpc(api, "voicecall.initiate", {"to": to, "message": "Hi"})["result"]["initiated"]
@@ -193,8 +205,7 @@ def test_initiate_to_an_allowed_number_or_prefix_is_dialled(
 
 
 def test_initiate_with_bad_dtmf_digits_is_refused(api: APIClient, mock_carrier: Any) -> None:
-    reply = rpc(api, "voicecall.start", {"to": TO, "mode": "conversation",
-                                         "dtmfSequence": "12x"})
+    reply = rpc(api, "voicecall.start", {"to": TO, "mode": "conversation", "dtmfSequence": "12x"})
 
     assert error_of(reply) == "digits may only contain digits, *, #, comma, w, p"
     assert Call.objects.count() == 0
@@ -208,7 +219,8 @@ def test_a_dtmf_sequence_requires_conversation_mode(api: APIClient, mock_carrier
 
 
 def test_a_carrier_refusing_to_dial_fails_the_call_and_returns_its_error(
-        api: APIClient, mock_carrier: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    api: APIClient, mock_carrier: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(request: Any) -> Any:
         raise ProviderError("carrier says no")
 
@@ -228,8 +240,10 @@ def test_a_carrier_refusing_to_dial_fails_the_call_and_returns_its_error(
 
 # --- voicecall.start ---------------------------------------------------------------------
 
+
 def test_start_without_to_is_refused_with_to_required_even_with_a_to_number(
-        api: APIClient, configure: Any) -> None:
+    api: APIClient, configure: Any
+) -> None:
     carrier = carrier_for(configure, {"toNumber": "+15550009999"})
 
     assert error_of(rpc(api, "voicecall.start", {"message": "Hi"})) == "to required"
@@ -250,20 +264,25 @@ def test_start_records_the_session_key(api: APIClient, mock_carrier: Any) -> Non
     reply = rpc(api, "voicecall.start", {"to": TO, "sessionKey": "agent:main:voice:1"})
 
     assert Call.objects.get(public_id=reply["result"]["callId"]).session_key == (
-        "agent:main:voice:1")
+        "agent:main:voice:1"
+    )
 
 
 # --- voicecall.continue ------------------------------------------------------------------
 
-@pytest.mark.parametrize("params", [{}, {"callId": "x"}, {"message": "hi"},
-                                    {"callId": " ", "message": "hi"}])
+
+@pytest.mark.parametrize(
+    "params", [{}, {"callId": "x"}, {"message": "hi"}, {"callId": " ", "message": "hi"}]
+)
 def test_continue_without_call_id_or_message_is_refused(
-        api: APIClient, mock_carrier: Any, params: dict[str, Any]) -> None:
+    api: APIClient, mock_carrier: Any, params: dict[str, Any]
+) -> None:
     assert error_of(rpc(api, "voicecall.continue", params)) == "callId and message required"
 
 
 def test_continue_on_an_unknown_call_is_refused_with_call_not_found(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     reply = rpc(api, "voicecall.continue", {"callId": str(uuid.uuid4()), "message": "Hi"})
 
     assert error_of(reply) == "Call not found"
@@ -271,7 +290,8 @@ def test_continue_on_an_unknown_call_is_refused_with_call_not_found(
 
 
 def test_a_second_concurrent_continue_is_refused_with_already_waiting_for_transcript(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
     Call.objects.filter(pk=call.pk).update(turn_token="first-waiter")
 
@@ -284,7 +304,8 @@ def test_a_second_concurrent_continue_is_refused_with_already_waiting_for_transc
 
 
 def test_continue_on_an_ended_call_is_refused_with_call_has_ended(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="hangup-user", end_reason="hangup-user")
 
     reply = rpc(api, "voicecall.continue", {"callId": call.call_id, "message": "Hello?"})
@@ -292,8 +313,9 @@ def test_continue_on_an_ended_call_is_refused_with_call_has_ended(
     assert error_of(reply) == "Call has ended"
 
 
-def _deliver_reply_when_listening(call_pk: int, call_id: str, transcript: str,
-                                  failures: list[BaseException]) -> None:
+def _deliver_reply_when_listening(
+    call_pk: int, call_id: str, transcript: str, failures: list[BaseException]
+) -> None:
     """The caller answering, as another process would: once the prompt was spoken and the
     call listens for this turn, apply the speech carrying the turn's token."""
     try:
@@ -302,16 +324,22 @@ def _deliver_reply_when_listening(call_pk: int, call_id: str, transcript: str,
         while token is None:
             if time.monotonic() > deadline:
                 raise AssertionError("continue never started listening")
-            state, turn = Call.objects.filter(pk=call_pk).values_list(
-                "state", "turn_token").get()
+            state, turn = Call.objects.filter(pk=call_pk).values_list("state", "turn_token").get()
             if state == "listening" and turn:
                 token = turn
             else:
                 time.sleep(0.02)
-        services.event_apply(provider="mock", event=NormalizedEvent(
-            type=EventType.SPEECH, id=f"speech-{uuid.uuid4()}", call_id=call_id,
-            transcript=transcript, turn_token=token))
-    except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        services.event_apply(
+            provider="mock",
+            event=NormalizedEvent(
+                type=EventType.SPEECH,
+                id=f"speech-{uuid.uuid4()}",
+                call_id=call_id,
+                transcript=transcript,
+                turn_token=token,
+            ),
+        )
+    except BaseException as exc:
         failures.append(exc)
     finally:
         connection.close()
@@ -319,16 +347,17 @@ def _deliver_reply_when_listening(call_pk: int, call_id: str, transcript: str,
 
 @pytest.mark.django_db(transaction=True)
 def test_continue_speaks_listens_and_returns_the_callers_reply(
-        api: APIClient, configure: Any, make_call: Any) -> None:
+    api: APIClient, configure: Any, make_call: Any
+) -> None:
     carrier = carrier_for(configure, {"transcriptTimeoutMs": 15000})
     call = make_call(state="answered")
     failures: list[BaseException] = []
-    caller = threading.Thread(target=_deliver_reply_when_listening,
-                              args=(call.pk, call.call_id, "yes please", failures))
+    caller = threading.Thread(
+        target=_deliver_reply_when_listening, args=(call.pk, call.call_id, "yes please", failures)
+    )
     caller.start()
 
-    reply = rpc(api, "voicecall.continue", {"callId": call.call_id,
-                                            "message": "Shall I book it?"})
+    reply = rpc(api, "voicecall.continue", {"callId": call.call_id, "message": "Shall I book it?"})
     caller.join(timeout=15)
 
     assert failures == []
@@ -340,7 +369,9 @@ def test_continue_speaks_listens_and_returns_the_callers_reply(
     assert "lastTurnCompletedAt" in call.metadata
     assert call.turn_token is None  # the turn lock is released
     assert [(e.speaker, e.text) for e in call.transcript.all()] == [
-        ("bot", "Shall I book it?"), ("user", "yes please")]
+        ("bot", "Shall I book it?"),
+        ("user", "yes please"),
+    ]
     spoken = ops(carrier, "play_text")
     assert [s["text"] for s in spoken] == ["Shall I book it?"]
     listening = ops(carrier, "start_listening")
@@ -348,7 +379,8 @@ def test_continue_speaks_listens_and_returns_the_callers_reply(
 
 
 def test_continue_times_out_when_the_caller_never_answers(
-        api: APIClient, configure: Any, make_call: Any, fake_clock: Any) -> None:
+    api: APIClient, configure: Any, make_call: Any, fake_clock: Any
+) -> None:
     carrier = carrier_for(configure, {"transcriptTimeoutMs": 1500})
     call = make_call(state="answered")
     started = fake_clock.now()
@@ -365,13 +397,18 @@ def test_continue_times_out_when_the_caller_never_answers(
 
 
 def test_continue_reports_the_end_when_the_caller_hangs_up_while_waiting(
-        api: APIClient, configure: Any, make_call: Any, fake_clock: Any) -> None:
+    api: APIClient, configure: Any, make_call: Any, fake_clock: Any
+) -> None:
     carrier_for(configure, {"transcriptTimeoutMs": 60000})
     call = make_call(state="answered")
 
     def hang_up(clock: Any) -> None:
-        services.event_apply(provider="mock", event=NormalizedEvent(
-            type=EventType.ENDED, id="end-1", call_id=call.call_id, reason="hangup-user"))
+        services.event_apply(
+            provider="mock",
+            event=NormalizedEvent(
+                type=EventType.ENDED, id="end-1", call_id=call.call_id, reason="hangup-user"
+            ),
+        )
 
     fake_clock.on_sleep.append(hang_up)
 
@@ -382,6 +419,7 @@ def test_continue_reports_the_end_when_the_caller_hangs_up_while_waiting(
 
 # --- voicecall.continue.start / .result ---------------------------------------------------
 
+
 def test_continue_result_without_an_operation_id_is_refused(api: APIClient) -> None:
     reply = rpc(api, "voicecall.continue.result", {})
 
@@ -391,7 +429,8 @@ def test_continue_result_without_an_operation_id_is_refused(api: APIClient) -> N
 
 @pytest.mark.parametrize("operation_id", [str(uuid.uuid4()), "not-a-uuid"])
 def test_continue_result_for_an_unknown_operation_is_refused(
-        api: APIClient, operation_id: str) -> None:
+    api: APIClient, operation_id: str
+) -> None:
     reply = rpc(api, "voicecall.continue.result", {"operationId": operation_id})
 
     assert error_of(reply) == "Operation not found"
@@ -404,8 +443,7 @@ def test_continue_start_without_call_id_or_message_is_refused(api: APIClient) ->
     assert ContinueOperation.objects.count() == 0
 
 
-def test_continue_start_on_an_unknown_call_is_refused_with_call_not_found(
-        api: APIClient) -> None:
+def test_continue_start_on_an_unknown_call_is_refused_with_call_not_found(api: APIClient) -> None:
     reply = rpc(api, "voicecall.continue.start", {"callId": str(uuid.uuid4()), "message": "Hi"})
 
     assert error_of(reply) == "Call not found"
@@ -413,7 +451,8 @@ def test_continue_start_on_an_unknown_call_is_refused_with_call_not_found(
 
 
 def test_continue_result_of_a_pending_operation_says_pending(
-        api: APIClient, make_call: Any) -> None:
+    api: APIClient, make_call: Any
+) -> None:
     operation = ContinueOperation.objects.create(call=make_call(), message="Hi")
 
     reply = rpc(api, "voicecall.continue.result", {"operationId": str(operation.operation_id)})
@@ -432,27 +471,34 @@ def _poll_result(api: APIClient, operation_id: str) -> dict[str, Any]:
 
 @pytest.mark.django_db(transaction=True)
 def test_continue_start_runs_the_turn_in_the_background_and_result_returns_the_reply(
-        api: APIClient, configure: Any, make_call: Any) -> None:
+    api: APIClient, configure: Any, make_call: Any
+) -> None:
     carrier_for(configure, {"transcriptTimeoutMs": 15000})
     call = make_call(state="answered")
 
     started = rpc(api, "voicecall.continue.start", {"callId": call.call_id, "message": "Ready?"})
     operation_id = started["result"]["operationId"]
     failures: list[BaseException] = []
-    caller = threading.Thread(target=_deliver_reply_when_listening,
-                              args=(call.pk, call.call_id, "ready", failures))
+    caller = threading.Thread(
+        target=_deliver_reply_when_listening, args=(call.pk, call.call_id, "ready", failures)
+    )
     caller.start()
     result = _poll_result(api, operation_id)
     caller.join(timeout=15)
 
     assert failures == []
-    assert result == {"operationId": operation_id, "status": "done", "success": True,
-                      "transcript": "ready"}
+    assert result == {
+        "operationId": operation_id,
+        "status": "done",
+        "success": True,
+        "transcript": "ready",
+    }
 
 
 @pytest.mark.django_db(transaction=True)
 def test_continue_start_on_an_ended_call_ends_as_a_failed_operation(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="completed", end_reason="completed")
 
     started = rpc(api, "voicecall.continue.start", {"callId": call.call_id, "message": "Hi"})
@@ -465,8 +511,10 @@ def test_continue_start_on_an_ended_call_ends_as_a_failed_operation(
 
 # --- voicecall.speak -----------------------------------------------------------------------
 
+
 def test_speak_plays_the_text_and_records_a_bot_transcript_line(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
 
     reply = rpc(api, "voicecall.speak", {"callId": call.call_id, "message": "One moment"})
@@ -479,7 +527,8 @@ def test_speak_plays_the_text_and_records_a_bot_transcript_line(
 
 
 def test_speak_accepts_the_provider_call_id(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call()
 
     reply = rpc(api, "voicecall.speak", {"callId": call.provider_call_id, "message": "Hi"})
@@ -489,7 +538,8 @@ def test_speak_accepts_the_provider_call_id(
 
 
 def test_speak_on_an_ended_call_is_refused_with_call_has_ended(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="hangup-user", end_reason="hangup-user")
 
     reply = rpc(api, "voicecall.speak", {"callId": call.call_id, "message": "Hi"})
@@ -500,7 +550,8 @@ def test_speak_on_an_ended_call_is_refused_with_call_has_ended(
 
 
 def test_speak_on_a_call_without_a_carrier_id_is_refused_with_call_not_connected(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="initiated", provider_call_id=None)
 
     reply = rpc(api, "voicecall.speak", {"callId": call.call_id, "message": "Hi"})
@@ -509,16 +560,19 @@ def test_speak_on_a_call_without_a_carrier_id_is_refused_with_call_not_connected
     assert ops(mock_carrier, "play_text") == []
 
 
-def test_speak_without_a_message_is_refused(api: APIClient, mock_carrier: Any,
-                                            make_call: Any) -> None:
+def test_speak_without_a_message_is_refused(
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call()
 
     assert error_of(rpc(api, "voicecall.speak", {"callId": call.call_id})) == (
-        "callId and message required")
+        "callId and message required"
+    )
 
 
 def test_speak_on_an_unknown_call_is_refused_with_call_not_found(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     reply = rpc(api, "voicecall.speak", {"callId": "CA-nope", "message": "Hi"})
 
     assert error_of(reply) == "Call not found"
@@ -526,16 +580,20 @@ def test_speak_on_an_unknown_call_is_refused_with_call_not_found(
 
 # --- voicecall.dtmf ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("params", [{"callId": "x"}, {"digits": "1"}, {"callId": "x",
-                                                                        "digits": ""}])
+
+@pytest.mark.parametrize(
+    "params", [{"callId": "x"}, {"digits": "1"}, {"callId": "x", "digits": ""}]
+)
 def test_dtmf_without_call_id_or_digits_is_refused(
-        api: APIClient, mock_carrier: Any, params: dict[str, Any]) -> None:
+    api: APIClient, mock_carrier: Any, params: dict[str, Any]
+) -> None:
     assert error_of(rpc(api, "voicecall.dtmf", params)) == "callId and digits required"
 
 
 @pytest.mark.parametrize("digits", ["12a", "1 2", "+1", "ww-"])
 def test_dtmf_with_characters_other_than_digits_star_hash_comma_w_p_is_refused(
-        api: APIClient, mock_carrier: Any, make_call: Any, digits: str) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any, digits: str
+) -> None:
     call = make_call()
 
     reply = rpc(api, "voicecall.dtmf", {"callId": call.call_id, "digits": digits})
@@ -545,7 +603,8 @@ def test_dtmf_with_characters_other_than_digits_star_hash_comma_w_p_is_refused(
 
 
 def test_dtmf_sends_the_digits_into_the_call(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call()
 
     reply = rpc(api, "voicecall.dtmf", {"callId": call.call_id, "digits": "1w2p*#,9"})
@@ -554,19 +613,23 @@ def test_dtmf_sends_the_digits_into_the_call(
     assert ops(mock_carrier, "send_dtmf") == [{"digits": "1w2p*#,9"}]
 
 
-def test_dtmf_on_an_ended_call_is_refused(api: APIClient, mock_carrier: Any,
-                                          make_call: Any) -> None:
+def test_dtmf_on_an_ended_call_is_refused(
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="completed", end_reason="completed")
 
     assert error_of(rpc(api, "voicecall.dtmf", {"callId": call.call_id, "digits": "1"})) == (
-        "Call has ended")
+        "Call has ended"
+    )
     assert ops(mock_carrier, "send_dtmf") == []
 
 
 # --- voicecall.end -------------------------------------------------------------------------
 
+
 def test_end_hangs_up_and_finalizes_the_call_as_hangup_bot(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
 
     reply = rpc(api, "voicecall.end", {"callId": call.call_id})
@@ -580,7 +643,8 @@ def test_end_hangs_up_and_finalizes_the_call_as_hangup_bot(
 
 
 def test_end_on_an_already_ended_call_succeeds_without_hanging_up_again(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="hangup-user", end_reason="hangup-user")
 
     reply = rpc(api, "voicecall.end", {"callId": call.call_id})
@@ -601,8 +665,8 @@ def test_end_twice_hangs_up_once(api: APIClient, mock_carrier: Any, make_call: A
 
 
 def test_a_failed_carrier_hang_up_leaves_the_call_live_and_a_retry_ends_it(
-        api: APIClient, mock_carrier: Any, make_call: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     call = make_call(state="listening")
 
     def refuse(target: Any) -> None:
@@ -625,12 +689,14 @@ def test_a_failed_carrier_hang_up_leaves_the_call_live_and_a_retry_ends_it(
 
 
 def test_end_on_an_unknown_call_is_refused_with_call_not_found(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     assert error_of(rpc(api, "voicecall.end", {"callId": str(uuid.uuid4())})) == "Call not found"
 
 
 def test_end_on_a_call_without_a_carrier_id_is_refused_with_call_not_connected(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="initiated", provider_call_id=None)
 
     reply = rpc(api, "voicecall.end", {"callId": call.call_id})
@@ -641,11 +707,13 @@ def test_end_on_a_call_without_a_carrier_id_is_refused_with_call_not_connected(
 
 
 def test_end_without_a_call_id_is_refused_with_call_id_required(
-        api: APIClient, mock_carrier: Any) -> None:
+    api: APIClient, mock_carrier: Any
+) -> None:
     assert error_of(rpc(api, "voicecall.end", {})) == "callId required"
 
 
 # --- voicecall.status ----------------------------------------------------------------------
+
 
 def test_status_finds_a_call_by_call_id(api: APIClient, make_call: Any) -> None:
     call = make_call(state="listening")
@@ -663,7 +731,8 @@ def test_status_finds_a_call_by_call_id(api: APIClient, make_call: Any) -> None:
 
 
 def test_status_finds_a_call_by_provider_call_id_also_as_sid(
-        api: APIClient, make_call: Any) -> None:
+    api: APIClient, make_call: Any
+) -> None:
     call = make_call()
 
     by_id = rpc(api, "voicecall.status", {"callId": call.provider_call_id})
@@ -699,6 +768,7 @@ def test_status_without_an_id_lists_the_active_calls(api: APIClient, make_call: 
 
 # --- protocol ------------------------------------------------------------------------------
 
+
 def test_malformed_json_is_a_parse_error_with_http_200(api: APIClient) -> None:
     response = post_raw(api, b'{"jsonrpc": "2.0", "method": ')
 
@@ -715,13 +785,21 @@ def test_a_body_that_is_not_utf8_is_a_parse_error(api: APIClient) -> None:
     assert response.json()["error"]["code"] == -32700
 
 
-@pytest.mark.parametrize("body", [
-    42, "voicecall.status", {"id": 1, "method": "voicecall.status"},
-    {"jsonrpc": "1.0", "id": 1, "method": "voicecall.status"},
-    {"jsonrpc": "2.0", "id": 1}, {"jsonrpc": "2.0", "id": 1, "method": 7}, [],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        42,
+        "voicecall.status",
+        {"id": 1, "method": "voicecall.status"},
+        {"jsonrpc": "1.0", "id": 1, "method": "voicecall.status"},
+        {"jsonrpc": "2.0", "id": 1},
+        {"jsonrpc": "2.0", "id": 1, "method": 7},
+        [],
+    ],
+)
 def test_a_request_that_is_not_a_json_rpc_2_object_is_an_invalid_request(
-        api: APIClient, body: Any) -> None:
+    api: APIClient, body: Any
+) -> None:
     response = post_raw(api, json.dumps(body))
 
     assert response.status_code == 200
@@ -742,9 +820,13 @@ def test_params_that_are_not_an_object_are_invalid_params(api: APIClient) -> Non
 
 
 def test_a_notification_without_an_id_is_run_and_answered_204(
-        api: APIClient, mock_carrier: Any) -> None:
-    response = api.post("/api/rpc", {"jsonrpc": "2.0", "method": "voicecall.initiate",
-                                     "params": {"to": TO, "message": "Hi"}}, format="json")
+    api: APIClient, mock_carrier: Any
+) -> None:
+    response = api.post(
+        "/api/rpc",
+        {"jsonrpc": "2.0", "method": "voicecall.initiate", "params": {"to": TO, "message": "Hi"}},
+        format="json",
+    )
 
     assert response.status_code == 204
     assert response.content == b""
@@ -758,13 +840,21 @@ def test_a_request_with_a_null_id_is_answered(api: APIClient) -> None:
 
 
 def test_a_batch_answers_each_request_in_order_and_skips_notifications(
-        api: APIClient, mock_carrier: Any, make_call: Any) -> None:
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call()
     batch = [
-        {"jsonrpc": "2.0", "id": "a", "method": "voicecall.status",
-         "params": {"callId": call.call_id}},
-        {"jsonrpc": "2.0", "method": "voicecall.speak",
-         "params": {"callId": call.call_id, "message": "From a notification"}},
+        {
+            "jsonrpc": "2.0",
+            "id": "a",
+            "method": "voicecall.status",
+            "params": {"callId": call.call_id},
+        },
+        {
+            "jsonrpc": "2.0",
+            "method": "voicecall.speak",
+            "params": {"callId": call.call_id, "message": "From a notification"},
+        },
         {"jsonrpc": "2.0", "id": "b", "method": "voicecall.nope"},
         "not a request",
         {"jsonrpc": "2.0", "id": "c", "method": "voicecall.end", "params": {}},
@@ -783,8 +873,14 @@ def test_a_batch_answers_each_request_in_order_and_skips_notifications(
 
 
 def test_a_batch_of_only_notifications_is_answered_204(api: APIClient) -> None:
-    response = post_raw(api, json.dumps([
-        {"jsonrpc": "2.0", "method": "voicecall.status"},
-        {"jsonrpc": "2.0", "method": "voicecall.status"}]))
+    response = post_raw(
+        api,
+        json.dumps(
+            [
+                {"jsonrpc": "2.0", "method": "voicecall.status"},
+                {"jsonrpc": "2.0", "method": "voicecall.status"},
+            ]
+        ),
+    )
 
     assert response.status_code == 204

@@ -1,4 +1,5 @@
 """The OpenAPI document and its browsable page (docs/design.md, "6. HTTP and websocket surface")."""
+
 from __future__ import annotations
 
 import json
@@ -23,11 +24,18 @@ def test_the_schema_is_an_openapi_3_document_with_the_api_paths(api: APIClient) 
     assert document["openapi"].startswith("3.")
     assert document["info"]["title"] == "voicecall API"
     paths = document["paths"]
-    for path in ("/api/rpc", "/api/calls/", "/api/calls/{call_id}/",
-                 "/api/calls/{call_id}/continue/", "/api/calls/{call_id}/speak/",
-                 "/api/calls/{call_id}/dtmf/", "/api/calls/{call_id}/end/",
-                 "/api/calls/{call_id}/transcript/", "/api/calls/{call_id}/events/",
-                 "/api/tools/voice_call"):
+    for path in (
+        "/api/rpc",
+        "/api/calls/",
+        "/api/calls/{call_id}/",
+        "/api/calls/{call_id}/continue/",
+        "/api/calls/{call_id}/speak/",
+        "/api/calls/{call_id}/dtmf/",
+        "/api/calls/{call_id}/end/",
+        "/api/calls/{call_id}/transcript/",
+        "/api/calls/{call_id}/events/",
+        "/api/tools/voice_call",
+    ):
         assert path in paths, path
     assert set(paths["/api/calls/"]) >= {"get", "post"}
     assert "post" in paths["/api/rpc"]
@@ -73,8 +81,7 @@ def test_the_schema_declares_bearer_authentication(api: APIClient) -> None:
     document = schema(api)
 
     schemes = document.get("components", {}).get("securitySchemes", {})
-    assert any(s.get("type") == "http" and s.get("scheme") == "bearer"
-               for s in schemes.values())
+    assert any(s.get("type") == "http" and s.get("scheme") == "bearer" for s in schemes.values())
     assert document["paths"]["/api/rpc"]["post"].get("security")
 
 

@@ -3,6 +3,7 @@
 docs/carriers.md, "Mock carrier"; docs/plugin-behaviour.md, "Webhook pipeline";
 docs/security.md, "Webhooks".
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from calls import services
-from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
 from calls.models import (
     AllowedNumber,
     Call,
@@ -24,6 +24,7 @@ from calls.models import (
     TranscriptEntry,
 )
 from calls.runtime import set_provider
+from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
 from providers.errors import ProviderError
 from providers.mock import MockProvider
 
@@ -43,10 +44,16 @@ def event(type_: str, call_id: str, **fields: Any) -> dict[str, Any]:
     return {"event": {"type": type_, "callId": call_id, **fields}}
 
 
-def inbound(type_: str, provider_call_id: str, caller: str | None = CALLER,
-            **fields: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": type_, "callId": provider_call_id, "direction": "inbound",
-                            "to": OUR_NUMBER, **fields}
+def inbound(
+    type_: str, provider_call_id: str, caller: str | None = CALLER, **fields: Any
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "type": type_,
+        "callId": provider_call_id,
+        "direction": "inbound",
+        "to": OUR_NUMBER,
+        **fields,
+    }
     if caller is not None:
         item["from"] = caller
     return {"event": item}
@@ -64,25 +71,38 @@ def carrier_for(configure: Any, raw: dict[str, Any]) -> MockProvider:
 
 
 def nothing_written() -> bool:
-    return not (Call.objects.exists() or CallEvent.objects.exists()
-                or TranscriptEntry.objects.exists())
+    return not (
+        Call.objects.exists() or CallEvent.objects.exists() or TranscriptEntry.objects.exists()
+    )
 
 
 # --- path, method, size ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["get", "put", "delete"])
-def test_a_non_post_request_to_the_webhook_is_405(client: Client, mock_carrier: Any,
-                                                  method: str) -> None:
+def test_a_non_post_request_to_the_webhook_is_405(
+    client: Client, mock_carrier: Any, method: str
+) -> None:
     response = getattr(client, method)(HOOK)
 
     assert response.status_code == 405
     assert response.content == b"Method Not Allowed"
 
 
-@pytest.mark.parametrize("path", ["/voice/webhook-evil", "/voice/webhook//", "/voice/webhooks",
-                                  "/voice", "/", "/voice/webhook/extra"])
-def test_a_look_alike_path_is_404_and_never_verified(client: Client, mock_carrier: Any,
-                                                     path: str) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/voice/webhook-evil",
+        "/voice/webhook//",
+        "/voice/webhooks",
+        "/voice",
+        "/",
+        "/voice/webhook/extra",
+    ],
+)
+def test_a_look_alike_path_is_404_and_never_verified(
+    client: Client, mock_carrier: Any, path: str
+) -> None:
     response = post(client, event("call.ringing", "CA-1", direction="outbound"), path=path)
 
     assert response.status_code == 404
@@ -90,8 +110,7 @@ def test_a_look_alike_path_is_404_and_never_verified(client: Client, mock_carrie
     assert nothing_written()
 
 
-def test_one_trailing_slash_is_tolerated(client: Client, mock_carrier: Any,
-                                         make_call: Any) -> None:
+def test_one_trailing_slash_is_tolerated(client: Client, mock_carrier: Any, make_call: Any) -> None:
     call = make_call(state="initiated")
 
     response = post(client, event("call.ringing", call.call_id), path=HOOK + "/")
@@ -102,7 +121,8 @@ def test_one_trailing_slash_is_tolerated(client: Client, mock_carrier: Any,
 
 
 def test_a_custom_serve_path_is_served_and_the_default_one_is_not(
-        client: Client, configure: Any, make_call: Any) -> None:
+    client: Client, configure: Any, make_call: Any
+) -> None:
     carrier_for(configure, {"serve": {"path": "/hooks/mock"}})
     call = make_call(state="initiated")
 
@@ -115,8 +135,9 @@ def test_a_custom_serve_path_is_served_and_the_default_one_is_not(
     assert call.state == "ringing"
 
 
-def test_a_body_over_64_kib_is_413_and_changes_nothing(client: Client, mock_carrier: Any,
-                                                       make_call: Any) -> None:
+def test_a_body_over_64_kib_is_413_and_changes_nothing(
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="initiated")
     body = json.dumps(event("call.ringing", call.call_id, pad=""))
     body = body.replace('"pad": ""', '"pad": "' + "x" * (64 * 1024 + 1 - len(body)) + '"')
@@ -130,8 +151,9 @@ def test_a_body_over_64_kib_is_413_and_changes_nothing(client: Client, mock_carr
     assert not ReplayKey.objects.exists()
 
 
-def test_a_body_of_exactly_64_kib_is_accepted(client: Client, mock_carrier: Any,
-                                              make_call: Any) -> None:
+def test_a_body_of_exactly_64_kib_is_accepted(
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="initiated")
     body = json.dumps(event("call.ringing", call.call_id, pad=""))
     body = body.replace('"pad": ""', '"pad": "' + "x" * (64 * 1024 - len(body)) + '"')
@@ -146,13 +168,18 @@ def test_a_body_of_exactly_64_kib_is_accepted(client: Client, mock_carrier: Any,
 
 # --- malformed input -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("body", [
-    b'{"event": {"type": "call.ringing", "callId": ',
-    b"\xff\xfe not utf-8",
-    b"",
-])
-def test_malformed_json_is_400_and_nothing_is_created(client: Client, mock_carrier: Any,
-                                                      body: bytes) -> None:
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"event": {"type": "call.ringing", "callId": ',
+        b"\xff\xfe not utf-8",
+        b"",
+    ],
+)
+def test_malformed_json_is_400_and_nothing_is_created(
+    client: Client, mock_carrier: Any, body: bytes
+) -> None:
     response = post(client, body)
 
     assert response.status_code == 400
@@ -160,19 +187,34 @@ def test_malformed_json_is_400_and_nothing_is_created(client: Client, mock_carri
     assert nothing_written()
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"event": {"type": "call.exploded", "callId": "CA-1", "direction": "inbound"}},
-     b"Unknown event type"),
-    ({"event": {"type": "call.ringing", "direction": "inbound"}}, b"callId"),
-    ({"event": {"type": "call.ringing", "callId": "CA-1", "timestamp": "yesterday",
-                "direction": "inbound"}}, b"timestamp"),
-    ({"events": {"type": "call.ringing", "callId": "CA-1"}}, b"list"),
-    ({"events": ["call.ringing"]}, b"object"),
-    (["call.ringing"], b"object"),
-    ({}, b""),
-])
-def test_an_invalid_event_is_400_with_a_clear_message(client: Client, mock_carrier: Any,
-                                                      body: Any, message: bytes) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"event": {"type": "call.exploded", "callId": "CA-1", "direction": "inbound"}},
+            b"Unknown event type",
+        ),
+        ({"event": {"type": "call.ringing", "direction": "inbound"}}, b"callId"),
+        (
+            {
+                "event": {
+                    "type": "call.ringing",
+                    "callId": "CA-1",
+                    "timestamp": "yesterday",
+                    "direction": "inbound",
+                }
+            },
+            b"timestamp",
+        ),
+        ({"events": {"type": "call.ringing", "callId": "CA-1"}}, b"list"),
+        ({"events": ["call.ringing"]}, b"object"),
+        (["call.ringing"], b"object"),
+        ({}, b""),
+    ],
+)
+def test_an_invalid_event_is_400_with_a_clear_message(
+    client: Client, mock_carrier: Any, body: Any, message: bytes
+) -> None:
     response = post(client, body)
 
     assert response.status_code == 400
@@ -181,14 +223,20 @@ def test_an_invalid_event_is_400_with_a_clear_message(client: Client, mock_carri
     assert mock_carrier.sent == []
 
 
-def test_one_invalid_event_in_a_batch_applies_none_of_them(client: Client, mock_carrier: Any,
-                                                           make_call: Any) -> None:
+def test_one_invalid_event_in_a_batch_applies_none_of_them(
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="initiated")
 
-    response = post(client, {"events": [
-        {"type": "call.ringing", "callId": call.call_id},
-        {"type": "call.unheard-of", "callId": call.call_id},
-    ]})
+    response = post(
+        client,
+        {
+            "events": [
+                {"type": "call.ringing", "callId": call.call_id},
+                {"type": "call.unheard-of", "callId": call.call_id},
+            ]
+        },
+    )
 
     assert response.status_code == 400
     call.refresh_from_db()
@@ -208,11 +256,20 @@ def test_a_re_sent_malformed_body_is_still_400(client: Client, mock_carrier: Any
 
 # --- outbound notify lifecycle -------------------------------------------------------------
 
+
 def test_an_outbound_notify_call_rings_speaks_on_answer_and_hangs_up_after_the_delay(
-        client: Client, api: APIClient, mock_carrier: Any) -> None:
-    reply = api.post("/api/rpc", {"jsonrpc": "2.0", "id": 1, "method": "voicecall.initiate",
-                                  "params": {"to": "+15555550123", "message": "Your table is ready",
-                                             "mode": "notify"}}, format="json").json()
+    client: Client, api: APIClient, mock_carrier: Any
+) -> None:
+    reply = api.post(
+        "/api/rpc",
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "voicecall.initiate",
+            "params": {"to": "+15555550123", "message": "Your table is ready", "mode": "notify"},
+        },
+        format="json",
+    ).json()
     call_id = reply["result"]["callId"]
     carrier_id = f"mock-{call_id}"
 
@@ -231,10 +288,10 @@ def test_an_outbound_notify_call_rings_speaks_on_answer_and_hangs_up_after_the_d
     assert call.answered_at is not None
     assert call.max_duration_at is not None
     assert ops(mock_carrier, "play_text") == [
-        {"text": "Your table is ready", "listen_after": False}]
+        {"text": "Your table is ready", "listen_after": False}
+    ]
     assert "initialMessage" not in call.metadata
-    assert list(call.transcript.values_list("speaker", "text")) == [
-        ("bot", "Your table is ready")]
+    assert list(call.transcript.values_list("speaker", "text")) == [("bot", "Your table is ready")]
     assert call.notify_hangup_at is not None
     delay = (call.notify_hangup_at - call.answered_at).total_seconds()
     # The time to say the message (~15 characters a second), then notifyHangupDelaySec = 3.
@@ -262,21 +319,27 @@ def test_an_outbound_notify_call_rings_speaks_on_answer_and_hangs_up_after_the_d
 
 
 def test_a_conversation_call_speaks_the_message_on_answer_then_listens(
-        client: Client, mock_carrier: Any, make_call: Any) -> None:
-    call = make_call(state="ringing", mode="conversation",
-                     metadata={"initialMessage": "Hi, it's the dentist", "mode": "conversation"})
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
+    call = make_call(
+        state="ringing",
+        mode="conversation",
+        metadata={"initialMessage": "Hi, it's the dentist", "mode": "conversation"},
+    )
 
     post(client, event("call.answered", call.call_id))
 
     call.refresh_from_db()
     assert call.state == "listening"
     assert ops(mock_carrier, "play_text") == [
-        {"text": "Hi, it's the dentist", "listen_after": True}]
+        {"text": "Hi, it's the dentist", "listen_after": True}
+    ]
     assert call.notify_hangup_at is None
 
 
 def test_an_event_addressed_by_our_call_id_keeps_the_carriers_call_id(
-        client: Client, mock_carrier: Any, make_call: Any) -> None:
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="ringing")
     carrier_id = call.provider_call_id
 
@@ -286,18 +349,32 @@ def test_an_event_addressed_by_our_call_id_keeps_the_carriers_call_id(
     assert call.provider_call_id == carrier_id
 
 
-def test_several_events_in_one_body_apply_in_order(client: Client, mock_carrier: Any,
-                                                   make_call: Any) -> None:
+def test_several_events_in_one_body_apply_in_order(
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="initiated")
     answered_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     ended_at = answered_at + timedelta(minutes=2)
 
-    response = post(client, {"events": [
-        {"type": "call.ringing", "callId": call.call_id},
-        {"type": "call.answered", "callId": call.call_id, "timestamp": answered_at.isoformat()},
-        {"type": "call.ended", "callId": call.call_id, "reason": "hangup-user",
-         "timestamp": int(ended_at.timestamp() * 1000)},
-    ]})
+    response = post(
+        client,
+        {
+            "events": [
+                {"type": "call.ringing", "callId": call.call_id},
+                {
+                    "type": "call.answered",
+                    "callId": call.call_id,
+                    "timestamp": answered_at.isoformat(),
+                },
+                {
+                    "type": "call.ended",
+                    "callId": call.call_id,
+                    "reason": "hangup-user",
+                    "timestamp": int(ended_at.timestamp() * 1000),
+                },
+            ]
+        },
+    )
 
     assert response.status_code == 200
     call.refresh_from_db()
@@ -308,7 +385,8 @@ def test_several_events_in_one_body_apply_in_order(client: Client, mock_carrier:
 
 
 def test_a_late_backward_event_is_recorded_but_does_not_move_the_call_back(
-        client: Client, mock_carrier: Any, make_call: Any) -> None:
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
 
     post(client, event("call.ringing", call.call_id))
@@ -319,8 +397,10 @@ def test_a_late_backward_event_is_recorded_but_does_not_move_the_call_back(
 
 # --- replays and duplicates ----------------------------------------------------------------
 
+
 def test_the_same_body_posted_twice_is_a_replay_without_side_effects(
-        client: Client, mock_carrier: Any, make_call: Any) -> None:
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
     body = event("call.speech", call.call_id, id="evt-speech-1", transcript="hello")
 
@@ -335,7 +415,8 @@ def test_the_same_body_posted_twice_is_a_replay_without_side_effects(
 
 
 def test_the_same_event_id_in_two_different_bodies_is_applied_once(
-        client: Client, mock_carrier: Any, make_call: Any) -> None:
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
     item = {"type": "call.speech", "callId": call.call_id, "id": "evt-7", "transcript": "yes"}
 
@@ -349,20 +430,20 @@ def test_the_same_event_id_in_two_different_bodies_is_applied_once(
 
 
 def test_the_same_dedupe_key_in_two_different_bodies_is_applied_once(
-        client: Client, mock_carrier: Any, make_call: Any) -> None:
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
 
-    post(client, event("call.speech", call.call_id, id="a", dedupeKey="turn-1",
-                       transcript="yes"))
-    post(client, event("call.speech", call.call_id, id="b", dedupeKey="turn-1",
-                       transcript="yes"))
+    post(client, event("call.speech", call.call_id, id="a", dedupeKey="turn-1", transcript="yes"))
+    post(client, event("call.speech", call.call_id, id="b", dedupeKey="turn-1", transcript="yes"))
 
     assert CallEvent.objects.filter(call=call).count() == 1
     assert call.transcript.count() == 1
 
 
 def test_events_without_ids_in_different_bodies_are_each_applied(
-        client: Client, mock_carrier: Any, make_call: Any) -> None:
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
 
     post(client, event("call.speech", call.call_id, transcript="first"))
@@ -371,10 +452,12 @@ def test_events_without_ids_in_different_bodies_are_each_applied(
     assert list(call.transcript.values_list("text", flat=True)) == ["first", "second"]
 
 
-def test_late_events_after_the_end_change_nothing(client: Client, mock_carrier: Any,
-                                                  make_call: Any) -> None:
-    call = make_call(state="hangup-bot", end_reason="hangup-bot",
-                     metadata={"initialMessage": "Never said"})
+def test_late_events_after_the_end_change_nothing(
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
+    call = make_call(
+        state="hangup-bot", end_reason="hangup-bot", metadata={"initialMessage": "Never said"}
+    )
     Call.objects.filter(pk=call.pk).update(ended_at=call.started_at)
 
     answered = post(client, event("call.answered", call.call_id, id="late-1"))
@@ -391,7 +474,8 @@ def test_late_events_after_the_end_change_nothing(client: Client, mock_carrier: 
 
 
 def test_an_event_for_an_unknown_call_without_direction_is_200_and_creates_nothing(
-        client: Client, mock_carrier: Any) -> None:
+    client: Client, mock_carrier: Any
+) -> None:
     response = post(client, event("call.answered", "CA-never-heard-of"))
 
     assert response.status_code == 200
@@ -402,30 +486,39 @@ def test_an_event_for_an_unknown_call_without_direction_is_200_and_creates_nothi
 
 # --- stale turn tokens ---------------------------------------------------------------------
 
+
 def test_speech_with_a_stale_turn_token_is_ignored_entirely(
-        client: Client, mock_carrier: Any, make_call: Any) -> None:
+    client: Client, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call(state="listening")
     Call.objects.filter(pk=call.pk).update(turn_token="turn-current")
 
-    stale = post(client, event("call.speech", call.call_id, transcript="old answer",
-                               turnToken="turn-previous"))
+    stale = post(
+        client,
+        event("call.speech", call.call_id, transcript="old answer", turnToken="turn-previous"),
+    )
 
     assert stale.status_code == 200
     assert not TranscriptEntry.objects.exists()
     assert not CallEvent.objects.exists()
 
-    current = post(client, event("call.speech", call.call_id, transcript="new answer",
-                                 turnToken="turn-current"))
+    current = post(
+        client,
+        event("call.speech", call.call_id, transcript="new answer", turnToken="turn-current"),
+    )
 
     assert current.status_code == 200
     assert list(call.transcript.values_list("text", "turn_token")) == [
-        ("new answer", "turn-current")]
+        ("new answer", "turn-current")
+    ]
 
 
 # --- inbound -------------------------------------------------------------------------------
 
+
 def test_an_inbound_call_under_the_disabled_policy_is_recorded_rejected_and_hung_up_once(
-        client: Client, mock_carrier: Any) -> None:
+    client: Client, mock_carrier: Any
+) -> None:
     first = post(client, inbound("call.initiated", "CA-in-1"))
     again = post(client, inbound("call.ringing", "CA-in-1"))  # a different body, same call
     replay = post(client, inbound("call.initiated", "CA-in-1"))  # the first body again
@@ -443,7 +536,8 @@ def test_an_inbound_call_under_the_disabled_policy_is_recorded_rejected_and_hung
 
 
 def test_a_failed_rejection_hang_up_is_retried_by_the_next_event(
-        client: Client, mock_carrier: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: Client, mock_carrier: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     attempts: list[str] = []
 
     def flaky(target: Any) -> None:
@@ -461,19 +555,23 @@ def test_a_failed_rejection_hang_up_is_retried_by_the_next_event(
     assert Call.objects.get().metadata.get("hungUp") is True
 
 
-@pytest.mark.parametrize(("caller", "accepted"), [
-    ("+1 (555) 000-1111", True),
-    ("+15550001111", True),
-    ("15550001111", True),
-    ("5550001111", False),  # no country code: a suffix of the allowed number
-    ("+155500011119", False),  # the allowed number is a prefix of the caller
-    ("+1555000111", False),  # the caller is a prefix of the allowed number
-    ("anonymous", False),
-    ("", False),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    ("caller", "accepted"),
+    [
+        ("+1 (555) 000-1111", True),
+        ("+15550001111", True),
+        ("15550001111", True),
+        ("5550001111", False),  # no country code: a suffix of the allowed number
+        ("+155500011119", False),  # the allowed number is a prefix of the caller
+        ("+1555000111", False),  # the caller is a prefix of the allowed number
+        ("anonymous", False),
+        ("", False),
+        (None, False),
+    ],
+)
 def test_the_allowlist_needs_exact_digit_equality(
-        client: Client, configure: Any, caller: str | None, accepted: bool) -> None:
+    client: Client, configure: Any, caller: str | None, accepted: bool
+) -> None:
     carrier = carrier_for(configure, {"inboundPolicy": "allowlist", "allowFrom": [CALLER]})
 
     response = post(client, inbound("call.initiated", "CA-allow", caller=caller))
@@ -501,7 +599,8 @@ def test_a_formatted_caller_is_stored_in_e164(client: Client, configure: Any) ->
 
 
 def test_an_anonymous_caller_is_rejected_for_missing_caller_id(
-        client: Client, configure: Any) -> None:
+    client: Client, configure: Any
+) -> None:
     carrier_for(configure, {"inboundPolicy": "allowlist", "allowFrom": [CALLER]})
 
     post(client, inbound("call.initiated", "CA-anon", caller="anonymous"))
@@ -519,8 +618,7 @@ def test_pairing_behaves_like_the_allowlist(client: Client, configure: Any) -> N
     assert states == {"CA-p1": "ringing", "CA-p2": "hangup-bot"}
 
 
-def test_admin_allowlist_rows_add_to_the_config_allow_from(client: Client,
-                                                           configure: Any) -> None:
+def test_admin_allowlist_rows_add_to_the_config_allow_from(client: Client, configure: Any) -> None:
     carrier_for(configure, {"inboundPolicy": "allowlist", "allowFrom": [CALLER]})
     AllowedNumber.objects.create(number="+15550002222", source="admin")
     AllowedNumber.objects.create(number="+15550003333", source="admin", enabled=False)
@@ -533,9 +631,16 @@ def test_admin_allowlist_rows_add_to_the_config_allow_from(client: Client,
 
 
 def test_an_accepted_inbound_call_rings_with_the_greeting_and_speaks_it_on_answer(
-        client: Client, configure: Any) -> None:
-    carrier = carrier_for(configure, {"inboundPolicy": "allowlist", "allowFrom": [CALLER],
-                                      "inboundGreeting": "Thanks for calling Acme."})
+    client: Client, configure: Any
+) -> None:
+    carrier = carrier_for(
+        configure,
+        {
+            "inboundPolicy": "allowlist",
+            "allowFrom": [CALLER],
+            "inboundGreeting": "Thanks for calling Acme.",
+        },
+    )
 
     accepted = post(client, inbound("call.initiated", "CA-in-ok"))
 
@@ -552,8 +657,7 @@ def test_an_accepted_inbound_call_rings_with_the_greeting_and_speaks_it_on_answe
     post(client, event("call.answered", "CA-in-ok"))
 
     call.refresh_from_db()
-    assert ops(carrier, "play_text") == [
-        {"text": "Thanks for calling Acme.", "listen_after": True}]
+    assert ops(carrier, "play_text") == [{"text": "Thanks for calling Acme.", "listen_after": True}]
     assert call.state == "listening"
     assert call.answered_at is not None
     assert "initialMessage" not in call.metadata
@@ -561,7 +665,8 @@ def test_an_accepted_inbound_call_rings_with_the_greeting_and_speaks_it_on_answe
 
 
 def test_an_accepted_inbound_call_without_a_greeting_gets_the_default_one(
-        client: Client, configure: Any) -> None:
+    client: Client, configure: Any
+) -> None:
     carrier_for(configure, {"inboundPolicy": "open"})
 
     post(client, inbound("call.initiated", "CA-in-default"))
@@ -570,8 +675,7 @@ def test_an_accepted_inbound_call_without_a_greeting_gets_the_default_one(
 
 
 @pytest.mark.parametrize("caller", ["+447700900123", "anonymous", None])
-def test_the_open_policy_accepts_anyone(client: Client, configure: Any,
-                                        caller: str | None) -> None:
+def test_the_open_policy_accepts_anyone(client: Client, configure: Any, caller: str | None) -> None:
     carrier = carrier_for(configure, {"inboundPolicy": "open"})
 
     post(client, inbound("call.initiated", "CA-open", caller=caller))
@@ -590,8 +694,9 @@ def test_an_admin_open_policy_overrides_a_disabled_config(client: Client, config
     assert ops(carrier, "hang_up") == []
 
 
-def test_an_admin_policy_left_blank_keeps_the_configs_policy(client: Client,
-                                                             configure: Any) -> None:
+def test_an_admin_policy_left_blank_keeps_the_configs_policy(
+    client: Client, configure: Any
+) -> None:
     carrier_for(configure, {"inboundPolicy": "disabled"})
     InboundPolicy.objects.create(policy="", greeting="Admin hello")
 
@@ -610,10 +715,18 @@ def test_an_admin_greeting_overrides_the_configs(client: Client, configure: Any)
 
 
 def test_an_externally_placed_outbound_call_is_registered_without_the_policy_check(
-        client: Client, mock_carrier: Any) -> None:
+    client: Client, mock_carrier: Any
+) -> None:
     # Config policy is the default `disabled`: an inbound call would be rejected.
-    response = post(client, event("call.ringing", "CA-ext-1", direction="outbound",
-                                  **{"from": OUR_NUMBER, "to": "+15557654321"}))
+    response = post(
+        client,
+        event(
+            "call.ringing",
+            "CA-ext-1",
+            direction="outbound",
+            **{"from": OUR_NUMBER, "to": "+15557654321"},
+        ),
+    )
 
     assert response.status_code == 200
     call = Call.objects.get()

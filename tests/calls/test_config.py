@@ -62,7 +62,10 @@ def test_it_fills_every_default_when_no_file():
     assert data["tailscale"] == {"mode": "off", "path": "/voice/webhook", "port": 443}
     assert data["tunnel"] == {"provider": "none", "allowNgrokFreeTierLoopbackBypass": False}
     assert data["webhookSecurity"] == {
-        "allowedHosts": [], "trustForwardingHeaders": False, "trustedProxyIPs": []}
+        "allowedHosts": [],
+        "trustForwardingHeaders": False,
+        "trustedProxyIPs": [],
+    }
     assert data["streaming"]["maxPendingConnectionsPerIp"] == 4
     assert data["realtime"]["streamPath"] == "/voice/stream/realtime"
     assert data["realtime"]["fastContext"]["sources"] == ["memory", "sessions"]
@@ -71,16 +74,24 @@ def test_it_fills_every_default_when_no_file():
     assert cfg.section("plivo")["apiBaseUrl"] == "https://api.plivo.com"
     assert cfg.section("nothing-here") == {}
     assert cfg.mock == {
-        "simulate": True, "answerDelayMs": 1500, "ringDelayMs": 500, "replyDelayMs": 1200,
+        "simulate": True,
+        "answerDelayMs": 1500,
+        "ringDelayMs": 500,
+        "replyDelayMs": 1200,
         "callerReplies": ["Yes, that works for me.", "No, thank you. Goodbye."],
-        "callerHangupAfterReplies": 0, "callerIdleHangupMs": 10000}
+        "callerHangupAfterReplies": 0,
+        "callerIdleHangupMs": 10000,
+    }
 
 
 def test_it_reads_a_whole_openclaw_document_written_in_json5(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
     // a whole OpenClaw config document
     {
-      messages: { tts: { provider: "openai", providers: { openai: { voice: "alloy", model: "tts-1" } } } },
+      messages: { tts: { provider: "openai",
+                         providers: { openai: { voice: "alloy", model: "tts-1" } } } },
       plugins: {
         entries: {
           "voice-call": {
@@ -95,7 +106,8 @@ def test_it_reads_a_whole_openclaw_document_written_in_json5(tmp_path):
         },
       },
     }
-    """)
+    """,
+    )
     cfg = load_config(path, env={})
     assert cfg.source == str(path)
     assert (cfg.provider, cfg.from_number) == ("twilio", "+15550001234")
@@ -104,8 +116,13 @@ def test_it_reads_a_whole_openclaw_document_written_in_json5(tmp_path):
 
 
 def test_the_document_entry_enabled_flag_wins_over_the_config_flag():
-    doc = {"plugins": {"entries": {"voice-call": {
-        "enabled": False, "config": {"enabled": True, "provider": "twilio"}}}}}
+    doc = {
+        "plugins": {
+            "entries": {
+                "voice-call": {"enabled": False, "config": {"enabled": True, "provider": "twilio"}}
+            }
+        }
+    }
     cfg = parse_config(doc, {})
     assert cfg.enabled is False  # and so twilio's missing credentials are not errors
 
@@ -123,8 +140,7 @@ def test_a_malformed_document_names_the_bad_level():
 
 def test_an_empty_credential_counts_as_missing():
     raw = {**TWILIO_OK, "twilio": {"accountSid": "AC1", "authToken": ""}}
-    assert errors_of(raw) == [
-        f"{P}.twilio.authToken is required (or set TWILIO_AUTH_TOKEN env)"]
+    assert errors_of(raw) == [f"{P}.twilio.authToken is required (or set TWILIO_AUTH_TOKEN env)"]
     cfg = parse_config(raw, {"TWILIO_AUTH_TOKEN": "tok-env"})
     assert cfg.section("twilio")["authToken"] == "tok-env"
 
@@ -149,9 +165,13 @@ def test_a_non_boolean_enabled_flag_is_rejected():
 
 
 def test_env_fills_only_missing_secrets_of_the_selected_provider():
-    env = {"TWILIO_ACCOUNT_SID": "ACenv", "TWILIO_AUTH_TOKEN": "tok-env",
-           "TWILIO_FROM_NUMBER": "+15550009999", "TELNYX_API_KEY": "KEYenv",
-           "PLIVO_AUTH_ID": "MAenv"}
+    env = {
+        "TWILIO_ACCOUNT_SID": "ACenv",
+        "TWILIO_AUTH_TOKEN": "tok-env",
+        "TWILIO_FROM_NUMBER": "+15550009999",
+        "TELNYX_API_KEY": "KEYenv",
+        "PLIVO_AUTH_ID": "MAenv",
+    }
     cfg = parse_config({"provider": "twilio"}, env)
     assert cfg.section("twilio")["accountSid"] == "ACenv"
     assert cfg.section("twilio")["authToken"] == "tok-env"
@@ -161,8 +181,11 @@ def test_env_fills_only_missing_secrets_of_the_selected_provider():
 
 
 def test_a_file_value_wins_over_env():
-    env = {"TWILIO_AUTH_TOKEN": "from-env", "TWILIO_FROM_NUMBER": "+15550009999",
-           "NGROK_DOMAIN": "env.ngrok.app"}
+    env = {
+        "TWILIO_AUTH_TOKEN": "from-env",
+        "TWILIO_FROM_NUMBER": "+15550009999",
+        "NGROK_DOMAIN": "env.ngrok.app",
+    }
     raw = {**TWILIO_OK, "tunnel": {"ngrokDomain": "file.ngrok.app"}}
     cfg = parse_config(raw, env)
     assert cfg.section("twilio")["authToken"] == "secret"
@@ -198,31 +221,46 @@ def test_speech_keys_fill_existing_tts_provider_blocks_only():
 # --- required credentials (docs/plugin-behaviour.md, "Config errors") ----------------
 
 
-@pytest.mark.parametrize(("provider", "expected"), [
-    ("twilio", [
-        f"{P}.fromNumber is required (or set TWILIO_FROM_NUMBER env)",
-        f"{P}.twilio.accountSid is required (or set TWILIO_ACCOUNT_SID env)",
-        f"{P}.twilio.authToken is required (or set TWILIO_AUTH_TOKEN env)",
-    ]),
-    ("telnyx", [
-        f"{P}.fromNumber is required",
-        f"{P}.telnyx.apiKey is required (or set TELNYX_API_KEY env)",
-        f"{P}.telnyx.connectionId is required (or set TELNYX_CONNECTION_ID env)",
-        f"{P}.telnyx.publicKey is required (or set TELNYX_PUBLIC_KEY env)",
-    ]),
-    ("plivo", [
-        f"{P}.fromNumber is required",
-        f"{P}.plivo.authId is required (or set PLIVO_AUTH_ID env)",
-        f"{P}.plivo.authToken is required (or set PLIVO_AUTH_TOKEN env)",
-    ]),
-])
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        (
+            "twilio",
+            [
+                f"{P}.fromNumber is required (or set TWILIO_FROM_NUMBER env)",
+                f"{P}.twilio.accountSid is required (or set TWILIO_ACCOUNT_SID env)",
+                f"{P}.twilio.authToken is required (or set TWILIO_AUTH_TOKEN env)",
+            ],
+        ),
+        (
+            "telnyx",
+            [
+                f"{P}.fromNumber is required",
+                f"{P}.telnyx.apiKey is required (or set TELNYX_API_KEY env)",
+                f"{P}.telnyx.connectionId is required (or set TELNYX_CONNECTION_ID env)",
+                f"{P}.telnyx.publicKey is required (or set TELNYX_PUBLIC_KEY env)",
+            ],
+        ),
+        (
+            "plivo",
+            [
+                f"{P}.fromNumber is required",
+                f"{P}.plivo.authId is required (or set PLIVO_AUTH_ID env)",
+                f"{P}.plivo.authToken is required (or set PLIVO_AUTH_TOKEN env)",
+            ],
+        ),
+    ],
+)
 def test_it_names_every_missing_credential_exactly(provider, expected):
     assert errors_of({"provider": provider}) == expected
 
 
 def test_telnyx_public_key_is_optional_when_signature_verification_is_skipped():
-    raw = {"provider": "telnyx", "fromNumber": "+15550001234",
-           "telnyx": {"apiKey": "k", "connectionId": "c"}}
+    raw = {
+        "provider": "telnyx",
+        "fromNumber": "+15550001234",
+        "telnyx": {"apiKey": "k", "connectionId": "c"},
+    }
     missing = f"{P}.telnyx.publicKey is required (or set TELNYX_PUBLIC_KEY env)"
     assert errors_of(raw) == [missing]
     cfg = parse_config({**raw, "skipSignatureVerification": True}, {})
@@ -234,8 +272,12 @@ def test_the_mock_provider_needs_no_credentials():
 
 
 def test_enabled_false_skips_provider_validation():
-    raw = {"enabled": False, "provider": "twilio", "streaming": {"enabled": True},
-           "realtime": {"enabled": True}}
+    raw = {
+        "enabled": False,
+        "provider": "twilio",
+        "streaming": {"enabled": True},
+        "realtime": {"enabled": True},
+    }
     cfg = parse_config(raw, {})
     assert cfg.enabled is False and cfg.provider == "twilio"
     assert errors_of({**raw, "enabled": True})  # the same config fails when enabled
@@ -248,13 +290,15 @@ def test_disabled_config_keeps_provider_unset():
 def test_it_reports_every_problem_together():
     raw = {"provider": "plivo", "serve": {"port": 0, "hots": "x"}, "fromNumber": "555"}
     errors = errors_of(raw)
-    assert sorted(errors) == sorted([
-        f"{P}.fromNumber: Expected E.164 format, e.g. +15550001234",
-        f"{P}.serve.port must be an integer between 1 and 65535",
-        f"{P}.serve.hots is not a recognized key",
-        f"{P}.plivo.authId is required (or set PLIVO_AUTH_ID env)",
-        f"{P}.plivo.authToken is required (or set PLIVO_AUTH_TOKEN env)",
-    ])
+    assert sorted(errors) == sorted(
+        [
+            f"{P}.fromNumber: Expected E.164 format, e.g. +15550001234",
+            f"{P}.serve.port must be an integer between 1 and 65535",
+            f"{P}.serve.hots is not a recognized key",
+            f"{P}.plivo.authId is required (or set PLIVO_AUTH_ID env)",
+            f"{P}.plivo.authToken is required (or set PLIVO_AUTH_TOKEN env)",
+        ]
+    )
 
 
 def test_the_exception_message_joins_the_sentences():
@@ -262,26 +306,35 @@ def test_the_exception_message_joins_the_sentences():
         parse_config({"maxConcurrentCalls": 0, "bogus": 1}, {})
     assert str(info.value) == (
         f"Invalid voice-call config: {P}.maxConcurrentCalls must be an integer greater "
-        f"than 0; {P}.bogus is not a recognized key")
+        f"than 0; {P}.bogus is not a recognized key"
+    )
 
 
 # --- combinations ------------------------------------------------------------------
 
 
-TELNYX_OK = {"provider": "telnyx", "fromNumber": "+15550001234",
-             "telnyx": {"apiKey": "KEY1", "connectionId": "123", "publicKey": "pk"}}
-PLIVO_OK = {"provider": "plivo", "fromNumber": "+15550001234",
-            "plivo": {"authId": "MA1", "authToken": "secret"}}
+TELNYX_OK = {
+    "provider": "telnyx",
+    "fromNumber": "+15550001234",
+    "telnyx": {"apiKey": "KEY1", "connectionId": "123", "publicKey": "pk"},
+}
+PLIVO_OK = {
+    "provider": "plivo",
+    "fromNumber": "+15550001234",
+    "plivo": {"authId": "MA1", "authToken": "secret"},
+}
 
 
 def test_streaming_refuses_the_mock_carrier():
     raw = {"provider": "mock", "streaming": {"enabled": True}}
     assert errors_of(raw) == [
-        f'{P}.provider must be "twilio", "telnyx" or "plivo" when streaming.enabled is true']
+        f'{P}.provider must be "twilio", "telnyx" or "plivo" when streaming.enabled is true'
+    ]
 
 
-@pytest.mark.parametrize("carrier", [TWILIO_OK, TELNYX_OK, PLIVO_OK],
-                         ids=["twilio", "telnyx", "plivo"])
+@pytest.mark.parametrize(
+    "carrier", [TWILIO_OK, TELNYX_OK, PLIVO_OK], ids=["twilio", "telnyx", "plivo"]
+)
 def test_every_real_carrier_may_stream(carrier: dict) -> None:
     # The plugin streams on Twilio only; voicecall on every real carrier
     # (docs/plugin-behaviour.md, "Streaming and realtime settings").
@@ -297,10 +350,16 @@ def test_realtime_needs_an_inbound_policy_and_excludes_streaming():
 
 
 def test_realtime_rejects_plivo():
-    raw = {"provider": "plivo", "fromNumber": "+15550001234", "inboundPolicy": "open",
-           "plivo": {"authId": "MA1", "authToken": "t"}, "realtime": {"enabled": True}}
+    raw = {
+        "provider": "plivo",
+        "fromNumber": "+15550001234",
+        "inboundPolicy": "open",
+        "plivo": {"authId": "MA1", "authToken": "t"},
+        "realtime": {"enabled": True},
+    }
     assert errors_of(raw) == [
-        f'{P}.provider must be "twilio", "telnyx", or "mock" when realtime.enabled is true']
+        f'{P}.provider must be "twilio", "telnyx", or "mock" when realtime.enabled is true'
+    ]
 
 
 def test_realtime_stream_path_follows_serve_path():
@@ -312,7 +371,8 @@ def test_realtime_stream_path_follows_serve_path():
 
 def test_tailscale_funnel_only_takes_its_three_ports():
     assert errors_of({"tailscale": {"mode": "funnel", "port": 444}}) == [
-        f"{P}.tailscale.port: Tailscale Funnel HTTPS port must be one of 443, 8443, 10000"]
+        f"{P}.tailscale.port: Tailscale Funnel HTTPS port must be one of 443, 8443, 10000"
+    ]
     assert parse_config({"tailscale": {"mode": "serve", "port": 444}}, {})
 
 
@@ -320,8 +380,9 @@ def test_tailscale_funnel_only_takes_its_three_ports():
 
 
 def test_it_rejects_unknown_keys_at_top_level_and_nested():
-    errors = errors_of({"provder": "mock", "serve": {"hots": "0.0.0.0"},
-                        "realtime": {"fastContext": {"extra": 1}}})
+    errors = errors_of(
+        {"provder": "mock", "serve": {"hots": "0.0.0.0"}, "realtime": {"fastContext": {"extra": 1}}}
+    )
     assert errors == [
         f"{P}.provder is not a recognized key",
         f"{P}.serve.hots is not a recognized key",
@@ -330,17 +391,23 @@ def test_it_rejects_unknown_keys_at_top_level_and_nested():
 
 
 def test_provider_sub_blocks_are_free_form():
-    raw = {"streaming": {"providers": {"deepgram": {"anything": 1}}},
-           "realtime": {"providers": {"google": {"voice": "Kore"}}},
-           "tts": {"providers": {"acme": {"apiKey": "k", "style": "x"}}}}
+    raw = {
+        "streaming": {"providers": {"deepgram": {"anything": 1}}},
+        "realtime": {"providers": {"google": {"voice": "Kore"}}},
+        "tts": {"providers": {"acme": {"apiKey": "k", "style": "x"}}},
+    }
     cfg = parse_config(raw, {})
     assert cfg.data["realtime"]["providers"]["google"] == {"voice": "Kore"}
 
 
 def test_it_rejects_bad_e164_numbers_with_their_index():
-    errors = errors_of({"fromNumber": "15550001234",
-                        "allowFrom": ["+15550001234", "+0123"],
-                        "numbers": {"555": {}}})
+    errors = errors_of(
+        {
+            "fromNumber": "15550001234",
+            "allowFrom": ["+15550001234", "+0123"],
+            "numbers": {"555": {}},
+        }
+    )
     assert errors == [
         f"{P}.fromNumber: Expected E.164 format, e.g. +15550001234",
         f"{P}.allowFrom[1]: Expected E.164 format, e.g. +15550001234",
@@ -352,7 +419,8 @@ def test_number_routes_are_strict():
     ok = parse_config({"numbers": {"+15550001234": {"inboundGreeting": "Hi"}}}, {})
     assert ok.data["numbers"]["+15550001234"] == {"inboundGreeting": "Hi"}
     assert errors_of({"numbers": {"+15550001234": {"greeting": "Hi"}}}) == [
-        f"{P}.numbers.+15550001234.greeting is not a recognized key"]
+        f"{P}.numbers.+15550001234.greeting is not a recognized key"
+    ]
 
 
 def test_allow_to_takes_numbers_and_country_prefixes_but_not_garbage():
@@ -360,12 +428,20 @@ def test_allow_to_takes_numbers_and_country_prefixes_but_not_garbage():
     assert cfg.allow_to == ("+44", "+15550001234")
     errors = errors_of({"outbound": {"allowTo": ["+44", "44", "+"]}})
     assert [e.split(":")[0] for e in errors] == [
-        f"{P}.outbound.allowTo[1]", f"{P}.outbound.allowTo[2]"]
+        f"{P}.outbound.allowTo[1]",
+        f"{P}.outbound.allowTo[2]",
+    ]
 
 
 def test_type_and_enum_errors_name_the_expected_values():
-    errors = errors_of({"inboundPolicy": "everyone", "staleCallReaperSeconds": -1,
-                        "skipSignatureVerification": "yes", "twilio": {"region": "eu"}})
+    errors = errors_of(
+        {
+            "inboundPolicy": "everyone",
+            "staleCallReaperSeconds": -1,
+            "skipSignatureVerification": "yes",
+            "twilio": {"region": "eu"},
+        }
+    )
     assert errors == [
         f'{P}.inboundPolicy must be one of "disabled", "allowlist", "pairing", "open"',
         f"{P}.staleCallReaperSeconds must be an integer greater than or equal to 0",
@@ -376,15 +452,25 @@ def test_type_and_enum_errors_name_the_expected_values():
 
 def test_booleans_are_not_integers():
     assert errors_of({"maxConcurrentCalls": True}) == [
-        f"{P}.maxConcurrentCalls must be an integer greater than 0"]
+        f"{P}.maxConcurrentCalls must be an integer greater than 0"
+    ]
 
 
-@pytest.mark.parametrize("url", ["https://api.twilio.com/2010-04-01", "ftp://x.example",
-                                 "https://x.example?x=1", "api.twilio.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.twilio.com/2010-04-01",
+        "ftp://x.example",
+        "https://x.example?x=1",
+        "api.twilio.com",
+    ],
+)
 def test_api_base_url_must_be_an_origin(url):
     errors = errors_of({"twilio": {"apiBaseUrl": url}})
-    assert errors == [f"{P}.twilio.apiBaseUrl must be an http(s) origin "
-                      "(scheme, host and optional port; no path or query)"]
+    assert errors == [
+        f"{P}.twilio.apiBaseUrl must be an http(s) origin "
+        "(scheme, host and optional port; no path or query)"
+    ]
 
 
 def test_api_base_url_may_point_at_a_local_fake():
@@ -393,15 +479,22 @@ def test_api_base_url_may_point_at_a_local_fake():
 
 
 def test_urls_and_paths_are_checked():
-    errors = errors_of({"publicUrl": "voice.example.com/hook", "serve": {"path": "voice"},
-                        "responseBaseUrl": "localhost:8000",
-                        "tts": {"providers": {"openai": {"baseUrl": "nope"}}}})
-    assert sorted(errors) == sorted([
-        f'{P}.serve.path must be a string starting with "/"',
-        f"{P}.tts.providers.openai.baseUrl must be an http(s) URL",
-        f"{P}.publicUrl must be an http(s) URL",
-        f"{P}.responseBaseUrl must be an http(s) URL",
-    ])
+    errors = errors_of(
+        {
+            "publicUrl": "voice.example.com/hook",
+            "serve": {"path": "voice"},
+            "responseBaseUrl": "localhost:8000",
+            "tts": {"providers": {"openai": {"baseUrl": "nope"}}},
+        }
+    )
+    assert sorted(errors) == sorted(
+        [
+            f'{P}.serve.path must be a string starting with "/"',
+            f"{P}.tts.providers.openai.baseUrl must be an http(s) URL",
+            f"{P}.publicUrl must be an http(s) URL",
+            f"{P}.responseBaseUrl must be an http(s) URL",
+        ]
+    )
 
 
 def test_mock_block_is_validated():
@@ -422,8 +515,10 @@ def test_legacy_log_provider_becomes_mock_with_a_warning():
 
 
 def test_legacy_twilio_from_moves_to_from_number_with_a_warning():
-    raw = {"provider": "twilio", "twilio": {"from": "+15550001234", "accountSid": "AC1",
-                                            "authToken": "t"}}
+    raw = {
+        "provider": "twilio",
+        "twilio": {"from": "+15550001234", "accountSid": "AC1", "authToken": "t"},
+    }
     cfg = parse_config(raw, {})
     assert cfg.from_number == "+15550001234" and "from" not in cfg.section("twilio")
     assert any("twilio.from" in w for w in cfg.warnings)
@@ -436,13 +531,23 @@ def test_legacy_twilio_from_does_not_override_from_number():
 
 
 def test_legacy_streaming_keys_move_to_the_openai_provider_block():
-    raw = {**TWILIO_OK, "streaming": {"sttProvider": "openai-realtime", "openaiApiKey": "sk",
-                                      "sttModel": "gpt-4o-transcribe", "vadThreshold": 0.4}}
+    raw = {
+        **TWILIO_OK,
+        "streaming": {
+            "sttProvider": "openai-realtime",
+            "openaiApiKey": "sk",
+            "sttModel": "gpt-4o-transcribe",
+            "vadThreshold": 0.4,
+        },
+    }
     cfg = parse_config(raw, {})
     streaming = cfg.section("streaming")
     assert streaming["provider"] == "openai"
     assert streaming["providers"]["openai"] == {
-        "apiKey": "sk", "model": "gpt-4o-transcribe", "vadThreshold": 0.4}
+        "apiKey": "sk",
+        "model": "gpt-4o-transcribe",
+        "vadThreshold": 0.4,
+    }
     assert "sttModel" not in streaming and len(cfg.warnings) == 4
 
 
@@ -536,8 +641,11 @@ _JSON = st.recursive(
 
 def _without_forbidden(value):
     if isinstance(value, dict):
-        return {k: _without_forbidden(v) for k, v in value.items()
-                if k not in ("__proto__", "constructor", "prototype")}
+        return {
+            k: _without_forbidden(v)
+            for k, v in value.items()
+            if k not in ("__proto__", "constructor", "prototype")
+        }
     if isinstance(value, list):
         return [_without_forbidden(v) for v in value]
     return value
@@ -591,8 +699,13 @@ def test_mask_secret_shows_only_a_prefix():
 
 
 def test_openai_api_key_fills_the_realtime_provider_when_realtime_is_on() -> None:
-    raw = {"provider": "twilio", "fromNumber": "+15550001234", "inboundPolicy": "open",
-           "twilio": {"accountSid": "AC1", "authToken": "t"}, "realtime": {"enabled": True}}
+    raw = {
+        "provider": "twilio",
+        "fromNumber": "+15550001234",
+        "inboundPolicy": "open",
+        "twilio": {"accountSid": "AC1", "authToken": "t"},
+        "realtime": {"enabled": True},
+    }
     cfg = parse_config(raw, {"OPENAI_API_KEY": "sk-env"})
     assert cfg.section("realtime")["providers"]["openai"]["apiKey"] == "sk-env"
     off = parse_config({**raw, "realtime": {"enabled": False}}, {"OPENAI_API_KEY": "sk-env"})

@@ -1,4 +1,5 @@
 """The public webhook URL at `voicecall serve`: tunnel base, publicUrl priority, the refusal."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,11 +25,16 @@ from tests.fixtures.tunnels.helpers import (
     tunnels_body,
 )
 
-TWILIO = {"provider": "twilio", "fromNumber": "+15550001234",
-          "twilio": {"accountSid": "AC123", "authToken": "t"}}
-REFUSED = ("[voice-call] twilio requires a publicly reachable webhook URL. Refusing to use "
-           "local-only webhook http://127.0.0.1:3334/voice/webhook. Set "
-           "plugins.entries.voice-call.config.publicUrl or enable tunnel/tailscale exposure.")
+TWILIO = {
+    "provider": "twilio",
+    "fromNumber": "+15550001234",
+    "twilio": {"accountSid": "AC123", "authToken": "t"},
+}
+REFUSED = (
+    "[voice-call] twilio requires a publicly reachable webhook URL. Refusing to use "
+    "local-only webhook http://127.0.0.1:3334/voice/webhook. Set "
+    "plugins.entries.voice-call.config.publicUrl or enable tunnel/tailscale exposure."
+)
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +54,7 @@ def fake_ngrok(monkeypatch: pytest.MonkeyPatch) -> FakeProcess:
 
 
 # -- webhook URL ------------------------------------------------------------------------------
+
 
 def test_webhook_url_uses_the_tunnel_base_when_there_is_no_public_url(configure: Any) -> None:
     configure({"serve": {"path": "/hooks/voice"}})
@@ -73,8 +80,10 @@ def test_clearing_the_tunnel_base_goes_back_to_the_local_url(configure: Any) -> 
 
 # -- start and stop at serve ------------------------------------------------------------------
 
-def test_ngrok_tunnel_becomes_the_webhook_and_is_stopped(configure: Any,
-                                                         fake_ngrok: FakeProcess) -> None:
+
+def test_ngrok_tunnel_becomes_the_webhook_and_is_stopped(
+    configure: Any, fake_ngrok: FakeProcess
+) -> None:
     cfg = configure({"tunnel": {"provider": "ngrok", "ngrokAuthToken": "tok"}})
     tunnel = exposure_start(cfg, port=3334)
     assert webhook_url() == f"{NGROK_URL}/voice/webhook"
@@ -84,50 +93,68 @@ def test_ngrok_tunnel_becomes_the_webhook_and_is_stopped(configure: Any,
     assert webhook_url() == "http://127.0.0.1:3334/voice/webhook"
 
 
-def test_no_tunnel_is_started_when_public_url_is_set(configure: Any,
-                                                     fake_ngrok: FakeProcess) -> None:
-    cfg = configure({"publicUrl": "https://voice.example.com/voice/webhook",
-                     "tunnel": {"provider": "ngrok"}})
+def test_no_tunnel_is_started_when_public_url_is_set(
+    configure: Any, fake_ngrok: FakeProcess
+) -> None:
+    cfg = configure(
+        {"publicUrl": "https://voice.example.com/voice/webhook", "tunnel": {"provider": "ngrok"}}
+    )
     assert exposure_start(cfg, port=3334) is None
     assert exposure.POPEN.calls == []
 
 
-def test_legacy_tailscale_mode_publishes_tailscale_path(configure: Any,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_legacy_tailscale_mode_publishes_tailscale_path(
+    configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = FakeRun()
     monkeypatch.setattr(exposure, "RUN", run)
     cfg = configure({"tailscale": {"mode": "funnel", "path": "/pub"}})
     tunnel = exposure_start(cfg, port=3334)
-    assert run.calls[1] == ["tailscale", "funnel", "--bg", "--yes", "--set-path", "/pub",
-                            "http://127.0.0.1:3334/voice/webhook"]
+    assert run.calls[1] == [
+        "tailscale",
+        "funnel",
+        "--bg",
+        "--yes",
+        "--set-path",
+        "/pub",
+        "http://127.0.0.1:3334/voice/webhook",
+    ]
     assert webhook_url() == "https://box.tail1234.ts.net/pub"
     exposure_stop(tunnel)
     assert ["tailscale", "funnel", "off", "/pub"] in run.calls
 
 
-def test_tunnel_tailscale_serve_publishes_serve_path(configure: Any,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tunnel_tailscale_serve_publishes_serve_path(
+    configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(exposure, "RUN", FakeRun())
-    cfg = configure({"tunnel": {"provider": "tailscale-serve"},
-                     "tailscale": {"path": "/ignored", "port": 10000}})
+    cfg = configure(
+        {
+            "tunnel": {"provider": "tailscale-serve"},
+            "tailscale": {"path": "/ignored", "port": 10000},
+        }
+    )
     exposure_start(cfg, port=3334)
     assert webhook_url() == "https://box.tail1234.ts.net:10000/voice/webhook"
 
 
 def test_a_tunnel_that_cannot_start_stops_serve_with_one_sentence(
-        configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(exposure, "RUN", FakeRun(funnel=failed("Funnel is not enabled.")))
     cfg = configure({"tunnel": {"provider": "tailscale-funnel"}})
     with pytest.raises(SystemExit) as caught:
         exposure_start(cfg, port=3334)
     assert str(caught.value) == (
         "Could not expose the webhook: tailscale funnel failed (Funnel is not enabled.); "
-        "enable it at https://login.tailscale.com/f/funnel?node=nBoX123CNTRL")
+        "enable it at https://login.tailscale.com/f/funnel?node=nBoX123CNTRL"
+    )
     assert runtime._public_base is None
 
 
-def test_serve_stops_the_tunnel_when_the_server_ends(configure: Any,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_stops_the_tunnel_when_the_server_ends(
+    configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import uvicorn
 
     configure({"tunnel": {"provider": "ngrok"}})
@@ -148,6 +175,7 @@ def test_serve_stops_the_tunnel_when_the_server_ends(configure: Any,
 
 # -- the [latest] refusal of local-only webhooks ------------------------------------------------
 
+
 def test_serve_refuses_twilio_without_a_public_url(configure: Any) -> None:
     configure(TWILIO)
     runtime.set_local_address(host="127.0.0.1", port=3334)
@@ -157,29 +185,45 @@ def test_serve_refuses_twilio_without_a_public_url(configure: Any) -> None:
 
 
 def test_the_refusal_names_the_provider_and_the_served_address(configure: Any) -> None:
-    configure({"provider": "telnyx", "fromNumber": "+15550001234",
-               "telnyx": {"apiKey": "k", "connectionId": "c", "publicKey": "p"}})
+    configure(
+        {
+            "provider": "telnyx",
+            "fromNumber": "+15550001234",
+            "telnyx": {"apiKey": "k", "connectionId": "c", "publicKey": "p"},
+        }
+    )
     runtime.set_local_address(host="0.0.0.0", port=8080)
-    with pytest.raises(SystemExit, match=r"telnyx requires .* webhook "
-                                         r"http://127\.0\.0\.1:8080/voice/webhook\."):
+    with pytest.raises(
+        SystemExit,
+        match=r"telnyx requires .* webhook "
+        r"http://127\.0\.0\.1:8080/voice/webhook\.",
+    ):
         preflight("0.0.0.0", serving=True)
 
 
-@pytest.mark.parametrize("url", ["http://10.0.0.5/voice/webhook",
-                                 "https://localhost/voice/webhook",
-                                 "https://100.101.102.103/voice/webhook"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.5/voice/webhook",
+        "https://localhost/voice/webhook",
+        "https://100.101.102.103/voice/webhook",
+    ],
+)
 def test_serve_refuses_a_private_public_url_even_with_a_tunnel(configure: Any, url: str) -> None:
     configure({**TWILIO, "publicUrl": url, "tunnel": {"provider": "ngrok"}})
     with pytest.raises(SystemExit, match="Refusing to use local-only webhook"):
         preflight("127.0.0.1", serving=True)
 
 
-@pytest.mark.parametrize("raw", [
-    {**TWILIO, "publicUrl": "https://voice.example.com/voice/webhook"},
-    {**TWILIO, "tunnel": {"provider": "ngrok"}},
-    {**TWILIO, "tailscale": {"mode": "funnel"}},
-    {"provider": "mock"},
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {**TWILIO, "publicUrl": "https://voice.example.com/voice/webhook"},
+        {**TWILIO, "tunnel": {"provider": "ngrok"}},
+        {**TWILIO, "tailscale": {"mode": "funnel"}},
+        {"provider": "mock"},
+    ],
+)
 def test_serve_accepts_a_public_url_a_tunnel_or_the_mock(configure: Any, raw: dict) -> None:
     configure(raw)
     preflight("127.0.0.1", serving=True)

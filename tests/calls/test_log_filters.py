@@ -1,4 +1,5 @@
 """Numbers that reach a log line are masked (docs/security.md, "Logs")."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,10 @@ def _format(msg: str, *args: object) -> str:
 
 
 def test_a_number_inside_a_carrier_error_is_masked() -> None:
-    line = _format("timer hang-up failed: %s",
-                   "Twilio API error: 400 The 'To' number +15555550123 is not valid")
+    line = _format(
+        "timer hang-up failed: %s",
+        "Twilio API error: 400 The 'To' number +15555550123 is not valid",
+    )
     assert "+15555550123" not in line
     assert "+1555•••0123" in line
 

@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Playback on a stream".
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,14 @@ class Line:
 
 
 def _playback(line: Line, synthesize) -> Playback:  # type: ignore[no-untyped-def]
-    playback = Playback(send_audio=line.audio, send_mark=line.mark, send_clear=line.clear,
-                        synthesize=synthesize, clock=line.clock, sleep=line.sleep)
+    playback = Playback(
+        send_audio=line.audio,
+        send_mark=line.mark,
+        send_clear=line.clear,
+        synthesize=synthesize,
+        clock=line.clock,
+        sleep=line.sleep,
+    )
     playback.start()
     return playback
 
@@ -55,6 +62,7 @@ def _tts(*chunks: bytes, delay: float = 0.0, line: Line | None = None):  # type:
             line.now += delay
         for chunk in chunks:
             yield chunk
+
     return synthesize
 
 

@@ -4,6 +4,7 @@ STT and TTS are faked at the provider seam (their wire protocols are tested in
 tests/providers/test_stt.py and test_tts.py); everything else is the real thing: codec,
 consumer, playback, services, database and the in-process channel layer.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,14 +28,23 @@ from calls.services.stream_plans import stream_plan
 from providers.twilio import TwilioProvider
 
 TOKEN = "12345678901234567890123456789012"
-TWILIO = {"provider": "twilio", "fromNumber": "+15550001234",
-          "twilio": {"accountSid": "AC00000000000000000000000000000001", "authToken": TOKEN,
-                     "apiBaseUrl": "http://127.0.0.1:9"},
-          "publicUrl": "https://voice.example.com/voice/webhook",
-          "streaming": {"enabled": True, "preStartTimeoutMs": 300,
-                        "maxPendingConnectionsPerIp": 2,
-                        "providers": {"openai": {"apiKey": "sk-test"}}},
-          "tts": {"provider": "openai", "providers": {"openai": {"apiKey": "sk-test"}}}}
+TWILIO = {
+    "provider": "twilio",
+    "fromNumber": "+15550001234",
+    "twilio": {
+        "accountSid": "AC00000000000000000000000000000001",
+        "authToken": TOKEN,
+        "apiBaseUrl": "http://127.0.0.1:9",
+    },
+    "publicUrl": "https://voice.example.com/voice/webhook",
+    "streaming": {
+        "enabled": True,
+        "preStartTimeoutMs": 300,
+        "maxPendingConnectionsPerIp": 2,
+        "providers": {"openai": {"apiKey": "sk-test"}},
+    },
+    "tts": {"provider": "openai", "providers": {"openai": {"apiKey": "sk-test"}}},
+}
 CALL_SID = "CA00000000000000000000000000000009"
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -71,8 +81,11 @@ class FakeTts:
 def streaming(configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = configure(TWILIO)
     # The Twilio REST API answers hang-ups (the lost-stream timer hangs up the call).
-    carrier_api = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(
-        200, json={"sid": CALL_SID, "status": "completed"})))
+    carrier_api = httpx.Client(
+        transport=httpx.MockTransport(
+            lambda request: httpx.Response(200, json={"sid": CALL_SID, "status": "completed"})
+        )
+    )
     set_provider(TwilioProvider(settings=provider_settings(cfg), http=carrier_api))
     monkeypatch.setattr("calls.consumers.ADMISSION", Admission())
     FakeStt.instances.clear()
@@ -89,9 +102,15 @@ def application() -> Any:
 
 
 def _make_call(**fields: Any) -> Call:
-    defaults = dict(provider="twilio", provider_call_id=CALL_SID, direction="outbound",
-                    mode="conversation", state="answered", stream_token="good-token",
-                    metadata={"initialMessage": "Hi, it's the clinic."})
+    defaults = dict(
+        provider="twilio",
+        provider_call_id=CALL_SID,
+        direction="outbound",
+        mode="conversation",
+        state="answered",
+        stream_token="good-token",
+        metadata={"initialMessage": "Hi, it's the clinic."},
+    )
     defaults.update(fields)
     return Call.objects.create(**defaults)
 
@@ -101,17 +120,36 @@ refresh = database_sync_to_async(lambda call: Call.objects.get(pk=call.pk))
 
 
 def _start(token: str = "good-token", sid: str = CALL_SID) -> str:
-    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
-                       "start": {"streamSid": "MZ1", "accountSid": "AC1", "callSid": sid,
-                                 "tracks": ["inbound"], "customParameters": {"token": token},
-                                 "mediaFormat": {"encoding": "audio/x-mulaw",
-                                                 "sampleRate": 8000, "channels": 1}}})
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": "MZ1",
+            "start": {
+                "streamSid": "MZ1",
+                "accountSid": "AC1",
+                "callSid": sid,
+                "tracks": ["inbound"],
+                "customParameters": {"token": token},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 def _media(payload: bytes) -> str:
-    return json.dumps({"event": "media", "streamSid": "MZ1", "media": {
-        "track": "inbound", "chunk": "1", "timestamp": "20",
-        "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "streamSid": "MZ1",
+            "media": {
+                "track": "inbound",
+                "chunk": "1",
+                "timestamp": "20",
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
 
 
 async def _connect(application: Any) -> WebsocketCommunicator:
@@ -131,7 +169,8 @@ async def _frames_until(communicator: WebsocketCommunicator, kind: str) -> list[
 
 
 async def test_a_fetch_for_a_live_call_gets_the_stream_document_with_its_token(
-        streaming: None) -> None:
+    streaming: None,
+) -> None:
     call = await make_call_async(stream_token="")
     plan = await database_sync_to_async(stream_plan)(call)
     assert plan.url == "wss://voice.example.com/voice/stream"
@@ -139,8 +178,9 @@ async def test_a_fetch_for_a_live_call_gets_the_stream_document_with_its_token(
     assert plan.token == call.stream_token and len(call.stream_token) >= 16
 
 
-async def test_a_stream_with_the_wrong_token_is_closed_1008(streaming: None,
-                                                             application: Any) -> None:
+async def test_a_stream_with_the_wrong_token_is_closed_1008(
+    streaming: None, application: Any
+) -> None:
     await make_call_async()
     communicator = await _connect(application)
     await communicator.send_to(text_data=_start(token="forged"))
@@ -150,7 +190,8 @@ async def test_a_stream_with_the_wrong_token_is_closed_1008(streaming: None,
 
 
 async def test_a_socket_that_never_starts_is_closed_after_the_pre_start_timeout(
-        streaming: None, application: Any) -> None:
+    streaming: None, application: Any
+) -> None:
     communicator = await _connect(application)
     closed = await communicator.receive_output(timeout=5)
     assert (closed["code"], closed.get("reason")) == (1008, "Start timeout")
@@ -164,18 +205,22 @@ async def test_a_malformed_first_frame_is_closed_1008(streaming: None, applicati
 
 
 async def test_too_many_pending_sockets_from_one_peer_are_closed_1013(
-        streaming: None, application: Any) -> None:
+    streaming: None, application: Any
+) -> None:
     held = [await _connect(application) for _ in range(2)]
     third = await _connect(application)
     closed = await third.receive_output(timeout=5)
     assert (closed["code"], closed.get("reason")) == (
-        1013, "Too many pending media stream connections")
+        1013,
+        "Too many pending media stream connections",
+    )
     for communicator in held:
         await communicator.disconnect()
 
 
 async def test_the_greeting_is_spoken_on_the_stream_and_the_callers_words_come_back(
-        streaming: None, application: Any) -> None:
+    streaming: None, application: Any
+) -> None:
     call = await make_call_async()
     communicator = await _connect(application)
     await communicator.send_to(text_data=_start())
@@ -194,8 +239,9 @@ async def test_the_greeting_is_spoken_on_the_stream_and_the_callers_words_come_b
 
     stt.callbacks.on_final("Tuesday works.")
     for _ in range(100):
-        lines = await database_sync_to_async(lambda: list(
-            TranscriptEntry.objects.filter(call=call).values_list("speaker", "text")))()
+        lines = await database_sync_to_async(
+            lambda: list(TranscriptEntry.objects.filter(call=call).values_list("speaker", "text"))
+        )()
         if ("user", "Tuesday works.") in lines:
             break
         await asyncio.sleep(0.02)
@@ -204,7 +250,8 @@ async def test_the_greeting_is_spoken_on_the_stream_and_the_callers_words_come_b
 
 
 async def test_speech_from_any_process_reaches_the_stream_over_the_channel_layer(
-        streaming: None, application: Any) -> None:
+    streaming: None, application: Any
+) -> None:
     call = await make_call_async(metadata={})
     communicator = await _connect(application)
     await communicator.send_to(text_data=_start())
@@ -220,13 +267,15 @@ async def test_speech_from_any_process_reaches_the_stream_over_the_channel_layer
 
 
 async def test_a_lost_stream_ends_the_call_after_the_grace_period(
-        streaming: None, application: Any) -> None:
+    streaming: None, application: Any
+) -> None:
     call = await make_call_async(metadata={})
     communicator = await _connect(application)
     await communicator.send_to(text_data=_start())
     await asyncio.sleep(0.1)
-    await communicator.send_to(text_data=json.dumps(
-        {"event": "stop", "streamSid": "MZ1", "stop": {"callSid": CALL_SID}}))
+    await communicator.send_to(
+        text_data=json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": CALL_SID}})
+    )
     await communicator.wait(timeout=5)
     call = await refresh(call)
     assert call.stream_id == "" and call.stream_lost_at is not None
@@ -241,7 +290,8 @@ async def test_a_lost_stream_ends_the_call_after_the_grace_period(
 
 
 async def test_a_stream_whose_speech_recognition_cannot_connect_is_closed_1011(
-        streaming: None, application: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    streaming: None, application: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from providers.errors import ProviderUnavailable
 
     class DeadStt(FakeStt):
@@ -259,7 +309,8 @@ async def test_a_stream_whose_speech_recognition_cannot_connect_is_closed_1011(
 
 
 async def test_a_second_start_on_an_attached_stream_is_closed_1008(
-        streaming: None, application: Any) -> None:
+    streaming: None, application: Any
+) -> None:
     await make_call_async(metadata={})
     communicator = await _connect(application)
     await communicator.send_to(text_data=_start())

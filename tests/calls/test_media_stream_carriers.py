@@ -7,6 +7,7 @@ back as the `x-telnyx-streaming-auth-token` upgrade header) or, for an inbound c
 adapters on the carrier drivers' fake REST APIs, signed webhooks, and the real consumer over the
 ASGI router; STT and TTS are faked at the provider seam as in test_media_stream.py.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,13 +47,17 @@ from tests.fixtures.telnyx import helpers as telnyx_helpers
 
 STREAM_URL = f"wss://{PUBLIC_HOST}/voice/stream"
 PLAN = StreamPlan(url="wss://voice.example.com/voice/stream", token="0123456789abcdef" * 2)
-STREAMING = {"enabled": True, "preStartTimeoutMs": 2000,
-             "providers": {"openai": {"apiKey": "sk-test"}}}
+STREAMING = {
+    "enabled": True,
+    "preStartTimeoutMs": 2000,
+    "providers": {"openai": {"apiKey": "sk-test"}},
+}
 TTS = {"provider": "openai", "providers": {"openai": {"apiKey": "sk-test"}}}
 OPENING = "Hi, this is the clinic calling about your appointment."
 
 
 # == adapters: what each carrier is told ========================================================
+
 
 def _stream_element(body: bytes) -> ET.Element:
     root = ET.fromstring(body.decode())
@@ -62,23 +67,31 @@ def _stream_element(body: bytes) -> ET.Element:
 
 def test_plivo_answer_for_a_streaming_call_is_a_bidirectional_mulaw_stream() -> None:
     reply = plivo_helpers.provider().render_reply(
-        plivo_helpers.webhook("https://voice.example.com/voice/webhook?callId=c1&flow=answer",
-                              {"CallUUID": plivo_helpers.CALL_UUID, "Event": "StartApp",
-                               "CallStatus": "in-progress"}),
-        ReplyContext(call_id="c1", known=True, state="answered", stream=PLAN))
+        plivo_helpers.webhook(
+            "https://voice.example.com/voice/webhook?callId=c1&flow=answer",
+            {"CallUUID": plivo_helpers.CALL_UUID, "Event": "StartApp", "CallStatus": "in-progress"},
+        ),
+        ReplyContext(call_id="c1", known=True, state="answered", stream=PLAN),
+    )
     assert (reply.status, reply.content_type) == (200, "text/xml")
     stream = _stream_element(reply.body)
     assert stream.text == PLAN.url
-    assert stream.attrib == {"bidirectional": "true", "keepCallAlive": "true",
-                             "contentType": "audio/x-mulaw;rate=8000",
-                             "extraHeaders": f"token={PLAN.token}"}
+    assert stream.attrib == {
+        "bidirectional": "true",
+        "keepCallAlive": "true",
+        "contentType": "audio/x-mulaw;rate=8000",
+        "extraHeaders": f"token={PLAN.token}",
+    }
 
 
 def test_plivo_extra_headers_token_is_the_one_the_codec_reads_back() -> None:
     reply = plivo_helpers.provider().render_reply(
-        plivo_helpers.webhook("https://voice.example.com/voice/webhook?callId=c1&flow=answer",
-                              {"CallUUID": plivo_helpers.CALL_UUID, "Event": "StartApp"}),
-        ReplyContext(call_id="c1", known=True, stream=PLAN))
+        plivo_helpers.webhook(
+            "https://voice.example.com/voice/webhook?callId=c1&flow=answer",
+            {"CallUUID": plivo_helpers.CALL_UUID, "Event": "StartApp"},
+        ),
+        ReplyContext(call_id="c1", known=True, stream=PLAN),
+    )
     extra_headers = _stream_element(reply.body).get("extraHeaders")
     start = PlivoMediaCodec().decode(_plivo_start(plivo_helpers.CALL_UUID, extra_headers))
     assert start.token == PLAN.token  # type: ignore[union-attr]
@@ -86,9 +99,12 @@ def test_plivo_extra_headers_token_is_the_one_the_codec_reads_back() -> None:
 
 def test_plivo_hangup_callbacks_never_carry_a_stream() -> None:
     reply = plivo_helpers.provider().render_reply(
-        plivo_helpers.webhook("https://voice.example.com/voice/webhook?callId=c1&flow=hangup",
-                              {"CallUUID": plivo_helpers.CALL_UUID, "CallStatus": "completed"}),
-        ReplyContext(call_id="c1", known=True, stream=PLAN))
+        plivo_helpers.webhook(
+            "https://voice.example.com/voice/webhook?callId=c1&flow=hangup",
+            {"CallUUID": plivo_helpers.CALL_UUID, "CallStatus": "completed"},
+        ),
+        ReplyContext(call_id="c1", known=True, stream=PLAN),
+    )
     assert reply.body == b"<Response></Response>"
 
 
@@ -98,20 +114,37 @@ def test_plivo_and_telnyx_hand_out_their_codecs() -> None:
 
 
 TELNYX_STREAM_FIELDS = {
-    "stream_url": PLAN.url, "stream_track": "inbound_track", "stream_codec": "PCMU",
-    "stream_bidirectional_mode": "rtp", "stream_bidirectional_codec": "PCMU",
+    "stream_url": PLAN.url,
+    "stream_track": "inbound_track",
+    "stream_codec": "PCMU",
+    "stream_bidirectional_mode": "rtp",
+    "stream_bidirectional_codec": "PCMU",
     "stream_auth_token": PLAN.token,
 }
-DIALED = httpx.Response(200, json={"data": {"call_control_id": telnyx_helpers.CALL_CONTROL_ID,
-                                            "is_alive": False, "record_type": "call"}})
+DIALED = httpx.Response(
+    200,
+    json={
+        "data": {
+            "call_control_id": telnyx_helpers.CALL_CONTROL_ID,
+            "is_alive": False,
+            "record_type": "call",
+        }
+    },
+)
 
 
 def _telnyx_dial(stream: StreamPlan | None) -> dict[str, Any]:
     carrier = telnyx_helpers.Carrier(DIALED)
-    telnyx_helpers.provider(carrier).place_call(PlaceCall(
-        call_id="c1", to_number=CALLEE, from_number=OUR_NUMBER,
-        webhook_url=f"{telnyx_helpers.HOOK_URL}?callId=c1", mode="conversation",
-        stream=stream))
+    telnyx_helpers.provider(carrier).place_call(
+        PlaceCall(
+            call_id="c1",
+            to_number=CALLEE,
+            from_number=OUR_NUMBER,
+            webhook_url=f"{telnyx_helpers.HOOK_URL}?callId=c1",
+            mode="conversation",
+            stream=stream,
+        )
+    )
     assert carrier.paths() == ["/v2/calls"]
     return carrier.json()
 
@@ -127,15 +160,16 @@ def test_telnyx_dial_without_a_stream_has_no_stream_fields() -> None:
 
 def test_telnyx_inbound_stream_starts_with_streaming_start_and_its_token() -> None:
     carrier = telnyx_helpers.Carrier()
-    target = CallTarget(call_id="c1", provider_call_id=telnyx_helpers.CALL_CONTROL_ID,
-                        stream=PLAN)
+    target = CallTarget(call_id="c1", provider_call_id=telnyx_helpers.CALL_CONTROL_ID, stream=PLAN)
     telnyx_helpers.provider(carrier).start_stream(target)
     assert carrier.paths() == ["/v2/calls/v3:TEST-call-control-id-0001/actions/streaming_start"]
     body = carrier.json()
     uuid.UUID(body.pop("command_id"))
-    assert body == {**TELNYX_STREAM_FIELDS,
-                    "custom_parameters": [{"name": "token", "value": PLAN.token}],
-                    "client_state": base64.b64encode(b"c1").decode()}
+    assert body == {
+        **TELNYX_STREAM_FIELDS,
+        "custom_parameters": [{"name": "token", "value": PLAN.token}],
+        "client_state": base64.b64encode(b"c1").decode(),
+    }
 
 
 def test_telnyx_codec_takes_the_token_from_the_upgrade_header() -> None:
@@ -224,35 +258,72 @@ def _dial_and_answer(driver: CarrierDriver) -> Call:
 
 
 def _plivo_start(call_uuid: str, extra_headers: str | None) -> str:
-    return json.dumps({"event": "start", "sequenceNumber": 1,
-                       "start": {"callId": call_uuid, "streamId": "st-1",
-                                 "accountId": plivo_helpers.AUTH_ID, "tracks": ["inbound"],
-                                 "mediaFormat": {"encoding": "audio/x-mulaw",
-                                                 "sampleRate": 8000}},
-                       "extra_headers": extra_headers})
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": 1,
+            "start": {
+                "callId": call_uuid,
+                "streamId": "st-1",
+                "accountId": plivo_helpers.AUTH_ID,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+            },
+            "extra_headers": extra_headers,
+        }
+    )
 
 
 def _plivo_media(payload: bytes) -> str:
-    return json.dumps({"event": "media", "sequenceNumber": 2, "streamId": "st-1",
-                       "media": {"track": "inbound", "timestamp": "1705312200000", "chunk": 1,
-                                 "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": 2,
+            "streamId": "st-1",
+            "media": {
+                "track": "inbound",
+                "timestamp": "1705312200000",
+                "chunk": 1,
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
 
 
 def _telnyx_start(control_id: str, *, params: dict[str, str]) -> str:
-    return json.dumps({"event": "start", "sequence_number": "1", "stream_id": "ts-1",
-                       "start": {"call_control_id": control_id, "custom_parameters": params,
-                                 "media_format": {"encoding": "PCMU", "sample_rate": 8000,
-                                                  "channels": 1}}})
+    return json.dumps(
+        {
+            "event": "start",
+            "sequence_number": "1",
+            "stream_id": "ts-1",
+            "start": {
+                "call_control_id": control_id,
+                "custom_parameters": params,
+                "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 def _telnyx_media(payload: bytes) -> str:
-    return json.dumps({"event": "media", "sequence_number": "2", "stream_id": "ts-1",
-                       "media": {"track": "inbound", "chunk": "1", "timestamp": "20",
-                                 "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequence_number": "2",
+            "stream_id": "ts-1",
+            "media": {
+                "track": "inbound",
+                "chunk": "1",
+                "timestamp": "20",
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
 
 
-async def _connect(application: Any, headers: list[tuple[bytes, bytes]] | None = None
-                   ) -> WebsocketCommunicator:
+async def _connect(
+    application: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(application, "/voice/stream", headers=headers)
     connected, _ = await communicator.connect()
     assert connected
@@ -284,9 +355,13 @@ async def _hears(call: Call, communicator: WebsocketCommunicator, media: list[st
     stt.callbacks.on_final("Tuesday works.")
     lines: list[tuple[str, str]] = []
     for _ in range(100):
-        lines = await database_sync_to_async(lambda: list(
-            TranscriptEntry.objects.filter(call=call, speaker="user").values_list(
-                "speaker", "text")))()
+        lines = await database_sync_to_async(
+            lambda: list(
+                TranscriptEntry.objects.filter(call=call, speaker="user").values_list(
+                    "speaker", "text"
+                )
+            )
+        )()
         if lines:
             break
         await asyncio.sleep(0.02)
@@ -297,6 +372,7 @@ refresh = database_sync_to_async(lambda call: Call.objects.get(pk=call.pk))
 
 
 # -- Plivo ---------------------------------------------------------------------------------------
+
 
 def _plivo_stream_token(driver: PlivoDriver) -> str:
     """The token of the `<Stream>` our reply to the answer fetch handed Plivo."""
@@ -309,7 +385,8 @@ def _plivo_stream_token(driver: PlivoDriver) -> str:
 
 @transactional
 async def test_plivo_stream_attaches_greets_with_play_audio_and_hears_the_caller(
-        plivo: PlivoDriver, application: Any) -> None:
+    plivo: PlivoDriver, application: Any
+) -> None:
     call = await database_sync_to_async(_dial_and_answer)(plivo)
     assert call.metadata.get("initialMessage") == OPENING  # deferred to the stream
     token = _plivo_stream_token(plivo)
@@ -322,7 +399,8 @@ async def test_plivo_stream_attaches_greets_with_play_audio_and_hears_the_caller
     audio = [f for f in frames if f["event"] == "playAudio"]
     assert len(audio) >= 2 and all(
         f["media"]["contentType"] == "audio/x-mulaw" and f["media"]["sampleRate"] == 8000
-        for f in audio)
+        for f in audio
+    )
     assert frames[-1]["streamId"] == "st-1" and frames[-1]["name"]
     call = await refresh(call)
     assert call.stream_id == "st-1" and "initialMessage" not in call.metadata
@@ -333,7 +411,8 @@ async def test_plivo_stream_attaches_greets_with_play_audio_and_hears_the_caller
 
 @transactional
 async def test_plivo_stream_with_a_wrong_token_is_closed_1008(
-        plivo: PlivoDriver, application: Any) -> None:
+    plivo: PlivoDriver, application: Any
+) -> None:
     call = await database_sync_to_async(_dial_and_answer)(plivo)
     communicator = await _connect(application)
     await communicator.send_to(text_data=_plivo_start(call.provider_call_id, "token=forged1"))
@@ -343,26 +422,34 @@ async def test_plivo_stream_with_a_wrong_token_is_closed_1008(
 
 # -- Telnyx --------------------------------------------------------------------------------------
 
+
 @transactional
 async def test_telnyx_dialled_stream_attaches_by_its_auth_header_and_greets_with_media(
-        telnyx: TelnyxDriver, application: Any) -> None:
+    telnyx: TelnyxDriver, application: Any
+) -> None:
     call = await database_sync_to_async(_dial_and_answer)(telnyx)
     dial = telnyx.dials[call.provider_call_id]
-    assert (dial["stream_url"], dial["stream_bidirectional_mode"],
-            dial["stream_bidirectional_codec"]) == (STREAM_URL, "rtp", "PCMU")
+    assert (
+        dial["stream_url"],
+        dial["stream_bidirectional_mode"],
+        dial["stream_bidirectional_codec"],
+    ) == (STREAM_URL, "rtp", "PCMU")
     assert dial["stream_auth_token"] == call.stream_token
     assert call.metadata.get("initialMessage") == OPENING
     assert "speak" not in [action for _, action, _ in telnyx.commands()]
 
-    communicator = await _connect(application, headers=[
-        (b"x-telnyx-streaming-auth-token", dial["stream_auth_token"].encode())])
+    communicator = await _connect(
+        application,
+        headers=[(b"x-telnyx-streaming-auth-token", dial["stream_auth_token"].encode())],
+    )
     await communicator.send_to(text_data=json.dumps({"event": "connected", "version": "1.0.0"}))
     await communicator.send_to(text_data=_telnyx_start(call.provider_call_id, params={}))
     frames = await _frames_until(communicator, "mark")
     assert FakeTts.spoken == [OPENING]
     audio = [f for f in frames if f["event"] == "media"]
-    assert len(audio) >= 2 and all(set(f) == {"event", "media"} and f["media"]["payload"]
-                                   for f in audio)
+    assert len(audio) >= 2 and all(
+        set(f) == {"event", "media"} and f["media"]["payload"] for f in audio
+    )
     assert frames[-1]["mark"]["name"]
     assert (await refresh(call)).stream_id == "ts-1"
 
@@ -373,7 +460,8 @@ async def test_telnyx_dialled_stream_attaches_by_its_auth_header_and_greets_with
 @transactional
 @pytest.mark.parametrize("header", [b"forged", None], ids=["wrong-header", "no-token"])
 async def test_telnyx_stream_without_the_right_token_is_closed_1008(
-        telnyx: TelnyxDriver, application: Any, header: bytes | None) -> None:
+    telnyx: TelnyxDriver, application: Any, header: bytes | None
+) -> None:
     call = await database_sync_to_async(_dial_and_answer)(telnyx)
     headers = [(b"x-telnyx-streaming-auth-token", header)] if header else None
     communicator = await _connect(application, headers=headers)
@@ -393,14 +481,19 @@ def _inbound_answered(driver: TelnyxDriver) -> Call:
 
 @transactional
 async def test_telnyx_inbound_call_streams_after_answer_and_greets_the_caller(
-        telnyx: TelnyxDriver, application: Any) -> None:
+    telnyx: TelnyxDriver, application: Any
+) -> None:
     call = await database_sync_to_async(_inbound_answered)(telnyx)
     actions = telnyx.commands(call.provider_call_id)
     assert [action for _, action, _ in actions] == ["answer", "streaming_start"]
     answer, start = actions[0][2], actions[1][2]
     assert not [key for key in answer if key.startswith("stream")]
-    assert (start["stream_url"], start["stream_track"], start["stream_bidirectional_mode"],
-            start["stream_auth_token"]) == (STREAM_URL, "inbound_track", "rtp", call.stream_token)
+    assert (
+        start["stream_url"],
+        start["stream_track"],
+        start["stream_bidirectional_mode"],
+        start["stream_auth_token"],
+    ) == (STREAM_URL, "inbound_track", "rtp", call.stream_token)
     params = {p["name"]: p["value"] for p in start["custom_parameters"]}
 
     communicator = await _connect(application)
@@ -423,8 +516,15 @@ def test_telnyx_notify_call_dials_without_a_stream(telnyx: TelnyxDriver) -> None
 @pytest.mark.django_db
 def test_stream_tokens_fit_plivos_extra_headers_alphabet(plivo: PlivoDriver) -> None:
     # plivo.com/docs/voice/xml/audiostream: extraHeaders allows only [A-Za-z0-9].
-    calls = [Call.objects.create(provider="plivo", provider_call_id=str(uuid.uuid4()),
-                                 direction="outbound", mode="conversation", state="answered")
-             for _ in range(20)]
+    calls = [
+        Call.objects.create(
+            provider="plivo",
+            provider_call_id=str(uuid.uuid4()),
+            direction="outbound",
+            mode="conversation",
+            state="answered",
+        )
+        for _ in range(20)
+    ]
     tokens = {plan.token for plan in map(stream_plan, calls) if plan is not None}
     assert len(tokens) == 20 and all(token.isalnum() and len(token) >= 32 for token in tokens)

@@ -5,6 +5,7 @@ it, the sweep fails it at its deadline or when the call ends. A synchronous `con
 holds its turn by a short renewed lease, so a process killed mid-turn frees it quickly and
 the caller's late answer still reaches the transcript.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -39,13 +40,22 @@ def no_prompt_thread(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
 
 
 def _answer(call: Call, text: str, turn_token: str | None, n: int = 1) -> None:
-    event_apply(provider="mock", event=NormalizedEvent(
-        type=EventType.SPEECH, id=f"speech-{n}", call_id=call.call_id,
-        provider_call_id=call.provider_call_id, transcript=text, turn_token=turn_token))
+    event_apply(
+        provider="mock",
+        event=NormalizedEvent(
+            type=EventType.SPEECH,
+            id=f"speech-{n}",
+            call_id=call.call_id,
+            provider_call_id=call.provider_call_id,
+            transcript=text,
+            turn_token=turn_token,
+        ),
+    )
 
 
 def test_an_answer_settles_the_operation_without_the_process_that_started_it(
-        mock_carrier: Any, make_call: Any, no_prompt_thread: Any) -> None:
+    mock_carrier: Any, make_call: Any, no_prompt_thread: Any
+) -> None:
     call = make_call(state="listening")
     operation = continue_start(call_id=call.call_id, message="Ready?")
     call.refresh_from_db()
@@ -54,8 +64,10 @@ def test_an_answer_settles_the_operation_without_the_process_that_started_it(
     _answer(call, "ready", operation.turn_token)  # applied by any process, e.g. after restart
 
     operation.refresh_from_db()
-    assert (operation.status, operation.result) == ("done", {"success": True,
-                                                             "transcript": "ready"})
+    assert (operation.status, operation.result) == (
+        "done",
+        {"success": True, "transcript": "ready"},
+    )
     call.refresh_from_db()
     assert call.turn_token is None and call.metadata["turnCount"] == 1
     entry = TranscriptEntry.objects.get()
@@ -63,8 +75,8 @@ def test_an_answer_settles_the_operation_without_the_process_that_started_it(
 
 
 def test_the_sweep_fails_an_operation_at_its_deadline_and_frees_the_turn(
-        mock_carrier: Any, make_call: Any, fake_clock: Any, configure: Any,
-        no_prompt_thread: Any) -> None:
+    mock_carrier: Any, make_call: Any, fake_clock: Any, configure: Any, no_prompt_thread: Any
+) -> None:
     configure({"transcriptTimeoutMs": 5000})
     call = make_call(state="listening")
     operation = continue_start(call_id=call.call_id, message="Ready?")
@@ -77,8 +89,10 @@ def test_the_sweep_fails_an_operation_at_its_deadline_and_frees_the_turn(
     fake_clock.advance(seconds=1)
     assert timers_sweep().fired.get("continue_operation") == 1
     operation.refresh_from_db()
-    assert operation.result == {"success": False,
-                                "error": "Timed out waiting for transcript after 5000ms"}
+    assert operation.result == {
+        "success": False,
+        "error": "Timed out waiting for transcript after 5000ms",
+    }
     call.refresh_from_db()
     assert call.turn_token is None
     # The caller's late answer still lands in the transcript (answering no turn).
@@ -86,8 +100,9 @@ def test_the_sweep_fails_an_operation_at_its_deadline_and_frees_the_turn(
     assert TranscriptEntry.objects.get().text == "sorry, yes"
 
 
-def test_an_operation_fails_when_its_call_ends(mock_carrier: Any, make_call: Any,
-                                               no_prompt_thread: Any) -> None:
+def test_an_operation_fails_when_its_call_ends(
+    mock_carrier: Any, make_call: Any, no_prompt_thread: Any
+) -> None:
     call = make_call(state="listening")
     operation = continue_start(call_id=call.call_id, message="Ready?")
     Call.objects.filter(pk=call.pk).update(state="hangup-user", end_reason="hangup-user")
@@ -99,11 +114,10 @@ def test_an_operation_fails_when_its_call_ends(mock_carrier: Any, make_call: Any
 
 
 def test_a_refused_prompt_fails_the_operation_and_frees_the_turn(
-        mock_carrier: Any, make_call: Any, no_prompt_thread: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from providers.errors import ProviderError
-
+    mock_carrier: Any, make_call: Any, no_prompt_thread: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from calls.services.operations import _say_prompt
+    from providers.errors import ProviderError
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise ProviderError("carrier said no")
@@ -120,9 +134,9 @@ def test_a_refused_prompt_fails_the_operation_and_frees_the_turn(
     assert call.turn_token is None
 
 
-def test_finished_operations_are_pruned_after_a_day(mock_carrier: Any, make_call: Any,
-                                                    fake_clock: Any,
-                                                    no_prompt_thread: Any) -> None:
+def test_finished_operations_are_pruned_after_a_day(
+    mock_carrier: Any, make_call: Any, fake_clock: Any, no_prompt_thread: Any
+) -> None:
     call = make_call(state="listening")
     operation = continue_start(call_id=call.call_id, message="Ready?")
     _answer(call, "ready", operation.turn_token)
@@ -137,14 +151,21 @@ def test_finished_operations_are_pruned_after_a_day(mock_carrier: Any, make_call
 
 # -- the turn lease of a synchronous continue ---------------------------------------------------
 
+
 def test_a_turn_whose_process_died_is_freed_when_its_lease_expires(
-        mock_carrier: Any, make_call: Any, fake_clock: Any) -> None:
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
     call = make_call(state="listening")
     now = fake_clock.now()
     # What a `continue` left behind when kill -9 hit it mid-wait: a claimed turn whose
     # lease nobody renews any more (the transcript deadline is minutes away).
-    turn_claim(call, token="dead-turn", started=now, deadline=now + timedelta(minutes=3),
-               lease_until=now + TURN_LEASE)
+    turn_claim(
+        call,
+        token="dead-turn",
+        started=now,
+        deadline=now + timedelta(minutes=3),
+        lease_until=now + TURN_LEASE,
+    )
     with pytest.raises(CallConflict, match="Already waiting for transcript"):
         call_continue(call_id=call.call_id, message="Hello?")
 
@@ -156,8 +177,9 @@ def test_a_turn_whose_process_died_is_freed_when_its_lease_expires(
     assert TranscriptEntry.objects.get().text == "late answer"
 
 
-def test_a_waiting_continue_renews_its_lease(mock_carrier: Any, make_call: Any,
-                                             fake_clock: Any) -> None:
+def test_a_waiting_continue_renews_its_lease(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
     call = make_call(state="listening")
     leases: list[Any] = []
 

@@ -4,6 +4,7 @@ Applying an event writes CarrierCommand rows in the event's own transaction; the
 after commit, retried with backoff by the sweep, sent again when their sender died (lease
 expired), never twice at once, and rolled back with the event when applying it fails.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -19,8 +20,13 @@ from providers.errors import ProviderError, ProviderUnavailable
 
 pytestmark = pytest.mark.django_db
 
-INBOUND = dict(call_id="leg-1", provider_call_id="leg-1", direction="inbound",
-               from_number="+15550001111", to_number="+15550000000")
+INBOUND = dict(
+    call_id="leg-1",
+    provider_call_id="leg-1",
+    direction="inbound",
+    from_number="+15550001111",
+    to_number="+15550000000",
+)
 
 
 def _inbound(type_: EventType = EventType.INITIATED, id_: str = "i") -> NormalizedEvent:
@@ -32,8 +38,8 @@ def _ops(carrier: Any, name: str) -> list[dict[str, Any]]:
 
 
 def test_a_failed_answer_is_retried_with_backoff_and_the_same_command_key(
-        mock_carrier: Any, fake_clock: Any, configure: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_carrier: Any, fake_clock: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configure({"inboundPolicy": "open"})
     keys: list[str | None] = []
 
@@ -63,8 +69,8 @@ def test_a_failed_answer_is_retried_with_backoff_and_the_same_command_key(
 
 
 def test_a_command_owed_before_a_crash_is_sent_by_the_sweep_once(
-        mock_carrier: Any, fake_clock: Any, configure: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_carrier: Any, fake_clock: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configure({"inboundPolicy": "open"})
     # The process "dies" after the commit, before sending: nothing is sent now.
     with monkeypatch.context() as crashed:
@@ -79,8 +85,8 @@ def test_a_command_owed_before_a_crash_is_sent_by_the_sweep_once(
 
 
 def test_a_live_sender_keeps_its_command_until_the_lease_expires(
-        mock_carrier: Any, fake_clock: Any, configure: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_carrier: Any, fake_clock: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configure({"inboundPolicy": "open"})
     with monkeypatch.context() as crashed:
         crashed.setattr("calls.services.outbox.command_send", lambda pk: False)
@@ -88,7 +94,8 @@ def test_a_live_sender_keeps_its_command_until_the_lease_expires(
     command = CarrierCommand.objects.get()
     # Another process claimed it and is sending it right now.
     CarrierCommand.objects.filter(pk=command.pk).update(
-        lease_until=fake_clock.now() + LEASE, attempts=1)
+        lease_until=fake_clock.now() + LEASE, attempts=1
+    )
 
     assert command_send(command.pk) is False
     assert timers_sweep().fired == {}
@@ -106,7 +113,8 @@ def test_an_event_applied_again_owes_nothing_new(mock_carrier: Any, configure: A
 
 
 def test_a_failure_while_applying_rolls_back_the_event_and_its_commands(
-        mock_carrier: Any, configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_carrier: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configure({"inboundPolicy": "open"})
 
     def explode(**kwargs: Any) -> Any:
@@ -120,10 +128,16 @@ def test_a_failure_while_applying_rolls_back_the_event_and_its_commands(
 
 
 def test_speech_and_its_transcript_line_roll_back_together(
-        mock_carrier: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_carrier: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     call = make_call(state="listening")
-    speech = NormalizedEvent(type=EventType.SPEECH, id="s-1", call_id=call.call_id,
-                             provider_call_id=call.provider_call_id, transcript="yes")
+    speech = NormalizedEvent(
+        type=EventType.SPEECH,
+        id="s-1",
+        call_id=call.call_id,
+        provider_call_id=call.provider_call_id,
+        transcript="yes",
+    )
 
     def explode(**kwargs: Any) -> None:
         raise RuntimeError("crash after the transcript line")
@@ -138,11 +152,13 @@ def test_speech_and_its_transcript_line_roll_back_together(
 
 
 def test_a_refused_stream_start_is_given_up_and_the_greeting_spoken_instead(
-        mock_carrier: Any, configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    mock_carrier: Any, configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configure({"inboundPolicy": "open", "inboundGreeting": "Hello."})
     monkeypatch.setattr("calls.services.stream_plans.streaming_possible", lambda: True)
-    monkeypatch.setattr("calls.services.stream_plans.stream_url",
-                        lambda: "wss://v.example/voice/stream")
+    monkeypatch.setattr(
+        "calls.services.stream_plans.stream_url", lambda: "wss://v.example/voice/stream"
+    )
 
     def refuse(target: Any) -> None:
         raise ProviderError("422 streaming not allowed")  # not retryable
@@ -164,8 +180,9 @@ def test_commands_sent_inside_a_unit_wait_for_its_end(mock_carrier: Any, configu
     assert len(_ops(mock_carrier, "answer_call")) == 1
 
 
-def test_finished_commands_of_ended_calls_are_pruned(mock_carrier: Any, fake_clock: Any,
-                                                     configure: Any) -> None:
+def test_finished_commands_of_ended_calls_are_pruned(
+    mock_carrier: Any, fake_clock: Any, configure: Any
+) -> None:
     configure({"inboundPolicy": "open"})
     event_apply(provider="mock", event=_inbound())
     Call.objects.update(state="completed", ended_at=fake_clock.now())

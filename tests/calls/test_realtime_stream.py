@@ -5,6 +5,7 @@ docs/plugin-behaviour.md, "Realtime voice".
 The speech-to-speech model is faked at the provider seam (its wire protocol is tested in
 tests/providers/test_realtime.py); codec, consumer, link, services and database are real.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,11 +28,18 @@ from providers.twilio import TwilioProvider
 
 TOKEN = "12345678901234567890123456789012"
 CALL_SID = "CA0000000000000000000000000000000a"
-CONFIG = {"provider": "twilio", "fromNumber": "+15550001234", "inboundPolicy": "open",
-          "twilio": {"accountSid": "AC00000000000000000000000000000001", "authToken": TOKEN},
-          "publicUrl": "https://voice.example.com/voice/webhook",
-          "realtime": {"enabled": True, "instructions": "You are Ada at Acme.",
-                       "providers": {"openai": {"apiKey": "sk-test"}}}}
+CONFIG = {
+    "provider": "twilio",
+    "fromNumber": "+15550001234",
+    "inboundPolicy": "open",
+    "twilio": {"accountSid": "AC00000000000000000000000000000001", "authToken": TOKEN},
+    "publicUrl": "https://voice.example.com/voice/webhook",
+    "realtime": {
+        "enabled": True,
+        "instructions": "You are Ada at Acme.",
+        "providers": {"openai": {"apiKey": "sk-test"}},
+    },
+}
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,8 +56,7 @@ class FakeRealtime:
         FakeRealtime.sessions.append(self)
 
     async def connect(self, *, instructions: str, greeting: str | None, tools: list) -> None:
-        self.connected_with = {"instructions": instructions, "greeting": greeting,
-                               "tools": tools}
+        self.connected_with = {"instructions": instructions, "greeting": greeting, "tools": tools}
 
     async def send_audio(self, ulaw: bytes) -> None:
         self.audio += ulaw
@@ -70,8 +77,12 @@ def carrier_api(configure: Any, monkeypatch: pytest.MonkeyPatch) -> list[httpx.R
         requests.append(request)
         return httpx.Response(200, json={"sid": CALL_SID, "status": "completed"})
 
-    set_provider(TwilioProvider(settings=provider_settings(cfg),
-                                http=httpx.Client(transport=httpx.MockTransport(handler))))
+    set_provider(
+        TwilioProvider(
+            settings=provider_settings(cfg),
+            http=httpx.Client(transport=httpx.MockTransport(handler)),
+        )
+    )
     monkeypatch.setattr("calls.consumers.ADMISSION", Admission())
     monkeypatch.setattr("calls.consumers.build_realtime", FakeRealtime)
     FakeRealtime.sessions.clear()
@@ -85,19 +96,39 @@ def application() -> Any:
     return application
 
 
-make_call = database_sync_to_async(lambda **fields: Call.objects.create(**{
-    "provider": "twilio", "provider_call_id": CALL_SID, "direction": "inbound",
-    "mode": "conversation", "state": "answered", "stream_token": "tok",
-    "metadata": {"initialMessage": "Thanks for calling Acme."}, **fields}))
+make_call = database_sync_to_async(
+    lambda **fields: Call.objects.create(
+        **{
+            "provider": "twilio",
+            "provider_call_id": CALL_SID,
+            "direction": "inbound",
+            "mode": "conversation",
+            "state": "answered",
+            "stream_token": "tok",
+            "metadata": {"initialMessage": "Thanks for calling Acme."},
+            **fields,
+        }
+    )
+)
 refresh = database_sync_to_async(lambda call: Call.objects.get(pk=call.pk))
-lines = database_sync_to_async(lambda call: list(
-    TranscriptEntry.objects.filter(call=call).values_list("speaker", "text")))
+lines = database_sync_to_async(
+    lambda call: list(TranscriptEntry.objects.filter(call=call).values_list("speaker", "text"))
+)
 
 
 def _start() -> str:
-    return json.dumps({"event": "start", "streamSid": "MZ9", "start": {
-        "streamSid": "MZ9", "callSid": CALL_SID, "customParameters": {"token": "tok"},
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+    return json.dumps(
+        {
+            "event": "start",
+            "streamSid": "MZ9",
+            "start": {
+                "streamSid": "MZ9",
+                "callSid": CALL_SID,
+                "customParameters": {"token": "tok"},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 async def _attached(application: Any) -> tuple[WebsocketCommunicator, FakeRealtime]:
@@ -122,34 +153,49 @@ async def _eventually(check: Any) -> Any:
 
 
 async def test_realtime_calls_stream_on_the_realtime_path(carrier_api: list) -> None:
-    assert await database_sync_to_async(stream_url)() == "wss://voice.example.com/voice/stream/realtime"
+    assert (
+        await database_sync_to_async(stream_url)()
+        == "wss://voice.example.com/voice/stream/realtime"
+    )
 
 
 async def test_the_model_greets_with_our_instructions_and_the_end_call_tool(
-        carrier_api: list, application: Any) -> None:
+    carrier_api: list, application: Any
+) -> None:
     call = await make_call()
     communicator, model = await _attached(application)
-    assert model.connected_with == {"instructions": "You are Ada at Acme.",
-                                    "greeting": "Thanks for calling Acme.",
-                                    "tools": [END_CALL_TOOL]}
+    assert model.connected_with == {
+        "instructions": "You are Ada at Acme.",
+        "greeting": "Thanks for calling Acme.",
+        "tools": [END_CALL_TOOL],
+    }
     assert (await lines(call)) == [("bot", "Thanks for calling Acme.")]
-    await communicator.send_to(text_data=json.dumps({"event": "media", "streamSid": "MZ9",
-                                                     "media": {"track": "inbound", "payload":
-                                                               base64.b64encode(b"\x01" * 160).decode()}}))
+    await communicator.send_to(
+        text_data=json.dumps(
+            {
+                "event": "media",
+                "streamSid": "MZ9",
+                "media": {"track": "inbound", "payload": base64.b64encode(b"\x01" * 160).decode()},
+            }
+        )
+    )
     await _eventually(lambda: asyncio.sleep(0, model.audio))
     assert model.audio == b"\x01" * 160
     await communicator.disconnect()
 
 
 async def test_model_audio_reaches_the_caller_in_order_and_barge_in_clears(
-        carrier_api: list, application: Any) -> None:
+    carrier_api: list, application: Any
+) -> None:
     await make_call()
     communicator, model = await _attached(application)
     model.handler.on_audio(b"\x10" * 160)
     model.handler.on_audio(b"\x20" * 160)
     frames = [json.loads(await communicator.receive_from(timeout=5)) for _ in range(2)]
     assert [base64.b64decode(f["media"]["payload"]) for f in frames] == [
-        b"\x10" * 160, b"\x20" * 160]
+        b"\x10" * 160,
+        b"\x20" * 160,
+    ]
     model.handler.on_clear()
     assert json.loads(await communicator.receive_from(timeout=5))["event"] == "clear"
     await communicator.disconnect()
@@ -170,11 +216,13 @@ async def _equals(awaitable: Any, expected: Any) -> bool:
 
 
 async def test_the_end_call_tool_hangs_up_and_other_tools_are_refused(
-        carrier_api: list, application: Any) -> None:
+    carrier_api: list, application: Any
+) -> None:
     call = await make_call(metadata={})
     communicator, model = await _attached(application)
     assert await model.handler.on_tool_call("weather", {}) == {
-        "error": 'Tool "weather" not available'}
+        "error": 'Tool "weather" not available'
+    }
     assert await model.handler.on_tool_call("end_call", {"reason": "done"}) == {"ok": True}
     assert (await refresh(call)).state == "hangup-bot"
     assert any(r.url.path.endswith(f"{CALL_SID}.json") for r in carrier_api)
@@ -182,12 +230,12 @@ async def test_the_end_call_tool_hangs_up_and_other_tools_are_refused(
 
 
 async def test_speech_for_a_realtime_call_is_handed_to_the_model(
-        carrier_api: list, application: Any) -> None:
+    carrier_api: list, application: Any
+) -> None:
     call = await make_call(metadata={})
     communicator, model = await _attached(application)
     call = await _eventually(lambda: _attached_row(call))
-    await database_sync_to_async(speak)(call, "Your appointment is confirmed.",
-                                        listen_after=True)
+    await database_sync_to_async(speak)(call, "Your appointment is confirmed.", listen_after=True)
     await _eventually(lambda: asyncio.sleep(0, model.said))
     assert model.said == ["Your appointment is confirmed."]
     await communicator.disconnect()
@@ -199,7 +247,8 @@ async def _attached_row(call: Call) -> Call | None:
 
 
 async def test_when_the_model_ends_the_session_the_call_ends(
-        carrier_api: list, application: Any) -> None:
+    carrier_api: list, application: Any
+) -> None:
     call = await make_call(metadata={})
     communicator, model = await _attached(application)
     model.handler.on_closed()
@@ -225,8 +274,7 @@ async def test_barge_in_drops_model_audio_not_yet_sent() -> None:
     async def ended() -> None:
         pass
 
-    link = RealtimeLink(call_id="c", send_audio=send_audio, send_clear=send_clear,
-                        on_ended=ended)
+    link = RealtimeLink(call_id="c", send_audio=send_audio, send_clear=send_clear, on_ended=ended)
     for byte in (b"\x01", b"\x02", b"\x03"):
         link.on_audio(byte * 160)
     await asyncio.sleep(0)  # the first frame is in flight

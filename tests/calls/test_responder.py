@@ -5,6 +5,7 @@ docs/plugin-behaviour.md, "Auto-response".
 The LLM is faked at its HTTP boundary (OpenAI chat completions on an httpx.MockTransport);
 DISPATCH is made synchronous so a reply is spoken before the event handling returns.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,10 @@ pytestmark = pytest.mark.django_db
 CALLER = "+15550001111"
 OUR_NUMBER = "+15550000000"
 REPLY = "We are open until six."
-MODEL_CONFIG = {"responseModel": "openai/gpt-4o-mini",
-                "tts": {"providers": {"openai": {"apiKey": "sk-config"}}}}
+MODEL_CONFIG = {
+    "responseModel": "openai/gpt-4o-mini",
+    "tts": {"providers": {"openai": {"apiKey": "sk-config"}}},
+}
 
 
 class FakeLLM:
@@ -57,10 +60,22 @@ class FakeLLM:
             self.during()
         if self.status != 200:
             return httpx.Response(self.status, json={"error": {"message": "overloaded"}})
-        return httpx.Response(200, json={
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": self.content}}]})
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": self.content},
+                    }
+                ],
+            },
+        )
 
     def messages(self, index: int = -1) -> list[dict[str, str]]:
         return json.loads(self.requests[index].content)["messages"]
@@ -77,28 +92,44 @@ def llm(monkeypatch: pytest.MonkeyPatch) -> FakeLLM:
 @pytest.fixture
 def sync_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replies run inline, before the event handling returns."""
-    monkeypatch.setattr(responder, "DISPATCH", lambda call_id, entry_id: responder_run(
-        call_id=call_id, entry_id=entry_id))
+    monkeypatch.setattr(
+        responder,
+        "DISPATCH",
+        lambda call_id, entry_id: responder_run(call_id=call_id, entry_id=entry_id),
+    )
 
 
 @pytest.fixture
-def enabled(configure: Any, mock_carrier: MockProvider, llm: FakeLLM,
-            sync_dispatch: None) -> MockProvider:
+def enabled(
+    configure: Any, mock_carrier: MockProvider, llm: FakeLLM, sync_dispatch: None
+) -> MockProvider:
     configure(MODEL_CONFIG)
     return mock_carrier
 
 
 def inbound_call(make_call: Any, **fields: Any) -> Call:
-    values = {"direction": "inbound", "state": "listening", "from_number": CALLER,
-              "to_number": OUR_NUMBER, **fields}
+    values = {
+        "direction": "inbound",
+        "state": "listening",
+        "from_number": CALLER,
+        "to_number": OUR_NUMBER,
+        **fields,
+    }
     return make_call(**values)
 
 
-def speech(call: Call, text: str, *, turn_token: str | None = None,
-           is_final: bool = True) -> None:
-    event_apply(provider="mock", event=NormalizedEvent(
-        type=EventType.SPEECH, id=str(uuid.uuid4()), call_id=call.call_id,
-        transcript=text, turn_token=turn_token, is_final=is_final))
+def speech(call: Call, text: str, *, turn_token: str | None = None, is_final: bool = True) -> None:
+    event_apply(
+        provider="mock",
+        event=NormalizedEvent(
+            type=EventType.SPEECH,
+            id=str(uuid.uuid4()),
+            call_id=call.call_id,
+            transcript=text,
+            turn_token=turn_token,
+            is_final=is_final,
+        ),
+    )
 
 
 def spoken(carrier: MockProvider) -> list[dict[str, Any]]:
@@ -106,14 +137,17 @@ def spoken(carrier: MockProvider) -> list[dict[str, Any]]:
 
 
 def bot_lines(call: Call) -> list[str]:
-    return list(TranscriptEntry.objects.filter(call=call, speaker="bot")
-                .values_list("text", flat=True))
+    return list(
+        TranscriptEntry.objects.filter(call=call, speaker="bot").values_list("text", flat=True)
+    )
 
 
 # --- answering ---------------------------------------------------------------------------
 
+
 def test_an_inbound_callers_final_speech_gets_a_spoken_reply(
-        enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = inbound_call(make_call)
     transcript_add(call=call, speaker="bot", text="Hello! How can I help you today?")
 
@@ -136,8 +170,9 @@ def test_an_inbound_callers_final_speech_gets_a_spoken_reply(
     assert llm.requests[0].headers["authorization"] == "Bearer sk-config"
 
 
-def test_the_custom_system_prompt_is_used(configure: Any, enabled: MockProvider, llm: FakeLLM,
-                                          make_call: Any) -> None:
+def test_the_custom_system_prompt_is_used(
+    configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     configure({**MODEL_CONFIG, "responseSystemPrompt": "You are Ada at Acme."})
     call = inbound_call(make_call)
 
@@ -148,7 +183,8 @@ def test_the_custom_system_prompt_is_used(configure: Any, enabled: MockProvider,
 
 
 def test_an_outbound_conversation_call_is_answered_with_the_callee_in_the_prompt(
-        enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = make_call(state="listening", to_number="+15555550123")
 
     speech(call, "Who is this?")
@@ -157,8 +193,9 @@ def test_an_outbound_conversation_call_is_answered_with_the_callee_in_the_prompt
     assert "+15555550123" in llm.messages()[0]["content"]
 
 
-def test_an_empty_spoken_reply_says_nothing(enabled: MockProvider, llm: FakeLLM,
-                                            make_call: Any) -> None:
+def test_an_empty_spoken_reply_says_nothing(
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     llm.content = '{"spoken":""}'
     call = inbound_call(make_call)
 
@@ -169,12 +206,11 @@ def test_an_empty_spoken_reply_says_nothing(enabled: MockProvider, llm: FakeLLM,
     assert bot_lines(call) == []
 
 
-def test_the_base_url_and_env_key_reach_the_llm(configure: Any, enabled: MockProvider,
-                                                llm: FakeLLM, make_call: Any,
-                                                settings: Any) -> None:
+def test_the_base_url_and_env_key_reach_the_llm(
+    configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any, settings: Any
+) -> None:
     settings.OPENAI_API_KEY = "sk-env"
-    configure({"responseModel": "local/qwen2.5:7b",
-               "responseBaseUrl": "http://127.0.0.1:8000/v1"})
+    configure({"responseModel": "local/qwen2.5:7b", "responseBaseUrl": "http://127.0.0.1:8000/v1"})
     call = inbound_call(make_call)
 
     speech(call, "hi")
@@ -187,8 +223,10 @@ def test_the_base_url_and_env_key_reach_the_llm(configure: Any, enabled: MockPro
 
 # --- staying quiet -----------------------------------------------------------------------
 
-def test_a_line_consumed_by_a_continue_turn_gets_no_reply(enabled: MockProvider, llm: FakeLLM,
-                                                          make_call: Any) -> None:
+
+def test_a_line_consumed_by_a_continue_turn_gets_no_reply(
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = inbound_call(make_call, turn_token="turn-1")
 
     speech(call, "yes please", turn_token="turn-1")
@@ -199,7 +237,8 @@ def test_a_line_consumed_by_a_continue_turn_gets_no_reply(enabled: MockProvider,
 
 
 def test_a_late_line_while_a_continue_turn_is_open_gets_no_reply(
-        enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = inbound_call(make_call, turn_token="turn-1")
 
     speech(call, "hello? anyone?")  # token-less: kept, but the turn owns the conversation
@@ -207,8 +246,7 @@ def test_a_late_line_while_a_continue_turn_is_open_gets_no_reply(
     assert llm.requests == []
 
 
-def test_a_notify_call_gets_no_reply(enabled: MockProvider, llm: FakeLLM,
-                                     make_call: Any) -> None:
+def test_a_notify_call_gets_no_reply(enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:
     call = make_call(mode="notify", state="listening")
 
     speech(call, "thanks, bye")
@@ -218,7 +256,8 @@ def test_a_notify_call_gets_no_reply(enabled: MockProvider, llm: FakeLLM,
 
 
 def test_an_outbound_call_still_owing_its_greeting_gets_no_reply(
-        enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = make_call(state="speaking", metadata={"initialMessage": "Hi, this is Acme."})
 
     speech(call, "hello?")
@@ -226,8 +265,9 @@ def test_an_outbound_call_still_owing_its_greeting_gets_no_reply(
     assert llm.requests == []
 
 
-def test_an_inbound_caller_may_talk_over_the_greeting(enabled: MockProvider, llm: FakeLLM,
-                                                      make_call: Any) -> None:
+def test_an_inbound_caller_may_talk_over_the_greeting(
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = inbound_call(make_call, metadata={"initialMessage": "Hello!"})
 
     speech(call, "hi, quick question")
@@ -235,8 +275,9 @@ def test_an_inbound_caller_may_talk_over_the_greeting(enabled: MockProvider, llm
     assert spoken(enabled) == [{"text": REPLY, "listen_after": True}]
 
 
-def test_partial_and_blank_speech_gets_no_reply(enabled: MockProvider, llm: FakeLLM,
-                                                make_call: Any) -> None:
+def test_partial_and_blank_speech_gets_no_reply(
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = inbound_call(make_call)
 
     speech(call, "how long are", is_final=False)
@@ -246,10 +287,15 @@ def test_partial_and_blank_speech_gets_no_reply(enabled: MockProvider, llm: Fake
 
 
 @pytest.mark.parametrize("raw", [{}, {"responseModel": "openai/gpt-4o-mini"}])
-def test_the_responder_is_off_without_a_model_or_a_key(configure: Any, mock_carrier: MockProvider,
-                                                       llm: FakeLLM, sync_dispatch: None,
-                                                       make_call: Any, settings: Any,
-                                                       raw: dict[str, Any]) -> None:
+def test_the_responder_is_off_without_a_model_or_a_key(
+    configure: Any,
+    mock_carrier: MockProvider,
+    llm: FakeLLM,
+    sync_dispatch: None,
+    make_call: Any,
+    settings: Any,
+    raw: dict[str, Any],
+) -> None:
     settings.OPENAI_API_KEY = ""
     configure(raw)
     call = inbound_call(make_call)
@@ -261,9 +307,9 @@ def test_the_responder_is_off_without_a_model_or_a_key(configure: Any, mock_carr
     assert spoken(mock_carrier) == []
 
 
-def test_a_model_without_a_key_says_so_in_the_log(configure: Any, settings: Any,
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_a_model_without_a_key_says_so_in_the_log(
+    configure: Any, settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     settings.OPENAI_API_KEY = ""
     monkeypatch.setattr(responder, "_warned_missing_key", False)
     configure({"responseModel": "openai/gpt-4o-mini"})
@@ -286,13 +332,15 @@ def test_should_answer_checks_the_line_and_the_call(make_call: Any) -> None:
     line = transcript_add(call=call, speaker="user", text="hi")
 
     assert responder_should_answer(call, line) is True
-    assert responder_should_answer(call, transcript_add(call=call, speaker="bot",
-                                                        text="hi")) is False
+    assert (
+        responder_should_answer(call, transcript_add(call=call, speaker="bot", text="hi")) is False
+    )
     call_finalize(call=call, reason="completed")
     assert responder_should_answer(call, line) is False
 
 
 # --- supersession (plugin issue #112360) and failures ------------------------------------
+
 
 def _newer_line(call: Call) -> Callable[[], None]:
     return lambda: transcript_add(call=call, speaker="user", text="actually, wait")
@@ -307,9 +355,13 @@ def _continue_turn(call: Call) -> Callable[[], None]:
 
 
 @pytest.mark.parametrize("meanwhile", [_newer_line, _hang_up, _continue_turn])
-def test_a_superseded_reply_is_discarded(enabled: MockProvider, llm: FakeLLM, make_call: Any,
-                                         caplog: pytest.LogCaptureFixture,
-                                         meanwhile: Callable[[Call], Callable[[], None]]) -> None:
+def test_a_superseded_reply_is_discarded(
+    enabled: MockProvider,
+    llm: FakeLLM,
+    make_call: Any,
+    caplog: pytest.LogCaptureFixture,
+    meanwhile: Callable[[Call], Callable[[], None]],
+) -> None:
     call = inbound_call(make_call)
     llm.during = meanwhile(call)
 
@@ -322,8 +374,9 @@ def test_a_superseded_reply_is_discarded(enabled: MockProvider, llm: FakeLLM, ma
     assert "Discarding superseded automatic reply" in caplog.text
 
 
-def test_a_line_already_superseded_is_not_sent_to_the_llm(enabled: MockProvider, llm: FakeLLM,
-                                                          make_call: Any) -> None:
+def test_a_line_already_superseded_is_not_sent_to_the_llm(
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = inbound_call(make_call)
     old = transcript_add(call=call, speaker="user", text="first")
     transcript_add(call=call, speaker="user", text="second")
@@ -333,8 +386,9 @@ def test_a_line_already_superseded_is_not_sent_to_the_llm(enabled: MockProvider,
     assert llm.requests == []
 
 
-def test_only_earlier_lines_are_history(enabled: MockProvider, llm: FakeLLM,
-                                        make_call: Any) -> None:
+def test_only_earlier_lines_are_history(
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     call = inbound_call(make_call)
     transcript_add(call=call, speaker="user", text="consumed by a turn", turn_token="t")
 
@@ -344,9 +398,13 @@ def test_only_earlier_lines_are_history(enabled: MockProvider, llm: FakeLLM,
 
 
 @pytest.mark.parametrize("status", [500, 401])
-def test_an_llm_error_says_nothing_and_raises_nothing(enabled: MockProvider, llm: FakeLLM,
-                                                      make_call: Any, status: int,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_an_llm_error_says_nothing_and_raises_nothing(
+    enabled: MockProvider,
+    llm: FakeLLM,
+    make_call: Any,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     llm.status = status
     call = inbound_call(make_call)
 
@@ -360,8 +418,7 @@ def test_an_llm_error_says_nothing_and_raises_nothing(enabled: MockProvider, llm
     assert call.state == "listening"
 
 
-def test_an_llm_timeout_says_nothing(enabled: MockProvider, llm: FakeLLM,
-                                     make_call: Any) -> None:
+def test_an_llm_timeout_says_nothing(enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:
     def slow() -> None:
         raise httpx.ReadTimeout("slow")
 
@@ -373,8 +430,9 @@ def test_an_llm_timeout_says_nothing(enabled: MockProvider, llm: FakeLLM,
     assert spoken(enabled) == []
 
 
-def test_an_unsupported_provider_says_nothing(configure: Any, enabled: MockProvider,
-                                              llm: FakeLLM, make_call: Any) -> None:
+def test_an_unsupported_provider_says_nothing(
+    configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
     configure({**MODEL_CONFIG, "responseModel": "anthropic/claude"})
     call = inbound_call(make_call)
 
@@ -385,8 +443,8 @@ def test_an_unsupported_provider_says_nothing(configure: Any, enabled: MockProvi
 
 
 def test_a_carrier_failure_while_speaking_raises_nothing(
-        enabled: MockProvider, llm: FakeLLM, make_call: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    enabled: MockProvider, llm: FakeLLM, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from providers.errors import ProviderError
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -404,9 +462,10 @@ def test_a_carrier_failure_while_speaking_raises_nothing(
 
 # --- dispatch ----------------------------------------------------------------------------
 
+
 def test_dispatch_waits_for_the_transaction_to_commit(
-        monkeypatch: pytest.MonkeyPatch, settings: Any,
-        django_capture_on_commit_callbacks: Any) -> None:
+    monkeypatch: pytest.MonkeyPatch, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     settings.REDIS_URL = "redis://127.0.0.1:6379/0"
     queued: list[tuple[Any, ...]] = []
     monkeypatch.setattr(tasks.respond_to_caller, "delay", lambda *args: queued.append(args))
@@ -421,8 +480,9 @@ def test_dispatch_waits_for_the_transaction_to_commit(
     assert queued == [("call-1", 7)]
 
 
-def test_only_lines_to_answer_are_dispatched(configure: Any, make_call: Any,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_lines_to_answer_are_dispatched(
+    configure: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configure(MODEL_CONFIG)
     dispatched: list[tuple[Any, ...]] = []
     monkeypatch.setattr(responder, "DISPATCH", lambda *args: dispatched.append(args))
@@ -437,8 +497,8 @@ def test_only_lines_to_answer_are_dispatched(configure: Any, make_call: Any,
 
 
 def test_the_embedded_default_answers_on_a_daemon_thread(
-        monkeypatch: pytest.MonkeyPatch, settings: Any,
-        django_capture_on_commit_callbacks: Any) -> None:
+    monkeypatch: pytest.MonkeyPatch, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     settings.REDIS_URL = ""
     ran = threading.Event()
     seen: dict[str, Any] = {}
@@ -459,8 +519,8 @@ def test_the_embedded_default_answers_on_a_daemon_thread(
 
 
 def test_with_a_broker_the_reply_is_a_celery_task(
-        monkeypatch: pytest.MonkeyPatch, settings: Any,
-        django_capture_on_commit_callbacks: Any) -> None:
+    monkeypatch: pytest.MonkeyPatch, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     settings.REDIS_URL = "redis://127.0.0.1:6379/0"
     queued: list[tuple[Any, ...]] = []
     monkeypatch.setattr(tasks.respond_to_caller, "delay", lambda *args: queued.append(args))
@@ -482,34 +542,55 @@ def test_the_task_runs_the_responder(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- through the webhook -----------------------------------------------------------------
 
+
 def test_a_webhook_speech_event_on_an_accepted_inbound_call_is_answered(
-        client: Client, enabled: MockProvider, configure: Any, llm: FakeLLM) -> None:
+    client: Client, enabled: MockProvider, configure: Any, llm: FakeLLM
+) -> None:
     configure({**MODEL_CONFIG, "inboundPolicy": "open", "inboundGreeting": "Acme, hello."})
 
     def post(item: dict[str, Any]) -> None:
-        response = client.post("/voice/webhook", json.dumps({"event": item}),
-                               content_type="application/json")
+        response = client.post(
+            "/voice/webhook", json.dumps({"event": item}), content_type="application/json"
+        )
         assert response.status_code == 200
 
-    post({"type": "call.initiated", "callId": "CA-in", "direction": "inbound",
-          "from": CALLER, "to": OUR_NUMBER})
+    post(
+        {
+            "type": "call.initiated",
+            "callId": "CA-in",
+            "direction": "inbound",
+            "from": CALLER,
+            "to": OUR_NUMBER,
+        }
+    )
     post({"type": "call.answered", "callId": "CA-in"})
-    post({"type": "call.speech", "callId": "CA-in", "transcript": "Are you open today?",
-          "isFinal": True})
+    post(
+        {
+            "type": "call.speech",
+            "callId": "CA-in",
+            "transcript": "Are you open today?",
+            "isFinal": True,
+        }
+    )
 
-    assert spoken(enabled) == [{"text": "Acme, hello.", "listen_after": True},
-                               {"text": REPLY, "listen_after": True}]
+    assert spoken(enabled) == [
+        {"text": "Acme, hello.", "listen_after": True},
+        {"text": REPLY, "listen_after": True},
+    ]
     call = Call.objects.get()
     assert [(e.speaker, e.text) for e in call.transcript.all()] == [
-        ("bot", "Acme, hello."), ("user", "Are you open today?"), ("bot", REPLY)]
+        ("bot", "Acme, hello."),
+        ("user", "Are you open today?"),
+        ("bot", REPLY),
+    ]
     assert call.state == "listening"
     assert llm.messages()[-1] == {"role": "user", "content": "Are you open today?"}
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_embedded_thread_speaks_the_reply_on_its_own_connection(
-        configure: Any, mock_carrier: MockProvider, llm: FakeLLM, make_call: Any,
-        settings: Any) -> None:
+    configure: Any, mock_carrier: MockProvider, llm: FakeLLM, make_call: Any, settings: Any
+) -> None:
     settings.REDIS_URL = ""
     configure(MODEL_CONFIG)
     call = inbound_call(make_call)
@@ -527,10 +608,21 @@ def test_the_embedded_thread_speaks_the_reply_on_its_own_connection(
 
 # --- per-number routes (docs/plugin-behaviour.md, "Per-number routes") --------------------
 
+
 def test_the_dialled_numbers_route_chooses_the_model_and_prompt(
-        configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any) -> None:
-    configure({**MODEL_CONFIG, "numbers": {OUR_NUMBER: {
-        "responseModel": "openai/gpt-4.1-mini", "responseSystemPrompt": "You are the front desk."}}})
+    configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
+    configure(
+        {
+            **MODEL_CONFIG,
+            "numbers": {
+                OUR_NUMBER: {
+                    "responseModel": "openai/gpt-4.1-mini",
+                    "responseSystemPrompt": "You are the front desk.",
+                }
+            },
+        }
+    )
     call = inbound_call(make_call, metadata={"numberRouteKey": OUR_NUMBER})
     speech(call, "Hi")
     request = json.loads(llm.requests[0].content)

@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Restore after restart".
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -25,7 +26,8 @@ def test_a_call_the_carrier_reports_finished_is_finalized(mock_carrier, fake_clo
 
 
 def test_a_live_call_is_kept_with_its_remaining_max_duration(
-        mock_carrier, fake_clock, make_call, configure):
+    mock_carrier, fake_clock, make_call, configure
+):
     configure({"maxDurationSeconds": 300})
     answered = fake_clock.now() - timedelta(seconds=100)
     call = make_call(state="listening", started_at=answered, answered_at=answered)
@@ -38,7 +40,8 @@ def test_a_live_call_is_kept_with_its_remaining_max_duration(
 
 
 def test_an_unknown_status_keeps_the_call_and_timers_stay_the_fallback(
-        mock_carrier, fake_clock, make_call, monkeypatch, configure):
+    mock_carrier, fake_clock, make_call, monkeypatch, configure
+):
     configure({"maxDurationSeconds": 300})
 
     def unknown(provider_call_id):
@@ -54,7 +57,8 @@ def test_an_unknown_status_keeps_the_call_and_timers_stay_the_fallback(
 
 
 def test_a_call_older_than_max_duration_is_timed_out_and_hung_up(
-        mock_carrier, fake_clock, make_call, configure):
+    mock_carrier, fake_clock, make_call, configure
+):
     configure({"maxDurationSeconds": 60})
     call = make_call(state="answered", started_at=fake_clock.now() - timedelta(seconds=61))
     calls_restore()
@@ -64,17 +68,22 @@ def test_a_call_older_than_max_duration_is_timed_out_and_hung_up(
 
 
 def test_a_call_never_dialled_is_failed_once_its_ring_window_passed(
-        mock_carrier, fake_clock, make_call):
-    call = make_call(state="initiated", provider_call_id=None,
-                     started_at=fake_clock.now() - timedelta(minutes=5))
+    mock_carrier, fake_clock, make_call
+):
+    call = make_call(
+        state="initiated", provider_call_id=None, started_at=fake_clock.now() - timedelta(minutes=5)
+    )
     calls_restore()
     call.refresh_from_db()
     assert call.state == "failed"
 
 
 def test_restore_uses_the_carrier_end_reason(mock_carrier, fake_clock, make_call, monkeypatch):
-    monkeypatch.setattr(mock_carrier, "get_call_status", lambda pid: CallStatus(
-        status="busy", is_terminal=True, end_reason="busy"))
+    monkeypatch.setattr(
+        mock_carrier,
+        "get_call_status",
+        lambda pid: CallStatus(status="busy", is_terminal=True, end_reason="busy"),
+    )
     call = make_call(state="ringing")
     calls_restore()
     call.refresh_from_db()
@@ -82,7 +91,8 @@ def test_restore_uses_the_carrier_end_reason(mock_carrier, fake_clock, make_call
 
 
 def test_restoring_twice_neither_loses_nor_doubles_a_timer(
-        mock_carrier, fake_clock, make_call, configure):
+    mock_carrier, fake_clock, make_call, configure
+):
     configure({"maxDurationSeconds": 300})
     answered = fake_clock.now()
     call = make_call(state="listening", answered_at=answered)
@@ -98,8 +108,12 @@ def test_restoring_twice_neither_loses_nor_doubles_a_timer(
 def test_late_webhooks_cannot_resurrect_a_finished_call(mock_carrier, fake_clock, make_call):
     call = make_call(state="listening", provider_call_id="mock-ended-2")
     calls_restore()
-    event = NormalizedEvent(type=EventType.ANSWERED, id="late-1", call_id=call.call_id,
-                            provider_call_id=call.provider_call_id)
+    event = NormalizedEvent(
+        type=EventType.ANSWERED,
+        id="late-1",
+        call_id=call.call_id,
+        provider_call_id=call.provider_call_id,
+    )
     outcome = event_apply(provider="mock", event=event)
     call.refresh_from_db()
     assert not outcome.applied

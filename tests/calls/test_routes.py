@@ -1,4 +1,5 @@
 """Per-dialled-number routes for inbound calls (docs/plugin-behaviour.md, "Per-number routes")."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,15 +13,29 @@ from providers.base import EventType, NormalizedEvent
 
 pytestmark = pytest.mark.django_db
 
-ROUTES = {"inboundPolicy": "open", "inboundGreeting": "Hello from the main line.",
-          "numbers": {"+15550000001": {"inboundGreeting": "Sales, how can I help?"},
-                      "+15550000002": {"responseModel": "openai/gpt-4o-mini"}}}
+ROUTES = {
+    "inboundPolicy": "open",
+    "inboundGreeting": "Hello from the main line.",
+    "numbers": {
+        "+15550000001": {"inboundGreeting": "Sales, how can I help?"},
+        "+15550000002": {"responseModel": "openai/gpt-4o-mini"},
+    },
+}
 
 
 def _ring(to: str, leg: str) -> Call:
-    event_apply(provider="mock", event=NormalizedEvent(
-        type=EventType.INITIATED, id=leg, call_id=leg, provider_call_id=leg,
-        direction="inbound", from_number="+15550009999", to_number=to))
+    event_apply(
+        provider="mock",
+        event=NormalizedEvent(
+            type=EventType.INITIATED,
+            id=leg,
+            call_id=leg,
+            provider_call_id=leg,
+            direction="inbound",
+            from_number="+15550009999",
+            to_number=to,
+        ),
+    )
     return Call.objects.get(provider_call_id=leg)
 
 
@@ -32,8 +47,9 @@ def test_a_route_matches_exactly_then_by_digits(configure: Any) -> None:
     assert number_route_key("5550000001") is None  # no country code, no match
 
 
-def test_the_routes_greeting_greets_callers_of_that_number(configure: Any,
-                                                          mock_carrier: Any) -> None:
+def test_the_routes_greeting_greets_callers_of_that_number(
+    configure: Any, mock_carrier: Any
+) -> None:
     configure(ROUTES)
     sales = _ring("+15550000001", "leg-sales")
     other = _ring("+15550000002", "leg-other")

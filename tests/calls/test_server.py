@@ -2,6 +2,7 @@
 
 docs/security.md, "Webhooks", step 9.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,12 +18,17 @@ def test_skip_mode_is_allowed_on_loopback_without_exposure(configure: Any) -> No
     preflight("127.0.0.1")
 
 
-@pytest.mark.parametrize(("raw", "host"), [
-    ({"skipSignatureVerification": True}, "0.0.0.0"),
-    ({"skipSignatureVerification": True, "publicUrl": "https://v.example.com/voice/webhook"},
-     "127.0.0.1"),
-    ({"skipSignatureVerification": True, "tunnel": {"provider": "ngrok"}}, "127.0.0.1"),
-])
+@pytest.mark.parametrize(
+    ("raw", "host"),
+    [
+        ({"skipSignatureVerification": True}, "0.0.0.0"),
+        (
+            {"skipSignatureVerification": True, "publicUrl": "https://v.example.com/voice/webhook"},
+            "127.0.0.1",
+        ),
+        ({"skipSignatureVerification": True, "tunnel": {"provider": "ngrok"}}, "127.0.0.1"),
+    ],
+)
 def test_skip_mode_is_refused_when_exposed(configure: Any, raw: dict, host: str) -> None:
     configure(raw)
     with pytest.raises(SystemExit, match="only allowed when serving on loopback"):

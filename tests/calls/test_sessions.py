@@ -1,4 +1,5 @@
 """Session keys of calls (docs/plugin-behaviour.md, "Session scope")."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,28 +16,47 @@ pytestmark = pytest.mark.django_db
 
 
 def test_per_phone_is_the_default_and_uses_the_other_partys_digits(
-        mock_carrier: Any, configure: Any) -> None:
+    mock_carrier: Any, configure: Any
+) -> None:
     configure({"inboundPolicy": "open"})
     outbound = call_initiate(to="+15555550123", message="Hi")
-    event_apply(provider="mock", event=NormalizedEvent(
-        type=EventType.INITIATED, id="i", call_id="leg-9", provider_call_id="leg-9",
-        direction="inbound", from_number="+15550001111", to_number="+15550000000"))
+    event_apply(
+        provider="mock",
+        event=NormalizedEvent(
+            type=EventType.INITIATED,
+            id="i",
+            call_id="leg-9",
+            provider_call_id="leg-9",
+            direction="inbound",
+            from_number="+15550001111",
+            to_number="+15550000000",
+        ),
+    )
     inbound = Call.objects.get(provider_call_id="leg-9")
     assert outbound.session_key == "agent:main:voice:15555550123"
     assert inbound.session_key == "agent:main:voice:15550001111"
 
 
-@pytest.mark.parametrize(("scope", "expected"), [
-    ("per-call", "agent:ada:voice:call:{call_id}"), ("main", "agent:ada:main")])
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [("per-call", "agent:ada:voice:call:{call_id}"), ("main", "agent:ada:main")],
+)
 def test_other_scopes(mock_carrier: Any, configure: Any, scope: str, expected: str) -> None:
     configure({"sessionScope": scope, "agentId": "Ada"})
     call = call_initiate(to="+15555550123", message="Hi")
     assert call.session_key == expected.format(call_id=call.call_id)
 
 
-@pytest.mark.parametrize(("given", "kept"), [
-    ("agent:main:work", "agent:main:work"), ("global", "global"), ("unknown", "unknown"),
-    ("agent:other:secret", "agent:main:agent:other:secret"), ("crm-42", "agent:main:crm-42")])
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("agent:main:work", "agent:main:work"),
+        ("global", "global"),
+        ("unknown", "unknown"),
+        ("agent:other:secret", "agent:main:agent:other:secret"),
+        ("crm-42", "agent:main:crm-42"),
+    ],
+)
 def test_an_explicit_key_is_put_in_the_owner_agents_namespace(given: str, kept: str) -> None:
     assert session_key_normalize(given, agent="main") == kept
 

@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "State machine".
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,7 +21,7 @@ ALL = sorted(NON_TERMINAL | TERMINAL)
 
 def test_it_moves_forward_in_order():
     for index, state in enumerate(ORDER):
-        for later in ORDER[index + 1:]:
+        for later in ORDER[index + 1 :]:
             assert can_transition(state, later)
 
 
@@ -83,12 +84,21 @@ def test_finalize_clears_every_deadline(make_call):
     from django.utils import timezone
 
     now = timezone.now()
-    call = make_call(state="answered", max_duration_at=now, notify_hangup_at=now,
-                     ring_deadline_at=now, transcript_deadline_at=now)
+    call = make_call(
+        state="answered",
+        max_duration_at=now,
+        notify_hangup_at=now,
+        ring_deadline_at=now,
+        transcript_deadline_at=now,
+    )
     call_finalize(call=call, reason="completed")
     call.refresh_from_db()
-    assert [call.max_duration_at, call.notify_hangup_at, call.ring_deadline_at,
-            call.transcript_deadline_at] == [None] * 4
+    assert [
+        call.max_duration_at,
+        call.notify_hangup_at,
+        call.ring_deadline_at,
+        call.transcript_deadline_at,
+    ] == [None] * 4
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Timers"; docs/architecture.md, "Timers and the sweep".
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -17,8 +18,13 @@ pytestmark = pytest.mark.django_db
 
 
 def _event(call: Call, type_: EventType, **fields) -> NormalizedEvent:
-    return NormalizedEvent(type=type_, id=f"{type_}-{fields.pop('n', 0)}", call_id=call.call_id,
-                           provider_call_id=call.provider_call_id, **fields)
+    return NormalizedEvent(
+        type=type_,
+        id=f"{type_}-{fields.pop('n', 0)}",
+        call_id=call.call_id,
+        provider_call_id=call.provider_call_id,
+        **fields,
+    )
 
 
 def _hangups(carrier) -> int:
@@ -69,7 +75,8 @@ def test_max_duration_ends_the_call_with_timeout(mock_carrier, fake_clock, confi
 
 
 def test_first_speech_starts_the_duration_timer_when_no_answer_event_came(
-        mock_carrier, fake_clock, configure):
+    mock_carrier, fake_clock, configure
+):
     configure({"maxDurationSeconds": 30})
     call = call_initiate(to="+15555550123", message="Hi", mode="conversation")
     event_apply(provider="mock", event=_event(call, EventType.SPEECH, transcript="hello?"))
@@ -78,7 +85,8 @@ def test_first_speech_starts_the_duration_timer_when_no_answer_event_came(
 
 
 def test_an_unanswered_call_ends_as_no_answer_after_the_ring_timeout(
-        mock_carrier, fake_clock, configure):
+    mock_carrier, fake_clock, configure
+):
     configure({"ringTimeoutMs": 30000, "staleCallReaperSeconds": 0})
     call = call_initiate(to="+15555550123", message="Hi")
     event_apply(provider="mock", event=_event(call, EventType.RINGING))
@@ -105,7 +113,8 @@ def test_answering_cancels_the_ring_timeout(mock_carrier, fake_clock, configure)
 
 
 def test_stale_reaper_ends_only_never_answered_calls_outside_speaking_or_listening(
-        mock_carrier, fake_clock, configure, make_call):
+    mock_carrier, fake_clock, configure, make_call
+):
     configure({"staleCallReaperSeconds": 120, "ringTimeoutMs": 600000})
     old = fake_clock.now() - timedelta(seconds=121)
     stale = make_call(state="initiated", started_at=old)
@@ -115,8 +124,12 @@ def test_stale_reaper_ends_only_never_answered_calls_outside_speaking_or_listeni
     report = timers_sweep()
     states = {c.pk: Call.objects.get(pk=c.pk).state for c in (stale, talking, answered, fresh)}
     assert report.fired.get("stale_reaper") == 1
-    assert states == {stale.pk: "hangup-bot", talking.pk: "listening",
-                      answered.pk: "answered", fresh.pk: "ringing"}
+    assert states == {
+        stale.pk: "hangup-bot",
+        talking.pk: "listening",
+        answered.pk: "answered",
+        fresh.pk: "ringing",
+    }
 
 
 def test_stale_reaper_zero_disables_it(mock_carrier, fake_clock, configure, make_call):
@@ -128,8 +141,7 @@ def test_stale_reaper_zero_disables_it(mock_carrier, fake_clock, configure, make
 
 
 def test_an_abandoned_turn_lock_is_freed_after_its_deadline(fake_clock, make_call, mock_carrier):
-    call = make_call(state="listening", turn_token="t1",
-                     transcript_deadline_at=fake_clock.now())
+    call = make_call(state="listening", turn_token="t1", transcript_deadline_at=fake_clock.now())
     timers_sweep()
     call.refresh_from_db()
     assert call.turn_token == "t1"  # still inside the grace period
@@ -141,7 +153,8 @@ def test_an_abandoned_turn_lock_is_freed_after_its_deadline(fake_clock, make_cal
 
 
 def test_a_failed_carrier_hangup_leaves_the_call_live_for_a_later_retry(
-        mock_carrier, fake_clock, make_call, monkeypatch):
+    mock_carrier, fake_clock, make_call, monkeypatch
+):
     from providers.errors import ProviderError
 
     def refuse(target):
@@ -156,8 +169,9 @@ def test_a_failed_carrier_hangup_leaves_the_call_live_for_a_later_retry(
 
 
 def test_preconnect_dtmf_is_sent_on_answer_before_the_greeting(mock_carrier, fake_clock):
-    call = call_initiate(to="+15555550123", message="Hi", mode="conversation",
-                         dtmf_sequence="ww123#")
+    call = call_initiate(
+        to="+15555550123", message="Hi", mode="conversation", dtmf_sequence="ww123#"
+    )
     event_apply(provider="mock", event=_event(call, EventType.ANSWERED))
     ops = [(op, fields.get("digits")) for op, fields in mock_carrier.sent]
     assert ops[1:3] == [("send_dtmf", "ww123#"), ("play_text", None)]

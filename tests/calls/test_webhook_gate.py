@@ -2,6 +2,7 @@
 
 docs/security.md, "Webhooks".
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,11 +42,20 @@ class Inner:
         await send({"type": "http.response.body", "body": b"inner"})
 
 
-def _scope(path: str = "/voice/webhook", method: str = "POST", headers: dict | None = None,
-           client: str = "203.0.113.9") -> dict:
+def _scope(
+    path: str = "/voice/webhook",
+    method: str = "POST",
+    headers: dict | None = None,
+    client: str = "203.0.113.9",
+) -> dict:
     raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    return {"type": "http", "path": path, "method": method, "headers": raw,
-            "client": (client, 40000)}
+    return {
+        "type": "http",
+        "path": path,
+        "method": method,
+        "headers": raw,
+        "client": (client, 40000),
+    }
 
 
 async def _call(gate: WebhookGate, scope: dict, receive: Any) -> tuple[int, bytes]:
@@ -73,7 +83,8 @@ async def _never() -> dict:
 
 
 async def test_a_webhook_without_signature_headers_gets_401_before_the_body_is_read(
-        signed_carrier: SignedMock) -> None:
+    signed_carrier: SignedMock,
+) -> None:
     inner = Inner()
     status, body = await _call(WebhookGate(inner), _scope(), _never)
     assert (status, body) == (401, b"Unauthorized")
@@ -81,10 +92,12 @@ async def test_a_webhook_without_signature_headers_gets_401_before_the_body_is_r
 
 
 async def test_a_signed_webhook_reaches_django_with_its_whole_body(
-        signed_carrier: SignedMock) -> None:
+    signed_carrier: SignedMock,
+) -> None:
     inner = Inner()
-    status, _ = await _call(WebhookGate(inner), _scope(headers={"x-test-signature": "s"}),
-                            _body(b"a=1&", b"b=2"))
+    status, _ = await _call(
+        WebhookGate(inner), _scope(headers={"x-test-signature": "s"}), _body(b"a=1&", b"b=2")
+    )
     assert status == 200
     assert inner.bodies == [b"a=1&b=2"]
 
@@ -105,8 +118,9 @@ async def test_a_declared_oversized_body_gets_413_unread(signed_carrier: SignedM
 async def test_a_streamed_body_past_64_kib_gets_413(signed_carrier: SignedMock) -> None:
     inner = Inner()
     chunks = [b"x" * 32 * 1024] * 3
-    status, _ = await _call(WebhookGate(inner), _scope(headers={"x-test-signature": "s"}),
-                            _body(*chunks))
+    status, _ = await _call(
+        WebhookGate(inner), _scope(headers={"x-test-signature": "s"}), _body(*chunks)
+    )
     assert status == 413
     assert inner.bodies == []
 
@@ -116,8 +130,9 @@ async def test_a_slow_body_times_out_with_408(signed_carrier: SignedMock) -> Non
         await asyncio.sleep(5)
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    status, _ = await _call(WebhookGate(Inner(), body_timeout=0.05),
-                            _scope(headers={"x-test-signature": "s"}), slow)
+    status, _ = await _call(
+        WebhookGate(Inner(), body_timeout=0.05), _scope(headers={"x-test-signature": "s"}), slow
+    )
     assert status == 408
 
 
@@ -128,8 +143,7 @@ async def test_non_post_gets_405(signed_carrier: SignedMock) -> None:
 
 async def test_other_paths_pass_through_untouched(signed_carrier: SignedMock) -> None:
     inner = Inner()
-    status, _ = await _call(WebhookGate(inner), _scope(path="/healthz", method="GET"),
-                            _body(b""))
+    status, _ = await _call(WebhookGate(inner), _scope(path="/healthz", method="GET"), _body(b""))
     assert status == 200
 
 

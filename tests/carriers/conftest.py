@@ -1,4 +1,5 @@
 """The `carrier` fixture: a driver for each carrier adapter, installed on its fake REST API."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -7,6 +7,7 @@ normalized situation (ringing, answered, speech, hang-up, inbound call, …). Th
 URLs come from what the adapter actually handed the carrier (the create request, the
 TwiML/XML it sent or replied with), exactly as the real carrier would use them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -113,9 +114,14 @@ class CarrierDriver:
     # -- set-up ---------------------------------------------------------------------------
     def config(self, **overrides: Any) -> dict[str, Any]:
         base: dict[str, Any] = {
-            "provider": self.name, "fromNumber": OUR_NUMBER, "publicUrl": PUBLIC_URL,
-            "inboundPolicy": "allowlist", "allowFrom": [FRIEND], "inboundGreeting": GREETING,
-            "maxConcurrentCalls": 10, "staleCallReaperSeconds": 0,
+            "provider": self.name,
+            "fromNumber": OUR_NUMBER,
+            "publicUrl": PUBLIC_URL,
+            "inboundPolicy": "allowlist",
+            "allowFrom": [FRIEND],
+            "inboundGreeting": GREETING,
+            "maxConcurrentCalls": 10,
+            "staleCallReaperSeconds": 0,
             # A broken flow fails in seconds instead of waiting out the 180 s default.
             "transcriptTimeoutMs": 15000,
             self.name: self.credentials(),
@@ -226,9 +232,14 @@ class CarrierDriver:
     # -- delivery ------------------------------------------------------------------------------
     def post(self, client: Client, delivery: Delivery, **meta: Any) -> Any:
         headers = {**delivery.meta(), **meta}
-        response = client.generic("POST", delivery.path, delivery.body,
-                                  content_type=delivery.content_type,
-                                  secure=delivery.url.startswith("https:"), **headers)
+        response = client.generic(
+            "POST",
+            delivery.path,
+            delivery.body,
+            content_type=delivery.content_type,
+            secure=delivery.url.startswith("https:"),
+            **headers,
+        )
         self.exchanges.append(Exchange(delivery, response.status_code, response.content))
         return response
 
@@ -282,8 +293,9 @@ class TwilioDriver(CarrierDriver):
     def adapter(self, cfg: VoiceCallConfig) -> TelephonyProvider:
         from providers.twilio import TwilioProvider
 
-        return TwilioProvider(settings=self.settings(cfg), http=self.api.client(),
-                              sleep=lambda seconds: None)
+        return TwilioProvider(
+            settings=self.settings(cfg), http=self.api.client(), sleep=lambda seconds: None
+        )
 
     # -- fake REST API ----------------------------------------------------------------------
     def new_provider_call_id(self) -> str:
@@ -296,21 +308,28 @@ class TwilioDriver(CarrierDriver):
         if request.method == "POST" and path == prefix + ".json":
             sid = self.new_provider_call_id()
             self.creates[sid] = form
-            return httpx.Response(201, json={"sid": sid, "status": "queued",
-                                             "direction": "outbound-api"})
+            return httpx.Response(
+                201, json={"sid": sid, "status": "queued", "direction": "outbound-api"}
+            )
         if path.startswith(prefix + "/") and path.endswith(".json"):
-            sid = path[len(prefix) + 1:-len(".json")]
+            sid = path[len(prefix) + 1 : -len(".json")]
             if request.method == "POST":
                 status = "completed" if form.get("Status") == ["completed"] else "in-progress"
                 return httpx.Response(200, json={"sid": sid, "status": status})
             answer = self.status_answers.get(sid, "in-progress")
             if answer == "not-found":
-                return httpx.Response(404, json={
-                    "code": 20404, "status": 404,
-                    "message": f"The requested resource {path} was not found"})
+                return httpx.Response(
+                    404,
+                    json={
+                        "code": 20404,
+                        "status": 404,
+                        "message": f"The requested resource {path} was not found",
+                    },
+                )
             if answer == "error":
-                return httpx.Response(500, json={"code": 20500, "status": 500,
-                                                 "message": "Internal Server Error"})
+                return httpx.Response(
+                    500, json={"code": 20500, "status": 500, "message": "Internal Server Error"}
+                )
             return httpx.Response(200, json={"sid": sid, "status": answer})
         return httpx.Response(404, json={"code": 20404, "status": 404, "message": "no route"})
 
@@ -327,37 +346,68 @@ class TwilioDriver(CarrierDriver):
         return found
 
     def reply_twimls(self) -> list[str]:
-        return [e.body.decode() for e in self.exchanges
-                if e.status == 200 and e.body.lstrip().startswith(b"<?xml")]
+        return [
+            e.body.decode()
+            for e in self.exchanges
+            if e.status == 200 and e.body.lstrip().startswith(b"<?xml")
+        ]
 
     # -- deliveries -------------------------------------------------------------------------
-    def signed(self, label: str, url: str, params: dict[str, str],
-               headers: dict[str, str] | None = None) -> Delivery:
+    def signed(
+        self, label: str, url: str, params: dict[str, str], headers: dict[str, str] | None = None
+    ) -> Delivery:
         body = urlencode(params).encode()
-        return Delivery(label=label, url=url, body=body,
-                        content_type="application/x-www-form-urlencoded",
-                        headers={"X-Twilio-Signature": twilio_sign(url, body),
-                                 "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
-                                 **(headers or {})})
+        return Delivery(
+            label=label,
+            url=url,
+            body=body,
+            content_type="application/x-www-form-urlencoded",
+            headers={
+                "X-Twilio-Signature": twilio_sign(url, body),
+                "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
+                **(headers or {}),
+            },
+        )
 
-    def signed_raw(self, label: str, url: str, body: bytes,
-                   content_type: str = "application/x-www-form-urlencoded") -> Delivery:
-        return Delivery(label=label, url=url, body=body, content_type=content_type,
-                        headers={"X-Twilio-Signature": twilio_sign(url, body)})
+    def signed_raw(
+        self,
+        label: str,
+        url: str,
+        body: bytes,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> Delivery:
+        return Delivery(
+            label=label,
+            url=url,
+            body=body,
+            content_type=content_type,
+            headers={"X-Twilio-Signature": twilio_sign(url, body)},
+        )
 
-    def _params(self, call_sid: str, *, direction: str, from_: str, to: str,
-                **fields: str) -> dict[str, str]:
-        params = {"AccountSid": TWILIO_ACCOUNT, "ApiVersion": "2010-04-01", "CallSid": call_sid,
-                  "Direction": direction, "From": from_, "To": to}
+    def _params(
+        self, call_sid: str, *, direction: str, from_: str, to: str, **fields: str
+    ) -> dict[str, str]:
+        params = {
+            "AccountSid": TWILIO_ACCOUNT,
+            "ApiVersion": "2010-04-01",
+            "CallSid": call_sid,
+            "Direction": direction,
+            "From": from_,
+            "To": to,
+        }
         params.update(fields)
         return params
 
     def _call_params(self, call: Call, **fields: str) -> dict[str, str]:
         assert call.provider_call_id, "the call was never dialled"
         inbound = call.direction == Call.Direction.INBOUND
-        return self._params(call.provider_call_id,
-                            direction="inbound" if inbound else "outbound-api",
-                            from_=call.from_number, to=call.to_number, **fields)
+        return self._params(
+            call.provider_call_id,
+            direction="inbound" if inbound else "outbound-api",
+            from_=call.from_number,
+            to=call.to_number,
+            **fields,
+        )
 
     def _create(self, call: Call) -> dict[str, list[str]]:
         return self.creates.get(call.provider_call_id or "", {})
@@ -372,9 +422,14 @@ class TwilioDriver(CarrierDriver):
         return self._create(call).get("Url", [None])[0]
 
     def _status(self, call: Call, status: str, **fields: str) -> Delivery:
-        params = self._call_params(call, CallStatus=status, CallbackSource="call-progress-events",
-                                   SequenceNumber=str(next(self._sequence)),
-                                   Timestamp=self.timestamp(), **fields)
+        params = self._call_params(
+            call,
+            CallStatus=status,
+            CallbackSource="call-progress-events",
+            SequenceNumber=str(next(self._sequence)),
+            Timestamp=self.timestamp(),
+            **fields,
+        )
         return self.signed(f"status:{status}", self.status_url(call), params)
 
     def initiated(self, call: Call) -> list[Delivery]:
@@ -387,8 +442,9 @@ class TwilioDriver(CarrierDriver):
         deliveries = []
         url = self.voice_url(call)
         if url:
-            deliveries.append(self.signed("fetch:answer", url,
-                                          self._call_params(call, CallStatus="in-progress")))
+            deliveries.append(
+                self.signed("fetch:answer", url, self._call_params(call, CallStatus="in-progress"))
+            )
         deliveries.append(self._status(call, "in-progress"))
         return deliveries
 
@@ -396,15 +452,19 @@ class TwilioDriver(CarrierDriver):
         """The newest Gather action we were given for this turn (REST or reply TwiML)."""
         documents = [doc for _, doc in self.rest_twimls()] + self.reply_twimls()
         actions = [a for doc in documents for a in twiml_gather_actions(doc)]
-        actions = [a for a in actions
-                   if parse_qs(urlsplit(a).query).get("turnToken") == (
-                       [turn_token] if turn_token else None)]
+        actions = [
+            a
+            for a in actions
+            if parse_qs(urlsplit(a).query).get("turnToken")
+            == ([turn_token] if turn_token else None)
+        ]
         assert actions, f"no <Gather> action for turn {turn_token!r} was sent to Twilio"
         return actions[-1]
 
     def speech(self, call: Call, text: str, turn_token: str | None) -> list[Delivery]:
-        params = self._call_params(call, CallStatus="in-progress", SpeechResult=text,
-                                   Confidence="0.93", Language="en-US")
+        params = self._call_params(
+            call, CallStatus="in-progress", SpeechResult=text, Confidence="0.93", Language="en-US"
+        )
         return [self.signed("gather:speech", self.gather_action(turn_token), params)]
 
     def hangup(self, call: Call, status: str = "completed") -> list[Delivery]:
@@ -412,53 +472,101 @@ class TwilioDriver(CarrierDriver):
 
     def inbound(self, call_sid: str, from_: str, to: str) -> list[Delivery]:
         # The number's Voice URL is the public webhook, as the operator configured it.
-        params = self._params(call_sid, direction="inbound", from_=from_, to=to,
-                              CallStatus="ringing", CallerName="", FromCountry="US")
+        params = self._params(
+            call_sid,
+            direction="inbound",
+            from_=from_,
+            to=to,
+            CallStatus="ringing",
+            CallerName="",
+            FromCountry="US",
+        )
         return [self.signed("inbound", PUBLIC_URL, params)]
 
     def inbound_again(self, call_sid: str, from_: str, to: str) -> list[Delivery]:
         # Twilio re-requesting the Voice URL with a slightly different body, then the
         # number's status callback for the refused call.
-        refetch = self._params(call_sid, direction="inbound", from_=from_, to=to,
-                               CallStatus="ringing", StirVerstat="TN-Validation-Passed-A")
-        status = self._params(call_sid, direction="inbound", from_=from_, to=to,
-                              CallStatus="busy", CallbackSource="call-progress-events",
-                              SequenceNumber="1")
-        return [self.signed("inbound:refetch", PUBLIC_URL, refetch),
-                self.signed("inbound:status", f"{PUBLIC_URL}?type=status", status)]
+        refetch = self._params(
+            call_sid,
+            direction="inbound",
+            from_=from_,
+            to=to,
+            CallStatus="ringing",
+            StirVerstat="TN-Validation-Passed-A",
+        )
+        status = self._params(
+            call_sid,
+            direction="inbound",
+            from_=from_,
+            to=to,
+            CallStatus="busy",
+            CallbackSource="call-progress-events",
+            SequenceNumber="1",
+        )
+        return [
+            self.signed("inbound:refetch", PUBLIC_URL, refetch),
+            self.signed("inbound:status", f"{PUBLIC_URL}?type=status", status),
+        ]
 
     def status_for_unknown(self, kind: str) -> list[Delivery]:
         sid = self.new_provider_call_id()
         progress = {"CallbackSource": "call-progress-events", "SequenceNumber": "3"}
         if kind == "no-direction":
-            params = {"AccountSid": TWILIO_ACCOUNT, "CallSid": sid, "CallStatus": "ringing",
-                      **progress}
+            params = {
+                "AccountSid": TWILIO_ACCOUNT,
+                "CallSid": sid,
+                "CallStatus": "ringing",
+                **progress,
+            }
             return [self.signed("status:unknown", f"{PUBLIC_URL}?type=status", params)]
         if kind == "our-call-id":
             url = f"{PUBLIC_URL}?callId={uuid.uuid4()}&type=status"
-            params = self._params(sid, direction="outbound-api", from_=OUR_NUMBER, to=CALLEE,
-                                  CallStatus="completed", CallDuration="9", **progress)
+            params = self._params(
+                sid,
+                direction="outbound-api",
+                from_=OUR_NUMBER,
+                to=CALLEE,
+                CallStatus="completed",
+                CallDuration="9",
+                **progress,
+            )
             return [self.signed("status:unknown", url, params)]
         assert kind == "inbound-ended"
         # The number's status callback, e.g. after our answer webhook was unreachable.
-        params = self._params(sid, direction="inbound", from_=FRIEND, to=OUR_NUMBER,
-                              CallStatus="completed", CallDuration="0", **progress)
+        params = self._params(
+            sid,
+            direction="inbound",
+            from_=FRIEND,
+            to=OUR_NUMBER,
+            CallStatus="completed",
+            CallDuration="0",
+            **progress,
+        )
         return [self.signed("status:unknown", f"{PUBLIC_URL}?type=status", params)]
 
     def oversized_call_id(self) -> list[Delivery]:
-        params = self._params("CA" + "7" * 498, direction="inbound", from_=STRANGER,
-                              to=OUR_NUMBER, CallStatus="ringing")
+        params = self._params(
+            "CA" + "7" * 498,
+            direction="inbound",
+            from_=STRANGER,
+            to=OUR_NUMBER,
+            CallStatus="ringing",
+        )
         return [self.signed("inbound:oversized", PUBLIC_URL, params)]
 
     def deep_json(self) -> list[Delivery]:
-        return [self.signed_raw("deep-json", f"{PUBLIC_URL}?type=status", b"[" * 50000,
-                                "application/json")]
+        return [
+            self.signed_raw(
+                "deep-json", f"{PUBLIC_URL}?type=status", b"[" * 50000, "application/json"
+            )
+        ]
 
     def malformed(self) -> list[Delivery]:
         url = f"{PUBLIC_URL}?type=status"
         return [
-            self.signed_raw("no-callsid", url, b"CallStatus=ringing&AccountSid=" +
-                            TWILIO_ACCOUNT.encode()),
+            self.signed_raw(
+                "no-callsid", url, b"CallStatus=ringing&AccountSid=" + TWILIO_ACCOUNT.encode()
+            ),
             self.signed_raw("blank-callsid", url, b"CallSid=+++&CallStatus=ringing"),
             self.signed_raw("json-array", url, b"[1, 2, 3]", "application/json"),
             self.signed_raw("json-broken", url, b'{"CallSid": "CA1"', "application/json"),
@@ -471,17 +579,39 @@ class TwilioDriver(CarrierDriver):
             self.signed_raw("empty", PUBLIC_URL, b""),
             self.signed_raw("words", PUBLIC_URL, b"this is not a form"),
             self.signed_raw("separators", PUBLIC_URL, b"=&=&&&=="),
-            self.signed_raw("odd-status", f"{PUBLIC_URL}?type=status",
-                            f"CallSid={sid}&CallStatus=exploded&Direction=sideways".encode()),
-            self.signed_raw("odd-fields", url, (
-                f"CallSid={sid}&Confidence=nan&Timestamp=yesterday&SequenceNumber=-1"
-                "&SpeechResult=%20%20&Digits=&CallStatus=in-progress").encode()),
-            self.signed_raw("odd-inbound", PUBLIC_URL, urlencode({
-                "CallSid": sid, "Direction": "inbound", "From": "+" + "9" * 60,
-                "To": "<script>", "CallStatus": "ringing", "Confidence": "1e999"}).encode()),
-            self.signed_raw("json-object", f"{PUBLIC_URL}?type=status",
-                            b'{"CallSid": {"nested": 1}, "CallStatus": ["x"]}',
-                            "application/json"),
+            self.signed_raw(
+                "odd-status",
+                f"{PUBLIC_URL}?type=status",
+                f"CallSid={sid}&CallStatus=exploded&Direction=sideways".encode(),
+            ),
+            self.signed_raw(
+                "odd-fields",
+                url,
+                (
+                    f"CallSid={sid}&Confidence=nan&Timestamp=yesterday&SequenceNumber=-1"
+                    "&SpeechResult=%20%20&Digits=&CallStatus=in-progress"
+                ).encode(),
+            ),
+            self.signed_raw(
+                "odd-inbound",
+                PUBLIC_URL,
+                urlencode(
+                    {
+                        "CallSid": sid,
+                        "Direction": "inbound",
+                        "From": "+" + "9" * 60,
+                        "To": "<script>",
+                        "CallStatus": "ringing",
+                        "Confidence": "1e999",
+                    }
+                ).encode(),
+            ),
+            self.signed_raw(
+                "json-object",
+                f"{PUBLIC_URL}?type=status",
+                b'{"CallSid": {"nested": 1}, "CallStatus": ["x"]}',
+                "application/json",
+            ),
         ]
 
     # -- observations -----------------------------------------------------------------------
@@ -491,8 +621,11 @@ class TwilioDriver(CarrierDriver):
         return found
 
     def hangup_requests(self) -> list[httpx.Request]:
-        return [r for r in self.api.requests if r.method == "POST"
-                and parse_qs(r.content.decode()).get("Status") == ["completed"]]
+        return [
+            r
+            for r in self.api.requests
+            if r.method == "POST" and parse_qs(r.content.decode()).get("Status") == ["completed"]
+        ]
 
     def prompt_sent(self, call: Call, text: str, turn_token: str) -> bool:
         for kind, document in self.rest_twimls():
@@ -500,8 +633,7 @@ class TwilioDriver(CarrierDriver):
                 continue
             for action in twiml_gather_actions(document):
                 query = parse_qs(urlsplit(action).query)
-                if query.get("turnToken") == [turn_token] and query.get("callId") == [
-                        call.call_id]:
+                if query.get("turnToken") == [turn_token] and query.get("callId") == [call.call_id]:
                     return True
         return False
 
@@ -512,8 +644,11 @@ class TwilioDriver(CarrierDriver):
         """The reply to the first webhook says the greeting and listens (a <Gather>)."""
         first = next(e for e in self.exchanges if e.delivery.label == "inbound")
         document = first.body.decode()
-        return (first.status == 200 and twiml_says(document) == [greeting]
-                and len(twiml_gather_actions(document)) == 1)
+        return (
+            first.status == 200
+            and twiml_says(document) == [greeting]
+            and len(twiml_gather_actions(document)) == 1
+        )
 
     def rejected_in_reply(self, exchange: Exchange) -> bool:
         root = ET.fromstring(exchange.body.decode())
@@ -525,10 +660,11 @@ class TwilioDriver(CarrierDriver):
 
     def status_requests(self) -> list[str]:
         prefix = f"/2010-04-01/Accounts/{TWILIO_ACCOUNT}/Calls/"
-        return [r.url.path[len(prefix):-len(".json")] for r in self.api.requests
-                if r.method == "GET" and r.url.path.startswith(prefix)]
-
-
+        return [
+            r.url.path[len(prefix) : -len(".json")]
+            for r in self.api.requests
+            if r.method == "GET" and r.url.path.startswith(prefix)
+        ]
 
 
 # == Telnyx =====================================================================================
@@ -536,8 +672,13 @@ class TwilioDriver(CarrierDriver):
 TELNYX_API_KEY = "KEYFAKE0000000000000000_test"
 TELNYX_CONNECTION = "1234567890123456789"
 # Telnyx's cause for each of our end states, as its call.hangup webhook says it.
-TELNYX_CAUSES = {"completed": "normal_clearing", "busy": "user_busy", "no-answer": "timeout",
-                 "failed": "destination_out_of_order", "hangup-user": "user_hangup"}
+TELNYX_CAUSES = {
+    "completed": "normal_clearing",
+    "busy": "user_busy",
+    "no-answer": "timeout",
+    "failed": "destination_out_of_order",
+    "hangup-user": "user_hangup",
+}
 
 
 class TelnyxDriver(CarrierDriver):
@@ -551,8 +692,11 @@ class TelnyxDriver(CarrierDriver):
 
     def credentials(self) -> dict[str, Any]:
         raw = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return {"apiKey": TELNYX_API_KEY, "connectionId": TELNYX_CONNECTION,
-                "publicKey": base64.b64encode(raw).decode()}
+        return {
+            "apiKey": TELNYX_API_KEY,
+            "connectionId": TELNYX_CONNECTION,
+            "publicKey": base64.b64encode(raw).decode(),
+        }
 
     def adapter(self, cfg: VoiceCallConfig) -> TelephonyProvider:
         from providers.telnyx import TelnyxProvider
@@ -568,24 +712,46 @@ class TelnyxDriver(CarrierDriver):
         if request.method == "POST" and path == "/v2/calls":
             control_id = self.new_provider_call_id()
             self.dials[control_id] = json.loads(request.content)
-            return httpx.Response(200, json={"data": {
-                "call_control_id": control_id, "call_leg_id": str(uuid.uuid4()),
-                "call_session_id": str(uuid.uuid4()), "is_alive": False,
-                "record_type": "call"}})
+            return httpx.Response(
+                200,
+                json={
+                    "data": {
+                        "call_control_id": control_id,
+                        "call_leg_id": str(uuid.uuid4()),
+                        "call_session_id": str(uuid.uuid4()),
+                        "is_alive": False,
+                        "record_type": "call",
+                    }
+                },
+            )
         if request.method == "POST" and "/actions/" in path:
             return httpx.Response(200, json={"data": {"result": "ok"}})
         if request.method == "GET" and path.startswith("/v2/calls/"):
-            control_id = path[len("/v2/calls/"):]
+            control_id = path[len("/v2/calls/") :]
             answer = self.status_answers.get(control_id, "in-progress")
             if answer == "not-found":
-                return httpx.Response(404, json={"errors": [
-                    {"code": "90015", "title": "Call not found", "detail": "no such call"}]})
+                return httpx.Response(
+                    404,
+                    json={
+                        "errors": [
+                            {"code": "90015", "title": "Call not found", "detail": "no such call"}
+                        ]
+                    },
+                )
             if answer == "error":
-                return httpx.Response(500, json={"errors": [
-                    {"code": "10007", "title": "Unexpected error"}]})
-            return httpx.Response(200, json={"data": {
-                "call_control_id": control_id, "is_alive": answer == "in-progress",
-                "record_type": "call"}})
+                return httpx.Response(
+                    500, json={"errors": [{"code": "10007", "title": "Unexpected error"}]}
+                )
+            return httpx.Response(
+                200,
+                json={
+                    "data": {
+                        "call_control_id": control_id,
+                        "is_alive": answer == "in-progress",
+                        "record_type": "call",
+                    }
+                },
+            )
         return httpx.Response(404, json={"errors": [{"code": "10005", "title": "Not found"}]})
 
     def commands(self, control_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
@@ -595,7 +761,7 @@ class TelnyxDriver(CarrierDriver):
             path = unquote(request.url.path)
             if request.method != "POST" or "/actions/" not in path:
                 continue
-            leg, action = path[len("/v2/calls/"):].split("/actions/")
+            leg, action = path[len("/v2/calls/") :].split("/actions/")
             if control_id is None or leg == control_id:
                 found.append((leg, action, json.loads(request.content)))
         return found
@@ -604,168 +770,322 @@ class TelnyxDriver(CarrierDriver):
         """client_state values handed to Telnyx for the call's leg, oldest first."""
         control_id = call.provider_call_id or ""
         states = [self.dials[control_id]["client_state"]] if control_id in self.dials else []
-        states += [body["client_state"] for _, _, body in self.commands(control_id)
-                   if body.get("client_state")]
+        states += [
+            body["client_state"]
+            for _, _, body in self.commands(control_id)
+            if body.get("client_state")
+        ]
         return states
 
     # -- deliveries -------------------------------------------------------------------------
     def signed_raw(self, label: str, url: str, body: bytes) -> Delivery:
         timestamp = str(int(time.time()))
         signature = base64.b64encode(self.key.sign(timestamp.encode() + b"|" + body)).decode()
-        return Delivery(label=label, url=url, body=body, content_type="application/json",
-                        headers={"telnyx-signature-ed25519": signature,
-                                 "telnyx-timestamp": timestamp})
+        return Delivery(
+            label=label,
+            url=url,
+            body=body,
+            content_type="application/json",
+            headers={"telnyx-signature-ed25519": signature, "telnyx-timestamp": timestamp},
+        )
 
-    def event(self, label: str, url: str, event_type: str, payload: dict[str, Any], *,
-              event_id: str | None = None, attempt: int = 1) -> Delivery:
-        document = {"data": {"record_type": "event", "event_type": event_type,
-                             "id": event_id or str(uuid.uuid4()),
-                             "occurred_at": clock.now().isoformat().replace("+00:00", "Z"),
-                             "payload": payload},
-                    "meta": {"attempt": attempt, "delivered_to": url}}
+    def event(
+        self,
+        label: str,
+        url: str,
+        event_type: str,
+        payload: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        attempt: int = 1,
+    ) -> Delivery:
+        document = {
+            "data": {
+                "record_type": "event",
+                "event_type": event_type,
+                "id": event_id or str(uuid.uuid4()),
+                "occurred_at": clock.now().isoformat().replace("+00:00", "Z"),
+                "payload": payload,
+            },
+            "meta": {"attempt": attempt, "delivered_to": url},
+        }
         return self.signed_raw(label, url, json.dumps(document).encode())
 
     def _url(self, call: Call) -> str:
         dial = self.dials.get(call.provider_call_id or "")
         return dial["webhook_url"] if dial else PUBLIC_URL  # inbound: the app's webhook
 
-    def _payload(self, call: Call, client_state: str | None = None,
-                 **fields: Any) -> dict[str, Any]:
+    def _payload(
+        self, call: Call, client_state: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         states = self.client_states(call)
-        return {"call_control_id": call.provider_call_id, "call_leg_id": str(uuid.uuid4()),
-                "call_session_id": str(uuid.uuid4()), "connection_id": TELNYX_CONNECTION,
-                "client_state": client_state or (states[-1] if states else None),
-                "from": call.from_number, "to": call.to_number, **fields}
+        return {
+            "call_control_id": call.provider_call_id,
+            "call_leg_id": str(uuid.uuid4()),
+            "call_session_id": str(uuid.uuid4()),
+            "connection_id": TELNYX_CONNECTION,
+            "client_state": client_state or (states[-1] if states else None),
+            "from": call.from_number,
+            "to": call.to_number,
+            **fields,
+        }
 
     def initiated(self, call: Call) -> list[Delivery]:
-        return [self.event("call.initiated", self._url(call), "call.initiated",
-                           self._payload(call, direction="outgoing", state="bridging"))]
+        return [
+            self.event(
+                "call.initiated",
+                self._url(call),
+                "call.initiated",
+                self._payload(call, direction="outgoing", state="bridging"),
+            )
+        ]
 
     def ringing(self, call: Call) -> list[Delivery]:
         return []  # Call Control sends no ringing webhook
 
     def answered(self, call: Call) -> list[Delivery]:
-        return [self.event("call.answered", self._url(call), "call.answered",
-                           self._payload(call, state="answered"))]
+        return [
+            self.event(
+                "call.answered",
+                self._url(call),
+                "call.answered",
+                self._payload(call, state="answered"),
+            )
+        ]
 
     def speech(self, call: Call, text: str, turn_token: str | None) -> list[Delivery]:
         wanted = (call.call_id, turn_token)
         states = [s for s in self.client_states(call) if clientstate_decode(s) == wanted]
         assert states, f"no client_state for turn {turn_token!r} was sent to Telnyx"
-        payload = self._payload(call, states[-1], transcription_data={
-            "transcript": text, "is_final": True, "confidence": 0.93,
-            "transcription_track": "inbound"})
+        payload = self._payload(
+            call,
+            states[-1],
+            transcription_data={
+                "transcript": text,
+                "is_final": True,
+                "confidence": 0.93,
+                "transcription_track": "inbound",
+            },
+        )
         for key in ("from", "to"):
             payload.pop(key)
-        return [self.event("call.transcription", self._url(call), "call.transcription",
-                           payload)]
+        return [self.event("call.transcription", self._url(call), "call.transcription", payload)]
 
     def hangup(self, call: Call, status: str = "completed") -> list[Delivery]:
-        payload = self._payload(call, hangup_cause=TELNYX_CAUSES.get(status, status),
-                                hangup_source="callee", sip_hangup_cause="200", state="hangup")
+        payload = self._payload(
+            call,
+            hangup_cause=TELNYX_CAUSES.get(status, status),
+            hangup_source="callee",
+            sip_hangup_cause="200",
+            state="hangup",
+        )
         return [self.event("call.hangup", self._url(call), "call.hangup", payload)]
 
     def _inbound_payload(self, control_id: str, from_: str, to: str) -> dict[str, Any]:
-        return {"call_control_id": control_id, "call_leg_id": str(uuid.uuid4()),
-                "call_session_id": str(uuid.uuid4()), "connection_id": TELNYX_CONNECTION,
-                "client_state": None, "direction": "incoming", "from": from_, "to": to,
-                "state": "parked", "caller_id_name": "", "start_time": clock.now().isoformat()}
+        return {
+            "call_control_id": control_id,
+            "call_leg_id": str(uuid.uuid4()),
+            "call_session_id": str(uuid.uuid4()),
+            "connection_id": TELNYX_CONNECTION,
+            "client_state": None,
+            "direction": "incoming",
+            "from": from_,
+            "to": to,
+            "state": "parked",
+            "caller_id_name": "",
+            "start_time": clock.now().isoformat(),
+        }
 
     def inbound(self, call_sid: str, from_: str, to: str) -> list[Delivery]:
         self._inbound_event_id = str(uuid.uuid4())
-        return [self.event("inbound", PUBLIC_URL, "call.initiated",
-                           self._inbound_payload(call_sid, from_, to),
-                           event_id=self._inbound_event_id)]
+        return [
+            self.event(
+                "inbound",
+                PUBLIC_URL,
+                "call.initiated",
+                self._inbound_payload(call_sid, from_, to),
+                event_id=self._inbound_event_id,
+            )
+        ]
 
     def inbound_again(self, call_sid: str, from_: str, to: str) -> list[Delivery]:
         # Telnyx redelivering call.initiated (same event id, next attempt, new signature),
         # then the hang-up of the refused leg.
-        redelivery = self.event("inbound:redelivery", PUBLIC_URL, "call.initiated",
-                                self._inbound_payload(call_sid, from_, to),
-                                event_id=self._inbound_event_id, attempt=2)
-        hangup = self.event("inbound:hangup", PUBLIC_URL, "call.hangup", {
-            "call_control_id": call_sid, "connection_id": TELNYX_CONNECTION,
-            "from": from_, "to": to, "hangup_cause": "normal_clearing",
-            "hangup_source": "callee", "state": "hangup"})
+        redelivery = self.event(
+            "inbound:redelivery",
+            PUBLIC_URL,
+            "call.initiated",
+            self._inbound_payload(call_sid, from_, to),
+            event_id=self._inbound_event_id,
+            attempt=2,
+        )
+        hangup = self.event(
+            "inbound:hangup",
+            PUBLIC_URL,
+            "call.hangup",
+            {
+                "call_control_id": call_sid,
+                "connection_id": TELNYX_CONNECTION,
+                "from": from_,
+                "to": to,
+                "hangup_cause": "normal_clearing",
+                "hangup_source": "callee",
+                "state": "hangup",
+            },
+        )
         return [redelivery, hangup]
 
     def inbound_answered(self, call: Call) -> list[Delivery]:
         """Telnyx confirms our `answer` command with call.answered (echoing its state)."""
-        answers = [body for _, action, body in self.commands(call.provider_call_id)
-                   if action == "answer"]
+        answers = [
+            body for _, action, body in self.commands(call.provider_call_id) if action == "answer"
+        ]
         if not answers:
             return []
-        return [self.event("call.answered", PUBLIC_URL, "call.answered",
-                           self._payload(call, answers[-1]["client_state"], state="answered"))]
+        return [
+            self.event(
+                "call.answered",
+                PUBLIC_URL,
+                "call.answered",
+                self._payload(call, answers[-1]["client_state"], state="answered"),
+            )
+        ]
 
     def status_for_unknown(self, kind: str) -> list[Delivery]:
         control_id = self.new_provider_call_id()
-        payload: dict[str, Any] = {"call_control_id": control_id,
-                                   "connection_id": TELNYX_CONNECTION, "client_state": None,
-                                   "hangup_cause": "normal_clearing", "state": "hangup"}
+        payload: dict[str, Any] = {
+            "call_control_id": control_id,
+            "connection_id": TELNYX_CONNECTION,
+            "client_state": None,
+            "hangup_cause": "normal_clearing",
+            "state": "hangup",
+        }
         if kind == "no-direction":
-            return [self.event("status:unknown", PUBLIC_URL, "call.answered",
-                               {**payload, "state": "answered", "hangup_cause": None})]
+            return [
+                self.event(
+                    "status:unknown",
+                    PUBLIC_URL,
+                    "call.answered",
+                    {**payload, "state": "answered", "hangup_cause": None},
+                )
+            ]
         if kind == "our-call-id":
             url = f"{PUBLIC_URL}?callId={uuid.uuid4()}"
-            payload.update(client_state=base64.b64encode(str(uuid.uuid4()).encode()).decode(),
-                           **{"from": OUR_NUMBER, "to": CALLEE})
+            payload.update(
+                client_state=base64.b64encode(str(uuid.uuid4()).encode()).decode(),
+                **{"from": OUR_NUMBER, "to": CALLEE},
+            )
             return [self.event("status:unknown", url, "call.hangup", payload)]
         assert kind == "inbound-ended"
         payload.update({"from": FRIEND, "to": OUR_NUMBER})
         return [self.event("status:unknown", PUBLIC_URL, "call.hangup", payload)]
 
     def oversized_call_id(self) -> list[Delivery]:
-        return [self.event("inbound:oversized", PUBLIC_URL, "call.initiated",
-                           self._inbound_payload("v3:" + "7" * 497, STRANGER, OUR_NUMBER))]
+        return [
+            self.event(
+                "inbound:oversized",
+                PUBLIC_URL,
+                "call.initiated",
+                self._inbound_payload("v3:" + "7" * 497, STRANGER, OUR_NUMBER),
+            )
+        ]
 
     def deep_json(self) -> list[Delivery]:
         return [self.signed_raw("deep-json", PUBLIC_URL, b"[" * 50000)]
 
     def malformed(self) -> list[Delivery]:
-        return [self.signed_raw("broken-json", PUBLIC_URL, b'{"data": {"event_type": '),
-                self.signed_raw("empty", PUBLIC_URL, b""),
-                self.signed_raw("not-utf8", PUBLIC_URL, b'\xff\xfe{"data": 1}'),
-                self.signed_raw("words", PUBLIC_URL, b"this is not json")]
+        return [
+            self.signed_raw("broken-json", PUBLIC_URL, b'{"data": {"event_type": '),
+            self.signed_raw("empty", PUBLIC_URL, b""),
+            self.signed_raw("not-utf8", PUBLIC_URL, b'\xff\xfe{"data": 1}'),
+            self.signed_raw("words", PUBLIC_URL, b"this is not json"),
+        ]
 
     def garbage(self) -> list[Delivery]:
         control_id = self.new_provider_call_id()
         odd = [
-            [1, 2, 3], {"data": "x"}, {"data": {"event_type": "call.hangup", "payload": "x"}},
+            [1, 2, 3],
+            {"data": "x"},
+            {"data": {"event_type": "call.hangup", "payload": "x"}},
             {"data": {"event_type": 7, "payload": {}}},
-            {"data": {"event_type": "call.transcription", "id": ["x"], "occurred_at": "never",
-                      "payload": {"call_control_id": control_id, "client_state": "!!!",
-                                  "transcription_data": {"transcript": 5, "is_final": "no",
-                                                         "confidence": "high"}}}},
-            {"data": {"event_type": "call.hangup", "occurred_at": 12,
-                      "payload": {"call_control_id": {"x": 1}, "hangup_cause": 42}}},
-            {"data": {"event_type": "call.initiated", "payload": {
-                "call_control_id": control_id, "direction": "incoming",
-                "from": "+" + "9" * 60, "to": "<script>", "client_state": "bm90IG91cnM="}}},
-            {"data": {"event_type": "call.dtmf.received",
-                      "payload": {"call_control_id": control_id, "digit": None}}},
+            {
+                "data": {
+                    "event_type": "call.transcription",
+                    "id": ["x"],
+                    "occurred_at": "never",
+                    "payload": {
+                        "call_control_id": control_id,
+                        "client_state": "!!!",
+                        "transcription_data": {
+                            "transcript": 5,
+                            "is_final": "no",
+                            "confidence": "high",
+                        },
+                    },
+                }
+            },
+            {
+                "data": {
+                    "event_type": "call.hangup",
+                    "occurred_at": 12,
+                    "payload": {"call_control_id": {"x": 1}, "hangup_cause": 42},
+                }
+            },
+            {
+                "data": {
+                    "event_type": "call.initiated",
+                    "payload": {
+                        "call_control_id": control_id,
+                        "direction": "incoming",
+                        "from": "+" + "9" * 60,
+                        "to": "<script>",
+                        "client_state": "bm90IG91cnM=",
+                    },
+                }
+            },
+            {
+                "data": {
+                    "event_type": "call.dtmf.received",
+                    "payload": {"call_control_id": control_id, "digit": None},
+                }
+            },
         ]
-        return [self.signed_raw(f"garbage-{i}", PUBLIC_URL, json.dumps(body).encode())
-                for i, body in enumerate(odd)]
+        return [
+            self.signed_raw(f"garbage-{i}", PUBLIC_URL, json.dumps(body).encode())
+            for i, body in enumerate(odd)
+        ]
 
     # -- observations -----------------------------------------------------------------------
     def spoken(self) -> list[tuple[str, str]]:
-        return [("speak", body.get("payload", "")) for _, action, body in self.commands()
-                if action == "speak"]
+        return [
+            ("speak", body.get("payload", ""))
+            for _, action, body in self.commands()
+            if action == "speak"
+        ]
 
     def hangup_requests(self) -> list[httpx.Request]:
-        return [r for r in self.api.requests if r.method == "POST"
-                and unquote(r.url.path).endswith("/actions/hangup")]
+        return [
+            r
+            for r in self.api.requests
+            if r.method == "POST" and unquote(r.url.path).endswith("/actions/hangup")
+        ]
 
     def prompt_sent(self, call: Call, text: str, turn_token: str) -> bool:
         """speak(prompt) under the turn's client_state, then transcription for that turn."""
-        actions = [(action, clientstate_decode(body.get("client_state")), body.get("payload"))
-                   for _, action, body in self.commands(call.provider_call_id)]
+        actions = [
+            (action, clientstate_decode(body.get("client_state")), body.get("payload"))
+            for _, action, body in self.commands(call.provider_call_id)
+        ]
         turn = (call.call_id, turn_token)
-        spoke = [i for i, (action, state, payload) in enumerate(actions)
-                 if action == "speak" and state == turn and payload == text]
-        return bool(spoke) and any(action == "transcription_start" and state == turn
-                                   for action, state, _ in actions[spoke[0]:])
+        spoke = [
+            i
+            for i, (action, state, payload) in enumerate(actions)
+            if action == "speak" and state == turn and payload == text
+        ]
+        return bool(spoke) and any(
+            action == "transcription_start" and state == turn
+            for action, state, _ in actions[spoke[0] :]
+        )
 
     def greeted(self, call: Call, greeting: str) -> bool:
         """`answer` first, then `speak` of the greeting after call.answered."""
@@ -780,8 +1100,11 @@ class TelnyxDriver(CarrierDriver):
         return exchange.status == 200 and exchange.body == b"OK"
 
     def status_requests(self) -> list[str]:
-        return [unquote(r.url.path)[len("/v2/calls/"):] for r in self.api.requests
-                if r.method == "GET" and r.url.path.startswith("/v2/calls/")]
+        return [
+            unquote(r.url.path)[len("/v2/calls/") :]
+            for r in self.api.requests
+            if r.method == "GET" and r.url.path.startswith("/v2/calls/")
+        ]
 
 
 def clientstate_decode(value: object) -> tuple[str | None, str | None]:
@@ -835,16 +1158,21 @@ class PlivoDriver(CarrierDriver):
         return str(uuid.uuid4())
 
     def _api_path(self, request: httpx.Request) -> str:
-        return unquote(request.url.path)[len(f"/v1/Account/{PLIVO_AUTH_ID}/"):]
+        return unquote(request.url.path)[len(f"/v1/Account/{PLIVO_AUTH_ID}/") :]
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
         path = self._api_path(request)
         if request.method == "POST" and path == "Call/":
             request_uuid = self.new_provider_call_id()
             self.creates[request_uuid] = json.loads(request.content)
-            return httpx.Response(201, json={"api_id": str(uuid.uuid4()),
-                                             "message": "call fired",
-                                             "request_uuid": request_uuid})
+            return httpx.Response(
+                201,
+                json={
+                    "api_id": str(uuid.uuid4()),
+                    "message": "call fired",
+                    "request_uuid": request_uuid,
+                },
+            )
         parts = path.strip("/").split("/")
         if parts[0] in ("Call", "Request") and len(parts) >= 2:
             call_id = parts[1]
@@ -859,8 +1187,7 @@ class PlivoDriver(CarrierDriver):
             answer = self.status_answers.get(call_id, "in-progress")
             if answer == "error":
                 return httpx.Response(500, json={"api_id": "a", "error": "internal error"})
-            if answer in ("completed", "not-found") or request.url.params.get(
-                    "status") != "live":
+            if answer in ("completed", "not-found") or request.url.params.get("status") != "live":
                 return httpx.Response(404, json={"api_id": "a", "error": "not found"})
             return httpx.Response(200, json={"call_status": answer, "call_uuid": call_id})
         return httpx.Response(404, json={"api_id": "a", "error": "not found"})
@@ -881,10 +1208,16 @@ class PlivoDriver(CarrierDriver):
 
     def signed_raw(self, label: str, url: str, body: bytes) -> Delivery:
         nonce = str(uuid.uuid4().int)[:20]
-        return Delivery(label=label, url=url, body=body,
-                        content_type="application/x-www-form-urlencoded",
-                        headers={"X-Plivo-Signature-V3": plivo_sign(url, body, nonce),
-                                 "X-Plivo-Signature-V3-Nonce": nonce})
+        return Delivery(
+            label=label,
+            url=url,
+            body=body,
+            content_type="application/x-www-form-urlencoded",
+            headers={
+                "X-Plivo-Signature-V3": plivo_sign(url, body, nonce),
+                "X-Plivo-Signature-V3-Nonce": nonce,
+            },
+        )
 
     def _create(self, call: Call) -> dict[str, Any]:
         for request_uuid, body in self.creates.items():
@@ -902,9 +1235,13 @@ class PlivoDriver(CarrierDriver):
     def _params(self, call: Call, **fields: str) -> dict[str, str]:
         inbound = call.direction == Call.Direction.INBOUND
         call_uuid = self._call_uuid(call)
-        params = {"CallUUID": call_uuid, "Direction": "inbound" if inbound else "outbound",
-                  "From": plivo_digits(call.from_number), "To": plivo_digits(call.to_number),
-                  "ALegUUID": call_uuid}
+        params = {
+            "CallUUID": call_uuid,
+            "Direction": "inbound" if inbound else "outbound",
+            "From": plivo_digits(call.from_number),
+            "To": plivo_digits(call.to_number),
+            "ALegUUID": call_uuid,
+        }
         request_uuid = next((r for r, c in self.call_uuids.items() if c == call_uuid), None)
         if request_uuid:
             params["RequestUUID"] = request_uuid
@@ -920,29 +1257,56 @@ class PlivoDriver(CarrierDriver):
     def answered(self, call: Call) -> list[Delivery]:
         url = self._create(call).get("answer_url")
         assert url, "the call has no answer_url"
-        return [self.signed("fetch:answer", url,
-                            self._params(call, CallStatus="in-progress", Event="StartApp"))]
+        return [
+            self.signed(
+                "fetch:answer", url, self._params(call, CallStatus="in-progress", Event="StartApp")
+            )
+        ]
 
     def hangup(self, call: Call, status: str = "completed") -> list[Delivery]:
         url = self._create(call).get("hangup_url") or PUBLIC_URL  # inbound: the app's URL
-        cause = {"completed": "NORMAL_CLEARING", "busy": "USER_BUSY",
-                 "no-answer": "NO_ANSWER"}.get(status, "NORMAL_CLEARING")
-        return [self.signed("hangup", url, self._params(
-            call, CallStatus=status, Event="Hangup", HangupCause=cause,
-            HangupCauseName=cause.replace("_", " ").title(), Duration="7",
-            BillDuration="60"))]
+        cause = {"completed": "NORMAL_CLEARING", "busy": "USER_BUSY", "no-answer": "NO_ANSWER"}.get(
+            status, "NORMAL_CLEARING"
+        )
+        return [
+            self.signed(
+                "hangup",
+                url,
+                self._params(
+                    call,
+                    CallStatus=status,
+                    Event="Hangup",
+                    HangupCause=cause,
+                    HangupCauseName=cause.replace("_", " ").title(),
+                    Duration="7",
+                    BillDuration="60",
+                ),
+            )
+        ]
 
     def listen_actions(self, turn_token: str | None) -> list[str]:
-        actions = [el.get("action", "") for doc in self.reply_xmls()
-                   for el in ET.fromstring(doc).iter("GetInput")]
-        return [a for a in actions if parse_qs(urlsplit(a).query).get("turnToken") == (
-            [turn_token] if turn_token else None)]
+        actions = [
+            el.get("action", "")
+            for doc in self.reply_xmls()
+            for el in ET.fromstring(doc).iter("GetInput")
+        ]
+        return [
+            a
+            for a in actions
+            if parse_qs(urlsplit(a).query).get("turnToken")
+            == ([turn_token] if turn_token else None)
+        ]
 
     def speech(self, call: Call, text: str, turn_token: str | None) -> list[Delivery]:
         actions = self.listen_actions(turn_token)
         assert actions, f"no <GetInput> action for turn {turn_token!r} was given to Plivo"
-        params = self._params(call, CallStatus="in-progress", Speech=text,
-                              SpeechConfidenceScore="0.93", InputType="speech")
+        params = self._params(
+            call,
+            CallStatus="in-progress",
+            Speech=text,
+            SpeechConfidenceScore="0.93",
+            InputType="speech",
+        )
         return [self.signed("getinput:speech", actions[-1], params)]
 
     def follow_up(self, client: Client) -> None:
@@ -953,14 +1317,22 @@ class PlivoDriver(CarrierDriver):
             self.fetched.add(index)
             call = Call.objects.filter(provider_call_id=call_uuid).first()
             assert call is not None, f"transfer of unknown call {call_uuid}"
-            self.post(client, self.signed("fetch:transfer", url,
-                                          self._params(call, CallStatus="in-progress")))
+            self.post(
+                client,
+                self.signed("fetch:transfer", url, self._params(call, CallStatus="in-progress")),
+            )
 
-    def _inbound_params(self, call_uuid: str, from_: str, to: str,
-                        **fields: str) -> dict[str, str]:
-        return {"CallUUID": call_uuid, "Direction": "inbound", "From": plivo_digits(from_),
-                "To": plivo_digits(to), "CallStatus": "ringing", "Event": "StartApp",
-                "CallerName": "", **fields}
+    def _inbound_params(self, call_uuid: str, from_: str, to: str, **fields: str) -> dict[str, str]:
+        return {
+            "CallUUID": call_uuid,
+            "Direction": "inbound",
+            "From": plivo_digits(from_),
+            "To": plivo_digits(to),
+            "CallStatus": "ringing",
+            "Event": "StartApp",
+            "CallerName": "",
+            **fields,
+        }
 
     def inbound(self, call_sid: str, from_: str, to: str) -> list[Delivery]:
         # The Application's answer_url is the public webhook, as the operator set it.
@@ -968,41 +1340,83 @@ class PlivoDriver(CarrierDriver):
 
     def inbound_again(self, call_sid: str, from_: str, to: str) -> list[Delivery]:
         refetch = self._inbound_params(call_sid, from_, to, STIRVerification="Verified")
-        hangup = self._inbound_params(call_sid, from_, to, CallStatus="completed",
-                                      Event="Hangup", HangupCause="NORMAL_CLEARING")
-        return [self.signed("inbound:refetch", PUBLIC_URL, refetch),
-                self.signed("inbound:hangup", PUBLIC_URL, hangup)]
+        hangup = self._inbound_params(
+            call_sid,
+            from_,
+            to,
+            CallStatus="completed",
+            Event="Hangup",
+            HangupCause="NORMAL_CLEARING",
+        )
+        return [
+            self.signed("inbound:refetch", PUBLIC_URL, refetch),
+            self.signed("inbound:hangup", PUBLIC_URL, hangup),
+        ]
 
     def inbound_answered(self, call: Call) -> list[Delivery]:
         return []  # the XML reply to the answer fetch answers the call
 
     def status_for_unknown(self, kind: str) -> list[Delivery]:
         call_uuid = self.new_provider_call_id()
-        ended = {"CallUUID": call_uuid, "CallStatus": "completed", "Event": "Hangup",
-                 "HangupCause": "NORMAL_CLEARING", "Duration": "9", "BillDuration": "60"}
+        ended = {
+            "CallUUID": call_uuid,
+            "CallStatus": "completed",
+            "Event": "Hangup",
+            "HangupCause": "NORMAL_CLEARING",
+            "Duration": "9",
+            "BillDuration": "60",
+        }
         if kind == "no-direction":
-            return [self.signed("status:unknown", PUBLIC_URL,
-                                {"CallUUID": call_uuid, "CallStatus": "ringing"})]
+            return [
+                self.signed(
+                    "status:unknown", PUBLIC_URL, {"CallUUID": call_uuid, "CallStatus": "ringing"}
+                )
+            ]
         if kind == "our-call-id":
             url = f"{PUBLIC_URL}?callId={uuid.uuid4()}&flow=hangup"
-            return [self.signed("status:unknown", url, {
-                **ended, "Direction": "outbound", "From": plivo_digits(OUR_NUMBER),
-                "To": plivo_digits(CALLEE)})]
+            return [
+                self.signed(
+                    "status:unknown",
+                    url,
+                    {
+                        **ended,
+                        "Direction": "outbound",
+                        "From": plivo_digits(OUR_NUMBER),
+                        "To": plivo_digits(CALLEE),
+                    },
+                )
+            ]
         assert kind == "inbound-ended"
-        return [self.signed("status:unknown", PUBLIC_URL, {
-            **ended, "Direction": "inbound", "From": plivo_digits(FRIEND),
-            "To": plivo_digits(OUR_NUMBER)})]
+        return [
+            self.signed(
+                "status:unknown",
+                PUBLIC_URL,
+                {
+                    **ended,
+                    "Direction": "inbound",
+                    "From": plivo_digits(FRIEND),
+                    "To": plivo_digits(OUR_NUMBER),
+                },
+            )
+        ]
 
     def oversized_call_id(self) -> list[Delivery]:
-        return [self.signed("inbound:oversized", PUBLIC_URL,
-                            self._inbound_params("7" * 500, STRANGER, OUR_NUMBER))]
+        return [
+            self.signed(
+                "inbound:oversized",
+                PUBLIC_URL,
+                self._inbound_params("7" * 500, STRANGER, OUR_NUMBER),
+            )
+        ]
 
     def malformed(self) -> list[Delivery]:
         return [
-            self.signed("no-call-uuid", PUBLIC_URL, {"CallStatus": "ringing",
-                                                     "Event": "StartApp"}),
-            self.signed("blank-call-uuid", f"{PUBLIC_URL}?flow=hangup",
-                        {"CallUUID": "  ", "CallStatus": "completed"}),
+            self.signed("no-call-uuid", PUBLIC_URL, {"CallStatus": "ringing", "Event": "StartApp"}),
+            self.signed(
+                "blank-call-uuid",
+                f"{PUBLIC_URL}?flow=hangup",
+                {"CallUUID": "  ", "CallStatus": "completed"},
+            ),
         ]
 
     def garbage(self) -> list[Delivery]:
@@ -1011,26 +1425,48 @@ class PlivoDriver(CarrierDriver):
             self.signed_raw("empty", PUBLIC_URL, b""),
             self.signed_raw("words", PUBLIC_URL, b"this is not a form"),
             self.signed_raw("separators", PUBLIC_URL, b"=&=&&&=="),
-            self.signed("odd-status", f"{PUBLIC_URL}?flow=hangup",
-                        {"CallUUID": call_uuid, "CallStatus": "exploded",
-                         "Direction": "sideways"}),
-            self.signed("odd-fields", f"{PUBLIC_URL}?callId=not-a-uuid&flow=getinput",
-                        {"CallUUID": call_uuid, "Speech": "  ", "Digits": "",
-                         "SpeechConfidenceScore": "nan", "CallStatus": "in-progress"}),
-            self.signed("odd-inbound", PUBLIC_URL, self._inbound_params(
-                call_uuid, "+" + "9" * 60, "<script>")),
-            self.signed("xml-speak-unknown", f"{PUBLIC_URL}?callId={uuid.uuid4()}&flow=xml-speak",
-                        {"CallUUID": call_uuid}),
+            self.signed(
+                "odd-status",
+                f"{PUBLIC_URL}?flow=hangup",
+                {"CallUUID": call_uuid, "CallStatus": "exploded", "Direction": "sideways"},
+            ),
+            self.signed(
+                "odd-fields",
+                f"{PUBLIC_URL}?callId=not-a-uuid&flow=getinput",
+                {
+                    "CallUUID": call_uuid,
+                    "Speech": "  ",
+                    "Digits": "",
+                    "SpeechConfidenceScore": "nan",
+                    "CallStatus": "in-progress",
+                },
+            ),
+            self.signed(
+                "odd-inbound",
+                PUBLIC_URL,
+                self._inbound_params(call_uuid, "+" + "9" * 60, "<script>"),
+            ),
+            self.signed(
+                "xml-speak-unknown",
+                f"{PUBLIC_URL}?callId={uuid.uuid4()}&flow=xml-speak",
+                {"CallUUID": call_uuid},
+            ),
         ]
 
     # -- observations -----------------------------------------------------------------------
     def reply_xmls(self) -> list[str]:
-        return [e.body.decode() for e in self.exchanges
-                if e.status == 200 and e.body.lstrip().startswith(b"<")]
+        return [
+            e.body.decode()
+            for e in self.exchanges
+            if e.status == 200 and e.body.lstrip().startswith(b"<")
+        ]
 
     def spoken(self) -> list[tuple[str, str]]:
-        return [("reply", el.text or "") for doc in self.reply_xmls()
-                for el in ET.fromstring(doc).iter("Speak")]
+        return [
+            ("reply", el.text or "")
+            for doc in self.reply_xmls()
+            for el in ET.fromstring(doc).iter("Speak")
+        ]
 
     def hangup_requests(self) -> list[httpx.Request]:
         return [r for r in self.api.requests if r.method == "DELETE"]
@@ -1043,8 +1479,9 @@ class PlivoDriver(CarrierDriver):
                 continue
             root = ET.fromstring(exchange.body.decode())
             says = [el.text for el in root.iter("Speak")]
-            actions = [parse_qs(urlsplit(el.get("action", "")).query)
-                       for el in root.iter("GetInput")]
+            actions = [
+                parse_qs(urlsplit(el.get("action", "")).query) for el in root.iter("GetInput")
+            ]
             if text in says and any(a.get("turnToken") == [turn_token] for a in actions):
                 return True
         return False
@@ -1053,13 +1490,13 @@ class PlivoDriver(CarrierDriver):
         """The answer fetch's XML speaks the greeting and listens (<GetInput>)."""
         first = next(e for e in self.exchanges if e.delivery.label == "inbound")
         root = ET.fromstring(first.body.decode())
-        return ([el.text for el in root.iter("Speak")] == [greeting]
-                and len(list(root.iter("GetInput"))) == 1)
+        return [el.text for el in root.iter("Speak")] == [greeting] and len(
+            list(root.iter("GetInput"))
+        ) == 1
 
     def rejected_in_reply(self, exchange: Exchange) -> bool:
         root = ET.fromstring(exchange.body.decode())
-        return [child.tag for child in root] == ["Hangup"] and root[0].get(
-            "reason") == "rejected"
+        return [child.tag for child in root] == ["Hangup"] and root[0].get("reason") == "rejected"
 
     def is_empty_reply(self, exchange: Exchange) -> bool:
         root = ET.fromstring(exchange.body.decode())
@@ -1075,4 +1512,7 @@ class PlivoDriver(CarrierDriver):
 
 
 DRIVERS: dict[str, type[CarrierDriver]] = {
-    "twilio": TwilioDriver, "telnyx": TelnyxDriver, "plivo": PlivoDriver}
+    "twilio": TwilioDriver,
+    "telnyx": TelnyxDriver,
+    "plivo": PlivoDriver,
+}

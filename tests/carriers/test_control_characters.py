@@ -5,6 +5,7 @@ nothing recorded), a NUL in words is dropped (PostgreSQL text and JSONB refuse i
 request that fails leaves no row behind. API text refuses them with a clear error. These
 run on SQLite and, in .ci/run, on PostgreSQL, where a stray NUL used to give a 500.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,13 +34,24 @@ pytestmark = pytest.mark.django_db
 
 def _signed(url: str, body: str) -> Delivery:
     raw = body.encode()
-    return Delivery(label="x", url=url, body=raw, content_type="application/x-www-form-urlencoded",
-                    headers={"X-Twilio-Signature": twilio_sign(url, raw)})
+    return Delivery(
+        label="x",
+        url=url,
+        body=raw,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Twilio-Signature": twilio_sign(url, raw)},
+    )
 
 
 def _base(call_sid: str, **fields: str) -> str:
-    params = {"AccountSid": TWILIO_ACCOUNT, "CallSid": call_sid, "Direction": "outbound-api",
-              "From": OUR_NUMBER, "To": CALLEE, **fields}
+    params = {
+        "AccountSid": TWILIO_ACCOUNT,
+        "CallSid": call_sid,
+        "Direction": "outbound-api",
+        "From": OUR_NUMBER,
+        "To": CALLEE,
+        **fields,
+    }
     return urlencode(params)
 
 
@@ -50,8 +62,9 @@ def twilio(start_carrier: Carrier) -> TwilioDriver:
     return driver
 
 
-def test_nul_in_a_call_sid_is_bad_input_and_records_nothing(client: Client, twilio: TwilioDriver,
-                                                            make_call: Any) -> None:
+def test_nul_in_a_call_sid_is_bad_input_and_records_nothing(
+    client: Client, twilio: TwilioDriver, make_call: Any
+) -> None:
     call = make_call(provider="twilio", provider_call_id="CA" + "1" * 32, state="ringing")
     body = _base("CA%00", CallStatus="completed").replace("CA%2500", "CA%00")
 
@@ -65,13 +78,13 @@ def test_nul_in_a_call_sid_is_bad_input_and_records_nothing(client: Client, twil
     assert Call.objects.count() == 1
 
 
-def test_nul_in_speech_is_dropped_from_the_transcript(client: Client, twilio: TwilioDriver,
-                                                      make_call: Any) -> None:
+def test_nul_in_speech_is_dropped_from_the_transcript(
+    client: Client, twilio: TwilioDriver, make_call: Any
+) -> None:
     call = make_call(provider="twilio", provider_call_id="CA" + "2" * 32, state="listening")
     body = _base(call.provider_call_id, CallStatus="in-progress", SpeechResult="a\x00b\x07c")
 
-    response = twilio.post(client, _signed(
-        f"{PUBLIC_URL}?callId={call.call_id}&type=gather", body))
+    response = twilio.post(client, _signed(f"{PUBLIC_URL}?callId={call.call_id}&type=gather", body))
 
     assert response.status_code == 200
     assert list(TranscriptEntry.objects.values_list("text", flat=True)) == ["a b c"]
@@ -80,7 +93,8 @@ def test_nul_in_speech_is_dropped_from_the_transcript(client: Client, twilio: Tw
 
 
 def test_unknown_outbound_call_with_nul_speech_leaves_at_most_one_row(
-        client: Client, twilio: TwilioDriver) -> None:
+    client: Client, twilio: TwilioDriver
+) -> None:
     body = _base("CA" + "3" * 32, CallStatus="in-progress", SpeechResult="x\x00")
     delivery = _signed(f"{PUBLIC_URL}?type=gather", body)
 
@@ -92,8 +106,9 @@ def test_unknown_outbound_call_with_nul_speech_leaves_at_most_one_row(
     assert TranscriptEntry.objects.get().text == "x"
 
 
-def test_nul_in_our_call_id_query_is_not_a_server_error(client: Client, twilio: TwilioDriver,
-                                                        make_call: Any) -> None:
+def test_nul_in_our_call_id_query_is_not_a_server_error(
+    client: Client, twilio: TwilioDriver, make_call: Any
+) -> None:
     make_call(provider="twilio", provider_call_id="CA" + "4" * 32, state="ringing")
     body = _base("CA" + "4" * 32, CallStatus="in-progress")
 
@@ -102,15 +117,23 @@ def test_nul_in_our_call_id_query_is_not_a_server_error(client: Client, twilio: 
     assert response.status_code in (200, 400)
 
 
-def test_lone_surrogate_in_telnyx_json_is_dropped(client: Client, configure: Any,
-                                                  make_call: Any) -> None:
+def test_lone_surrogate_in_telnyx_json_is_dropped(
+    client: Client, configure: Any, make_call: Any
+) -> None:
     driver = Carrier(TelnyxDriver(), configure).start()
     call = make_call(provider="telnyx", provider_call_id="v3:ctl-" + "5" * 20, state="listening")
-    body = json.dumps({"data": {"event_type": "call.transcription", "id": "evt-1",
-                                "payload": {"call_control_id": call.provider_call_id,
-                                            "transcription_data": {
-                                                "transcript": "hi \ud800there",
-                                                "is_final": True}}}})
+    body = json.dumps(
+        {
+            "data": {
+                "event_type": "call.transcription",
+                "id": "evt-1",
+                "payload": {
+                    "call_control_id": call.provider_call_id,
+                    "transcription_data": {"transcript": "hi \ud800there", "is_final": True},
+                },
+            }
+        }
+    )
     delivery = driver.signed_raw("speech", PUBLIC_URL, body.encode())
 
     response = driver.post(client, delivery)
@@ -121,6 +144,7 @@ def test_lone_surrogate_in_telnyx_json_is_dropped(client: Client, configure: Any
 
 # -- the API ---------------------------------------------------------------------------------------
 
+
 def _rpc(api: APIClient, method: str, params: dict[str, Any]) -> dict[str, Any]:
     # json.dumps escapes a lone surrogate as \ud800, as a client's JSON encoder would.
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
@@ -129,13 +153,17 @@ def _rpc(api: APIClient, method: str, params: dict[str, Any]) -> dict[str, Any]:
     return response.json()
 
 
-@pytest.mark.parametrize("method,params", [
-    ("voicecall.speak", {"message": "a\x00b"}),
-    ("voicecall.continue", {"message": "\ud800"}),
-    ("voicecall.continue.start", {"message": "x\x1by"}),
-])
-def test_rpc_text_with_controls_is_refused(api: APIClient, mock_carrier: Any, make_call: Any,
-                                           method: str, params: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "method,params",
+    [
+        ("voicecall.speak", {"message": "a\x00b"}),
+        ("voicecall.continue", {"message": "\ud800"}),
+        ("voicecall.continue.start", {"message": "x\x1by"}),
+    ],
+)
+def test_rpc_text_with_controls_is_refused(
+    api: APIClient, mock_carrier: Any, make_call: Any, method: str, params: dict[str, Any]
+) -> None:
     call = make_call()
     answer = _rpc(api, method, {"callId": call.call_id, **params})
     assert answer["error"]["message"] == "message contains control characters"
@@ -143,8 +171,7 @@ def test_rpc_text_with_controls_is_refused(api: APIClient, mock_carrier: Any, ma
     assert mock_carrier.sent == []
 
 
-def test_rpc_initiate_refuses_controls_before_dialling(api: APIClient,
-                                                       mock_carrier: Any) -> None:
+def test_rpc_initiate_refuses_controls_before_dialling(api: APIClient, mock_carrier: Any) -> None:
     answer = _rpc(api, "voicecall.initiate", {"to": "+15555550123", "message": "hi\x00"})
     assert answer["error"]["message"] == "message contains control characters"
     answer = _rpc(api, "voicecall.start", {"to": "+15555550123", "sessionKey": "k\x00"})
@@ -152,8 +179,9 @@ def test_rpc_initiate_refuses_controls_before_dialling(api: APIClient,
     assert not Call.objects.exists() and mock_carrier.sent == []
 
 
-def test_newlines_and_tabs_in_a_message_are_ordinary(api: APIClient, mock_carrier: Any,
-                                                     make_call: Any) -> None:
+def test_newlines_and_tabs_in_a_message_are_ordinary(
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
     call = make_call()
     answer = _rpc(api, "voicecall.speak", {"callId": call.call_id, "message": "one\n\ttwo"})
     assert answer["result"] == {"success": True}

@@ -1,5 +1,6 @@
 """Whole-call flows per carrier: signed carrier webhooks through the Django test client, the
 real adapter talking to a fake carrier REST API, the services and the database in between."""
+
 from __future__ import annotations
 
 import threading
@@ -13,8 +14,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from calls import services
-from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
+from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
 from tests.carriers.conftest import Carrier
 from tests.carriers.drivers import CALLEE, FRIEND, GREETING, OUR_NUMBER, STRANGER, CarrierDriver
 
@@ -24,9 +25,18 @@ CARRIERS = ("twilio", "telnyx", "plivo")
 def carriers(**bugs: str) -> pytest.MarkDecorator:
     """Parametrise over every carrier; `bugs` maps a carrier to the BUG reason of a known
     failure there (strict xfail, so the test reports when the bug is fixed)."""
-    return pytest.mark.parametrize("start_carrier", [
-        pytest.param(name, id=name, marks=[pytest.mark.xfail(strict=True, reason=bugs[name])]
-                     if name in bugs else []) for name in CARRIERS], indirect=True)
+    return pytest.mark.parametrize(
+        "start_carrier",
+        [
+            pytest.param(
+                name,
+                id=name,
+                marks=[pytest.mark.xfail(strict=True, reason=bugs[name])] if name in bugs else [],
+            )
+            for name in CARRIERS
+        ],
+        indirect=True,
+    )
 
 
 every_carrier = carriers()
@@ -38,8 +48,9 @@ OPENING = "Hi, this is the booking assistant."
 
 
 def rpc(api: APIClient, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    response = api.post("/api/rpc", {"jsonrpc": "2.0", "id": 1, "method": method,
-                                     "params": params}, format="json")
+    response = api.post(
+        "/api/rpc", {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, format="json"
+    )
     assert response.status_code == 200, response.content
     return response.json()
 
@@ -66,14 +77,20 @@ def lines(call: Call) -> list[tuple[str, str]]:
 
 # --- outbound notify --------------------------------------------------------------------------
 
+
 @every_carrier
 def test_outbound_notify_speaks_the_message_once_and_ends(
-        client: Client, api: APIClient, carrier: CarrierDriver, fake_clock: Any) -> None:
+    client: Client, api: APIClient, carrier: CarrierDriver, fake_clock: Any
+) -> None:
     reply = rpc(api, "voicecall.initiate", {"to": CALLEE, "message": NOTICE, "mode": "notify"})
     assert reply["result"]["initiated"] is True
     call = Call.objects.get(public_id=reply["result"]["callId"])
     assert (call.state, call.mode, call.to_number, call.from_number) == (
-        "initiated", "notify", CALLEE, OUR_NUMBER)
+        "initiated",
+        "notify",
+        CALLEE,
+        OUR_NUMBER,
+    )
     assert call.provider_call_id  # what the fake carrier API answered
 
     deliver(client, carrier, carrier.initiated(call))
@@ -115,6 +132,7 @@ def test_outbound_notify_speaks_the_message_once_and_ends(
 
 # --- conversation -----------------------------------------------------------------------------
 
+
 class Turn:
     """services.call_continue in a thread, as the RPC worker would run it."""
 
@@ -127,7 +145,7 @@ class Turn:
     def _run(self, call_id: str, prompt: str) -> None:
         try:
             self.result = services.call_continue(call_id=call_id, message=prompt)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
+        except BaseException as exc:
             self.error = exc
         finally:
             connection.close()
@@ -152,6 +170,7 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10) -> An
 
 def listening_turn(client: Client, carrier: CarrierDriver, call: Call, prompt: str) -> str:
     """The turn token, once the turn listens and its prompt reached the carrier."""
+
     def ready() -> str | None:
         carrier.follow_up(client)
         token = Call.objects.values_list("turn_token", flat=True).get(pk=call.pk)
@@ -174,7 +193,8 @@ def answered_conversation(client: Client, carrier: CarrierDriver) -> Call:
 @every_carrier
 @pytest.mark.django_db(transaction=True)
 def test_conversation_turns_are_answered_by_speech_callbacks(
-        client: Client, carrier: CarrierDriver) -> None:
+    client: Client, carrier: CarrierDriver
+) -> None:
     call = answered_conversation(client, carrier)
 
     first = Turn(call, "Shall I book a table for two?")
@@ -197,20 +217,21 @@ def test_conversation_turns_are_answered_by_speech_callbacks(
 
     assert lines(call) == [
         ("bot", OPENING),
-        ("bot", "Shall I book a table for two?"), ("user", "Yes, at eight please"),
-        ("bot", "Indoors or on the terrace?"), ("user", "On the terrace"),
+        ("bot", "Shall I book a table for two?"),
+        ("user", "Yes, at eight please"),
+        ("bot", "Indoors or on the terrace?"),
+        ("user", "On the terrace"),
     ]
     call.refresh_from_db()
     assert call.metadata["turnCount"] == 2
     assert call.turn_token is None
 
 
-
-
 @every_carrier
 @pytest.mark.django_db(transaction=True)
 def test_speech_from_the_greetings_listening_does_not_answer_a_turn(
-        client: Client, carrier: CarrierDriver) -> None:
+    client: Client, carrier: CarrierDriver
+) -> None:
     call = answered_conversation(client, carrier)
     turn = Turn(call, "Shall I book a table for two?")
     token = listening_turn(client, carrier, call, "Shall I book a table for two?")
@@ -229,6 +250,7 @@ def test_speech_from_the_greetings_listening_does_not_answer_a_turn(
 
 # --- inbound ------------------------------------------------------------------------------------
 
+
 @every_carrier
 def test_an_allowlisted_inbound_caller_is_greeted(client: Client, carrier: CarrierDriver) -> None:
     sid = carrier.new_provider_call_id()
@@ -246,7 +268,8 @@ def test_an_allowlisted_inbound_caller_is_greeted(client: Client, carrier: Carri
 
 @every_carrier
 def test_an_inbound_stranger_is_hung_up_once_whatever_is_redelivered(
-        client: Client, carrier: CarrierDriver) -> None:
+    client: Client, carrier: CarrierDriver
+) -> None:
     sid = carrier.new_provider_call_id()
     first = carrier.inbound(sid, STRANGER, OUR_NUMBER)
     deliver(client, carrier, first)
@@ -255,7 +278,11 @@ def test_an_inbound_stranger_is_hung_up_once_whatever_is_redelivered(
 
     call = Call.objects.get()
     assert (call.provider_call_id, call.direction, call.state, call.end_reason) == (
-        sid, "inbound", "hangup-bot", "hangup-bot")
+        sid,
+        "inbound",
+        "hangup-bot",
+        "hangup-bot",
+    )
     assert call.metadata["rejectionReason"] == "inbound-policy"
     assert spoken_texts(carrier) == []
     assert not TranscriptEntry.objects.exists()
@@ -271,9 +298,11 @@ def test_an_inbound_stranger_is_hung_up_once_whatever_is_redelivered(
 
 # --- late callbacks -------------------------------------------------------------------------------
 
+
 @every_carrier
-def test_late_callbacks_after_the_end_change_nothing(client: Client,
-                                                     carrier: CarrierDriver) -> None:
+def test_late_callbacks_after_the_end_change_nothing(
+    client: Client, carrier: CarrierDriver
+) -> None:
     call = services.call_initiate(to=CALLEE, message=OPENING, mode="conversation")
     answered = carrier.answered(call)
     ringing = carrier.ringing(call)
@@ -298,15 +327,18 @@ def test_late_callbacks_after_the_end_change_nothing(client: Client,
 
 # --- restart restore ------------------------------------------------------------------------------
 
+
 @every_carrier
 def test_restore_asks_the_carrier_about_every_unfinished_call(
-        carrier: CarrierDriver, make_call: Any) -> None:
+    carrier: CarrierDriver, make_call: Any
+) -> None:
     calls = {}
     for answer in ("in-progress", "completed", "not-found", "error"):
         provider_call_id = carrier.new_provider_call_id()
         carrier.status_answers[provider_call_id] = answer
-        calls[answer] = make_call(provider=carrier.name, provider_call_id=provider_call_id,
-                                  state="listening")
+        calls[answer] = make_call(
+            provider=carrier.name, provider_call_id=provider_call_id, state="listening"
+        )
 
     report = services.calls_restore()
 
@@ -314,9 +346,13 @@ def test_restore_asks_the_carrier_about_every_unfinished_call(
     assert state_of(calls["in-progress"]) == "listening"
     assert state_of(calls["error"]) == "listening"
     assert (state_of(calls["completed"]), calls["completed"].end_reason) == (
-        "completed", "completed")
+        "completed",
+        "completed",
+    )
     assert (state_of(calls["not-found"]), calls["not-found"].end_reason) == (
-        "completed", "completed")
+        "completed",
+        "completed",
+    )
     asked = carrier.status_requests()
     assert sorted(asked) == sorted(c.provider_call_id for c in calls.values())
     assert carrier.hangup_requests() == []
@@ -324,9 +360,11 @@ def test_restore_asks_the_carrier_about_every_unfinished_call(
 
 # --- unknown, malformed and garbage callbacks -----------------------------------------------------
 
+
 def nothing_written() -> bool:
-    return not (Call.objects.exists() or CallEvent.objects.exists()
-                or TranscriptEntry.objects.exists())
+    return not (
+        Call.objects.exists() or CallEvent.objects.exists() or TranscriptEntry.objects.exists()
+    )
 
 
 def unknown_status_changes_nothing(client: Client, carrier: CarrierDriver, kind: str) -> None:
@@ -339,23 +377,22 @@ def unknown_status_changes_nothing(client: Client, carrier: CarrierDriver, kind:
 
 @every_carrier
 def test_a_status_callback_for_an_unknown_call_is_acknowledged_and_changes_nothing(
-        client: Client, carrier: CarrierDriver) -> None:
+    client: Client, carrier: CarrierDriver
+) -> None:
     unknown_status_changes_nothing(client, carrier, "no-direction")
-
-
 
 
 @every_carrier
 def test_a_final_status_for_an_unknown_call_of_ours_writes_nothing(
-        client: Client, carrier: CarrierDriver) -> None:
+    client: Client, carrier: CarrierDriver
+) -> None:
     unknown_status_changes_nothing(client, carrier, "our-call-id")
-
-
 
 
 @every_carrier
 def test_the_end_of_an_inbound_call_we_never_saw_leaves_no_live_call(
-        client: Client, start_carrier: Carrier) -> None:
+    client: Client, start_carrier: Carrier
+) -> None:
     carrier = start_carrier.start(maxConcurrentCalls=1)
     carrier.post_all(client, carrier.status_for_unknown("inbound-ended"))
 
@@ -367,7 +404,8 @@ def test_the_end_of_an_inbound_call_we_never_saw_leaves_no_live_call(
 
 @every_carrier
 def test_a_status_callback_for_an_unknown_inbound_call_is_acknowledged(
-        client: Client, carrier: CarrierDriver) -> None:
+    client: Client, carrier: CarrierDriver
+) -> None:
     responses = carrier.post_all(client, carrier.status_for_unknown("inbound-ended"))
 
     assert [r.status_code for r in responses] == [200] * len(responses)
@@ -375,8 +413,9 @@ def test_a_status_callback_for_an_unknown_inbound_call_is_acknowledged(
 
 
 @every_carrier
-def test_a_malformed_callback_is_400_and_creates_nothing(client: Client,
-                                                         carrier: CarrierDriver) -> None:
+def test_a_malformed_callback_is_400_and_creates_nothing(
+    client: Client, carrier: CarrierDriver
+) -> None:
     for delivery in carrier.malformed():
         response = carrier.post(client, delivery)
         assert response.status_code == 400, (delivery.label, response.content)
@@ -400,25 +439,20 @@ def test_signed_garbage_never_gets_a_500(client: Client, carrier: CarrierDriver)
     assert len(carrier.api.requests) == len(carrier.hangup_requests()) <= 1
 
 
-
-
 @every_carrier
 def test_an_oversized_carrier_call_id_is_refused_not_stored(
-        client: Client, carrier: CarrierDriver) -> None:
+    client: Client, carrier: CarrierDriver
+) -> None:
     limit = Call._meta.get_field("provider_call_id").max_length
     client.raise_request_exception = False  # see the 500, as the carrier would
     for delivery in carrier.oversized_call_id():
         response = carrier.post(client, delivery)
         assert 400 <= response.status_code < 500, response.status_code
-    assert not Call.objects.extra(where=["LENGTH(provider_call_id) > %s"],
-                                  params=[limit]).exists()
-
-
+    assert not Call.objects.extra(where=["LENGTH(provider_call_id) > %s"], params=[limit]).exists()
 
 
 @every_carrier
-def test_deeply_nested_json_is_a_400_not_a_500(client: Client,
-                                              carrier: CarrierDriver) -> None:
+def test_deeply_nested_json_is_a_400_not_a_500(client: Client, carrier: CarrierDriver) -> None:
     deliveries = carrier.deep_json()
     if not deliveries:
         pytest.skip(f"{carrier.name} callbacks are never parsed as JSON")

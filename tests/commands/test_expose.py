@@ -1,4 +1,5 @@
 """`manage.py voicecall expose` with a fake tailscale: JSON output, defaults, exit codes."""
+
 from __future__ import annotations
 
 import json
@@ -43,33 +44,67 @@ def expose_fails(*args: str) -> tuple[str, dict[str, Any]]:
 
 def test_default_is_funnel_on_the_configured_paths(tailscale: Any) -> None:
     run = tailscale()
-    assert expose() == {"ok": True, "mode": "funnel", "path": "/voice/webhook",
-                        "localUrl": LOCAL, "publicUrl": f"{ORIGIN}/voice/webhook"}
-    assert run.calls[1] == ["tailscale", "funnel", "--bg", "--yes", "--set-path",
-                            "/voice/webhook", LOCAL]
+    assert expose() == {
+        "ok": True,
+        "mode": "funnel",
+        "path": "/voice/webhook",
+        "localUrl": LOCAL,
+        "publicUrl": f"{ORIGIN}/voice/webhook",
+    }
+    assert run.calls[1] == [
+        "tailscale",
+        "funnel",
+        "--bg",
+        "--yes",
+        "--set-path",
+        "/voice/webhook",
+        LOCAL,
+    ]
     assert run.calls[2][-2] == "/voice/hold-music"  # Twilio's relative waitUrl
 
 
 def test_flags_override_the_config(tailscale: Any) -> None:
     run = tailscale()
-    out = expose("--mode", "serve", "--path", "/pub", "--port", "4000",
-                 "--serve-path", "/hooks/voice")
-    assert run.calls[1] == ["tailscale", "serve", "--bg", "--yes", "--set-path", "/pub",
-                            "http://127.0.0.1:4000/hooks/voice"]
+    out = expose(
+        "--mode", "serve", "--path", "/pub", "--port", "4000", "--serve-path", "/hooks/voice"
+    )
+    assert run.calls[1] == [
+        "tailscale",
+        "serve",
+        "--bg",
+        "--yes",
+        "--set-path",
+        "/pub",
+        "http://127.0.0.1:4000/hooks/voice",
+    ]
     assert out["publicUrl"] == f"{ORIGIN}/pub"
     assert out["localUrl"] == "http://127.0.0.1:4000/hooks/voice"
 
 
 def test_defaults_come_from_serve_and_tailscale_config(tailscale: Any, configure: Any) -> None:
-    configure({"serve": {"port": 4100, "path": "/in"},
-               "tailscale": {"path": "/public", "port": 8443},
-               "streaming": {"enabled": True, "streamPath": "/media"},
-               "provider": "twilio", "fromNumber": "+15550001234",
-               "twilio": {"accountSid": "AC1", "authToken": "t"}})
+    configure(
+        {
+            "serve": {"port": 4100, "path": "/in"},
+            "tailscale": {"path": "/public", "port": 8443},
+            "streaming": {"enabled": True, "streamPath": "/media"},
+            "provider": "twilio",
+            "fromNumber": "+15550001234",
+            "twilio": {"accountSid": "AC1", "authToken": "t"},
+        }
+    )
     run = tailscale()
     out = expose("--mode", "serve")
-    assert run.calls[1] == ["tailscale", "serve", "--bg", "--yes", "--https", "8443",
-                            "--set-path", "/public", "http://127.0.0.1:4100/in"]
+    assert run.calls[1] == [
+        "tailscale",
+        "serve",
+        "--bg",
+        "--yes",
+        "--https",
+        "8443",
+        "--set-path",
+        "/public",
+        "http://127.0.0.1:4100/in",
+    ]
     assert [call[-2] for call in run.calls[2:]] == ["/voice/hold-music", "/media"]
     assert out["publicUrl"] == f"{ORIGIN}:8443/public"
 
@@ -90,12 +125,18 @@ def test_failure_prints_the_hint_and_exits_non_zero(tailscale: Any) -> None:
 def test_off_clears_serve_and_funnel(tailscale: Any) -> None:
     run = tailscale()
     assert expose("--mode", "off") == {"ok": True, "mode": "off", "path": "/voice/webhook"}
-    assert run.calls[:2] == [["tailscale", "serve", "off", "/voice/webhook"],
-                             ["tailscale", "funnel", "off", "/voice/webhook"]]
+    assert run.calls[:2] == [
+        ["tailscale", "serve", "off", "/voice/webhook"],
+        ["tailscale", "funnel", "off", "/voice/webhook"],
+    ]
 
 
 def test_off_without_tailscale_exits_non_zero(tailscale: Any) -> None:
     tailscale(off=FileNotFoundError("tailscale"))
     _, out = expose_fails("--mode", "off")
-    assert out == {"ok": False, "mode": "off", "path": "/voice/webhook",
-                   "hint": {"note": "tailscale not found"}}
+    assert out == {
+        "ok": False,
+        "mode": "off",
+        "path": "/voice/webhook",
+        "hint": {"note": "tailscale not found"},
+    }

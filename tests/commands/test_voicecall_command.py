@@ -1,4 +1,5 @@
 """`manage.py voicecall …`: every subcommand in-process, and live-call commands over the API."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ from providers.base import EventType, NormalizedEvent
 from providers.mock import MockProvider
 
 TO = "+15555550123"
-TWILIO = {"provider": "twilio", "fromNumber": "+15550001234",
-          "twilio": {"accountSid": "AC123", "authToken": "t"}}
+TWILIO = {
+    "provider": "twilio",
+    "fromNumber": "+15550001234",
+    "twilio": {"accountSid": "AC123", "authToken": "t"},
+}
 
 
 def run(*args: str) -> str:
@@ -75,6 +79,7 @@ def carrier(configure: Any) -> Callable[..., MockProvider]:
 
 
 # -- call / start -----------------------------------------------------------------------
+
 
 def test_call_places_a_conversation_call_in_process(mock_carrier, db, no_server):
     out = run_json("call", "--to", TO, "-m", "Hello there")
@@ -125,6 +130,7 @@ def test_start_requires_to(mock_carrier, db):
 
 # -- continue / speak / dtmf / end / status ---------------------------------------------
 
+
 def _reply_when_listening(pk: int, text: str) -> None:
     """Act as the caller: answer the turn once the call waits for one."""
     try:
@@ -133,9 +139,16 @@ def _reply_when_listening(pk: int, text: str) -> None:
             token = Call.objects.filter(pk=pk).values_list("turn_token", flat=True).first()
             if token:
                 call = Call.objects.get(pk=pk)
-                services.event_apply(provider="mock", event=NormalizedEvent(
-                    type=EventType.SPEECH, id="reply-1", call_id=call.call_id,
-                    transcript=text, turn_token=token))
+                services.event_apply(
+                    provider="mock",
+                    event=NormalizedEvent(
+                        type=EventType.SPEECH,
+                        id="reply-1",
+                        call_id=call.call_id,
+                        transcript=text,
+                        turn_token=token,
+                    ),
+                )
                 return
             time.sleep(0.02)
     finally:
@@ -167,15 +180,18 @@ def test_continue_on_an_ended_call_fails_with_the_services_error(mock_carrier, m
 def test_speak_plays_text_into_the_call(mock_carrier, make_call):
     call = make_call()
     assert run_json("speak", "--call-id", call.call_id, "--message", "One moment") == {
-        "success": True}
+        "success": True
+    }
     assert mock_carrier.sent == [("play_text", {"text": "One moment", "listen_after": False})]
     assert TranscriptEntry.objects.get(call=call).text == "One moment"
 
 
-@pytest.mark.parametrize("sub, extra", [
-    ("speak", ["--message", "Hi"]), ("end", []), ("dtmf", ["--digits", "1"])])
+@pytest.mark.parametrize(
+    "sub, extra", [("speak", ["--message", "Hi"]), ("end", []), ("dtmf", ["--digits", "1"])]
+)
 def test_live_call_commands_on_an_unknown_call_fail_with_call_not_found(
-        mock_carrier, db, sub, extra):
+    mock_carrier, db, sub, extra
+):
     message, _ = fails(sub, "--call-id", "no-such-call", *extra)
     assert message == "Call not found"
 
@@ -212,6 +228,7 @@ def test_status_shows_one_call_all_active_calls_or_not_found(mock_carrier, make_
 
 # -- tail / latency ---------------------------------------------------------------------
 
+
 def _event(call: Call, kind: str, key: str, **payload: Any) -> CallEvent:
     return CallEvent.objects.create(call=call, type=kind, dedupe_key=key, payload=payload)
 
@@ -233,8 +250,9 @@ def test_tail_filters_by_call(make_call):
     mine, other = make_call(), make_call()
     _event(mine, "call.ringing", "a")
     _event(other, "call.answered", "b")
-    events = [json.loads(x) for x in run("tail", "--no-follow", "--call-id",
-                                          mine.call_id).splitlines()]
+    events = [
+        json.loads(x) for x in run("tail", "--no-follow", "--call-id", mine.call_id).splitlines()
+    ]
     assert [e["callId"] for e in events] == [mine.call_id]
     assert fails("tail", "--no-follow", "--call-id", "nope")[0] == "Call not found"
 
@@ -257,25 +275,39 @@ def test_tail_follows_events_recorded_after_it_started(make_call, fake_clock):
 def test_latency_reports_nearest_rank_percentiles(make_call):
     start = timezone.now()
     for minutes, latency in enumerate([400, 100, 300, 200]):
-        make_call(started_at=start + timedelta(minutes=minutes),
-                  metadata={"lastTurnLatencyMs": latency, "lastTurnListenWaitMs": 50})
+        make_call(
+            started_at=start + timedelta(minutes=minutes),
+            metadata={"lastTurnLatencyMs": latency, "lastTurnListenWaitMs": 50},
+        )
     make_call(started_at=start - timedelta(hours=1), metadata={})
     stats = run_json("latency")
     assert stats["recordsScanned"] == 5
-    assert stats["turnLatency"] == {"count": 4, "minMs": 100, "maxMs": 400, "avgMs": 250,
-                                    "p50Ms": 200, "p95Ms": 400}
+    assert stats["turnLatency"] == {
+        "count": 4,
+        "minMs": 100,
+        "maxMs": 400,
+        "avgMs": 250,
+        "p50Ms": 200,
+        "p95Ms": 400,
+    }
     assert run_json("latency", "--last", "2")["turnLatency"]["maxMs"] == 300
 
 
 # -- setup / smoke ----------------------------------------------------------------------
+
 
 def test_setup_json_is_ok_for_the_mock_provider(configure):
     configure({})
     report = run_json("setup", "--json")
     assert report["ok"] is True
     assert [c["id"] for c in report["checks"]] == [
-        "plugin-enabled", "provider", "provider-config", "webhook-exposure", "mode",
-        "agent-owner"]
+        "plugin-enabled",
+        "provider",
+        "provider-config",
+        "webhook-exposure",
+        "mode",
+        "agent-owner",
+    ]
     assert all(c["ok"] for c in report["checks"])
 
 
@@ -291,13 +323,16 @@ def test_setup_fails_for_twilio_with_a_loopback_public_url(configure):
     assert message == "Voice Call setup needs attention."
 
 
-@pytest.mark.parametrize("exposure, ok", [
-    ({"publicUrl": "https://voice.example.com/voice/webhook"}, True),
-    ({"publicUrl": "https://10.1.2.3/voice/webhook"}, False),
-    ({"publicUrl": "https://localhost/voice/webhook"}, False),
-    ({"tunnel": {"provider": "ngrok"}}, True),
-    ({}, False),
-])
+@pytest.mark.parametrize(
+    "exposure, ok",
+    [
+        ({"publicUrl": "https://voice.example.com/voice/webhook"}, True),
+        ({"publicUrl": "https://10.1.2.3/voice/webhook"}, False),
+        ({"publicUrl": "https://localhost/voice/webhook"}, False),
+        ({"tunnel": {"provider": "ngrok"}}, True),
+        ({}, False),
+    ],
+)
 def test_setup_webhook_exposure_for_a_real_carrier(configure, exposure, ok):
     configure({**TWILIO, **exposure})
     report = setup_checks.setup_report()
@@ -315,10 +350,17 @@ def test_setup_text_lists_ok_and_fail_lines(configure):
 
 def test_setup_shows_config_errors_when_the_config_does_not_load(settings, tmp_path):
     path = tmp_path / "voicecall.json5"
-    path.write_text(json.dumps({"provider": "twilio", "fromNumber": "+15550001234",
-                                "twilio": {"accountSid": "AC123"},
-                                "streaming": {"enabled": True},
-                                "realtime": {"enabled": True}}))
+    path.write_text(
+        json.dumps(
+            {
+                "provider": "twilio",
+                "fromNumber": "+15550001234",
+                "twilio": {"accountSid": "AC123"},
+                "streaming": {"enabled": True},
+                "realtime": {"enabled": True},
+            }
+        )
+    )
     settings.VOICECALL_CONFIG = str(path)
     reset_config()  # load from the file, not the test default
     _, out = fails("setup", "--json")
@@ -339,8 +381,11 @@ def test_smoke_without_to_skips_the_live_call(mock_carrier):
 def test_smoke_with_to_but_no_yes_is_a_dry_run(mock_carrier, db):
     result = run_json("smoke", "--to", TO, "--json")
     assert result["liveCall"] is False
-    assert result["wouldCall"] == {"to": TO, "message": "OpenClaw voice call smoke test.",
-                                   "mode": "notify"}
+    assert result["wouldCall"] == {
+        "to": TO,
+        "message": "OpenClaw voice call smoke test.",
+        "mode": "notify",
+    }
     assert not Call.objects.exists()
 
 
@@ -360,6 +405,7 @@ def test_smoke_with_failing_setup_places_nothing_and_exits_non_zero(configure, d
 
 
 # -- token ------------------------------------------------------------------------------
+
 
 def test_token_create_prints_the_secret_once_and_it_authenticates(db):
     created = run_json("token", "create", "--name", "gateway", "--ttl-hours", "2")
@@ -395,6 +441,7 @@ def test_token_revoke_disables_the_token(db):
 
 # -- remote mode (a server answers /healthz) --------------------------------------------
 
+
 class FakeServer:
     """Answers /healthz and /api/rpc; `answer(body)` builds each RPC response."""
 
@@ -416,16 +463,16 @@ class FakeServer:
 
 
 def result(value: dict[str, Any]) -> Callable[[dict[str, Any]], httpx.Response]:
-    return lambda body: httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"],
-                                                  "result": value})
+    return lambda body: httpx.Response(
+        200, json={"jsonrpc": "2.0", "id": body["id"], "result": value}
+    )
 
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeServer]:
     def start(answer: Callable[[dict[str, Any]], httpx.Response]) -> FakeServer:
         fake = FakeServer(answer)
-        monkeypatch.setattr(client, "TRANSPORT_FACTORY",
-                            lambda: httpx.MockTransport(fake.handle))
+        monkeypatch.setattr(client, "TRANSPORT_FACTORY", lambda: httpx.MockTransport(fake.handle))
         return fake
 
     return start
@@ -433,12 +480,13 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeServer]:
 
 def test_remote_call_sends_json_rpc_with_a_minted_bearer_token(server, mock_carrier, db):
     fake = server(result({"callId": "remote-1", "initiated": True}))
-    assert run_json("call", "--to", TO, "-m", "Hi", "--mode", "notify") == {
-        "callId": "remote-1"}
+    assert run_json("call", "--to", TO, "-m", "Hi", "--mode", "notify") == {"callId": "remote-1"}
     body, request = fake.rpc[0]
     assert {k: body[k] for k in ("jsonrpc", "method", "params")} == {
-        "jsonrpc": "2.0", "method": "voicecall.initiate",
-        "params": {"to": TO, "message": "Hi", "mode": "notify"}}
+        "jsonrpc": "2.0",
+        "method": "voicecall.initiate",
+        "params": {"to": TO, "message": "Hi", "mode": "notify"},
+    }
     assert str(request.url) == "http://127.0.0.1:3334/api/rpc"
     minted = fake.bearer_at_request[0]
     assert isinstance(minted, ApiToken) and minted.name == "cli"
@@ -467,9 +515,20 @@ def test_remote_mode_finds_the_server_from_config_or_env(server, configure, monk
 
 
 def test_remote_json_rpc_error_becomes_its_message(server, db):
-    server(lambda body: httpx.Response(200, json={
-        "jsonrpc": "2.0", "id": body["id"],
-        "error": {"code": -32000, "message": "Call not found", "data": {"code": "NOT_FOUND"}}}))
+    server(
+        lambda body: httpx.Response(
+            200,
+            json={
+                "jsonrpc": "2.0",
+                "id": body["id"],
+                "error": {
+                    "code": -32000,
+                    "message": "Call not found",
+                    "data": {"code": "NOT_FOUND"},
+                },
+            },
+        )
+    )
     message, _ = fails("speak", "--call-id", "x", "--message", "Hi")
     assert message == "Call not found"
 
@@ -485,40 +544,58 @@ def test_remote_server_error_names_the_server_and_does_not_fall_back(server, moc
 def test_remote_unreadable_answer_names_the_server(server, db):
     server(lambda body: httpx.Response(200, text="<html>proxy</html>"))
     message, _ = fails("status")
-    assert message == ("The voicecall server at http://127.0.0.1:3334 sent an unreadable "
-                       "answer to voicecall.status.")
+    assert message == (
+        "The voicecall server at http://127.0.0.1:3334 sent an unreadable "
+        "answer to voicecall.status."
+    )
 
 
 def test_a_server_that_accepts_but_does_not_answer_healthz_is_an_error(
-        monkeypatch, mock_carrier, db):
+    monkeypatch, mock_carrier, db
+):
     def stall(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
     monkeypatch.setattr(client, "TRANSPORT_FACTORY", lambda: httpx.MockTransport(stall))
     message, _ = fails("call", "--to", TO, "-m", "Hi")
-    assert message == ("The voicecall server at http://127.0.0.1:3334 did not answer "
-                       "/healthz (ReadTimeout).")
+    assert message == (
+        "The voicecall server at http://127.0.0.1:3334 did not answer /healthz (ReadTimeout)."
+    )
     assert not Call.objects.exists()
 
 
 def test_remote_continue_polls_the_background_turn(server, monkeypatch, db):
     monkeypatch.setattr(client, "CONTINUE_POLL_S", 0)
-    answers = iter([{"operationId": "op-1"},
-                    {"operationId": "op-1", "status": "pending"},
-                    {"operationId": "op-1", "status": "done", "success": True,
-                     "transcript": "sounds good"}])
+    answers = iter(
+        [
+            {"operationId": "op-1"},
+            {"operationId": "op-1", "status": "pending"},
+            {"operationId": "op-1", "status": "done", "success": True, "transcript": "sounds good"},
+        ]
+    )
     fake = server(lambda body: result(next(answers))(body))
     out = run_json("continue", "--call-id", "c-1", "--message", "Ok?")
     assert out == {"success": True, "transcript": "sounds good"}
     assert [b["method"] for b, _ in fake.rpc] == [
-        "voicecall.continue.start", "voicecall.continue.result", "voicecall.continue.result"]
+        "voicecall.continue.start",
+        "voicecall.continue.result",
+        "voicecall.continue.result",
+    ]
     assert fake.rpc[1][0]["params"] == {"operationId": "op-1"}
 
 
 def test_remote_continue_failure_becomes_its_error(server, db):
-    answers = iter([{"operationId": "op-1"},
-                    {"operationId": "op-1", "status": "failed", "success": False,
-                     "error": "Timed out waiting for transcript after 180000ms"}])
+    answers = iter(
+        [
+            {"operationId": "op-1"},
+            {
+                "operationId": "op-1",
+                "status": "failed",
+                "success": False,
+                "error": "Timed out waiting for transcript after 180000ms",
+            },
+        ]
+    )
     server(lambda body: result(next(answers))(body))
     message, _ = fails("continue", "--call-id", "c-1", "--message", "Ok?")
     assert message == "Timed out waiting for transcript after 180000ms"
@@ -527,8 +604,14 @@ def test_remote_continue_failure_becomes_its_error(server, db):
 def test_remote_continue_falls_back_when_the_server_lacks_background_turns(server, db):
     def answer(body: dict[str, Any]) -> httpx.Response:
         if body["method"] == "voicecall.continue.start":
-            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "error": {
-                "code": -32601, "message": "Method not found"}})
+            return httpx.Response(
+                200,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": body["id"],
+                    "error": {"code": -32601, "message": "Method not found"},
+                },
+            )
         return result({"success": True, "transcript": "fine"})(body)
 
     fake = server(answer)

@@ -4,6 +4,7 @@ loopback, a database of the server's own, and signed Twilio webhooks.
 Nothing Django-related is shared with the pytest process: rows are created and inspected
 by scripts run in a `manage.py shell` with the server's environment, which answer in JSON.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -42,8 +43,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             interval: float = 0.1) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.1,
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -84,8 +89,9 @@ class FakeTwilioApi:
                 body = self.rfile.read(length).decode() if length else ""
                 path = urlsplit(self.path).path
                 with api.lock:
-                    api.requests.append(ApiRequest(self.command, path,
-                                                   parse_qs(body, keep_blank_values=True)))
+                    api.requests.append(
+                        ApiRequest(self.command, path, parse_qs(body, keep_blank_values=True))
+                    )
                 status, answer = api.answer(self.command, path)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
@@ -94,9 +100,9 @@ class FakeTwilioApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = _handle  # noqa: N815 (http.server's naming)
+            do_GET = do_POST = _handle
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -111,9 +117,12 @@ class FakeTwilioApi:
     def answer(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
         prefix = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/"
         if path.startswith(prefix) and path.endswith(".json") and method in ("GET", "POST"):
-            return 200, {"sid": path[len(prefix):-len(".json")], "status": "in-progress"}
-        return 404, {"code": 20404, "message": "The requested resource was not found",
-                     "status": 404}
+            return 200, {"sid": path[len(prefix) : -len(".json")], "status": "in-progress"}
+        return 404, {
+            "code": 20404,
+            "message": "The requested resource was not found",
+            "status": 404,
+        }
 
     def updates(self, call_sid: str) -> list[ApiRequest]:
         """POSTs to the call's resource: the REST commands the server sent for it."""
@@ -182,20 +191,28 @@ class Inspector:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "shell", "-c", _INSPECTOR_LOOP], cwd=ROOT, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("ab"), text=True)
+            [sys.executable, "manage.py", "shell", "-c", _INSPECTOR_LOOP],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log.open("ab"),
+            text=True,
+        )
         self._answer()  # migrated
 
     def _answer(self) -> Any:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             if line.startswith(MARK):
-                reply = json.loads(line[len(MARK):])
+                reply = json.loads(line[len(MARK) :])
                 if "error" in reply:
                     raise AssertionError(f"inspector script failed:\n{reply['error']}")
                 return reply["ok"]
-        raise AssertionError(f"inspector exited ({self.process.wait()}):\n"
-                             f"{self.log.read_text(errors='replace')[-4000:]}")
+        raise AssertionError(
+            f"inspector exited ({self.process.wait()}):\n"
+            f"{self.log.read_text(errors='replace')[-4000:]}"
+        )
 
     def run(self, code: str) -> Any:
         assert self.process.stdin is not None
@@ -235,8 +252,11 @@ class Server:
           maxConcurrentCalls: 5,
         }}""")
         self.env = {
-            **{k: v for k, v in os.environ.items()
-               if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "VOICECALL_CRASH_AT")},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "VOICECALL_CRASH_AT")
+            },
             "VOICECALL_CONFIG": str(config),
             "VOICECALL_DATA_DIR": str(tmp / "data"),
             "VOICECALL_SWEEP_INTERVAL_SECONDS": "0.2",
@@ -268,13 +288,18 @@ class Server:
         with self.log.open("ab") as log:
             log.write(f"\n===== start {self._starts} (crash_at={crash_at}) =====\n".encode())
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "voicecall", "serve"], cwd=ROOT, env=env,
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+            [sys.executable, "manage.py", "voicecall", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"server exited with {self.process.returncode}:\n"
-                                     f"{self.log_text()}")
+                raise AssertionError(
+                    f"server exited with {self.process.returncode}:\n{self.log_text()}"
+                )
             try:
                 if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
                     return
@@ -310,7 +335,12 @@ class Server:
         query_string = urlencode(query)
         body = urlencode(form).encode()
         signature = twilio_sign(f"{PUBLIC_URL}?{query_string}", body, AUTH_TOKEN)
-        return httpx.post(f"{self.base}/voice/webhook?{query_string}", content=body,
-                          timeout=15, headers={
-                              "Content-Type": "application/x-www-form-urlencoded",
-                              "X-Twilio-Signature": signature})
+        return httpx.post(
+            f"{self.base}/voice/webhook?{query_string}",
+            content=body,
+            timeout=15,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": signature,
+            },
+        )

@@ -6,6 +6,7 @@ SIGKILL itself there. Restarted without the variable, it gets the identical deli
 (as Twilio retries) and must apply the event once, reply as the first time would have,
 and send every carrier command the event owes exactly once (the outbox and its sweep).
 """
+
 from __future__ import annotations
 
 import os
@@ -78,10 +79,12 @@ def api() -> Iterator[FakeTwilioApi]:
 def server(tmp_path: Path, api: FakeTwilioApi) -> Iterator[Server]:
     """The server on SQLite in tmp_path, or on a fresh PostgreSQL database when the test
     process was given one (CI's second run)."""
-    database = (PostgresDatabase(os.environ["DATABASE_URL"])
-                if is_postgres(os.environ.get("DATABASE_URL")) else None)
-    srv = Server(tmp_path, api_origin=api.origin,
-                 database_url=database.url if database else None)
+    database = (
+        PostgresDatabase(os.environ["DATABASE_URL"])
+        if is_postgres(os.environ.get("DATABASE_URL"))
+        else None
+    )
+    srv = Server(tmp_path, api_origin=api.origin, database_url=database.url if database else None)
     try:
         yield srv
     finally:
@@ -90,16 +93,28 @@ def server(tmp_path: Path, api: FakeTwilioApi) -> Iterator[Server]:
             database.drop()
 
 
-def _seed(server: Server, *, state: str, metadata: dict[str, Any] | None = None,
-          answered: bool) -> tuple[str, str]:
+def _seed(
+    server: Server, *, state: str, metadata: dict[str, Any] | None = None, answered: bool
+) -> tuple[str, str]:
     """An outbound conversation Twilio call; (callId, CallSid)."""
     call_id, call_sid = str(uuid.uuid4()), "CA" + uuid.uuid4().hex
-    vendor = server.query(SEED.format(fields={
-        "public_id": call_id, "provider": "twilio", "provider_call_id": call_sid,
-        "direction": "outbound", "mode": "conversation", "state": state,
-        "from_number": OUR_NUMBER, "to_number": CALLEE,
-        "webhook_url": f"{PUBLIC_URL}?callId={call_id}", "metadata": metadata or {},
-        "answered": answered}))
+    vendor = server.query(
+        SEED.format(
+            fields={
+                "public_id": call_id,
+                "provider": "twilio",
+                "provider_call_id": call_sid,
+                "direction": "outbound",
+                "mode": "conversation",
+                "state": state,
+                "from_number": OUR_NUMBER,
+                "to_number": CALLEE,
+                "webhook_url": f"{PUBLIC_URL}?callId={call_id}",
+                "metadata": metadata or {},
+                "answered": answered,
+            }
+        )
+    )
     # The server runs on the database kind this test run was given.
     assert vendor == ("postgresql" if is_postgres(os.environ.get("DATABASE_URL")) else "sqlite")
     return call_id, call_sid
@@ -118,18 +133,25 @@ def _crash_on(server: Server, point: str, query: dict[str, str], form: dict[str,
 
 
 def _form(call_sid: str, **fields: str) -> dict[str, str]:
-    return {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": call_sid,
-            "Direction": "outbound-api", "From": OUR_NUMBER, "To": CALLEE, **fields}
+    return {
+        "AccountSid": ACCOUNT_SID,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "Direction": "outbound-api",
+        "From": OUR_NUMBER,
+        "To": CALLEE,
+        **fields,
+    }
 
 
 @pytest.mark.parametrize("point", ["webhook.recorded", "event.applied", "webhook.applied"])
 def test_a_crash_before_commit_leaves_nothing_and_the_redelivery_applies_once(
-        server: Server, api: FakeTwilioApi, point: str) -> None:
+    server: Server, api: FakeTwilioApi, point: str
+) -> None:
     call_id, call_sid = _seed(server, state="listening", answered=True)
     # The Gather action the adapter hands Twilio (no open turn: no turnToken).
     query = {"callId": call_id, "flow": "gather"}
-    form = _form(call_sid, CallStatus="in-progress", SpeechResult="yes please",
-                 Confidence="0.9")
+    form = _form(call_sid, CallStatus="in-progress", SpeechResult="yes please", Confidence="0.9")
 
     _crash_on(server, point, query, form)
     after_crash = _inspect(server, call_id)
@@ -161,12 +183,21 @@ def test_a_crash_before_commit_leaves_nothing_and_the_redelivery_applies_once(
 
 
 def test_a_crash_after_commit_still_sends_the_owed_greeting_exactly_once(
-        server: Server, api: FakeTwilioApi) -> None:
-    call_id, call_sid = _seed(server, state="ringing", answered=False, metadata={
-        "initialMessage": GREETING, "mode": "conversation"})
+    server: Server, api: FakeTwilioApi
+) -> None:
+    call_id, call_sid = _seed(
+        server,
+        state="ringing",
+        answered=False,
+        metadata={"initialMessage": GREETING, "mode": "conversation"},
+    )
     query = {"callId": call_id, "type": "status"}  # the StatusCallback given at dial time
-    form = _form(call_sid, CallStatus="in-progress", CallbackSource="call-progress-events",
-                 SequenceNumber="2")
+    form = _form(
+        call_sid,
+        CallStatus="in-progress",
+        CallbackSource="call-progress-events",
+        SequenceNumber="2",
+    )
 
     _crash_on(server, "outbox.committed", query, form)
     committed = _inspect(server, call_id)
@@ -207,11 +238,16 @@ def test_a_crash_after_commit_still_sends_the_owed_greeting_exactly_once(
 
 
 def test_a_crash_before_commit_owes_nothing_and_the_redelivery_greets_once(
-        server: Server, api: FakeTwilioApi) -> None:
+    server: Server, api: FakeTwilioApi
+) -> None:
     """The greeting command row is written inside the transaction: rolled back with it, and
     owed (and sent, once) only when the redelivery commits."""
-    call_id, call_sid = _seed(server, state="ringing", answered=False, metadata={
-        "initialMessage": GREETING, "mode": "conversation"})
+    call_id, call_sid = _seed(
+        server,
+        state="ringing",
+        answered=False,
+        metadata={"initialMessage": GREETING, "mode": "conversation"},
+    )
     query = {"callId": call_id, "type": "status"}
     form = _form(call_sid, CallStatus="in-progress", SequenceNumber="2")
 

@@ -3,6 +3,7 @@
 The mock carrier simulates a remote carrier here: it calls the server's webhook back over
 loopback HTTP (ringing, answered, caller replies), so the whole pipeline is exercised.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ class Server:
           mock: {{ ringDelayMs: 100, answerDelayMs: 300, replyDelayMs: 300 }},
         }}""")
         self.env = {
-            **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",
-                                                                "DJANGO_SETTINGS_MODULE")},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+            },
             "VOICECALL_CONFIG": str(config),
             "VOICECALL_DATA_DIR": str(tmp / "data"),
             "VOICECALL_SWEEP_INTERVAL_SECONDS": "0.2",
@@ -57,16 +61,26 @@ class Server:
         self.log = tmp / "server.log"
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{args} failed: {result.stderr}")
         return result
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "voicecall", "serve"], cwd=ROOT, env=self.env,
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+            [sys.executable, "manage.py", "voicecall", "serve"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -112,11 +126,11 @@ def _wait(predicate: Any, timeout: float = 20.0) -> Any:
 
 
 def test_a_notify_call_placed_with_the_cli_runs_its_whole_lifecycle(server: Server) -> None:
-    out = server.manage("voicecall", "call", "--to", "+15555550123", "--message", "Hello",
-                        "--mode", "notify").stdout
+    out = server.manage(
+        "voicecall", "call", "--to", "+15555550123", "--message", "Hello", "--mode", "notify"
+    ).stdout
     call_id = json.loads(out)["callId"]
-    api = httpx.Client(base_url=server.base,
-                       headers={"Authorization": f"Bearer {_token(server)}"})
+    api = httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {_token(server)}"})
 
     def ended() -> dict[str, Any] | None:
         call = api.get(f"/api/calls/{call_id}/").json()
@@ -133,17 +147,28 @@ def test_a_notify_call_placed_with_the_cli_runs_its_whole_lifecycle(server: Serv
 
 
 def test_a_conversation_turn_through_rpc_and_the_cli_continue(server: Server) -> None:
-    api = httpx.Client(base_url=server.base,
-                       headers={"Authorization": f"Bearer {_token(server)}"})
-    reply = api.post("/api/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "voicecall.initiate",
-                                       "params": {"message": "Hi, it's the clinic.",
-                                                  "mode": "conversation"}}).json()
+    api = httpx.Client(base_url=server.base, headers={"Authorization": f"Bearer {_token(server)}"})
+    reply = api.post(
+        "/api/rpc",
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "voicecall.initiate",
+            "params": {"message": "Hi, it's the clinic.", "mode": "conversation"},
+        },
+    ).json()
     call_id = reply["result"]["callId"]
     # The simulated caller answers the greeting first; then one explicit turn.
-    _wait(lambda: [t for t in api.get(f"/api/calls/{call_id}/transcript/").json()["results"]
-                   if t["speaker"] == "user"])
-    out = server.manage("voicecall", "continue", "--call-id", call_id,
-                        "--message", "Does 3pm work?").stdout
+    _wait(
+        lambda: [
+            t
+            for t in api.get(f"/api/calls/{call_id}/transcript/").json()["results"]
+            if t["speaker"] == "user"
+        ]
+    )
+    out = server.manage(
+        "voicecall", "continue", "--call-id", call_id, "--message", "Does 3pm work?"
+    ).stdout
     assert json.loads(out) == {"success": True, "transcript": "No, thank you. Goodbye."}
     json.loads(server.manage("voicecall", "end", "--call-id", call_id).stdout)
     detail = api.get(f"/api/calls/{call_id}/").json()
@@ -152,15 +177,19 @@ def test_a_conversation_turn_through_rpc_and_the_cli_continue(server: Server) ->
 
 
 def test_the_admin_shows_the_call_with_events_and_transcript(server: Server) -> None:
-    server.manage("createsuperuser", "--noinput", "--username", "admin",
-                  "--email", "admin@example.com")
-    call_id = json.loads(server.manage("voicecall", "call", "--message", "Admin check",
-                                       "--mode", "notify").stdout)["callId"]
+    server.manage(
+        "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com"
+    )
+    call_id = json.loads(
+        server.manage("voicecall", "call", "--message", "Admin check", "--mode", "notify").stdout
+    )["callId"]
     admin = httpx.Client(base_url=server.base, follow_redirects=True)
     login = admin.get("/admin/login/")
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
-    admin.post("/admin/login/?next=/admin/", data={
-        "csrfmiddlewaretoken": csrf, "username": "admin", "password": "e2e-password"})
+    admin.post(
+        "/admin/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": csrf, "username": "admin", "password": "e2e-password"},
+    )
 
     def page() -> str | None:
         listing = admin.get("/admin/calls/call/", params={"q": call_id}).text

@@ -5,6 +5,7 @@ timeout, so without `socket_timeout: None` an idle consumer dies with "Timeout r
 from …" (redis/redis-py#4091; docs/performance.md, "channels-redis idle timeout"). This
 waits longer than that.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,8 +15,9 @@ import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-pytestmark = pytest.mark.skipif(not os.environ.get("REDIS_URL"),
-                                reason="needs REDIS_URL (run by .ci/run against Redis)")
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="needs REDIS_URL (run by .ci/run against Redis)"
+)
 
 
 def test_the_redis_layer_is_configured_without_a_socket_timeout() -> None:

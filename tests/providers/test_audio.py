@@ -2,6 +2,7 @@
 
 docs/carriers.md, "Audio: μ-law", "Audio: TTS formats and resampling" and "Test vectors".
 """
+
 from __future__ import annotations
 
 import math
@@ -59,14 +60,24 @@ def _tone(freq: float, rate: int, seconds: float, amplitude: float = 10000) -> b
 # Vectors U1-U3 (docs/carriers.md, "Test vectors"): (int16 input, PCM16LE hex, audioop
 # μ-law hex, decoded back)
 VECTORS = {
-    "U1": ([0, 1, -1, 2, -2, 4, -4, 8, -8, 16], "00000100ffff0200feff0400fcff0800f8ff1000",
-           "ffff7eff7efe7efe7efd", [0, 0, -8, 0, -8, 8, -8, 8, -8, 16]),
-    "U2": ([100, -100, 1000, -1000, 4000, -4000, 8159, -8159, 12345, -12345],
-           "64009cffe80318fca00f60f0df1f21e03930c7cf", "f272ce4eaf2f9f1f9717",
-           [104, -104, 988, -988, 4092, -4092, 8316, -8316, 12412, -12412]),
-    "U3": ([16384, -16384, 32124, -32124, 32635, -32635, 32767, -32768],
-           "004000c07c7d84827b7f8580ff7f0080", "8f0f800080008000",
-           [16764, -16764, 32124, -32124, 32124, -32124, 32124, -32124]),
+    "U1": (
+        [0, 1, -1, 2, -2, 4, -4, 8, -8, 16],
+        "00000100ffff0200feff0400fcff0800f8ff1000",
+        "ffff7eff7efe7efe7efd",
+        [0, 0, -8, 0, -8, 8, -8, 8, -8, 16],
+    ),
+    "U2": (
+        [100, -100, 1000, -1000, 4000, -4000, 8159, -8159, 12345, -12345],
+        "64009cffe80318fca00f60f0df1f21e03930c7cf",
+        "f272ce4eaf2f9f1f9717",
+        [104, -104, 988, -988, 4092, -4092, 8316, -8316, 12412, -12412],
+    ),
+    "U3": (
+        [16384, -16384, 32124, -32124, 32635, -32635, 32767, -32768],
+        "004000c07c7d84827b7f8580ff7f0080",
+        "8f0f800080008000",
+        [16764, -16764, 32124, -32124, 32124, -32124, 32124, -32124],
+    ),
 }
 
 
@@ -140,6 +151,7 @@ def test_pcm16_array_helpers_clip_round_and_are_little_endian() -> None:
 
 # --- resampler: the plugin's own tests (docs/carriers.md, "Audio: TTS formats and resampling") ---
 
+
 def test_8k_input_comes_back_unchanged() -> None:
     pcm = _tone(440, 8000, 0.1)
     assert resample(pcm, 8000) == pcm
@@ -156,7 +168,8 @@ def test_0_6_s_of_48k_becomes_9600_bytes() -> None:
 def test_6khz_tone_is_attenuated_below_10_percent_of_1khz(rate: int) -> None:
     def rms(freq: float) -> float:
         out = pcm16_to_array(resample(_tone(freq, rate, 0.5), rate)).astype(float)[40:-40]
-        return float(np.sqrt(np.mean(out ** 2)))
+        return float(np.sqrt(np.mean(out**2)))
+
     low, high = rms(1000), rms(6000)
     assert low > 0.9 * 10000 / math.sqrt(2)  # the pass band keeps its level
     assert high < 0.1 * low
@@ -169,6 +182,7 @@ def test_0_5_s_of_24k_becomes_4000_ulaw_bytes() -> None:
 
 
 # --- resampler: agreement with the plugin's formula, streaming exactness --------------------
+
 
 def _reference(samples: list[int], src: int, dst: int) -> list[int]:
     """Float port of the plugin's resampler, positions taken as exact fractions."""
@@ -191,8 +205,10 @@ def _reference(samples: list[int], src: int, dst: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("src,dst", [(24000, 8000), (22050, 8000), (48000, 8000), (16000, 8000),
-                                     (8000, 16000), (8000, 24000)])
+@pytest.mark.parametrize(
+    "src,dst",
+    [(24000, 8000), (22050, 8000), (48000, 8000), (16000, 8000), (8000, 16000), (8000, 24000)],
+)
 def test_matches_the_reference_formula_within_one_lsb(src: int, dst: int) -> None:
     rng = np.random.default_rng(src + dst)
     samples = rng.integers(-32768, 32768, 900).tolist()
@@ -210,10 +226,14 @@ def test_output_length_is_floor_of_n_over_ratio(n: int, src: int) -> None:
 
 
 @settings(max_examples=60)
-@given(st.integers(1, 40), st.integers(-32768, 32767),
-       st.sampled_from([(24000, 8000), (22050, 8000), (48000, 8000), (8000, 16000)]))
-def test_constant_input_stays_constant_up_to_both_stream_edges(n: int, value: int,
-                                                                rates: tuple[int, int]) -> None:
+@given(
+    st.integers(1, 40),
+    st.integers(-32768, 32767),
+    st.sampled_from([(24000, 8000), (22050, 8000), (48000, 8000), (8000, 16000)]),
+)
+def test_constant_input_stays_constant_up_to_both_stream_edges(
+    n: int, value: int, rates: tuple[int, int]
+) -> None:
     out = pcm16_to_array(resample(_pcm([value] * n), *rates))
     assert out.size == n * rates[1] // rates[0]
     assert (out == value).all()
@@ -222,7 +242,7 @@ def test_constant_input_stays_constant_up_to_both_stream_edges(n: int, value: in
 @st.composite
 def _chunked(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     n = draw(st.integers(0, 3000))
-    seed = draw(st.integers(0, 2 ** 32 - 1))
+    seed = draw(st.integers(0, 2**32 - 1))
     data = np.random.default_rng(seed).integers(-32768, 32768, n).astype("<i2").tobytes()
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
     return data, cuts
@@ -233,7 +253,7 @@ def _chunked(draw: st.DrawFn) -> tuple[bytes, list[int]]:
 def test_chunked_processing_equals_one_shot(case: tuple[bytes, list[int]], src: int) -> None:
     data, cuts = case
     r = Resampler(src)
-    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     streamed = b"".join(r.process(p) for p in pieces) + r.flush()
     assert streamed == resample(data, src)
 
@@ -242,10 +262,10 @@ def test_chunked_processing_equals_one_shot(case: tuple[bytes, list[int]], src: 
 def test_odd_byte_chunks_keep_the_stray_byte(src: int) -> None:
     data = _tone(1000, src, 0.05) + _tone(3000, src, 0.05)
     r = Resampler(src)
-    streamed = b"".join(r.process(data[i:i + 7]) for i in range(0, len(data), 7)) + r.flush()
+    streamed = b"".join(r.process(data[i : i + 7]) for i in range(0, len(data), 7)) + r.flush()
     assert streamed == resample(data, src)
     one_byte = Resampler(src)
-    by_byte = b"".join(one_byte.process(data[i:i + 1]) for i in range(len(data)))
+    by_byte = b"".join(one_byte.process(data[i : i + 1]) for i in range(len(data)))
     assert by_byte + one_byte.flush() == streamed
 
 
@@ -260,7 +280,7 @@ def test_streams_instead_of_waiting_for_flush() -> None:
 
 def test_a_fresh_resampler_per_chunk_differs_but_one_stream_does_not() -> None:
     data = _tone(1000, 24000, 0.1)
-    chunks = [data[i:i + 960] for i in range(0, len(data), 960)]
+    chunks = [data[i : i + 960] for i in range(0, len(data), 960)]
     stateless = b"".join(resample(c, 24000) for c in chunks)
     r = Resampler(24000)
     streamed = b"".join(r.process(c) for c in chunks) + r.flush()
@@ -281,6 +301,7 @@ def test_rejects_non_positive_rates() -> None:
 
 
 # --- framing (docs/carriers.md, "Audio: μ-law") ---------------------------------------------
+
 
 def test_frames_split_and_pad_the_last_with_silence() -> None:
     assert frames(b"") == []

@@ -3,6 +3,7 @@
 docs/carriers.md, "Twilio: media streams", "Telnyx: media streams" and
 "Plivo: media streams".
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,41 +64,63 @@ TWILIO_REFERENCE_SESSION = [
 ]
 
 
-def twilio_start(*, call_id: str | None = CALL_ID, stream_id: str = STREAM_ID,
-                 params: dict[str, str] | None = None,
-                 media_format: dict[str, Any] | None = None) -> str:
+def twilio_start(
+    *,
+    call_id: str | None = CALL_ID,
+    stream_id: str = STREAM_ID,
+    params: dict[str, str] | None = None,
+    media_format: dict[str, Any] | None = None,
+) -> str:
     start: dict[str, Any] = {
-        "streamSid": stream_id, "accountSid": "AC00000000000000000000000000000001",
-        "tracks": ["inbound"], "customParameters": params or {},
-        "mediaFormat": media_format or {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                        "channels": 1},
+        "streamSid": stream_id,
+        "accountSid": "AC00000000000000000000000000000001",
+        "tracks": ["inbound"],
+        "customParameters": params or {},
+        "mediaFormat": media_format
+        or {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
     }
     if call_id is not None:
         start["callSid"] = call_id
-    return dump({"event": "start", "sequenceNumber": "1", "streamSid": stream_id,
-                 "start": start})
+    return dump({"event": "start", "sequenceNumber": "1", "streamSid": stream_id, "start": start})
 
 
 def twilio_media(payload: str, track: str = "inbound") -> str:
-    return dump({"event": "media", "sequenceNumber": "2", "streamSid": STREAM_ID,
-                 "media": {"track": track, "chunk": "1", "timestamp": "20",
-                           "payload": payload}})
+    return dump(
+        {
+            "event": "media",
+            "sequenceNumber": "2",
+            "streamSid": STREAM_ID,
+            "media": {"track": track, "chunk": "1", "timestamp": "20", "payload": payload},
+        }
+    )
 
 
 def twilio_dtmf(digit: str) -> str:
-    return dump({"event": "dtmf", "sequenceNumber": "3", "streamSid": STREAM_ID,
-                 "dtmf": {"track": "inbound_track", "digit": digit}})
+    return dump(
+        {
+            "event": "dtmf",
+            "sequenceNumber": "3",
+            "streamSid": STREAM_ID,
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+    )
 
 
 def twilio_mark(name: str) -> str:
-    return dump({"event": "mark", "sequenceNumber": "4", "streamSid": STREAM_ID,
-                 "mark": {"name": name}})
+    return dump(
+        {"event": "mark", "sequenceNumber": "4", "streamSid": STREAM_ID, "mark": {"name": name}}
+    )
 
 
 def twilio_stop() -> str:
-    return dump({"event": "stop", "sequenceNumber": "5", "streamSid": STREAM_ID,
-                 "stop": {"accountSid": "AC00000000000000000000000000000001",
-                          "callSid": CALL_ID}})
+    return dump(
+        {
+            "event": "stop",
+            "sequenceNumber": "5",
+            "streamSid": STREAM_ID,
+            "stop": {"accountSid": "AC00000000000000000000000000000001", "callSid": CALL_ID},
+        }
+    )
 
 
 def started_twilio(**params: str) -> TwilioMediaCodec:
@@ -110,8 +133,9 @@ def test_twilio_reference_session_decodes_to_neutral_events() -> None:
     codec = TwilioMediaCodec()
     assert decode_all(codec, TWILIO_REFERENCE_SESSION) == [
         Connected(),
-        StreamStart(stream_id=STREAM_ID, provider_call_id=CALL_ID, token=None,
-                    params={"session": "abc123"}),
+        StreamStart(
+            stream_id=STREAM_ID, provider_call_id=CALL_ID, token=None, params={"session": "abc123"}
+        ),
         AudioIn(b"\xff" * 16),
         StreamStop(),
     ]
@@ -168,15 +192,21 @@ def test_twilio_refuses_a_media_format_other_than_ulaw_8k() -> None:
 
 def test_twilio_encode_audio_is_the_media_frame_twilio_expects() -> None:
     frame = json.loads(started_twilio().encode_audio(b"\x00\x7f\xff"))
-    assert frame == {"event": "media", "streamSid": STREAM_ID,
-                     "media": {"payload": base64.b64encode(b"\x00\x7f\xff").decode()}}
+    assert frame == {
+        "event": "media",
+        "streamSid": STREAM_ID,
+        "media": {"payload": base64.b64encode(b"\x00\x7f\xff").decode()},
+    }
     assert base64.b64decode(frame["media"]["payload"], validate=True) == b"\x00\x7f\xff"
 
 
 def test_twilio_encode_mark_and_clear_address_the_stream() -> None:
     codec = started_twilio()
     assert json.loads(codec.encode_mark("utt-7")) == {
-        "event": "mark", "streamSid": STREAM_ID, "mark": {"name": "utt-7"}}
+        "event": "mark",
+        "streamSid": STREAM_ID,
+        "mark": {"name": "utt-7"},
+    }
     assert json.loads(codec.encode_clear()) == {"event": "clear", "streamSid": STREAM_ID}
 
 
@@ -186,42 +216,73 @@ TELNYX_CALL_ID = "v3:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ"
 TELNYX_STREAM_ID = "32de0dea-53cb-4b21-89a4-9e1819c043bc"
 
 
-def telnyx_start(*, call_id: str | None = TELNYX_CALL_ID, stream_id: str = TELNYX_STREAM_ID,
-                 params: Any = None, media_format: dict[str, Any] | None = None) -> str:
+def telnyx_start(
+    *,
+    call_id: str | None = TELNYX_CALL_ID,
+    stream_id: str = TELNYX_STREAM_ID,
+    params: Any = None,
+    media_format: dict[str, Any] | None = None,
+) -> str:
     start: dict[str, Any] = {
         "user_id": "3e6f995f-85f7-4705-9741-53b116d28237",
         "call_session_id": "ff55a038-6f5d-11ef-9692-02420aeffb1f",
-        "from": "+15555550100", "to": "+15555550199", "tags": [], "client_state": "",
+        "from": "+15555550100",
+        "to": "+15555550199",
+        "tags": [],
+        "client_state": "",
         "custom_parameters": {} if params is None else params,
-        "media_format": media_format or {"encoding": "PCMU", "sample_rate": 8000,
-                                         "channels": 1},
+        "media_format": media_format or {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
     }
     if call_id is not None:
         start["call_control_id"] = call_id
-    return dump({"event": "start", "sequence_number": "1", "stream_id": stream_id,
-                 "start": start})
+    return dump({"event": "start", "sequence_number": "1", "stream_id": stream_id, "start": start})
 
 
 def telnyx_media(payload: str, track: str = "inbound") -> str:
-    return dump({"event": "media", "sequence_number": "2", "stream_id": TELNYX_STREAM_ID,
-                 "media": {"track": track, "chunk": "1", "timestamp": "20",
-                           "payload": payload}})
+    return dump(
+        {
+            "event": "media",
+            "sequence_number": "2",
+            "stream_id": TELNYX_STREAM_ID,
+            "media": {"track": track, "chunk": "1", "timestamp": "20", "payload": payload},
+        }
+    )
 
 
 def telnyx_dtmf(digit: str) -> str:
-    return dump({"event": "dtmf", "sequence_number": "3", "stream_id": TELNYX_STREAM_ID,
-                 "dtmf": {"digit": digit}})
+    return dump(
+        {
+            "event": "dtmf",
+            "sequence_number": "3",
+            "stream_id": TELNYX_STREAM_ID,
+            "dtmf": {"digit": digit},
+        }
+    )
 
 
 def telnyx_mark(name: str) -> str:
-    return dump({"event": "mark", "sequence_number": "4", "stream_id": TELNYX_STREAM_ID,
-                 "mark": {"name": name}})
+    return dump(
+        {
+            "event": "mark",
+            "sequence_number": "4",
+            "stream_id": TELNYX_STREAM_ID,
+            "mark": {"name": name},
+        }
+    )
 
 
 def telnyx_stop() -> str:
-    return dump({"event": "stop", "sequence_number": "5", "stream_id": TELNYX_STREAM_ID,
-                 "stop": {"user_id": "3e6f995f-85f7-4705-9741-53b116d28237",
-                          "call_control_id": TELNYX_CALL_ID}})
+    return dump(
+        {
+            "event": "stop",
+            "sequence_number": "5",
+            "stream_id": TELNYX_STREAM_ID,
+            "stop": {
+                "user_id": "3e6f995f-85f7-4705-9741-53b116d28237",
+                "call_control_id": TELNYX_CALL_ID,
+            },
+        }
+    )
 
 
 def started_telnyx() -> TelnyxMediaCodec:
@@ -242,8 +303,12 @@ def test_telnyx_session_decodes_to_neutral_events() -> None:
     ]
     assert decode_all(codec, frames) == [
         Connected(),
-        StreamStart(stream_id=TELNYX_STREAM_ID, provider_call_id=TELNYX_CALL_ID,
-                    token="tok-1", params={"session": "abc123"}),
+        StreamStart(
+            stream_id=TELNYX_STREAM_ID,
+            provider_call_id=TELNYX_CALL_ID,
+            token="tok-1",
+            params={"session": "abc123"},
+        ),
         AudioIn(b"\xff" * 16),
         DtmfIn("#"),
         MarkDone("utt-7"),
@@ -259,13 +324,17 @@ def test_telnyx_accepts_custom_parameters_in_the_command_list_shape() -> None:
     assert (start.token, dict(start.params)) == ("tok-1", {"session": "abc123"})
 
 
-@pytest.mark.parametrize(("media_format", "named"), [
-    ({"encoding": "PCMA", "sample_rate": 8000, "channels": 1}, "PCMA at 8000 Hz"),
-    ({"encoding": "L16", "sample_rate": 16000, "channels": 1}, "L16 at 16000 Hz"),
-    ({"encoding": "PCMU", "sample_rate": 16000, "channels": 1}, "PCMU at 16000 Hz"),
-])
+@pytest.mark.parametrize(
+    ("media_format", "named"),
+    [
+        ({"encoding": "PCMA", "sample_rate": 8000, "channels": 1}, "PCMA at 8000 Hz"),
+        ({"encoding": "L16", "sample_rate": 16000, "channels": 1}, "L16 at 16000 Hz"),
+        ({"encoding": "PCMU", "sample_rate": 16000, "channels": 1}, "PCMU at 16000 Hz"),
+    ],
+)
 def test_telnyx_refuses_a_codec_other_than_pcmu_8k_naming_it(
-        media_format: dict[str, Any], named: str) -> None:
+    media_format: dict[str, Any], named: str
+) -> None:
     with pytest.raises(MediaProtocolError, match=named):
         TelnyxMediaCodec().decode(telnyx_start(media_format=media_format))
 
@@ -285,8 +354,7 @@ def test_telnyx_start_without_top_level_stream_id_is_refused() -> None:
 def test_telnyx_ignores_outbound_track_and_error_frames() -> None:
     codec = started_telnyx()
     assert codec.decode(telnyx_media(SILENCE_B64, track="outbound")) is None
-    error = {"event": "error", "payload": {"code": 100002, "title": "Unknown error",
-                                           "detail": "x"}}
+    error = {"event": "error", "payload": {"code": 100002, "title": "Unknown error", "detail": "x"}}
     assert codec.decode(dump(error)) is None
 
 
@@ -295,8 +363,7 @@ def test_telnyx_outbound_frames_have_the_documented_shapes() -> None:
     frame = json.loads(codec.encode_audio(b"\x00\x7f\xff"))
     assert frame == {"event": "media", "media": {"payload": "AH//"}}
     assert base64.b64decode(frame["media"]["payload"], validate=True) == b"\x00\x7f\xff"
-    assert json.loads(codec.encode_mark("utt-7")) == {"event": "mark",
-                                                      "mark": {"name": "utt-7"}}
+    assert json.loads(codec.encode_mark("utt-7")) == {"event": "mark", "mark": {"name": "utt-7"}}
     assert json.loads(codec.encode_clear()) == {"event": "clear"}
 
 
@@ -306,27 +373,47 @@ PLIVO_CALL_ID = "12345678-1234-1234-1234-123456789abc"
 PLIVO_STREAM_ID = "87654321-4321-4321-4321-cba987654321"
 
 
-def plivo_start(*, call_id: str | None = PLIVO_CALL_ID, stream_id: str = PLIVO_STREAM_ID,
-                extra_headers: Any = "", media_format: Any = None) -> str:
+def plivo_start(
+    *,
+    call_id: str | None = PLIVO_CALL_ID,
+    stream_id: str = PLIVO_STREAM_ID,
+    extra_headers: Any = "",
+    media_format: Any = None,
+) -> str:
     start: dict[str, Any] = {
-        "streamId": stream_id, "accountId": "MA0000000000000000XX", "tracks": ["inbound"],
+        "streamId": stream_id,
+        "accountId": "MA0000000000000000XX",
+        "tracks": ["inbound"],
         "mediaFormat": media_format or {"encoding": "audio/x-mulaw", "sampleRate": 8000},
     }
     if call_id is not None:
         start["callId"] = call_id
-    return dump({"event": "start", "sequenceNumber": 1, "start": start,
-                 "extra_headers": extra_headers})
+    return dump(
+        {"event": "start", "sequenceNumber": 1, "start": start, "extra_headers": extra_headers}
+    )
 
 
 def plivo_media(payload: str, track: str = "inbound") -> str:
-    return dump({"event": "media", "sequenceNumber": 2, "streamId": PLIVO_STREAM_ID,
-                 "media": {"track": track, "timestamp": "1705312200000", "chunk": 1,
-                           "payload": payload}, "extra_headers": ""})
+    return dump(
+        {
+            "event": "media",
+            "sequenceNumber": 2,
+            "streamId": PLIVO_STREAM_ID,
+            "media": {"track": track, "timestamp": "1705312200000", "chunk": 1, "payload": payload},
+            "extra_headers": "",
+        }
+    )
 
 
 def plivo_dtmf(digit: str) -> str:
-    return dump({"event": "dtmf", "sequenceNumber": 3, "streamId": PLIVO_STREAM_ID,
-                 "dtmf": {"digit": digit}})
+    return dump(
+        {
+            "event": "dtmf",
+            "sequenceNumber": 3,
+            "streamId": PLIVO_STREAM_ID,
+            "dtmf": {"digit": digit},
+        }
+    )
 
 
 def plivo_played(name: str) -> str:
@@ -354,8 +441,12 @@ def test_plivo_session_decodes_to_neutral_events() -> None:
         plivo_stop(),
     ]
     assert decode_all(codec, frames) == [
-        StreamStart(stream_id=PLIVO_STREAM_ID, provider_call_id=PLIVO_CALL_ID,
-                    token="tok1", params={"session": "abc123"}),
+        StreamStart(
+            stream_id=PLIVO_STREAM_ID,
+            provider_call_id=PLIVO_CALL_ID,
+            token="tok1",
+            params={"session": "abc123"},
+        ),
         AudioIn(b"\xff" * 16),
         DtmfIn("9"),
         MarkDone("utt-7"),
@@ -365,10 +456,10 @@ def test_plivo_session_decodes_to_neutral_events() -> None:
     assert codec.stream_id == PLIVO_STREAM_ID
 
 
-@pytest.mark.parametrize("extra_headers", ["token=tok1,session=abc123",
-                                           {"token": "tok1", "session": "abc123"}])
-def test_plivo_reads_extra_headers_in_the_xml_spelling_and_as_an_object(
-        extra_headers: Any) -> None:
+@pytest.mark.parametrize(
+    "extra_headers", ["token=tok1,session=abc123", {"token": "tok1", "session": "abc123"}]
+)
+def test_plivo_reads_extra_headers_in_the_xml_spelling_and_as_an_object(extra_headers: Any) -> None:
     start = PlivoMediaCodec().decode(plivo_start(extra_headers=extra_headers))
     assert isinstance(start, StreamStart)
     assert (start.token, dict(start.params)) == ("tok1", {"session": "abc123"})
@@ -385,13 +476,17 @@ def test_plivo_reads_the_played_spelling_of_the_checkpoint_echo() -> None:
     assert started_plivo().decode(frame) == MarkDone("utt-7")
 
 
-@pytest.mark.parametrize(("media_format", "named"), [
-    ({"encoding": "audio/x-l16", "sampleRate": 8000}, "audio/x-l16 at 8000 Hz"),
-    ({"encoding": "audio/x-l16;rate=16000"}, "audio/x-l16 at 16000 Hz"),
-    ({"encoding": "audio/x-mulaw", "sampleRate": 16000}, "audio/x-mulaw at 16000 Hz"),
-])
+@pytest.mark.parametrize(
+    ("media_format", "named"),
+    [
+        ({"encoding": "audio/x-l16", "sampleRate": 8000}, "audio/x-l16 at 8000 Hz"),
+        ({"encoding": "audio/x-l16;rate=16000"}, "audio/x-l16 at 16000 Hz"),
+        ({"encoding": "audio/x-mulaw", "sampleRate": 16000}, "audio/x-mulaw at 16000 Hz"),
+    ],
+)
 def test_plivo_refuses_a_content_type_other_than_ulaw_8k_naming_it(
-        media_format: dict[str, Any], named: str) -> None:
+    media_format: dict[str, Any], named: str
+) -> None:
     with pytest.raises(MediaProtocolError, match=named):
         PlivoMediaCodec().decode(plivo_start(media_format=media_format))
 
@@ -416,13 +511,17 @@ def test_plivo_start_without_call_id_is_refused() -> None:
 def test_plivo_outbound_frames_have_the_documented_shapes() -> None:
     codec = started_plivo()
     frame = json.loads(codec.encode_audio(b"\x00\x7f\xff"))
-    assert frame == {"event": "playAudio", "media": {
-        "contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": "AH//"}}
+    assert frame == {
+        "event": "playAudio",
+        "media": {"contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": "AH//"},
+    }
     assert base64.b64decode(frame["media"]["payload"], validate=True) == b"\x00\x7f\xff"
     assert json.loads(codec.encode_mark("utt-7")) == {
-        "event": "checkpoint", "streamId": PLIVO_STREAM_ID, "name": "utt-7"}
-    assert json.loads(codec.encode_clear()) == {"event": "clearAudio",
-                                                "streamId": PLIVO_STREAM_ID}
+        "event": "checkpoint",
+        "streamId": PLIVO_STREAM_ID,
+        "name": "utt-7",
+    }
+    assert json.loads(codec.encode_clear()) == {"event": "clearAudio", "streamId": PLIVO_STREAM_ID}
 
 
 # --- Contract: every carrier's codec behaves the same through the neutral types -------------
@@ -452,15 +551,51 @@ def _plivo_headers(token: str, session: str) -> str:
 
 
 CARRIERS = [
-    Carrier("twilio", TwilioMediaCodec, twilio_start, twilio_media, twilio_dtmf, twilio_mark,
-            twilio_stop, lambda t, s: twilio_start(params={"token": t, "session": s}),
-            STREAM_ID, CALL_ID, "media", "mark", "clear"),
-    Carrier("telnyx", TelnyxMediaCodec, telnyx_start, telnyx_media, telnyx_dtmf, telnyx_mark,
-            telnyx_stop, lambda t, s: telnyx_start(params={"token": t, "session": s}),
-            TELNYX_STREAM_ID, TELNYX_CALL_ID, "media", "mark", "clear"),
-    Carrier("plivo", PlivoMediaCodec, plivo_start, plivo_media, plivo_dtmf, plivo_played,
-            plivo_stop, _plivo_headers, PLIVO_STREAM_ID, PLIVO_CALL_ID,
-            "playAudio", "checkpoint", "clearAudio"),
+    Carrier(
+        "twilio",
+        TwilioMediaCodec,
+        twilio_start,
+        twilio_media,
+        twilio_dtmf,
+        twilio_mark,
+        twilio_stop,
+        lambda t, s: twilio_start(params={"token": t, "session": s}),
+        STREAM_ID,
+        CALL_ID,
+        "media",
+        "mark",
+        "clear",
+    ),
+    Carrier(
+        "telnyx",
+        TelnyxMediaCodec,
+        telnyx_start,
+        telnyx_media,
+        telnyx_dtmf,
+        telnyx_mark,
+        telnyx_stop,
+        lambda t, s: telnyx_start(params={"token": t, "session": s}),
+        TELNYX_STREAM_ID,
+        TELNYX_CALL_ID,
+        "media",
+        "mark",
+        "clear",
+    ),
+    Carrier(
+        "plivo",
+        PlivoMediaCodec,
+        plivo_start,
+        plivo_media,
+        plivo_dtmf,
+        plivo_played,
+        plivo_stop,
+        _plivo_headers,
+        PLIVO_STREAM_ID,
+        PLIVO_CALL_ID,
+        "playAudio",
+        "checkpoint",
+        "clearAudio",
+    ),
 ]
 by_carrier = pytest.mark.parametrize("carrier", CARRIERS, ids=lambda c: c.name)
 
@@ -473,20 +608,34 @@ def started(carrier: Carrier) -> MediaCodec:
 
 @by_carrier
 def test_equivalent_sessions_give_the_same_neutral_events(carrier: Carrier) -> None:
-    frames = [carrier.start_with_token("tok1", "abc123"), carrier.media(SILENCE_B64),
-              carrier.media(SILENCE_B64, track="outbound"), carrier.dtmf("7"),
-              carrier.mark_echo("utt-7"), carrier.stop()]
+    frames = [
+        carrier.start_with_token("tok1", "abc123"),
+        carrier.media(SILENCE_B64),
+        carrier.media(SILENCE_B64, track="outbound"),
+        carrier.dtmf("7"),
+        carrier.mark_echo("utt-7"),
+        carrier.stop(),
+    ]
     assert decode_all(carrier.codec(), frames) == [
-        StreamStart(stream_id=carrier.stream_id, provider_call_id=carrier.call_id,
-                    token="tok1", params={"session": "abc123"}),
-        AudioIn(b"\xff" * 16), None, DtmfIn("7"), MarkDone("utt-7"), StreamStop(),
+        StreamStart(
+            stream_id=carrier.stream_id,
+            provider_call_id=carrier.call_id,
+            token="tok1",
+            params={"session": "abc123"},
+        ),
+        AudioIn(b"\xff" * 16),
+        None,
+        DtmfIn("7"),
+        MarkDone("utt-7"),
+        StreamStop(),
     ]
 
 
 @by_carrier
 @given(ulaw=st.binary(max_size=400))
 def test_outbound_audio_reads_back_as_the_same_bytes_under_the_carrier_event(
-        carrier: Carrier, ulaw: bytes) -> None:
+    carrier: Carrier, ulaw: bytes
+) -> None:
     frame = json.loads(started(carrier).encode_audio(ulaw))
     assert frame["event"] == carrier.audio_event
     assert base64.b64decode(frame["media"]["payload"], validate=True) == ulaw
@@ -495,9 +644,13 @@ def test_outbound_audio_reads_back_as_the_same_bytes_under_the_carrier_event(
 @by_carrier
 @given(ulaw=st.binary(max_size=400), urlsafe=st.booleans())
 def test_inbound_audio_decodes_to_the_bytes_the_carrier_encoded(
-        carrier: Carrier, ulaw: bytes, urlsafe: bool) -> None:
-    encoded = (base64.urlsafe_b64encode(ulaw).decode().rstrip("=") if urlsafe
-               else base64.b64encode(ulaw).decode())
+    carrier: Carrier, ulaw: bytes, urlsafe: bool
+) -> None:
+    encoded = (
+        base64.urlsafe_b64encode(ulaw).decode().rstrip("=")
+        if urlsafe
+        else base64.b64encode(ulaw).decode()
+    )
     assert started(carrier).decode(carrier.media(encoded)) == AudioIn(ulaw)
 
 
@@ -509,8 +662,9 @@ def test_mark_and_clear_use_the_carrier_events(carrier: Carrier) -> None:
 
 
 @by_carrier
-@pytest.mark.parametrize("message", ["not json", "[1, 2]", '"start"', '{"no": "event"}',
-                                     '{"event": 7}', b"\xff\xfe{"])
+@pytest.mark.parametrize(
+    "message", ["not json", "[1, 2]", '"start"', '{"no": "event"}', '{"event": 7}', b"\xff\xfe{"]
+)
 def test_malformed_frames_are_protocol_errors(carrier: Carrier, message: str | bytes) -> None:
     with pytest.raises(MediaProtocolError):
         carrier.codec().decode(message)
@@ -524,7 +678,8 @@ def test_frames_arrive_as_bytes_too(carrier: Carrier) -> None:
 @by_carrier
 @pytest.mark.parametrize("payload", ["***secret***", "QUJD\nRA==", "A"])
 def test_bad_base64_is_a_protocol_error_that_does_not_echo_the_payload(
-        carrier: Carrier, payload: str) -> None:
+    carrier: Carrier, payload: str
+) -> None:
     with pytest.raises(MediaProtocolError, match="not valid base64") as raised:
         started(carrier).decode(carrier.media(payload))
     assert "secret" not in str(raised.value)
@@ -540,8 +695,7 @@ def test_media_without_payload_is_a_protocol_error(carrier: Carrier) -> None:
 
 @by_carrier
 @pytest.mark.parametrize("kind", ["dtmf", "mark_echo"])
-def test_dtmf_and_mark_without_their_value_are_protocol_errors(
-        carrier: Carrier, kind: str) -> None:
+def test_dtmf_and_mark_without_their_value_are_protocol_errors(carrier: Carrier, kind: str) -> None:
     frame = json.loads(getattr(carrier, kind)("1"))
     holder = frame.get("dtmf") or frame.get("mark") or frame
     holder.pop("digit", None)
@@ -564,12 +718,14 @@ def test_unknown_events_are_ignored(carrier: Carrier) -> None:
 
 
 @by_carrier
-@pytest.mark.parametrize("encode", [lambda c: c.encode_audio(b"\xff"),
-                                    lambda c: c.encode_mark("m"),
-                                    lambda c: c.encode_clear()],
-                         ids=["audio", "mark", "clear"])
+@pytest.mark.parametrize(
+    "encode",
+    [lambda c: c.encode_audio(b"\xff"), lambda c: c.encode_mark("m"), lambda c: c.encode_clear()],
+    ids=["audio", "mark", "clear"],
+)
 def test_outbound_frames_before_start_are_refused(
-        carrier: Carrier, encode: Callable[[MediaCodec], str]) -> None:
+    carrier: Carrier, encode: Callable[[MediaCodec], str]
+) -> None:
     codec = carrier.codec()
     assert codec.stream_id is None
     with pytest.raises(MediaProtocolError, match="No stream has started"):
@@ -578,6 +734,15 @@ def test_outbound_frames_before_start_are_refused(
 
 def test_the_neutral_module_names_no_carrier_or_vendor_field() -> None:
     source = Path(__file__).parents[2].joinpath("providers", "media.py").read_text()
-    for vendor_word in ("twilio", "telnyx", "plivo", "streamSid", "callSid",
-                        "call_control_id", "callId", "playAudio", "customParameters"):
+    for vendor_word in (
+        "twilio",
+        "telnyx",
+        "plivo",
+        "streamSid",
+        "callSid",
+        "call_control_id",
+        "callId",
+        "playAudio",
+        "customParameters",
+    ):
         assert vendor_word.lower() not in source.lower()

@@ -2,6 +2,7 @@
 
 docs/carriers.md, "Mock carrier".
 """
+
 from __future__ import annotations
 
 import json
@@ -18,24 +19,44 @@ from providers.mock import MockProvider
 
 def _request(body: Any) -> WebhookRequest:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return WebhookRequest(method="POST", url="http://127.0.0.1:3334/voice/webhook",
-                          path="/voice/webhook", query={}, headers={}, body=raw)
+    return WebhookRequest(
+        method="POST",
+        url="http://127.0.0.1:3334/voice/webhook",
+        path="/voice/webhook",
+        query={},
+        headers={},
+        body=raw,
+    )
 
 
 def test_defaults_fill_absent_fields_and_explicit_falsy_values_are_kept() -> None:
     provider = MockProvider(settings={})
-    [ended, speech] = provider.parse_webhook(_request({"events": [
-        {"type": "call.ended", "callId": "mock-1"},
-        {"type": "call.speech", "callId": "mock-1", "isFinal": False, "transcript": ""}]}))
+    [ended, speech] = provider.parse_webhook(
+        _request(
+            {
+                "events": [
+                    {"type": "call.ended", "callId": "mock-1"},
+                    {"type": "call.speech", "callId": "mock-1", "isFinal": False, "transcript": ""},
+                ]
+            }
+        )
+    )
     assert ended.type == EventType.ENDED and ended.reason == "completed"
     assert speech.is_final is False and speech.transcript == ""
     assert ended.provider_call_id == "mock-1"
 
 
-@pytest.mark.parametrize("body", [b"{nope", [1], {"events": "x"}, {"event": {"type": "x"}},
-                                  {"event": {"type": "call.ringing"}},
-                                  {"event": {"type": "call.ringing", "callId": "a",
-                                             "timestamp": "yesterday"}}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{nope",
+        [1],
+        {"events": "x"},
+        {"event": {"type": "x"}},
+        {"event": {"type": "call.ringing"}},
+        {"event": {"type": "call.ringing", "callId": "a", "timestamp": "yesterday"}},
+    ],
+)
 def test_bad_bodies_are_webhook_invalid(body: Any) -> None:
     with pytest.raises(WebhookInvalid):
         MockProvider(settings={}).parse_webhook(_request(body))
@@ -44,8 +65,10 @@ def test_bad_bodies_are_webhook_invalid(body: Any) -> None:
 def test_the_same_body_has_the_same_replay_key() -> None:
     provider = MockProvider(settings={})
     body = {"event": {"type": "call.ringing", "callId": "a"}}
-    assert provider.verify_webhook(_request(body)).request_key == \
+    assert (
         provider.verify_webhook(_request(body)).request_key
+        == provider.verify_webhook(_request(body)).request_key
+    )
 
 
 class Recorder(MockProvider):
@@ -70,15 +93,23 @@ def _wait_for(recorder: Recorder, count: int) -> list[str]:
 
 def test_a_simulated_call_rings_then_answers() -> None:
     carrier = Recorder(ringDelayMs=10, answerDelayMs=10)
-    carrier.place_call(PlaceCall(call_id="c1", to_number="+15555550123",
-                                 from_number="+15550000000", webhook_url="http://x", mode="notify"))
+    carrier.place_call(
+        PlaceCall(
+            call_id="c1",
+            to_number="+15555550123",
+            from_number="+15550000000",
+            webhook_url="http://x",
+            mode="notify",
+        )
+    )
     assert _wait_for(carrier, 2) == ["call.ringing", "call.answered"]
 
 
 def test_the_simulated_caller_replies_then_hangs_up_when_left_idle() -> None:
     carrier = Recorder(replyDelayMs=10, callerIdleHangupMs=30, callerReplies=["Sure."])
-    target = CallTarget(call_id="c1", provider_call_id="mock-c1", webhook_url="http://x",
-                        turn_token="t1")
+    target = CallTarget(
+        call_id="c1", provider_call_id="mock-c1", webhook_url="http://x", turn_token="t1"
+    )
     carrier.start_listening(target)
     assert _wait_for(carrier, 2) == ["call.speech", "call.ended"]
     assert carrier.posted[0]["transcript"] == "Sure." and carrier.posted[0]["turnToken"] == "t1"

@@ -1,4 +1,5 @@
 """Plivo Voice API over httpx.MockTransport: exact paths and JSON bodies, error mapping."""
+
 from __future__ import annotations
 
 import base64
@@ -24,14 +25,19 @@ from tests.fixtures.plivo.helpers import (
 )
 
 HOOK = "https://voice.example.com/voice/webhook?callId=call-1"
-TARGET = CallTarget(call_id="call-1", provider_call_id=CALL_UUID, webhook_url=HOOK,
-                    turn_token="turn-9")
+TARGET = CallTarget(
+    call_id="call-1", provider_call_id=CALL_UUID, webhook_url=HOOK, turn_token="turn-9"
+)
 
 
 def _dial(**fields: Any) -> PlaceCall:
-    base: dict[str, Any] = {"call_id": "call-1", "to_number": "+1 (415) 555-0100",
-                            "from_number": "+14155550199", "webhook_url": HOOK,
-                            "mode": "conversation"}
+    base: dict[str, Any] = {
+        "call_id": "call-1",
+        "to_number": "+1 (415) 555-0100",
+        "from_number": "+14155550199",
+        "webhook_url": HOOK,
+        "mode": "conversation",
+    }
     return PlaceCall(**{**base, **fields})
 
 
@@ -59,11 +65,16 @@ def test_nested_plivo_block_is_read() -> None:
 def test_registry_builds_the_adapter() -> None:
     built = build_provider("plivo", settings=settings())
     assert isinstance(built, PlivoProvider)
-    assert (built.name, built.supports_preconnect_dtmf, built.rejects_in_reply,
-            built.speech_by_fetch) == ("plivo", True, True, True)
+    assert (
+        built.name,
+        built.supports_preconnect_dtmf,
+        built.rejects_in_reply,
+        built.speech_by_fetch,
+    ) == ("plivo", True, True, True)
     assert built.signature_headers == (
         ("x-plivo-signature-v3", "x-plivo-signature-v3-nonce"),
-        ("x-plivo-signature-v2", "x-plivo-signature-v2-nonce"))
+        ("x-plivo-signature-v2", "x-plivo-signature-v2-nonce"),
+    )
     built.close()
 
 
@@ -75,13 +86,20 @@ def test_create_call_body() -> None:
     assert (request.method, str(request.url)) == ("POST", f"{API}/Call/")
     assert request.headers["content-type"] == "application/json"
     assert _json(request) == {
-        "from": "+14155550199", "to": "+14155550100",
-        "answer_url": f"{HOOK}&flow=answer", "answer_method": "POST",
-        "hangup_url": f"{HOOK}&flow=hangup", "hangup_method": "POST",
-        "hangup_on_ring": 25, "ring_timeout": 25,
+        "from": "+14155550199",
+        "to": "+14155550100",
+        "answer_url": f"{HOOK}&flow=answer",
+        "answer_method": "POST",
+        "hangup_url": f"{HOOK}&flow=hangup",
+        "hangup_method": "POST",
+        "hangup_on_ring": 25,
+        "ring_timeout": 25,
     }
     assert (result.provider_call_id, result.message_delivered, result.dtmf_delivered) == (
-        REQUEST_UUID, False, False)
+        REQUEST_UUID,
+        False,
+        False,
+    )
 
 
 def test_basic_auth_is_auth_id_and_token() -> None:
@@ -135,8 +153,10 @@ def test_api_base_url_override() -> None:
 
 
 # -- errors ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "retryable"), [(400, False), (401, False), (404, False),
-                                                   (429, True), (500, True), (503, True)])
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(400, False), (401, False), (404, False), (429, True), (500, True), (503, True)],
+)
 def test_api_errors_carry_status_body_and_retryability(status: int, retryable: bool) -> None:
     carrier = Carrier(_error(status, "invalid to number"))
     with pytest.raises(ProviderError) as info:
@@ -171,8 +191,10 @@ def test_hang_up_of_an_unanswered_request_cancels_it() -> None:
     carrier = Carrier(_error(404, "call not found"), httpx.Response(204))
     target = CallTarget(call_id="call-1", provider_call_id=REQUEST_UUID, webhook_url=HOOK)
     provider(carrier).hang_up(target)
-    assert carrier.calls() == [("DELETE", f"{API}/Call/{REQUEST_UUID}/"),
-                               ("DELETE", f"{API}/Request/{REQUEST_UUID}/")]
+    assert carrier.calls() == [
+        ("DELETE", f"{API}/Call/{REQUEST_UUID}/"),
+        ("DELETE", f"{API}/Request/{REQUEST_UUID}/"),
+    ]
 
 
 def test_hang_up_of_a_call_already_gone_is_fine() -> None:
@@ -201,8 +223,11 @@ def test_play_text_transfers_the_a_leg_to_the_speak_document() -> None:
     provider(carrier).play_text(TARGET, "Hello & <welcome>", listen_after=True)
     request = carrier.requests[0]
     assert (request.method, str(request.url)) == ("POST", f"{API}/Call/{CALL_UUID}/")
-    assert _json(request) == {"legs": "aleg", "aleg_url": f"{HOOK}&flow=xml-speak",
-                              "aleg_method": "POST"}
+    assert _json(request) == {
+        "legs": "aleg",
+        "aleg_url": f"{HOOK}&flow=xml-speak",
+        "aleg_method": "POST",
+    }
 
 
 def test_start_listening_transfers_to_the_listen_document_with_the_turn() -> None:
@@ -214,16 +239,16 @@ def test_start_listening_transfers_to_the_listen_document_with_the_turn() -> Non
 def test_transfer_of_a_request_uuid_fails_clearly() -> None:
     target = CallTarget(call_id="call-1", provider_call_id=REQUEST_UUID, webhook_url=HOOK)
     with pytest.raises(ProviderError) as info:
-        provider(Carrier(_error(404, "call not found"))).play_text(target, "hi",
-                                                                   listen_after=False)
+        provider(Carrier(_error(404, "call not found"))).play_text(target, "hi", listen_after=False)
     assert "not answered yet (still its request UUID)" in str(info.value)
     assert REQUEST_UUID in str(info.value) and not info.value.retryable
 
 
 def test_transfer_without_ids() -> None:
     with pytest.raises(ProviderError, match="Missing Plivo CallUUID for speak"):
-        provider().play_text(CallTarget(call_id="c", provider_call_id="", webhook_url=HOOK),
-                             "hi", listen_after=False)
+        provider().play_text(
+            CallTarget(call_id="c", provider_call_id="", webhook_url=HOOK), "hi", listen_after=False
+        )
     with pytest.raises(ProviderError, match="Missing webhook URL for this call"):
         provider().start_listening(CallTarget(call_id="c", provider_call_id=CALL_UUID))
 
@@ -231,10 +256,10 @@ def test_transfer_without_ids() -> None:
 def test_transfer_falls_back_to_public_url_for_the_webhook() -> None:
     carrier = Carrier(httpx.Response(202, json={}))
     plivo = provider(carrier, publicUrl="https://voice.example.com/voice/webhook")
-    plivo.play_text(CallTarget(call_id="c7", provider_call_id=CALL_UUID), "hi",
-                    listen_after=False)
+    plivo.play_text(CallTarget(call_id="c7", provider_call_id=CALL_UUID), "hi", listen_after=False)
     assert _json(carrier.requests[0])["aleg_url"] == (
-        "https://voice.example.com/voice/webhook?callId=c7&flow=xml-speak")
+        "https://voice.example.com/voice/webhook?callId=c7&flow=xml-speak"
+    )
 
 
 def test_transfer_server_error_is_retryable() -> None:
@@ -248,7 +273,8 @@ def test_ids_stay_one_path_segment() -> None:
     target = CallTarget(call_id="c", provider_call_id="../Account/x?y", webhook_url=HOOK)
     provider(carrier).play_text(target, "hi", listen_after=False)
     assert carrier.requests[0].url.raw_path.decode() == (
-        f"/v1/Account/{AUTH_ID}/Call/..%2FAccount%2Fx%3Fy/")
+        f"/v1/Account/{AUTH_ID}/Call/..%2FAccount%2Fx%3Fy/"
+    )
 
 
 # -- DTMF ------------------------------------------------------------------------------------
@@ -269,18 +295,27 @@ def test_send_dtmf_errors() -> None:
 
 # -- get_call_status -------------------------------------------------------------------------
 def test_live_call_status() -> None:
-    carrier = Carrier(httpx.Response(200, json={"call_status": "in-progress",
-                                                "call_uuid": CALL_UUID}))
+    carrier = Carrier(
+        httpx.Response(200, json={"call_status": "in-progress", "call_uuid": CALL_UUID})
+    )
     status = provider(carrier).get_call_status(CALL_UUID)
     assert carrier.calls() == [("GET", f"{API}/Call/{CALL_UUID}/?status=live")]
     assert (status.status, status.is_terminal, status.is_unknown) == ("in-progress", False, False)
 
 
-@pytest.mark.parametrize(("plivo_status", "reason"), [
-    ("completed", "completed"), ("busy", "busy"), ("failed", "failed"),
-    ("timeout", "no-answer"), ("no-answer", "no-answer"), ("cancel", "hangup-bot"),
-    ("machine", "voicemail"), ("hangup", "completed"),
-])
+@pytest.mark.parametrize(
+    ("plivo_status", "reason"),
+    [
+        ("completed", "completed"),
+        ("busy", "busy"),
+        ("failed", "failed"),
+        ("timeout", "no-answer"),
+        ("no-answer", "no-answer"),
+        ("cancel", "hangup-bot"),
+        ("machine", "voicemail"),
+        ("hangup", "completed"),
+    ],
+)
 def test_terminal_statuses(plivo_status: str, reason: str) -> None:
     carrier = Carrier(httpx.Response(200, json={"call_status": plivo_status}))
     status = provider(carrier).get_call_status(CALL_UUID)

@@ -2,6 +2,7 @@
 
 docs/carriers.md, "Plivo: signatures" and "Test vectors".
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,15 +23,25 @@ from tests.fixtures.plivo.helpers import NONCE, TOKEN, provider, signed_v2, sign
 
 P1_URL = "https://voice.example.com/plivo/answer/"
 P1_PARAMS = {
-    "CallUUID": "d8b7f2a6-0000-4000-8000-000000000001", "CallStatus": "in-progress",
-    "Direction": "inbound", "Event": "StartApp", "From": "14155550100", "To": "14155550199",
+    "CallUUID": "d8b7f2a6-0000-4000-8000-000000000001",
+    "CallStatus": "in-progress",
+    "Direction": "inbound",
+    "Event": "StartApp",
+    "From": "14155550100",
+    "To": "14155550199",
 }
 P1_SIG = "0On3Mj9N08SaIz8mtDh6xx0U5O4BBUCsJ4jPVNR3vxA="
 P2_URL = "https://voice.example.com/plivo/hangup/?tenant=acme&b=2"
 P2_PARAMS = {
-    "CallUUID": "d8b7f2a6-0000-4000-8000-000000000002", "CallStatus": "completed",
-    "Direction": "outbound", "Event": "Hangup", "HangupCause": "NORMAL_CLEARING",
-    "Duration": "42", "BillDuration": "60", "From": "14155550199", "To": "14155550100",
+    "CallUUID": "d8b7f2a6-0000-4000-8000-000000000002",
+    "CallStatus": "completed",
+    "Direction": "outbound",
+    "Event": "Hangup",
+    "HangupCause": "NORMAL_CLEARING",
+    "Duration": "42",
+    "BillDuration": "60",
+    "From": "14155550199",
+    "To": "14155550100",
 }
 P2_SIG = "bfQo+DbGhk4OUHv69orPcNLf4k18NSOUjHvFLGqrWLY="
 P3_URL = "https://voice.example.com/plivo/ring/?tenant=acme"
@@ -57,7 +68,8 @@ def test_p1_base_string_is_the_documented_message() -> None:
     assert f"{base}.{NONCE}" == (
         "https://voice.example.com/plivo/answer/?CallStatusin-progressCallUUID"
         "d8b7f2a6-0000-4000-8000-000000000001DirectioninboundEventStartAppFrom14155550100"
-        "To14155550199.05429567804466091622")
+        "To14155550199.05429567804466091622"
+    )
 
 
 def test_p2_post_with_query_string() -> None:
@@ -92,15 +104,16 @@ def test_wrong_nonce_fails() -> None:
 # -- header handling -------------------------------------------------------------------------
 def test_any_of_several_comma_separated_signatures_passes() -> None:
     for header in (f"bogus,{P1_SIG}", f"{P1_SIG},bogus", f"bogus, {P1_SIG}"):
-        assert provider().verify_webhook(webhook(P1_URL, P1_PARAMS,
-                                                 headers=signed_v3(header))).ok
-    assert not provider().verify_webhook(webhook(P1_URL, P1_PARAMS,
-                                                 headers=signed_v3("bogus,other"))).ok
+        assert provider().verify_webhook(webhook(P1_URL, P1_PARAMS, headers=signed_v3(header))).ok
+    assert (
+        not provider()
+        .verify_webhook(webhook(P1_URL, P1_PARAMS, headers=signed_v3("bogus,other")))
+        .ok
+    )
 
 
 def test_missing_headers() -> None:
-    for headers in ({}, {"X-Plivo-Signature-V3": P1_SIG},
-                    {"X-Plivo-Signature-V2-Nonce": NONCE}):
+    for headers in ({}, {"X-Plivo-Signature-V3": P1_SIG}, {"X-Plivo-Signature-V2-Nonce": NONCE}):
         result = provider().verify_webhook(webhook(P1_URL, P1_PARAMS, headers=headers))
         assert (result.ok, result.reason) == (False, "Missing Plivo signature headers (V3 or V2)")
 
@@ -132,7 +145,9 @@ def test_unsupported_method() -> None:
     request = webhook(P1_URL, P1_PARAMS, method="PUT", headers=signed_v3(P1_SIG))
     result = provider().verify_webhook(request)
     assert (result.ok, result.reason) == (
-        False, "Unsupported HTTP method for Plivo V3 signature: PUT")
+        False,
+        "Unsupported HTTP method for Plivo V3 signature: PUT",
+    )
 
 
 def test_body_that_is_not_form_data_fails_closed() -> None:
@@ -144,14 +159,17 @@ def test_body_that_is_not_form_data_fails_closed() -> None:
 def test_v3_replay_key_is_sha256_of_base_and_nonce() -> None:
     result = provider().verify_webhook(webhook(P1_URL, P1_PARAMS, headers=signed_v3(P1_SIG)))
     base = v3_base("POST", P1_URL, {k: [v] for k, v in P1_PARAMS.items()})
-    assert result.request_key == "plivo:v3:" + hashlib.sha256(
-        f"{base}\n{NONCE}".encode()).hexdigest()
+    assert (
+        result.request_key == "plivo:v3:" + hashlib.sha256(f"{base}\n{NONCE}".encode()).hexdigest()
+    )
 
 
 def test_reordered_query_gives_the_same_replay_key() -> None:
     keys = set()
-    for url in ("https://voice.example.com/voice/webhook?callId=c1&flow=answer",
-                "https://voice.example.com/voice/webhook?flow=answer&callId=c1"):
+    for url in (
+        "https://voice.example.com/voice/webhook?callId=c1&flow=answer",
+        "https://voice.example.com/voice/webhook?flow=answer&callId=c1",
+    ):
         signature = _sdk_signature("POST", url, dict(P1_PARAMS))
         result = provider().verify_webhook(webhook(url, P1_PARAMS, headers=signed_v3(signature)))
         assert result.ok
@@ -160,8 +178,10 @@ def test_reordered_query_gives_the_same_replay_key() -> None:
 
 
 def test_v2_replay_key_ignores_the_query() -> None:
-    keys = {provider().verify_webhook(webhook(url, {}, headers=signed_v2(V2_SIG))).request_key
-            for url in (P4_URL, "https://voice.example.com/plivo/answer/?other=1")}
+    keys = {
+        provider().verify_webhook(webhook(url, {}, headers=signed_v2(V2_SIG))).request_key
+        for url in (P4_URL, "https://voice.example.com/plivo/answer/?other=1")
+    }
     expected = hashlib.sha256(f"https://voice.example.com/plivo/answer/\n{NONCE}".encode())
     assert keys == {f"plivo:v2:{expected.hexdigest()}"}
 
@@ -169,9 +189,12 @@ def test_v2_replay_key_ignores_the_query() -> None:
 def test_different_nonce_is_a_different_request() -> None:
     first = _sdk_signature("POST", P1_URL, dict(P1_PARAMS), nonce="111")
     second = _sdk_signature("POST", P1_URL, dict(P1_PARAMS), nonce="222")
-    keys = {provider().verify_webhook(webhook(P1_URL, P1_PARAMS,
-                                              headers=signed_v3(sig, nonce))).request_key
-            for sig, nonce in ((first, "111"), (second, "222"))}
+    keys = {
+        provider()
+        .verify_webhook(webhook(P1_URL, P1_PARAMS, headers=signed_v3(sig, nonce)))
+        .request_key
+        for sig, nonce in ((first, "111"), (second, "222"))
+    }
     assert len(keys) == 2
 
 
@@ -201,39 +224,57 @@ def test_forwarded_host_is_ignored_unless_trusted() -> None:
 def test_spoofed_host_does_not_change_reply_urls_when_public_url_is_set() -> None:
     plivo = provider(publicUrl="https://voice.example.com/voice/webhook")
     url = "https://evil.example/voice/webhook?callId=c1&flow=answer"
-    request = webhook(url, P1_PARAMS, host="evil.example",
-                      headers={"X-Forwarded-Host": "evil.example"})
-    context = ReplyContext(call_id="c1", known=True, state="answered",
-                           speech=Speech(text="Hi", listen=True, turn_token="t1"))
+    request = webhook(
+        url, P1_PARAMS, host="evil.example", headers={"X-Forwarded-Host": "evil.example"}
+    )
+    context = ReplyContext(
+        call_id="c1",
+        known=True,
+        state="answered",
+        speech=Speech(text="Hi", listen=True, turn_token="t1"),
+    )
     document = ET.fromstring(plivo.render_reply(request, context).body)
     action = document.find("GetInput").get("action")  # type: ignore[union-attr]
-    assert action == ("https://voice.example.com/voice/webhook"
-                      "?callId=c1&flow=getinput&turnToken=t1")
+    assert action == (
+        "https://voice.example.com/voice/webhook?callId=c1&flow=getinput&turnToken=t1"
+    )
 
 
 # -- the SDK as oracle -------------------------------------------------------------------------
 _SAFE = string.ascii_letters + string.digits + "-_.~"
 _segment = st.text(_SAFE, min_size=1, max_size=8)
-_hosts = st.lists(st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=6),
-                  min_size=2, max_size=3).map(".".join)
+_hosts = st.lists(
+    st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=6), min_size=2, max_size=3
+).map(".".join)
 _paths = st.tuples(st.lists(_segment, max_size=3), st.booleans()).map(
-    lambda p: "/" + "/".join(p[0]) + ("/" if p[1] and p[0] else ""))
+    lambda p: "/" + "/".join(p[0]) + ("/" if p[1] and p[0] else "")
+)
 # Query values stay ASCII: the SDK decodes query bytes as Latin-1 (docs/carriers.md,
 # "Test vectors").
-_query = st.dictionaries(st.text(_SAFE, min_size=1, max_size=6),
-                         st.text(string.printable, max_size=10), max_size=4)
+_query = st.dictionaries(
+    st.text(_SAFE, min_size=1, max_size=6), st.text(string.printable, max_size=10), max_size=4
+)
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
-_post = st.dictionaries(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1,
-                                max_size=8),
-                        st.one_of(_text, st.lists(_text, min_size=1, max_size=3)), max_size=5)
+_post = st.dictionaries(
+    st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8),
+    st.one_of(_text, st.lists(_text, min_size=1, max_size=3)),
+    max_size=5,
+)
 _nonces = st.text(string.digits, min_size=1, max_size=20)
 
 
 @hsettings(max_examples=150, deadline=None)
-@given(host=_hosts, path=_paths, query=_query, post=_post, nonce=_nonces,
-       method=st.sampled_from(["GET", "POST"]))
-def test_sdk_and_adapter_agree(host: str, path: str, query: dict[str, str],
-                               post: dict[str, object], nonce: str, method: str) -> None:
+@given(
+    host=_hosts,
+    path=_paths,
+    query=_query,
+    post=_post,
+    nonce=_nonces,
+    method=st.sampled_from(["GET", "POST"]),
+)
+def test_sdk_and_adapter_agree(
+    host: str, path: str, query: dict[str, str], post: dict[str, object], nonce: str, method: str
+) -> None:
     url = f"https://{host}{path}" + (f"?{urlencode(query)}" if query else "")
     params = post if method == "POST" else {}
     body = urlencode(params, doseq=True).encode() if method == "POST" else b""

@@ -1,4 +1,5 @@
 """Plivo callbacks -> normalized events, and the Plivo XML reply policy."""
+
 from __future__ import annotations
 
 import itertools
@@ -29,25 +30,38 @@ from tests.fixtures.plivo.helpers import (
 )
 
 HOOK = "https://voice.example.com/voice/webhook"
-LIVE = {"CallUUID": CALL_UUID, "CallStatus": "in-progress", "Direction": "outbound",
-        "From": "14155550199", "To": "14155550100"}
+LIVE = {
+    "CallUUID": CALL_UUID,
+    "CallStatus": "in-progress",
+    "Direction": "outbound",
+    "From": "14155550199",
+    "To": "14155550100",
+}
 
 
-def _events(flow: str | None = None, params: dict[str, str] | None = None, *,
-            extra: str = "", method: str = "POST", **kwargs: Any) -> list[NormalizedEvent]:
+def _events(
+    flow: str | None = None,
+    params: dict[str, str] | None = None,
+    *,
+    extra: str = "",
+    method: str = "POST",
+    **kwargs: Any,
+) -> list[NormalizedEvent]:
     query = "&".join(filter(None, ["callId=c1", f"flow={flow}" if flow else "", extra]))
     return provider(**kwargs).parse_webhook(webhook(f"{HOOK}?{query}", params, method=method))
 
 
-def _one(flow: str | None = None, params: dict[str, str] | None = None,
-         **kwargs: Any) -> NormalizedEvent:
+def _one(
+    flow: str | None = None, params: dict[str, str] | None = None, **kwargs: Any
+) -> NormalizedEvent:
     events = _events(flow, params, **kwargs)
     assert len(events) == 1
     return events[0]
 
 
-def _reply(url: str, context: ReplyContext, params: dict[str, str] | None = None,
-           **kwargs: Any) -> tuple[str, ET.Element]:
+def _reply(
+    url: str, context: ReplyContext, params: dict[str, str] | None = None, **kwargs: Any
+) -> tuple[str, ET.Element]:
     reply = provider(**kwargs).render_reply(webhook(url, params or LIVE), context)
     assert (reply.status, reply.content_type) == (200, "text/xml")
     body = reply.body.decode()
@@ -62,20 +76,35 @@ def _tags(document: ET.Element) -> list[str]:
 def test_digits_are_dtmf() -> None:
     event = _one("getinput", {**LIVE, "Digits": "42#", "Speech": "ignored"})
     assert (event.type, event.digits, event.call_id, event.provider_call_id) == (
-        EventType.DTMF, "42#", "c1", CALL_UUID)
+        EventType.DTMF,
+        "42#",
+        "c1",
+        CALL_UUID,
+    )
 
 
-@pytest.mark.parametrize("field", ["Speech", "Transcription", "TranscriptionText",
-                                   "SpeechResult", "RecognizedSpeech", "Text"])
+@pytest.mark.parametrize(
+    "field",
+    ["Speech", "Transcription", "TranscriptionText", "SpeechResult", "RecognizedSpeech", "Text"],
+)
 def test_each_speech_field_is_final_speech(field: str) -> None:
     event = _one("getinput", {**LIVE, field: " hello there "}, extra="turnToken=t9")
     assert (event.type, event.transcript, event.is_final, event.turn_token) == (
-        EventType.SPEECH, "hello there", True, "t9")
+        EventType.SPEECH,
+        "hello there",
+        True,
+        "t9",
+    )
 
 
 def test_first_non_empty_speech_field_wins() -> None:
-    params = {**LIVE, "Speech": "  ", "Transcription": "", "TranscriptionText": "second",
-              "Text": "last"}
+    params = {
+        **LIVE,
+        "Speech": "  ",
+        "Transcription": "",
+        "TranscriptionText": "second",
+        "Text": "last",
+    }
     assert _one("getinput", params).transcript == "second"
     assert _one("getinput", {**LIVE, "Speech": "first", "Text": "last"}).transcript == "first"
 
@@ -88,27 +117,40 @@ def test_speech_confidence() -> None:
         assert _one("getinput", params).confidence is None
 
 
-@pytest.mark.parametrize(("status", "type_", "reason"), [
-    ("ringing", EventType.RINGING, "completed"),
-    ("in-progress", EventType.ANSWERED, "completed"),
-    ("completed", EventType.ENDED, "completed"),
-    ("busy", EventType.ENDED, "busy"),
-    ("no-answer", EventType.ENDED, "no-answer"),
-    ("failed", EventType.ENDED, "failed"),
-    ("timeout", EventType.ENDED, "no-answer"),
-    ("cancel", EventType.ENDED, "hangup-bot"),
-])
+@pytest.mark.parametrize(
+    ("status", "type_", "reason"),
+    [
+        ("ringing", EventType.RINGING, "completed"),
+        ("in-progress", EventType.ANSWERED, "completed"),
+        ("completed", EventType.ENDED, "completed"),
+        ("busy", EventType.ENDED, "busy"),
+        ("no-answer", EventType.ENDED, "no-answer"),
+        ("failed", EventType.ENDED, "failed"),
+        ("timeout", EventType.ENDED, "no-answer"),
+        ("cancel", EventType.ENDED, "hangup-bot"),
+    ],
+)
 def test_call_status(status: str, type_: EventType, reason: str) -> None:
     event = _one("hangup", {**LIVE, "CallStatus": status})
     assert (event.type, event.reason) == (type_, reason)
 
 
 def test_start_app_answers_an_inbound_call_still_ringing() -> None:
-    params = {"CallUUID": CALL_UUID, "CallStatus": "ringing", "Event": "StartApp",
-              "Direction": "inbound", "From": "918031791051", "To": "14155550100"}
+    params = {
+        "CallUUID": CALL_UUID,
+        "CallStatus": "ringing",
+        "Event": "StartApp",
+        "Direction": "inbound",
+        "From": "918031791051",
+        "To": "14155550100",
+    }
     event = provider().parse_webhook(webhook(HOOK, params))[0]
     assert (event.type, event.call_id, event.provider_call_id, event.direction) == (
-        EventType.ANSWERED, None, CALL_UUID, "inbound")
+        EventType.ANSWERED,
+        None,
+        CALL_UUID,
+        "inbound",
+    )
     assert (event.from_number, event.to_number) == ("+918031791051", "+14155550100")
 
 
@@ -138,11 +180,17 @@ def test_nothing_recognisable_is_no_event() -> None:
     assert _events("answer", {"CallUUID": CALL_UUID}) == []
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("14155550100", "+14155550100"), ("+14155550100", "+14155550100"),
-    ("1 415 555-0100", "+14155550100"), ("sip:alice@phone.plivo.com", "sip:alice@phone.plivo.com"),
-    ("anonymous", "anonymous"), ("", None),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("14155550100", "+14155550100"),
+        ("+14155550100", "+14155550100"),
+        ("1 415 555-0100", "+14155550100"),
+        ("sip:alice@phone.plivo.com", "sip:alice@phone.plivo.com"),
+        ("anonymous", "anonymous"),
+        ("", None),
+    ],
+)
 def test_numbers_are_normalized_to_e164(raw: str, expected: str | None) -> None:
     event = _one("answer", {**LIVE, "From": raw})
     assert event.from_number == expected
@@ -156,7 +204,10 @@ def test_direction() -> None:
 def test_get_callbacks_read_the_query() -> None:
     event = _one("getinput", {**LIVE, "Speech": "hi"}, method="GET")
     assert (event.type, event.transcript, event.provider_call_id) == (
-        EventType.SPEECH, "hi", CALL_UUID)
+        EventType.SPEECH,
+        "hi",
+        CALL_UUID,
+    )
 
 
 def test_event_ids_are_deterministic_and_leave_dedupe_to_the_services() -> None:
@@ -175,11 +226,17 @@ def test_bad_input_is_webhook_invalid() -> None:
 
 
 # -- which replies Plivo executes ------------------------------------------------------------
-@pytest.mark.parametrize(("query", "executed"), [
-    ("?callId=c1&flow=answer", True), ("?callId=c1&flow=getinput", True),
-    ("?callId=c1&flow=xml-speak", True), ("?callId=c1&flow=xml-listen", True),
-    ("?callId=c1&flow=hangup", False), ("?callId=c1&flow=other", False),
-])
+@pytest.mark.parametrize(
+    ("query", "executed"),
+    [
+        ("?callId=c1&flow=answer", True),
+        ("?callId=c1&flow=getinput", True),
+        ("?callId=c1&flow=xml-speak", True),
+        ("?callId=c1&flow=xml-listen", True),
+        ("?callId=c1&flow=hangup", False),
+        ("?callId=c1&flow=other", False),
+    ],
+)
 def test_can_speak_in_reply(query: str, executed: bool) -> None:
     assert provider().can_speak_in_reply(webhook(HOOK + query, LIVE)) is executed
 
@@ -214,21 +271,29 @@ def test_rejected_inbound_call_is_hung_up_in_the_reply() -> None:
 def test_speech_without_listening() -> None:
     context = ReplyContext(call_id="c1", known=True, speech=Speech(text="Your code is 42"))
     body, document = _reply(f"{HOOK}?callId=c1&flow=answer", context)
-    assert body == ('<Response><Speak language="en-US">Your code is 42</Speak>'
-                    '<Wait length="300"/></Response>')
+    assert body == (
+        '<Response><Speak language="en-US">Your code is 42</Speak><Wait length="300"/></Response>'
+    )
 
 
 def test_speech_then_listening() -> None:
-    context = ReplyContext(call_id="c1", known=True,
-                           speech=Speech(text="How can I help?", listen=True, turn_token="t1",
-                                         language="de-DE"))
+    context = ReplyContext(
+        call_id="c1",
+        known=True,
+        speech=Speech(text="How can I help?", listen=True, turn_token="t1", language="de-DE"),
+    )
     _, document = _reply(f"{HOOK}?callId=c1&flow=answer", context)
     assert _tags(document) == ["Speak", "GetInput", "Wait"]
     get_input = document.find("GetInput")
     assert get_input is not None and get_input.attrib == {
-        "action": f"{HOOK}?callId=c1&flow=getinput&turnToken=t1", "method": "POST",
-        "inputType": "speech", "executionTimeout": "30", "speechEndTimeout": "2",
-        "language": "de-DE", "redirect": "true"}
+        "action": f"{HOOK}?callId=c1&flow=getinput&turnToken=t1",
+        "method": "POST",
+        "inputType": "speech",
+        "executionTimeout": "30",
+        "speechEndTimeout": "2",
+        "language": "de-DE",
+        "redirect": "true",
+    }
     assert document.find("Speak").get("language") == "de-DE"  # type: ignore[union-attr]
     assert document.find("Wait").get("length") == "300"  # type: ignore[union-attr]
 
@@ -245,8 +310,9 @@ def test_live_call_without_speech_is_kept_alive(flow: str) -> None:
     assert body == '<Response><Wait length="300"/></Response>'
 
 
-@pytest.mark.parametrize("context", [ReplyContext(), ReplyContext(call_id="c1", known=True,
-                                                                 state="completed")])
+@pytest.mark.parametrize(
+    "context", [ReplyContext(), ReplyContext(call_id="c1", known=True, state="completed")]
+)
 def test_unknown_or_finished_call_gets_an_empty_document(context: ReplyContext) -> None:
     body, _ = _reply(f"{HOOK}?callId=c1&flow=answer", context)
     assert body == "<Response></Response>"
@@ -261,7 +327,8 @@ def test_listen_fetch_listens_for_the_turn() -> None:
     _, document = _reply(f"{HOOK}?callId=c1&flow=xml-listen&turnToken=t4", ReplyContext())
     assert _tags(document) == ["GetInput", "Wait"]
     assert document.find("GetInput").get("action") == (  # type: ignore[union-attr]
-        f"{HOOK}?callId=c1&flow=getinput&turnToken=t4")
+        f"{HOOK}?callId=c1&flow=getinput&turnToken=t4"
+    )
 
 
 def test_pending_speech_on_a_speak_fetch() -> None:
@@ -273,22 +340,28 @@ def test_pending_speech_on_a_speak_fetch() -> None:
 
 @pytest.mark.parametrize("query", ["?callId=c1&flow=hangup", "?callId=c1"])
 def test_callbacks_that_are_not_executed_get_an_empty_document(query: str) -> None:
-    context = ReplyContext(call_id="c1", known=True, state="answered",
-                           speech=Speech(text="never said"))
+    context = ReplyContext(
+        call_id="c1", known=True, state="answered", speech=Speech(text="never said")
+    )
     body, _ = _reply(HOOK + query, context, {**LIVE, "Event": "Hangup"})
     assert body == "<Response></Response>"
 
 
 def test_inbound_application_answer_carries_the_greeting() -> None:
-    context = ReplyContext(call_id="new-1", known=True, accepted_inbound=True,
-                           speech=Speech(text="Hello!", listen=True))
+    context = ReplyContext(
+        call_id="new-1",
+        known=True,
+        accepted_inbound=True,
+        speech=Speech(text="Hello!", listen=True),
+    )
     _, document = _reply(HOOK, context, {**LIVE, "Event": "StartApp", "Direction": "inbound"})
     assert document.find("GetInput").get("action") == (  # type: ignore[union-attr]
-        f"{HOOK}?callId=new-1&flow=getinput")
+        f"{HOOK}?callId=new-1&flow=getinput"
+    )
 
 
 def test_spoken_text_is_escaped() -> None:
-    text = 'Tom & Jerry <3 "quoted" \'single\' </Speak><Hangup/>'
+    text = "Tom & Jerry <3 \"quoted\" 'single' </Speak><Hangup/>"
     context = ReplyContext(call_id="c1", speech=Speech(text=text))
     body, document = _reply(f"{HOOK}?callId=c1&flow=answer", context)
     assert "&amp;" in body and "&lt;3" in body and "<Hangup" not in body
@@ -296,16 +369,21 @@ def test_spoken_text_is_escaped() -> None:
 
 
 def test_turn_token_in_action_is_escaped_and_encoded() -> None:
-    context = ReplyContext(call_id="c1", speech=Speech(text="x", listen=True,
-                                                       turn_token='a&b"<c'))
+    context = ReplyContext(call_id="c1", speech=Speech(text="x", listen=True, turn_token='a&b"<c'))
     _, document = _reply(f"{HOOK}?callId=c1&flow=answer", context)
-    assert document.find("GetInput").get("action").endswith(  # type: ignore[union-attr]
-        "turnToken=a%26b%22%3Cc")
+    assert (
+        document.find("GetInput")
+        .get("action")
+        .endswith(  # type: ignore[union-attr]
+            "turnToken=a%26b%22%3Cc"
+        )
+    )
 
 
 def test_control_characters_do_not_break_the_reply() -> None:
-    context = ReplyContext(call_id="c1", speech=Speech(text="bell\x07 and\x00 null",
-                                                       language="\x01", listen=True))
+    context = ReplyContext(
+        call_id="c1", speech=Speech(text="bell\x07 and\x00 null", language="\x01", listen=True)
+    )
     _, document = _reply(f"{HOOK}?callId=c1&flow=answer", context)
     assert document.find("Speak").text == "bell  and  null"  # type: ignore[union-attr]
     assert document.find("GetInput").get("language") == "en-US"  # type: ignore[union-attr]
@@ -321,15 +399,17 @@ def _action(url: str, **kwargs: Any) -> str:
 
 def test_action_uses_the_reconstructed_origin_and_serve_path() -> None:
     assert _action("https://voice.example.com/voice/webhook?callId=c1&flow=answer") == (
-        "https://voice.example.com/voice/webhook?callId=c1&flow=getinput")
+        "https://voice.example.com/voice/webhook?callId=c1&flow=getinput"
+    )
 
 
 def test_action_uses_public_url_with_its_path() -> None:
-    assert _action(f"{HOOK}?callId=c1&flow=answer",
-                   publicUrl="https://edge.example.net/hooks/plivo") == (
-        "https://edge.example.net/hooks/plivo?callId=c1&flow=getinput")
+    assert _action(
+        f"{HOOK}?callId=c1&flow=answer", publicUrl="https://edge.example.net/hooks/plivo"
+    ) == ("https://edge.example.net/hooks/plivo?callId=c1&flow=getinput")
     assert _action(f"{HOOK}?callId=c1&flow=answer", publicUrl="https://edge.example.net") == (
-        "https://edge.example.net/voice/webhook?callId=c1&flow=getinput")
+        "https://edge.example.net/voice/webhook?callId=c1&flow=getinput"
+    )
 
 
 # -- through the webhook view and the services ------------------------------------------------
@@ -342,23 +422,35 @@ class _Line:
     """Signed Plivo deliveries into our serve path, and the Voice API requests we made."""
 
     def __init__(self, configure: Any, **config: Any) -> None:
-        configure({"provider": "plivo", "plivo": {"authId": AUTH_ID, "authToken": TOKEN},
-                   "fromNumber": OUR_NUMBER, "publicUrl": PUBLIC_URL, **config})
+        configure(
+            {
+                "provider": "plivo",
+                "plivo": {"authId": AUTH_ID, "authToken": TOKEN},
+                "fromNumber": OUR_NUMBER,
+                "publicUrl": PUBLIC_URL,
+                **config,
+            }
+        )
         self.carrier = Carrier(
             httpx.Response(201, json={"request_uuid": REQUEST_UUID}),
-            httpx.Response(202, json={"message": "call transferred"}))
+            httpx.Response(202, json={"message": "call transferred"}),
+        )
         set_provider(provider(self.carrier, publicUrl=PUBLIC_URL))
         self.nonces = itertools.count(1000)
 
-    def post(self, client: Client, url: str, params: dict[str, str],
-             nonce: str | None = None) -> Any:
+    def post(
+        self, client: Client, url: str, params: dict[str, str], nonce: str | None = None
+    ) -> Any:
         nonce = nonce or str(next(self.nonces))
         base = construct_post_url(url, dict(params)).decode()
         signature = get_signature_v3(TOKEN.encode(), base, nonce.encode()).decode()
         parts = urlsplit(url)
-        return client.post(f"{parts.path}?{parts.query}", urlencode(params),
-                           content_type="application/x-www-form-urlencoded",
-                           headers=signed_v3(signature, nonce))
+        return client.post(
+            f"{parts.path}?{parts.query}",
+            urlencode(params),
+            content_type="application/x-www-form-urlencoded",
+            headers=signed_v3(signature, nonce),
+        )
 
     def json(self, index: int = -1) -> dict[str, Any]:
         return json.loads(self.carrier.requests[index].content)  # type: ignore[no-any-return]
@@ -377,8 +469,13 @@ def test_outbound_conversation_speaks_by_xml_transfer(client: Client, configure:
     assert dial["answer_url"] == f"{PUBLIC_URL}?callId={call.call_id}&flow=answer"
     assert (dial["from"], dial["to"]) == (OUR_NUMBER, CALLEE)
 
-    answered = {**LIVE, "Event": "StartApp", "RequestUUID": REQUEST_UUID,
-                "From": OUR_NUMBER[1:], "To": CALLEE[1:]}
+    answered = {
+        **LIVE,
+        "Event": "StartApp",
+        "RequestUUID": REQUEST_UUID,
+        "From": OUR_NUMBER[1:],
+        "To": CALLEE[1:],
+    }
     document = _document(line.post(client, dial["answer_url"], answered))
     assert _tags(document) == ["Speak", "GetInput", "Wait"]
     assert document.find("Speak").text == "Hi there"  # type: ignore[union-attr]
@@ -393,8 +490,11 @@ def test_outbound_conversation_speaks_by_xml_transfer(client: Client, configure:
 
     call_speak(call_id=call.call_id, message="Sure & <done>")
     transfer = line.json()
-    assert transfer == {"legs": "aleg", "aleg_method": "POST",
-                        "aleg_url": f"{PUBLIC_URL}?callId={call.call_id}&flow=xml-speak"}
+    assert transfer == {
+        "legs": "aleg",
+        "aleg_method": "POST",
+        "aleg_url": f"{PUBLIC_URL}?callId={call.call_id}&flow=xml-speak",
+    }
     assert str(line.carrier.requests[-1].url).endswith(f"/Call/{CALL_UUID}/")
     spoken = _document(line.post(client, transfer["aleg_url"], LIVE))
     assert _tags(spoken) == ["Speak", "Wait"]
@@ -409,26 +509,43 @@ def test_outbound_conversation_speaks_by_xml_transfer(client: Client, configure:
 
 
 @pytest.mark.django_db
-def test_inbound_call_on_the_application_answer_url_is_greeted(client: Client,
-                                                               configure: Any) -> None:
+def test_inbound_call_on_the_application_answer_url_is_greeted(
+    client: Client, configure: Any
+) -> None:
     line = _Line(configure, inboundPolicy="open", inboundGreeting="Welcome!")
-    ringing = {"CallUUID": CALL_UUID, "CallStatus": "ringing", "Event": "StartApp",
-               "Direction": "inbound", "From": "15550001111", "To": OUR_NUMBER[1:]}
+    ringing = {
+        "CallUUID": CALL_UUID,
+        "CallStatus": "ringing",
+        "Event": "StartApp",
+        "Direction": "inbound",
+        "From": "15550001111",
+        "To": OUR_NUMBER[1:],
+    }
     document = _document(line.post(client, PUBLIC_URL, ringing))
     call = Call.objects.get()
     assert (call.direction, call.from_number, call.to_number) == (
-        "inbound", "+15550001111", OUR_NUMBER)
+        "inbound",
+        "+15550001111",
+        OUR_NUMBER,
+    )
     assert document.find("Speak").text == "Welcome!"  # type: ignore[union-attr]
     assert document.find("GetInput").get("action") == (  # type: ignore[union-attr]
-        f"{PUBLIC_URL}?callId={call.call_id}&flow=getinput")
+        f"{PUBLIC_URL}?callId={call.call_id}&flow=getinput"
+    )
     assert line.carrier.requests == []
 
 
 @pytest.mark.django_db
 def test_rejected_inbound_call_is_refused_in_the_reply(client: Client, configure: Any) -> None:
     line = _Line(configure, inboundPolicy="allowlist", allowFrom=["+15559999999"])
-    ringing = {"CallUUID": CALL_UUID, "CallStatus": "ringing", "Event": "StartApp",
-               "Direction": "inbound", "From": "15550001111", "To": OUR_NUMBER[1:]}
+    ringing = {
+        "CallUUID": CALL_UUID,
+        "CallStatus": "ringing",
+        "Event": "StartApp",
+        "Direction": "inbound",
+        "From": "15550001111",
+        "To": OUR_NUMBER[1:],
+    }
     response = line.post(client, PUBLIC_URL, ringing)
     assert response.content == b'<Response><Hangup reason="rejected"/></Response>'
     assert Call.objects.get().state == "hangup-bot"
@@ -452,12 +569,22 @@ def test_replayed_delivery_changes_nothing(client: Client, configure: Any) -> No
 @pytest.mark.django_db
 def test_unsigned_or_forged_delivery_is_refused(client: Client, configure: Any) -> None:
     _Line(configure, inboundPolicy="open")
-    params = {"CallUUID": CALL_UUID, "CallStatus": "ringing", "Event": "StartApp",
-              "Direction": "inbound", "From": "15550001111", "To": "15550100000"}
-    unsigned = client.post("/voice/webhook", urlencode(params),
-                           content_type="application/x-www-form-urlencoded")
-    forged = client.post("/voice/webhook", urlencode(params),
-                         content_type="application/x-www-form-urlencoded",
-                         headers=signed_v3("AAAA", "1"))
+    params = {
+        "CallUUID": CALL_UUID,
+        "CallStatus": "ringing",
+        "Event": "StartApp",
+        "Direction": "inbound",
+        "From": "15550001111",
+        "To": "15550100000",
+    }
+    unsigned = client.post(
+        "/voice/webhook", urlencode(params), content_type="application/x-www-form-urlencoded"
+    )
+    forged = client.post(
+        "/voice/webhook",
+        urlencode(params),
+        content_type="application/x-www-form-urlencoded",
+        headers=signed_v3("AAAA", "1"),
+    )
     assert (unsigned.status_code, forged.status_code) == (401, 401)
     assert not Call.objects.exists()

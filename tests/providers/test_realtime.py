@@ -1,5 +1,6 @@
 """OpenAI realtime voice against a real loopback websocket server acting as the Realtime API
 (no network beyond 127.0.0.1)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,12 @@ from providers.errors import ProviderNotConfigured, ProviderUnavailable
 from providers.realtime import END_CALL_TOOL, build_realtime
 from providers.realtime.openai import OpenAiRealtime, realtime_url
 
-LOOKUP_TOOL = {"type": "function", "name": "lookup", "description": "Look something up.",
-               "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}
+LOOKUP_TOOL = {
+    "type": "function",
+    "name": "lookup",
+    "description": "Look something up.",
+    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+}
 
 
 class Recorder:
@@ -117,8 +122,7 @@ class FakeRealtime:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeRealtime]:
     fake = FakeRealtime()
-    async with serve(fake.handler, "127.0.0.1", 0,
-                     process_request=fake.process_request) as server:
+    async with serve(fake.handler, "127.0.0.1", 0, process_request=fake.process_request) as server:
         fake.port = server.sockets[0].getsockname()[1]
         yield fake
 
@@ -130,8 +134,9 @@ async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
 
 
 def make(fake: FakeRealtime, rec: Recorder, **kwargs: Any) -> OpenAiRealtime:
-    return OpenAiRealtime(api_key="sk-test", handler=rec,
-                          base_url=f"http://127.0.0.1:{fake.port}", **kwargs)
+    return OpenAiRealtime(
+        api_key="sk-test", handler=rec, base_url=f"http://127.0.0.1:{fake.port}", **kwargs
+    )
 
 
 @pytest.fixture
@@ -152,12 +157,24 @@ async def live(fake: FakeRealtime) -> AsyncIterator[tuple[OpenAiRealtime, Record
 
 
 async def test_session_update_headers_and_greeting(fake: FakeRealtime) -> None:
-    settings = {"enabled": True, "provider": "openai", "providers": {"openai": {
-        "apiKey": "sk-abc", "model": "gpt-realtime-mini", "voice": "marin",
-        "baseUrl": f"http://127.0.0.1:{fake.port}/v1"}}}
+    settings = {
+        "enabled": True,
+        "provider": "openai",
+        "providers": {
+            "openai": {
+                "apiKey": "sk-abc",
+                "model": "gpt-realtime-mini",
+                "voice": "marin",
+                "baseUrl": f"http://127.0.0.1:{fake.port}/v1",
+            }
+        },
+    }
     session = build_realtime(settings, Recorder())
-    await session.connect(instructions="You are the front desk.", greeting="Hi, this is Ada.",
-                          tools=[LOOKUP_TOOL, END_CALL_TOOL])
+    await session.connect(
+        instructions="You are the front desk.",
+        greeting="Hi, this is Ada.",
+        tools=[LOOKUP_TOOL, END_CALL_TOOL],
+    )
     try:
         conn = await fake.accept()
         request = conn.ws.request
@@ -177,9 +194,13 @@ async def test_session_update_headers_and_greeting(fake: FakeRealtime) -> None:
                         "format": {"type": "audio/pcmu"},
                         "transcription": {"model": "gpt-4o-transcribe"},
                         "turn_detection": {
-                            "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                            "silence_duration_ms": 500, "create_response": True,
-                            "interrupt_response": False},
+                            "type": "server_vad",
+                            "threshold": 0.5,
+                            "prefix_padding_ms": 300,
+                            "silence_duration_ms": 500,
+                            "create_response": True,
+                            "interrupt_response": False,
+                        },
                     },
                     "output": {"format": {"type": "audio/pcmu"}, "voice": "marin"},
                 },
@@ -187,16 +208,24 @@ async def test_session_update_headers_and_greeting(fake: FakeRealtime) -> None:
                 "tool_choice": "auto",
             },
         }
-        assert await conn.next() == {"type": "response.create", "response": {"instructions": (
-            "You are the front desk.\n\nStart the call by greeting the caller naturally. "
-            "Include this greeting: Hi, this is Ada.")}}
+        assert await conn.next() == {
+            "type": "response.create",
+            "response": {
+                "instructions": (
+                    "You are the front desk.\n\nStart the call by greeting the caller naturally. "
+                    "Include this greeting: Hi, this is Ada."
+                )
+            },
+        }
     finally:
         await session.close()
 
 
 async def test_defaults_and_no_greeting(fake: FakeRealtime) -> None:
-    session = build_realtime({"providers": {"openai": {
-        "apiKey": "sk-x", "baseUrl": f"http://127.0.0.1:{fake.port}"}}}, Recorder())
+    session = build_realtime(
+        {"providers": {"openai": {"apiKey": "sk-x", "baseUrl": f"http://127.0.0.1:{fake.port}"}}},
+        Recorder(),
+    )
     assert isinstance(session, OpenAiRealtime)
     await session.connect(instructions="", greeting=None, tools=[])
     try:
@@ -213,10 +242,20 @@ async def test_defaults_and_no_greeting(fake: FakeRealtime) -> None:
 
 
 async def test_vad_settings_and_duplicate_tools(fake: FakeRealtime) -> None:
-    session = build_realtime({"providers": {"openai": {
-        "apiKey": "sk-x", "baseUrl": f"http://127.0.0.1:{fake.port}",
-        "vadThreshold": "0.8", "silenceDurationMs": 700,
-        "transcriptionModel": "gpt-4o-mini-transcribe"}}}, Recorder())
+    session = build_realtime(
+        {
+            "providers": {
+                "openai": {
+                    "apiKey": "sk-x",
+                    "baseUrl": f"http://127.0.0.1:{fake.port}",
+                    "vadThreshold": "0.8",
+                    "silenceDurationMs": 700,
+                    "transcriptionModel": "gpt-4o-mini-transcribe",
+                }
+            }
+        },
+        Recorder(),
+    )
     mine = {**END_CALL_TOOL, "description": "custom"}
     await session.connect(instructions="x", greeting=None, tools=[mine, END_CALL_TOOL])
     try:
@@ -231,16 +270,21 @@ async def test_vad_settings_and_duplicate_tools(fake: FakeRealtime) -> None:
 
 def test_end_call_tool_definition() -> None:
     assert END_CALL_TOOL == {
-        "type": "function", "name": "end_call",
+        "type": "function",
+        "name": "end_call",
         "description": "Hang up the call when the conversation is over.",
-        "parameters": {"type": "object", "properties": {"reason": {"type": "string"}}}}
+        "parameters": {"type": "object", "properties": {"reason": {"type": "string"}}},
+    }
 
 
-@pytest.mark.parametrize(("base", "url"), [
-    (None, "wss://api.openai.com/v1/realtime?model=gpt-realtime"),
-    ("https://proxy.example/openai/v1/", "wss://proxy.example/openai/v1/realtime?model=m%2F1"),
-    ("ws://127.0.0.1:9", "ws://127.0.0.1:9/v1/realtime?model=gpt-realtime"),
-])
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        (None, "wss://api.openai.com/v1/realtime?model=gpt-realtime"),
+        ("https://proxy.example/openai/v1/", "wss://proxy.example/openai/v1/realtime?model=m%2F1"),
+        ("ws://127.0.0.1:9", "ws://127.0.0.1:9/v1/realtime?model=gpt-realtime"),
+    ],
+)
 def test_realtime_url(base: str | None, url: str) -> None:
     model = "m/1" if "proxy" in url else "gpt-realtime"
     assert realtime_url(base, model) == url
@@ -249,8 +293,9 @@ def test_realtime_url(base: str | None, url: str) -> None:
 # -- configuration errors ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings", [
-    {}, {"providers": {"openai": {"apiKey": "  "}}}, {"providers": {"openai": None}}])
+@pytest.mark.parametrize(
+    "settings", [{}, {"providers": {"openai": {"apiKey": "  "}}}, {"providers": {"openai": None}}]
+)
 def test_missing_api_key(settings: dict[str, Any]) -> None:
     with pytest.raises(ProviderNotConfigured, match=r"realtime\.providers\.openai\.apiKey"):
         build_realtime(settings, Recorder())
@@ -258,14 +303,14 @@ def test_missing_api_key(settings: dict[str, Any]) -> None:
 
 def test_unknown_provider() -> None:
     with pytest.raises(ProviderNotConfigured, match=r'realtime\.provider "google"'):
-        build_realtime({"provider": "google", "providers": {"google": {"apiKey": "k"}}},
-                       Recorder())
+        build_realtime({"provider": "google", "providers": {"google": {"apiKey": "k"}}}, Recorder())
 
 
 def test_bad_number() -> None:
     with pytest.raises(ProviderNotConfigured, match=r"realtime\.providers\.openai\.vadThreshold"):
-        build_realtime({"providers": {"openai": {"apiKey": "k", "vadThreshold": "loud"}}},
-                       Recorder())
+        build_realtime(
+            {"providers": {"openai": {"apiKey": "k", "vadThreshold": "loud"}}}, Recorder()
+        )
 
 
 async def test_rejected_handshake_is_unavailable(fake: FakeRealtime) -> None:
@@ -317,10 +362,17 @@ async def test_audio_drops_when_full_or_not_connected(fake: FakeRealtime) -> Non
 # -- model audio and barge-in -----------------------------------------------------------
 
 
-def delta(audio: bytes, response_id: str = "resp_1",
-          kind: str = "response.output_audio.delta") -> dict[str, Any]:
-    return {"type": kind, "response_id": response_id, "item_id": "item_1",
-            "output_index": 0, "content_index": 0, "delta": base64.b64encode(audio).decode()}
+def delta(
+    audio: bytes, response_id: str = "resp_1", kind: str = "response.output_audio.delta"
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "response_id": response_id,
+        "item_id": "item_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": base64.b64encode(audio).decode(),
+    }
 
 
 def created(response_id: str) -> dict[str, Any]:
@@ -331,8 +383,11 @@ def done(response_id: str) -> dict[str, Any]:
     return {"type": "response.done", "response": {"id": response_id, "status": "completed"}}
 
 
-SPEECH_STARTED = {"type": "input_audio_buffer.speech_started", "audio_start_ms": 10,
-                  "item_id": "item_u"}
+SPEECH_STARTED = {
+    "type": "input_audio_buffer.speech_started",
+    "audio_start_ms": 10,
+    "item_id": "item_u",
+}
 
 
 async def test_audio_deltas_reach_on_audio(live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
@@ -345,7 +400,8 @@ async def test_audio_deltas_reach_on_audio(live: tuple[OpenAiRealtime, Recorder,
 
 
 async def test_barge_in_clears_and_cancels_active_response(
-        live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
     session, rec, conn = live
     await conn.send(created("resp_1"))
     await conn.send(delta(b"\x01"))
@@ -368,7 +424,8 @@ async def test_barge_in_clears_and_cancels_active_response(
 
 
 async def test_barge_in_after_response_done_clears_without_cancel(
-        live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
     session, rec, conn = live
     await conn.send(created("resp_1"))
     await conn.send(done("resp_1"))
@@ -379,16 +436,31 @@ async def test_barge_in_after_response_done_clears_without_cancel(
 
 
 async def test_error_for_our_cancel_is_not_reported(
-        live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
     _, rec, conn = live
     await conn.send(created("resp_1"))
     await conn.send(SPEECH_STARTED)
     cancel = await conn.next_non_audio()
-    await conn.send({"type": "error", "event_id": "ev_1", "error": {
-        "type": "invalid_request_error", "code": "response_cancel_not_active",
-        "message": "no active response", "event_id": cancel["event_id"]}})
-    await conn.send({"type": "error", "event_id": "ev_2", "error": {
-        "type": "server_error", "message": "The server had an error"}})
+    await conn.send(
+        {
+            "type": "error",
+            "event_id": "ev_1",
+            "error": {
+                "type": "invalid_request_error",
+                "code": "response_cancel_not_active",
+                "message": "no active response",
+                "event_id": cancel["event_id"],
+            },
+        }
+    )
+    await conn.send(
+        {
+            "type": "error",
+            "event_id": "ev_2",
+            "error": {"type": "server_error", "message": "The server had an error"},
+        }
+    )
     await until(lambda: bool(rec.errors))
     assert rec.errors == ["OpenAI realtime error: The server had an error"]
 
@@ -398,13 +470,32 @@ async def test_error_for_our_cancel_is_not_reported(
 
 async def test_transcripts(live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
     _, rec, conn = live
-    await conn.send({"type": "conversation.item.input_audio_transcription.completed",
-                     "item_id": "item_u", "content_index": 0, "transcript": " I need help. "})
-    await conn.send({"type": "conversation.item.input_audio_transcription.completed",
-                     "item_id": "item_v", "content_index": 0, "transcript": "  "})
-    await conn.send({"type": "response.output_audio_transcript.done", "response_id": "r",
-                     "item_id": "i", "output_index": 0, "content_index": 0,
-                     "transcript": "Sure, what with?"})
+    await conn.send(
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "item_u",
+            "content_index": 0,
+            "transcript": " I need help. ",
+        }
+    )
+    await conn.send(
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "item_v",
+            "content_index": 0,
+            "transcript": "  ",
+        }
+    )
+    await conn.send(
+        {
+            "type": "response.output_audio_transcript.done",
+            "response_id": "r",
+            "item_id": "i",
+            "output_index": 0,
+            "content_index": 0,
+            "transcript": "Sure, what with?",
+        }
+    )
     await conn.send({"type": "response.audio_transcript.done", "transcript": "Beta name."})
     await until(lambda: len(rec.assistant) == 2)
     assert rec.user == ["I need help."]
@@ -415,9 +506,15 @@ async def test_transcripts(live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
 
 
 def function_call(name: str, arguments: str, call_id: str = "call_1") -> dict[str, Any]:
-    return {"type": "response.function_call_arguments.done", "response_id": "resp_1",
-            "item_id": "item_f", "output_index": 0, "call_id": call_id, "name": name,
-            "arguments": arguments}
+    return {
+        "type": "response.function_call_arguments.done",
+        "response_id": "resp_1",
+        "item_id": "item_f",
+        "output_index": 0,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
 
 
 async def test_function_call_round_trip(live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
@@ -431,8 +528,10 @@ async def test_function_call_round_trip(live: tuple[OpenAiRealtime, Recorder, Co
     # Audio keeps flowing while the tool runs, and nothing is answered before it returns.
     await conn.expect_nothing_but(session, b"\x06")
     rec.tool_gate.set()
-    assert await conn.next_non_audio() == {"type": "conversation.item.create", "item": {
-        "type": "function_call_output", "call_id": "call_1", "output": '{"answer": 42}'}}
+    assert await conn.next_non_audio() == {
+        "type": "conversation.item.create",
+        "item": {"type": "function_call_output", "call_id": "call_1", "output": '{"answer": 42}'},
+    }
     # The follow-up response waits for the calling response to finish.
     await conn.expect_nothing_but(session, b"\x07")
     await conn.send(done("resp_1"))
@@ -440,7 +539,8 @@ async def test_function_call_round_trip(live: tuple[OpenAiRealtime, Recorder, Co
 
 
 async def test_function_call_failure_goes_back_to_model(
-        live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
     _, rec, conn = live
     rec.tool_error = RuntimeError("db down")
     await conn.send(function_call("lookup", "{}"))
@@ -451,7 +551,8 @@ async def test_function_call_failure_goes_back_to_model(
 
 
 async def test_function_call_with_bad_arguments_skips_handler(
-        live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
     _, rec, conn = live
     await conn.send(function_call("end_call", "{not json", call_id="call_9"))
     item = await conn.next_non_audio()
@@ -461,7 +562,8 @@ async def test_function_call_with_bad_arguments_skips_handler(
 
 
 async def test_parallel_calls_ask_for_one_response(
-        live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
     session, rec, conn = live
     rec.tool_gate.clear()
     await conn.send(function_call("lookup", '{"q": "a"}', call_id="call_a"))
@@ -495,8 +597,13 @@ async def test_end_call_closing_the_session_inside_the_tool(fake: FakeRealtime) 
 
 async def test_error_event(live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
     _, rec, conn = live
-    await conn.send({"type": "error", "event_id": "ev", "error": {
-        "type": "invalid_request_error", "message": "Invalid value: 'audio/xyz'"}})
+    await conn.send(
+        {
+            "type": "error",
+            "event_id": "ev",
+            "error": {"type": "invalid_request_error", "message": "Invalid value: 'audio/xyz'"},
+        }
+    )
     await until(lambda: bool(rec.errors))
     assert rec.errors == ["OpenAI realtime error: Invalid value: 'audio/xyz'"]
     assert rec.closed == 0
@@ -513,7 +620,8 @@ async def test_server_close_reports_closed(live: tuple[OpenAiRealtime, Recorder,
 
 
 async def test_server_error_close_reports_error_then_closed(
-        live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
     _, rec, conn = live
     await conn.ws.close(1011, "internal error")
     await until(lambda: rec.closed == 1)
@@ -537,8 +645,7 @@ async def test_our_close_is_quiet_and_idempotent(fake: FakeRealtime) -> None:
 
 async def test_close_during_connect(fake: FakeRealtime) -> None:
     session = make(fake, Recorder())
-    connecting = asyncio.create_task(
-        session.connect(instructions="x", greeting=None, tools=[]))
+    connecting = asyncio.create_task(session.connect(instructions="x", greeting=None, tools=[]))
     await asyncio.sleep(0)  # connect() is now waiting for the handshake
     await session.close()
     with pytest.raises(ProviderUnavailable, match="closed while connecting"):

@@ -5,6 +5,7 @@ docs/plugin-behaviour.md, "Auto-response".
 History is sent as chat turns: the caller's lines as `user` messages, ours as `assistant`
 messages in the spoken-output JSON shape; the system prompt carries no transcript.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,22 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def completion(content: str | None) -> httpx.Response:
-    return httpx.Response(200, json={
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}]})
+    return httpx.Response(
+        200,
+        json={
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+        },
+    )
 
 
 class FakeLLM:
@@ -54,27 +67,38 @@ def llm() -> FakeLLM:
     return FakeLLM()
 
 
-def responder(llm: FakeLLM, *, model: str = "openai/gpt-4o-mini", api_key: str = "sk-test",
-              base_url: str | None = None) -> Responder:
-    return Responder(model=model, api_key=api_key, base_url=base_url, timeout_s=5,
-                     http=httpx.Client(transport=httpx.MockTransport(llm)))
+def responder(
+    llm: FakeLLM,
+    *,
+    model: str = "openai/gpt-4o-mini",
+    api_key: str = "sk-test",
+    base_url: str | None = None,
+) -> Responder:
+    return Responder(
+        model=model,
+        api_key=api_key,
+        base_url=base_url,
+        timeout_s=5,
+        http=httpx.Client(transport=httpx.MockTransport(llm)),
+    )
 
 
 def ask(llm: FakeLLM, **kwargs: Any) -> str:
-    return responder(llm, **kwargs).reply(system_prompt="be brief", history=[],
-                                          utterance="hello?")
+    return responder(llm, **kwargs).reply(system_prompt="be brief", history=[], utterance="hello?")
 
 
 # --- the request -------------------------------------------------------------------------
 
-def test_the_request_carries_the_model_prompt_history_turns_and_the_utterance(
-        llm: FakeLLM) -> None:
-    history = [("bot", "Hello! How can I help you today?"), ("user", "Is the shop open?"),
-               ("bot", "Yes, until six.")]
+
+def test_the_request_carries_the_model_prompt_history_turns_and_the_utterance(llm: FakeLLM) -> None:
+    history = [
+        ("bot", "Hello! How can I help you today?"),
+        ("user", "Is the shop open?"),
+        ("bot", "Yes, until six."),
+    ]
     prompt = build_system_prompt(custom=None, caller="+15550001111", history=history)
 
-    text = responder(llm).reply(system_prompt=prompt, history=history,
-                                utterance="And on Sunday?")
+    text = responder(llm).reply(system_prompt=prompt, history=history, utterance="And on Sunday?")
 
     assert text == "Sure, happy to help."
     request = llm.requests[0]
@@ -103,8 +127,9 @@ def test_the_generated_prompt_names_the_caller_and_ends_with_the_spoken_contract
 
 
 def test_a_custom_prompt_replaces_the_generated_one_but_keeps_the_contract() -> None:
-    prompt = build_system_prompt(custom="You are Ada, Acme's receptionist.",
-                                 caller="+15550001111", history=[("user", "hi")])
+    prompt = build_system_prompt(
+        custom="You are Ada, Acme's receptionist.", caller="+15550001111", history=[("user", "hi")]
+    )
 
     assert prompt.startswith("You are Ada, Acme's receptionist.")
     assert "voice assistant on a phone call" not in prompt
@@ -125,11 +150,14 @@ def test_the_model_keeps_everything_after_the_first_slash(llm: FakeLLM) -> None:
     assert llm.body()["model"] == "meta-llama/llama-3.1-8b"
 
 
-@pytest.mark.parametrize(("model", "expected"), [
-    ("openai/gpt-4o-mini", ("openai", "gpt-4o-mini")),
-    ("gpt-4o-mini", ("openai", "gpt-4o-mini")),
-    ("OpenAI/gpt-4o", ("openai", "gpt-4o")),
-])
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("openai/gpt-4o-mini", ("openai", "gpt-4o-mini")),
+        ("gpt-4o-mini", ("openai", "gpt-4o-mini")),
+        ("OpenAI/gpt-4o", ("openai", "gpt-4o")),
+    ],
+)
 def test_split_model(model: str, expected: tuple[str, str]) -> None:
     assert split_model(model) == expected
 
@@ -147,11 +175,14 @@ def test_a_missing_api_key_is_refused(llm: FakeLLM) -> None:
 
 # --- errors ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("status", "retryable"), [(500, True), (503, True), (429, True),
-                                                   (401, False), (400, False)])
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(500, True), (503, True), (429, True), (401, False), (400, False)]
+)
 def test_an_http_error_is_a_provider_error(llm: FakeLLM, status: int, retryable: bool) -> None:
     llm.respond = lambda request: httpx.Response(
-        status, json={"error": {"message": "nope", "type": "server_error"}})
+        status, json={"error": {"message": "nope", "type": "server_error"}}
+    )
 
     with pytest.raises(ProviderError) as caught:
         ask(llm)
@@ -200,26 +231,30 @@ def test_the_reply_is_extracted(llm: FakeLLM) -> None:
 
 # --- extraction (docs/plugin-behaviour.md, "Auto-response") ------------------------------
 
-@pytest.mark.parametrize(("text", "expected"), [
-    # the whole text is JSON
-    ('{"spoken":"Hello there."}', "Hello there."),
-    ('  {"spoken": "Hi!", "mood": "happy"}  ', "Hi!"),
-    # an empty spoken string is silence
-    ('{"spoken":""}', ""),
-    ('{"spoken":"   "}', ""),
-    # a fenced json block
-    ('Sure.\n```json\n{"spoken": "From the fence."}\n```\nDone.', "From the fence."),
-    ('```\n{"spoken": "Untagged fence."}\n```', "Untagged fence."),
-    # first { to last }
-    ('I will answer now. {"spoken": "Between braces."} Hope that helps.', "Between braces."),
-    ('Planning... {"spoken": "Nested {braces} ok."}', "Nested {braces} ok."),
-    # the inline "spoken":"…" field when nothing parses as JSON
-    ('{"spoken": "Regex wins.", broken json', "Regex wins."),
-    ('spoken field: "spoken":"Escaped \\"quote\\" here" trailing', 'Escaped "quote" here'),
-    ('{"spoken": "Cut off by the token lim', "Cut off by the token lim"),
-    # whitespace collapsed
-    ('{"spoken":"  one\\n\\n two\\tthree  "}', "one two three"),
-])
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the whole text is JSON
+        ('{"spoken":"Hello there."}', "Hello there."),
+        ('  {"spoken": "Hi!", "mood": "happy"}  ', "Hi!"),
+        # an empty spoken string is silence
+        ('{"spoken":""}', ""),
+        ('{"spoken":"   "}', ""),
+        # a fenced json block
+        ('Sure.\n```json\n{"spoken": "From the fence."}\n```\nDone.', "From the fence."),
+        ('```\n{"spoken": "Untagged fence."}\n```', "Untagged fence."),
+        # first { to last }
+        ('I will answer now. {"spoken": "Between braces."} Hope that helps.', "Between braces."),
+        ('Planning... {"spoken": "Nested {braces} ok."}', "Nested {braces} ok."),
+        # the inline "spoken":"…" field when nothing parses as JSON
+        ('{"spoken": "Regex wins.", broken json', "Regex wins."),
+        ('spoken field: "spoken":"Escaped \\"quote\\" here" trailing', 'Escaped "quote" here'),
+        ('{"spoken": "Cut off by the token lim', "Cut off by the token lim"),
+        # whitespace collapsed
+        ('{"spoken":"  one\\n\\n two\\tthree  "}', "one two three"),
+    ],
+)
 def test_spoken_json_is_found(text: str, expected: str) -> None:
     assert extract_spoken(text) == expected
 
@@ -230,29 +265,35 @@ def test_json_without_a_string_spoken_falls_back_to_the_next_rule() -> None:
     assert extract_spoken(text) == "this one"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Hello, how can I help?", "Hello, how can I help?"),
-    ("  Line one\n  line two  ", "Line one line two"),
-    ("First paragraph.\n\nSecond paragraph.", "First paragraph. Second paragraph."),
-    # code fences are removed
-    ("Sure thing.\n```python\nprint('x')\n```\nAnything else?", "Sure thing. Anything else?"),
-    ("", ""),
-    ("```\nonly code\n```", ""),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello, how can I help?", "Hello, how can I help?"),
+        ("  Line one\n  line two  ", "Line one line two"),
+        ("First paragraph.\n\nSecond paragraph.", "First paragraph. Second paragraph."),
+        # code fences are removed
+        ("Sure thing.\n```python\nprint('x')\n```\nAnything else?", "Sure thing. Anything else?"),
+        ("", ""),
+        ("```\nonly code\n```", ""),
+    ],
+)
 def test_plain_text_is_spoken_as_is(text: str, expected: str) -> None:
     assert extract_spoken(text) == expected
 
 
-@pytest.mark.parametrize("meta", [
-    "Thinking Process: the caller greeted me.",
-    "Reasoning: they want the hours.",
-    "Analysis: a simple question.",
-    "The user asked about hours, so I should answer briefly.",
-    "The user is greeting me; I need to greet back.",
-    "The user wants a table. I will book it.",
-    "I'll keep the conversation flowing with a question.",
-    "This is a natural continuation of the conversation.",
-])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "Thinking Process: the caller greeted me.",
+        "Reasoning: they want the hours.",
+        "Analysis: a simple question.",
+        "The user asked about hours, so I should answer briefly.",
+        "The user is greeting me; I need to greet back.",
+        "The user wants a table. I will book it.",
+        "I'll keep the conversation flowing with a question.",
+        "This is a natural continuation of the conversation.",
+    ],
+)
 def test_leading_meta_paragraphs_are_dropped(meta: str) -> None:
     assert extract_spoken(f"{meta}\n\nWe open at nine.") == "We open at nine."
 

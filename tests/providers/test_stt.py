@@ -1,4 +1,5 @@
 """OpenAI realtime STT against a real loopback websocket server (no network beyond 127.0.0.1)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -111,14 +112,24 @@ async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
 
 
 def session(fake: FakeRealtime, rec: Recorder, **kwargs: Any) -> OpenAiRealtimeStt:
-    return OpenAiRealtimeStt(api_key="sk-test", callbacks=rec,
-                             base_url=f"http://127.0.0.1:{fake.port}", **kwargs)
+    return OpenAiRealtimeStt(
+        api_key="sk-test", callbacks=rec, base_url=f"http://127.0.0.1:{fake.port}", **kwargs
+    )
 
 
 async def test_open_sends_session_update_with_headers_and_config(fake: FakeRealtime) -> None:
-    settings = {"provider": "openai", "providers": {"openai": {
-        "apiKey": "sk-abc", "model": "gpt-4o-mini-transcribe", "silenceDurationMs": 600,
-        "vadThreshold": 0.7, "baseUrl": f"http://127.0.0.1:{fake.port}"}}}
+    settings = {
+        "provider": "openai",
+        "providers": {
+            "openai": {
+                "apiKey": "sk-abc",
+                "model": "gpt-4o-mini-transcribe",
+                "silenceDurationMs": 600,
+                "vadThreshold": 0.7,
+                "baseUrl": f"http://127.0.0.1:{fake.port}",
+            }
+        },
+    }
     stt = build_stt(settings, Recorder())
     await stt.connect()
     try:
@@ -133,8 +144,12 @@ async def test_open_sends_session_update_with_headers_and_config(fake: FakeRealt
             "session": {
                 "input_audio_format": "g711_ulaw",
                 "input_audio_transcription": {"model": "gpt-4o-mini-transcribe"},
-                "turn_detection": {"type": "server_vad", "threshold": 0.7,
-                                   "prefix_padding_ms": 300, "silence_duration_ms": 600},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": 0.7,
+                    "prefix_padding_ms": 300,
+                    "silence_duration_ms": 600,
+                },
             },
         }
         assert stt.connected
@@ -149,8 +164,11 @@ async def test_defaults_from_reference(fake: FakeRealtime) -> None:
         update = await (await fake.accept()).next()
         assert update["session"]["input_audio_transcription"] == {"model": "gpt-4o-transcribe"}
         assert update["session"]["turn_detection"] == {
-            "type": "server_vad", "threshold": 0.5,
-            "prefix_padding_ms": 300, "silence_duration_ms": 800}
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": 800,
+        }
     finally:
         await stt.close()
 
@@ -181,11 +199,13 @@ async def test_server_events_reach_the_callbacks(fake: FakeRealtime) -> None:
         await conn.send({"type": SPEECH_STARTED, "audio_start_ms": 0, "item_id": "a"})
         await conn.send({"type": DELTA, "item_id": "a", "content_index": 0, "delta": "Hel"})
         await conn.send({"type": DELTA, "item_id": "a", "content_index": 0, "delta": "lo there"})
-        await conn.send({"type": COMPLETED, "item_id": "a", "content_index": 0,
-                         "transcript": "Hello there."})
+        await conn.send(
+            {"type": COMPLETED, "item_id": "a", "content_index": 0, "transcript": "Hello there."}
+        )
         await conn.send({"type": DELTA, "item_id": "b", "content_index": 0, "delta": "Bye"})
-        await conn.send({"type": "error", "error": {"type": "invalid_request_error",
-                                                    "message": "bad audio"}})
+        await conn.send(
+            {"type": "error", "error": {"type": "invalid_request_error", "message": "bad audio"}}
+        )
         await until(lambda: bool(rec.errors))
         assert rec.speech_starts == 1
         # Partials accumulate per item and start fresh after the final.
@@ -298,8 +318,9 @@ async def test_a_full_queue_drops_instead_of_blocking(fake: FakeRealtime) -> Non
 async def test_connect_failure_raises_provider_unavailable() -> None:
     async with serve(lambda ws: None, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
-    stt = OpenAiRealtimeStt(api_key="sk", callbacks=Recorder(),
-                            base_url=f"http://127.0.0.1:{port}", connect_timeout_s=1)
+    stt = OpenAiRealtimeStt(
+        api_key="sk", callbacks=Recorder(), base_url=f"http://127.0.0.1:{port}", connect_timeout_s=1
+    )
     with pytest.raises(ProviderUnavailable, match="STT connection failed"):
         await stt.connect()
     assert not stt.connected
@@ -311,8 +332,9 @@ async def test_rejected_handshake_raises_provider_unavailable() -> None:
 
     async with serve(lambda ws: None, "127.0.0.1", 0, process_request=unauthorized) as server:
         port = server.sockets[0].getsockname()[1]
-        stt = OpenAiRealtimeStt(api_key="bad", callbacks=Recorder(),
-                                base_url=f"http://127.0.0.1:{port}")
+        stt = OpenAiRealtimeStt(
+            api_key="bad", callbacks=Recorder(), base_url=f"http://127.0.0.1:{port}"
+        )
         with pytest.raises(ProviderUnavailable, match="STT connection failed: .*401"):
             await stt.connect()
 
@@ -326,11 +348,9 @@ def test_missing_api_key_names_the_key() -> None:
 
 def test_unknown_provider_and_bad_numbers_are_not_configured() -> None:
     with pytest.raises(ProviderNotConfigured, match='"deepgram"'):
-        build_stt({"provider": "deepgram", "providers": {"deepgram": {"apiKey": "k"}}},
-                  Recorder())
+        build_stt({"provider": "deepgram", "providers": {"deepgram": {"apiKey": "k"}}}, Recorder())
     with pytest.raises(ProviderNotConfigured, match="vadThreshold"):
-        build_stt({"providers": {"openai": {"apiKey": "k", "vadThreshold": "loud"}}},
-                  Recorder())
+        build_stt({"providers": {"openai": {"apiKey": "k", "vadThreshold": "loud"}}}, Recorder())
 
 
 def test_build_stt_defaults_to_openai() -> None:
@@ -339,11 +359,17 @@ def test_build_stt_defaults_to_openai() -> None:
     assert stt.url == "wss://api.openai.com/v1/realtime?intent=transcription"
 
 
-@pytest.mark.parametrize(("base", "url"), [
-    (None, "wss://api.openai.com/v1/realtime?intent=transcription"),
-    ("https://api.openai.com/v1/", "wss://api.openai.com/v1/realtime?intent=transcription"),
-    ("http://localhost:8080/proxy", "ws://localhost:8080/proxy/v1/realtime?intent=transcription"),
-    ("wss://gw.example", "wss://gw.example/v1/realtime?intent=transcription"),
-])
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        (None, "wss://api.openai.com/v1/realtime?intent=transcription"),
+        ("https://api.openai.com/v1/", "wss://api.openai.com/v1/realtime?intent=transcription"),
+        (
+            "http://localhost:8080/proxy",
+            "ws://localhost:8080/proxy/v1/realtime?intent=transcription",
+        ),
+        ("wss://gw.example", "wss://gw.example/v1/realtime?intent=transcription"),
+    ],
+)
 def test_realtime_url(base: str | None, url: str) -> None:
     assert realtime_url(base) == url

@@ -1,4 +1,5 @@
 """Telnyx Call Control REST over httpx.MockTransport: exact bodies, paths, auth, errors, status."""
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,9 @@ from tests.fixtures.telnyx.helpers import (
 CALL_ID = "0b7c8e52-6d0c-4a55-9d43-5c1f00000001"
 TURN = "5f0c6a7e9d2b4c1a8e3f000000000009"
 CALL_PATH = "/v2/calls/v3:TEST-call-control-id-0001"
-TARGET = CallTarget(call_id=CALL_ID, provider_call_id=CALL_CONTROL_ID,
-                    webhook_url=f"{HOOK_URL}?callId={CALL_ID}")
+TARGET = CallTarget(
+    call_id=CALL_ID, provider_call_id=CALL_CONTROL_ID, webhook_url=f"{HOOK_URL}?callId={CALL_ID}"
+)
 TURN_TARGET = CallTarget(call_id=CALL_ID, provider_call_id=CALL_CONTROL_ID, turn_token=TURN)
 
 
@@ -35,10 +37,13 @@ def _b64(text: str) -> str:
 
 
 def _dial(**fields: Any) -> PlaceCall:
-    base: dict[str, Any] = {"call_id": CALL_ID, "to_number": "+14155550100",
-                            "from_number": "+14155550199",
-                            "webhook_url": f"{HOOK_URL}?callId={CALL_ID}",
-                            "mode": "conversation"}
+    base: dict[str, Any] = {
+        "call_id": CALL_ID,
+        "to_number": "+14155550100",
+        "from_number": "+14155550199",
+        "webhook_url": f"{HOOK_URL}?callId={CALL_ID}",
+        "mode": "conversation",
+    }
     return PlaceCall(**{**base, **fields})
 
 
@@ -53,9 +58,18 @@ def _command_ids(carrier: Carrier) -> list[str]:
     return [carrier.json(i)["command_id"] for i in range(len(carrier.requests))]
 
 
-DIALED = httpx.Response(200, json={"data": {
-    "call_control_id": CALL_CONTROL_ID, "call_leg_id": "leg", "call_session_id": "session",
-    "is_alive": False, "record_type": "call"}})
+DIALED = httpx.Response(
+    200,
+    json={
+        "data": {
+            "call_control_id": CALL_CONTROL_ID,
+            "call_leg_id": "leg",
+            "call_session_id": "session",
+            "is_alive": False,
+            "record_type": "call",
+        }
+    },
+)
 
 
 # -- construction ------------------------------------------------------------------------------
@@ -75,8 +89,12 @@ def test_nested_telnyx_block_is_read() -> None:
 def test_registry_builds_the_adapter() -> None:
     built = build_provider("telnyx", settings=settings())
     assert isinstance(built, TelnyxProvider)
-    assert (built.name, built.supports_preconnect_dtmf, built.rejects_in_reply,
-            built.speech_by_fetch) == ("telnyx", True, False, False)
+    assert (
+        built.name,
+        built.supports_preconnect_dtmf,
+        built.rejects_in_reply,
+        built.speech_by_fetch,
+    ) == ("telnyx", True, False, False)
     built.close()
 
 
@@ -91,9 +109,13 @@ def test_place_call_posts_the_dial() -> None:
     body = carrier.json()
     uuid.UUID(body.pop("command_id"))
     assert body == {
-        "connection_id": CONNECTION_ID, "to": "+14155550100", "from": "+14155550199",
-        "webhook_url": f"{HOOK_URL}?callId={CALL_ID}", "webhook_url_method": "POST",
-        "client_state": _b64(CALL_ID), "timeout_secs": 25,
+        "connection_id": CONNECTION_ID,
+        "to": "+14155550100",
+        "from": "+14155550199",
+        "webhook_url": f"{HOOK_URL}?callId={CALL_ID}",
+        "webhook_url_method": "POST",
+        "client_state": _b64(CALL_ID),
+        "timeout_secs": 25,
     }
     assert result.provider_call_id == CALL_CONTROL_ID
     assert (result.message_delivered, result.dtmf_delivered) == (False, False)
@@ -119,8 +141,10 @@ def test_dial_without_call_control_id_is_an_error() -> None:
 
 
 # -- errors --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "retryable"), [(400, False), (401, False), (422, False),
-                                                   (429, True), (500, True), (503, True)])
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(400, False), (401, False), (422, False), (429, True), (500, True), (503, True)],
+)
 def test_api_errors_map_to_provider_error(status: int, retryable: bool) -> None:
     carrier = Carrier(_error(status, "10015", "Invalid value for connection_id"))
     with pytest.raises(ProviderError) as info:
@@ -137,8 +161,7 @@ def test_error_without_json_body_uses_the_text() -> None:
 
 
 def test_error_detail_falls_back_to_title() -> None:
-    carrier = Carrier(httpx.Response(403, json={"errors": [{"code": 10010,
-                                                            "title": "Forbidden"}]}))
+    carrier = Carrier(httpx.Response(403, json={"errors": [{"code": 10010, "title": "Forbidden"}]}))
     with pytest.raises(ProviderError) as info:
         provider(carrier).send_dtmf(TARGET, "1")
     assert str(info.value) == "Telnyx API error: 403 Forbidden"
@@ -167,8 +190,9 @@ def test_hang_up_posts_a_fresh_command_id_each_time() -> None:
     assert carrier.requests[0].headers["authorization"] == f"Bearer {API_KEY}"
 
 
-@pytest.mark.parametrize("answer", [_error(404, None, "Call not found"),
-                                    _error(422, "90018", "Call has already ended")])
+@pytest.mark.parametrize(
+    "answer", [_error(404, None, "Call not found"), _error(422, "90018", "Call has already ended")]
+)
 def test_hang_up_of_a_gone_call_is_not_an_error(answer: httpx.Response) -> None:
     provider(Carrier(answer)).hang_up(TARGET)
 
@@ -193,15 +217,21 @@ def test_play_text_speaks_with_defaults() -> None:
     assert carrier.paths() == [f"{CALL_PATH}/actions/speak"]
     body = carrier.json()
     uuid.UUID(body.pop("command_id"))
-    assert body == {"payload": "Hello there", "voice": "female", "language": "en-US",
-                    "client_state": _b64(CALL_ID)}
+    assert body == {
+        "payload": "Hello there",
+        "voice": "female",
+        "language": "en-US",
+        "client_state": _b64(CALL_ID),
+    }
 
 
 def test_play_text_listening_starts_transcription_for_the_turn() -> None:
     carrier = Carrier()
     provider(carrier).play_text(TURN_TARGET, "What is your name?", listen_after=True)
-    assert carrier.paths() == [f"{CALL_PATH}/actions/speak",
-                               f"{CALL_PATH}/actions/transcription_start"]
+    assert carrier.paths() == [
+        f"{CALL_PATH}/actions/speak",
+        f"{CALL_PATH}/actions/transcription_start",
+    ]
     assert carrier.json(0)["client_state"] == _b64(f"{CALL_ID}:{TURN}")
     body = carrier.json(1)
     uuid.UUID(body.pop("command_id"))
@@ -215,8 +245,10 @@ def test_play_text_listening_starts_transcription_for_the_turn() -> None:
 
 
 def test_play_text_tolerates_transcription_already_running() -> None:
-    carrier = Carrier(httpx.Response(200, json={"data": {"result": "ok"}}),
-                      _error(422, "90055", "Transcription already in progress"))
+    carrier = Carrier(
+        httpx.Response(200, json={"data": {"result": "ok"}}),
+        _error(422, "90055", "Transcription already in progress"),
+    )
     provider(carrier).play_text(TURN_TARGET, "Next?", listen_after=True)
     assert len(carrier.requests) == 2
 
@@ -235,16 +267,26 @@ def test_play_text_refuses_text_over_the_speak_limit() -> None:
     assert carrier.requests == []
 
 
-@pytest.mark.parametrize(("tts", "voice"), [
-    ({"provider": "openai", "providers": {"openai": {"voice": "alloy"}}}, "female"),
-    ({"provider": "polly", "providers": {"polly": {"voice": "AWS.Polly.Joanna-Neural"}}},
-     "AWS.Polly.Joanna-Neural"),
-    ({"provider": "x", "providers": {"x": {"speakerVoice": "Telnyx.KokoroTTS.af",
-                                           "voice": "male"}}}, "Telnyx.KokoroTTS.af"),
-    ({"provider": "x", "providers": {"x": {"voiceId": "Polly.Matthew"}}}, "AWS.Polly.Matthew"),
-    ({"provider": "x", "providers": {"x": {"voice": "Male"}}}, "male"),
-    ({"provider": "missing", "providers": {}}, "female"),
-])
+@pytest.mark.parametrize(
+    ("tts", "voice"),
+    [
+        ({"provider": "openai", "providers": {"openai": {"voice": "alloy"}}}, "female"),
+        (
+            {"provider": "polly", "providers": {"polly": {"voice": "AWS.Polly.Joanna-Neural"}}},
+            "AWS.Polly.Joanna-Neural",
+        ),
+        (
+            {
+                "provider": "x",
+                "providers": {"x": {"speakerVoice": "Telnyx.KokoroTTS.af", "voice": "male"}},
+            },
+            "Telnyx.KokoroTTS.af",
+        ),
+        ({"provider": "x", "providers": {"x": {"voiceId": "Polly.Matthew"}}}, "AWS.Polly.Matthew"),
+        ({"provider": "x", "providers": {"x": {"voice": "Male"}}}, "male"),
+        ({"provider": "missing", "providers": {}}, "female"),
+    ],
+)
 def test_voice_comes_from_the_tts_provider_block(tts: dict[str, Any], voice: str) -> None:
     carrier = Carrier()
     provider(carrier, tts=tts).play_text(TARGET, "Hi", listen_after=False)
@@ -253,8 +295,12 @@ def test_voice_comes_from_the_tts_provider_block(tts: dict[str, Any], voice: str
 
 def test_language_from_the_target() -> None:
     carrier = Carrier()
-    target = CallTarget(call_id=CALL_ID, provider_call_id=CALL_CONTROL_ID, turn_token=TURN,
-                        extra={"language": "de-DE"})
+    target = CallTarget(
+        call_id=CALL_ID,
+        provider_call_id=CALL_CONTROL_ID,
+        turn_token=TURN,
+        extra={"language": "de-DE"},
+    )
     provider(carrier).play_text(target, "Hallo", listen_after=True)
     assert carrier.json(0)["language"] == "de-DE"
     assert carrier.json(1)["transcription_engine_config"]["language"] == "de"
@@ -279,8 +325,10 @@ def test_stop_listening_resets_the_turn_and_never_raises() -> None:
     provider(Carrier(_error(500, None, "boom"))).stop_listening(TURN_TARGET)
 
 
-@pytest.mark.parametrize(("digits", "sent"), [("123#", "123#"), ("1w2W3", "1w2W3"),
-                                              ("1,2p3P4", "1WW2WW3WW4"), ("*9", "*9")])
+@pytest.mark.parametrize(
+    ("digits", "sent"),
+    [("123#", "123#"), ("1w2W3", "1w2W3"), ("1,2p3P4", "1WW2WW3WW4"), ("*9", "*9")],
+)
 def test_send_dtmf_maps_pauses(digits: str, sent: str) -> None:
     carrier = Carrier()
     provider(carrier).send_dtmf(TARGET, digits)
@@ -325,12 +373,21 @@ def test_status_not_alive_is_terminal() -> None:
 def test_status_404_is_not_found() -> None:
     status = _status(_error(404, None, "Call not found"))
     assert (status.status, status.is_terminal, status.end_reason) == (
-        "not-found", True, "completed")
+        "not-found",
+        True,
+        "completed",
+    )
 
 
-@pytest.mark.parametrize("answer", [httpx.Response(200, json={"data": {}}),
-                                    httpx.Response(200, text="not json"),
-                                    _error(500, None, "boom"), _error(429, None, "slow down")])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, json={"data": {}}),
+        httpx.Response(200, text="not json"),
+        _error(500, None, "boom"),
+        _error(429, None, "slow down"),
+    ],
+)
 def test_status_unknown(answer: httpx.Response) -> None:
     status = _status(answer)
     assert (status.is_terminal, status.is_unknown) == (False, True)

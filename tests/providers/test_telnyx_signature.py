@@ -2,6 +2,7 @@
 
 docs/carriers.md, "Telnyx: signatures" and "Test vectors".
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,11 +45,15 @@ def key() -> Ed25519PrivateKey:
 
 
 # -- the SDK-computed vectors (docs/carriers.md, "Test vectors") -------------------------------
-@pytest.mark.parametrize(("body", "public_key", "ts", "sig"), [
-    (K1_BODY, K1_KEY, K1_TS, K1_SIG), (K2_BODY, K2_KEY, K2_TS, K2_SIG)], ids=["K1", "K2"])
+@pytest.mark.parametrize(
+    ("body", "public_key", "ts", "sig"),
+    [(K1_BODY, K1_KEY, K1_TS, K1_SIG), (K2_BODY, K2_KEY, K2_TS, K2_SIG)],
+    ids=["K1", "K2"],
+)
 def test_vectors_verify(body: bytes, public_key: str, ts: str, sig: str) -> None:
     result = provider(publicKey=public_key, now=int(ts) + 10).verify_webhook(
-        webhook(body, signature=sig, timestamp=ts))
+        webhook(body, signature=sig, timestamp=ts)
+    )
     assert result.ok, result.reason
     digest = hashlib.sha256(f"{ts}\n{sig}\n".encode() + body).hexdigest()
     assert result.request_key == f"telnyx:{digest}"
@@ -63,39 +68,46 @@ def test_vector_keys_derive_from_their_seeds() -> None:
 def test_vector_tampered_body_is_an_invalid_signature() -> None:
     body = K1_BODY.replace(b"+14155550100", b"+14155550101")
     result = provider(publicKey=K1_KEY).verify_webhook(
-        webhook(body, signature=K1_SIG, timestamp=K1_TS))
+        webhook(body, signature=K1_SIG, timestamp=K1_TS)
+    )
     assert (result.ok, result.reason) == (False, "Invalid signature")
 
 
 def test_vector_tampered_timestamp_is_an_invalid_signature() -> None:
     result = provider(publicKey=K1_KEY).verify_webhook(
-        webhook(K1_BODY, signature=K1_SIG, timestamp="1751371201"))
+        webhook(K1_BODY, signature=K1_SIG, timestamp="1751371201")
+    )
     assert (result.ok, result.reason) == (False, "Invalid signature")
 
 
 def test_vector_signed_with_another_key_is_invalid() -> None:
     result = provider(publicKey=K2_KEY).verify_webhook(
-        webhook(K1_BODY, signature=K1_SIG, timestamp=K1_TS))
+        webhook(K1_BODY, signature=K1_SIG, timestamp=K1_TS)
+    )
     assert (result.ok, result.reason) == (False, "Invalid signature")
 
 
-@pytest.mark.parametrize(("offset", "ok"), [(300, True), (-300, True), (301, False),
-                                            (-301, False)])
+@pytest.mark.parametrize(("offset", "ok"), [(300, True), (-300, True), (301, False), (-301, False)])
 def test_window_is_300_seconds_either_way(offset: int, ok: bool) -> None:
     result = provider(publicKey=K1_KEY, now=int(K1_TS) + offset).verify_webhook(
-        webhook(K1_BODY, signature=K1_SIG, timestamp=K1_TS))
+        webhook(K1_BODY, signature=K1_SIG, timestamp=K1_TS)
+    )
     assert result.ok is ok
     assert ok or result.reason == "Timestamp too old"
 
 
 # -- key formats, signature encodings ------------------------------------------------------------
-@pytest.mark.parametrize("fmt", [public_key_b64, public_key_der_b64, public_key_pem],
-                         ids=["raw-base64", "der-spki-base64", "pem"])
+@pytest.mark.parametrize(
+    "fmt",
+    [public_key_b64, public_key_der_b64, public_key_pem],
+    ids=["raw-base64", "der-spki-base64", "pem"],
+)
 def test_public_key_formats(key: Ed25519PrivateKey, fmt: object) -> None:
     body = b'{"data":{"event_type":"call.answered"}}'
     ts = str(int(NOW))
     result = provider(publicKey=fmt(key)).verify_webhook(  # type: ignore[operator]
-        webhook(body, signature=sign(key, ts, body), timestamp=ts))
+        webhook(body, signature=sign(key, ts, body), timestamp=ts)
+    )
     assert result.ok, result.reason
 
 
@@ -106,9 +118,11 @@ def test_invalid_public_key_fails_at_startup() -> None:
 
 def test_base64url_signature_is_accepted_with_the_same_request_key() -> None:
     standard = provider(publicKey=K1_KEY).verify_webhook(
-        webhook(K1_BODY, signature=K1_SIG, timestamp=K1_TS))
+        webhook(K1_BODY, signature=K1_SIG, timestamp=K1_TS)
+    )
     urlsafe = provider(publicKey=K1_KEY).verify_webhook(
-        webhook(K1_BODY, signature=_urlsafe(K1_SIG), timestamp=K1_TS))
+        webhook(K1_BODY, signature=_urlsafe(K1_SIG), timestamp=K1_TS)
+    )
     assert "-" in _urlsafe(K1_SIG) or "_" in _urlsafe(K1_SIG)
     assert standard.ok and urlsafe.ok
     assert urlsafe.request_key == standard.request_key
@@ -117,7 +131,8 @@ def test_base64url_signature_is_accepted_with_the_same_request_key() -> None:
 @pytest.mark.parametrize("sig", ["not base64!", base64.b64encode(b"\x00" * 63).decode(), ""])
 def test_malformed_signatures(sig: str) -> None:
     result = provider(publicKey=K1_KEY).verify_webhook(
-        webhook(K1_BODY, signature=sig or None, timestamp=K1_TS))
+        webhook(K1_BODY, signature=sig or None, timestamp=K1_TS)
+    )
     assert not result.ok
     assert result.reason in ("Invalid signature", "Missing signature or timestamp header")
 
@@ -127,40 +142,48 @@ def test_old_timestamp_with_valid_signature_is_too_old(key: Ed25519PrivateKey) -
     ts = str(int(NOW) - 3600)
     body = b'{"data":{"event_type":"call.hangup"}}'
     result = provider(publicKey=public_key_b64(key)).verify_webhook(
-        webhook(body, signature=sign(key, ts, body), timestamp=ts))
+        webhook(body, signature=sign(key, ts, body), timestamp=ts)
+    )
     assert (result.ok, result.reason) == (False, "Timestamp too old")
 
 
 def test_old_timestamp_with_invalid_signature_is_an_invalid_signature(
-        key: Ed25519PrivateKey) -> None:
+    key: Ed25519PrivateKey,
+) -> None:
     ts = str(int(NOW) - 3600)
     body = b'{"data":{"event_type":"call.hangup"}}'
     forged = sign(Ed25519PrivateKey.generate(), ts, body)
     result = provider(publicKey=public_key_b64(key)).verify_webhook(
-        webhook(body, signature=forged, timestamp=ts))
+        webhook(body, signature=forged, timestamp=ts)
+    )
     assert (result.ok, result.reason) == (False, "Invalid signature")
 
 
 # -- headers, missing key, skip mode -----------------------------------------------------------
 def test_missing_public_key_fails_closed() -> None:
     result = provider(publicKey=None).verify_webhook(
-        webhook(K1_BODY, signature=K1_SIG, timestamp=K1_TS))
+        webhook(K1_BODY, signature=K1_SIG, timestamp=K1_TS)
+    )
     assert (result.ok, result.reason) == (
-        False, "Missing telnyx.publicKey (configure to verify webhooks)")
+        False,
+        "Missing telnyx.publicKey (configure to verify webhooks)",
+    )
     assert result.request_key is None
 
 
 @pytest.mark.parametrize(("sig", "ts"), [(None, K1_TS), (K1_SIG, None), (None, None)])
 def test_missing_headers(sig: str | None, ts: str | None) -> None:
-    result = provider(publicKey=K1_KEY).verify_webhook(webhook(K1_BODY, signature=sig,
-                                                               timestamp=ts))
+    result = provider(publicKey=K1_KEY).verify_webhook(
+        webhook(K1_BODY, signature=sig, timestamp=ts)
+    )
     assert (result.ok, result.reason) == (False, "Missing signature or timestamp header")
 
 
 @pytest.mark.parametrize("ts", ["1751371200.5", "abc", "-1751371200", "+1751371200", "1_751"])
 def test_non_integer_timestamp(ts: str) -> None:
     result = provider(publicKey=K1_KEY).verify_webhook(
-        webhook(K1_BODY, signature=K1_SIG, timestamp=ts))
+        webhook(K1_BODY, signature=K1_SIG, timestamp=ts)
+    )
     assert (result.ok, result.reason) == (False, "Invalid timestamp header")
 
 
@@ -182,20 +205,26 @@ def test_signature_headers_drive_the_pre_auth_gate() -> None:
 
 
 # -- the official SDK agrees (only when `telnyx[webhooks]` happens to be installed) -------------
-def test_sdk_accepts_what_we_accept(key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
-                                    ) -> None:
+def test_sdk_accepts_what_we_accept(
+    key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
     verification = pytest.importorskip("telnyx.lib.webhook_verification")
     pytest.importorskip("nacl")
     monkeypatch.setattr(verification.time, "time", lambda: NOW)
     ts = str(int(NOW) - 5)
     body = K1_BODY
-    cases = [(K1_KEY, K1_TS, K1_SIG, K1_BODY),
-             (public_key_b64(key), ts, sign(key, ts, body), body),
-             (public_key_b64(key), ts, sign(key, ts, body), body + b" "),
-             (public_key_b64(key), str(int(NOW) - 400), sign(key, str(int(NOW) - 400), body), body)]
+    cases = [
+        (K1_KEY, K1_TS, K1_SIG, K1_BODY),
+        (public_key_b64(key), ts, sign(key, ts, body), body),
+        (public_key_b64(key), ts, sign(key, ts, body), body + b" "),
+        (public_key_b64(key), str(int(NOW) - 400), sign(key, str(int(NOW) - 400), body), body),
+    ]
     for public_key, stamp, sig, payload in cases:
-        ours = provider(publicKey=public_key).verify_webhook(
-            webhook(payload, signature=sig, timestamp=stamp)).ok
+        ours = (
+            provider(publicKey=public_key)
+            .verify_webhook(webhook(payload, signature=sig, timestamp=stamp))
+            .ok
+        )
         headers = {"Telnyx-Signature-Ed25519": sig, "Telnyx-Timestamp": stamp}
         try:
             verification.verify_webhook_signature(payload, headers, public_key)

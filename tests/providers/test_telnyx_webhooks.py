@@ -1,4 +1,5 @@
 """Telnyx webhook parsing: every event mapping, inbound identity, hangup causes, bad input."""
+
 from __future__ import annotations
 
 import base64
@@ -51,7 +52,10 @@ def test_k1_inbound_initiated_carries_direction_and_numbers() -> None:
     [event] = _parse((FIXTURES / "k1_call_initiated.json").read_bytes())
     assert event.type == EventType.INITIATED
     assert (event.direction, event.from_number, event.to_number) == (
-        "inbound", "+14155550100", "+14155550199")
+        "inbound",
+        "+14155550100",
+        "+14155550199",
+    )
     assert event.call_id is None  # client_state null: the services register the call
     assert event.provider_call_id == CALL_CONTROL_ID
     assert event.id == "0ccc7b54-4df3-4bca-a65a-3da1ecc777f0"
@@ -72,14 +76,29 @@ def test_outbound_initiated_names_our_call() -> None:
 
 
 def test_client_state_with_a_turn_token() -> None:
-    events = _parse(envelope("call.transcription", {
-        "client_state": _b64(f"{CALL_ID}:{TURN}"),
-        "transcription_data": {"transcript": "hi", "is_final": True}}))
+    events = _parse(
+        envelope(
+            "call.transcription",
+            {
+                "client_state": _b64(f"{CALL_ID}:{TURN}"),
+                "transcription_data": {"transcript": "hi", "is_final": True},
+            },
+        )
+    )
     assert (events[0].call_id, events[0].turn_token) == (CALL_ID, TURN)
 
 
-@pytest.mark.parametrize("state", ["%%%not-base64%%%", base64.b64encode(b"\xff\xfe").decode(),
-                                   _b64(""), 42, _b64("has space:tok"), _b64('{"a":1}')])
+@pytest.mark.parametrize(
+    "state",
+    [
+        "%%%not-base64%%%",
+        base64.b64encode(b"\xff\xfe").decode(),
+        _b64(""),
+        42,
+        _b64("has space:tok"),
+        _b64('{"a":1}'),
+    ],
+)
 def test_undecodable_client_state_gives_no_call_id(state: Any) -> None:
     [event] = _parse(envelope("call.answered", {"client_state": state}))
     assert (event.call_id, event.turn_token) == (None, None)
@@ -104,34 +123,61 @@ def test_unreadable_occurred_at_is_dropped(value: Any) -> None:
 
 
 # -- event mappings ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("telnyx", "ours"), [
-    ("call.initiated", EventType.INITIATED), ("call.ringing", EventType.RINGING),
-    ("call.answered", EventType.ANSWERED), ("call.bridged", EventType.ACTIVE),
-    ("call.speak.started", EventType.SPEAKING), ("call.hangup", EventType.ENDED),
-    ("call.dtmf.received", EventType.DTMF), ("call.transcription", EventType.SPEECH),
-])
+@pytest.mark.parametrize(
+    ("telnyx", "ours"),
+    [
+        ("call.initiated", EventType.INITIATED),
+        ("call.ringing", EventType.RINGING),
+        ("call.answered", EventType.ANSWERED),
+        ("call.bridged", EventType.ACTIVE),
+        ("call.speak.started", EventType.SPEAKING),
+        ("call.hangup", EventType.ENDED),
+        ("call.dtmf.received", EventType.DTMF),
+        ("call.transcription", EventType.SPEECH),
+    ],
+)
 def test_event_types(telnyx: str, ours: EventType) -> None:
     assert _one(telnyx).type == ours
 
 
-@pytest.mark.parametrize("telnyx", ["call.speak.ended", "call.gather.ended",
-                                    "streaming.started", "call.machine.detection.ended",
-                                    "call.recording.saved", "call.cost", "something.new"])
+@pytest.mark.parametrize(
+    "telnyx",
+    [
+        "call.speak.ended",
+        "call.gather.ended",
+        "streaming.started",
+        "call.machine.detection.ended",
+        "call.recording.saved",
+        "call.cost",
+        "something.new",
+    ],
+)
 def test_other_events_are_ignored(telnyx: str) -> None:
     assert _parse(envelope(telnyx)) == []
 
 
 def test_final_transcription() -> None:
-    event = _one("call.transcription", transcription_data={
-        "transcript": "I'd like a table for two", "is_final": True, "confidence": 0.93,
-        "transcription_track": "inbound"})
+    event = _one(
+        "call.transcription",
+        transcription_data={
+            "transcript": "I'd like a table for two",
+            "is_final": True,
+            "confidence": 0.93,
+            "transcription_track": "inbound",
+        },
+    )
     assert (event.transcript, event.is_final, event.confidence) == (
-        "I'd like a table for two", True, 0.93)
+        "I'd like a table for two",
+        True,
+        0.93,
+    )
 
 
 def test_partial_transcription_and_null_confidence() -> None:
-    event = _one("call.transcription", transcription_data={
-        "transcript": "I'd like", "is_final": False, "confidence": None})
+    event = _one(
+        "call.transcription",
+        transcription_data={"transcript": "I'd like", "is_final": False, "confidence": None},
+    )
     assert (event.transcript, event.is_final, event.confidence) == ("I'd like", False, None)
 
 
@@ -140,8 +186,17 @@ def test_transcription_without_is_final_is_final() -> None:
 
 
 def test_outbound_track_transcription_is_our_own_voice() -> None:
-    events = _parse(envelope("call.transcription", {"transcription_data": {
-        "transcript": "Hello! How can I help?", "transcription_track": "outbound"}}))
+    events = _parse(
+        envelope(
+            "call.transcription",
+            {
+                "transcription_data": {
+                    "transcript": "Hello! How can I help?",
+                    "transcription_track": "outbound",
+                }
+            },
+        )
+    )
     assert events == []
 
 
@@ -162,13 +217,22 @@ def test_hangup_cause_reference_table(cause: str, reason: str) -> None:
 
 def test_reference_table_is_complete() -> None:
     assert END_REASONS == {
-        "normal_clearing": "completed", "normal_unspecified": "completed",
-        "originator_cancel": "hangup-bot", "call_rejected": "busy", "user_busy": "busy",
-        "no_answer": "no-answer", "no_user_response": "no-answer",
-        "destination_out_of_order": "failed", "network_out_of_order": "failed",
-        "service_unavailable": "failed", "recovery_on_timer_expire": "failed",
-        "machine_detected": "voicemail", "fax_detected": "voicemail",
-        "user_hangup": "hangup-user", "subscriber_absent": "hangup-user"}
+        "normal_clearing": "completed",
+        "normal_unspecified": "completed",
+        "originator_cancel": "hangup-bot",
+        "call_rejected": "busy",
+        "user_busy": "busy",
+        "no_answer": "no-answer",
+        "no_user_response": "no-answer",
+        "destination_out_of_order": "failed",
+        "network_out_of_order": "failed",
+        "service_unavailable": "failed",
+        "recovery_on_timer_expire": "failed",
+        "machine_detected": "voicemail",
+        "fax_detected": "voicemail",
+        "user_hangup": "hangup-user",
+        "subscriber_absent": "hangup-user",
+    }
 
 
 @pytest.mark.parametrize(("cause", "reason"), sorted(SDK_END_REASONS.items()))
@@ -178,7 +242,8 @@ def test_hangup_cause_sdk_extras(cause: str, reason: str) -> None:
 
 @pytest.mark.parametrize("cause", ["brand_new_cause", None, ""])
 def test_unknown_hangup_cause_is_completed_with_a_warning(
-        cause: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    cause: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="providers.telnyx.webhooks"):
         assert _one("call.hangup", hangup_cause=cause).reason == "completed"
     assert "unknown" in caplog.text
@@ -191,26 +256,38 @@ def test_bad_json_is_invalid(body: bytes) -> None:
         _parse(body)
 
 
-@pytest.mark.parametrize("body", [b"{}", b"[]", b"null", b'{"data": "x"}',
-                                  b'{"data": {"payload": {}}}', b'{"data": {"event_type": ""}}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{}",
+        b"[]",
+        b"null",
+        b'{"data": "x"}',
+        b'{"data": {"payload": {}}}',
+        b'{"data": {"event_type": ""}}',
+    ],
+)
 def test_missing_data_or_event_type_gives_no_events(body: bytes) -> None:
     assert _parse(body) == []
 
 
 def test_non_object_payload_is_tolerated() -> None:
     [event] = _parse(b'{"data": {"event_type": "call.answered", "payload": [1, 2]}}')
-    assert (event.type, event.provider_call_id, event.call_id) == (
-        EventType.ANSWERED, None, None)
+    assert (event.type, event.provider_call_id, event.call_id) == (EventType.ANSWERED, None, None)
 
 
-@pytest.mark.parametrize("payload", [
-    {"transcription_data": "oops"}, {"transcription_data": {"transcript": 5}},
-    {"digit": None}, {"direction": ["incoming"], "from": 5, "to": {}},
-    {"call_control_id": 17, "hangup_cause": 3},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"transcription_data": "oops"},
+        {"transcription_data": {"transcript": 5}},
+        {"digit": None},
+        {"direction": ["incoming"], "from": 5, "to": {}},
+        {"call_control_id": 17, "hangup_cause": 3},
+    ],
+)
 def test_odd_payload_values_never_raise(payload: dict[str, Any]) -> None:
-    for event_type in ("call.transcription", "call.dtmf.received", "call.initiated",
-                       "call.hangup"):
+    for event_type in ("call.transcription", "call.dtmf.received", "call.initiated", "call.hangup"):
         _parse(envelope(event_type, payload))
 
 
@@ -218,8 +295,12 @@ def test_odd_payload_values_never_raise(payload: dict[str, Any]) -> None:
 def test_reply_is_always_ok_text() -> None:
     adapter = provider()
     request = webhook(envelope("call.answered"))
-    for context in (ReplyContext(), ReplyContext(replay=True),
-                    ReplyContext(rejected=True), ReplyContext(accepted_inbound=True)):
+    for context in (
+        ReplyContext(),
+        ReplyContext(replay=True),
+        ReplyContext(rejected=True),
+        ReplyContext(accepted_inbound=True),
+    ):
         reply = adapter.render_reply(request, context)
         assert (reply.status, reply.body, reply.content_type) == (200, b"OK", "text/plain")
     assert adapter.can_speak_in_reply(request) is False
@@ -235,33 +316,55 @@ class _Line:
 
     def __init__(self, configure: Any, **config: Any) -> None:
         self.key = Ed25519PrivateKey.generate()
-        telnyx = {"apiKey": "KEY_test", "connectionId": "123", "publicKey": public_key_b64(
-            self.key)}
-        configure({"provider": "telnyx", "telnyx": telnyx, "fromNumber": OUR_NUMBER,
-                   "publicUrl": "https://voice.example.com/voice/webhook", **config})
+        telnyx = {
+            "apiKey": "KEY_test",
+            "connectionId": "123",
+            "publicKey": public_key_b64(self.key),
+        }
+        configure(
+            {
+                "provider": "telnyx",
+                "telnyx": telnyx,
+                "fromNumber": OUR_NUMBER,
+                "publicUrl": "https://voice.example.com/voice/webhook",
+                **config,
+            }
+        )
         self.carrier = Carrier()
         adapter = provider(self.carrier, now=time.time(), publicKey=telnyx["publicKey"])
         set_provider(adapter)
 
     def post(self, client: Client, body: bytes, *, age: int = 0) -> Any:
         ts = str(int(time.time()) - age)
-        return client.post("/voice/webhook", body, content_type="application/json",
-                           headers={"telnyx-signature-ed25519": sign(self.key, ts, body),
-                                    "telnyx-timestamp": ts})
+        return client.post(
+            "/voice/webhook",
+            body,
+            content_type="application/json",
+            headers={"telnyx-signature-ed25519": sign(self.key, ts, body), "telnyx-timestamp": ts},
+        )
 
     def actions(self) -> list[str]:
         return [path.rsplit("/", 1)[-1] for path in self.carrier.paths()]
 
 
 def _inbound_initiated(event_id: str = "evt-init") -> bytes:
-    return envelope("call.initiated", {"direction": "incoming", "from": CALLER,
-                                       "to": OUR_NUMBER, "state": "parked",
-                                       "client_state": None}, event_id=event_id)
+    return envelope(
+        "call.initiated",
+        {
+            "direction": "incoming",
+            "from": CALLER,
+            "to": OUR_NUMBER,
+            "state": "parked",
+            "client_state": None,
+        },
+        event_id=event_id,
+    )
 
 
 @pytest.mark.django_db
-def test_accepted_inbound_call_is_answered_greeted_and_heard(client: Client, configure: Any
-                                                             ) -> None:
+def test_accepted_inbound_call_is_answered_greeted_and_heard(
+    client: Client, configure: Any
+) -> None:
     line = _Line(configure, inboundPolicy="allowlist", allowFrom=[CALLER])
     assert line.post(client, _inbound_initiated()).status_code == 200
     call = Call.objects.get(provider_call_id=CALL_CONTROL_ID)
@@ -273,14 +376,28 @@ def test_accepted_inbound_call_is_answered_greeted_and_heard(client: Client, con
     line.post(client, envelope("call.answered", {"client_state": state}, event_id="evt-ans"))
     assert line.actions() == ["answer", "speak", "transcription_start"]
     assert line.carrier.json(1)["payload"]
-    line.post(client, envelope("call.transcription", {"client_state": state,
-              "transcription_data": {"transcript": "Book me a table", "is_final": True}},
-              event_id="evt-tr"))
+    line.post(
+        client,
+        envelope(
+            "call.transcription",
+            {
+                "client_state": state,
+                "transcription_data": {"transcript": "Book me a table", "is_final": True},
+            },
+            event_id="evt-tr",
+        ),
+    )
     assert TranscriptEntry.objects.filter(call=call, speaker="user").get().text == (
-        "Book me a table")
-    line.post(client, envelope("call.hangup", {"client_state": state,
-                                               "hangup_cause": "normal_clearing"},
-                               event_id="evt-end"))
+        "Book me a table"
+    )
+    line.post(
+        client,
+        envelope(
+            "call.hangup",
+            {"client_state": state, "hangup_cause": "normal_clearing"},
+            event_id="evt-end",
+        ),
+    )
     call.refresh_from_db()
     assert (call.state, call.end_reason) == ("completed", "completed")
 
@@ -297,16 +414,25 @@ def test_replayed_inbound_delivery_is_answered_once(client: Client, configure: A
 
 @pytest.mark.django_db
 def test_transcription_answers_only_the_turn_its_client_state_names(
-        client: Client, configure: Any) -> None:
+    client: Client, configure: Any
+) -> None:
     line = _Line(configure, inboundPolicy="open")
     line.post(client, _inbound_initiated())
     call = Call.objects.get()
     line.post(client, envelope("call.answered", {"client_state": _b64(call.call_id)}))
     Call.objects.filter(pk=call.pk).update(turn_token=TURN)
     for event_id, token, words in (("t-old", "0" * 32, "stale words"), ("t-now", TURN, "yes")):
-        line.post(client, envelope("call.transcription", {
-            "client_state": _b64(f"{call.call_id}:{token}"),
-            "transcription_data": {"transcript": words, "is_final": True}}, event_id=event_id))
+        line.post(
+            client,
+            envelope(
+                "call.transcription",
+                {
+                    "client_state": _b64(f"{call.call_id}:{token}"),
+                    "transcription_data": {"transcript": words, "is_final": True},
+                },
+                event_id=event_id,
+            ),
+        )
     heard = TranscriptEntry.objects.filter(call=call, speaker="user")
     assert [(e.text, e.turn_token) for e in heard] == [("yes", TURN)]
 
@@ -322,6 +448,5 @@ def test_rejected_inbound_call_is_hung_up(client: Client, configure: Any) -> Non
 @pytest.mark.django_db
 def test_unsigned_delivery_is_refused(client: Client, configure: Any) -> None:
     line = _Line(configure, inboundPolicy="open")
-    response = client.post("/voice/webhook", _inbound_initiated(),
-                           content_type="application/json")
+    response = client.post("/voice/webhook", _inbound_initiated(), content_type="application/json")
     assert response.status_code == 401 and line.actions() == []

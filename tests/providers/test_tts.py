@@ -1,4 +1,5 @@
 """OpenAI and ElevenLabs streaming TTS over httpx.MockTransport (no network)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,7 @@ async def chunked(data: bytes, size: int, delay: float = 0.0) -> AsyncIterator[b
     for start in range(0, len(data), size):
         if delay:
             await asyncio.sleep(delay)
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 class Vendor:
@@ -53,8 +54,9 @@ class Vendor:
 
 def pcm_reply(data: bytes, size: int = 1001) -> Callable[[], httpx.Response]:
     # An odd chunk size splits samples across chunks, as real HTTP chunking can.
-    return lambda: httpx.Response(200, headers={"content-type": "audio/pcm"},
-                                  content=chunked(data, size))
+    return lambda: httpx.Response(
+        200, headers={"content-type": "audio/pcm"}, content=chunked(data, size)
+    )
 
 
 async def collect(provider: TtsProvider, text: str = "Hello") -> bytes:
@@ -63,14 +65,16 @@ async def collect(provider: TtsProvider, text: str = "Hello") -> bytes:
 
 def openai(vendor: Vendor, **tts: Any) -> TtsProvider:
     block = {"apiKey": "sk-test", **tts.pop("block", {})}
-    return build_tts({"provider": "openai", "providers": {"openai": block}, **tts},
-                     http=vendor.client())
+    return build_tts(
+        {"provider": "openai", "providers": {"openai": block}, **tts}, http=vendor.client()
+    )
 
 
 def elevenlabs(vendor: Vendor, **block: Any) -> TtsProvider:
-    return build_tts({"provider": "elevenlabs",
-                      "providers": {"elevenlabs": {"apiKey": "xi-test", **block}}},
-                     http=vendor.client())
+    return build_tts(
+        {"provider": "elevenlabs", "providers": {"elevenlabs": {"apiKey": "xi-test", **block}}},
+        http=vendor.client(),
+    )
 
 
 # -- OpenAI ---------------------------------------------------------------------------
@@ -84,21 +88,38 @@ async def test_openai_request_has_reference_defaults() -> None:
     assert str(request.url) == "https://api.openai.com/v1/audio/speech"
     assert request.headers["authorization"] == "Bearer sk-test"
     assert request.headers["content-type"] == "application/json"
-    assert vendor.body == {"model": "gpt-4o-mini-tts", "voice": "alloy", "input": "Hi there",
-                           "response_format": "pcm"}
+    assert vendor.body == {
+        "model": "gpt-4o-mini-tts",
+        "voice": "alloy",
+        "input": "Hi there",
+        "response_format": "pcm",
+    }
 
 
 async def test_openai_request_uses_configured_values() -> None:
     vendor = Vendor(pcm_reply(tone(24000, 0.1)))
-    provider = openai(vendor, block={
-        "baseUrl": "http://proxy.local:9000/v1", "model": "tts-1", "voice": "nova",
-        "speakerVoice": "marin", "speed": 1.25, "instructions": "Speak calmly."})
+    provider = openai(
+        vendor,
+        block={
+            "baseUrl": "http://proxy.local:9000/v1",
+            "model": "tts-1",
+            "voice": "nova",
+            "speakerVoice": "marin",
+            "speed": 1.25,
+            "instructions": "Speak calmly.",
+        },
+    )
     await collect(provider, "Hi")
     assert str(vendor.requests[0].url) == "http://proxy.local:9000/v1/audio/speech"
     # speakerVoice wins over voice (docs/plugin-behaviour.md, "TTS config and voice lookup").
-    assert vendor.body == {"model": "tts-1", "voice": "marin", "input": "Hi",
-                           "response_format": "pcm", "speed": 1.25,
-                           "instructions": "Speak calmly."}
+    assert vendor.body == {
+        "model": "tts-1",
+        "voice": "marin",
+        "input": "Hi",
+        "response_format": "pcm",
+        "speed": 1.25,
+        "instructions": "Speak calmly.",
+    }
 
 
 async def test_openai_pcm_24k_becomes_4000_ulaw_bytes_per_half_second() -> None:
@@ -120,12 +141,16 @@ async def test_openai_output_is_the_tone_at_8k() -> None:
 
 
 async def test_openai_compressed_reply_is_an_unsupported_format() -> None:
-    vendor = Vendor(lambda: httpx.Response(200, headers={"content-type": "audio/mpeg"},
-                                           content=b"ID3\x03" + b"\x00" * 64))
+    vendor = Vendor(
+        lambda: httpx.Response(
+            200, headers={"content-type": "audio/mpeg"}, content=b"ID3\x03" + b"\x00" * 64
+        )
+    )
     with pytest.raises(ProviderError) as caught:
         await collect(openai(vendor))
     assert str(caught.value) == (
-        'Unsupported telephony TTS output format "audio/mpeg" from provider "openai"')
+        'Unsupported telephony TTS output format "audio/mpeg" from provider "openai"'
+    )
 
 
 # -- ElevenLabs -----------------------------------------------------------------------
@@ -133,10 +158,21 @@ async def test_openai_compressed_reply_is_an_unsupported_format() -> None:
 
 async def test_elevenlabs_request_path_query_headers_and_body() -> None:
     vendor = Vendor(lambda: httpx.Response(200, content=b"\xff" * 160))
-    provider = elevenlabs(vendor, voiceId="voice/1", modelId="eleven_flash_v2_5", seed=7,
-                          applyTextNormalization="off", languageCode="de",
-                          voiceSettings={"stability": 0.4, "similarityBoost": 0.8,
-                                         "style": 0.1, "useSpeakerBoost": True, "speed": 1.1})
+    provider = elevenlabs(
+        vendor,
+        voiceId="voice/1",
+        modelId="eleven_flash_v2_5",
+        seed=7,
+        applyTextNormalization="off",
+        languageCode="de",
+        voiceSettings={
+            "stability": 0.4,
+            "similarityBoost": 0.8,
+            "style": 0.1,
+            "useSpeakerBoost": True,
+            "speed": 1.1,
+        },
+    )
     await collect(provider, "Guten Tag")
     request = vendor.requests[0]
     assert request.url.host == "api.elevenlabs.io"
@@ -144,25 +180,37 @@ async def test_elevenlabs_request_path_query_headers_and_body() -> None:
     assert request.headers["xi-api-key"] == "xi-test"
     assert "authorization" not in request.headers
     assert vendor.body == {
-        "text": "Guten Tag", "model_id": "eleven_flash_v2_5", "seed": 7,
-        "apply_text_normalization": "off", "language_code": "de",
-        "voice_settings": {"stability": 0.4, "similarity_boost": 0.8, "style": 0.1,
-                           "use_speaker_boost": True, "speed": 1.1}}
+        "text": "Guten Tag",
+        "model_id": "eleven_flash_v2_5",
+        "seed": 7,
+        "apply_text_normalization": "off",
+        "language_code": "de",
+        "voice_settings": {
+            "stability": 0.4,
+            "similarity_boost": 0.8,
+            "style": 0.1,
+            "use_speaker_boost": True,
+            "speed": 1.1,
+        },
+    }
 
 
 async def test_elevenlabs_defaults_and_base_url() -> None:
     vendor = Vendor(lambda: httpx.Response(200, content=b"\xff" * 160))
     await collect(elevenlabs(vendor, baseUrl="http://eleven.local/"), "Hi")
     assert str(vendor.requests[0].url) == (
-        "http://eleven.local/v1/text-to-speech/pMsXgVXv3BLzUgSXRplE/stream"
-        "?output_format=ulaw_8000")
+        "http://eleven.local/v1/text-to-speech/pMsXgVXv3BLzUgSXRplE/stream?output_format=ulaw_8000"
+    )
     assert vendor.body == {"text": "Hi", "model_id": "eleven_multilingual_v2"}
 
 
 async def test_elevenlabs_ulaw_passes_through_unchanged() -> None:
     ulaw = bytes(range(256)) * 20 + b"\x7f"  # odd length: μ-law has no sample pairs
-    vendor = Vendor(lambda: httpx.Response(200, headers={"content-type": "audio/basic"},
-                                           content=chunked(ulaw, 333)))
+    vendor = Vendor(
+        lambda: httpx.Response(
+            200, headers={"content-type": "audio/basic"}, content=chunked(ulaw, 333)
+        )
+    )
     assert await collect(elevenlabs(vendor, voiceId="v")) == ulaw
 
 
@@ -177,7 +225,8 @@ def test_elevenlabs_compressed_output_format_is_refused() -> None:
     with pytest.raises(ProviderNotConfigured) as caught:
         elevenlabs(Vendor(pcm_reply(b"")), voiceId="v", outputFormat="mp3_44100_128")
     assert str(caught.value) == (
-        'Unsupported telephony TTS output format "mp3_44100_128" from provider "elevenlabs"')
+        'Unsupported telephony TTS output format "mp3_44100_128" from provider "elevenlabs"'
+    )
 
 
 # -- shared failure rules -------------------------------------------------------------
@@ -235,8 +284,7 @@ async def test_timeout_budget_is_for_the_whole_stream_not_per_chunk() -> None:
         await collect(provider)
 
 
-@pytest.mark.parametrize("make", [
-    lambda v: openai(v), lambda v: elevenlabs(v, voiceId="v")])
+@pytest.mark.parametrize("make", [lambda v: openai(v), lambda v: elevenlabs(v, voiceId="v")])
 async def test_empty_audio_is_an_error(make: Callable[[Vendor], TtsProvider]) -> None:
     vendor = Vendor(lambda: httpx.Response(200, content=b""))
     with pytest.raises(ProviderError, match="^Telephony TTS produced no audio$"):
@@ -250,8 +298,14 @@ async def test_a_single_pcm_byte_is_no_audio() -> None:
 
 
 async def test_http_client_error_is_mapped_with_the_vendor_message() -> None:
-    vendor = Vendor(lambda: httpx.Response(401, json={"error": {
-        "message": "Incorrect API key provided", "type": "invalid_request_error"}}))
+    vendor = Vendor(
+        lambda: httpx.Response(
+            401,
+            json={
+                "error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            },
+        )
+    )
     with pytest.raises(ProviderError) as caught:
         await collect(openai(vendor))
     error = caught.value
@@ -262,8 +316,17 @@ async def test_http_client_error_is_mapped_with_the_vendor_message() -> None:
 
 
 async def test_elevenlabs_error_detail_is_used() -> None:
-    vendor = Vendor(lambda: httpx.Response(404, json={"detail": {
-        "status": "voice_not_found", "message": "A voice with that ID was not found."}}))
+    vendor = Vendor(
+        lambda: httpx.Response(
+            404,
+            json={
+                "detail": {
+                    "status": "voice_not_found",
+                    "message": "A voice with that ID was not found.",
+                }
+            },
+        )
+    )
     with pytest.raises(ProviderError, match='"elevenlabs" returned HTTP 404: A voice with that'):
         await collect(elevenlabs(vendor, voiceId="nope"))
 
@@ -281,8 +344,7 @@ async def test_transport_failure_is_provider_unavailable() -> None:
     async def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    provider = OpenAiTts(api_key="k", http=httpx.AsyncClient(
-        transport=httpx.MockTransport(refuse)))
+    provider = OpenAiTts(api_key="k", http=httpx.AsyncClient(transport=httpx.MockTransport(refuse)))
     with pytest.raises(ProviderUnavailable, match='"openai" request failed: connection refused'):
         await collect(provider)
 
@@ -306,8 +368,10 @@ def test_unknown_provider_is_not_configured() -> None:
         build_tts({"provider": "polly"})
 
 
-@pytest.mark.parametrize(("name", "key"), [
-    ("openai", "tts.providers.openai.apiKey"), ("elevenlabs", "tts.providers.elevenlabs.apiKey")])
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [("openai", "tts.providers.openai.apiKey"), ("elevenlabs", "tts.providers.elevenlabs.apiKey")],
+)
 def test_missing_api_key_names_the_key(name: str, key: str) -> None:
     with pytest.raises(ProviderNotConfigured, match=key.replace(".", r"\.")):
         build_tts({"provider": name, "providers": {name: {"voice": "x"}}})

@@ -1,4 +1,5 @@
 """providers.tunnels with fake binaries: ngrok argv/env/URL discovery, tailscale command lines."""
+
 from __future__ import annotations
 
 import json
@@ -34,17 +35,29 @@ LOCAL = "http://127.0.0.1:3334/voice/webhook"
 ORIGIN = "https://box.tail1234.ts.net"
 
 
-def ngrok(popen: FakePopen, *bodies: dict | int, ticker: Ticker | None = None,
-          seen: list[str] | None = None, **options: object) -> NgrokTunnel:
+def ngrok(
+    popen: FakePopen,
+    *bodies: dict | int,
+    ticker: Ticker | None = None,
+    seen: list[str] | None = None,
+    **options: object,
+) -> NgrokTunnel:
     ticker = ticker or Ticker()
-    return NgrokTunnel(3334, popen=popen, transport=ngrok_api(*bodies, seen=seen),
-                       clock=ticker.clock, sleep=ticker.sleep, **options)
+    return NgrokTunnel(
+        3334,
+        popen=popen,
+        transport=ngrok_api(*bodies, seen=seen),
+        clock=ticker.clock,
+        sleep=ticker.sleep,
+        **options,
+    )
 
 
 READY = tunnels_body((NGROK_URL, "http://localhost:3334"))
 
 
 # -- ngrok: command line and environment -------------------------------------------------------
+
 
 def test_ngrok_argv_without_a_domain() -> None:
     popen = FakePopen()
@@ -55,17 +68,32 @@ def test_ngrok_argv_without_a_domain() -> None:
 def test_ngrok_passes_the_configured_domain() -> None:
     # Plugin issue #11555: a paid domain that never reaches the agent means a drifting URL.
     popen = FakePopen()
-    url = ngrok(popen, tunnels_body(("https://voice.ngrok.app", "http://localhost:3334")),
-                domain="voice.ngrok.app").start()
-    assert popen.argv == ["ngrok", "http", "3334", "--domain", "voice.ngrok.app",
-                          "--log", "stdout", "--log-format", "json"]
+    url = ngrok(
+        popen,
+        tunnels_body(("https://voice.ngrok.app", "http://localhost:3334")),
+        domain="voice.ngrok.app",
+    ).start()
+    assert popen.argv == [
+        "ngrok",
+        "http",
+        "3334",
+        "--domain",
+        "voice.ngrok.app",
+        "--log",
+        "stdout",
+        "--log-format",
+        "json",
+    ]
     assert url == "https://voice.ngrok.app"
 
 
 def test_ngrok_domain_given_as_a_url_is_reduced_to_its_host() -> None:
     popen = FakePopen()
-    ngrok(popen, tunnels_body(("https://voice.ngrok.app", "localhost:3334")),
-          domain="https://voice.ngrok.app/").start()
+    ngrok(
+        popen,
+        tunnels_body(("https://voice.ngrok.app", "localhost:3334")),
+        domain="https://voice.ngrok.app/",
+    ).start()
     assert popen.argv[3:5] == ["--domain", "voice.ngrok.app"]
 
 
@@ -94,14 +122,24 @@ def test_ngrok_child_output_is_piped_and_stdin_closed() -> None:
 
 # -- ngrok: URL discovery -------------------------------------------------------------------
 
+
 def test_ngrok_polls_the_agent_api_until_our_tunnel_is_up() -> None:
     seen: list[str] = []
     ticker = Ticker()
     other = ("https://other.ngrok-free.app", "http://localhost:8080")
-    url = ngrok(FakePopen(), 502, tunnels_body(), tunnels_body(other),
-                tunnels_body(other, ("http://ab12cd34.ngrok-free.app", "http://localhost:3334"),
-                             (NGROK_URL, "http://localhost:3334")),
-                ticker=ticker, seen=seen).start()
+    url = ngrok(
+        FakePopen(),
+        502,
+        tunnels_body(),
+        tunnels_body(other),
+        tunnels_body(
+            other,
+            ("http://ab12cd34.ngrok-free.app", "http://localhost:3334"),
+            (NGROK_URL, "http://localhost:3334"),
+        ),
+        ticker=ticker,
+        seen=seen,
+    ).start()
     assert url == NGROK_URL  # https preferred, and never another agent's tunnel
     assert seen == ["http://127.0.0.1:4040/api/tunnels"] * 4
     assert ticker.sleeps == 3
@@ -109,20 +147,32 @@ def test_ngrok_polls_the_agent_api_until_our_tunnel_is_up() -> None:
 
 def test_ngrok_times_out_and_stops_the_child() -> None:
     process = FakeProcess()
-    with pytest.raises(TunnelError, match=r"did not report a public URL within 2 s "
-                                          r"\(agent API http://127.0.0.1:4040/api/tunnels\)"):
+    with pytest.raises(
+        TunnelError,
+        match=r"did not report a public URL within 2 s "
+        r"\(agent API http://127.0.0.1:4040/api/tunnels\)",
+    ):
         ngrok(FakePopen(process), tunnels_body(), timeout=2.0).start()
     assert process.terminated
 
 
 def test_ngrok_exit_reports_the_agent_error() -> None:
-    process = FakeProcess([
-        {"lvl": "info", "msg": "open config file", "path": "/root/.config/ngrok/ngrok.yml"},
-        {"lvl": "crit", "msg": "command failed",
-         "err": "authentication failed: The authtoken you specified is invalid"}],
-        exit_code=1)
-    with pytest.raises(TunnelError, match="exited before the tunnel was up: authentication "
-                                          "failed: The authtoken you specified is invalid"):
+    process = FakeProcess(
+        [
+            {"lvl": "info", "msg": "open config file", "path": "/root/.config/ngrok/ngrok.yml"},
+            {
+                "lvl": "crit",
+                "msg": "command failed",
+                "err": "authentication failed: The authtoken you specified is invalid",
+            },
+        ],
+        exit_code=1,
+    )
+    with pytest.raises(
+        TunnelError,
+        match="exited before the tunnel was up: authentication "
+        "failed: The authtoken you specified is invalid",
+    ):
         ngrok(FakePopen(process), 502).start()
 
 
@@ -133,8 +183,9 @@ def test_ngrok_exit_without_a_log_reports_the_exit_code() -> None:
 
 def test_ngrok_uses_the_web_address_it_logs() -> None:
     # 4040 already taken by another agent: ngrok moves its API and says where.
-    process = FakeProcess([{"lvl": "info", "msg": "starting web service", "obj": "web",
-                            "addr": "127.0.0.1:4041"}])
+    process = FakeProcess(
+        [{"lvl": "info", "msg": "starting web service", "obj": "web", "addr": "127.0.0.1:4041"}]
+    )
     seen: list[str] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -143,8 +194,13 @@ def test_ngrok_uses_the_web_address_it_logs() -> None:
             return httpx.Response(200, json=READY)
         return httpx.Response(200, json=tunnels_body())  # the other agent's: not ours
 
-    tunnel = NgrokTunnel(3334, popen=FakePopen(process), transport=httpx.MockTransport(handle),
-                         clock=Ticker().clock, sleep=lambda _: tunnel._log.join(1.0))
+    tunnel = NgrokTunnel(
+        3334,
+        popen=FakePopen(process),
+        transport=httpx.MockTransport(handle),
+        clock=Ticker().clock,
+        sleep=lambda _: tunnel._log.join(1.0),
+    )
     assert tunnel.start() == NGROK_URL
     assert seen[-1] == "http://127.0.0.1:4041/api/tunnels"
 
@@ -172,45 +228,78 @@ def test_ngrok_stop_terminates_once() -> None:
 
 # -- ngrok free tier -----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("url", "free"), [
-    ("https://ab12.ngrok-free.app", True),
-    ("https://ab12.ngrok-free.dev/voice/webhook", True),   # plugin issue #19487
-    ("https://ab12.ngrok.io", True),                        # legacy free names
-    ("AB12.NGROK-FREE.APP", True),
-    ("https://ab12.ngrok-free.app.:443", True),
-    ("https://voice.ngrok.app", False),                     # paid plans
-    ("https://voice.ngrok.dev", False),
-    ("https://voice.example.com", False),
-    ("https://ngrok-free.app.evil.com", False),             # plugin PR #109784: not substrings
-    ("https://evil.com/x.ngrok-free.app", False),
-    ("https://evilngrok-free.app", False),
-    ("https://ngrok-free.app", False),                      # the apex is not a tunnel
-    ("https://x.ngrok-free.app@evil.com", False),
-    ("", False),
-])
+
+@pytest.mark.parametrize(
+    ("url", "free"),
+    [
+        ("https://ab12.ngrok-free.app", True),
+        ("https://ab12.ngrok-free.dev/voice/webhook", True),  # plugin issue #19487
+        ("https://ab12.ngrok.io", True),  # legacy free names
+        ("AB12.NGROK-FREE.APP", True),
+        ("https://ab12.ngrok-free.app.:443", True),
+        ("https://voice.ngrok.app", False),  # paid plans
+        ("https://voice.ngrok.dev", False),
+        ("https://voice.example.com", False),
+        ("https://ngrok-free.app.evil.com", False),  # plugin PR #109784: not substrings
+        ("https://evil.com/x.ngrok-free.app", False),
+        ("https://evilngrok-free.app", False),
+        ("https://ngrok-free.app", False),  # the apex is not a tunnel
+        ("https://x.ngrok-free.app@evil.com", False),
+        ("", False),
+    ],
+)
 def test_free_tier_is_decided_by_hostname(url: str, free: bool) -> None:
     assert is_ngrok_free_tier(url) is free
 
 
 # -- tailscale: expose ----------------------------------------------------------------------
 
+
 def test_serve_with_a_non_default_https_port() -> None:
     run = FakeRun()
-    result = expose("serve", path="/voice/webhook", port=3334, serve_path="/voice/webhook",
-                    https_port=8443, run=run)
+    result = expose(
+        "serve",
+        path="/voice/webhook",
+        port=3334,
+        serve_path="/voice/webhook",
+        https_port=8443,
+        run=run,
+    )
     assert run.calls == [
         ["tailscale", "status", "--json"],
-        ["tailscale", "serve", "--bg", "--yes", "--https", "8443", "--set-path",
-         "/voice/webhook", LOCAL]]
-    assert result == {"ok": True, "mode": "serve", "path": "/voice/webhook", "localUrl": LOCAL,
-                      "publicUrl": f"{ORIGIN}:8443/voice/webhook"}
+        [
+            "tailscale",
+            "serve",
+            "--bg",
+            "--yes",
+            "--https",
+            "8443",
+            "--set-path",
+            "/voice/webhook",
+            LOCAL,
+        ],
+    ]
+    assert result == {
+        "ok": True,
+        "mode": "serve",
+        "path": "/voice/webhook",
+        "localUrl": LOCAL,
+        "publicUrl": f"{ORIGIN}:8443/voice/webhook",
+    }
 
 
 def test_funnel_on_443_has_no_https_flag_and_no_port_in_the_url() -> None:
     run = FakeRun()
     result = expose("funnel", path="/hook", port=4000, serve_path="/voice/webhook", run=run)
-    assert run.calls[1] == ["tailscale", "funnel", "--bg", "--yes", "--set-path", "/hook",
-                            "http://127.0.0.1:4000/voice/webhook"]
+    assert run.calls[1] == [
+        "tailscale",
+        "funnel",
+        "--bg",
+        "--yes",
+        "--set-path",
+        "/hook",
+        "http://127.0.0.1:4000/voice/webhook",
+    ]
     assert result["publicUrl"] == f"{ORIGIN}/hook"
     assert result["localUrl"] == "http://127.0.0.1:4000/voice/webhook"
 
@@ -224,18 +313,26 @@ def test_an_unknown_mode_means_funnel(mode: str | None) -> None:
 
 def test_extra_paths_are_mounted_as_they_are() -> None:
     run = FakeRun()
-    expose("funnel", path="/voice/webhook", port=3334, serve_path="/voice/webhook",
-           extra_paths=["/voice/hold-music", "/voice/stream"], run=run)
+    expose(
+        "funnel",
+        path="/voice/webhook",
+        port=3334,
+        serve_path="/voice/webhook",
+        extra_paths=["/voice/hold-music", "/voice/stream"],
+        run=run,
+    )
     assert [call[-2:] for call in run.calls[1:]] == [
         ["/voice/webhook", LOCAL],
         ["/voice/hold-music", "http://127.0.0.1:3334/voice/hold-music"],
-        ["/voice/stream", "http://127.0.0.1:3334/voice/stream"]]
+        ["/voice/stream", "http://127.0.0.1:3334/voice/stream"],
+    ]
 
 
 def test_funnel_failure_hint_carries_tailscales_enable_url() -> None:
     run = FakeRun(funnel=failed(FUNNEL_NOT_ENABLED))
-    result = expose("funnel", path="/voice/webhook", port=3334, serve_path="/voice/webhook",
-                    run=run)
+    result = expose(
+        "funnel", path="/voice/webhook", port=3334, serve_path="/voice/webhook", run=run
+    )
     assert result["ok"] is False and result["publicUrl"] is None
     assert result["hint"]["enableUrl"] == "https://login.tailscale.com/f/funnel?node=nFromOutput1"
     assert "tailscale funnel failed" in result["hint"]["note"]
@@ -243,8 +340,7 @@ def test_funnel_failure_hint_carries_tailscales_enable_url() -> None:
 
 def test_failure_hint_builds_the_enable_url_from_the_node_id() -> None:
     run = FakeRun(serve=failed("serve config denied"))
-    result = expose("serve", path="/voice/webhook", port=3334, serve_path="/voice/webhook",
-                    run=run)
+    result = expose("serve", path="/voice/webhook", port=3334, serve_path="/voice/webhook", run=run)
     assert result["hint"]["enableUrl"] == f"https://login.tailscale.com/f/serve?node={NODE_ID}"
     assert "serve config denied" in result["hint"]["note"]
 
@@ -255,8 +351,7 @@ def test_a_hanging_tailscale_is_a_failure_with_its_enable_url() -> None:
     result = expose("funnel", path="/p", port=1, serve_path="/p", run=FakeRun(funnel=hang))
     assert result["ok"] is False
     assert result["hint"]["enableUrl"].endswith("node=nFromOutput1")
-    assert ("(Funnel is not enabled on your tailnet. timed out after 20 s)"
-            in result["hint"]["note"])
+    assert "(Funnel is not enabled on your tailnet. timed out after 20 s)" in result["hint"]["note"]
 
 
 def test_a_failed_route_rolls_back_the_ones_mounted() -> None:
@@ -268,8 +363,14 @@ def test_a_failed_route_rolls_back_the_ones_mounted() -> None:
             return FakeRun()(argv, **kwargs)
         return failed("boom") if argv[-2] == "/voice/stream" else ok()
 
-    result = expose("funnel", path="/voice/webhook", port=3334, serve_path="/voice/webhook",
-                    extra_paths=["/voice/stream"], run=run)
+    result = expose(
+        "funnel",
+        path="/voice/webhook",
+        port=3334,
+        serve_path="/voice/webhook",
+        extra_paths=["/voice/stream"],
+        run=run,
+    )
     assert result["ok"] is False
     assert calls[-1] == ["tailscale", "funnel", "off", "/voice/webhook"]
 
@@ -283,8 +384,9 @@ def test_funnel_refuses_a_port_it_cannot_use() -> None:
 
 
 def test_tailscale_not_running_is_a_hint() -> None:
-    run = FakeRun(status=failed("failed to connect to local tailscaled; it doesn't appear to "
-                                "be running"))
+    run = FakeRun(
+        status=failed("failed to connect to local tailscaled; it doesn't appear to be running")
+    )
     result = expose("serve", path="/p", port=1, serve_path="/p", run=run)
     assert result["ok"] is False
     assert "doesn't appear to be running" in result["hint"]["note"]
@@ -299,12 +401,14 @@ def test_no_dns_name_is_a_hint() -> None:
 
 # -- tailscale: off -------------------------------------------------------------------------
 
+
 def test_off_runs_serve_off_and_funnel_off() -> None:
     run = FakeRun(off=failed("handler does not exist"))
-    result = expose("off", path="/voice/webhook", port=3334, serve_path="/voice/webhook",
-                    run=run)
-    assert run.calls == [["tailscale", "serve", "off", "/voice/webhook"],
-                         ["tailscale", "funnel", "off", "/voice/webhook"]]
+    result = expose("off", path="/voice/webhook", port=3334, serve_path="/voice/webhook", run=run)
+    assert run.calls == [
+        ["tailscale", "serve", "off", "/voice/webhook"],
+        ["tailscale", "funnel", "off", "/voice/webhook"],
+    ]
     assert result == {"ok": True, "mode": "off", "path": "/voice/webhook"}
 
 
@@ -315,24 +419,38 @@ def test_off_without_tailscale_fails() -> None:
 
 # -- tailscale: the serve-time exposure -------------------------------------------------------
 
+
 def test_exposure_start_returns_the_origin_and_stop_unmounts() -> None:
     run = FakeRun()
-    exposure = TailscaleExposure("funnel", port=3334, path="/voice/webhook",
-                                 serve_path="/voice/webhook", extra_paths=["/voice/stream"],
-                                 run=run)
+    exposure = TailscaleExposure(
+        "funnel",
+        port=3334,
+        path="/voice/webhook",
+        serve_path="/voice/webhook",
+        extra_paths=["/voice/stream"],
+        run=run,
+    )
     assert exposure.start() == ORIGIN
     run.calls.clear()
     exposure.stop()
     exposure.stop()
-    assert run.calls == [["tailscale", "funnel", "off", "/voice/stream"],
-                         ["tailscale", "funnel", "off", "/voice/webhook"]]
+    assert run.calls == [
+        ["tailscale", "funnel", "off", "/voice/stream"],
+        ["tailscale", "funnel", "off", "/voice/webhook"],
+    ]
 
 
 def test_exposure_failure_is_one_sentence_with_the_enable_url() -> None:
-    exposure = TailscaleExposure("funnel", port=3334, path="/p", serve_path="/p",
-                                 run=FakeRun(funnel=failed(FUNNEL_NOT_ENABLED)))
+    exposure = TailscaleExposure(
+        "funnel",
+        port=3334,
+        path="/p",
+        serve_path="/p",
+        run=FakeRun(funnel=failed(FUNNEL_NOT_ENABLED)),
+    )
     with pytest.raises(TunnelError) as caught:
         exposure.start()
     assert str(caught.value) == (
         "tailscale funnel failed (Funnel is not enabled on your tailnet.); "
-        "enable it at https://login.tailscale.com/f/funnel?node=nFromOutput1")
+        "enable it at https://login.tailscale.com/f/funnel?node=nFromOutput1"
+    )

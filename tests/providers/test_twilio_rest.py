@@ -1,4 +1,5 @@
 """Twilio REST through the SDK over httpx.MockTransport: exact form fields, TwiML, errors."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -16,20 +17,32 @@ from tests.fixtures.twilio.helpers import ACCOUNT, CALL_SID, Carrier, provider, 
 HOOK = "https://voice.example.com/voice/webhook?callId=call-1"
 CALLS = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Calls.json"
 CALL = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL_SID}.json"
-TARGET = CallTarget(call_id="call-1", provider_call_id=CALL_SID, webhook_url=HOOK,
-                    turn_token="turn-9")
+TARGET = CallTarget(
+    call_id="call-1", provider_call_id=CALL_SID, webhook_url=HOOK, turn_token="turn-9"
+)
 
 
 def _dial(**fields: Any) -> PlaceCall:
-    base: dict[str, Any] = {"call_id": "call-1", "to_number": "+14155550100",
-                            "from_number": "+14155550199", "webhook_url": HOOK,
-                            "mode": "conversation"}
+    base: dict[str, Any] = {
+        "call_id": "call-1",
+        "to_number": "+14155550100",
+        "from_number": "+14155550199",
+        "webhook_url": HOOK,
+        "mode": "conversation",
+    }
     return PlaceCall(**{**base, **fields})
 
 
 def _error(status: int, code: int, message: str) -> httpx.Response:
-    return httpx.Response(status, json={"code": code, "message": message, "status": status,
-                                        "more_info": f"https://www.twilio.com/docs/errors/{code}"})
+    return httpx.Response(
+        status,
+        json={
+            "code": code,
+            "message": message,
+            "status": status,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        },
+    )
 
 
 def _twiml(carrier: Carrier, index: int = -1) -> ET.Element:
@@ -47,7 +60,10 @@ def test_registry_builds_the_adapter() -> None:
     built = build_provider("twilio", settings=settings())
     assert isinstance(built, TwilioProvider)
     assert (built.name, built.supports_preconnect_dtmf, built.rejects_in_reply) == (
-        "twilio", True, True)
+        "twilio",
+        True,
+        True,
+    )
     assert built.signature_headers == (("x-twilio-signature",),)
     built.close()
 
@@ -60,13 +76,20 @@ def test_conversation_call_fetches_twiml_from_the_webhook() -> None:
     assert (request.method, str(request.url)) == ("POST", CALLS)
     assert request.headers["authorization"].startswith("Basic ")
     assert carrier.form() == {
-        "To": ["+14155550100"], "From": ["+14155550199"],
-        "StatusCallback": [f"{HOOK}&type=status"], "StatusCallbackMethod": ["POST"],
+        "To": ["+14155550100"],
+        "From": ["+14155550199"],
+        "StatusCallback": [f"{HOOK}&type=status"],
+        "StatusCallbackMethod": ["POST"],
         "StatusCallbackEvent": ["initiated", "ringing", "answered", "completed"],
-        "Timeout": ["25"], "Url": [HOOK], "Method": ["POST"],
+        "Timeout": ["25"],
+        "Url": [HOOK],
+        "Method": ["POST"],
     }
     assert (result.provider_call_id, result.status, result.message_delivered) == (
-        CALL_SID, "queued", False)
+        CALL_SID,
+        "queued",
+        False,
+    )
 
 
 def test_status_other_than_queued_reports_initiated() -> None:
@@ -88,19 +111,33 @@ def test_notify_call_carries_the_message_inline_and_escaped() -> None:
     assert result.message_delivered is True
 
 
-@pytest.mark.parametrize(("tts", "voice"), [
-    ({"provider": "openai", "providers": {"openai": {"voice": "nova"}}}, "Polly.Salli"),
-    ({"provider": "openai", "providers": {"openai": {"voice": "SHIMMER"}}}, "Polly.Kimberly"),
-    ({"provider": "openai", "providers": {"openai": {"speakerVoice": "echo", "voice": "nova"}}},
-     "Polly.Matthew"),
-    ({"provider": "elevenlabs", "providers": {"elevenlabs": {"voiceId": "21m00Tcm4TlvDq8"}}},
-     "Polly.Joanna"),
-    ({"provider": "x", "providers": {"x": {"voice": "Polly.Brian-Neural"}}},
-     "Polly.Brian-Neural"),
-    ({"provider": "x", "providers": {"x": {"voice": "Google.en-US-Neural2-F"}}},
-     "Google.en-US-Neural2-F"),
-    ({}, "Polly.Joanna"),
-])
+@pytest.mark.parametrize(
+    ("tts", "voice"),
+    [
+        ({"provider": "openai", "providers": {"openai": {"voice": "nova"}}}, "Polly.Salli"),
+        ({"provider": "openai", "providers": {"openai": {"voice": "SHIMMER"}}}, "Polly.Kimberly"),
+        (
+            {
+                "provider": "openai",
+                "providers": {"openai": {"speakerVoice": "echo", "voice": "nova"}},
+            },
+            "Polly.Matthew",
+        ),
+        (
+            {"provider": "elevenlabs", "providers": {"elevenlabs": {"voiceId": "21m00Tcm4TlvDq8"}}},
+            "Polly.Joanna",
+        ),
+        (
+            {"provider": "x", "providers": {"x": {"voice": "Polly.Brian-Neural"}}},
+            "Polly.Brian-Neural",
+        ),
+        (
+            {"provider": "x", "providers": {"x": {"voice": "Google.en-US-Neural2-F"}}},
+            "Google.en-US-Neural2-F",
+        ),
+        ({}, "Polly.Joanna"),
+    ],
+)
 def test_notify_voice_follows_the_tts_config(tts: dict[str, Any], voice: str) -> None:
     carrier = Carrier()
     provider(carrier, tts=tts).place_call(_dial(mode="notify", message="hi"))
@@ -148,14 +185,17 @@ def test_hang_up_server_error_is_retryable() -> None:
 # -- live TwiML updates ----------------------------------------------------------------------
 def test_play_text_then_listen_escapes_text_and_carries_the_turn_token() -> None:
     carrier = Carrier()
-    provider(carrier).play_text(TARGET, "1 < 2 & \"ok\"", listen_after=True)
+    provider(carrier).play_text(TARGET, '1 < 2 & "ok"', listen_after=True)
     root = _twiml(carrier)
     assert [child.tag for child in root] == ["Say", "Gather"]
     say, gather = root
     assert say.text == '1 < 2 & "ok"'
     assert (say.get("voice"), say.get("language")) == ("Polly.Joanna", "en-US")
     assert gather.attrib == {
-        "input": "speech", "speechTimeout": "auto", "language": "en-US", "method": "POST",
+        "input": "speech",
+        "speechTimeout": "auto",
+        "language": "en-US",
+        "method": "POST",
         "actionOnEmptyResult": "true",
         "action": f"{HOOK}&flow=gather&turnToken=turn-9",
     }
@@ -175,9 +215,11 @@ def test_play_text_for_a_call_without_stored_url_uses_the_public_url() -> None:
     carrier = Carrier()
     target = CallTarget(call_id="call-7", provider_call_id=CALL_SID, turn_token="t")
     provider(carrier, publicUrl="https://pub.example/voice/webhook").play_text(
-        target, "hi", listen_after=True)
+        target, "hi", listen_after=True
+    )
     assert _twiml(carrier)[1].get("action") == (
-        "https://pub.example/voice/webhook?callId=call-7&flow=gather&turnToken=t")
+        "https://pub.example/voice/webhook?callId=call-7&flow=gather&turnToken=t"
+    )
 
 
 def test_play_text_without_any_webhook_url_is_refused() -> None:
@@ -207,7 +249,9 @@ def test_send_dtmf_plays_then_redirects() -> None:
     root = _twiml(carrier)
     assert str(carrier.requests[0].url) == CALL
     assert [(c.tag, c.get("digits"), c.text) for c in root] == [
-        ("Play", "9#", None), ("Redirect", None, HOOK)]
+        ("Play", "9#", None),
+        ("Redirect", None, HOOK),
+    ]
 
 
 def test_call_state_race_21220_is_retried_after_250_then_750_ms() -> None:
@@ -235,8 +279,9 @@ def test_other_client_errors_are_not_retried() -> None:
 
 
 # -- errors ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "retryable"), [(400, False), (401, False), (429, True),
-                                                   (500, True), (503, True)])
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(400, False), (401, False), (429, True), (500, True), (503, True)]
+)
 def test_api_errors_carry_status_message_and_code(status: int, retryable: bool) -> None:
     carrier = Carrier(_error(status, 21211, "Invalid 'To' Phone Number"))
     with pytest.raises(ProviderError) as info:
@@ -266,7 +311,8 @@ def test_api_base_url_replaces_the_origin_and_keeps_the_path() -> None:
     carrier = Carrier()
     provider(carrier, apiBaseUrl="http://127.0.0.1:8099/").place_call(_dial())
     assert str(carrier.requests[0].url) == (
-        f"http://127.0.0.1:8099/2010-04-01/Accounts/{ACCOUNT}/Calls.json")
+        f"http://127.0.0.1:8099/2010-04-01/Accounts/{ACCOUNT}/Calls.json"
+    )
 
 
 def test_region_is_honoured_on_the_default_base() -> None:
@@ -282,25 +328,39 @@ def test_api_base_url_wins_over_region() -> None:
 
 
 # -- status ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "terminal", "reason"), [
-    ("queued", False, None), ("ringing", False, None), ("in-progress", False, None),
-    ("completed", True, "completed"), ("busy", True, "busy"), ("failed", True, "failed"),
-    ("no-answer", True, "no-answer"), ("canceled", True, "hangup-bot"),
-])
-def test_call_status_maps_twilio_statuses(status: str, terminal: bool,
-                                          reason: str | None) -> None:
+@pytest.mark.parametrize(
+    ("status", "terminal", "reason"),
+    [
+        ("queued", False, None),
+        ("ringing", False, None),
+        ("in-progress", False, None),
+        ("completed", True, "completed"),
+        ("busy", True, "busy"),
+        ("failed", True, "failed"),
+        ("no-answer", True, "no-answer"),
+        ("canceled", True, "hangup-bot"),
+    ],
+)
+def test_call_status_maps_twilio_statuses(status: str, terminal: bool, reason: str | None) -> None:
     carrier = Carrier(httpx.Response(200, json={"sid": CALL_SID, "status": status}))
     result = provider(carrier).get_call_status(CALL_SID)
     assert carrier.requests[0].method == "GET" and str(carrier.requests[0].url) == CALL
     assert (result.status, result.is_terminal, result.end_reason, result.is_unknown) == (
-        status, terminal, reason, False)
+        status,
+        terminal,
+        reason,
+        False,
+    )
 
 
 def test_call_status_not_found_is_terminal() -> None:
     carrier = Carrier(_error(404, 20404, "The requested resource was not found"))
     result = provider(carrier).get_call_status(CALL_SID)
     assert (result.status, result.is_terminal, result.end_reason) == (
-        "not-found", True, "completed")
+        "not-found",
+        True,
+        "completed",
+    )
 
 
 def test_call_status_server_error_is_unknown_not_raised() -> None:

@@ -1,4 +1,5 @@
 """TwiML builders: SDK VoiceResponse output, escaping, voices, action URLs."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -23,16 +24,21 @@ def test_reply_documents_carry_the_declaration_inline_ones_do_not() -> None:
 
 def test_fixed_documents() -> None:
     assert twiml.render(twiml.reject(), declaration=False) == (
-        '<Response><Reject reason="rejected" /></Response>')
+        '<Response><Reject reason="rejected" /></Response>'
+    )
     assert twiml.render(twiml.keep_alive(), declaration=False) == (
-        '<Response><Pause length="30" /></Response>')
+        '<Response><Pause length="30" /></Response>'
+    )
 
 
 def test_notify_escapes_markup_in_the_message() -> None:
-    text = twiml.render(twiml.notify('<Hangup/> & "more"', voice="Polly.Joanna",
-                                     language=None), declaration=False)
-    assert text == ('<Response><Say language="en-US" voice="Polly.Joanna">'
-                    '&lt;Hangup/&gt; &amp; "more"</Say><Hangup /></Response>')
+    text = twiml.render(
+        twiml.notify('<Hangup/> & "more"', voice="Polly.Joanna", language=None), declaration=False
+    )
+    assert text == (
+        '<Response><Say language="en-US" voice="Polly.Joanna">'
+        '&lt;Hangup/&gt; &amp; "more"</Say><Hangup /></Response>'
+    )
 
 
 def test_attribute_values_are_escaped() -> None:
@@ -45,9 +51,14 @@ def test_attribute_values_are_escaped() -> None:
 
 def test_gather_attributes() -> None:
     root = _xml(twiml.listen(action="https://x.test/h", language="de-DE"))
-    assert root[0].attrib == {"action": "https://x.test/h", "actionOnEmptyResult": "true",
-                              "input": "speech", "language": "de-DE", "method": "POST",
-                              "speechTimeout": "auto"}
+    assert root[0].attrib == {
+        "action": "https://x.test/h",
+        "actionOnEmptyResult": "true",
+        "input": "speech",
+        "language": "de-DE",
+        "method": "POST",
+        "speechTimeout": "auto",
+    }
 
 
 def test_control_characters_cannot_break_the_document() -> None:
@@ -57,8 +68,11 @@ def test_control_characters_cannot_break_the_document() -> None:
 
 @given(st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=200))
 def test_any_text_gives_well_formed_twiml(text: str) -> None:
-    root = _xml(twiml.say_then_listen(text, voice="Polly.Joanna", language=None,
-                                      action="https://x.test/h?a=1&b=2"))
+    root = _xml(
+        twiml.say_then_listen(
+            text, voice="Polly.Joanna", language=None, action="https://x.test/h?a=1&b=2"
+        )
+    )
     # XML parsers normalise line ends; everything else comes back as written.
     expected = twiml.clean_text(text).replace("\r\n", "\n").replace("\r", "\n")
     assert root[0].tag == "Say" and (root[0].text or "") == expected
@@ -72,13 +86,24 @@ def test_play_digits_then_redirect() -> None:
     ]
 
 
-@pytest.mark.parametrize(("name", "voice"), [
-    ("alloy", "Polly.Joanna"), ("echo", "Polly.Matthew"), ("fable", "Polly.Amy"),
-    ("onyx", "Polly.Brian"), ("nova", "Polly.Salli"), ("shimmer", "Polly.Kimberly"),
-    ("Onyx", "Polly.Brian"), ("Polly.Vicki-Neural", "Polly.Vicki-Neural"),
-    ("polly.Hans", "polly.Hans"), ("Google.de-DE-Standard-A", "Google.de-DE-Standard-A"),
-    ("rachel", "Polly.Joanna"), ("", "Polly.Joanna"), (None, "Polly.Joanna"),
-])
+@pytest.mark.parametrize(
+    ("name", "voice"),
+    [
+        ("alloy", "Polly.Joanna"),
+        ("echo", "Polly.Matthew"),
+        ("fable", "Polly.Amy"),
+        ("onyx", "Polly.Brian"),
+        ("nova", "Polly.Salli"),
+        ("shimmer", "Polly.Kimberly"),
+        ("Onyx", "Polly.Brian"),
+        ("Polly.Vicki-Neural", "Polly.Vicki-Neural"),
+        ("polly.Hans", "polly.Hans"),
+        ("Google.de-DE-Standard-A", "Google.de-DE-Standard-A"),
+        ("rachel", "Polly.Joanna"),
+        ("", "Polly.Joanna"),
+        (None, "Polly.Joanna"),
+    ],
+)
 def test_say_voice_mapping(name: str | None, voice: str) -> None:
     assert twiml.say_voice(name) == voice
 
@@ -95,10 +120,15 @@ def test_preferred_voice_lookup_order() -> None:
 
 
 def test_with_query_encodes_and_skips_empty_values() -> None:
-    url = twiml.with_query("https://x.test/h?callId=1", flow="gather", turnToken="a b&c",
-                           lang=None, attempt=2)
+    url = twiml.with_query(
+        "https://x.test/h?callId=1", flow="gather", turnToken="a b&c", lang=None, attempt=2
+    )
     assert url.startswith("https://x.test/h?callId=1&flow=gather&")
-    assert parse_qs(urlsplit(url).query) == {"callId": ["1"], "flow": ["gather"],
-                                             "turnToken": ["a b&c"], "attempt": ["2"]}
+    assert parse_qs(urlsplit(url).query) == {
+        "callId": ["1"],
+        "flow": ["gather"],
+        "turnToken": ["a b&c"],
+        "attempt": ["2"],
+    }
     assert twiml.with_query("https://x.test/h", type="status") == "https://x.test/h?type=status"
     assert twiml.with_query("https://x.test/h") == "https://x.test/h"

@@ -1,4 +1,8 @@
-"""The Celery side of the timers (production): beat schedules the sweep, the task fires deadlines."""
+"""The Celery side of the timers (production).
+
+Beat schedules the sweep; the task fires deadlines.
+"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,8 +22,9 @@ def test_beat_runs_the_sweep_every_interval() -> None:
 
 
 @pytest.mark.django_db
-def test_the_sweep_task_fires_a_due_deadline_once(mock_carrier: Any, fake_clock: Any,
-                                                  make_call: Any) -> None:
+def test_the_sweep_task_fires_a_due_deadline_once(
+    mock_carrier: Any, fake_clock: Any, make_call: Any
+) -> None:
     call = make_call(state="listening", max_duration_at=fake_clock.now())
     assert sweep_timers.delay().get() == {"max_duration": 1}
     assert sweep_timers.delay().get() == {}

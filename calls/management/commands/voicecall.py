@@ -2,6 +2,7 @@
 
 docs/plugin-behaviour.md, "Command line"; docs/design.md, "10. Command line".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,12 @@ def _add_local_commands(subs: Any) -> None:
     tail.add_argument("--since", type=_at_least(0), default=25, help="Events to replay")
     tail.add_argument("--poll", type=_at_least(50), default=250, help="Poll interval (ms)")
     tail.add_argument("--call-id", help="Only this call")
-    tail.add_argument("--follow", action=argparse.BooleanOptionalAction, default=True,
-                      help="Keep printing new events")
+    tail.add_argument(
+        "--follow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep printing new events",
+    )
     tail.add_argument("--max-events", type=_at_least(1), help="Stop after N events")
     latency = subs.add_parser("latency", help="Turn latency statistics")
     latency.add_argument("--last", type=_at_least(1), default=200, help="Calls to scan")
@@ -80,8 +85,11 @@ def _add_local_commands(subs: Any) -> None:
     smoke.add_argument("--yes", action="store_true", help="Really place the call")
     smoke.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
     expose = subs.add_parser("expose", help="Publish the webhook with Tailscale serve/funnel")
-    expose.add_argument("--mode", default="funnel",
-                        help="off, serve or funnel (default funnel; anything else is funnel)")
+    expose.add_argument(
+        "--mode",
+        default="funnel",
+        help="off, serve or funnel (default funnel; anything else is funnel)",
+    )
     expose.add_argument("--path", help="Public path (default: tailscale.path, else serve path)")
     expose.add_argument("--port", type=int, help="Local port (default: config serve.port)")
     expose.add_argument("--serve-path", help="Local webhook path (default: config serve.path)")
@@ -90,8 +98,13 @@ def _add_local_commands(subs: Any) -> None:
     debug.add_argument("--capture", help='JSON file {"method","url","headers","body","remoteAddr"}')
     debug.add_argument("--url", help="The URL the request arrived on")
     debug.add_argument("--method", default="POST", help="HTTP method (default POST)")
-    debug.add_argument("--header", action="append", default=[], metavar="NAME: VALUE",
-                       help="A request header; repeat for several")
+    debug.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME: VALUE",
+        help="A request header; repeat for several",
+    )
     debug.add_argument("--body", default="", help="The raw request body")
     debug.add_argument("--body-file", help="Read the raw body from this file")
     debug.add_argument("--remote-addr", help="The peer address the request came from")
@@ -135,8 +148,9 @@ class Command(BaseCommand):
             params["mode"] = mode
         self._print({"callId": client.rpc("voicecall.initiate", params)["callId"]})
 
-    def _run_start(self, *, to: str, message: str | None, mode: str,
-                   dtmf_sequence: str | None, **_: Any) -> None:
+    def _run_start(
+        self, *, to: str, message: str | None, mode: str, dtmf_sequence: str | None, **_: Any
+    ) -> None:
         params = {"to": to, "mode": mode, "message": message, "dtmfSequence": dtmf_sequence}
         params = {key: value for key, value in params.items() if value is not None}
         self._print({"callId": client.rpc("voicecall.start", params)["callId"]})
@@ -156,11 +170,20 @@ class Command(BaseCommand):
     def _run_status(self, *, call_id: str | None, **_: Any) -> None:
         self._print(client.rpc("voicecall.status", {"callId": call_id} if call_id else {}))
 
-    def _run_tail(self, *, since: int, poll: int, call_id: str | None, follow: bool,
-                  max_events: int | None, **_: Any) -> None:
+    def _run_tail(
+        self,
+        *,
+        since: int,
+        poll: int,
+        call_id: str | None,
+        follow: bool,
+        max_events: int | None,
+        **_: Any,
+    ) -> None:
         stop = threading.Event()
-        events = cli.events_tail(call_id=call_id, since=since, follow=follow, poll_ms=poll,
-                                 stop=stop)
+        events = cli.events_tail(
+            call_id=call_id, since=since, follow=follow, poll_ms=poll, stop=stop
+        )
         try:
             with cli.stop_on_sigterm(stop):
                 for event in islice(events, max_events):
@@ -181,8 +204,9 @@ class Command(BaseCommand):
         if not report["ok"]:
             raise CommandError("Voice Call setup needs attention.")
 
-    def _run_smoke(self, *, to: str | None, message: str, mode: str, yes: bool,
-                   as_json: bool, **_: Any) -> None:
+    def _run_smoke(
+        self, *, to: str | None, message: str, mode: str, yes: bool, as_json: bool, **_: Any
+    ) -> None:
         result = setup_checks.smoke_run(to=to, message=message, mode=mode, confirmed=yes)
         if as_json:
             self._print(result)
@@ -192,14 +216,15 @@ class Command(BaseCommand):
         if not result["ok"]:
             raise CommandError("Voice Call setup needs attention.")
 
-    def _run_expose(self, *, mode: str, path: str | None, port: int | None,
-                    serve_path: str | None, **_: Any) -> None:
-        result = expose_command(client.config_or_error(), mode=mode, path=path, port=port,
-                                serve_path=serve_path)
+    def _run_expose(
+        self, *, mode: str, path: str | None, port: int | None, serve_path: str | None, **_: Any
+    ) -> None:
+        result = expose_command(
+            client.config_or_error(), mode=mode, path=path, port=port, serve_path=serve_path
+        )
         self._print(result)
         if not result["ok"]:
-            raise CommandError(
-                f"voicecall expose --mode {result['mode']} failed (see hint above).")
+            raise CommandError(f"voicecall expose --mode {result['mode']} failed (see hint above).")
 
     def _run_serve(self, *, host: str | None, port: int | None, **_: Any) -> None:
         from calls import server  # loads the ASGI server and app; only `serve` needs them
@@ -208,15 +233,20 @@ class Command(BaseCommand):
         server.run(host=host or cfg.serve_bind, port=port or cfg.serve_port)
 
     def _run_admin_user(self, **_: Any) -> None:
-        account = admin_user_ensure(username="admin",
-                                    password_file=settings.DATA_DIR / "admin-password.txt")
+        account = admin_user_ensure(
+            username="admin", password_file=settings.DATA_DIR / "admin-password.txt"
+        )
         if account.created:
             password = account.password_file.read_text().strip()
-            self.stdout.write(f"Admin user: {account.username}  password: {password}  "
-                              f"(kept in {account.password_file})")
+            self.stdout.write(
+                f"Admin user: {account.username}  password: {password}  "
+                f"(kept in {account.password_file})"
+            )
         else:
-            self.stdout.write(f"An admin account exists (a first password, if this command "
-                              f"made it, is in {account.password_file}).")
+            self.stdout.write(
+                f"An admin account exists (a first password, if this command "
+                f"made it, is in {account.password_file})."
+            )
 
     def _run_webhook_debug(self, **options: Any) -> None:
         self._print(webhook_explain(cli.captured_request(**options)))
@@ -233,6 +263,7 @@ class Command(BaseCommand):
     def _token_revoke(self, *, token_id: int, **_: Any) -> None:
         self._print(cli.token_withdraw(token_id=token_id))
 
+
 def _smoke_line(result: dict[str, Any]) -> str:
     if not result["ok"]:
         return "live-call: not attempted (setup needs attention)"
@@ -240,6 +271,8 @@ def _smoke_line(result: dict[str, Any]) -> str:
         return f"live-call: placed {result['callId']}"
     if "wouldCall" in result:
         would = result["wouldCall"]
-        return (f"live-call: dry run, would call {would['to']} ({would['mode']}); "
-                "pass --yes to place it")
+        return (
+            f"live-call: dry run, would call {would['to']} ({would['mode']}); "
+            "pass --yes to place it"
+        )
     return setup_checks.SKIPPED
