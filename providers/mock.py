@@ -218,6 +218,7 @@ def _parse_item(item: Any) -> NormalizedEvent:
     if not isinstance(call_id, str) or not call_id:
         raise WebhookInvalid("Each event needs a callId")
     direction = item.get("direction")
+    _check_types(item)
     # Explicit falsy values are kept, as in the plugin; absent ones take the defaults.
     return NormalizedEvent(
         type=type_,
@@ -242,6 +243,23 @@ def _parse_item(item: Any) -> NormalizedEvent:
         error=str(item.get("error", "unknown error")),
         retryable=bool(item.get("retryable", False)),
     )
+
+
+# Fields that must be strings when present: they become ids, keys and numbers, and a JSON
+# true or 42 there would fail deep in the services instead of here (400).
+_STRING_FIELDS = ("id", "providerCallId", "dedupeKey", "turnToken", "from", "to")
+
+
+def _check_types(item: dict[str, Any]) -> None:
+    for name in _STRING_FIELDS:
+        value = item.get(name)
+        if value is not None and not isinstance(value, str):
+            raise WebhookInvalid(f"{name} must be a string")
+    confidence = item.get("confidence")
+    if confidence is not None and (
+        isinstance(confidence, bool) or not isinstance(confidence, int | float)
+    ):
+        raise WebhookInvalid("confidence must be a number")
 
 
 def _is_uuid(value: str) -> bool:

@@ -1,0 +1,1 @@
+"""Hypothesis fuzz tests of the carrier webhook endpoint, one module per carrier."""
