@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -161,7 +162,12 @@ def _text(value: object) -> str | None:
 def _confidence(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        confidence = float(value)
+    except OverflowError:  # a JSON integer too large for a float
+        return None
+    # NaN and infinities would not survive a JSONB column.
+    return confidence if math.isfinite(confidence) and 0 <= confidence <= 1 else None
 
 
 def _timestamp(value: object) -> datetime | None:

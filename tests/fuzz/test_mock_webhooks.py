@@ -25,16 +25,18 @@ from django.test import Client
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from calls.models import Call
+from calls.models import Call, TranscriptEntry
 from providers.base import EventType
 from providers.mock import MockProvider
 from tests.carriers.drivers import FRIEND, STRANGER, Delivery
 from tests.fuzz.conftest import (
     BODY_LIMIT,
     CONTROL_CHARS,
+    EDGE_NUMBERS,
     END_STATES,
     FUZZ,
     LIVE_STATES,
+    LONG_NUMBER,
     SURROGATES,
     Snapshot,
     assert_moved_forward,
@@ -69,6 +71,7 @@ def _odd_json() -> st.SearchStrategy[Any]:
         st.booleans(),
         st.integers(),
         st.floats(),
+        st.sampled_from(EDGE_NUMBERS),
         st.lists(st.integers(), max_size=3),
         st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
     )
@@ -92,8 +95,8 @@ def plausible_item(data: st.DataObject, call: Call, done: Call) -> dict[str, Any
         "providerCallId": st.just(target.provider_call_id if target else None),
         "turnToken": st.sampled_from([call.turn_token, uuid.uuid4().hex]),
         "direction": st.sampled_from(["inbound", "outbound"]),
-        "from": st.sampled_from([FRIEND, STRANGER]),
-        "to": st.just("+15550000000"),
+        "from": st.sampled_from([FRIEND, STRANGER, LONG_NUMBER]),
+        "to": st.sampled_from(["+15550000000", LONG_NUMBER]),
         "transcript": st.text(max_size=30),
         "isFinal": st.booleans(),
         "confidence": st.floats(0, 1),
@@ -274,35 +277,47 @@ def test_malformed_requests_never_5xx_and_4xx_changes_nothing(
         assert (problems := stored_text_problems()) == [], problems
 
 
+WORDS = st.from_regex(r"[A-Za-z]{1,10}( [A-Za-z]{1,10}){0,3}", fullmatch=True)
+
+
+def user_lines(call: Call) -> int:
+    return TranscriptEntry.objects.filter(call=call, speaker="user").count()
+
+
 @FUZZ
 @given(data=st.data())
 def test_sequences_of_events_only_move_forward(
     mock_carrier: MockProvider, make_call: Any, data: st.DataObject
 ) -> None:
     """Protects the state machine and replay detection: events in any order for one call,
-    some re-sent byte for byte."""
+    some re-sent byte for byte; and the caller's words are kept once while the call is live."""
     with isolated():
         client = Client()
         token = uuid.uuid4().hex
         call = make_call(state="initiated", turn_token=token)
         sent: list[Delivery] = []
         for index in range(data.draw(st.integers(1, 12), label="steps")):
-            resend = bool(sent) and data.draw(st.booleans(), label="resend")
+            resend, heard = bool(sent) and data.draw(st.booleans(), label="resend"), False
             if resend:
                 delivery = data.draw(st.sampled_from(sent), label="again")
             else:
+                clean = data.draw(st.booleans(), label="clean words")
                 item = {
                     "type": data.draw(st.sampled_from(TYPES), label="type"),
                     "callId": call.call_id,
                     "id": str(uuid.uuid4()),
                     "turnToken": data.draw(st.sampled_from([token, None, "other"])),
-                    "transcript": data.draw(nasty_text(surrogates=True), label="words"),
+                    "transcript": data.draw(
+                        WORDS if clean else nasty_text(surrogates=True), label="words"
+                    ),
+                    "confidence": data.draw(st.sampled_from([0.8, 1, 0, None]), label="conf"),
                     "reason": data.draw(st.sampled_from(REASONS), label="reason"),
                     "digits": "1",
                 }
+                heard = clean and item["type"] == "call.speech" and item["turnToken"] != "other"
                 delivery = post_json(encode({"event": item}))
                 sent.append(delivery)
-            before = Snapshot.take(call)
+            before, lines = Snapshot.take(call), user_lines(call)
 
             response = send(client, delivery)
 
@@ -315,6 +330,8 @@ def test_sequences_of_events_only_move_forward(
                     after.rows[call.pk]["transcript_lines"]
                     == before.rows[call.pk]["transcript_lines"]
                 ), step
+            elif heard:
+                assert user_lines(call) == lines + 1, ("words lost", step)
             if resend:
                 assert after.counts.events == before.counts.events, step
                 assert after.counts.transcript == before.counts.transcript, step

@@ -35,7 +35,7 @@ from hypothesis import assume, event, given
 from hypothesis import strategies as st
 from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 
-from calls.models import Call
+from calls.models import Call, TranscriptEntry
 from tests.carriers.conftest import Carrier
 from tests.carriers.drivers import (
     CALLEE,
@@ -56,6 +56,7 @@ from tests.fuzz.conftest import (
     END_STATES,
     FUZZ,
     LIVE_STATES,
+    LONG_NUMBER,
     Counts,
     Snapshot,
     assert_moved_forward,
@@ -503,11 +504,12 @@ def _values(field: str, live: Call, done: Call) -> st.SearchStrategy[str]:
             plivo_digits(STRANGER),
             FRIEND,
             "9" * 60,
+            plivo_digits(LONG_NUMBER),
             "<script>",
             "sip:alice@example.org",
             "(555) 555-0111",
         ],
-        "To": [plivo_digits(OUR_NUMBER), plivo_digits(CALLEE), ""],
+        "To": [plivo_digits(OUR_NUMBER), plivo_digits(CALLEE), "", LONG_NUMBER],
         "SpeechConfidenceScore": ["nan", "inf", "1e999", "-1", "0.5", "2", "x"],
         "Digits": ["1", "123#", "w", "*"],
         "Speech": ["yes please", "", " "],
@@ -665,10 +667,16 @@ def test_malformed_signed_requests_never_5xx_and_4xx_changes_nothing(
 # == 3. sequences of genuine callbacks ==========================================================
 
 
+WORDS = st.from_regex(r"[A-Za-z]{1,10}( [A-Za-z]{1,10}){0,3}", fullmatch=True)
+CONFIDENCES = ["0.8", "0.8", "nan", "inf", "-inf", "1e999", "-1", "2", "x", ""]
+
+
 def sequence_step(
     data: st.DataObject, call: Call, request_uuid: str, call_uuid: str, token: str
-) -> Delivery:
-    """One genuine callback for `call`, as Plivo sends them (V3 or V2)."""
+) -> tuple[Delivery, bool]:
+    """One genuine callback for `call`, as Plivo sends them (V3 or V2), and whether it
+    carries words that must become a transcript line while the call is live."""
+    heard = False
     version = data.draw(st.sampled_from([3, 3, 2]), label="version")
     kind = data.draw(
         st.sampled_from(["answer", "status", "speech", "digits", "silence", "hangup", "fetch"]),
@@ -705,11 +713,13 @@ def sequence_step(
         turn = data.draw(st.sampled_from([token, uuid.uuid4().hex, None]), label="turn")
         fields = {"CallStatus": "in-progress"}
         if kind == "speech":
+            clean = data.draw(st.booleans(), label="clean words")
             fields.update(
-                Speech=data.draw(nasty_text(min_size=1), label="words"),
-                SpeechConfidenceScore="0.8",
+                Speech=data.draw(WORDS if clean else nasty_text(min_size=1), label="words"),
+                SpeechConfidenceScore=data.draw(st.sampled_from(CONFIDENCES), label="conf"),
                 InputType="speech",
             )
+            heard = clean and turn in (token, None)
         elif kind == "digits":
             fields["Digits"] = data.draw(
                 st.from_regex(r"[0-9*#]{1,6}", fullmatch=True), label="digits"
@@ -719,7 +729,11 @@ def sequence_step(
             [("callId", call.call_id), ("flow", "getinput")]
             + ([("turnToken", turn)] if turn else [])
         )
-    return signed(url, urlencode(params).encode(), version=version)
+    return signed(url, urlencode(params).encode(), version=version), heard
+
+
+def user_lines(call: Call) -> int:
+    return TranscriptEntry.objects.filter(call=call, speaker="user").count()
 
 
 @FUZZ
@@ -728,7 +742,8 @@ def test_sequences_of_genuine_callbacks_only_move_forward(
     plivo: PlivoDriver, make_call: Any, data: st.DataObject
 ) -> None:
     """Protects the state machine, the request-UUID upgrade and replay detection under
-    Plivo's real behaviour: callbacks in any order, some delivered twice."""
+    Plivo's real behaviour: callbacks in any order, some delivered twice; and the caller's
+    words, whatever confidence comes with them, are kept while the call is live."""
     with isolated():
         client = Client()
         token = uuid.uuid4().hex
@@ -742,13 +757,13 @@ def test_sequences_of_genuine_callbacks_only_move_forward(
         request_uuid, call_uuid = call.provider_call_id or "", str(uuid.uuid4())
         sent: list[Delivery] = []
         for index in range(data.draw(st.integers(1, 12), label="steps")):
-            resend = bool(sent) and data.draw(st.booleans(), label="resend")
+            resend, heard = bool(sent) and data.draw(st.booleans(), label="resend"), False
             if resend:
                 delivery = data.draw(st.sampled_from(sent), label="again")
             else:
-                delivery = sequence_step(data, call, request_uuid, call_uuid, token)
+                delivery, heard = sequence_step(data, call, request_uuid, call_uuid, token)
                 sent.append(delivery)
-            before = Snapshot.take(call)
+            before, lines = Snapshot.take(call), user_lines(call)
 
             response = send(client, delivery)
 
@@ -761,6 +776,8 @@ def test_sequences_of_genuine_callbacks_only_move_forward(
                     after.rows[call.pk]["transcript_lines"]
                     == before.rows[call.pk]["transcript_lines"]
                 ), step
+            elif heard:
+                assert user_lines(call) == lines + 1, ("words lost", step)
             if resend:
                 assert after.counts.events == before.counts.events, step
                 assert after.counts.transcript == before.counts.transcript, step

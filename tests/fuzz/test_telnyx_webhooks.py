@@ -31,7 +31,7 @@ from django.test import Client
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
-from calls.models import Call
+from calls.models import Call, TranscriptEntry
 from providers.telnyx import clientstate
 from providers.telnyx.webhooks import END_REASONS, SDK_END_REASONS
 from tests.carriers.conftest import Carrier
@@ -49,9 +49,11 @@ from tests.carriers.drivers import (
 from tests.fuzz.conftest import (
     BODY_LIMIT,
     CONTROL_CHARS,
+    EDGE_NUMBERS,
     END_STATES,
     FUZZ,
     LIVE_STATES,
+    LONG_NUMBER,
     SURROGATES,
     Counts,
     Snapshot,
@@ -416,6 +418,7 @@ def _odd_json() -> st.SearchStrategy[Any]:
         st.booleans(),
         st.integers(),
         st.floats(),
+        st.sampled_from(EDGE_NUMBERS),
         st.lists(st.integers(), max_size=3),
         st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
     )
@@ -448,8 +451,10 @@ def plausible_event(data: st.DataObject, live: Call, done: Call) -> dict[str, An
             ),
             label="state",
         ),
-        "from": data.draw(st.sampled_from([OUR_NUMBER, FRIEND, STRANGER]), label="from"),
-        "to": data.draw(st.sampled_from([CALLEE, OUR_NUMBER]), label="to"),
+        "from": data.draw(
+            st.sampled_from([OUR_NUMBER, FRIEND, STRANGER, LONG_NUMBER]), label="from"
+        ),
+        "to": data.draw(st.sampled_from([CALLEE, OUR_NUMBER, LONG_NUMBER]), label="to"),
         "direction": data.draw(st.sampled_from(["outgoing", "incoming", None]), label="direction"),
         "hangup_cause": data.draw(st.sampled_from(CAUSES), label="cause"),
         "digit": data.draw(st.sampled_from(list("0123456789*#")), label="digit"),
@@ -457,7 +462,7 @@ def plausible_event(data: st.DataObject, live: Call, done: Call) -> dict[str, An
         "transcription_data": {
             "transcript": data.draw(st.text(max_size=30), label="words"),
             "is_final": data.draw(st.booleans(), label="final"),
-            "confidence": 0.9,
+            "confidence": data.draw(st.sampled_from([0.9, 0.9, *EDGE_NUMBERS]), label="conf"),
             "transcription_track": data.draw(st.sampled_from(["inbound", "outbound"])),
         },
     }
@@ -612,8 +617,14 @@ def test_malformed_signed_requests_never_5xx_and_4xx_changes_nothing(
 # == 3. sequences of genuine events =============================================================
 
 
-def sequence_event(data: st.DataObject, call: Call, token: str) -> dict[str, Any]:
-    """One genuine Call Control event for `call`, as Telnyx sends them."""
+WORDS = st.from_regex(r"[A-Za-z]{1,10}( [A-Za-z]{1,10}){0,3}", fullmatch=True)
+CONFIDENCES: list[Any] = [0.8, 0.8, 0.8, 1, 0, None, "high", *EDGE_NUMBERS]
+
+
+def sequence_event(data: st.DataObject, call: Call, token: str) -> tuple[dict[str, Any], bool]:
+    """One genuine Call Control event for `call`, as Telnyx sends them, and whether it carries
+    words that must become a transcript line while the call is live."""
+    heard = False
     event_type = data.draw(st.sampled_from(EVENT_TYPES), label="event type")
     turn = data.draw(st.sampled_from([token, uuid.uuid4().hex, None]), label="turn")
     state = clientstate.encode(call.call_id, turn)
@@ -621,14 +632,21 @@ def sequence_event(data: st.DataObject, call: Call, token: str) -> dict[str, Any
     if event_type == "call.initiated":
         fields = {"direction": "outgoing", "state": "bridging"}
     elif event_type == "call.transcription":
-        fields = {
-            "transcription_data": {
-                "transcript": data.draw(nasty_text(min_size=1, surrogates=True), label="words"),
-                "is_final": data.draw(st.booleans(), label="final"),
-                "confidence": 0.8,
-                "transcription_track": data.draw(st.sampled_from(["inbound", "outbound"])),
-            }
+        clean = data.draw(st.booleans(), label="clean words")
+        words = WORDS if clean else nasty_text(min_size=1, surrogates=True)
+        transcription = {
+            "transcript": data.draw(words, label="words"),
+            "is_final": data.draw(st.booleans(), label="final"),
+            "confidence": data.draw(st.sampled_from(CONFIDENCES), label="confidence"),
+            "transcription_track": data.draw(st.sampled_from(["inbound", "outbound"])),
         }
+        fields = {"transcription_data": transcription}
+        heard = (
+            clean
+            and transcription["is_final"]
+            and turn in (token, None)
+            and transcription["transcription_track"] == "inbound"
+        )
     elif event_type == "call.dtmf.received":
         fields = {"digit": data.draw(st.sampled_from(list("0123456789*#")), label="digit")}
     elif event_type == "call.hangup":
@@ -639,7 +657,11 @@ def sequence_event(data: st.DataObject, call: Call, token: str) -> dict[str, Any
         }
     elif event_type == "call.speak.started":
         fields = {"payload": GREETING}
-    return envelope(event_type, payload_for(call, state, **fields))
+    return envelope(event_type, payload_for(call, state, **fields)), heard
+
+
+def user_lines(call: Call) -> int:
+    return TranscriptEntry.objects.filter(call=call, speaker="user").count()
 
 
 @FUZZ
@@ -648,7 +670,8 @@ def test_sequences_of_genuine_events_only_move_forward(
     telnyx: TelnyxDriver, make_call: Any, data: st.DataObject
 ) -> None:
     """Protects the state machine and both kinds of de-duplication under Telnyx's real
-    behaviour: events in any order, some re-sent verbatim, some redelivered (same id)."""
+    behaviour: events in any order, some re-sent verbatim, some redelivered (same id); and
+    the caller's words, whatever confidence comes with them, are kept once while live."""
     with isolated():
         client = Client()
         token = uuid.uuid4().hex
@@ -665,8 +688,9 @@ def test_sequences_of_genuine_events_only_move_forward(
                 st.sampled_from(["no", "no", "verbatim", "redelivery"]) if sent else st.just("no"),
                 label="again",
             )
+            heard = False
             if again == "no":
-                document = sequence_event(data, call, token)
+                document, heard = sequence_event(data, call, token)
                 delivery = sign(telnyx, encode(document))
                 sent.append((document, delivery))
             else:
@@ -677,7 +701,7 @@ def test_sequences_of_genuine_events_only_move_forward(
                         "meta": {**document["meta"], "attempt": document["meta"]["attempt"] + 1},
                     }
                     delivery = sign(telnyx, encode(document))
-            before = Snapshot.take(call)
+            before, lines = Snapshot.take(call), user_lines(call)
 
             response = send(client, delivery)
 
@@ -690,6 +714,8 @@ def test_sequences_of_genuine_events_only_move_forward(
                     after.rows[call.pk]["transcript_lines"]
                     == before.rows[call.pk]["transcript_lines"]
                 ), step
+            elif heard:
+                assert user_lines(call) == lines + 1, ("words lost", step)
             if again != "no":
                 assert after.counts.events == before.counts.events, step
                 assert after.counts.transcript == before.counts.transcript, step

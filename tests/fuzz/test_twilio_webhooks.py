@@ -474,8 +474,15 @@ def _values(field: str, live: Call, done: Call, surrogates: bool = False) -> Any
         ],
         "CallStatus": STATUSES + ["", "exploded", "COMPLETED", " ringing "],
         "Direction": ["inbound", "outbound-api", "outbound-dial", "", "sideways"],
-        "From": [FRIEND, STRANGER, OUR_NUMBER, "+" + "9" * 60, LONG_NUMBER, "<script>",
-                 "client:alice"],
+        "From": [
+            FRIEND,
+            STRANGER,
+            OUR_NUMBER,
+            "+" + "9" * 60,
+            LONG_NUMBER,
+            "<script>",
+            "client:alice",
+        ],
         "To": [OUR_NUMBER, CALLEE, "sip:x@y", "", LONG_NUMBER],
         "Confidence": ["nan", "inf", "-inf", "1e999", "-1", "0.5", "x"],
         "Timestamp": [
@@ -583,6 +590,7 @@ def malformed_request(data: st.DataObject, live: Call, done: Call) -> Delivery:
     odd = st.one_of(
         st.integers(),
         st.floats(),
+        st.sampled_from(EDGE_NUMBERS),
         st.none(),
         st.booleans(),
         st.lists(st.integers(), max_size=3),
@@ -648,38 +656,50 @@ WORDS = st.from_regex(r"[A-Za-z]{1,10}( [A-Za-z]{1,10}){0,3}", fullmatch=True)
 CONFIDENCES = ["0.8", "0.8", "nan", "inf", "-inf", "1e999", "-1", "x", ""]
 
 
-def sequence_step(data: st.DataObject, call: Call, token: str,
-                  sequence: int) -> tuple[Delivery, bool]:
+def sequence_step(
+    data: st.DataObject, call: Call, token: str, sequence: int
+) -> tuple[Delivery, bool]:
     """One genuine callback for `call`, as Twilio sends them, and whether it carries words
     that must become a transcript line while the call is live."""
-    kind = data.draw(st.sampled_from(["status", "status", "fetch", "speech", "speech",
-                                      "digits", "silence", "hold"]), label="step")
+    kind = data.draw(
+        st.sampled_from(
+            ["status", "status", "fetch", "speech", "speech", "digits", "silence", "hold"]
+        ),
+        label="step",
+    )
     if kind == "status":
         status = data.draw(st.sampled_from(STATUSES), label="status")
         url = url_for(query=[("callId", call.call_id), ("type", "status")])
-        return signed(url, urlencode(call_params(
-            call, CallStatus=status, CallbackSource="call-progress-events",
-            SequenceNumber=str(sequence))).encode()), False
+        return signed(
+            url,
+            urlencode(
+                call_params(
+                    call,
+                    CallStatus=status,
+                    CallbackSource="call-progress-events",
+                    SequenceNumber=str(sequence),
+                )
+            ).encode(),
+        ), False
     if kind in ("fetch", "hold"):
         query = [("callId", call.call_id)] + ([("flow", "hold")] if kind == "hold" else [])
-        return signed(url_for(query=query),
-                      urlencode(call_params(call, CallStatus="in-progress")).encode()), False
+        return signed(
+            url_for(query=query), urlencode(call_params(call, CallStatus="in-progress")).encode()
+        ), False
     turn = data.draw(st.sampled_from([token, uuid.uuid4().hex, None]), label="turn")
-    query = [("callId", call.call_id), ("flow", "gather")] + (
-        [("turnToken", turn)] if turn else [])
+    query = [("callId", call.call_id), ("flow", "gather")] + ([("turnToken", turn)] if turn else [])
     fields = {"CallStatus": "in-progress"}
     heard = False
     if kind == "speech":
         clean = data.draw(st.booleans(), label="clean words")
-        fields.update(SpeechResult=data.draw(WORDS if clean else nasty_text(min_size=1),
-                                             label="words"),
-                      Confidence=data.draw(st.sampled_from(CONFIDENCES), label="confidence"))
+        fields.update(
+            SpeechResult=data.draw(WORDS if clean else nasty_text(min_size=1), label="words"),
+            Confidence=data.draw(st.sampled_from(CONFIDENCES), label="confidence"),
+        )
         heard = clean and turn in (token, None)
     elif kind == "digits":
-        fields["Digits"] = data.draw(st.from_regex(r"[0-9*#]{1,6}", fullmatch=True),
-                                     label="digits")
-    return signed(url_for(query=query),
-                  urlencode(call_params(call, **fields)).encode()), heard
+        fields["Digits"] = data.draw(st.from_regex(r"[0-9*#]{1,6}", fullmatch=True), label="digits")
+    return signed(url_for(query=query), urlencode(call_params(call, **fields)).encode()), heard
 
 
 def user_lines(call: Call) -> int:
@@ -689,7 +709,8 @@ def user_lines(call: Call) -> int:
 @FUZZ
 @given(data=st.data())
 def test_sequences_of_genuine_callbacks_only_move_forward(
-        twilio: TwilioDriver, make_call: Any, data: st.DataObject) -> None:
+    twilio: TwilioDriver, make_call: Any, data: st.DataObject
+) -> None:
     """Protects the state machine and replay detection under Twilio's real behaviour:
     callbacks in any order, some delivered twice (also with a new idempotency token); and
     the caller's words, whatever confidence comes with them, are kept once while live."""
@@ -697,8 +718,11 @@ def test_sequences_of_genuine_callbacks_only_move_forward(
         client = Client()
         token = uuid.uuid4().hex
         mode = data.draw(st.sampled_from(["conversation", "notify"]), label="mode")
-        metadata = ({"initialMessage": GREETING, "mode": mode}
-                    if data.draw(st.booleans(), label="greeting") else {})
+        metadata = (
+            {"initialMessage": GREETING, "mode": mode}
+            if data.draw(st.booleans(), label="greeting")
+            else {}
+        )
         call = outbound(make_call, mode=mode, metadata=metadata, turn_token=token)
         sent: list[Delivery] = []
         seen: set[tuple[str, bytes]] = set()
@@ -707,10 +731,13 @@ def test_sequences_of_genuine_callbacks_only_move_forward(
             if resend:
                 delivery = data.draw(st.sampled_from(sent), label="again")
                 if data.draw(st.booleans(), label="new idempotency token"):
-                    delivery = Delivery(delivery.label, delivery.url, delivery.body,
-                                        delivery.content_type,
-                                        {**delivery.headers,
-                                         "I-Twilio-Idempotency-Token": str(uuid.uuid4())})
+                    delivery = Delivery(
+                        delivery.label,
+                        delivery.url,
+                        delivery.body,
+                        delivery.content_type,
+                        {**delivery.headers, "I-Twilio-Idempotency-Token": str(uuid.uuid4())},
+                    )
             else:
                 delivery, heard = sequence_step(data, call, token, index)
                 # The same callback twice is one delivery, whichever way it was produced.
@@ -724,11 +751,12 @@ def test_sequences_of_genuine_callbacks_only_move_forward(
             after = Snapshot.take(call)
             step = f"step {index} resend={resend} {delivery.url} {delivery.body[:120]!r}"
             assert response.status_code == 200, (step, describe(response))
-            assert_moved_forward(before.rows[call.pk]["state"], after.rows[call.pk]["state"],
-                                 step)
+            assert_moved_forward(before.rows[call.pk]["state"], after.rows[call.pk]["state"], step)
             if before.rows[call.pk]["state"] in END_STATES:
-                assert after.rows[call.pk]["transcript_lines"] == before.rows[call.pk][
-                    "transcript_lines"], step
+                assert (
+                    after.rows[call.pk]["transcript_lines"]
+                    == before.rows[call.pk]["transcript_lines"]
+                ), step
             elif heard and not resend:
                 assert user_lines(call) == lines + 1, ("words lost", step)
             if resend:
