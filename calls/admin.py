@@ -23,8 +23,9 @@ from django.utils.safestring import SafeString
 from calls.exceptions import CallError
 from calls.models import AllowedNumber, ApiToken, Call, CallEvent, InboundPolicy, TranscriptEntry
 from calls.phone import mask_number
-from calls.services import allowlist_sync_config, call_end, token_revoke
-from calls.services.inbound import effective_policy
+from calls.services.actions import call_end
+from calls.services.inbound import allowlist_sync_config, effective_policy
+from calls.services.tokens import token_revoke
 
 
 def _pretty_json(value: Any) -> SafeString:

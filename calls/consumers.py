@@ -24,8 +24,8 @@ from calls.exceptions import CallError
 from calls.media import Playback
 from calls.realtime import DEFAULT_INSTRUCTIONS, RealtimeLink
 from calls.runtime import get_provider
+from calls.services.actions import call_end
 from calls.services.events import event_apply
-from calls.services.outbound import call_end
 from calls.services.stream_commands import group_name
 from calls.services.stream_plans import realtime_enabled
 from calls.services.streams import (

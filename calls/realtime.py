@@ -17,7 +17,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from calls.exceptions import CallError
-from calls.services.outbound import call_end
+from calls.services.actions import call_end
 from calls.services.streams import stream_heard, stream_said
 
 logger = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 
+import uvicorn
 from django.conf import settings
 from django.db import close_old_connections
 
@@ -16,28 +17,16 @@ from calls.config import get_config
 from calls.exposure import (
     exposure_start,
     exposure_stop,
-    local_only_refusal,
-    tunnel_mode,
 )
 from calls.runtime import set_local_address, webhook_url
+from calls.services.timers import timers_sweep
+from calls.startup import preflight, startup
 
 logger = logging.getLogger(__name__)
 
 # Media-stream frames over 64 KiB are refused before parsing (docs/plugin-behaviour.md,
 # "Media streams: limits and close codes").
 MAX_WS_FRAME_BYTES = 64 * 1024
-
-
-def startup() -> None:
-    """Work every server does once before serving: config rows, restart restore."""
-    from calls.services import allowlist_sync_config, calls_restore
-
-    cfg = get_config()
-    for warning in cfg.warnings:
-        logger.warning("%s", warning)
-    allowlist_sync_config()
-    calls_restore()
-    close_old_connections()
 
 
 class Sweeper(threading.Thread):
@@ -49,8 +38,6 @@ class Sweeper(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        from calls.services import timers_sweep
-
         while not self.stopped.wait(self.interval):
             try:
                 timers_sweep()
@@ -67,8 +54,8 @@ def run(*, host: str, port: int) -> None:
     bodies to the application, which the webhook gate needs for 408/413 before the body is
     read, and it measured 1.8x Daphne's media-stream capacity.
     """
-    import uvicorn
-
+    # Importing the ASGI module builds the application (and runs preflight): only here,
+    # when this process is about to serve it.
     from voicecall_project.asgi import application
 
     set_local_address(host=host, port=port)
@@ -97,35 +84,3 @@ def run(*, host: str, port: int) -> None:
         if sweeper:
             sweeper.stopped.set()
         exposure_stop(tunnel)
-
-
-def preflight(host: str | None = None, *, serving: bool = False) -> None:
-    """Refuse to serve with a bad config (raises ConfigError) or an unsafe skip mode.
-
-    `serving` (only from run()): also refuse a real carrier whose webhook would be local.
-    Not at ASGI import, where tests run carriers without a public URL.
-    """
-    cfg = get_config()
-    _check_skip_signature(host or cfg.serve_bind)
-    if serving and (refusal := local_only_refusal(cfg)):
-        raise SystemExit(refusal)
-
-
-def _check_skip_signature(host: str) -> None:
-    """skipSignatureVerification only on loopback without public exposure.
-
-    docs/security.md, "Webhooks", step 9.
-    """
-    cfg = get_config()
-    if not cfg.skip_signature_verification:
-        return
-    exposed = bool(cfg.public_url) or tunnel_mode(cfg) is not None
-    if host not in ("127.0.0.1", "::1", "localhost") or exposed:
-        raise SystemExit(
-            "skipSignatureVerification is only allowed when serving on loopback "
-            "without publicUrl or a tunnel"
-        )
-    logger.warning(
-        "SECURITY WARNING: skipSignatureVerification=true disables webhook "
-        "signature verification (development only)"
-    )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from calls.services.replies import responder_run
+from calls.services.timers import timers_sweep
+
 
 @shared_task(name="calls.tasks.sweep_timers", ignore_result=True)
 def sweep_timers() -> dict[str, int]:
     """Fire due call deadlines (Celery beat runs this every VOICECALL_SWEEP_INTERVAL_SECONDS)."""
-    from calls.services import timers_sweep
-
     return timers_sweep().fired
 
 
@@ -17,6 +18,4 @@ def sweep_timers() -> dict[str, int]:
 @shared_task(name="calls.tasks.respond_to_caller", ignore_result=True)
 def respond_to_caller(call_id: str, entry_id: int) -> None:
     """Speak the automatic reply to one caller line (the responder's production dispatch)."""
-    from calls.services.responder import responder_run
-
     responder_run(call_id=call_id, entry_id=entry_id)

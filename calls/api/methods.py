@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from calls import services
 from calls.exceptions import CallError, CallNotFound, InvalidRequest
 from calls.models import Call
 from calls.selectors import call_as_dict, call_find, call_list
+from calls.services import turns
+from calls.services.actions import call_end, call_send_dtmf, call_speak
+from calls.services.dialling import call_initiate
 
 Params = Mapping[str, Any]
 
@@ -56,7 +58,7 @@ def _place(params: Params, *, message: str | None) -> Call:
     dtmf = params.get("dtmfSequence")
     if dtmf is not None and not isinstance(dtmf, str):
         raise InvalidRequest("dtmfSequence must be a string")
-    return services.call_initiate(
+    return call_initiate(
         to=_text(params, "to") or None,
         message=message,
         mode=_mode(params),
@@ -74,18 +76,18 @@ def _call_and_message(params: Params) -> tuple[str, str]:
 
 def continue_(params: Params) -> dict[str, Any]:
     call_id, message = _call_and_message(params)
-    result = services.call_continue(call_id=call_id, message=message)
+    result = turns.call_continue(call_id=call_id, message=message)
     return {"success": True, "transcript": result.transcript}
 
 
 def continue_start(params: Params) -> dict[str, Any]:
     call_id, message = _call_and_message(params)
-    operation = services.continue_start(call_id=call_id, message=message)
+    operation = turns.continue_start(call_id=call_id, message=message)
     return {"operationId": str(operation.operation_id)}
 
 
 def continue_result(params: Params) -> dict[str, Any]:
-    operation = services.continue_result(operation_id=_text(params, "operationId") or None)
+    operation = turns.continue_result(operation_id=_text(params, "operationId") or None)
     if operation.status == operation.Status.PENDING:
         return {"operationId": str(operation.operation_id), "status": "pending"}
     return {
@@ -97,7 +99,7 @@ def continue_result(params: Params) -> dict[str, Any]:
 
 def speak(params: Params) -> dict[str, Any]:
     call_id, message = _call_and_message(params)
-    services.call_speak(call_id=call_id, message=message)
+    call_speak(call_id=call_id, message=message)
     return {"success": True}
 
 
@@ -105,7 +107,7 @@ def dtmf(params: Params) -> dict[str, Any]:
     call_id, digits = _text(params, "callId"), _text(params, "digits")
     if not call_id or not digits:
         raise InvalidRequest("callId and digits required")
-    services.call_send_dtmf(call_id=call_id, digits=digits)
+    call_send_dtmf(call_id=call_id, digits=digits)
     return {"success": True}
 
 
@@ -113,7 +115,7 @@ def end(params: Params) -> dict[str, Any]:
     call_id = _text(params, "callId")
     if not call_id:
         raise InvalidRequest("callId required")
-    services.call_end(call_id=call_id)
+    call_end(call_id=call_id)
     return {"success": True}
 
 

@@ -10,10 +10,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from calls import services
 from calls.exceptions import CallNotFound
 from calls.models import Call, CallEvent, TranscriptEntry
 from calls.selectors import call_as_dict, call_find, call_list
+from calls.services.actions import call_end, call_send_dtmf, call_speak
+from calls.services.dialling import call_initiate
+from calls.services.turns import call_continue
 from calls.state import CallState
 
 
@@ -70,7 +72,7 @@ class CallListCreateApi(ListAPIView):
         params = self.CallCreateInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         data = params.validated_data
-        call = services.call_initiate(
+        call = call_initiate(
             to=data.get("to") or None,
             message=data["message"],
             mode=data.get("mode"),
@@ -95,7 +97,7 @@ class CallContinueApi(APIView):
     def post(self, request: Request, call_id: str) -> Response:
         params = MessageSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        result = services.call_continue(call_id=call_id, message=params.validated_data["message"])
+        result = call_continue(call_id=call_id, message=params.validated_data["message"])
         return Response(
             {
                 "success": True,
@@ -111,7 +113,7 @@ class CallSpeakApi(APIView):
     def post(self, request: Request, call_id: str) -> Response:
         params = MessageSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        services.call_speak(call_id=call_id, message=params.validated_data["message"])
+        call_speak(call_id=call_id, message=params.validated_data["message"])
         return Response({"success": True})
 
 
@@ -123,14 +125,14 @@ class CallDtmfApi(APIView):
     def post(self, request: Request, call_id: str) -> Response:
         params = self.DtmfInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        services.call_send_dtmf(call_id=call_id, digits=params.validated_data["digits"])
+        call_send_dtmf(call_id=call_id, digits=params.validated_data["digits"])
         return Response({"success": True})
 
 
 class CallEndApi(APIView):
     @extend_schema(request=None, responses={200: serializers.DictField()})
     def post(self, request: Request, call_id: str) -> Response:
-        services.call_end(call_id=call_id)
+        call_end(call_id=call_id)
         return Response({"success": True})
 
 

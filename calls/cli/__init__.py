@@ -19,10 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 from django.core.management.base import CommandError
 from django.db.models import QuerySet
 
-from calls import clock, services
+from calls import clock
 from calls.exceptions import CallError
 from calls.models import ApiToken, CallEvent
 from calls.selectors import api_tokens, event_list, iso_time
+from calls.services.tokens import token_create, token_revoke
 from providers.base import WebhookRequest
 
 # Rows committed out of id order (concurrent writers on PostgreSQL) land behind the
@@ -102,7 +103,7 @@ def token_issue(*, name: str, ttl_hours: float | None) -> dict[str, Any]:
         raise CommandError("--ttl-hours must be a positive number")
     ttl = timedelta(hours=ttl_hours) if ttl_hours is not None else None
     try:
-        created = services.token_create(name=name, ttl=ttl)
+        created = token_create(name=name, ttl=ttl)
     except CallError as exc:
         raise CommandError(exc.message) from exc
     return {
@@ -119,7 +120,7 @@ def token_list() -> list[dict[str, Any]]:
 
 def token_withdraw(*, token_id: int) -> dict[str, Any]:
     try:
-        return token_row(services.token_revoke(token_id=token_id))
+        return token_row(token_revoke(token_id=token_id))
     except CallError as exc:
         raise CommandError(exc.message) from exc
 

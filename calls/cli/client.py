@@ -20,10 +20,10 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import DatabaseError
 
-from calls import services
 from calls.api.methods import call_method
 from calls.config import ConfigError, VoiceCallConfig, get_config
 from calls.exceptions import CallError
+from calls.services.tokens import token_create, token_revoke
 
 HEALTH_TIMEOUT_S = 1.0
 RPC_TIMEOUT_S = 30.0
@@ -147,7 +147,7 @@ class RemoteBackend:
         if self._token:
             return self._token
         try:
-            created = services.token_create(name="cli", ttl=TOKEN_TTL)
+            created = token_create(name="cli", ttl=TOKEN_TTL)
         except DatabaseError as exc:
             raise CommandError(
                 f"Could not create a CLI token in the database ({exc}); set VOICECALL_API_TOKEN."
@@ -162,7 +162,7 @@ class RemoteBackend:
         self._http.close()
         if self._minted_id is not None:
             # The minted token only served this command; don't leave it usable.
-            services.token_revoke(token_id=self._minted_id)
+            token_revoke(token_id=self._minted_id)
             self._minted_id = None
 
 

@@ -1,42 +1,17 @@
-"""The only place call state changes; interfaces call these and render.
+"""Every state change of a call lives in this package (docs/architecture.md).
 
-Views, consumers, tasks, commands and admin actions stay thin, so every write has one
-home (docs/design.md, "3. Layout").
+Import services from their modules (`from calls.services.dialling import call_initiate`);
+this package re-exports nothing, so importing one service never imports them all.
+
+- dialling: place an outbound call
+- actions: speak, DTMF, hang up a live call
+- turns: explicit turns (`continue`, `continue.start`/`.result`)
+- events: apply a normalized carrier event; answering: what an answered call gets;
+  inbound: screening and a new caller's arrival
+- webhooks: one carrier webhook end to end; outbox and carrier_commands: REST commands
+  owed by applied events
+- lifecycle: transitions, finalization, transcript lines, event rows
+- speech, stream_plans, streams, stream_commands: speaking and media streams
+- responder, routes, sessions: automatic replies and who answers
+- timers: the sweep and restart restore; tokens, accounts: API tokens and admin users
 """
-
-from __future__ import annotations
-
-from calls.services.events import event_apply
-from calls.services.inbound import allowlist_sync_config, inbound_screen
-from calls.services.operations import continue_result, continue_start
-from calls.services.outbound import (
-    ContinueResult,
-    call_continue,
-    call_end,
-    call_initiate,
-    call_send_dtmf,
-    call_speak,
-)
-from calls.services.timers import calls_restore, timers_sweep
-from calls.services.tokens import token_authenticate, token_create, token_revoke
-from calls.services.webhooks import webhook_process
-
-__all__ = [
-    "ContinueResult",
-    "allowlist_sync_config",
-    "call_continue",
-    "call_end",
-    "call_initiate",
-    "call_send_dtmf",
-    "call_speak",
-    "calls_restore",
-    "continue_result",
-    "continue_start",
-    "event_apply",
-    "inbound_screen",
-    "timers_sweep",
-    "token_authenticate",
-    "token_create",
-    "token_revoke",
-    "webhook_process",
-]

@@ -1,6 +1,8 @@
-"""Inbound screening and the allowlist rows behind it.
+"""Inbound calls: screening by the policy and allowlist, and a new caller's arrival.
 
-docs/plugin-behaviour.md, "Inbound policy".
+A new inbound call is screened (docs/plugin-behaviour.md, "Inbound policy"); an accepted
+caller is answered (in the reply document, or by a command the outbox sends) and greeted,
+a rejected one is refused in the reply or hung up once.
 """
 
 from __future__ import annotations
@@ -8,13 +10,27 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
+from calls import clock
 from calls.config import get_config
-from calls.models import AllowedNumber, InboundPolicy
-from calls.phone import digits_only, mask_number
+from calls.models import AllowedNumber, Call, CarrierCommand, InboundPolicy
+from calls.phone import digits_only, mask_number, to_e164
+from calls.runtime import get_provider
+from calls.selectors import call_find
+from calls.services import lifecycle
+from calls.services.answering import call_answered
+from calls.services.carrier_commands import HUNG_UP
+from calls.services.lifecycle import EventOutcome
+from calls.services.outbox import command_owe
+from calls.services.routes import ROUTE_KEY, number_route_key
+from calls.services.speech import InlineReply
+from calls.state import CallState
+from providers.base import EventType, NormalizedEvent
 
 logger = logging.getLogger(__name__)
+
+Kind = CarrierCommand.Kind
 
 DEFAULT_GREETING = "Hello! How can I help you today?"
 
@@ -75,3 +91,74 @@ def allowlist_sync_config() -> int:
             defaults={"label": "from config allowFrom"},
         )
     return len(numbers)
+
+
+def inbound_call_arrive(
+    provider: str, event: NormalizedEvent, inline: InlineReply | None
+) -> EventOutcome:
+    """A new inbound call: screen it; accepted ones are greeted, rejected ones hung up once."""
+    from_number = to_e164(event.from_number or "") or (event.from_number or "")
+    to_number = to_e164(event.to_number or "") or (event.to_number or "")
+    screen = inbound_screen(from_number=from_number)
+    route_key = number_route_key(to_number)
+    route = (get_config().data.get("numbers") or {}).get(route_key) or {}
+    fields = {
+        **lifecycle.call_identity_new(other_party=from_number, route=route),
+        "provider": provider,
+        "provider_call_id": event.provider_call_id,
+        "direction": Call.Direction.INBOUND,
+        "mode": Call.Mode.CONVERSATION,
+        "from_number": from_number[:32],
+        "to_number": to_number[:32],
+    }
+    if screen.accepted:
+        _, greeting = effective_policy()
+        metadata = {
+            "initialMessage": route.get("inboundGreeting") or greeting or DEFAULT_GREETING,
+            "mode": Call.Mode.CONVERSATION,
+        }
+        if route_key:
+            metadata[ROUTE_KEY] = route_key
+        fields.update(state=CallState.RINGING, metadata=metadata)
+    else:
+        fields.update(
+            state=CallState.HANGUP_BOT,
+            end_reason=CallState.HANGUP_BOT,
+            ended_at=clock.now(),
+            metadata={"rejectionReason": "inbound-policy", "screen": screen.reason},
+        )
+    try:
+        with transaction.atomic():
+            call = Call.objects.create(**fields)
+    except IntegrityError:  # another process registered the same carrier call first
+        existing = call_find(event.provider_call_id, provider=provider)
+        return EventOutcome(
+            existing, applied=False, rejected=bool(existing and inbound_was_rejected(existing))
+        )
+    lifecycle.event_record(call, event)
+    if not screen.accepted:
+        inbound_rejection_hang_up(call)
+        return EventOutcome(call, applied=True, rejected=True)
+    logger.info("call=%s inbound from %s accepted", call.public_id, mask_number(from_number))
+    if inline is not None or event.type == EventType.ANSWERED:
+        # Returning a document answers the call; the greeting rides in it (plugin issues
+        # #29101, #32902: greetings never spoken, calls never answered).
+        call_answered(call, event, inline)
+    else:
+        command_owe(call, Kind.ANSWER)
+    return EventOutcome(call, applied=True, accepted_inbound=True)
+
+
+def inbound_was_rejected(call: Call) -> bool:
+    return (call.metadata or {}).get("rejectionReason") == "inbound-policy"
+
+
+def inbound_rejection_hang_up(call: Call) -> None:
+    """Hang up a rejected inbound call exactly once; a re-delivery retries a failed attempt."""
+    if not inbound_was_rejected(call) or (call.metadata or {}).get(HUNG_UP):
+        return
+    if get_provider().rejects_in_reply:
+        # The webhook reply itself refuses the call (<Reject/>); no REST hang-up needed.
+        lifecycle.metadata_update(call=call, set_={HUNG_UP: True})
+        return
+    command_owe(call, Kind.REJECT_HANG_UP, retry_now=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,8 +18,10 @@ from django.db import IntegrityError, transaction
 from calls import clock
 from calls.config import get_config
 from calls.models import Call, CallEvent, TranscriptEntry
+from calls.runtime import call_webhook_url
+from calls.services.sessions import agent_id, session_key_for
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
-from providers.base import CallTarget, StreamPlan
+from providers.base import CallTarget, NormalizedEvent, StreamPlan
 from providers.common import preferred_language
 
 logger = logging.getLogger(__name__)
@@ -159,3 +163,44 @@ def call_target(
         },
         stream=stream,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    call: Call | None
+    applied: bool
+    rejected: bool = False
+    accepted_inbound: bool = False
+
+
+def event_record(call: Call, event: NormalizedEvent) -> bool:
+    """Insert the event row; the (call, dedupe key) constraint turns re-delivery into False."""
+    try:
+        with transaction.atomic():
+            CallEvent.objects.create(
+                call=call,
+                type=event.type,
+                payload=event.payload(),
+                dedupe_key=event.key[:200],
+                created_at=clock.now(),
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def call_identity_new(
+    *, other_party: str | None = None, route: dict[str, object] | None = None
+) -> dict[str, object]:
+    """A callId, the webhook URL for later commands and the session key.
+
+    Inbound calls need the URL too (plugin PR #29121: the <Say> fallback had none).
+    """
+    public_id = uuid.uuid4()
+    return {
+        "public_id": public_id,
+        "webhook_url": call_webhook_url(public_id),
+        "session_key": session_key_for(
+            call_id=public_id, other_party=other_party, agent=agent_id(route)
+        ),
+    }

@@ -22,10 +22,10 @@ from calls.exceptions import CallError
 from calls.models import ApiToken, Call, ReplayKey
 from calls.runtime import get_provider
 from calls.services import lifecycle
-from calls.services.operations import operations_sweep
-from calls.services.outbound import call_hang_up
+from calls.services.actions import call_hang_up
 from calls.services.outbox import commands_prune, commands_sweep
 from calls.services.stream_plans import waiting_resume
+from calls.services.turns import operations_sweep
 from calls.state import CallState
 from providers.errors import ProviderError
 

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from calls.config import parse_config, set_config
 from calls.models import ApiToken, Call
-from calls.services import token_create, token_revoke
+from calls.services.tokens import token_create, token_revoke
 
 pytestmark = pytest.mark.django_db
 

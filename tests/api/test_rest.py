@@ -13,9 +13,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from calls import services
 from calls.models import Call
 from calls.runtime import set_provider
+from calls.services.events import event_apply
 from providers.base import EventType, NormalizedEvent
 from providers.mock import MockProvider
 
@@ -267,7 +267,7 @@ def _reply_on_first_poll(fake_clock: Any, call: Call, transcript: str) -> None:
     def answer(clock: Any) -> None:
         fake_clock.on_sleep.remove(answer)
         token = Call.objects.values_list("turn_token", flat=True).get(pk=call.pk)
-        services.event_apply(
+        event_apply(
             provider="mock",
             event=NormalizedEvent(
                 type=EventType.SPEECH,
@@ -509,13 +509,13 @@ def test_transcript_lists_the_lines_in_order(
 ) -> None:
     call = make_call(state="listening")
     api.post(f"/api/calls/{call.call_id}/speak/", {"message": "Hi, it's the clinic"}, format="json")
-    services.event_apply(
+    event_apply(
         provider="mock",
         event=NormalizedEvent(
             type=EventType.SPEECH, id="s1", call_id=call.call_id, transcript="Oh hello"
         ),
     )
-    services.event_apply(
+    event_apply(
         provider="mock",
         event=NormalizedEvent(
             type=EventType.SPEECH,

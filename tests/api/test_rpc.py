@@ -15,9 +15,9 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from calls import services
 from calls.models import Call, ContinueOperation
 from calls.runtime import set_provider
+from calls.services.events import event_apply
 from providers.base import EventType, NormalizedEvent
 from providers.errors import ProviderError
 from providers.mock import MockProvider
@@ -329,7 +329,7 @@ def _deliver_reply_when_listening(
                 token = turn
             else:
                 time.sleep(0.02)
-        services.event_apply(
+        event_apply(
             provider="mock",
             event=NormalizedEvent(
                 type=EventType.SPEECH,
@@ -403,7 +403,7 @@ def test_continue_reports_the_end_when_the_caller_hangs_up_while_waiting(
     call = make_call(state="answered")
 
     def hang_up(clock: Any) -> None:
-        services.event_apply(
+        event_apply(
             provider="mock",
             event=NormalizedEvent(
                 type=EventType.ENDED, id="end-1", call_id=call.call_id, reason="hangup-user"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from calls import services
 from calls.models import Call
 from calls.runtime import set_provider
+from calls.services.events import event_apply
 from providers.base import EventType, NormalizedEvent
 from providers.mock import MockProvider
 
@@ -118,7 +118,7 @@ def test_continue_call_returns_the_callers_reply(
     def answer(clock: Any) -> None:
         fake_clock.on_sleep.remove(answer)
         token = Call.objects.values_list("turn_token", flat=True).get(pk=call.pk)
-        services.event_apply(
+        event_apply(
             provider="mock",
             event=NormalizedEvent(
                 type=EventType.SPEECH,

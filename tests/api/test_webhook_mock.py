@@ -14,7 +14,6 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from calls import services
 from calls.models import (
     AllowedNumber,
     Call,
@@ -25,6 +24,7 @@ from calls.models import (
 )
 from calls.runtime import set_provider
 from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
+from calls.services.timers import timers_sweep
 from providers.errors import ProviderError
 from providers.mock import MockProvider
 
@@ -298,13 +298,13 @@ def test_an_outbound_notify_call_rings_speaks_on_answer_and_hangs_up_after_the_d
     spoken = len("Your table is ready") / SPOKEN_CHARS_PER_SECOND
     assert 2 + spoken <= delay <= 4 + spoken
 
-    services.timers_sweep(now=call.notify_hangup_at - timedelta(seconds=1))
+    timers_sweep(now=call.notify_hangup_at - timedelta(seconds=1))
     call.refresh_from_db()
     assert not call.is_terminal
     assert ops(mock_carrier, "hang_up") == []
 
-    services.timers_sweep(now=call.notify_hangup_at + timedelta(seconds=1))
-    services.timers_sweep(now=call.notify_hangup_at + timedelta(seconds=2))
+    timers_sweep(now=call.notify_hangup_at + timedelta(seconds=1))
+    timers_sweep(now=call.notify_hangup_at + timedelta(seconds=2))
 
     call.refresh_from_db()
     assert (call.state, call.end_reason) == ("hangup-bot", "hangup-bot")

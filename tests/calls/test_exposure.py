@@ -14,7 +14,7 @@ from calls.runtime import (
     set_public_base,
     webhook_url,
 )
-from calls.server import preflight
+from calls.startup import preflight
 from tests.fixtures.tunnels.helpers import (
     NGROK_URL,
     FakePopen,

@@ -22,9 +22,9 @@ from channels.testing import WebsocketCommunicator
 from calls.consumers import Admission
 from calls.models import Call, TranscriptEntry
 from calls.runtime import provider_settings, set_provider
-from calls.services import timers_sweep
 from calls.services.speech import speak
 from calls.services.stream_plans import stream_plan
+from calls.services.timers import timers_sweep
 from providers.twilio import TwilioProvider
 
 TOKEN = "12345678901234567890123456789012"

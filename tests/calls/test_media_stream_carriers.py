@@ -27,7 +27,7 @@ from django.test import Client
 from calls.consumers import Admission
 from calls.models import Call, TranscriptEntry
 from calls.runtime import set_provider
-from calls.services import call_initiate
+from calls.services.dialling import call_initiate
 from calls.services.stream_plans import stream_plan
 from providers.base import CallTarget, PlaceCall, ReplyContext, StreamPlan
 from providers.plivo.media import PlivoMediaCodec

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from calls.models import Call, CallEvent, CarrierCommand, TranscriptEntry
-from calls.services import event_apply, timers_sweep
+from calls.services.events import event_apply
 from calls.services.outbox import LEASE, command_send, outbox_unit
+from calls.services.timers import timers_sweep
 from providers.base import EventType, NormalizedEvent
 from providers.errors import ProviderError, ProviderUnavailable
 
@@ -120,7 +121,7 @@ def test_a_failure_while_applying_rolls_back_the_event_and_its_commands(
     def explode(**kwargs: Any) -> Any:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("calls.services.events.inbound_screen", explode)
+    monkeypatch.setattr("calls.services.inbound.inbound_screen", explode)
     with pytest.raises(RuntimeError):
         event_apply(provider="mock", event=_inbound())
     assert not Call.objects.exists() and not CarrierCommand.objects.exists()

@@ -22,7 +22,7 @@ from django.test import Client
 
 from calls import tasks
 from calls.models import Call, TranscriptEntry
-from calls.services import responder
+from calls.services import replies, responder
 from calls.services.events import event_apply
 from calls.services.lifecycle import call_finalize, transcript_add
 from calls.services.responder import (
@@ -84,8 +84,8 @@ class FakeLLM:
 @pytest.fixture
 def llm(monkeypatch: pytest.MonkeyPatch) -> FakeLLM:
     fake = FakeLLM()
-    monkeypatch.setattr(responder, "HTTP_CLIENT", httpx.Client(transport=httpx.MockTransport(fake)))
-    responder._cached_responder.cache_clear()
+    monkeypatch.setattr(replies, "HTTP_CLIENT", httpx.Client(transport=httpx.MockTransport(fake)))
+    replies._cached_responder.cache_clear()
     return fake
 
 
@@ -533,7 +533,7 @@ def test_with_a_broker_the_reply_is_a_celery_task(
 
 def test_the_task_runs_the_responder(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(responder, "responder_run", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(tasks, "responder_run", lambda **kwargs: calls.append(kwargs))
 
     tasks.respond_to_caller.apply(args=("call-1", 7)).get()
 

@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 
 from calls.models import Call
-from calls.services import calls_restore, event_apply, timers_sweep
+from calls.services.events import event_apply
+from calls.services.timers import calls_restore, timers_sweep
 from providers.base import CallStatus, EventType, NormalizedEvent
 from providers.errors import ProviderUnavailable
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from calls.models import Call
-from calls.services import event_apply
+from calls.services.events import event_apply
 from calls.services.routes import number_route_key
 from providers.base import EventType, NormalizedEvent
 

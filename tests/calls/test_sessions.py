@@ -8,7 +8,8 @@ import pytest
 
 from calls.exceptions import InvalidRequest
 from calls.models import Call
-from calls.services import call_initiate, event_apply
+from calls.services.dialling import call_initiate
+from calls.services.events import event_apply
 from calls.services.sessions import session_key_normalize
 from providers.base import EventType, NormalizedEvent
 

@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 
 from calls.models import Call
-from calls.services import call_initiate, event_apply, timers_sweep
-from calls.services.timers import RING_GRACE
+from calls.services.dialling import call_initiate
+from calls.services.events import event_apply
+from calls.services.timers import RING_GRACE, timers_sweep
 from providers.base import EventType, NormalizedEvent
 
 pytestmark = pytest.mark.django_db

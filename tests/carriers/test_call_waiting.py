@@ -15,8 +15,8 @@ from twilio.request_validator import RequestValidator
 
 from calls.models import Call
 from calls.runtime import provider_settings, set_provider
-from calls.services import timers_sweep
 from calls.services.streams import stream_attach, stream_detach
+from calls.services.timers import timers_sweep
 from providers.twilio import TwilioProvider
 
 TOKEN = "12345678901234567890123456789012"

@@ -13,9 +13,11 @@ from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
 
-from calls import services
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
 from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
+from calls.services.dialling import call_initiate
+from calls.services.timers import calls_restore, timers_sweep
+from calls.services.turns import call_continue
 from tests.carriers.conftest import Carrier
 from tests.carriers.drivers import CALLEE, FRIEND, GREETING, OUR_NUMBER, STRANGER, CarrierDriver
 
@@ -111,11 +113,11 @@ def test_outbound_notify_speaks_the_message_once_and_ends(
     # outbound.notifyHangupDelaySec (3 s).
     spoken = len(NOTICE) / SPOKEN_CHARS_PER_SECOND
     fake_clock.advance(seconds=spoken + 2)
-    services.timers_sweep()
+    timers_sweep()
     assert carrier.hangup_requests() == []
     assert state_of(call) in ("answered", "speaking", "listening")
     fake_clock.advance(seconds=2)  # past it
-    services.timers_sweep()
+    timers_sweep()
     if carrier.notify_hangs_up_itself:
         assert carrier.hangup_requests() == []  # the carrier ends it by itself
         deliver(client, carrier, carrier.hangup(call, "completed"))
@@ -134,7 +136,7 @@ def test_outbound_notify_speaks_the_message_once_and_ends(
 
 
 class Turn:
-    """services.call_continue in a thread, as the RPC worker would run it."""
+    """call_continue in a thread, as the RPC worker would run it."""
 
     def __init__(self, call: Call, prompt: str) -> None:
         self.result: Any = None
@@ -144,7 +146,7 @@ class Turn:
 
     def _run(self, call_id: str, prompt: str) -> None:
         try:
-            self.result = services.call_continue(call_id=call_id, message=prompt)
+            self.result = call_continue(call_id=call_id, message=prompt)
         except BaseException as exc:
             self.error = exc
         finally:
@@ -181,7 +183,7 @@ def listening_turn(client: Client, carrier: CarrierDriver, call: Call, prompt: s
 
 def answered_conversation(client: Client, carrier: CarrierDriver) -> Call:
     """An outbound conversation call, answered and greeted, listening."""
-    call = services.call_initiate(to=CALLEE, message=OPENING, mode="conversation")
+    call = call_initiate(to=CALLEE, message=OPENING, mode="conversation")
     deliver(client, carrier, carrier.initiated(call))
     deliver(client, carrier, carrier.ringing(call))
     deliver(client, carrier, carrier.answered(call))
@@ -303,7 +305,7 @@ def test_an_inbound_stranger_is_hung_up_once_whatever_is_redelivered(
 def test_late_callbacks_after_the_end_change_nothing(
     client: Client, carrier: CarrierDriver
 ) -> None:
-    call = services.call_initiate(to=CALLEE, message=OPENING, mode="conversation")
+    call = call_initiate(to=CALLEE, message=OPENING, mode="conversation")
     answered = carrier.answered(call)
     ringing = carrier.ringing(call)
     deliver(client, carrier, carrier.ringing(call))
@@ -340,7 +342,7 @@ def test_restore_asks_the_carrier_about_every_unfinished_call(
             provider=carrier.name, provider_call_id=provider_call_id, state="listening"
         )
 
-    report = services.calls_restore()
+    report = calls_restore()
 
     assert report.kept == 2
     assert state_of(calls["in-progress"]) == "listening"
@@ -398,7 +400,7 @@ def test_the_end_of_an_inbound_call_we_never_saw_leaves_no_live_call(
 
     assert not Call.objects.active().exists()
     # With a capacity of one call, the next outbound call must still go out.
-    call = services.call_initiate(to=CALLEE, message=NOTICE, mode="notify")
+    call = call_initiate(to=CALLEE, message=NOTICE, mode="notify")
     assert call.provider_call_id
 
 

@@ -17,11 +17,11 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
-from calls import services
 from calls.cli import client, setup_checks
 from calls.config import reset_config
 from calls.models import ApiToken, Call, CallEvent, TranscriptEntry
 from calls.runtime import set_provider
+from calls.services.events import event_apply
 from calls.services.tokens import token_authenticate
 from providers.base import EventType, NormalizedEvent
 from providers.mock import MockProvider
@@ -139,7 +139,7 @@ def _reply_when_listening(pk: int, text: str) -> None:
             token = Call.objects.filter(pk=pk).values_list("turn_token", flat=True).first()
             if token:
                 call = Call.objects.get(pk=pk)
-                services.event_apply(
+                event_apply(
                     provider="mock",
                     event=NormalizedEvent(
                         type=EventType.SPEECH,

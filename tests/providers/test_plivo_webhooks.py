@@ -15,7 +15,8 @@ from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 
 from calls.models import Call, TranscriptEntry
 from calls.runtime import set_provider
-from calls.services import call_initiate, call_speak
+from calls.services.actions import call_speak
+from calls.services.dialling import call_initiate
 from providers.base import EventType, NormalizedEvent, ReplyContext, Speech
 from providers.errors import WebhookInvalid
 from tests.fixtures.plivo.helpers import (

@@ -1,4 +1,4 @@
-"""Durable `continue.start` operations and turn leases (calls/services/operations.py).
+"""Durable `continue.start` operations and turn leases (calls/services/turns.py).
 
 An operation is a row, not a thread: the process that applies the caller's answer settles
 it, the sweep fails it at its deadline or when the call ends. A synchronous `continue`
@@ -15,9 +15,15 @@ import pytest
 
 from calls.exceptions import CallConflict
 from calls.models import Call, ContinueOperation, TranscriptEntry
-from calls.services import call_continue, continue_start, event_apply, timers_sweep
-from calls.services.operations import OPERATION_TTL
-from calls.services.outbound import TURN_LEASE, turn_claim
+from calls.services.events import event_apply
+from calls.services.timers import timers_sweep
+from calls.services.turns import (
+    OPERATION_TTL,
+    TURN_LEASE,
+    call_continue,
+    continue_start,
+    turn_claim,
+)
 from providers.base import EventType, NormalizedEvent
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +41,7 @@ def no_prompt_thread(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
         def start(self) -> None:
             pass
 
-    monkeypatch.setattr("calls.services.operations.threading.Thread", Dead)
+    monkeypatch.setattr("calls.services.turns.threading.Thread", Dead)
     return started
 
 
@@ -116,7 +122,7 @@ def test_an_operation_fails_when_its_call_ends(
 def test_a_refused_prompt_fails_the_operation_and_frees_the_turn(
     mock_carrier: Any, make_call: Any, no_prompt_thread: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from calls.services.operations import _say_prompt
+    from calls.services.turns import _say_prompt
     from providers.errors import ProviderError
 
     def refuse(*args: Any, **kwargs: Any) -> None:
@@ -125,7 +131,7 @@ def test_a_refused_prompt_fails_the_operation_and_frees_the_turn(
     monkeypatch.setattr(mock_carrier, "play_text", refuse)
     call = make_call(state="listening")
     operation = continue_start(call_id=call.call_id, message="Ready?")
-    monkeypatch.setattr("calls.services.operations.close_old_connections", lambda: None)
+    monkeypatch.setattr("calls.services.turns.close_old_connections", lambda: None)
     _say_prompt(*no_prompt_thread[0])
 
     operation.refresh_from_db()

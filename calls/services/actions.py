@@ -1,0 +1,129 @@
+"""In-call actions on any live call, inbound or outbound: speak, DTMF, hang up.
+
+Each checks the call is live and connected first (docs/plugin-behaviour.md, "Explicit turns"),
+then asks the carrier; a carrier refusal is CarrierFailed and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+from calls import clock
+from calls.exceptions import (
+    CallConflict,
+    CallNotFound,
+    CarrierFailed,
+    InvalidRequest,
+)
+from calls.models import Call
+from calls.runtime import get_provider
+from calls.selectors import call_find
+from calls.services.lifecycle import (
+    call_finalize,
+    call_target,
+)
+from calls.services.speech import speak
+from calls.state import NON_TERMINAL, CallState
+from providers.errors import ProviderError
+from providers.text import has_control
+
+logger = logging.getLogger(__name__)
+
+DTMF_RE = re.compile(r"^[0-9*#,wWpP]+$")
+
+
+DTMF_ERROR = "digits may only contain digits, *, #, comma, w, p"
+
+
+# A hang-up claim older than this is considered abandoned by a dead process.
+HANGUP_CLAIM_TTL = timedelta(seconds=30)
+
+
+def text_check(name: str, value: str | None) -> None:
+    """API text may hold tabs and newlines, never NUL, other controls or lone surrogates.
+
+    Refused rather than cleaned: the caller should learn that their text was not what they
+    meant, and PostgreSQL would refuse a NUL on the way in (docs/security.md).
+    """
+    if value and has_control(value, allow_whitespace=True):
+        raise InvalidRequest(f"{name} contains control characters")
+
+
+def live_call(call_id: str) -> Call:
+    """The guards of speak/continue/dtmf (docs/plugin-behaviour.md, "Explicit turns")."""
+    call = call_find(call_id)
+    if call is None:
+        raise CallNotFound()
+    if call.is_terminal:
+        raise CallConflict("Call has ended")
+    if not call.provider_call_id:
+        raise CallConflict("Call not connected")
+    return call
+
+
+def call_speak(*, call_id: str, message: str, listen_after: bool = False) -> Call:
+    """Speak into a live call; on failure the call goes back to listening."""
+    text_check("message", message)
+    call = live_call(call_id)
+    speak(call, message, listen_after=listen_after)
+    return call
+
+
+def call_send_dtmf(*, call_id: str, digits: str) -> Call:
+    """Play DTMF into a live call."""
+    if not digits or not DTMF_RE.match(digits):
+        raise InvalidRequest(DTMF_ERROR)
+    call = live_call(call_id)
+    try:
+        get_provider().send_dtmf(call_target(call), digits)
+    except ProviderError as exc:
+        raise CarrierFailed(str(exc)) from exc
+    return call
+
+
+def call_end(*, call_id: str, reason: str = CallState.HANGUP_BOT) -> Call:
+    """Hang up; already-ended is success; a failed carrier hang-up does not finalize."""
+    call = call_find(call_id)
+    if call is None:
+        raise CallNotFound()
+    if call.is_terminal:
+        return call
+    if not call.provider_call_id:
+        raise CallConflict("Call not connected")
+    return call_hang_up(call=call, reason=reason)
+
+
+def call_hang_up(*, call: Call, reason: str) -> Call:
+    """Claim the hang-up (one per call across processes), ask the carrier, then finalize."""
+    now = clock.now()
+    claimed = (
+        Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL)
+        .exclude(hangup_claimed_at__gt=now - HANGUP_CLAIM_TTL)
+        .update(hangup_claimed_at=now)
+    )
+    if not claimed:
+        return _await_other_hang_up(call)
+    try:
+        get_provider().hang_up(call_target(call))
+    except ProviderError as exc:
+        Call.objects.filter(pk=call.pk, hangup_claimed_at=now).update(hangup_claimed_at=None)
+        raise CarrierFailed(str(exc)) from exc
+    # If the carrier's own terminal event landed meanwhile, its reason and time win.
+    call_finalize(call=call, reason=reason)
+    call.refresh_from_db()
+    return call
+
+
+def _await_other_hang_up(call: Call) -> Call:
+    """Another request owns the hang-up: share its outcome instead of hanging up twice."""
+    give_up = clock.now() + timedelta(seconds=10)
+    while clock.now() < give_up:
+        call.refresh_from_db()
+        if call.is_terminal or call.hangup_claimed_at is None:
+            break
+        clock.sleep(0.1)
+    if not call.is_terminal:
+        raise CarrierFailed("Hang-up did not complete")
+    return call

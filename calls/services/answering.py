@@ -1,0 +1,67 @@
+"""What an answered call gets: pre-connect digits, its stream started, the greeting.
+
+Shared by carrier answer events and by inbound calls answered in the reply to their
+first webhook. Carrier REST commands are only owed here (the outbox sends them after
+the event's transaction commits); speech that rides in the reply document is said now.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from calls import clock
+from calls.exceptions import (
+    CallError,
+)
+from calls.models import Call, CarrierCommand
+from calls.services import lifecycle
+from calls.services.carrier_commands import STREAM_FAILED, greeting_record_delivered, greeting_say
+from calls.services.outbox import command_owe
+from calls.services.speech import InlineReply
+from calls.services.stream_plans import stream_plan, streaming_possible
+from providers.base import NormalizedEvent
+
+Kind = CarrierCommand.Kind
+
+logger = logging.getLogger(__name__)
+
+
+def call_answered(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
+    if not lifecycle.call_mark_answered(call=call, at=event.timestamp or clock.now()):
+        return
+    if (call.metadata or {}).get("dtmfSequence"):
+        command_owe(call, Kind.PRECONNECT_DTMF)
+    # Reply-document carriers (TwiML, Plivo XML) get the stream with the answer and
+    # outbound calls with the dial; an inbound call answered by command (Telnyx) starts it
+    # by command.
+    if inline is None and call.direction == Call.Direction.INBOUND and stream_plan(call):
+        command_owe(call, Kind.STREAM_START)
+    _greet(call, inline)
+
+
+def _greet(call: Call, inline: InlineReply | None) -> None:
+    """On answer: the greeting/message goes in this reply, on the stream, or by command."""
+    metadata = call.metadata or {}
+    message = metadata.get("initialMessage")
+    if not message or not call.provider_call_id:
+        return
+    if metadata.get("initialMessageInline"):
+        greeting_record_delivered(call, message)
+        return
+    if call.mode == Call.Mode.CONVERSATION and _streams_for(call):
+        # The greeting waits for the media stream to attach (docs/plugin-behaviour.md,
+        # "Conversation calls").
+        return
+    if inline is None and not call.stream_id:
+        command_owe(call, Kind.GREETING)  # a carrier REST command: after commit
+        return
+    try:
+        greeting_say(call, inline=inline)
+    except CallError as exc:
+        # initialMessage stays, so the next trigger retries it (docs/plugin-behaviour.md,
+        # "Notify calls").
+        logger.warning("call=%s initial message failed: %s", call.public_id, exc)
+
+
+def _streams_for(call: Call) -> bool:
+    return streaming_possible() and not (call.metadata or {}).get(STREAM_FAILED)
