@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import json5
+from django.conf import settings
 
 PLUGIN_PATH = "plugins.entries.voice-call.config"
 E164_HINT = ": Expected E.164 format, e.g. +15550001234"
@@ -621,8 +622,6 @@ def get_config() -> VoiceCallConfig:
     """The process-wide config, loaded once from settings.VOICECALL_CONFIG."""
     global _cached
     if _cached is None:
-        from django.conf import settings
-
         _cached = load_config(getattr(settings, "VOICECALL_CONFIG", None) or None)
     return _cached
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -44,8 +45,6 @@ def _check_channel_layer() -> str:
 
 
 def _check_broker() -> str:
-    import redis
-
     try:
         redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2).ping()
     except Exception as exc:

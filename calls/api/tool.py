@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls.api import methods
+from calls.config import get_config
 from calls.exceptions import CallError
 from calls.selectors import call_as_dict, call_find
 
@@ -107,8 +108,6 @@ def _legacy(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _configured_to() -> str | None:
-    from calls.config import get_config
-
     return get_config().to_number
 
 
