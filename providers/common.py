@@ -8,6 +8,22 @@ from urllib.parse import urlsplit, urlunsplit
 
 from providers.errors import ProviderNotConfigured
 
+# The call states after which a call is over (docs/plugin-behaviour.md, "State machine"):
+# a reply for such a call must not keep it open.
+TERMINAL_STATES = frozenset(
+    {
+        "completed",
+        "hangup-user",
+        "hangup-bot",
+        "timeout",
+        "error",
+        "failed",
+        "no-answer",
+        "busy",
+        "voicemail",
+    }
+)
+
 # The preferred voice of tts.providers[tts.provider], newest key first
 # (docs/plugin-behaviour.md, "TTS config and voice lookup").
 VOICE_KEYS = ("speakerVoice", "speakerVoiceId", "voice", "voiceId")
@@ -24,6 +40,20 @@ def block_value(settings: Mapping[str, Any], block: str, key: str) -> str:
     if value is None and isinstance(nested, Mapping):
         value = nested.get(key)
     return str(value).strip() if value is not None else ""
+
+
+def required_block_values(
+    settings: Mapping[str, Any], block: str, keys: tuple[str, ...], *, carrier: str
+) -> dict[str, str]:
+    """The `<block>.<key>` settings an adapter cannot start without, by key.
+
+    ProviderNotConfigured names every missing one ("Twilio is not configured: missing …").
+    """
+    values = {key: block_value(settings, block, key) for key in keys}
+    missing = [f"{block}.{key}" for key, value in values.items() if not value]
+    if missing:
+        raise ProviderNotConfigured(f"{carrier} is not configured: missing {', '.join(missing)}")
+    return values
 
 
 # The language of the selected TTS provider (ElevenLabs languageCode, Edge lang, …).
@@ -66,6 +96,25 @@ def openai_realtime_url(base_url: str | None, query: str) -> str:
     return urlunsplit((scheme, parts.netloc, f"{path}/v1/realtime", query, ""))
 
 
+def selected_provider(
+    settings: Mapping[str, Any], section: str, supported: tuple[str, ...]
+) -> tuple[str, Mapping[str, Any]]:
+    """`<section>.provider` (default: the first supported) and its `providers.<id>` block.
+
+    The `streaming` and `realtime` blocks share this shape (docs/plugin-behaviour.md,
+    "Streaming and realtime settings"); an absent block reads as {}.
+    """
+    provider = str(settings.get("provider") or supported[0]).strip()
+    if provider not in supported:
+        choices = " or ".join(f'"{name}"' for name in supported)
+        raise ProviderNotConfigured(
+            f'{section}.provider "{provider}" is not supported; use {choices}'
+        )
+    providers = settings.get("providers")
+    block = providers.get(provider) if isinstance(providers, Mapping) else None
+    return provider, block if isinstance(block, Mapping) else {}
+
+
 def number_setting(block: Mapping[str, Any], key: str, default: float, *, path: str) -> float:
     """A numeric provider setting (default when unset); ProviderNotConfigured naming `path`."""
     value = block.get(key)
@@ -75,3 +124,12 @@ def number_setting(block: Mapping[str, Any], key: str, default: float, *, path: 
         return float(value)
     except (TypeError, ValueError):
         raise ProviderNotConfigured(f"{path}.{key} must be a number") from None
+
+
+def api_key_setting(block: Mapping[str, Any], *, path: str, env: str | None = None) -> str:
+    """`<path>.apiKey`, stripped; ProviderNotConfigured (naming `env`, if any) when unset."""
+    api_key = str(block.get("apiKey") or "").strip()
+    if not api_key:
+        hint = f" (or set {env})" if env else ""
+        raise ProviderNotConfigured(f"{path}.apiKey is required{hint}")
+    return api_key

@@ -189,9 +189,42 @@ def signed_url_candidates(request: WebhookRequest, security: SecuritySettings) -
     return list(dict.fromkeys(candidates))
 
 
+def webhook_base(request: WebhookRequest, settings: Mapping[str, Any]) -> str:
+    """Where the carrier should post next, without a query — never from a spoofable Host.
+
+    The plugin once took it from the Host header (plugin commit efe9183). publicUrl is the
+    full public webhook URL (outbound calls use it as is), so a non-root path of it wins
+    over serve.path: a proxy may publish serve.path under another path. A bare-origin
+    publicUrl, or none (then the reconstructed origin), takes serve.path.
+    """
+    security = SecuritySettings.from_settings(settings)
+    public = urlsplit(security.public_url or reconstruct_url(request, security))
+    path = (
+        public.path
+        if security.public_url and public.path not in ("", "/")
+        else (settings.get("servePath") or request.path or "/")
+    )
+    return urlunsplit((public.scheme, public.netloc, str(path), "", ""))
+
+
 def skip_key(provider: str, request: WebhookRequest) -> str:
     """Replay identity when verification is skipped, so duplicates are still recognised."""
     digest = hashlib.sha256(
         request.method.encode() + b"\n" + request.url.encode() + b"\n" + request.body
     ).hexdigest()
     return f"{provider}:skip:{digest}"
+
+
+# Shared `voicecall setup` lines (TelephonyProvider.readiness), one wording for every carrier.
+SKIPPED_SIGNATURES = "skipSignatureVerification is on: anyone can forge webhooks"
+
+
+def signature_check(carrier: str, *, skip: bool, verified: str) -> tuple[str, bool, str]:
+    """`<carrier>-signatures`: fine unless skipSignatureVerification is on."""
+    return (f"{carrier}-signatures", not skip, SKIPPED_SIGNATURES if skip else verified)
+
+
+def webhook_url_check(carrier: str, public_url: str, *, ok: str, fix: str) -> tuple[str, bool, str]:
+    """`<carrier>-webhook-url`: publicUrl must be https, since the carrier calls it."""
+    https = public_url.startswith("https://")
+    return (f"{carrier}-webhook-url", https, ok if https else fix)

@@ -10,7 +10,6 @@ writes them (docs/carriers.md, "Plivo: REST calls").
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -18,12 +17,9 @@ from urllib.parse import quote
 import httpx
 
 from providers.common import block_value
-from providers.errors import ProviderError, ProviderUnavailable
-
-logger = logging.getLogger(__name__)
+from providers.http import ERROR_TEXT_CHARS, CarrierApiError, error_text, json_object, send
 
 DEFAULT_API_BASE_URL = "https://api.plivo.com"
-DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
 def config_value(settings: Mapping[str, Any], key: str) -> str:
@@ -31,18 +27,19 @@ def config_value(settings: Mapping[str, Any], key: str) -> str:
     return block_value(settings, "plivo", key)
 
 
-class PlivoApiError(ProviderError):
-    """A non-2xx answer from the Plivo API; `status` is the HTTP status."""
+class PlivoApiError(CarrierApiError):
+    """A non-2xx answer from the Plivo API; `status` is the HTTP status (and provider_code)."""
 
-    def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(
-            message, retryable=status >= 500 or status == 429, provider_code=str(status)
-        )
-        self.status = status
+    carrier = "Plivo"
+    status_as_code = True
 
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
+    @classmethod
+    def error_fields(cls, response: httpx.Response) -> tuple[str | None, str]:
+        """Plivo error bodies are {"api_id": "…", "error": "…"}; others are cut short."""
+        error = json_object(response).get("error")
+        if isinstance(error, str | dict) and error:
+            return None, str(error)[:ERROR_TEXT_CHARS]
+        return None, error_text(response)
 
 
 class PlivoRest:
@@ -95,43 +92,17 @@ class PlivoRest:
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        try:
-            response = self._http.request(
-                method,
-                f"{self._account}/{path}",
-                json=json,
-                params=params,
-                auth=self._auth,
-                headers={"Accept": "application/json"},
-            )
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"Plivo API unreachable: {exc}") from exc
-        if response.status_code >= 400:
-            raise api_error(response)
-        return _json_object(response)
-
-
-def api_error(response: httpx.Response) -> PlivoApiError:
-    """Plivo error bodies are {"api_id": "…", "error": "…"}; others are cut to 200 characters."""
-    status = response.status_code
-    return PlivoApiError(f"Plivo API error: {status} {_error_text(response)}", status=status)
-
-
-def _error_text(response: httpx.Response) -> str:
-    body = _json_object(response)
-    error = body.get("error")
-    if isinstance(error, str | dict) and error:
-        return str(error)[:200]
-    return response.text.strip()[:200] or response.reason_phrase
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object of a response; 204s and non-JSON bodies read as {}."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+        response = send(
+            self._http,
+            method,
+            f"{self._account}/{path}",
+            error=PlivoApiError,
+            json=json,
+            params=params,
+            auth=self._auth,
+            headers={"Accept": "application/json"},
+        )
+        return json_object(response)
 
 
 def _segment(value: str) -> str:

@@ -28,10 +28,13 @@ from providers.base import (
     VerifyResult,
     WebhookRequest,
 )
-from providers.errors import ProviderError, ProviderNotConfigured
+from providers.common import required_block_values
+from providers.errors import ProviderError
+from providers.http import CarrierHttp
 from providers.plivo import signature, webhooks, xml
-from providers.plivo.client import DEFAULT_TIMEOUT, PlivoApiError, PlivoRest, config_value
+from providers.plivo.client import PlivoApiError, PlivoRest, config_value
 from providers.plivo.media import PlivoMediaCodec
+from providers.webhook_security import signature_check, webhook_url_check
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +64,15 @@ class PlivoProvider(TelephonyProvider):
 
     def __init__(self, *, settings: Mapping[str, Any], http: httpx.Client | None = None) -> None:
         self._settings = dict(settings)
-        credentials = {key: config_value(settings, key) for key in ("authId", "authToken")}
-        missing = [f"plivo.{key}" for key, value in credentials.items() if not value]
-        if missing:
-            raise ProviderNotConfigured(f"Plivo is not configured: missing {', '.join(missing)}")
+        credentials = required_block_values(
+            settings, "plivo", ("authId", "authToken"), carrier="Plivo"
+        )
         self._auth_token = credentials["authToken"]
-        self._owns_http = http is None
-        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        self._http = CarrierHttp(http)
         self._rest = PlivoRest(
             auth_id=credentials["authId"],
             auth_token=self._auth_token,
-            http=self._http,
+            http=self._http.client,
             api_base_url=config_value(settings, "apiBaseUrl") or None,
         )
 
@@ -105,13 +106,13 @@ class PlivoProvider(TelephonyProvider):
             self._rest.hang_up_call(call_id)
             return
         except PlivoApiError as exc:
-            if not exc.not_found:
+            if not exc.call_gone:
                 raise
         # No such call: the id may still be the request UUID of a call not answered yet.
         try:
             self._rest.cancel_request(call_id)
         except PlivoApiError as exc:
-            if not exc.not_found:  # neither exists any more: the call is already gone
+            if not exc.call_gone:  # neither exists any more: the call is already gone
                 raise
 
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
@@ -166,32 +167,26 @@ class PlivoProvider(TelephonyProvider):
         skip = bool(self._settings.get("skipSignatureVerification"))
         public = str(self._settings.get("publicUrl") or "")
         return [
-            (
-                "plivo-signatures",
-                not skip,
-                "webhooks verified (X-Plivo-Signature-V3, V2 fallback)"
-                if not skip
-                else "skipSignatureVerification is on: anyone can forge webhooks",
+            signature_check(
+                "plivo", skip=skip, verified="webhooks verified (X-Plivo-Signature-V3, V2 fallback)"
             ),
-            (
-                "plivo-webhook-url",
-                public.startswith("https://"),
-                f"answer/hangup URLs and later fetches use {public}"
-                if public.startswith("https://")
-                else "set publicUrl: Plivo's follow-up URLs must never come from a spoofable Host",
+            webhook_url_check(
+                "plivo",
+                public,
+                ok=f"answer/hangup URLs and later fetches use {public}",
+                fix="set publicUrl: Plivo's follow-up URLs must never come from a spoofable Host",
             ),
         ]
 
     def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
+        self._http.close()
 
     # -- helpers ----------------------------------------------------------------------------
     def _status(self, provider_call_id: str) -> CallStatus:
         try:
             body = self._rest.live_call(provider_call_id)
         except PlivoApiError as exc:
-            if not exc.not_found:
+            if not exc.call_gone:
                 raise
             return self._queued_or_gone(provider_call_id)
         return status_of(str(body.get("call_status") or ""))
@@ -200,7 +195,7 @@ class PlivoProvider(TelephonyProvider):
         try:
             self._rest.queued_call(provider_call_id)
         except PlivoApiError as exc:
-            if not exc.not_found:
+            if not exc.call_gone:
                 raise
             # Neither live nor queued: the call is over (404 is terminal, as in the plugin).
             return CallStatus("not-found", is_terminal=True, end_reason="completed")
@@ -267,6 +262,6 @@ def _request_uuid(body: Mapping[str, Any]) -> str:
 
 
 def _not_live(exc: PlivoApiError, call_uuid: str, op: str) -> ProviderError:
-    if exc.not_found:
+    if exc.call_gone:
         return ProviderError(NOT_LIVE.format(id=call_uuid, op=op), provider_code="404")
     return exc

@@ -15,15 +15,15 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from plivo import plivoxml
 
 from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
+from providers.common import TERMINAL_STATES
 from providers.errors import WebhookInvalid
 from providers.plivo import xml
 from providers.plivo.signature import form_params
-from providers.webhook_security import SecuritySettings, reconstruct_url
+from providers.webhook_security import webhook_base
 
 ANSWER, HANGUP, GETINPUT = "answer", "hangup", "getinput"
 XML_SPEAK, XML_LISTEN = "xml-speak", "xml-listen"
@@ -54,19 +54,6 @@ END_REASONS = {
     "machine": "voicemail",
     "hangup": "completed",
 }
-TERMINAL_STATES = frozenset(
-    {
-        "completed",
-        "hangup-user",
-        "hangup-bot",
-        "timeout",
-        "error",
-        "failed",
-        "no-answer",
-        "busy",
-        "voicemail",
-    }
-)
 _NUMBER = re.compile(r"^\+?[1-9]\d{1,14}$")
 
 
@@ -247,24 +234,6 @@ def _listen_reply(request: WebhookRequest, settings: Mapping[str, Any]) -> plivo
         turn_token=request.query_value("turnToken"),
     )
     return xml.listen(action)
-
-
-def webhook_base(request: WebhookRequest, settings: Mapping[str, Any]) -> str:
-    """Where Plivo should post next, without a query — never from a spoofable Host.
-
-    The plugin once took it from the Host header (plugin commit efe9183).
-
-    publicUrl is the full public webhook URL (outbound calls use it as is), so a non-root
-    path of it wins over serve.path: a proxy may publish serve.path under another path.
-    """
-    security = SecuritySettings.from_settings(settings)
-    public = urlsplit(security.public_url or reconstruct_url(request, security))
-    path = (
-        public.path
-        if security.public_url and public.path not in ("", "/")
-        else (settings.get("servePath") or request.path or "/")
-    )
-    return urlunsplit((public.scheme, public.netloc, str(path), "", ""))
 
 
 def getinput_action(base: str, *, call_id: str | None, turn_token: str | None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from providers.errors import ProviderNotConfigured
+from providers.common import selected_provider
 from providers.realtime.base import RealtimeHandler, RealtimeSession
 from providers.realtime.openai import END_CALL_TOOL, OpenAiRealtime
 
@@ -20,11 +20,5 @@ SUPPORTED = ("openai",)
 
 def build_realtime(settings: Mapping[str, Any], handler: RealtimeHandler) -> RealtimeSession:
     """A session from the `realtime` block: provider (default "openai") and providers.<id>."""
-    provider = str(settings.get("provider") or "openai").strip()
-    if provider not in SUPPORTED:
-        raise ProviderNotConfigured(
-            f'realtime.provider "{provider}" is not supported; use "openai"'
-        )
-    providers = settings.get("providers")
-    block = providers.get(provider) if isinstance(providers, Mapping) else None
-    return OpenAiRealtime.from_settings(block if isinstance(block, Mapping) else {}, handler)
+    _, block = selected_provider(settings, "realtime", SUPPORTED)
+    return OpenAiRealtime.from_settings(block, handler)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import itertools
 import json
 import logging
@@ -33,11 +32,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.asyncio.client import ClientConnection
 
-from providers.common import number_setting, openai_realtime_url
-from providers.errors import ProviderNotConfigured, ProviderUnavailable
+from providers.common import api_key_setting, number_setting, openai_realtime_url
+from providers.errors import ProviderUnavailable
+from providers.openai_realtime_socket import OpenAiRealtimeSocket, describe, server_vad
 from providers.realtime.base import RealtimeHandler, RealtimeSession
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,6 @@ DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 # The API's own server-VAD defaults, spelled out so the session does not depend on them.
 DEFAULT_VAD_THRESHOLD = 0.5
 DEFAULT_SILENCE_MS = 500
-PREFIX_PADDING_MS = 300
 CONNECT_TIMEOUT_S = 10.0
 # 20 ms frames: 250 queued frames is 5 s of caller audio. Past that the service is not
 # keeping up, and stale speech is worth less than not growing without bound.
@@ -79,6 +77,7 @@ EV_USER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
 EV_SPEECH_STARTED = "input_audio_buffer.speech_started"
 EV_FUNCTION_CALL = "response.function_call_arguments.done"
 EV_ERROR = "error"
+SETTINGS_PATH = "realtime.providers.openai"
 
 
 def realtime_url(base_url: str | None, model: str) -> str:
@@ -87,11 +86,13 @@ def realtime_url(base_url: str | None, model: str) -> str:
 
 
 def _number(block: Mapping[str, Any], key: str, default: float) -> float:
-    return number_setting(block, key, default, path="realtime.providers.openai")
+    return number_setting(block, key, default, path=SETTINGS_PATH)
 
 
-class OpenAiRealtime(RealtimeSession):
+class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
     """One call's websocket to the OpenAI Realtime API."""
+
+    label = "realtime"
 
     def __init__(
         self,
@@ -107,18 +108,17 @@ class OpenAiRealtime(RealtimeSession):
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         max_queued_frames: int = MAX_QUEUED_FRAMES,
     ) -> None:
-        self.url = realtime_url(base_url, model)
-        self._api_key = api_key
+        super().__init__(
+            url=realtime_url(base_url, model),
+            api_key=api_key,
+            connect_timeout_s=connect_timeout_s,
+            max_queued_frames=max_queued_frames,
+        )
         self._handler = handler
         self._voice = voice
         self._transcription_model = transcription_model
         self._vad_threshold = vad_threshold
         self._silence_ms = silence_duration_ms
-        self._connect_timeout_s = connect_timeout_s
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_queued_frames)
-        self._ws: ClientConnection | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
         self._ended = False
         # The response the model is producing now (None when idle), and the ones we
         # cancelled: their late audio deltas must not reach the caller after a barge-in.
@@ -129,7 +129,6 @@ class OpenAiRealtime(RealtimeSession):
         self._cancel_ids: set[str] = set()
         self._event_seq = itertools.count(1)
         self._pending_tools = 0
-        self.dropped_frames = 0
 
     @classmethod
     def from_settings(
@@ -137,11 +136,8 @@ class OpenAiRealtime(RealtimeSession):
     ) -> OpenAiRealtime:
         """From `realtime.providers.openai`: apiKey, model, voice, baseUrl, and optionally
         transcriptionModel, vadThreshold, silenceDurationMs."""
-        api_key = str(block.get("apiKey") or "").strip()
-        if not api_key:
-            raise ProviderNotConfigured("realtime.providers.openai.apiKey is required")
         return cls(
-            api_key=api_key,
+            api_key=api_key_setting(block, path=SETTINGS_PATH),
             handler=handler,
             model=str(block.get("model") or DEFAULT_MODEL),
             voice=str(block.get("voice") or DEFAULT_VOICE),
@@ -156,8 +152,7 @@ class OpenAiRealtime(RealtimeSession):
 
     @property
     def connected(self) -> bool:
-        ws = self._ws
-        return ws is not None and not self._closing and not self._ended and ws.close_code is None
+        return super().connected and not self._ended
 
     async def connect(
         self, *, instructions: str, greeting: str | None, tools: list[dict[str, Any]]
@@ -165,34 +160,16 @@ class OpenAiRealtime(RealtimeSession):
         if self._closing or self._ws is not None:
             raise ProviderUnavailable("realtime session already used; create a new one")
         self._instructions = instructions
-        ws = await self._open()
-        try:
-            await ws.send(json.dumps(self.session_update(instructions, tools)))
-            if greeting:
-                await ws.send(json.dumps(self.greeting_request(instructions, greeting)))
-        except BaseException as exc:  # cancelled too: do not leak the socket
-            with contextlib.suppress(Exception):
-                await ws.close()
-            if isinstance(exc, ConnectionClosed):
-                raise ProviderUnavailable(f"realtime connection failed: {_describe(exc)}") from exc
-            raise
+        opening = [self.session_update(instructions, tools)]
+        if greeting:
+            opening.append(self.greeting_request(instructions, greeting))
+        ws = await self._open(opening)
         if self._closing:  # close() ran while we were connecting
             await ws.close()
             raise ProviderUnavailable("realtime session closed while connecting")
         self._ws = ws
         self._spawn(self._read_loop(ws), "realtime-openai-reader")
         self._spawn(self._write_loop(), "realtime-openai-writer")
-
-    async def send_audio(self, ulaw: bytes) -> None:
-        if not ulaw:
-            return
-        if not self.connected:
-            self.dropped_frames += 1
-            return
-        try:
-            self._queue.put_nowait(ulaw)
-        except asyncio.QueueFull:
-            self.dropped_frames += 1
 
     async def say(self, text: str) -> None:
         if not await self._send(self.say_request(getattr(self, "_instructions", ""), text)):
@@ -204,22 +181,6 @@ class OpenAiRealtime(RealtimeSession):
         order = f"Say exactly this to the caller, then listen: {text.strip()}"
         full = f"{instructions.strip()}\n\n{order}" if instructions.strip() else order
         return {"type": "response.create", "response": {"instructions": full}}
-
-    async def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
 
     # -- client events ----------------------------------------------------------------
 
@@ -245,10 +206,7 @@ class OpenAiRealtime(RealtimeSession):
 
     def _turn_detection(self) -> dict[str, Any]:
         return {
-            "type": "server_vad",
-            "threshold": self._vad_threshold,
-            "prefix_padding_ms": PREFIX_PADDING_MS,
-            "silence_duration_ms": self._silence_ms,
+            **server_vad(self._vad_threshold, self._silence_ms),
             "create_response": True,
             # We cancel on speech_started ourselves (and clear the carrier at the same
             # moment). Letting the server cancel as well would race our response.cancel
@@ -264,41 +222,11 @@ class OpenAiRealtime(RealtimeSession):
         text = f"{instructions.strip()}\n\n{opening}" if instructions.strip() else opening
         return {"type": "response.create", "response": {"instructions": text}}
 
-    # -- connection -------------------------------------------------------------------
-
-    async def _open(self) -> ClientConnection:
-        headers = {"Authorization": f"Bearer {self._api_key}"}
-        try:
-            return await connect(
-                self.url, additional_headers=headers, open_timeout=self._connect_timeout_s
-            )
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            raise ProviderUnavailable(f"realtime connection failed: {_describe(exc)}") from exc
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, event: dict[str, Any]) -> bool:
-        ws = self._ws
-        if ws is None or self._closing:
-            return False
-        try:
-            await ws.send(json.dumps(event))
-        except ConnectionClosed:
-            return False  # the reader reports the close
-        return True
-
     # -- tasks ------------------------------------------------------------------------
 
     async def _read_loop(self, ws: ClientConnection) -> None:
-        error: str | None = None
-        try:
-            async for message in ws:  # ends quietly on a normal (1000/1001) close
-                await self._dispatch(message)
-        except ConnectionClosed as exc:
-            error = f"OpenAI realtime connection lost: {_describe(exc)}"
+        lost = await self._receive(ws)  # None after a normal (1000/1001) close
+        error = None if lost is None else f"OpenAI realtime connection lost: {lost}"
         if not self._closing:
             self._server_ended(error)
 
@@ -310,29 +238,9 @@ class OpenAiRealtime(RealtimeSession):
             self._call("on_error", error)
         self._call("on_closed")
 
-    async def _write_loop(self) -> None:
-        while True:
-            frames = [await self._queue.get()]
-            # Coalesce whatever else is waiting: fewer, larger appends after a stall.
-            while not self._queue.empty():
-                frames.append(self._queue.get_nowait())
-            event = {
-                "type": "input_audio_buffer.append",
-                "audio": base64.b64encode(b"".join(frames)).decode("ascii"),
-            }
-            if not self.connected or not await self._send(event):
-                self.dropped_frames += len(frames)
-
     # -- server events ----------------------------------------------------------------
 
-    async def _dispatch(self, message: str | bytes) -> None:
-        try:
-            event = json.loads(message)
-        except (TypeError, ValueError):
-            log.warning("OpenAI realtime sent a non-JSON message")
-            return
-        if not isinstance(event, dict):
-            return
+    async def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind in EV_AUDIO_DELTA:
             self._on_audio_delta(event)
@@ -454,7 +362,7 @@ class OpenAiRealtime(RealtimeSession):
             return await self._handler.on_tool_call(name, arguments)
         except Exception as exc:
             log.exception("realtime tool %s failed", name)
-            return {"error": f'Tool "{name}" failed: {_describe(exc)}'}
+            return {"error": f'Tool "{name}" failed: {describe(exc)}'}
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -484,7 +392,3 @@ def _response_id(event: Mapping[str, Any]) -> str | None:
     if isinstance(response, Mapping) and isinstance(response.get("id"), str):
         return response["id"]
     return None
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

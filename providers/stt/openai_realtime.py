@@ -13,18 +13,13 @@ and `error`.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
-
-from providers.common import number_setting, openai_realtime_url
-from providers.errors import ProviderNotConfigured, ProviderUnavailable
+from providers.common import api_key_setting, number_setting, openai_realtime_url
+from providers.errors import ProviderUnavailable
+from providers.openai_realtime_socket import OpenAiRealtimeSocket, server_vad
 from providers.stt.base import SttCallbacks, SttSession
 
 log = logging.getLogger(__name__)
@@ -32,7 +27,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "gpt-4o-transcribe"
 DEFAULT_SILENCE_MS = 800
 DEFAULT_VAD_THRESHOLD = 0.5
-PREFIX_PADDING_MS = 300
 CONNECT_TIMEOUT_S = 10.0
 MAX_RECONNECTS = 5
 BACKOFF_BASE_S = 1.0
@@ -47,6 +41,7 @@ EV_COMPLETED = "conversation.item.input_audio_transcription.completed"
 EV_FAILED = "conversation.item.input_audio_transcription.failed"
 EV_SPEECH_STARTED = "input_audio_buffer.speech_started"
 EV_ERROR = "error"
+SETTINGS_PATH = "streaming.providers.openai"
 
 
 def realtime_url(base_url: str | None) -> str:
@@ -55,11 +50,14 @@ def realtime_url(base_url: str | None) -> str:
 
 
 def _number(block: Mapping[str, Any], key: str, default: float) -> float:
-    return number_setting(block, key, default, path="streaming.providers.openai")
+    return number_setting(block, key, default, path=SETTINGS_PATH)
 
 
-class OpenAiRealtimeStt(SttSession):
+class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
     """One transcription websocket per call, with the plugin's reconnect policy."""
+
+    label = "STT"
+    extra_headers = {"OpenAI-Beta": "realtime=v1"}
 
     def __init__(
         self,
@@ -76,23 +74,20 @@ class OpenAiRealtimeStt(SttSession):
         sleep: Sleep = asyncio.sleep,
         max_queued_frames: int = MAX_QUEUED_FRAMES,
     ) -> None:
-        self.url = realtime_url(base_url)
-        self._api_key = api_key
+        super().__init__(
+            url=realtime_url(base_url),
+            api_key=api_key,
+            connect_timeout_s=connect_timeout_s,
+            max_queued_frames=max_queued_frames,
+        )
         self._callbacks = callbacks
         self._model = model
         self._silence_ms = silence_duration_ms
         self._vad_threshold = vad_threshold
-        self._connect_timeout_s = connect_timeout_s
         self._max_reconnects = max_reconnects
         self._backoff_base_s = backoff_base_s
         self._sleep = sleep
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_queued_frames)
-        self._ws: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
         self._partials: dict[str, str] = {}
-        self._closing = False
-        self.dropped_frames = 0
 
     @classmethod
     def from_settings(
@@ -100,13 +95,8 @@ class OpenAiRealtimeStt(SttSession):
     ) -> OpenAiRealtimeStt:
         """From `streaming.providers.openai`: apiKey, model, silenceDurationMs, vadThreshold,
         baseUrl (our addition, for proxies and tests)."""
-        api_key = str(block.get("apiKey") or "").strip()
-        if not api_key:
-            raise ProviderNotConfigured(
-                "streaming.providers.openai.apiKey is required (or set OPENAI_API_KEY)"
-            )
         return cls(
-            api_key=api_key,
+            api_key=api_key_setting(block, path=SETTINGS_PATH, env="OPENAI_API_KEY"),
             callbacks=callbacks,
             model=str(block.get("model") or DEFAULT_MODEL),
             silence_duration_ms=int(_number(block, "silenceDurationMs", DEFAULT_SILENCE_MS)),
@@ -117,44 +107,12 @@ class OpenAiRealtimeStt(SttSession):
 
     # -- public interface -------------------------------------------------------------
 
-    @property
-    def connected(self) -> bool:
-        ws = self._ws
-        return ws is not None and not self._closing and ws.close_code is None
-
     async def connect(self) -> None:
         if self._closing:
             raise ProviderUnavailable("STT session is closed")
-        self._ws = await self._open()
-        self._reader = asyncio.create_task(self._read_loop(), name="stt-openai-reader")
-        self._writer = asyncio.create_task(self._write_loop(), name="stt-openai-writer")
-
-    async def send_audio(self, ulaw: bytes) -> None:
-        if not ulaw:
-            return
-        if not self.connected:
-            self.dropped_frames += 1
-            return
-        try:
-            self._queue.put_nowait(ulaw)
-        except asyncio.QueueFull:
-            self.dropped_frames += 1
-
-    async def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        for task in (self._writer, self._reader):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-        for task in (self._writer, self._reader):
-            if task is not None and task is not asyncio.current_task():
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
+        self._ws = await self._open([self.session_update()])
+        self._spawn(self._read_loop(), "stt-openai-reader")
+        self._spawn(self._write_loop(), "stt-openai-writer")
 
     # -- connection -------------------------------------------------------------------
 
@@ -164,33 +122,9 @@ class OpenAiRealtimeStt(SttSession):
             "session": {
                 "input_audio_format": "g711_ulaw",
                 "input_audio_transcription": {"model": self._model},
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": self._vad_threshold,
-                    "prefix_padding_ms": PREFIX_PADDING_MS,
-                    "silence_duration_ms": self._silence_ms,
-                },
+                "turn_detection": server_vad(self._vad_threshold, self._silence_ms),
             },
         }
-
-    async def _open(self) -> ClientConnection:
-        """Connect (10 s timeout) and configure the session; ProviderUnavailable on failure."""
-        headers = {"Authorization": f"Bearer {self._api_key}", "OpenAI-Beta": "realtime=v1"}
-        try:
-            ws = await connect(
-                self.url, additional_headers=headers, open_timeout=self._connect_timeout_s
-            )
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            raise ProviderUnavailable(f"STT connection failed: {_describe(exc)}") from exc
-        try:
-            await ws.send(json.dumps(self.session_update()))
-        except BaseException as exc:  # cancelled by close() too: do not leak the socket
-            with contextlib.suppress(Exception):
-                await ws.close()
-            if isinstance(exc, ConnectionClosed):
-                raise ProviderUnavailable(f"STT connection failed: {_describe(exc)}") from exc
-            raise
-        return ws
 
     async def _reconnect(self) -> bool:
         """Reference policy: up to N attempts, backoff base * 2**(attempt-1)."""
@@ -199,7 +133,7 @@ class OpenAiRealtimeStt(SttSession):
             if self._closing:
                 return False
             try:
-                self._ws = await self._open()
+                self._ws = await self._open([self.session_update()])
             except ProviderUnavailable as exc:
                 log.warning("STT reconnect %d/%d failed: %s", attempt, self._max_reconnects, exc)
                 continue
@@ -213,7 +147,9 @@ class OpenAiRealtimeStt(SttSession):
         while not self._closing:
             ws = self._ws
             if ws is not None:
-                await self._read_until_closed(ws)
+                lost = await self._receive(ws)
+                if lost is not None:
+                    log.warning("STT socket closed: %s", lost)
             if self._closing:
                 return
             # Lost mid-call: the old partials belong to items the server will not finish.
@@ -226,43 +162,9 @@ class OpenAiRealtimeStt(SttSession):
                     )
                 return
 
-    async def _read_until_closed(self, ws: ClientConnection) -> None:
-        try:
-            async for message in ws:
-                self._dispatch(message)
-        except ConnectionClosed as exc:
-            log.warning("STT socket closed: %s", _describe(exc))
-
-    async def _write_loop(self) -> None:
-        while True:
-            frames = [await self._queue.get()]
-            # Coalesce whatever else is waiting: fewer, larger appends after a stall.
-            while not self._queue.empty():
-                frames.append(self._queue.get_nowait())
-            ws = self._ws
-            if ws is None or not self.connected:
-                self.dropped_frames += len(frames)
-                continue
-            event = {
-                "type": "input_audio_buffer.append",
-                "audio": base64.b64encode(b"".join(frames)).decode("ascii"),
-            }
-            try:
-                await ws.send(json.dumps(event))
-            except ConnectionClosed:
-                # The reader sees the same close and reconnects; these frames are lost.
-                self.dropped_frames += len(frames)
-
     # -- events -----------------------------------------------------------------------
 
-    def _dispatch(self, message: str | bytes) -> None:
-        try:
-            event = json.loads(message)
-        except (TypeError, ValueError):
-            log.warning("STT sent a non-JSON message")
-            return
-        if not isinstance(event, dict):
-            return
+    async def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         try:
             if kind == EV_DELTA:
@@ -305,7 +207,3 @@ def _error_message(event: Mapping[str, Any]) -> str:
     if isinstance(error, Mapping) and error.get("message"):
         return f"STT error: {error['message']}"
     return f"STT error: {event.get('type')}"
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

@@ -6,7 +6,6 @@ JSON bodies as in the telnyx SDK (`telnyx/resources/calls/actions.py`).
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -15,12 +14,10 @@ from urllib.parse import quote
 import httpx
 
 from providers.common import block_value
-from providers.errors import ProviderError, ProviderUnavailable
-
-logger = logging.getLogger(__name__)
+from providers.errors import ProviderError
+from providers.http import CarrierApiError, json_body, json_object, send
 
 DEFAULT_API_BASE_URL = "https://api.telnyx.com"
-DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 # "Call has already ended": commands on a finished leg answer 422 with this code
 # (docs/carriers.md, "Telnyx: commands"; seen in pipecat's Telnyx serializer).
 CALL_ENDED_CODE = "90018"
@@ -33,40 +30,23 @@ def config_value(settings: Mapping[str, Any], key: str) -> str:
     return block_value(settings, "telnyx", key)
 
 
-class TelnyxApiError(ProviderError):
+class TelnyxApiError(CarrierApiError):
     """A non-2xx answer from the Telnyx API; `status` is the HTTP status."""
 
-    def __init__(self, message: str, *, status: int, provider_code: str | None) -> None:
-        super().__init__(
-            message, retryable=status >= 500 or status == 429, provider_code=provider_code
-        )
-        self.status = status
+    carrier = "Telnyx"
+    gone_codes = frozenset({CALL_ENDED_CODE})
 
-    @property
-    def call_gone(self) -> bool:
-        """The leg no longer exists or has ended: hanging it up again is a success."""
-        return self.status == 404 or self.provider_code == CALL_ENDED_CODE
-
-
-def api_error(response: httpx.Response) -> TelnyxApiError:
-    """Telnyx error bodies are {"errors": [{"code": "90018", "title": "…", "detail": "…"}]}."""
-    code, detail = _first_error(response)
-    status = response.status_code
-    return TelnyxApiError(f"Telnyx API error: {status} {detail}", status=status, provider_code=code)
-
-
-def _first_error(response: httpx.Response) -> tuple[str | None, str]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    errors = body.get("errors") if isinstance(body, dict) else None
-    first = errors[0] if isinstance(errors, list) and errors else None
-    if not isinstance(first, dict):
-        return None, response.text.strip()[:200] or response.reason_phrase
-    code = first.get("code")
-    detail = first.get("detail") or first.get("title") or response.reason_phrase
-    return (str(code) if code is not None else None), str(detail)
+    @classmethod
+    def error_fields(cls, response: httpx.Response) -> tuple[str | None, str]:
+        """Telnyx error bodies are {"errors": [{"code": "90018", "title": "…", "detail": "…"}]}."""
+        body = json_body(response)
+        errors = body.get("errors") if isinstance(body, dict) else None
+        first = errors[0] if isinstance(errors, list) and errors else None
+        if not isinstance(first, dict):
+            return super().error_fields(response)
+        code = first.get("code")
+        detail = first.get("detail") or first.get("title") or response.reason_phrase
+        return (str(code) if code is not None else None), str(detail)
 
 
 class TelnyxRest:
@@ -102,15 +82,16 @@ class TelnyxRest:
         return self._request("GET", _call_path(call_control_id), None)
 
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
-        try:
-            response = self._http.request(
-                method, self._base + path, json=body, headers=self._headers
-            )
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"Telnyx API unreachable: {exc}") from exc
-        if response.status_code >= 400:
-            raise api_error(response)
-        return _data(response)
+        response = send(
+            self._http,
+            method,
+            self._base + path,
+            error=TelnyxApiError,
+            json=body,
+            headers=self._headers,
+        )
+        data = json_object(response).get("data")
+        return data if isinstance(data, dict) else {}
 
 
 def new_command_id() -> str:
@@ -121,12 +102,3 @@ def _call_path(call_control_id: str) -> str:
     if not call_control_id or call_control_id in (".", ".."):
         raise ProviderError("Call not connected (no Telnyx call_control_id)")
     return f"/v2/calls/{quote(call_control_id, safe=_SEGMENT_SAFE)}"
-
-
-def _data(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    data = body.get("data") if isinstance(body, dict) else None
-    return data if isinstance(data, dict) else {}

@@ -27,11 +27,13 @@ from providers.base import (
     VerifyResult,
     WebhookRequest,
 )
+from providers.common import required_block_values
 from providers.errors import ProviderError, ProviderNotConfigured
+from providers.http import CarrierHttp
 from providers.telnyx import clientstate, commands, signature, webhooks
-from providers.telnyx.client import DEFAULT_TIMEOUT, TelnyxApiError, TelnyxRest, config_value
+from providers.telnyx.client import TelnyxApiError, TelnyxRest, config_value
 from providers.telnyx.media import TelnyxMediaCodec
-from providers.webhook_security import skip_key
+from providers.webhook_security import SKIPPED_SIGNATURES, skip_key, webhook_url_check
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +54,17 @@ class TelnyxProvider(TelephonyProvider):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = dict(settings)
-        credentials = {key: config_value(settings, key) for key in ("apiKey", "connectionId")}
-        missing = [f"telnyx.{key}" for key, value in credentials.items() if not value]
-        if missing:
-            raise ProviderNotConfigured(f"Telnyx is not configured: missing {', '.join(missing)}")
+        credentials = required_block_values(
+            settings, "telnyx", ("apiKey", "connectionId"), carrier="Telnyx"
+        )
         self._connection_id = credentials["connectionId"]
         self._skip_verification = bool(settings.get("skipSignatureVerification"))
         self._public_key = self._load_public_key()
         self._clock = clock
-        self._owns_http = http is None
-        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        self._http = CarrierHttp(http)
         self._rest = TelnyxRest(
             api_key=credentials["apiKey"],
-            http=self._http,
+            http=self._http.client,
             api_base_url=config_value(settings, "apiBaseUrl") or None,
         )
 
@@ -210,22 +210,20 @@ class TelnyxProvider(TelephonyProvider):
                 self._public_key is not None and not skip,
                 "webhooks verified with the configured Ed25519 public key"
                 if not skip and self._public_key is not None
-                else "skipSignatureVerification is on: anyone can forge webhooks"
+                else SKIPPED_SIGNATURES
                 if skip
                 else "telnyx.publicKey is missing: every webhook will be refused",
             ),
-            (
-                "telnyx-webhook-url",
-                public.startswith("https://"),
-                f"calls are placed with webhook_url {public}"
-                if public.startswith("https://")
-                else "set publicUrl to the https:// URL Telnyx should call",
+            webhook_url_check(
+                "telnyx",
+                public,
+                ok=f"calls are placed with webhook_url {public}",
+                fix="set publicUrl to the https:// URL Telnyx should call",
             ),
         ]
 
     def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
+        self._http.close()
 
 
 def _unknown_status(exc: ProviderError) -> CallStatus:

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from providers.common import api_key_setting
 from providers.errors import ProviderError, ProviderNotConfigured
 from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider, telephony_converter
 
@@ -68,11 +69,7 @@ class ElevenLabsTts(TtsProvider):
     ) -> ElevenLabsTts:
         """From `tts.providers.elevenlabs` {apiKey, baseUrl, voiceId, modelId, seed,
         applyTextNormalization, languageCode, voiceSettings{…}, outputFormat}."""
-        api_key = str(block.get("apiKey") or "").strip()
-        if not api_key:
-            raise ProviderNotConfigured(
-                "tts.providers.elevenlabs.apiKey is required (or set ELEVENLABS_API_KEY)"
-            )
+        api_key = api_key_setting(block, path="tts.providers.elevenlabs", env="ELEVENLABS_API_KEY")
         fmt = str(block.get("outputFormat") or DEFAULT_OUTPUT_FORMAT)
         try:
             return cls(

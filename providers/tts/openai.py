@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from providers.common import api_key_setting
 from providers.errors import ProviderNotConfigured
 from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider
 
@@ -61,11 +62,7 @@ class OpenAiTts(TtsProvider):
         http: httpx.AsyncClient | None,
     ) -> OpenAiTts:
         """From `tts.providers.openai` {apiKey, baseUrl, model, voice, speed, instructions}."""
-        api_key = str(block.get("apiKey") or "").strip()
-        if not api_key:
-            raise ProviderNotConfigured(
-                "tts.providers.openai.apiKey is required (or set OPENAI_API_KEY)"
-            )
+        api_key = api_key_setting(block, path="tts.providers.openai", env="OPENAI_API_KEY")
         instructions = str(block.get("instructions") or "").strip() or None
         return cls(
             api_key=api_key,

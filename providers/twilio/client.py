@@ -14,12 +14,11 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from providers.common import block_value
-from providers.errors import ProviderError, ProviderUnavailable
+from providers.http import CarrierApiError, json_body, send
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://api.twilio.com"
-DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
 
 def config_value(settings: Mapping[str, Any], key: str) -> str:
@@ -27,19 +26,23 @@ def config_value(settings: Mapping[str, Any], key: str) -> str:
     return block_value(settings, "twilio", key)
 
 
-class TwilioApiError(ProviderError):
+class TwilioApiError(CarrierApiError):
     """A non-2xx answer from the Twilio API; `status` is the HTTP status."""
 
-    def __init__(self, message: str, *, status: int, provider_code: str | None) -> None:
-        super().__init__(
-            message, retryable=status >= 500 or status == 429, provider_code=provider_code
-        )
-        self.status = status
+    carrier = "Twilio"
+    # 20404 "The requested resource was not found": the call record is gone.
+    gone_codes = frozenset({"20404"})
 
-    @property
-    def not_found(self) -> bool:
-        # 20404 "The requested resource was not found": the call record is gone.
-        return self.status == 404 or self.provider_code == "20404"
+    @classmethod
+    def error_fields(cls, response: httpx.Response) -> tuple[str | None, str]:
+        """Twilio error bodies are {"code": 21220, "message": "…", "status": 400, …}."""
+        body = json_body(response)
+        if not isinstance(body, dict):
+            return super().error_fields(response)
+        # RFC 9457 problem bodies (newer Twilio APIs) say "detail"/"title", not "message".
+        message = body.get("message") or body.get("detail") or body.get("title")
+        code = body.get("code")
+        return (str(code) if code is not None else None), str(message or response.reason_phrase)
 
 
 class HttpxTwilioClient(HttpClient):
@@ -67,21 +70,18 @@ class HttpxTwilioClient(HttpClient):
         allow_redirects: bool = False,
     ) -> Response:
         headers = dict(headers or {})
-        try:
-            response = self._http.request(
-                method,
-                self._rewrite(uri),
-                params=_pairs(params) or None,
-                content=_body(data, headers),
-                headers=headers,
-                auth=auth,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                follow_redirects=allow_redirects,
-            )
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(f"Twilio API unreachable: {exc}") from exc
-        if response.status_code >= 400:
-            raise api_error(response)
+        response = send(
+            self._http,
+            method,
+            self._rewrite(uri),
+            error=TwilioApiError,
+            params=_pairs(params) or None,
+            content=_body(data, headers),
+            headers=headers,
+            auth=auth,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            follow_redirects=allow_redirects,
+        )
         return Response(response.status_code, response.text, response.headers)
 
     def _rewrite(self, uri: str) -> str:
@@ -116,29 +116,6 @@ def _body(data: dict[str, object] | None, headers: dict[str, str]) -> bytes | No
     if headers.get("Content-Type") == "application/json":
         return json.dumps(data).encode()
     return urlencode(_pairs(data)).encode()
-
-
-def api_error(response: httpx.Response) -> TwilioApiError:
-    """Twilio error bodies are {"code": 21220, "message": "…", "status": 400, …}."""
-    code, message = _error_fields(response)
-    status = response.status_code
-    return TwilioApiError(
-        f"Twilio API error: {status} {message}",
-        status=status,
-        provider_code=str(code) if code is not None else None,
-    )
-
-
-def _error_fields(response: httpx.Response) -> tuple[object | None, str]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        return None, (response.text.strip()[:200] or response.reason_phrase)
-    # RFC 9457 problem bodies (newer Twilio APIs) say "detail"/"title" instead of "message".
-    message = body.get("message") or body.get("detail") or body.get("title")
-    return body.get("code"), str(message or response.reason_phrase)
 
 
 class TwilioRest:

@@ -22,11 +22,13 @@ from providers.base import (
     VerifyResult,
     WebhookRequest,
 )
-from providers.common import preferred_voice
-from providers.errors import ProviderError, ProviderNotConfigured
+from providers.common import preferred_voice, required_block_values
+from providers.errors import ProviderError
+from providers.http import CarrierHttp
 from providers.twilio import signature, twiml, webhooks
-from providers.twilio.client import DEFAULT_TIMEOUT, TwilioApiError, TwilioRest, config_value
+from providers.twilio.client import TwilioApiError, TwilioRest, config_value
 from providers.twilio.media import TwilioMediaCodec
+from providers.webhook_security import signature_check, webhook_url_check
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +56,15 @@ class TwilioProvider(TelephonyProvider):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = dict(settings)
-        credentials = {key: config_value(settings, key) for key in ("accountSid", "authToken")}
-        missing = [f"twilio.{key}" for key, value in credentials.items() if not value]
-        if missing:
-            raise ProviderNotConfigured(f"Twilio is not configured: missing {', '.join(missing)}")
-        self._owns_http = http is None
-        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        credentials = required_block_values(
+            settings, "twilio", ("accountSid", "authToken"), carrier="Twilio"
+        )
+        self._http = CarrierHttp(http)
         self._sleep = sleep
         self._rest = TwilioRest(
             account_sid=credentials["accountSid"],
             auth_token=credentials["authToken"],
-            http=self._http,
+            http=self._http.client,
             region=config_value(settings, "region") or None,
             api_base_url=config_value(settings, "apiBaseUrl") or None,
         )
@@ -114,7 +114,7 @@ class TwilioProvider(TelephonyProvider):
         try:
             self._rest.update_call(target.provider_call_id, status="completed")
         except TwilioApiError as exc:
-            if not exc.not_found:  # 20404: the call is already gone, which is what we wanted
+            if not exc.call_gone:  # 20404: the call is already gone, which is what we wanted
                 raise
 
     def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
@@ -141,7 +141,7 @@ class TwilioProvider(TelephonyProvider):
         try:
             status = self._rest.fetch_status(provider_call_id)
         except TwilioApiError as exc:
-            if exc.not_found:
+            if exc.call_gone:
                 return CallStatus("not-found", is_terminal=True, end_reason="completed")
             return _unknown_status(exc)
         except ProviderError as exc:
@@ -193,26 +193,18 @@ class TwilioProvider(TelephonyProvider):
                     else "should be AC followed by 32 hex digits"
                 ),
             ),
-            (
-                "twilio-signatures",
-                not skip,
-                "webhook signatures are verified"
-                if not skip
-                else "skipSignatureVerification is on: anyone can forge webhooks",
-            ),
-            (
-                "twilio-webhook-url",
-                public.startswith("https://"),
-                f"Twilio will call {public}"
-                if public.startswith("https://")
-                else "set publicUrl to the https:// URL Twilio should call (it is signed as given)",
+            signature_check("twilio", skip=skip, verified="webhook signatures are verified"),
+            webhook_url_check(
+                "twilio",
+                public,
+                ok=f"Twilio will call {public}",
+                fix="set publicUrl to the https:// URL Twilio should call (it is signed as given)",
             ),
             ("twilio-api", True, f"REST API origin {self._rest.origin}"),
         ]
 
     def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
+        self._http.close()
 
     # -- helpers ----------------------------------------------------------------------------
     def _update_twiml(self, target: CallTarget, document: VoiceResponse) -> None:

@@ -14,15 +14,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs
 
 from twilio.twiml.voice_response import VoiceResponse
 
 from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
-from providers.common import preferred_voice
+from providers.common import TERMINAL_STATES, preferred_voice
 from providers.errors import WebhookInvalid
 from providers.twilio import twiml
-from providers.webhook_security import SecuritySettings, reconstruct_url
+from providers.webhook_security import webhook_base
 
 DEFAULT_CONFIDENCE = 0.9
 GATHER_FLOW = "gather"
@@ -44,19 +44,6 @@ END_REASONS = {
     "canceled": "hangup-bot",
 }
 _DIRECTIONS = {"inbound": "inbound", "outbound-api": "outbound", "outbound-dial": "outbound"}
-TERMINAL_STATES = frozenset(
-    {
-        "completed",
-        "hangup-user",
-        "hangup-bot",
-        "timeout",
-        "error",
-        "failed",
-        "no-answer",
-        "busy",
-        "voicemail",
-    }
-)
 
 
 # -- parsing -------------------------------------------------------------------------------
@@ -284,23 +271,6 @@ def _listen_again(
 def _attempt(request: WebhookRequest) -> int:
     value = request.query_value("attempt") or ""
     return int(value) if value.isdigit() and len(value) < 6 else 1
-
-
-def webhook_base(request: WebhookRequest, settings: Mapping[str, Any]) -> str:
-    """Where Twilio should post next, without a query.
-
-    publicUrl is the full public webhook URL (outbound calls use it as is), so its path
-    wins: a proxy may publish serve.path under another path. A bare-origin publicUrl, or
-    none (then the reconstructed origin), takes serve.path.
-    """
-    security = SecuritySettings.from_settings(settings)
-    public = urlsplit(security.public_url or reconstruct_url(request, security))
-    path = (
-        public.path
-        if security.public_url and public.path not in ("", "/")
-        else (settings.get("servePath") or request.path or "/")
-    )
-    return urlunsplit((public.scheme, public.netloc, path, "", ""))
 
 
 def gather_action(

@@ -13,8 +13,8 @@ import pytest
 from django.test import Client
 from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 
+from calls.carrier import set_provider
 from calls.models import Call, TranscriptEntry
-from calls.runtime import set_provider
 from calls.services.actions import call_speak
 from calls.services.dialling import call_initiate
 from providers.base import EventType, NormalizedEvent, ReplyContext, Speech

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.test import Client
 
+from calls.carrier import set_provider
 from calls.models import Call, TranscriptEntry
-from calls.runtime import set_provider
 from providers.base import EventType, ReplyContext
 from providers.errors import WebhookInvalid
 from providers.telnyx.webhooks import END_REASONS, SDK_END_REASONS

@@ -1,0 +1,190 @@
+"""The websocket half of the OpenAI Realtime API, shared by STT and realtime voice.
+
+Why it exists: providers/stt/openai_realtime.py (a transcription session) and
+providers/realtime/openai.py (speech-to-speech) talk to the same `/v1/realtime` endpoint
+with the same mechanics: Bearer auth, a connect timeout, JSON events both ways, caller audio
+queued without waiting on the network and sent as `input_audio_buffer.append`, and a close
+that stops every task. Those live here once; each subclass keeps its own protocol (what it
+sends after connecting, what it does with the server's events, whether it reconnects).
+docs/plugin-behaviour.md, "Speech-to-text" and "Realtime voice".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, ClassVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from providers.errors import ProviderUnavailable
+
+# Both sessions let the server detect turns; audio kept from before speech starts.
+PREFIX_PADDING_MS = 300
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for a message: its text, or its type when it has none."""
+    return str(exc) or type(exc).__name__
+
+
+def server_vad(threshold: float, silence_duration_ms: int) -> dict[str, Any]:
+    """The `turn_detection` both sessions send: server VAD with our threshold and silence."""
+    return {
+        "type": "server_vad",
+        "threshold": threshold,
+        "prefix_padding_ms": PREFIX_PADDING_MS,
+        "silence_duration_ms": silence_duration_ms,
+    }
+
+
+class OpenAiRealtimeSocket(ABC):
+    """One call's socket to wss://…/v1/realtime: open, send events and audio, read, close.
+
+    `url` is built by the subclass (providers.common.openai_realtime_url). Server events
+    reach `_on_event`; the subclass starts its reader (around `_receive`) and the writer
+    (`_write_loop`) with `_spawn`, and `close` stops every spawned task.
+    """
+
+    # Names the session in errors and logs ("STT connection failed: …").
+    label: ClassVar[str] = "OpenAI realtime"
+    # Headers beyond Authorization (the beta transcription protocol wants OpenAI-Beta).
+    extra_headers: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(
+        self, *, url: str, api_key: str, connect_timeout_s: float, max_queued_frames: int
+    ) -> None:
+        self.url = url
+        self._api_key = api_key
+        self._connect_timeout_s = connect_timeout_s
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_queued_frames)
+        self._ws: ClientConnection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.dropped_frames = 0
+        # The subclass's module logger, so log lines keep naming the session's module.
+        self._log = logging.getLogger(type(self).__module__)
+
+    @property
+    def connected(self) -> bool:
+        """True while audio sent now would reach the service."""
+        ws = self._ws
+        return ws is not None and not self._closing and ws.close_code is None
+
+    async def send_audio(self, ulaw: bytes) -> None:
+        """Queue 8 kHz μ-law for the writer; never waits, drops (and counts) when down or full."""
+        if not ulaw:
+            return
+        if not self.connected:
+            self.dropped_frames += 1
+            return
+        try:
+            self._queue.put_nowait(ulaw)
+        except asyncio.QueueFull:
+            self.dropped_frames += 1
+
+    async def close(self) -> None:
+        """Stop for good: every spawned task, then the socket. Safe to call twice."""
+        if self._closing:
+            return
+        self._closing = True
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    # -- connection -------------------------------------------------------------------
+
+    async def _open(self, events: Sequence[Mapping[str, Any]]) -> ClientConnection:
+        """Connect and send the opening `events`; ProviderUnavailable when either fails."""
+        headers = {"Authorization": f"Bearer {self._api_key}", **self.extra_headers}
+        try:
+            ws = await connect(
+                self.url, additional_headers=headers, open_timeout=self._connect_timeout_s
+            )
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise ProviderUnavailable(f"{self.label} connection failed: {describe(exc)}") from exc
+        try:
+            for event in events:
+                await ws.send(json.dumps(event))
+        except BaseException as exc:  # cancelled by close() too: do not leak the socket
+            with contextlib.suppress(Exception):
+                await ws.close()
+            if isinstance(exc, ConnectionClosed):
+                raise ProviderUnavailable(
+                    f"{self.label} connection failed: {describe(exc)}"
+                ) from exc
+            raise
+        return ws
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `coro` as a task that close() cancels."""
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, event: Mapping[str, Any]) -> bool:
+        """Send one client event; False when there is no open socket (the reader reports it)."""
+        ws = self._ws
+        if ws is None or self._closing:
+            return False
+        try:
+            await ws.send(json.dumps(event))
+        except ConnectionClosed:
+            return False
+        return True
+
+    # -- tasks ------------------------------------------------------------------------
+
+    async def _receive(self, ws: ClientConnection) -> str | None:
+        """Hand each server event to `_on_event` until `ws` closes.
+
+        Returns why the socket was lost, or None for a normal (1000/1001) close.
+        """
+        try:
+            async for message in ws:
+                event = self._decode(message)
+                if event is not None:
+                    await self._on_event(event)
+        except ConnectionClosed as exc:
+            return describe(exc)
+        return None
+
+    async def _write_loop(self) -> None:
+        """Send queued caller audio; frames that cannot go now are dropped and counted."""
+        while True:
+            frames = [await self._queue.get()]
+            # Coalesce whatever else is waiting: fewer, larger appends after a stall.
+            while not self._queue.empty():
+                frames.append(self._queue.get_nowait())
+            event = {
+                "type": "input_audio_buffer.append",
+                "audio": base64.b64encode(b"".join(frames)).decode("ascii"),
+            }
+            if not self.connected or not await self._send(event):
+                self.dropped_frames += len(frames)
+
+    def _decode(self, message: str | bytes) -> dict[str, Any] | None:
+        try:
+            event = json.loads(message)
+        except (TypeError, ValueError):
+            self._log.warning("%s sent a non-JSON message", self.label)
+            return None
+        return event if isinstance(event, dict) else None
+
+    @abstractmethod
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        """One server event (a JSON object), in the order the server sent them."""
