@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from calls.services.replies import responder_run
+from calls.services.auto_reply_worker import responder_run
 from calls.services.timers import timers_sweep
 
 

@@ -11,10 +11,11 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from calls import clock, runtime
+from calls import carrier as runtime
+from calls import clock
+from calls.carrier import set_provider
 from calls.config import parse_config, reset_config, set_config
 from calls.models import Call
-from calls.runtime import set_provider
 from calls.services.tokens import token_create
 from providers.mock import MockProvider
 

@@ -11,9 +11,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from calls.routing import websocket_urlpatterns  # noqa: E402
-from calls.startup import preflight  # noqa: E402
-from calls.webhook_gate import WebhookGate  # noqa: E402
+from calls.serving.startup import preflight  # noqa: E402
+from calls.streams.routing import websocket_urlpatterns  # noqa: E402
+from calls.web.gate import WebhookGate  # noqa: E402
 
 # Carriers are not browsers: no OriginValidator or session auth on media streams;
 # each stream authenticates with its per-call token (docs/security.md, "Media streams").

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from calls import health, webhooks
+from calls.web import health, webhook_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,6 +16,6 @@ urlpatterns = [
     path("api/", include("calls.api.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("voice/hold-music", webhooks.hold_music, name="hold-music"),
-    re_path(r"^.*$", webhooks.carrier_webhook, name="webhook"),
+    path("voice/hold-music", webhook_views.hold_music, name="hold-music"),
+    re_path(r"^.*$", webhook_views.carrier_webhook, name="webhook"),
 ]

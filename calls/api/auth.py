@@ -48,7 +48,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 class BearerTokenScheme(OpenApiAuthenticationExtension):
     """Declares the bearer scheme in the OpenAPI document (and the docs' Authorize button)."""
 
-    target_class = "calls.auth.BearerTokenAuthentication"
+    target_class = "calls.api.auth.BearerTokenAuthentication"
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

@@ -17,8 +17,8 @@ from django.conf import settings
 
 from calls.cli.client import connect
 from calls.config import ConfigError, get_config
-from calls.exposure import is_local_host
 from calls.services.webhooks import carrier_readiness
+from calls.serving.exposure import is_local_host
 from providers.registry import provider_names
 
 SMOKE_MESSAGE = "OpenClaw voice call smoke test."

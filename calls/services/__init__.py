@@ -12,6 +12,7 @@ this package re-exports nothing, so importing one service never imports them all
   owed by applied events
 - lifecycle: transitions, finalization, transcript lines, event rows
 - speech, stream_plans, streams, stream_commands: speaking and media streams
-- responder, routes, sessions: automatic replies and who answers
+- auto_reply (when to answer, dispatch), auto_reply_worker (generate and speak), routes,
+  sessions: automatic replies and who answers
 - timers: the sweep and restart restore; tokens, accounts: API tokens and admin users
 """

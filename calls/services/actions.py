@@ -11,6 +11,7 @@ import re
 from datetime import timedelta
 
 from calls import clock
+from calls.carrier import get_provider
 from calls.exceptions import (
     CallConflict,
     CallNotFound,
@@ -18,7 +19,6 @@ from calls.exceptions import (
     InvalidRequest,
 )
 from calls.models import Call
-from calls.runtime import get_provider
 from calls.selectors import call_find
 from calls.services.lifecycle import (
     call_finalize,

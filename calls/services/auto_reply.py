@@ -14,7 +14,7 @@ from django.db import connection, transaction
 
 from calls.config import get_config
 from calls.models import Call, TranscriptEntry
-from calls.services.replies import reply_api_key, responder_run
+from calls.services.auto_reply_worker import reply_api_key, responder_run
 from calls.tasks import respond_to_caller as respond_to_caller_task
 
 logger = logging.getLogger(__name__)

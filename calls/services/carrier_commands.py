@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from calls import clock
+from calls.carrier import get_provider
 from calls.config import get_config
 from calls.models import Call, CarrierCommand, TranscriptEntry
-from calls.runtime import get_provider
 from calls.services import lifecycle
 from calls.services.speech import InlineReply, speak
 from calls.services.stream_plans import stream_plan

@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 
 from calls import clock
+from calls.carrier import call_webhook_url, get_provider, webhook_url
 from calls.config import get_config
 from calls.exceptions import (
     CallError,
@@ -20,7 +21,6 @@ from calls.exceptions import (
 )
 from calls.models import Call
 from calls.phone import E164_ERROR, is_e164, mask_number
-from calls.runtime import call_webhook_url, get_provider, webhook_url
 from calls.selectors import capacity_lock
 from calls.services.actions import DTMF_ERROR, DTMF_RE, text_check
 from calls.services.lifecycle import (

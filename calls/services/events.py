@@ -18,6 +18,7 @@ from calls.phone import to_e164
 from calls.selectors import call_find
 from calls.services import lifecycle
 from calls.services.answering import call_answered
+from calls.services.auto_reply import responder_schedule
 from calls.services.inbound import (
     inbound_call_arrive,
     inbound_rejection_hang_up,
@@ -25,7 +26,6 @@ from calls.services.inbound import (
 )
 from calls.services.lifecycle import EventOutcome
 from calls.services.outbox import outbox_unit
-from calls.services.responder import responder_schedule
 from calls.services.speech import InlineReply
 from calls.services.turns import operation_settle
 from calls.state import CallState

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 
 from calls import clock
+from calls.carrier import get_provider
 from calls.config import get_config
 from calls.models import AllowedNumber, Call, CarrierCommand, InboundPolicy
 from calls.phone import digits_only, mask_number, to_e164
-from calls.runtime import get_provider
 from calls.selectors import call_find
 from calls.services import lifecycle
 from calls.services.answering import call_answered

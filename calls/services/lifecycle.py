@@ -10,21 +10,25 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 
 from calls import clock
+from calls.carrier import call_webhook_url
 from calls.config import get_config
 from calls.models import Call, CallEvent, TranscriptEntry
-from calls.runtime import call_webhook_url
 from calls.services.sessions import agent_id, session_key_for
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
 from providers.base import CallTarget, NormalizedEvent, StreamPlan
 from providers.common import preferred_language
 
 logger = logging.getLogger(__name__)
+
+# How far ahead of ours a carrier's event time may be; and the earliest we believe.
+PLAUSIBLE_CLOCK_SKEW = timedelta(days=1)
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 _DEADLINES_CLEARED = {
     "max_duration_at": None,
@@ -59,7 +63,7 @@ def call_finalize(
     if reason not in TERMINAL:
         logger.warning("call=%s unknown end reason %r, using completed", call.public_id, reason)
         reason = CallState.COMPLETED
-    ended_at = ended_at or clock.now()
+    ended_at = plausible_time(ended_at)
     changed = Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL).update(
         state=reason,
         end_reason=reason,
@@ -88,12 +92,28 @@ def _record_end(call: Call, reason: str, ended_at: datetime) -> None:
         )
 
 
+def plausible_time(at: datetime | None) -> datetime:
+    """A carrier's timestamp when it could be true, else our clock.
+
+    Late deliveries keep their time, but a stamp from the future (past a day of clock
+    skew) or from before telephony webhooks existed — 9999-12-31, year 1 — is not when
+    anything happened, and would overflow the deadlines computed from it.
+    """
+    now = clock.now()
+    if at is None:
+        return now
+    try:
+        return at if EARLIEST_EVENT_TIME <= at <= now + PLAUSIBLE_CLOCK_SKEW else now
+    except OverflowError:
+        return now
+
+
 def call_mark_answered(*, call: Call, at: datetime | None = None) -> bool:
     """answered: set answeredAt and the max-duration deadline.
 
     docs/plugin-behaviour.md, "Normalized events".
     """
-    at = at or clock.now()
+    at = plausible_time(at)
     deadline = at + timedelta(seconds=get_config().max_duration_seconds)
     changed = call_transition(call=call, state=CallState.ANSWERED, ring_deadline_at=None)
     Call.objects.filter(pk=call.pk, answered_at__isnull=True).update(

@@ -13,6 +13,9 @@ from calls.exceptions import InvalidRequest
 from calls.phone import digits_only
 
 DEFAULT_AGENT = "main"
+MAX_E164_DIGITS = 15
+# Call.session_key's column.
+MAX_SESSION_KEY = 200
 _AGENT_KEY = re.compile(r"^agent:([^:]+):(.+)$")
 
 
@@ -28,6 +31,8 @@ def session_key_for(*, call_id: uuid.UUID | str, other_party: str | None, agent:
     if scope == "main":
         return f"agent:{agent}:main"
     digits = digits_only(other_party)
+    if len(digits) > MAX_E164_DIGITS:
+        digits = ""  # not a phone number (E.164 has at most 15 digits): key by call
     if scope == "per-call" or not digits:
         return f"agent:{agent}:voice:call:{call_id}".lower()
     return f"agent:{agent}:voice:{digits}".lower()
@@ -46,6 +51,7 @@ def session_key_normalize(explicit: str, *, agent: str) -> str:
     if key in ("global", "unknown"):
         return key
     match = _AGENT_KEY.match(key)
-    if match and match.group(1).lower() == agent:
-        return key
-    return f"agent:{agent}:{key}"
+    normalized = key if match and match.group(1).lower() == agent else f"agent:{agent}:{key}"
+    if len(normalized) > MAX_SESSION_KEY:
+        raise InvalidRequest(f"Voice Call session key is too long (at most {MAX_SESSION_KEY})")
+    return normalized

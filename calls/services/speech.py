@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import CarrierFailed
 from calls.models import Call, TranscriptEntry
-from calls.runtime import get_provider
 from calls.services.lifecycle import (
     call_target,
     call_transition,

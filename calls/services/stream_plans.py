@@ -11,9 +11,9 @@ import logging
 import secrets
 from urllib.parse import urlsplit, urlunsplit
 
+from calls.carrier import get_provider, public_url
 from calls.config import get_config
 from calls.models import Call
-from calls.runtime import get_provider, public_url
 from calls.services import lifecycle
 from providers.base import StreamPlan
 from providers.errors import ProviderError

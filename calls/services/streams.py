@@ -1,6 +1,6 @@
 """Media streams attached to calls: attach and detach, speech heard and said on them.
 
-The stream itself lives in one server process (calls/media.py); everything here is what
+The stream itself lives in one server process (calls/streams/playback.py); everything here is what
 must be durable or visible to every process: which stream holds the call, the grace
 deadline after a disconnect, and transcripts as events. Whether a call streams at all is
 planned in calls/services/stream_plans.py.
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from calls import clock
+from calls.carrier import get_provider
 from calls.exceptions import CallError
 from calls.models import Call, TranscriptEntry
-from calls.runtime import get_provider
 from calls.services import lifecycle
 from calls.services.events import event_apply
 from calls.state import NON_TERMINAL

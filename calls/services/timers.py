@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 
 from calls import clock
+from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.models import ApiToken, Call, ReplayKey
-from calls.runtime import get_provider
 from calls.services import lifecycle
 from calls.services.actions import call_hang_up
 from calls.services.outbox import commands_prune, commands_sweep

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from django.db import close_old_connections, transaction
 
 from calls import clock
+from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import (
     CallConflict,
@@ -29,7 +30,6 @@ from calls.exceptions import (
     TranscriptTimeout,
 )
 from calls.models import Call, ContinueOperation, TranscriptEntry
-from calls.runtime import get_provider
 from calls.selectors import call_find
 from calls.services.actions import live_call, text_check
 from calls.services.lifecycle import (

@@ -10,11 +10,11 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from calls import clock
+from calls.carrier import get_provider, provider_settings
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.faults import crash_point
 from calls.models import Call, ReplayKey
-from calls.runtime import get_provider, provider_settings
 from calls.selectors import call_find
 from calls.services.events import EventOutcome, event_apply
 from calls.services.outbox import outbox_unit

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from calls.carrier import set_public_base, webhook_url
 from calls.config import PLUGIN_PATH, VoiceCallConfig
-from calls.runtime import set_public_base, webhook_url
 from providers import tunnels
 from providers.tunnels import NgrokTunnel, TailscaleExposure, Tunnel, TunnelError
 

@@ -13,14 +13,14 @@ import uvicorn
 from django.conf import settings
 from django.db import close_old_connections
 
+from calls.carrier import set_local_address, webhook_url
 from calls.config import get_config
-from calls.exposure import (
+from calls.services.timers import timers_sweep
+from calls.serving.exposure import (
     exposure_start,
     exposure_stop,
 )
-from calls.runtime import set_local_address, webhook_url
-from calls.services.timers import timers_sweep
-from calls.startup import preflight, startup
+from calls.serving.startup import preflight, startup
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """What every server process checks and does once before it serves.
 
-Both `voicecall serve` (calls/server.py) and the ASGI application (voicecall_project/asgi.py,
-for any other ASGI server) run these, so neither imports the other.
+Both `voicecall serve` (calls/serving/server.py) and the ASGI application
+(voicecall_project/asgi.py, for any other ASGI server) run these, so neither imports the
+other.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import logging
 from django.db import close_old_connections
 
 from calls.config import get_config
-from calls.exposure import local_only_refusal, tunnel_mode
 from calls.services.inbound import allowlist_sync_config
 from calls.services.timers import calls_restore
+from calls.serving.exposure import local_only_refusal, tunnel_mode
 
 logger = logging.getLogger(__name__)
 

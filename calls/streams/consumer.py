@@ -1,7 +1,7 @@
 """The carrier media-stream websocket: parse frames with the carrier's codec, hand them on.
 
 Thin on purpose, like every interface (docs/design.md, "3. Layout"): vendor framing lives
-in the codec, playback in calls.media, state changes in calls.services.streams (reached
+in the codec, playback in calls.streams.playback, state changes in calls.services.streams (reached
 through database_sync_to_async only at start, stop and per transcript — never per audio
 frame).
 """
@@ -19,11 +19,9 @@ from asgiref.typing import WebSocketResponseBodyEvent, WebSocketResponseStartEve
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import CallError
-from calls.media import Playback
-from calls.realtime import DEFAULT_INSTRUCTIONS, RealtimeLink
-from calls.runtime import get_provider
 from calls.services.actions import call_end
 from calls.services.events import event_apply
 from calls.services.stream_commands import group_name
@@ -34,6 +32,8 @@ from calls.services.streams import (
     stream_detach,
     stream_heard,
 )
+from calls.streams.playback import Playback
+from calls.streams.realtime_link import DEFAULT_INSTRUCTIONS, RealtimeLink
 from providers.base import EventType, NormalizedEvent
 from providers.errors import ProviderError
 from providers.media import (

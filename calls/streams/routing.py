@@ -8,7 +8,7 @@ from typing import Any
 from django.urls import re_path
 
 from calls.config import get_config
-from calls.consumers import MediaStreamConsumer
+from calls.streams.consumer import MediaStreamConsumer
 
 
 def _stream_paths() -> list[str]:

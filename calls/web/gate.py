@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from calls.carrier import get_provider
 from calls.config import get_config
-from calls.runtime import get_provider
 
 Scope = dict[str, Any]
 # Mapping, as Django's ASGIHandler types its receive/send; the gate only reads messages.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from calls.runtime import get_provider
+from calls.carrier import get_provider
 from calls.services.webhooks import webhook_process
-from calls.webhook_gate import MAX_BODY_BYTES, is_webhook_path, missing_signature
+from calls.web.gate import MAX_BODY_BYTES, is_webhook_path, missing_signature
 from providers.base import Reply, WebhookRequest
 
 

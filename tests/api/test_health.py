@@ -44,7 +44,7 @@ def test_readyz_answers_200_with_database_and_channel_layer_ok(client: Client) -
 def test_readyz_answers_503_when_the_channel_layer_is_missing(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("calls.health.get_channel_layer", lambda: None)
+    monkeypatch.setattr("calls.web.health.get_channel_layer", lambda: None)
 
     response = client.get("/readyz")
 
@@ -63,7 +63,7 @@ def test_readyz_answers_503_when_the_channel_layer_fails(
         async def group_send(self, group: str, message: dict[str, Any]) -> None:
             raise ConnectionError("redis down")
 
-    monkeypatch.setattr("calls.health.get_channel_layer", lambda: Broken())
+    monkeypatch.setattr("calls.web.health.get_channel_layer", lambda: Broken())
 
     response = client.get("/readyz")
 

@@ -13,8 +13,8 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from calls.carrier import set_provider
 from calls.models import Call
-from calls.runtime import set_provider
 from calls.services.events import event_apply
 from providers.base import EventType, NormalizedEvent
 from providers.mock import MockProvider

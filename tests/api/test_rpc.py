@@ -15,8 +15,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from calls.carrier import set_provider
 from calls.models import Call, ContinueOperation
-from calls.runtime import set_provider
 from calls.services.events import event_apply
 from providers.base import EventType, NormalizedEvent
 from providers.errors import ProviderError

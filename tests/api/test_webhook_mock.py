@@ -14,6 +14,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from calls.carrier import set_provider
 from calls.models import (
     AllowedNumber,
     Call,
@@ -22,7 +23,6 @@ from calls.models import (
     ReplayKey,
     TranscriptEntry,
 )
-from calls.runtime import set_provider
 from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
 from calls.services.timers import timers_sweep
 from providers.errors import ProviderError

@@ -6,15 +6,16 @@ from typing import Any
 
 import pytest
 
-from calls import exposure, runtime, server
-from calls.exposure import exposure_start, exposure_stop
-from calls.runtime import (
+from calls import carrier as runtime
+from calls.carrier import (
     call_webhook_url,
     provider_settings,
     set_public_base,
     webhook_url,
 )
-from calls.startup import preflight
+from calls.serving import exposure, server
+from calls.serving.exposure import exposure_start, exposure_stop
+from calls.serving.startup import preflight
 from tests.fixtures.tunnels.helpers import (
     NGROK_URL,
     FakePopen,

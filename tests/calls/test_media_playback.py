@@ -1,4 +1,4 @@
-"""calls.media.Playback: paced 20 ms frames, marks, barge-in, keep-alive silence.
+"""calls.streams.playback.Playback: paced 20 ms frames, marks, barge-in, keep-alive silence.
 
 docs/plugin-behaviour.md, "Playback on a stream".
 """
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from calls.media import MAX_PENDING, Playback
+from calls.streams.playback import MAX_PENDING, Playback
 from providers.audio import SILENCE_FRAME
 
 

@@ -19,12 +19,12 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from calls.consumers import Admission
+from calls.carrier import provider_settings, set_provider
 from calls.models import Call, TranscriptEntry
-from calls.runtime import provider_settings, set_provider
 from calls.services.speech import speak
 from calls.services.stream_plans import stream_plan
 from calls.services.timers import timers_sweep
+from calls.streams.consumer import Admission
 from providers.twilio import TwilioProvider
 
 TOKEN = "12345678901234567890123456789012"
@@ -87,11 +87,13 @@ def streaming(configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         )
     )
     set_provider(TwilioProvider(settings=provider_settings(cfg), http=carrier_api))
-    monkeypatch.setattr("calls.consumers.ADMISSION", Admission())
+    monkeypatch.setattr("calls.streams.consumer.ADMISSION", Admission())
     FakeStt.instances.clear()
     FakeTts.spoken.clear()
-    monkeypatch.setattr("calls.consumers.build_stt", lambda settings, callbacks: FakeStt(callbacks))
-    monkeypatch.setattr("calls.consumers.build_tts", lambda tts: FakeTts())
+    monkeypatch.setattr(
+        "calls.streams.consumer.build_stt", lambda settings, callbacks: FakeStt(callbacks)
+    )
+    monkeypatch.setattr("calls.streams.consumer.build_tts", lambda tts: FakeTts())
 
 
 @pytest.fixture
@@ -298,7 +300,9 @@ async def test_a_stream_whose_speech_recognition_cannot_connect_is_closed_1011(
         async def connect(self) -> None:
             raise ProviderUnavailable("STT connection failed: refused")
 
-    monkeypatch.setattr("calls.consumers.build_stt", lambda settings, callbacks: DeadStt(callbacks))
+    monkeypatch.setattr(
+        "calls.streams.consumer.build_stt", lambda settings, callbacks: DeadStt(callbacks)
+    )
     call = await make_call_async(metadata={})
     communicator = await _connect(application)
     await communicator.send_to(text_data=_start())

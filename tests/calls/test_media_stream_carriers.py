@@ -24,11 +24,11 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from calls.consumers import Admission
+from calls.carrier import set_provider
 from calls.models import Call, TranscriptEntry
-from calls.runtime import set_provider
 from calls.services.dialling import call_initiate
 from calls.services.stream_plans import stream_plan
+from calls.streams.consumer import Admission
 from providers.base import CallTarget, PlaceCall, ReplyContext, StreamPlan
 from providers.plivo.media import PlivoMediaCodec
 from providers.telnyx.media import TelnyxMediaCodec
@@ -218,11 +218,13 @@ class FakeTts:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("calls.consumers.ADMISSION", Admission())
+    monkeypatch.setattr("calls.streams.consumer.ADMISSION", Admission())
     FakeStt.instances.clear()
     FakeTts.spoken.clear()
-    monkeypatch.setattr("calls.consumers.build_stt", lambda settings, callbacks: FakeStt(callbacks))
-    monkeypatch.setattr("calls.consumers.build_tts", lambda tts: FakeTts())
+    monkeypatch.setattr(
+        "calls.streams.consumer.build_stt", lambda settings, callbacks: FakeStt(callbacks)
+    )
+    monkeypatch.setattr("calls.streams.consumer.build_tts", lambda tts: FakeTts())
 
 
 def _started(driver: CarrierDriver, configure: Any) -> CarrierDriver:

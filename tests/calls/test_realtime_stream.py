@@ -18,11 +18,11 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from calls.consumers import Admission
+from calls.carrier import provider_settings, set_provider
 from calls.models import Call, TranscriptEntry
-from calls.runtime import provider_settings, set_provider
 from calls.services.speech import speak
 from calls.services.stream_plans import stream_url
+from calls.streams.consumer import Admission
 from providers.realtime.openai import END_CALL_TOOL
 from providers.twilio import TwilioProvider
 
@@ -83,8 +83,8 @@ def carrier_api(configure: Any, monkeypatch: pytest.MonkeyPatch) -> list[httpx.R
             http=httpx.Client(transport=httpx.MockTransport(handler)),
         )
     )
-    monkeypatch.setattr("calls.consumers.ADMISSION", Admission())
-    monkeypatch.setattr("calls.consumers.build_realtime", FakeRealtime)
+    monkeypatch.setattr("calls.streams.consumer.ADMISSION", Admission())
+    monkeypatch.setattr("calls.streams.consumer.build_realtime", FakeRealtime)
     FakeRealtime.sessions.clear()
     return requests
 
@@ -259,7 +259,7 @@ async def test_when_the_model_ends_the_session_the_call_ends(
 
 
 async def test_barge_in_drops_model_audio_not_yet_sent() -> None:
-    from calls.realtime import RealtimeLink
+    from calls.streams.realtime_link import RealtimeLink
 
     sent: list[str] = []
     gate = asyncio.Event()

@@ -22,15 +22,16 @@ from django.test import Client
 
 from calls import tasks
 from calls.models import Call, TranscriptEntry
-from calls.services import replies, responder
-from calls.services.events import event_apply
-from calls.services.lifecycle import call_finalize, transcript_add
-from calls.services.responder import (
+from calls.services import auto_reply as responder
+from calls.services import auto_reply_worker as replies
+from calls.services.auto_reply import (
     responder_enabled,
     responder_run,
     responder_schedule,
     responder_should_answer,
 )
+from calls.services.events import event_apply
+from calls.services.lifecycle import call_finalize, transcript_add
 from providers.base import EventType, NormalizedEvent
 from providers.mock import MockProvider
 

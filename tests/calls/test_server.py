@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from calls.config import ConfigError
-from calls.startup import preflight
+from calls.serving.startup import preflight
 
 
 def test_skip_mode_is_allowed_on_loopback_without_exposure(configure: Any) -> None:
@@ -40,6 +40,6 @@ def test_a_bad_config_stops_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken() -> Any:
         raise ConfigError(["plugins.entries.voice-call.config.serve.hots is not a recognized key"])
 
-    monkeypatch.setattr("calls.startup.get_config", broken)
+    monkeypatch.setattr("calls.serving.startup.get_config", broken)
     with pytest.raises(ConfigError, match="serve.hots"):
         preflight("127.0.0.1")

@@ -66,3 +66,20 @@ def test_an_empty_explicit_key_is_refused(mock_carrier: Any) -> None:
     with pytest.raises(InvalidRequest, match="Voice Call session key cannot be empty"):
         call_initiate(to="+15555550123", message="Hi", session_key="  ")
     assert not Call.objects.exists()
+
+
+def test_a_number_longer_than_e164_keys_the_session_by_call(configure) -> None:
+    from calls.services.sessions import session_key_for
+
+    key = session_key_for(call_id="c-1", other_party="+" + "9" * 300, agent="main")
+    assert key == "agent:main:voice:call:c-1"
+
+
+def test_an_explicit_session_key_longer_than_its_column_is_refused() -> None:
+    import pytest
+
+    from calls.exceptions import InvalidRequest
+    from calls.services.sessions import session_key_normalize
+
+    with pytest.raises(InvalidRequest, match="too long"):
+        session_key_normalize("k" * 200, agent="main")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from calls.runtime import set_provider
-from calls.webhook_gate import MAX_IN_FLIGHT, WebhookGate
+from calls.carrier import set_provider
+from calls.web.gate import MAX_IN_FLIGHT, WebhookGate
 from providers.mock import MockProvider
 
 

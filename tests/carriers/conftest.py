@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from calls.runtime import set_provider
+from calls.carrier import set_provider
 from tests.carriers.drivers import DRIVERS, CarrierDriver
 
 

@@ -31,9 +31,9 @@ from plivo.utils import signature_v3
 from twilio.request_validator import RequestValidator
 
 from calls import clock
+from calls.carrier import provider_settings
 from calls.config import VoiceCallConfig
 from calls.models import Call
-from calls.runtime import provider_settings
 from providers.base import TelephonyProvider
 
 PUBLIC_HOST = "voice.example.test"

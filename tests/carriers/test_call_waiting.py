@@ -13,8 +13,8 @@ import pytest
 from django.test import Client
 from twilio.request_validator import RequestValidator
 
+from calls.carrier import provider_settings, set_provider
 from calls.models import Call
-from calls.runtime import provider_settings, set_provider
 from calls.services.streams import stream_attach, stream_detach
 from calls.services.timers import timers_sweep
 from providers.twilio import TwilioProvider

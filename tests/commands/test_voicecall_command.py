@@ -17,10 +17,10 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
+from calls.carrier import set_provider
 from calls.cli import client, setup_checks
 from calls.config import reset_config
 from calls.models import ApiToken, Call, CallEvent, TranscriptEntry
-from calls.runtime import set_provider
 from calls.services.events import event_apply
 from calls.services.tokens import token_authenticate
 from providers.base import EventType, NormalizedEvent

@@ -17,10 +17,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from calls import cli
 from calls.cli import client, setup_checks
-from calls.exposure import expose_command
 from calls.selectors import latency_stats
 from calls.services.accounts import admin_user_ensure
 from calls.services.webhooks import webhook_explain
+from calls.serving.exposure import expose_command
 
 MODES = ("notify", "conversation")
 
@@ -227,7 +227,7 @@ class Command(BaseCommand):
             raise CommandError(f"voicecall expose --mode {result['mode']} failed (see hint above).")
 
     def _run_serve(self, *, host: str | None, port: int | None, **_: Any) -> None:
-        from calls import server  # loads the ASGI server and app; only `serve` needs them
+        from calls.serving import server  # loads the ASGI server and app; only `serve` needs them
 
         cfg = client.config_or_error()
         server.run(host=host or cfg.serve_bind, port=port or cfg.serve_port)

@@ -1,0 +1,1 @@
+"""HTTP that carriers and probes call: the webhook gate and views, health and readiness."""
