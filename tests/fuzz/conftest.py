@@ -12,7 +12,10 @@
   the full rows of the calls under test) and `stored_text_problems()` (NUL, other control
   characters and lone surrogates anywhere a webhook stores carrier text, and values longer
   than their column, which only PostgreSQL refuses).
-* Strategies for hostile carrier input: `nasty_text`, `huge_text`, `garbled`.
+* Hostile carrier input: the strategies `nasty_text`, `huge_text` and `garbled`, and the
+  edge values `EDGE_NUMBERS` (NaN, infinities, integers beyond float range),
+  `EDGE_ISO_TIMES`/`EDGE_RFC2822_TIMES` (years 1 and 9999, UTC offsets past ±15:59) and
+  `LONG_NUMBER` (a caller number longer than any column built from it).
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ from django.db import transaction
 from django.db.models import CharField
 from django.test import Client
 from django.utils import timezone
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
 from calls.state import NON_TERMINAL, TERMINAL, can_transition, is_terminal
-from calls.webhook_gate import MAX_BODY_BYTES
+from calls.web.gate import MAX_BODY_BYTES
 from tests.carriers.drivers import Delivery
 
 DEFAULT_EXAMPLES = 40
@@ -55,6 +58,9 @@ settings.register_profile(
     "voicecall-fuzz",
     max_examples=FUZZ_EXAMPLES,
     deadline=None,
+    # No "explain" phase: on a failure it re-runs the example hundreds of times to annotate
+    # it, which costs minutes with a database in the loop; shrinking is kept.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
@@ -337,6 +343,21 @@ EDGE_NUMBERS: list[float | int] = [
     2**63,
     -0.0,
     1e308,
+]
+#: Carrier clock readings at the edges: the last second of year 9999, the first of year 1,
+#: and UTC offsets PostgreSQL cannot store (it takes up to ±15:59).
+EDGE_ISO_TIMES = [
+    "9999-12-31T23:59:59Z",
+    "0001-01-01T00:00:00+23:59",
+    "0001-01-01T00:00:00-23:59",
+    "2024-01-01T00:00:00+16:00",
+    "2024-01-01T00:00:00-23:59",
+]
+EDGE_RFC2822_TIMES = [
+    "Fri, 31 Dec 9999 23:59:59 +0000",
+    "Sat, 01 Jan 2000 00:00:00 +2359",
+    "Thu, 01 Jan 1970 00:00:00 -1600",
+    "Mon, 01 Jan 0001 00:00:00 -2359",
 ]
 #: A caller number with more digits than any column or key built from it can hold.
 LONG_NUMBER = "+" + "9" * 250

@@ -7,11 +7,16 @@ client with the mock carrier installed (no simulation):
 1. A look-alike path is 404, another method 405 and a body over 64 KiB 413, and none of
    them changes anything.
 2. A malformed body (controls and `\\ud800` escapes, huge values, wrong JSON types for any
-   field, non-JSON, invalid UTF-8, unknown or finished calls) never gets a 5xx; a 4xx
-   leaves every table as it was; a finished call never changes; no stored text holds a
-   control character or a lone surrogate.
+   field, NaN and numbers beyond float range, timestamps at the edges of time, numbers
+   hundreds of digits long, non-JSON, invalid UTF-8, unknown or finished calls) never gets
+   a 5xx; a 4xx leaves every table as it was; a finished call never changes; no stored
+   text holds a control character or a lone surrogate, and none is longer than its column.
 3. Random sequences of well-formed events for one call, some re-sent byte for byte: always
-   200, the state only moves forward, and a re-sent body adds no event or transcript line.
+   200, the state only moves forward, a re-sent body adds no event or transcript line, and
+   the caller's words become one transcript line while the call is live.
+
+Section 4 pins the defects this fuzzing found as plain tests, so that each one fails on every
+run, whatever the seed, until it is fixed.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from tests.carriers.drivers import FRIEND, STRANGER, Delivery
 from tests.fuzz.conftest import (
     BODY_LIMIT,
     CONTROL_CHARS,
+    EDGE_ISO_TIMES,
     EDGE_NUMBERS,
     END_STATES,
     FUZZ,
@@ -103,7 +109,7 @@ def plausible_item(data: st.DataObject, call: Call, done: Call) -> dict[str, Any
         "text": st.text(max_size=20),
         "digits": st.from_regex(r"[0-9*#]{1,4}", fullmatch=True),
         "reason": st.sampled_from(REASONS),
-        "timestamp": st.sampled_from(["2024-01-01T00:00:00Z", 1700000000000]),
+        "timestamp": st.sampled_from(["2024-01-01T00:00:00Z", 1700000000000, *EDGE_ISO_TIMES]),
         "dedupeKey": st.just(str(uuid.uuid4())),
     }
     for name in data.draw(
@@ -337,3 +343,51 @@ def test_sequences_of_events_only_move_forward(
                 assert after.counts.transcript == before.counts.transcript, step
                 assert after.rows[call.pk]["state"] == before.rows[call.pk]["state"], step
             assert (problems := stored_text_problems()) == [], (step, problems)
+
+
+# == 4. pinned examples of defects this fuzzing found ===========================================
+# Plain tests, so that each one fails on every run until it is fixed, whatever the seed.
+
+
+@pytest.mark.parametrize("confidence", ["NaN", "Infinity", "-Infinity", "1" + "0" * 400])
+def test_speech_with_an_unusable_confidence_is_not_lost_or_a_server_error(
+    mock_carrier: MockProvider, make_call: Any, confidence: str
+) -> None:
+    """providers/mock.py took any JSON number as the confidence: NaN and the infinities
+    (Python's json reads them) made the CallEvent payload fail SQLite's JSON check, which
+    the event insert takes for a duplicate (the words were silently dropped), and
+    PostgreSQL's JSONB (500); `math.isfinite` of an integer beyond float range raises
+    OverflowError (500). Refusing the event (400) or dropping the confidence both do."""
+    call = make_call(state="listening")
+    item = {"type": "call.speech", "callId": call.call_id, "id": "e1", "transcript": "yes please"}
+    # Spliced in as text, the way any client could send it.
+    body = encode({"event": {**item, "confidence": 0.5}}).replace(
+        b'"confidence": 0.5', b'"confidence": ' + confidence.encode()
+    )
+
+    response = send(Client(), post_json(body))
+
+    assert response.status_code in (200, 400), describe(response)
+    lines = list(TranscriptEntry.objects.values_list("text", flat=True))
+    assert lines == (["yes please"] if response.status_code == 200 else []), describe(response)
+
+
+@pytest.mark.parametrize("stamp", EDGE_ISO_TIMES)
+@pytest.mark.parametrize(
+    ("event_type", "state"), [("call.answered", "answered"), ("call.ended", "completed")]
+)
+def test_an_event_stamped_at_the_edge_of_time_is_not_a_server_error(
+    mock_carrier: MockProvider, make_call: Any, stamp: str, event_type: str, state: str
+) -> None:
+    """The event timestamp becomes answered_at/ended_at as given: year 9999 overflows
+    `answered_at + maxDurationSeconds` (calls/services/lifecycle.py `call_mark_answered`),
+    year 1 with a positive offset is before datetime.min in UTC, and PostgreSQL refuses UTC
+    offsets beyond ±15:59. Refusing the event (400) or ignoring its clock both do."""
+    call = make_call(state="initiated")
+    item = {"type": event_type, "callId": call.call_id, "id": "e1", "timestamp": stamp}
+
+    response = send(Client(), post_json(encode({"event": item})))
+
+    assert response.status_code in (200, 400), describe(response)
+    call.refresh_from_db()
+    assert call.state == (state if response.status_code == 200 else "initiated")

@@ -10,13 +10,15 @@ Three properties, each against the real Plivo adapter on the fake REST API:
    then accepted. A look-alike path is 404, another method 405, a body over 64 KiB 413.
 2. A validly signed but malformed request (controls, huge or empty values, duplicated keys,
    JSON or garbage bodies, invalid UTF-8, odd content types and flows, unknown or finished
-   calls) never gets a 5xx; a 4xx leaves every table as it was; a finished call never
-   changes; no stored text holds a control character. V2 does not sign the body, so V2
-   examples put any bytes at all in front of the parser.
+   calls, numbers hundreds of digits long) never gets a 5xx; a 4xx leaves every table as
+   it was; a finished call never changes; no stored text holds a control character, and
+   none is longer than its column. V2 does not sign the body, so V2 examples put any bytes
+   at all in front of the parser.
 3. Random sequences of genuine callbacks for one call (answer fetch with the request UUID
    upgraded to the CallUUID, GetInput results, hang-ups, document fetches), some re-sent
-   verbatim: always 200, the state only moves forward, and a re-sent request adds no event
-   row or transcript line.
+   verbatim: always 200, the state only moves forward, a re-sent request adds no event row
+   or transcript line, and the caller's words become a transcript line while the call is
+   live, whatever SpeechConfidenceScore comes with them.
 """
 
 from __future__ import annotations

@@ -9,12 +9,19 @@ Telnyx signs `"{telnyx-timestamp}|{raw body}"` with Ed25519 and we accept a time
    answered 401 and changes nothing; the genuine request is then accepted. A look-alike
    path is 404, another method 405 and a body over 64 KiB 413, also when validly signed.
 2. A validly signed but malformed body (controls and `\\ud800` escapes anywhere, huge or
-   empty values, wrong JSON types, non-JSON and invalid UTF-8, unknown or finished calls)
-   never gets a 5xx; a 4xx leaves every table as it was; a finished call never changes; no
-   stored text holds a control character or a lone surrogate.
+   empty values, wrong JSON types, NaN and numbers beyond float range, `occurred_at` at the
+   edges of time, non-JSON and invalid UTF-8, unknown or finished calls, caller numbers
+   hundreds of digits long) never gets a 5xx; a 4xx leaves every table as it was; a
+   finished call never changes; no stored text holds a control character or a lone
+   surrogate, and none is longer than its column.
 3. Random sequences of genuine events for one call, re-sent verbatim or redelivered the way
    Telnyx does (same event id, next attempt, new signature): always 200, the state only
-   moves forward, and neither kind of re-delivery adds an event row or a transcript line.
+   moves forward, neither kind of re-delivery adds an event row or a transcript line, and
+   the caller's final words become one transcript line while the call is live, whatever
+   confidence comes with them.
+
+Section 4 pins the defects this fuzzing found as plain tests, so that each one fails on every
+run, whatever the seed, until it is fixed.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from tests.carriers.drivers import (
 from tests.fuzz.conftest import (
     BODY_LIMIT,
     CONTROL_CHARS,
+    EDGE_ISO_TIMES,
     EDGE_NUMBERS,
     END_STATES,
     FUZZ,
@@ -466,7 +474,10 @@ def plausible_event(data: st.DataObject, live: Call, done: Call) -> dict[str, An
             "transcription_track": data.draw(st.sampled_from(["inbound", "outbound"])),
         },
     }
-    return envelope(event_type, payload)
+    occurred_at = data.draw(
+        st.sampled_from(["2024-01-01T00:00:00Z"] * 4 + EDGE_ISO_TIMES), label="occurred_at"
+    )
+    return envelope(event_type, payload, occurred_at=occurred_at)
 
 
 def mutate(document: dict[str, Any], data: st.DataObject) -> Any:
@@ -721,3 +732,55 @@ def test_sequences_of_genuine_events_only_move_forward(
                 assert after.counts.transcript == before.counts.transcript, step
                 assert after.rows[call.pk]["state"] == before.rows[call.pk]["state"], step
             assert (problems := stored_text_problems()) == [], (step, problems)
+
+
+# == 4. pinned examples of defects this fuzzing found ===========================================
+# Plain tests, so that each one fails on every run until it is fixed, whatever the seed.
+
+
+@pytest.mark.parametrize("confidence", ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400])
+def test_words_with_an_unusable_confidence_are_kept(
+    telnyx: TelnyxDriver, make_call: Any, confidence: str
+) -> None:
+    """providers/telnyx/webhooks.py `_confidence` passes NaN and the infinities through
+    (SQLite's JSON check then fails the CallEvent insert, `_record` takes the IntegrityError
+    for a duplicate and the words are silently dropped; PostgreSQL answers 500), and
+    `float()` of an integer beyond float range raises OverflowError (500). Twilio and Plivo
+    drop a confidence they cannot use and keep the words."""
+    token = uuid.uuid4().hex
+    call = outbound(make_call, state="listening", turn_token=token)
+    payload = payload_for(
+        call,
+        clientstate.encode(call.call_id, token),
+        transcription_data={"transcript": "yes please", "is_final": True, "confidence": 0.5},
+    )
+    body = encode(envelope("call.transcription", payload))
+    body = body.replace(b'"confidence": 0.5', b'"confidence": ' + confidence.encode())
+
+    response = send(Client(), sign(telnyx, body))
+
+    assert response.status_code == 200, describe(response)
+    assert list(TranscriptEntry.objects.values_list("text", flat=True)) == ["yes please"]
+
+
+@pytest.mark.parametrize("stamp", EDGE_ISO_TIMES)
+@pytest.mark.parametrize(
+    ("event_type", "state"), [("call.answered", "answered"), ("call.hangup", "completed")]
+)
+def test_an_event_stamped_at_the_edge_of_time_still_applies(
+    telnyx: TelnyxDriver, make_call: Any, stamp: str, event_type: str, state: str
+) -> None:
+    """`occurred_at` is used as answered_at/ended_at as given: year 9999 overflows
+    `answered_at + maxDurationSeconds` (calls/services/lifecycle.py `call_mark_answered`),
+    year 1 with a positive offset is before datetime.min in UTC, and PostgreSQL refuses UTC
+    offsets beyond ±15:59 — a 500 each time. An unusable `occurred_at` should only lose the
+    carrier's clock, as an unreadable one already does (providers/telnyx/webhooks.py)."""
+    call = outbound(make_call)
+    payload = payload_for(call, hangup_cause="normal_clearing")
+    body = encode(envelope(event_type, payload, occurred_at=stamp))
+
+    response = send(Client(), sign(telnyx, body))
+
+    assert response.status_code == 200, describe(response)
+    call.refresh_from_db()
+    assert call.state == state

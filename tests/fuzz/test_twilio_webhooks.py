@@ -9,11 +9,17 @@ REST API of tests/carriers/drivers.py):
    Each example then posts the genuine request and sees it accepted, so the forgery differs
    from a working request only by what makes it forged.
 2. A validly signed but malformed request (controls, huge or empty values, duplicated keys,
-   JSON or garbage bodies, odd content types, unknown or finished calls) never gets a 5xx; a
-   4xx leaves every table as it was; a finished call never changes; no stored text holds a
-   control character.
+   JSON or garbage bodies, odd content types, unknown or finished calls, timestamps at the
+   edges of time, caller numbers hundreds of digits long) never gets a 5xx; a 4xx leaves
+   every table as it was; a finished call never changes; no stored text holds a control
+   character, and none is longer than its column.
 3. Random sequences of genuine callbacks for one call, with re-deliveries: always 200, the
-   state only moves forward, and a re-delivered request adds no event or transcript line.
+   state only moves forward, a re-delivered request adds no event or transcript line, and
+   the caller's words become one transcript line while the call is live, whatever
+   Confidence comes with them.
+
+Section 4 pins the defects this fuzzing found as plain tests, so that each one fails on every
+run, whatever the seed, until it is fixed.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from tests.fuzz.conftest import (
     BASE64_ALPHABET,
     BODY_LIMIT,
     EDGE_NUMBERS,
+    EDGE_RFC2822_TIMES,
     END_STATES,
     FUZZ,
     LIVE_STATES,
@@ -490,6 +497,7 @@ def _values(field: str, live: Call, done: Call, surrogates: bool = False) -> Any
             "Mon, 01 Jan 2024 00:00:00 +0000",
             "Mon, 99 Foo 2024",
             "Thu, 01 Jan 1970 00:00:00 -0000",
+            *EDGE_RFC2822_TIMES,
         ],
         "SequenceNumber": ["-1", "0", "99999999999999999999", "x"],
         "Digits": ["1", "123#", "w", "*"],
@@ -764,3 +772,53 @@ def test_sequences_of_genuine_callbacks_only_move_forward(
                 assert after.counts.transcript == before.counts.transcript, step
                 assert after.rows[call.pk]["state"] == before.rows[call.pk]["state"], step
             assert (problems := stored_text_problems()) == [], (step, problems)
+
+
+# == 4. pinned examples of defects this fuzzing found ===========================================
+# Plain tests, so that each one fails on every run until it is fixed, whatever the seed.
+
+
+@pytest.mark.parametrize(("direction", "field"), [("inbound", "From"), ("outbound-api", "To")])
+def test_a_new_call_with_a_very_long_number_is_not_a_server_error(
+    twilio: TwilioDriver, direction: str, field: str
+) -> None:
+    """The session key of a call we did not place is built from every digit of the other
+    party's number (calls/services/sessions.py `session_key_for`) and outgrows
+    Call.session_key (200): PostgreSQL answers 500, SQLite keeps an over-long value."""
+    ours = "To" if field == "From" else "From"
+    params = {
+        "AccountSid": TWILIO_ACCOUNT,
+        "CallSid": new_sid(),
+        "Direction": direction,
+        field: LONG_NUMBER,
+        ours: OUR_NUMBER,
+        "CallStatus": "ringing",
+    }
+
+    response = send(Client(), signed(url_for(), urlencode(params).encode()))
+
+    assert response.status_code == 200, describe(response)
+    assert Call.objects.count() == 1
+    assert stored_text_problems() == []
+
+
+@pytest.mark.parametrize("stamp", EDGE_RFC2822_TIMES)
+@pytest.mark.parametrize(
+    ("status", "state"), [("in-progress", "answered"), ("completed", "completed")]
+)
+def test_a_status_stamped_at_the_edge_of_time_still_applies(
+    twilio: TwilioDriver, make_call: Any, stamp: str, status: str, state: str
+) -> None:
+    """A carrier Timestamp is used as answered_at/ended_at as given: year 9999 overflows
+    `answered_at + maxDurationSeconds` (calls/services/lifecycle.py `call_mark_answered`)
+    and PostgreSQL refuses UTC offsets beyond ±15:59 — a 500 either way. A malformed
+    Timestamp should only lose the carrier's clock (providers/twilio/webhooks.py)."""
+    call = outbound(make_call)
+    url = url_for(query=[("callId", call.call_id), ("type", "status")])
+    body = urlencode(call_params(call, CallStatus=status, Timestamp=stamp)).encode()
+
+    response = send(Client(), signed(url, body))
+
+    assert response.status_code == 200, describe(response)
+    call.refresh_from_db()
+    assert call.state == state
