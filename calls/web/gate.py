@@ -10,10 +10,10 @@ carrier's signature headers gets 401 without its body being read, an oversized b
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from calls.admission import Admission
 from calls.carrier import get_provider
 from calls.config import get_config
 
@@ -33,7 +33,7 @@ class WebhookGate:
     def __init__(self, app: App, *, body_timeout: float = BODY_TIMEOUT_SECONDS) -> None:
         self.app = app
         self.body_timeout = body_timeout
-        self.in_flight: Counter[str] = Counter()
+        self.in_flight = Admission()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_webhook_path(scope["path"]):
@@ -50,19 +50,11 @@ class WebhookGate:
             await _respond(send, 413, b"Payload Too Large")
             return
         peer = (scope.get("client") or ("unknown", 0))[0]
-        if self.in_flight[peer] >= MAX_IN_FLIGHT:
+        slot = self.in_flight.take(peer, per_peer=MAX_IN_FLIGHT)
+        if slot is None:
             await _respond(send, 429, b"Too Many Requests")
             return
-        self.in_flight[peer] += 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.in_flight[peer] -= 1
-                if not self.in_flight[peer]:
-                    del self.in_flight[peer]
+        release = slot.release
 
         async def send_and_release(message: Message) -> None:
             await send(message)

@@ -24,7 +24,7 @@ from calls.models import Call, TranscriptEntry
 from calls.services.speech import speak
 from calls.services.stream_plans import stream_plan
 from calls.services.timers import timers_sweep
-from calls.streams.consumer import Admission
+from calls.streams.consumer import StreamAdmission
 from providers.twilio import TwilioProvider
 
 TOKEN = "12345678901234567890123456789012"
@@ -87,13 +87,13 @@ def streaming(configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         )
     )
     set_provider(TwilioProvider(settings=provider_settings(cfg), http=carrier_api))
-    monkeypatch.setattr("calls.streams.consumer.ADMISSION", Admission())
+    monkeypatch.setattr("calls.streams.consumer.ADMISSION", StreamAdmission())
     FakeStt.instances.clear()
     FakeTts.spoken.clear()
     monkeypatch.setattr(
-        "calls.streams.consumer.build_stt", lambda settings, callbacks: FakeStt(callbacks)
+        "calls.streams.session.build_stt", lambda settings, callbacks: FakeStt(callbacks)
     )
-    monkeypatch.setattr("calls.streams.consumer.build_tts", lambda tts: FakeTts())
+    monkeypatch.setattr("calls.streams.session.build_tts", lambda tts: FakeTts())
 
 
 @pytest.fixture
@@ -301,7 +301,7 @@ async def test_a_stream_whose_speech_recognition_cannot_connect_is_closed_1011(
             raise ProviderUnavailable("STT connection failed: refused")
 
     monkeypatch.setattr(
-        "calls.streams.consumer.build_stt", lambda settings, callbacks: DeadStt(callbacks)
+        "calls.streams.session.build_stt", lambda settings, callbacks: DeadStt(callbacks)
     )
     call = await make_call_async(metadata={})
     communicator = await _connect(application)

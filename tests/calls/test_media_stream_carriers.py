@@ -28,7 +28,7 @@ from calls.carrier import set_provider
 from calls.models import Call, TranscriptEntry
 from calls.services.dialling import call_initiate
 from calls.services.stream_plans import stream_plan
-from calls.streams.consumer import Admission
+from calls.streams.consumer import StreamAdmission
 from providers.base import CallTarget, PlaceCall, ReplyContext, StreamPlan
 from providers.plivo.media import PlivoMediaCodec
 from providers.telnyx.media import TelnyxMediaCodec
@@ -218,13 +218,13 @@ class FakeTts:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("calls.streams.consumer.ADMISSION", Admission())
+    monkeypatch.setattr("calls.streams.consumer.ADMISSION", StreamAdmission())
     FakeStt.instances.clear()
     FakeTts.spoken.clear()
     monkeypatch.setattr(
-        "calls.streams.consumer.build_stt", lambda settings, callbacks: FakeStt(callbacks)
+        "calls.streams.session.build_stt", lambda settings, callbacks: FakeStt(callbacks)
     )
-    monkeypatch.setattr("calls.streams.consumer.build_tts", lambda tts: FakeTts())
+    monkeypatch.setattr("calls.streams.session.build_tts", lambda tts: FakeTts())
 
 
 def _started(driver: CarrierDriver, configure: Any) -> CarrierDriver:

@@ -22,7 +22,7 @@ from calls.carrier import provider_settings, set_provider
 from calls.models import Call, TranscriptEntry
 from calls.services.speech import speak
 from calls.services.stream_plans import stream_url
-from calls.streams.consumer import Admission
+from calls.streams.consumer import StreamAdmission
 from providers.realtime.openai import END_CALL_TOOL
 from providers.twilio import TwilioProvider
 
@@ -83,8 +83,8 @@ def carrier_api(configure: Any, monkeypatch: pytest.MonkeyPatch) -> list[httpx.R
             http=httpx.Client(transport=httpx.MockTransport(handler)),
         )
     )
-    monkeypatch.setattr("calls.streams.consumer.ADMISSION", Admission())
-    monkeypatch.setattr("calls.streams.consumer.build_realtime", FakeRealtime)
+    monkeypatch.setattr("calls.streams.consumer.ADMISSION", StreamAdmission())
+    monkeypatch.setattr("calls.streams.session.build_realtime", FakeRealtime)
     FakeRealtime.sessions.clear()
     return requests
 

@@ -159,4 +159,4 @@ async def test_one_peer_cannot_hold_more_than_eight_requests(signed_carrier: Sig
     results = await asyncio.gather(*held)
     assert (status, body) == (429, b"Too Many Requests")
     assert [r[0] for r in results] == [200] * MAX_IN_FLIGHT
-    assert gate.in_flight == {}
+    assert (gate.in_flight.total, gate.in_flight.by_peer) == (0, {})
