@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -165,16 +166,13 @@ class CallAdmin(admin.ModelAdmin):
 
     @admin.action(description="End selected calls", permissions=("end",))
     def end_calls(self, request: HttpRequest, queryset: QuerySet[Call]) -> None:
-        ended = 0
-        for call in queryset:
-            try:
-                call_end(call_id=call.call_id)
-            except CallError as exc:
-                self.message_user(request, f"{call.call_id}: {exc.message}", messages.ERROR)
-            else:
-                ended += 1
-        if ended:
-            self.message_user(request, f"Ended {ended} call(s).", messages.SUCCESS)
+        _for_each(
+            self,
+            request,
+            queryset,
+            lambda call: call_end(call_id=call.call_id),
+            done="Ended {} call(s).",
+        )
 
 
 @admin.register(InboundPolicy)
@@ -295,13 +293,31 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=("revoke",))
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        revoked = 0
-        for token in queryset:
-            try:
-                token_revoke(token_id=token.pk)
-            except CallError as exc:
-                self.message_user(request, f"{token}: {exc.message}", messages.ERROR)
-            else:
-                revoked += 1
-        if revoked:
-            self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+        _for_each(
+            self,
+            request,
+            queryset,
+            lambda token: token_revoke(token_id=token.pk),
+            done="Revoked {} token(s).",
+        )
+
+
+def _for_each(
+    model_admin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    rows: Iterable[Any],
+    action: Callable[[Any], object],
+    *,
+    done: str,
+) -> None:
+    """Run one service per selected row: each refusal is an error message, the rest counted."""
+    succeeded = 0
+    for row in rows:
+        try:
+            action(row)
+        except CallError as exc:
+            model_admin.message_user(request, f"{row}: {exc.message}", messages.ERROR)
+        else:
+            succeeded += 1
+    if succeeded:
+        model_admin.message_user(request, done.format(succeeded), messages.SUCCESS)
