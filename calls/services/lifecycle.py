@@ -103,8 +103,10 @@ def plausible_time(at: datetime | None) -> datetime:
     if at is None:
         return now
     try:
+        # In UTC: PostgreSQL refuses offsets past ±15:59, which a carrier string can carry.
+        at = at.astimezone(UTC)
         return at if EARLIEST_EVENT_TIME <= at <= now + PLAUSIBLE_CLOCK_SKEW else now
-    except OverflowError:
+    except (OverflowError, ValueError):
         return now
 
 
