@@ -20,10 +20,13 @@ _public_base: tuple[str, str | None] | None = None
 
 
 def provider_settings(cfg: VoiceCallConfig) -> dict[str, Any]:
-    """The adapter's slice of the config: its own block plus the shared keys it needs."""
-    own = cfg.mock if cfg.provider == "mock" else cfg.section(cfg.provider)
+    """The adapter's slice of the config: its own block plus the shared keys it needs.
+
+    Blocks go whole, in the plugin's camelCase: providers/ owns those keys and must not
+    import calls/, so the typed sections stop at this boundary.
+    """
     return {
-        **own,
+        **cfg.section(cfg.provider or ""),
         "publicUrl": public_url(cfg),
         "servePath": cfg.serve_path,
         "skipSignatureVerification": cfg.skip_signature_verification,
@@ -47,7 +50,7 @@ def get_provider() -> TelephonyProvider:
         if _provider is None:
             cfg = get_config()
             try:
-                _provider = build_provider(cfg.provider, settings=provider_settings(cfg))
+                _provider = build_provider(cfg.provider or "", settings=provider_settings(cfg))
             except ProviderError as exc:
                 raise CallError("Provider not initialized") from exc
         return _provider

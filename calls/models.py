@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import cast
 
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from calls.call_metadata import CallMetadata
 from calls.phone import E164_RE
 from calls.state import NON_TERMINAL, TERMINAL, CallState
 
@@ -110,6 +112,11 @@ class Call(models.Model):
     @property
     def call_id(self) -> str:
         return str(self.public_id)
+
+    @property
+    def meta(self) -> CallMetadata:
+        """The metadata as its typed definition (calls/call_metadata.py)."""
+        return cast(CallMetadata, self.metadata or {})
 
     @property
     def is_terminal(self) -> bool:

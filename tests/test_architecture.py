@@ -5,6 +5,7 @@
 - providers/ never imports calls/ or Django's ORM: carrier adapters are plain Python that
   the services drive (docs/architecture.md).
 - A function-level import says why on its own line or the line above (a "# " comment).
+- Tests mirror the code: every module of calls/services/ has tests/services/test_<name>.py.
 
 `from pkg import name` depends on the module pkg.name when that is a module, else on pkg
 itself — the way import-linter models a package's re-exports.
@@ -141,6 +142,13 @@ def test_function_level_imports_say_why() -> None:
             if not at_top and "#" not in here and not above.startswith("#"):
                 silent.add(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert sorted(silent) == []
+
+
+def test_every_service_module_has_its_own_test_module() -> None:
+    services = {p.stem for p in (ROOT / "calls" / "services").glob("*.py")} - {"__init__"}
+    tested = {p.stem.removeprefix("test_") for p in (ROOT / "tests" / "services").glob("test_*.py")}
+    missing = sorted(services - tested)
+    assert not missing, f"service modules without tests/services/test_<name>.py: {missing}"
 
 
 def test_the_checker_sees_a_cycle() -> None:

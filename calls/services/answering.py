@@ -10,12 +10,18 @@ from __future__ import annotations
 import logging
 
 from calls import clock
+from calls.call_metadata import (
+    DTMF_SEQUENCE,
+    INITIAL_MESSAGE,
+    INITIAL_MESSAGE_INLINE,
+    STREAM_FAILED,
+)
 from calls.exceptions import (
     CallError,
 )
 from calls.models import Call, CarrierCommand
 from calls.services import lifecycle
-from calls.services.carrier_commands import STREAM_FAILED, greeting_record_delivered, greeting_say
+from calls.services.carrier_commands import greeting_record_delivered, greeting_say
 from calls.services.outbox import command_owe
 from calls.services.speech import InlineReply
 from calls.services.stream_plans import stream_plan, streaming_possible
@@ -29,7 +35,7 @@ logger = logging.getLogger(__name__)
 def call_answered(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     if not lifecycle.call_mark_answered(call=call, at=event.timestamp or clock.now()):
         return
-    if (call.metadata or {}).get("dtmfSequence"):
+    if call.meta.get(DTMF_SEQUENCE):
         command_owe(call, Kind.PRECONNECT_DTMF)
     # Reply-document carriers (TwiML, Plivo XML) get the stream with the answer and
     # outbound calls with the dial; an inbound call answered by command (Telnyx) starts it
@@ -41,11 +47,11 @@ def call_answered(call: Call, event: NormalizedEvent, inline: InlineReply | None
 
 def _greet(call: Call, inline: InlineReply | None) -> None:
     """On answer: the greeting/message goes in this reply, on the stream, or by command."""
-    metadata = call.metadata or {}
-    message = metadata.get("initialMessage")
+    metadata = call.meta
+    message = metadata.get(INITIAL_MESSAGE)
     if not message or not call.provider_call_id:
         return
-    if metadata.get("initialMessageInline"):
+    if metadata.get(INITIAL_MESSAGE_INLINE):
         greeting_record_delivered(call, message)
         return
     if call.mode == Call.Mode.CONVERSATION and _streams_for(call):
@@ -64,4 +70,4 @@ def _greet(call: Call, inline: InlineReply | None) -> None:
 
 
 def _streams_for(call: Call) -> bool:
-    return streaming_possible() and not (call.metadata or {}).get(STREAM_FAILED)
+    return streaming_possible() and not call.meta.get(STREAM_FAILED)

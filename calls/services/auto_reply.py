@@ -12,6 +12,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection, transaction
 
+from calls.call_metadata import INITIAL_MESSAGE
 from calls.config import get_config
 from calls.models import Call, TranscriptEntry
 from calls.services.auto_reply_worker import reply_api_key, responder_run
@@ -61,9 +62,7 @@ def responder_should_answer(call: Call, entry: TranscriptEntry) -> bool:
 def _greeting_pending(call: Call) -> bool:
     # An outbound conversation call still owes its greeting; inbound callers may always
     # talk over theirs (docs/plugin-behaviour.md, "Playback on a stream").
-    return call.direction == Call.Direction.OUTBOUND and bool(
-        (call.metadata or {}).get("initialMessage")
-    )
+    return call.direction == Call.Direction.OUTBOUND and bool(call.meta.get(INITIAL_MESSAGE))
 
 
 def responder_schedule(*, call: Call, entry: TranscriptEntry) -> None:

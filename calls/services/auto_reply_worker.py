@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from calls import clock
+from calls.call_metadata import LAST_AUTO_REPLY_LATENCY_MS
 from calls.config import VoiceCallConfig, get_config
 from calls.exceptions import CallError
 from calls.models import Call, TranscriptEntry
@@ -39,16 +40,12 @@ HISTORY_LIMIT = 40
 HTTP_CLIENT: httpx.Client | None = None
 
 
-LATENCY_KEY = "lastAutoReplyLatencyMs"
-
-
 def reply_api_key(cfg: VoiceCallConfig) -> str:
     """The config's key wins; the environment only fills a missing one.
 
     docs/design.md, "4. Configuration".
     """
-    block = cfg.tts.get("providers", {}).get("openai")
-    configured = block.get("apiKey") if isinstance(block, dict) else None
+    configured = cfg.tts_config.providers.get("openai", {}).get("apiKey")
     return str(configured or settings.OPENAI_API_KEY or "")
 
 
@@ -90,15 +87,15 @@ def _generate(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> str:
     # The dialled number's overrides, if any (docs/plugin-behaviour.md, "Per-number routes").
     route = call_route(call)
     prompt = build_system_prompt(
-        custom=route.get("responseSystemPrompt") or cfg.response_system_prompt,
+        custom=route.response_system_prompt or cfg.response_system_prompt,
         caller=_other_party(call),
         history=history,
     )
     responder = _cached_responder(
-        route.get("responseModel") or cfg.response_model or "",
+        route.response_model or cfg.response_model or "",
         reply_api_key(cfg),
         cfg.response_base_url,
-        int(route.get("responseTimeoutMs") or cfg.response_timeout_ms) / 1000,
+        (route.response_timeout_ms or cfg.response_timeout_ms) / 1000,
         HTTP_CLIENT,
     )
     return responder.reply(system_prompt=prompt, history=history, utterance=entry.text)
@@ -128,5 +125,5 @@ def _say(call: Call, entry: TranscriptEntry, text: str) -> None:
     # Bookkeeping only after the words are out: a reply waiting on post-turn work was
     # the plugin's 20 s latency bug (plugin issue #79521).
     latency_ms = int((clock.now() - entry.created_at).total_seconds() * 1000)
-    metadata_update(call=call, set_={LATENCY_KEY: latency_ms})
+    metadata_update(call=call, set_={LAST_AUTO_REPLY_LATENCY_MS: latency_ms})
     logger.info("auto reply latency call=%s totalMs=%d", call.public_id, latency_ms)

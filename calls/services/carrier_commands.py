@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from calls import clock
+from calls.call_metadata import DTMF_ERROR, DTMF_SEQUENCE, HUNG_UP, INITIAL_MESSAGE, STREAM_FAILED
 from calls.carrier import get_provider
 from calls.config import get_config
 from calls.models import Call, CarrierCommand, TranscriptEntry
@@ -28,9 +29,7 @@ logger = logging.getLogger(__name__)
 Kind = CarrierCommand.Kind
 
 # metadata flag: the carrier refused to start this call's media stream.
-STREAM_FAILED = "streamFailed"
 # metadata flag: a rejected inbound caller was hung up (or refused in the reply).
-HUNG_UP = "hungUp"
 # About 150 words a minute, the pace of carrier and neural TTS voices.
 SPOKEN_CHARS_PER_SECOND = 15
 
@@ -59,7 +58,7 @@ def _answer_give_up(call: Call, error: str) -> tuple[str, ...]:
 
 
 def _reject_hang_up(call: Call, key: str) -> None:
-    if (call.metadata or {}).get(HUNG_UP):
+    if call.meta.get(HUNG_UP):
         return
     get_provider().hang_up(lifecycle.call_target(call, command_key=key))
     lifecycle.metadata_update(call=call, set_={HUNG_UP: True})
@@ -75,16 +74,16 @@ def _preconnect_dtmf(call: Call, key: str) -> None:
 
     The plugin dropped them silently (plugin issue #152577).
     """
-    digits = (call.metadata or {}).get("dtmfSequence")
+    digits = call.meta.get(DTMF_SEQUENCE)
     if not digits or call.is_terminal:
         return
     get_provider().send_dtmf(lifecycle.call_target(call, command_key=key), digits)
-    lifecycle.metadata_update(call=call, delete=("dtmfSequence",))
+    lifecycle.metadata_update(call=call, delete=(DTMF_SEQUENCE,))
 
 
 def _dtmf_give_up(call: Call, error: str) -> tuple[str, ...]:
     logger.warning("call=%s pre-connect DTMF failed: %s", call.public_id, error)
-    lifecycle.metadata_update(call=call, set_={"dtmfError": error[:200]}, delete=("dtmfSequence",))
+    lifecycle.metadata_update(call=call, set_={DTMF_ERROR: error[:200]}, delete=(DTMF_SEQUENCE,))
     return ()
 
 
@@ -138,12 +137,12 @@ def greeting_say(
     Conversation calls listen afterwards; notify calls get their hang-up deadline. Raises
     CallError when the carrier refused; initialMessage then stays on the row.
     """
-    message = (call.metadata or {}).get("initialMessage")
+    message = call.meta.get(INITIAL_MESSAGE)
     if not message:
         return
     conversation = call.mode == Call.Mode.CONVERSATION
     speak(call, message, listen_after=conversation, inline=inline, command_key=command_key)
-    lifecycle.metadata_update(call=call, delete=("initialMessage",))
+    lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))
     if conversation:
         lifecycle.call_transition(call=call, state=CallState.LISTENING)
         return
@@ -158,4 +157,4 @@ def greeting_record_delivered(call: Call, message: str) -> None:
     """The carrier got the message with the dial request (and hangs up itself): record it,
     never speak it twice (plugin PR #29121; docs/plugin-behaviour.md, "Notify calls")."""
     lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
-    lifecycle.metadata_update(call=call, delete=("initialMessage",))
+    lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))

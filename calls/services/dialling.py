@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 
 from calls import clock
+from calls.call_metadata import DTMF_SEQUENCE, ERROR, INITIAL_MESSAGE, INITIAL_MESSAGE_INLINE
 from calls.carrier import call_webhook_url, get_provider, webhook_url
 from calls.config import get_config
 from calls.exceptions import (
@@ -112,14 +113,14 @@ def _admit(
             raise CapacityReached(f"Maximum concurrent calls ({cfg.max_concurrent_calls}) reached")
         metadata: dict[str, object] = {"mode": mode}
         if message:
-            metadata["initialMessage"] = message
+            metadata[INITIAL_MESSAGE] = message
         if dtmf_sequence:
-            metadata["dtmfSequence"] = dtmf_sequence
+            metadata[DTMF_SEQUENCE] = dtmf_sequence
         now = clock.now()
         public_id = uuid.uuid4()
         return Call.objects.create(
             public_id=public_id,
-            provider=cfg.provider,
+            provider=cfg.provider or "",  # unset only in a disabled config
             direction=Call.Direction.OUTBOUND,
             mode=mode,
             state=CallState.INITIATED,
@@ -157,7 +158,7 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
         result = get_provider().place_call(request)
     except ProviderError as exc:
         call_finalize(call=call, reason=CallState.FAILED)
-        metadata_update(call=call, set_={"error": str(exc)[:500]})
+        metadata_update(call=call, set_={ERROR: str(exc)[:500]})
         raise CarrierFailed(str(exc)) from exc
     try:
         Call.objects.filter(pk=call.pk, provider_call_id__isnull=True).update(
@@ -168,9 +169,9 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
         raise CarrierFailed("Carrier returned a call id that is already in use") from exc
     call.provider_call_id = result.provider_call_id
     if result.message_delivered:
-        metadata_update(call=call, set_={"initialMessageInline": True})
+        metadata_update(call=call, set_={INITIAL_MESSAGE_INLINE: True})
     if result.dtmf_delivered:
-        metadata_update(call=call, delete=("dtmfSequence",))
+        metadata_update(call=call, delete=(DTMF_SEQUENCE,))
     logger.info(
         "call=%s provider=%s dialled %s", call.public_id, call.provider, mask_number(call.to_number)
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from django.db import IntegrityError, transaction
 
+from calls.call_metadata import ERROR, EXTERNAL
 from calls.config import get_config
 from calls.faults import crash_point
 from calls.models import Call, TranscriptEntry
@@ -141,7 +142,7 @@ def _on_ended(call: Call, event: NormalizedEvent, inline: InlineReply | None) ->
 
 def _on_error(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     if not event.retryable:
-        lifecycle.metadata_update(call=call, set_={"error": event.error})
+        lifecycle.metadata_update(call=call, set_={ERROR: event.error})
         lifecycle.call_finalize(
             call=call, reason=CallState.ERROR, ended_at=event.timestamp, record=False
         )
@@ -204,7 +205,7 @@ def _register_external_outbound(
                 state=CallState.INITIATED,
                 from_number=(to_e164(event.from_number or "") or "")[:32],
                 to_number=(to_e164(event.to_number or "") or "")[:32],
-                metadata={"external": True},
+                metadata={EXTERNAL: True},
             )
     except IntegrityError:
         return EventOutcome(call_find(event.provider_call_id, provider=provider), applied=False)

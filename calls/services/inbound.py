@@ -13,17 +13,24 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 
 from calls import clock
+from calls.call_metadata import (
+    HUNG_UP,
+    INBOUND_POLICY,
+    INITIAL_MESSAGE,
+    REJECTION_REASON,
+    ROUTE_KEY,
+    SCREEN,
+)
 from calls.carrier import get_provider
-from calls.config import get_config
+from calls.config import RouteConfig, get_config
 from calls.models import AllowedNumber, Call, CarrierCommand, InboundPolicy
 from calls.phone import digits_only, mask_number, to_e164
 from calls.selectors import call_find
 from calls.services import lifecycle
 from calls.services.answering import call_answered
-from calls.services.carrier_commands import HUNG_UP
 from calls.services.lifecycle import EventOutcome
 from calls.services.outbox import command_owe
-from calls.services.routes import ROUTE_KEY, number_route_key
+from calls.services.routes import number_route_key
 from calls.services.speech import InlineReply
 from calls.state import CallState
 from providers.base import EventType, NormalizedEvent
@@ -101,7 +108,7 @@ def inbound_call_arrive(
     to_number = to_e164(event.to_number or "") or (event.to_number or "")
     screen = inbound_screen(from_number=from_number)
     route_key = number_route_key(to_number)
-    route = (get_config().data.get("numbers") or {}).get(route_key) or {}
+    route = (get_config().numbers.get(route_key) if route_key else None) or RouteConfig()
     fields = {
         **lifecycle.call_identity_new(other_party=from_number, route=route),
         "provider": provider,
@@ -114,7 +121,7 @@ def inbound_call_arrive(
     if screen.accepted:
         _, greeting = effective_policy()
         metadata = {
-            "initialMessage": route.get("inboundGreeting") or greeting or DEFAULT_GREETING,
+            INITIAL_MESSAGE: route.inbound_greeting or greeting or DEFAULT_GREETING,
             "mode": Call.Mode.CONVERSATION,
         }
         if route_key:
@@ -125,7 +132,7 @@ def inbound_call_arrive(
             state=CallState.HANGUP_BOT,
             end_reason=CallState.HANGUP_BOT,
             ended_at=clock.now(),
-            metadata={"rejectionReason": "inbound-policy", "screen": screen.reason},
+            metadata={REJECTION_REASON: INBOUND_POLICY, SCREEN: screen.reason},
         )
     try:
         with transaction.atomic():
@@ -150,12 +157,12 @@ def inbound_call_arrive(
 
 
 def inbound_was_rejected(call: Call) -> bool:
-    return (call.metadata or {}).get("rejectionReason") == "inbound-policy"
+    return call.meta.get(REJECTION_REASON) == INBOUND_POLICY
 
 
 def inbound_rejection_hang_up(call: Call) -> None:
     """Hang up a rejected inbound call exactly once; a re-delivery retries a failed attempt."""
-    if not inbound_was_rejected(call) or (call.metadata or {}).get(HUNG_UP):
+    if not inbound_was_rejected(call) or call.meta.get(HUNG_UP):
         return
     if get_provider().rejects_in_reply:
         # The webhook reply itself refuses the call (<Reject/>); no REST hang-up needed.

@@ -16,8 +16,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from calls import clock
+from calls.call_metadata import CallMetadata, MetadataKey
 from calls.carrier import call_webhook_url
-from calls.config import get_config
+from calls.config import RouteConfig, get_config
 from calls.models import Call, CallEvent, TranscriptEntry
 from calls.services.sessions import agent_id, session_key_for
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
@@ -150,13 +151,13 @@ def transcript_add(
 
 
 def metadata_update(
-    *, call: Call, set_: dict[str, Any] | None = None, delete: tuple[str, ...] = ()
+    *, call: Call, set_: CallMetadata | None = None, delete: tuple[MetadataKey, ...] = ()
 ) -> None:
     """Read-modify-write of metadata under a row lock, so concurrent writers don't lose keys."""
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
         data = dict(row.metadata or {})
-        data.update(set_ or {})
+        data.update(dict(set_ or {}))
         for key in delete:
             data.pop(key, None)
         Call.objects.filter(pk=call.pk).update(metadata=data, updated_at=clock.now())
@@ -212,7 +213,7 @@ def event_record(call: Call, event: NormalizedEvent) -> bool:
 
 
 def call_identity_new(
-    *, other_party: str | None = None, route: dict[str, object] | None = None
+    *, other_party: str | None = None, route: RouteConfig | None = None
 ) -> dict[str, object]:
     """A callId, the webhook URL for later commands and the session key.
 

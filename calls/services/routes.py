@@ -5,18 +5,15 @@ docs/plugin-behaviour.md, "Per-number routes".
 
 from __future__ import annotations
 
-from typing import Any
-
-from calls.config import get_config
+from calls.call_metadata import ROUTE_KEY
+from calls.config import RouteConfig, get_config
 from calls.models import Call
 from calls.phone import digits_only
-
-ROUTE_KEY = "numberRouteKey"
 
 
 def number_route_key(to_number: str | None) -> str | None:
     """The `numbers` key for the dialled number: exact match first, then digits-only equality."""
-    routes = get_config().data.get("numbers") or {}
+    routes = get_config().numbers
     if not to_number or not routes:
         return None
     if to_number in routes:
@@ -25,8 +22,8 @@ def number_route_key(to_number: str | None) -> str | None:
     return next((key for key in routes if digits and digits_only(key) == digits), None)
 
 
-def call_route(call: Call) -> dict[str, Any]:
-    """The route chosen when the call arrived (stored once, reused); {} for none."""
-    key = (call.metadata or {}).get(ROUTE_KEY)
-    route = (get_config().data.get("numbers") or {}).get(key) if key else None
-    return dict(route) if isinstance(route, dict) else {}
+def call_route(call: Call) -> RouteConfig:
+    """The route chosen when the call arrived (stored once, reused); no overrides for none."""
+    key = call.meta.get(ROUTE_KEY)
+    route = get_config().numbers.get(key) if key else None
+    return route or RouteConfig()

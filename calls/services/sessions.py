@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from calls.config import get_config
+from calls.config import RouteConfig, get_config
 from calls.exceptions import InvalidRequest
 from calls.phone import digits_only
 
@@ -19,15 +19,15 @@ MAX_SESSION_KEY = 200
 _AGENT_KEY = re.compile(r"^agent:([^:]+):(.+)$")
 
 
-def agent_id(route: dict[str, object] | None = None) -> str:
+def agent_id(route: RouteConfig | None = None) -> str:
     """The owner agent: the number route's, else the config's, else `main`."""
-    value = (route or {}).get("agentId") or get_config().data.get("agentId") or DEFAULT_AGENT
-    return str(value).strip().lower()
+    value = (route.agent_id if route else None) or get_config().agent_id or DEFAULT_AGENT
+    return value.strip().lower()
 
 
 def session_key_for(*, call_id: uuid.UUID | str, other_party: str | None, agent: str) -> str:
     """The key sessionScope derives: per-phone (default), per-call or main; lower-cased."""
-    scope = get_config().data.get("sessionScope") or "per-phone"
+    scope = get_config().session_scope
     if scope == "main":
         return f"agent:{agent}:main"
     digits = digits_only(other_party)

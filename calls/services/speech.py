@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from calls.call_metadata import PENDING_SPEECH
 from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import CarrierFailed
@@ -31,9 +32,6 @@ class InlineReply:
     """
 
     speech: Speech | None = None
-
-
-PENDING_SPEECH = "pendingSpeech"
 
 
 def speak(
@@ -94,7 +92,7 @@ def pending_speech_take(call: Call) -> Speech | None:
     """Pop the words a carrier fetch came for; None when nothing waits (keep-alive)."""
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
-        pending = (row.metadata or {}).get(PENDING_SPEECH)
+        pending = row.meta.get(PENDING_SPEECH)
         if not pending:
             return None
         metadata_update(call=call, delete=(PENDING_SPEECH,))

@@ -34,7 +34,7 @@ def streaming_possible() -> bool:
 
 def realtime_enabled() -> bool:
     """realtime.enabled: streams talk to a speech-to-speech model instead of STT + TTS."""
-    return get_config().section("realtime").get("enabled") is True
+    return get_config().realtime.enabled
 
 
 def stream_url() -> str:
@@ -45,11 +45,7 @@ def stream_url() -> str:
     cfg = get_config()
     public = urlsplit(public_url(cfg) or "")
     scheme = "wss" if public.scheme == "https" else "ws"
-    path = (
-        str(cfg.section("realtime").get("streamPath") or cfg.stream_path)
-        if realtime_enabled()
-        else cfg.stream_path
-    )
+    path = (cfg.realtime.stream_path or cfg.stream_path) if realtime_enabled() else cfg.stream_path
     return urlunsplit((scheme, public.netloc, path, "", ""))
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from calls import clock
+from calls.call_metadata import INITIAL_MESSAGE
 from calls.carrier import get_provider
 from calls.exceptions import CallError
 from calls.models import Call, TranscriptEntry
@@ -58,9 +59,9 @@ def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -
     ):
         raise StreamRejected("Unknown call")
     Call.objects.filter(pk=call.pk).update(stream_id=stream_id[:128], stream_lost_at=None)
-    greeting = (call.metadata or {}).get("initialMessage")
+    greeting = call.meta.get(INITIAL_MESSAGE)
     if greeting:
-        lifecycle.metadata_update(call=call, delete=("initialMessage",))
+        lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))
         lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=greeting)
     logger.info("call=%s stream %s attached", call.public_id, stream_id)
     return Attached(call_id=call.call_id, provider=provider, greeting=greeting)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 
 from calls import clock
+from calls.call_metadata import END_REASON
 from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import CallError
@@ -93,7 +94,7 @@ def _fire(
             continue  # another sweeper took it
         report.add(name)
         if reason == CallState.TIMEOUT:
-            lifecycle.metadata_update(call=call, set_={"endReason": "timeout"})
+            lifecycle.metadata_update(call=call, set_={END_REASON: "timeout"})
         _end(call, reason)
 
 

@@ -20,6 +20,13 @@ from datetime import datetime, timedelta
 from django.db import close_old_connections, transaction
 
 from calls import clock
+from calls.call_metadata import (
+    LAST_TURN_COMPLETED_AT,
+    LAST_TURN_LATENCY_MS,
+    LAST_TURN_LISTEN_WAIT_MS,
+    TURN_COUNT,
+    CallMetadata,
+)
 from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import (
@@ -174,14 +181,14 @@ def turn_record(
     done = done or clock.now()
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata").get(pk=call.pk)
-        turns = int((row.metadata or {}).get("turnCount", 0)) + 1
-        values: dict[str, object] = {
-            "turnCount": turns,
-            "lastTurnLatencyMs": latency_ms,
-            "lastTurnCompletedAt": done.isoformat(),
+        turns = int(row.meta.get(TURN_COUNT, 0)) + 1
+        values: CallMetadata = {
+            TURN_COUNT: turns,
+            LAST_TURN_LATENCY_MS: latency_ms,
+            LAST_TURN_COMPLETED_AT: done.isoformat(),
         }
         if listen_wait_ms is not None:
-            values["lastTurnListenWaitMs"] = listen_wait_ms
+            values[LAST_TURN_LISTEN_WAIT_MS] = listen_wait_ms
         metadata_update(call=call, set_=values)
 
 

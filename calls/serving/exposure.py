@@ -49,10 +49,9 @@ def tunnel_mode(cfg: VoiceCallConfig) -> str | None:
     """The exposure `serve` would start: "ngrok", "serve", "funnel", or None."""
     if cfg.public_url:
         return None  # publicUrl wins; nothing to start
-    provider = cfg.section("tunnel").get("provider", "none")
-    if provider != "none":
-        return provider.removeprefix("tailscale-")
-    mode = cfg.section("tailscale").get("mode", "off")
+    if cfg.tunnel.provider != "none":
+        return cfg.tunnel.provider.removeprefix("tailscale-")
+    mode = cfg.tailscale.mode
     return mode if mode in tunnels.TAILSCALE_MODES else None
 
 
@@ -67,24 +66,22 @@ def build_tunnel(cfg: VoiceCallConfig, *, port: int) -> Tunnel | None:
     if mode is None:
         return None
     if mode == "ngrok":
-        section = cfg.section("tunnel")
         return NgrokTunnel(
             port,
-            authtoken=section.get("ngrokAuthToken"),
-            domain=section.get("ngrokDomain"),
+            authtoken=cfg.tunnel.ngrok_auth_token,
+            domain=cfg.tunnel.ngrok_domain,
             popen=POPEN,
             transport=NGROK_TRANSPORT(),
         )
-    tailscale = cfg.section("tailscale")
-    legacy = cfg.section("tunnel").get("provider", "none") == "none"
+    legacy = cfg.tunnel.provider == "none"
     # tunnel.provider publishes serve.path as is; legacy tailscale.mode at tailscale.path.
-    path = tailscale["path"] if legacy else cfg.serve_path
+    path = cfg.tailscale.path if legacy else cfg.serve_path
     return TailscaleExposure(
         mode,
         port=port,
         path=path,
         serve_path=cfg.serve_path,
-        https_port=tailscale["port"],
+        https_port=cfg.tailscale.port,
         extra_paths=extra_paths(cfg),
         run=RUN,
     )
@@ -169,14 +166,13 @@ def expose_command(
 
     docs/plugin-behaviour.md, "Command line".
     """
-    serve_path = serve_path or cfg.serve_path or "/voice/webhook"
-    tailscale = cfg.section("tailscale")
+    serve_path = serve_path or cfg.serve_path
     return tunnels.expose(
         mode,
-        path=path or tailscale.get("path") or serve_path,
-        port=port or cfg.serve_port or 3334,
+        path=path or cfg.tailscale.path or serve_path,
+        port=port or cfg.serve_port,
         serve_path=serve_path,
-        https_port=tailscale.get("port", 443),
+        https_port=cfg.tailscale.port,
         extra_paths=extra_paths(cfg),
         run=RUN,
     )

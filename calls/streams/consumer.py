@@ -84,11 +84,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        streaming = get_config().section("streaming")
+        streaming = get_config().streaming
         peer = (self.scope.get("client") or ("unknown", 0))[0]
-        self.connection = ADMISSION.connections.take(
-            peer, limit=int(streaming.get("maxConnections", 128))
-        )
+        self.connection = ADMISSION.connections.take(peer, limit=streaming.max_connections)
         if self.connection is None:
             await self._deny_busy()
             return
@@ -97,13 +95,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.pending = ADMISSION.pending.take(
             peer,
-            limit=int(streaming.get("maxPendingConnections", 32)),
-            per_peer=int(streaming.get("maxPendingConnectionsPerIp", 4)),
+            limit=streaming.max_pending_connections,
+            per_peer=streaming.max_pending_connections_per_ip,
         )
         if self.pending is None:
             await self.close(TRY_AGAIN_LATER, "Too many pending media stream connections")
             return
-        timeout = int(streaming.get("preStartTimeoutMs", 5000)) / 1000
+        timeout = streaming.pre_start_timeout_ms / 1000
         self.start_timer = asyncio.create_task(self._start_timeout(timeout))
 
     async def _deny_busy(self) -> None:

@@ -13,7 +13,7 @@ from calls.streams.consumer import MediaStreamConsumer
 
 def _stream_paths() -> list[str]:
     cfg = get_config()
-    paths = [cfg.stream_path, str(cfg.section("realtime").get("streamPath") or "")]
+    paths = [cfg.stream_path, cfg.realtime.stream_path or ""]
     return [path for path in dict.fromkeys(paths) if path]
 
 

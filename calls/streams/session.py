@@ -95,7 +95,7 @@ class StreamSession:
 
         docs/plugin-behaviour.md, "Realtime voice".
         """
-        settings = get_config().section("realtime")
+        cfg = get_config()
         self.link = RealtimeLink(
             call_id=self.call_id,
             send_audio=self._send_audio,
@@ -103,11 +103,12 @@ class StreamSession:
             on_ended=self._model_ended,
         )
         try:
-            self.realtime = build_realtime(settings, self.link)
+            # The adapter takes its camelCase block as it is (providers own those keys).
+            self.realtime = build_realtime(cfg.section("realtime"), self.link)
             await self.realtime.connect(
-                instructions=str(settings.get("instructions") or DEFAULT_INSTRUCTIONS),
+                instructions=cfg.realtime.instructions or DEFAULT_INSTRUCTIONS,
                 greeting=greeting,
-                tools=[END_CALL_TOOL, *(settings.get("tools") or [])],
+                tools=[END_CALL_TOOL, *(dict(tool) for tool in cfg.realtime.tools)],
             )
         except ProviderError as exc:
             logger.warning("call=%s realtime connection failed: %s", self.call_id, exc)

@@ -670,7 +670,7 @@ def clean_cache():
 def test_get_config_loads_the_settings_file_once(tmp_path, monkeypatch, clean_cache):
     path = write(tmp_path, "{inboundPolicy: 'open'}")
     settings = types.SimpleNamespace(VOICECALL_CONFIG=str(path))
-    monkeypatch.setattr("calls.config.settings", settings)
+    monkeypatch.setattr("calls.config.loading.settings", settings)
     first = get_config()
     path.write_text("{inboundPolicy: 'allowlist'}")
     assert first.inbound_policy == "open" and get_config() is first
@@ -679,10 +679,10 @@ def test_get_config_loads_the_settings_file_once(tmp_path, monkeypatch, clean_ca
 
 
 def test_get_config_without_a_setting_means_defaults(monkeypatch, clean_cache):
-    monkeypatch.setattr("calls.config.settings", types.SimpleNamespace(VOICECALL_CONFIG=""))
+    monkeypatch.setattr("calls.config.loading.settings", types.SimpleNamespace(VOICECALL_CONFIG=""))
     assert get_config().provider == "mock" and get_config().source is None
     reset_config()
-    monkeypatch.setattr("calls.config.settings", types.SimpleNamespace())
+    monkeypatch.setattr("calls.config.loading.settings", types.SimpleNamespace())
     assert get_config().provider == "mock"
 
 

@@ -16,7 +16,7 @@ from calls.carrier import (
 from calls.serving import exposure, server
 from calls.serving.exposure import exposure_start, exposure_stop
 from calls.serving.startup import preflight
-from tests.fixtures.tunnels.helpers import (
+from tests.fakes.tunnels.helpers import (
     NGROK_URL,
     FakePopen,
     FakeProcess,

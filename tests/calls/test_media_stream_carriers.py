@@ -32,18 +32,18 @@ from calls.streams.consumer import StreamAdmission
 from providers.base import CallTarget, PlaceCall, ReplyContext, StreamPlan
 from providers.plivo.media import PlivoMediaCodec
 from providers.telnyx.media import TelnyxMediaCodec
-from tests.carriers.drivers import (
+from tests.fakes.carriers.base import (
     CALLEE,
     FRIEND,
     GREETING,
     OUR_NUMBER,
     PUBLIC_HOST,
     CarrierDriver,
-    PlivoDriver,
-    TelnyxDriver,
 )
-from tests.fixtures.plivo import helpers as plivo_helpers
-from tests.fixtures.telnyx import helpers as telnyx_helpers
+from tests.fakes.carriers.plivo import PlivoDriver
+from tests.fakes.carriers.telnyx import TelnyxDriver
+from tests.fakes.plivo import helpers as plivo_helpers
+from tests.fakes.telnyx import helpers as telnyx_helpers
 
 STREAM_URL = f"wss://{PUBLIC_HOST}/voice/stream"
 PLAN = StreamPlan(url="wss://voice.example.com/voice/stream", token="0123456789abcdef" * 2)

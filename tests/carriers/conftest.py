@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from calls.carrier import set_provider
-from tests.carriers.drivers import DRIVERS, CarrierDriver
+from tests.fakes.carriers import DRIVERS
+from tests.fakes.carriers.base import CarrierDriver
 
 
 class Carrier:

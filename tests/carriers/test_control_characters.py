@@ -18,16 +18,10 @@ from rest_framework.test import APIClient
 
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
 from tests.carriers.conftest import Carrier
-from tests.carriers.drivers import (
-    CALLEE,
-    OUR_NUMBER,
-    PUBLIC_URL,
-    TWILIO_ACCOUNT,
-    Delivery,
-    TelnyxDriver,
-    TwilioDriver,
-    twilio_sign,
-)
+from tests.fakes.carriers.base import CALLEE, OUR_NUMBER, PUBLIC_URL, Delivery
+from tests.fakes.carriers.telnyx import TelnyxDriver
+from tests.fakes.carriers.twilio import TWILIO_ACCOUNT, TWILIO_TOKEN, TwilioDriver
+from tests.fakes.signing import twilio_sign
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +33,7 @@ def _signed(url: str, body: str) -> Delivery:
         url=url,
         body=raw,
         content_type="application/x-www-form-urlencoded",
-        headers={"X-Twilio-Signature": twilio_sign(url, raw)},
+        headers={"X-Twilio-Signature": twilio_sign(url, raw, TWILIO_TOKEN)},
     )
 
 

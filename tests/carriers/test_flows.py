@@ -19,7 +19,7 @@ from calls.services.dialling import call_initiate
 from calls.services.timers import calls_restore, timers_sweep
 from calls.services.turns import call_continue
 from tests.carriers.conftest import Carrier
-from tests.carriers.drivers import CALLEE, FRIEND, GREETING, OUR_NUMBER, STRANGER, CarrierDriver
+from tests.fakes.carriers.base import CALLEE, FRIEND, GREETING, OUR_NUMBER, STRANGER, CarrierDriver
 
 CARRIERS = ("twilio", "telnyx", "plivo")
 

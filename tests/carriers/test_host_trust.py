@@ -9,9 +9,6 @@ it is refused and that the call did not move (docs/security.md, "Webhooks", step
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import uuid
 from typing import Any
 from urllib.parse import urlencode
@@ -21,15 +18,14 @@ from django.test import Client
 
 from calls.models import Call, CallEvent, ReplayKey
 from tests.carriers.conftest import Carrier
-from tests.carriers.drivers import (
-    CALLEE,
-    OUR_NUMBER,
-    PLIVO_TOKEN,
-    PUBLIC_HOST,
-    TWILIO_ACCOUNT,
-    Delivery,
-    PlivoDriver,
-    plivo_sign,
+from tests.fakes.carriers.base import CALLEE, OUR_NUMBER, PUBLIC_HOST, Delivery
+from tests.fakes.carriers.plivo import PLIVO_TOKEN, PlivoDriver
+from tests.fakes.carriers.twilio import TWILIO_ACCOUNT, TWILIO_TOKEN
+from tests.fakes.signing import (
+    plivo_sign_v2,
+    plivo_sign_v3,
+    plivo_v2_headers,
+    plivo_v3_headers,
     twilio_sign,
 )
 
@@ -86,7 +82,7 @@ def _twilio_completed(call: Call, origin: str) -> Delivery:
         url=url,
         body=body,
         content_type="application/x-www-form-urlencoded",
-        headers={"X-Twilio-Signature": twilio_sign(url, body)},
+        headers={"X-Twilio-Signature": twilio_sign(url, body, TWILIO_TOKEN)},
     )
 
 
@@ -175,26 +171,18 @@ def _plivo_v3(url: str, body: bytes) -> Delivery:
         url=url,
         body=body,
         content_type="application/x-www-form-urlencoded",
-        headers={
-            "X-Plivo-Signature-V3": plivo_sign(url, body, nonce),
-            "X-Plivo-Signature-V3-Nonce": nonce,
-        },
+        headers=plivo_v3_headers(plivo_sign_v3(url, body, nonce, PLIVO_TOKEN), nonce),
     )
 
 
 def _plivo_v2(url: str, body: bytes) -> Delivery:
     nonce = "98765432109876543210"
-    signed = url.split("?")[0] + nonce
-    digest = hmac.new(PLIVO_TOKEN.encode(), signed.encode(), hashlib.sha256).digest()
     return Delivery(
         label="hangup",
         url=url,
         body=body,
         content_type="application/x-www-form-urlencoded",
-        headers={
-            "X-Plivo-Signature-V2": base64.b64encode(digest).decode(),
-            "X-Plivo-Signature-V2-Nonce": nonce,
-        },
+        headers=plivo_v2_headers(plivo_sign_v2(url, nonce, PLIVO_TOKEN), nonce),
     )
 
 

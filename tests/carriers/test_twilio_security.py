@@ -15,17 +15,9 @@ from django.test import Client
 
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
 from tests.carriers.conftest import Carrier
-from tests.carriers.drivers import (
-    CALLEE,
-    OUR_NUMBER,
-    PUBLIC_HOST,
-    PUBLIC_URL,
-    TWILIO_ACCOUNT,
-    Delivery,
-    TwilioDriver,
-    twilio_sign,
-    twiml_says,
-)
+from tests.fakes.carriers.base import CALLEE, OUR_NUMBER, PUBLIC_HOST, PUBLIC_URL, Delivery
+from tests.fakes.carriers.twilio import TWILIO_ACCOUNT, TWILIO_TOKEN, TwilioDriver, twiml_says
+from tests.fakes.signing import twilio_sign
 
 pytestmark = pytest.mark.django_db
 
@@ -82,9 +74,7 @@ def ringing(
     """Twilio's `ringing` status callback, signed over `origin` + path + our query."""
     url = f"{origin}{path}?callId={call.call_id}&type=status"
     body = urlencode(status_params(call)).encode()
-    sig = (
-        signature if signature is not None else twilio_sign(url, body, *([token] if token else []))
-    )
+    sig = signature if signature is not None else twilio_sign(url, body, token or TWILIO_TOKEN)
     return Delivery(
         label="status:ringing",
         url=url,
@@ -449,7 +439,7 @@ def answer_fetch(call: Call, headers: dict[str, str] | None = None) -> Delivery:
         url=url,
         body=body,
         content_type="application/x-www-form-urlencoded",
-        headers={"X-Twilio-Signature": twilio_sign(url, body), **(headers or {})},
+        headers={"X-Twilio-Signature": twilio_sign(url, body, TWILIO_TOKEN), **(headers or {})},
     )
 
 
@@ -533,8 +523,12 @@ def test_a_request_with_a_bad_signature_is_401(
     signature = {
         "wrong token": twilio_sign(good.url, good.body, "e" * 32),
         "garbage": "bm90IGEgc2lnbmF0dXJl",
-        "other body": twilio_sign(good.url, good.body.replace(b"ringing", b"completed")),
-        "other url": twilio_sign(good.url.replace("type=status", "type=other"), good.body),
+        "other body": twilio_sign(
+            good.url, good.body.replace(b"ringing", b"completed"), TWILIO_TOKEN
+        ),
+        "other url": twilio_sign(
+            good.url.replace("type=status", "type=other"), good.body, TWILIO_TOKEN
+        ),
     }[how]
 
     assert refused(send(client, driver, ringing(call, signature=signature), host=PUBLIC_HOST), call)
@@ -601,7 +595,7 @@ def test_a_body_over_64_kib_is_413(client: Client, start: Any, make_call: Any) -
         url,
         body,
         "application/x-www-form-urlencoded",
-        {"X-Twilio-Signature": twilio_sign(url, body)},
+        {"X-Twilio-Signature": twilio_sign(url, body, TWILIO_TOKEN)},
     )
 
     response = send(client, driver, oversized, host=PUBLIC_HOST)
@@ -624,7 +618,7 @@ def test_a_body_of_exactly_64_kib_is_read(client: Client, start: Any, make_call:
         url,
         body,
         "application/x-www-form-urlencoded",
-        {"X-Twilio-Signature": twilio_sign(url, body)},
+        {"X-Twilio-Signature": twilio_sign(url, body, TWILIO_TOKEN)},
     )
 
     assert accepted(send(client, driver, exact, host=PUBLIC_HOST), call)

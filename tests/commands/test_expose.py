@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from calls.serving import exposure
-from tests.fixtures.tunnels.helpers import FUNNEL_NOT_ENABLED, FakeRun, failed
+from tests.fakes.tunnels.helpers import FUNNEL_NOT_ENABLED, FakeRun, failed
 
 LOCAL = "http://127.0.0.1:3334/voice/webhook"
 ORIGIN = "https://box.tail1234.ts.net"

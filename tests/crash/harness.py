@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from tests.carriers.drivers import twilio_sign
+from tests.fakes.signing import twilio_sign
 
 ROOT = Path(__file__).resolve().parents[2]
 PUBLIC_URL = "https://voice.example.test/voice/webhook"

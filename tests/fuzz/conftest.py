@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
 from calls.state import NON_TERMINAL, TERMINAL, can_transition, is_terminal
 from calls.web.gate import MAX_BODY_BYTES
-from tests.carriers.drivers import Delivery
+from tests.fakes.carriers.base import Delivery
 
 DEFAULT_EXAMPLES = 40
 

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from calls.models import Call, TranscriptEntry
 from providers.base import EventType
 from providers.mock import MockProvider
-from tests.carriers.drivers import FRIEND, STRANGER, Delivery
+from tests.fakes.carriers.base import FRIEND, STRANGER, Delivery
 from tests.fuzz.conftest import (
     BODY_LIMIT,
     CONTROL_CHARS,

@@ -42,17 +42,17 @@ from calls.models import Call, TranscriptEntry
 from providers.telnyx import clientstate
 from providers.telnyx.webhooks import END_REASONS, SDK_END_REASONS
 from tests.carriers.conftest import Carrier
-from tests.carriers.drivers import (
+from tests.fakes.carriers.base import (
     CALLEE,
     FRIEND,
     GREETING,
     OUR_NUMBER,
     PUBLIC_URL,
     STRANGER,
-    TELNYX_CONNECTION,
     Delivery,
-    TelnyxDriver,
 )
+from tests.fakes.carriers.telnyx import TELNYX_CONNECTION, TelnyxDriver
+from tests.fakes.signing import telnyx_headers
 from tests.fuzz.conftest import (
     BODY_LIMIT,
     CONTROL_CHARS,
@@ -133,14 +133,12 @@ def sign(
     content_type: str = "application/json",
 ) -> Delivery:
     """A request signed as Telnyx signs: Ed25519 over `timestamp|body`, timestamp now."""
-    stamp = timestamp if timestamp is not None else str(int(time.time()))
-    signature = (key or driver.key).sign(stamp.encode() + b"|" + body)
     return Delivery(
         label="fuzz",
         url=url,
         body=body,
         content_type=content_type,
-        headers={SIGNATURE: base64.b64encode(signature).decode(), TIMESTAMP: stamp},
+        headers=telnyx_headers(key or driver.key, body, timestamp),
     )
 
 

@@ -1,7 +1,7 @@
 """Hypothesis fuzzing of the Twilio webhook, through the Django test client.
 
 Three properties, each over generated requests against the real Twilio adapter (on the fake
-REST API of tests/carriers/drivers.py):
+REST API of tests/fakes/carriers/twilio.py):
 
 1. A forged request (no, blank, random, garbled, truncated signature; one made with another
    auth token, over another URL, host or body; a wrong algorithm header) is answered 401 and
@@ -38,19 +38,17 @@ from twilio.request_validator import RequestValidator
 
 from calls.models import Call, TranscriptEntry
 from tests.carriers.conftest import Carrier
-from tests.carriers.drivers import (
+from tests.fakes.carriers.base import (
     CALLEE,
     FRIEND,
     GREETING,
     OUR_NUMBER,
     PUBLIC_HOST,
     STRANGER,
-    TWILIO_ACCOUNT,
-    TWILIO_TOKEN,
     Delivery,
-    TwilioDriver,
-    twilio_sign,
 )
+from tests.fakes.carriers.twilio import TWILIO_ACCOUNT, TWILIO_TOKEN, TwilioDriver
+from tests.fakes.signing import twilio_sign
 from tests.fuzz.conftest import (
     BASE64_ALPHABET,
     BODY_LIMIT,
@@ -142,7 +140,7 @@ def signed(
 ) -> Delivery:
     """A request Twilio itself could have sent: signed over exactly this URL and body."""
     try:
-        signature = twilio_sign(url, body)
+        signature = twilio_sign(url, body, TWILIO_TOKEN)
     except UnicodeDecodeError:  # not UTF-8: nothing anyone signs can match it
         signature = "bm90IHNpZ25hYmxl"
     return Delivery(
@@ -281,8 +279,8 @@ def forge(genuine: Delivery, data: st.DataObject) -> tuple[Delivery, dict[str, s
     """A forged copy of `genuine` (posted to the same URL) and extra META for posting it."""
     real = genuine.headers[SIGNATURE]
     honest = {
-        twilio_sign(genuine.url, genuine.body),
-        twilio_sign(_with_port_443(genuine.url), genuine.body),
+        twilio_sign(genuine.url, genuine.body, TWILIO_TOKEN),
+        twilio_sign(_with_port_443(genuine.url), genuine.body, TWILIO_TOKEN),
     }
     how = data.draw(
         st.sampled_from(
@@ -329,16 +327,16 @@ def forge(genuine: Delivery, data: st.DataObject) -> tuple[Delivery, dict[str, s
         )
         signature = twilio_sign(genuine.url, genuine.body, token)
     elif how == "other-url":
-        signature = twilio_sign(_other_url(genuine.url, data), genuine.body)
+        signature = twilio_sign(_other_url(genuine.url, data), genuine.body, TWILIO_TOKEN)
     elif how == "other-body":
-        signature = twilio_sign(genuine.url, _other_body(genuine.body, data))
+        signature = twilio_sign(genuine.url, _other_body(genuine.body, data), TWILIO_TOKEN)
     elif how == "spoofed-host":
         other = data.draw(
             st.sampled_from(["other-app.example.org", "evil.test", "voice.example.test.evil.org"]),
             label="other",
         )
         spoofed = urlunsplit(("https", other, *urlsplit(genuine.url)[2:]))
-        signature = twilio_sign(spoofed, genuine.body)
+        signature = twilio_sign(spoofed, genuine.body, TWILIO_TOKEN)
         meta = {"HTTP_HOST": other, "HTTP_X_FORWARDED_HOST": other}
     elif how == "algorithm":
         signature = real

@@ -13,7 +13,7 @@ from providers.base import CallTarget, PlaceCall
 from providers.errors import ProviderError, ProviderNotConfigured, ProviderUnavailable
 from providers.plivo import PlivoProvider
 from providers.registry import build_provider
-from tests.fixtures.plivo.helpers import (
+from tests.fakes.plivo.helpers import (
     API,
     AUTH_ID,
     CALL_UUID,

@@ -19,7 +19,7 @@ from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_
 from providers.base import ReplyContext, Speech
 from providers.plivo.signature import v2_signature, v3_base, v3_signature
 from providers.webhook_security import skip_key
-from tests.fixtures.plivo.helpers import NONCE, TOKEN, provider, signed_v2, signed_v3, webhook
+from tests.fakes.plivo.helpers import NONCE, TOKEN, provider, signed_v2, signed_v3, webhook
 
 P1_URL = "https://voice.example.com/plivo/answer/"
 P1_PARAMS = {

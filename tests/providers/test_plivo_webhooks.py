@@ -11,7 +11,6 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import pytest
 from django.test import Client
-from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 
 from calls.carrier import set_provider
 from calls.models import Call, TranscriptEntry
@@ -19,13 +18,14 @@ from calls.services.actions import call_speak
 from calls.services.dialling import call_initiate
 from providers.base import EventType, NormalizedEvent, ReplyContext, Speech
 from providers.errors import WebhookInvalid
-from tests.fixtures.plivo.helpers import (
+from tests.fakes.plivo.helpers import (
     AUTH_ID,
     CALL_UUID,
     REQUEST_UUID,
     TOKEN,
     Carrier,
     provider,
+    sign_v3,
     signed_v3,
     webhook,
 )
@@ -443,8 +443,7 @@ class _Line:
         self, client: Client, url: str, params: dict[str, str], nonce: str | None = None
     ) -> Any:
         nonce = nonce or str(next(self.nonces))
-        base = construct_post_url(url, dict(params)).decode()
-        signature = get_signature_v3(TOKEN.encode(), base, nonce.encode()).decode()
+        signature = sign_v3(url, params, nonce)
         parts = urlsplit(url)
         return client.post(
             f"{parts.path}?{parts.query}",

@@ -13,7 +13,7 @@ from providers.base import CallTarget, PlaceCall
 from providers.errors import ProviderError, ProviderNotConfigured, ProviderUnavailable
 from providers.registry import build_provider
 from providers.telnyx import TelnyxProvider
-from tests.fixtures.telnyx.helpers import (
+from tests.fakes.telnyx.helpers import (
     API_KEY,
     CALL_CONTROL_ID,
     CONNECTION_ID,

@@ -14,17 +14,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from providers.errors import ProviderNotConfigured
 from providers.webhook_security import skip_key
-from tests.fixtures.telnyx.helpers import (
-    NOW,
-    provider,
-    public_key_b64,
-    public_key_der_b64,
-    public_key_pem,
-    sign,
-    webhook,
+from tests.fakes.signing import (
+    telnyx_public_key_b64,
+    telnyx_public_key_der_b64,
+    telnyx_public_key_pem,
+    telnyx_sign,
 )
+from tests.fakes.telnyx.helpers import NOW, provider, signed_webhook, webhook
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "telnyx"
+FIXTURES = Path(__file__).resolve().parents[1] / "fakes" / "telnyx"
 K1_BODY = (FIXTURES / "k1_call_initiated.json").read_bytes()
 K1_KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
 K1_TS = "1751371200"
@@ -61,8 +59,8 @@ def test_vectors_verify(body: bytes, public_key: str, ts: str, sig: str) -> None
 
 def test_vector_keys_derive_from_their_seeds() -> None:
     seed = bytes(range(32))
-    assert public_key_b64(Ed25519PrivateKey.from_private_bytes(seed)) == K1_KEY
-    assert public_key_b64(Ed25519PrivateKey.from_private_bytes(b"\x42" * 32)) == K2_KEY
+    assert telnyx_public_key_b64(Ed25519PrivateKey.from_private_bytes(seed)) == K1_KEY
+    assert telnyx_public_key_b64(Ed25519PrivateKey.from_private_bytes(b"\x42" * 32)) == K2_KEY
 
 
 def test_vector_tampered_body_is_an_invalid_signature() -> None:
@@ -99,14 +97,14 @@ def test_window_is_300_seconds_either_way(offset: int, ok: bool) -> None:
 # -- key formats, signature encodings ------------------------------------------------------------
 @pytest.mark.parametrize(
     "fmt",
-    [public_key_b64, public_key_der_b64, public_key_pem],
+    [telnyx_public_key_b64, telnyx_public_key_der_b64, telnyx_public_key_pem],
     ids=["raw-base64", "der-spki-base64", "pem"],
 )
 def test_public_key_formats(key: Ed25519PrivateKey, fmt: object) -> None:
     body = b'{"data":{"event_type":"call.answered"}}'
     ts = str(int(NOW))
     result = provider(publicKey=fmt(key)).verify_webhook(  # type: ignore[operator]
-        webhook(body, signature=sign(key, ts, body), timestamp=ts)
+        signed_webhook(key, body, ts)
     )
     assert result.ok, result.reason
 
@@ -141,8 +139,8 @@ def test_malformed_signatures(sig: str) -> None:
 def test_old_timestamp_with_valid_signature_is_too_old(key: Ed25519PrivateKey) -> None:
     ts = str(int(NOW) - 3600)
     body = b'{"data":{"event_type":"call.hangup"}}'
-    result = provider(publicKey=public_key_b64(key)).verify_webhook(
-        webhook(body, signature=sign(key, ts, body), timestamp=ts)
+    result = provider(publicKey=telnyx_public_key_b64(key)).verify_webhook(
+        signed_webhook(key, body, ts)
     )
     assert (result.ok, result.reason) == (False, "Timestamp too old")
 
@@ -152,8 +150,8 @@ def test_old_timestamp_with_invalid_signature_is_an_invalid_signature(
 ) -> None:
     ts = str(int(NOW) - 3600)
     body = b'{"data":{"event_type":"call.hangup"}}'
-    forged = sign(Ed25519PrivateKey.generate(), ts, body)
-    result = provider(publicKey=public_key_b64(key)).verify_webhook(
+    forged = telnyx_sign(Ed25519PrivateKey.generate(), ts, body)
+    result = provider(publicKey=telnyx_public_key_b64(key)).verify_webhook(
         webhook(body, signature=forged, timestamp=ts)
     )
     assert (result.ok, result.reason) == (False, "Invalid signature")
@@ -215,9 +213,14 @@ def test_sdk_accepts_what_we_accept(
     body = K1_BODY
     cases = [
         (K1_KEY, K1_TS, K1_SIG, K1_BODY),
-        (public_key_b64(key), ts, sign(key, ts, body), body),
-        (public_key_b64(key), ts, sign(key, ts, body), body + b" "),
-        (public_key_b64(key), str(int(NOW) - 400), sign(key, str(int(NOW) - 400), body), body),
+        (telnyx_public_key_b64(key), ts, telnyx_sign(key, ts, body), body),
+        (telnyx_public_key_b64(key), ts, telnyx_sign(key, ts, body), body + b" "),
+        (
+            telnyx_public_key_b64(key),
+            str(int(NOW) - 400),
+            telnyx_sign(key, str(int(NOW) - 400), body),
+            body,
+        ),
     ]
     for public_key, stamp, sig, payload in cases:
         ours = (

@@ -18,17 +18,16 @@ from calls.models import Call, TranscriptEntry
 from providers.base import EventType, ReplyContext
 from providers.errors import WebhookInvalid
 from providers.telnyx.webhooks import END_REASONS, SDK_END_REASONS
-from tests.fixtures.telnyx.helpers import (
+from tests.fakes.signing import telnyx_headers, telnyx_public_key_b64
+from tests.fakes.telnyx.helpers import (
     CALL_CONTROL_ID,
     Carrier,
     envelope,
     provider,
-    public_key_b64,
-    sign,
     webhook,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "telnyx"
+FIXTURES = Path(__file__).resolve().parents[1] / "fakes" / "telnyx"
 CALL_ID = "0b7c8e52-6d0c-4a55-9d43-5c1f00000001"
 TURN = "5f0c6a7e9d2b4c1a8e3f000000000009"
 
@@ -319,7 +318,7 @@ class _Line:
         telnyx = {
             "apiKey": "KEY_test",
             "connectionId": "123",
-            "publicKey": public_key_b64(self.key),
+            "publicKey": telnyx_public_key_b64(self.key),
         }
         configure(
             {
@@ -340,7 +339,7 @@ class _Line:
             "/voice/webhook",
             body,
             content_type="application/json",
-            headers={"telnyx-signature-ed25519": sign(self.key, ts, body), "telnyx-timestamp": ts},
+            headers=telnyx_headers(self.key, body, ts),
         )
 
     def actions(self) -> list[str]:

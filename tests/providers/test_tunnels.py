@@ -17,7 +17,7 @@ from providers.tunnels import (
     is_ngrok_free_tier,
     unexpose,
 )
-from tests.fixtures.tunnels.helpers import (
+from tests.fakes.tunnels.helpers import (
     FUNNEL_NOT_ENABLED,
     NGROK_URL,
     NODE_ID,

@@ -12,7 +12,7 @@ from providers.base import CallTarget, PlaceCall
 from providers.errors import ProviderError, ProviderNotConfigured, ProviderUnavailable
 from providers.registry import build_provider
 from providers.twilio import TwilioProvider
-from tests.fixtures.twilio.helpers import ACCOUNT, CALL_SID, Carrier, provider, settings
+from tests.fakes.twilio.helpers import ACCOUNT, CALL_SID, Carrier, provider, settings
 
 HOOK = "https://voice.example.com/voice/webhook?callId=call-1"
 CALLS = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Calls.json"

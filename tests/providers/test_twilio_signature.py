@@ -16,7 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from providers.twilio import explain_signature
 from providers.webhook_security import skip_key
-from tests.fixtures.twilio.helpers import ACCOUNT, TOKEN, provider, settings, webhook
+from tests.fakes.twilio.helpers import ACCOUNT, TOKEN, provider, settings, sign, webhook
 
 T1_URL = "https://voice.example.com/twilio/voice?tenant=acme&agent=42"
 T1_PARAMS = {
@@ -161,9 +161,7 @@ def test_first_of_repeated_signature_headers_is_used() -> None:
 
 
 def test_untrusted_forwarded_host_is_ignored() -> None:
-    signature = RequestValidator(TOKEN).compute_signature(
-        "https://evil.example/twilio/voice?tenant=acme&agent=42", T1_PARAMS
-    )
+    signature = sign("https://evil.example/twilio/voice?tenant=acme&agent=42", T1_PARAMS)
     request = webhook(
         T1_URL, T1_PARAMS, signature=signature, headers={"x-forwarded-host": "evil.example"}
     )
@@ -199,10 +197,9 @@ def test_same_request_gives_the_same_key_and_idempotency_token_is_ignored() -> N
 
 
 def test_different_requests_give_different_keys() -> None:
-    validator = RequestValidator(TOKEN)
     other = {**T1_PARAMS, "CallStatus": "in-progress"}
-    a = webhook(T1_URL, T1_PARAMS, signature=validator.compute_signature(T1_URL, T1_PARAMS))
-    b = webhook(T1_URL, other, signature=validator.compute_signature(T1_URL, other))
+    a = webhook(T1_URL, T1_PARAMS, signature=sign(T1_URL, T1_PARAMS))
+    b = webhook(T1_URL, other, signature=sign(T1_URL, other))
     assert provider().verify_webhook(a).request_key != provider().verify_webhook(b).request_key
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from providers.base import EventType, Reply, ReplyContext, Speech, WebhookRequest
 from providers.errors import WebhookInvalid
-from tests.fixtures.twilio.helpers import ACCOUNT, CALL_SID, provider, webhook
+from tests.fakes.twilio.helpers import ACCOUNT, CALL_SID, provider, webhook
 
 HOOK = "https://voice.example.com/voice/webhook"
 

@@ -23,7 +23,6 @@ from django.test import Client
 from calls import tasks
 from calls.models import Call, TranscriptEntry
 from calls.services import auto_reply as responder
-from calls.services import auto_reply_worker as replies
 from calls.services.auto_reply import (
     responder_enabled,
     responder_run,
@@ -34,60 +33,16 @@ from calls.services.events import event_apply
 from calls.services.lifecycle import call_finalize, transcript_add
 from providers.base import EventType, NormalizedEvent
 from providers.mock import MockProvider
+from tests.fakes.llm import REPLY, FakeLLM
 
 pytestmark = pytest.mark.django_db
 
 CALLER = "+15550001111"
 OUR_NUMBER = "+15550000000"
-REPLY = "We are open until six."
 MODEL_CONFIG = {
     "responseModel": "openai/gpt-4o-mini",
     "tts": {"providers": {"openai": {"apiKey": "sk-config"}}},
 }
-
-
-class FakeLLM:
-    """OpenAI chat completions: records each request, answers `content` (or runs `during`)."""
-
-    def __init__(self) -> None:
-        self.content: str | None = json.dumps({"spoken": REPLY})
-        self.status = 200
-        self.during: Callable[[], None] | None = None  # runs while the model "thinks"
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if self.during:
-            self.during()
-        if self.status != 200:
-            return httpx.Response(self.status, json={"error": {"message": "overloaded"}})
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": self.content},
-                    }
-                ],
-            },
-        )
-
-    def messages(self, index: int = -1) -> list[dict[str, str]]:
-        return json.loads(self.requests[index].content)["messages"]
-
-
-@pytest.fixture
-def llm(monkeypatch: pytest.MonkeyPatch) -> FakeLLM:
-    fake = FakeLLM()
-    monkeypatch.setattr(replies, "HTTP_CLIENT", httpx.Client(transport=httpx.MockTransport(fake)))
-    replies._cached_responder.cache_clear()
-    return fake
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from calls.models import Call
 from calls.services.events import event_apply
-from calls.services.routes import number_route_key
+from calls.services.routes import call_route, number_route_key
 from providers.base import EventType, NormalizedEvent
 
 pytestmark = pytest.mark.django_db
@@ -60,3 +60,20 @@ def test_the_routes_greeting_greets_callers_of_that_number(
     assert other.metadata["numberRouteKey"] == "+15550000002"
     assert main.metadata["initialMessage"] == "Hello from the main line."
     assert "numberRouteKey" not in main.metadata
+
+
+def test_a_calls_route_is_the_one_chosen_when_it_arrived(configure: Any, make_call: Any) -> None:
+    configure(ROUTES)
+    routed = make_call(metadata={"numberRouteKey": "+15550000002"})
+    unrouted = make_call(metadata={})
+    gone = make_call(metadata={"numberRouteKey": "+15550000007"})  # removed from the config
+    assert call_route(routed).response_model == "openai/gpt-4o-mini"
+    assert call_route(unrouted).response_model is None
+    assert call_route(gone).response_model is None
+    assert call_route(unrouted).inbound_greeting is None
+
+
+def test_no_routes_configured_means_no_key(configure: Any) -> None:
+    configure({})
+    assert number_route_key("+15550000001") is None
+    assert number_route_key(None) is None

@@ -83,3 +83,18 @@ def test_an_explicit_session_key_longer_than_its_column_is_refused() -> None:
 
     with pytest.raises(InvalidRequest, match="too long"):
         session_key_normalize("k" * 200, agent="main")
+
+
+def test_the_owner_agent_is_the_routes_then_the_configs_then_main(
+    configure: Any, make_call: Any
+) -> None:
+    from calls.services.routes import call_route
+    from calls.services.sessions import agent_id
+
+    configure({})
+    assert agent_id() == "main"
+    configure({"agentId": "Ada", "numbers": {"+15550000001": {"agentId": "Front-Desk"}}})
+    assert agent_id() == "ada"
+    routed = make_call(metadata={"numberRouteKey": "+15550000001"})
+    assert agent_id(call_route(routed)) == "front-desk"
+    assert agent_id(call_route(make_call(metadata={}))) == "ada"

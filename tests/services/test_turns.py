@@ -201,3 +201,63 @@ def test_a_waiting_continue_renews_its_lease(
 
     assert result.transcript == "finally"
     assert max(leases) - min(leases) >= 2 * TURN_LEASE  # renewed all along
+
+
+# -- guards and results ---------------------------------------------------------------------------
+
+
+def test_a_continue_on_an_ended_call_is_refused_before_speaking(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = make_call(state="completed", end_reason="completed")
+    with pytest.raises(CallConflict, match="Call has ended"):
+        call_continue(call_id=call.call_id, message="Hello?")
+    assert mock_carrier.sent == []
+
+
+def test_a_continue_start_that_cannot_claim_the_turn_is_a_failed_operation(
+    mock_carrier: Any, make_call: Any, no_prompt_thread: Any
+) -> None:
+    call = make_call(state="listening", turn_token="someone-else")
+    operation = continue_start(call_id=call.call_id, message="Ready?")
+    assert (operation.status, operation.result) == (
+        "failed",
+        {"success": False, "error": "Already waiting for transcript"},
+    )
+    assert no_prompt_thread == []  # nothing was said
+    assert Call.objects.get(pk=call.pk).turn_token == "someone-else"
+
+
+def test_continue_result_finds_an_operation_by_its_id(
+    mock_carrier: Any, make_call: Any, no_prompt_thread: Any
+) -> None:
+    from calls.exceptions import CallNotFound, InvalidRequest
+    from calls.services.turns import continue_result
+
+    operation = continue_start(call_id=make_call(state="listening").call_id, message="Ready?")
+    assert continue_result(operation_id=str(operation.operation_id)) == operation
+    with pytest.raises(InvalidRequest, match="operationId required"):
+        continue_result(operation_id=None)
+    for unknown in ("not-a-uuid", "00000000-0000-4000-8000-000000000000"):
+        with pytest.raises(CallNotFound, match="Operation not found"):
+            continue_result(operation_id=unknown)
+
+
+def test_a_completed_turn_is_counted_with_its_latency(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = make_call(state="listening")
+
+    def caller_answers(clock: Any) -> None:
+        row = Call.objects.get(pk=call.pk)
+        if row.turn_token and not TranscriptEntry.objects.filter(speaker="user").exists():
+            _answer(row, "here", row.turn_token)
+
+    fake_clock.on_sleep.append(caller_answers)
+    result = call_continue(call_id=call.call_id, message="Still there?")
+    assert result.transcript == "here" and result.latency_ms == 100
+    call.refresh_from_db()
+    assert call.metadata["turnCount"] == 1 and call.metadata["lastTurnLatencyMs"] == 100
+    assert call.turn_token is None  # released when the turn ended
+    ops = [op for op, _ in mock_carrier.sent]
+    assert ops[:2] == ["play_text", "start_listening"]

@@ -1,0 +1,93 @@
+"""What a call's `metadata` JSON may hold: one typed definition and one constant per key.
+
+Metadata is for facts nobody queries by (they would be columns): what the call still owes
+(its greeting, its pre-connect digits, speech waiting for a carrier fetch), why it ended
+the way it did, and per-turn figures the status output shows. Keys are camelCase, as in
+the plugin's call records and our JSON output.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypedDict
+
+
+class PendingSpeech(TypedDict):
+    """Words waiting for the carrier to fetch a document (Plivo XML transfer)."""
+
+    text: str
+    listen: bool
+    turnToken: str | None
+
+
+class CallMetadata(TypedDict, total=False):
+    # Asked for when the call was placed or arrived.
+    mode: str
+    # Owed to the call: the greeting or notify message not yet said, whether the carrier got
+    # it with the dial (and says it itself), digits to send on answer, words awaiting a fetch.
+    initialMessage: str
+    initialMessageInline: bool
+    dtmfSequence: str
+    pendingSpeech: PendingSpeech
+    # What happened: carrier errors, a refused stream, a refused inbound caller.
+    error: str
+    dtmfError: str
+    streamFailed: bool
+    endReason: str
+    rejectionReason: str
+    screen: str
+    hungUp: bool
+    external: bool
+    # The dialled number's route (config `numbers`), chosen once on arrival.
+    numberRouteKey: str
+    # Turn figures shown by `status` and summarised by `latency`.
+    turnCount: int
+    lastTurnLatencyMs: int
+    lastTurnListenWaitMs: int
+    lastTurnCompletedAt: str
+    lastAutoReplyLatencyMs: int
+
+
+MetadataKey = Literal[
+    "mode",
+    "initialMessage",
+    "initialMessageInline",
+    "dtmfSequence",
+    "pendingSpeech",
+    "error",
+    "dtmfError",
+    "streamFailed",
+    "endReason",
+    "rejectionReason",
+    "screen",
+    "hungUp",
+    "external",
+    "numberRouteKey",
+    "turnCount",
+    "lastTurnLatencyMs",
+    "lastTurnListenWaitMs",
+    "lastTurnCompletedAt",
+    "lastAutoReplyLatencyMs",
+]
+
+MODE: Final = "mode"
+INITIAL_MESSAGE: Final = "initialMessage"
+INITIAL_MESSAGE_INLINE: Final = "initialMessageInline"
+DTMF_SEQUENCE: Final = "dtmfSequence"
+PENDING_SPEECH: Final = "pendingSpeech"
+ERROR: Final = "error"
+DTMF_ERROR: Final = "dtmfError"
+STREAM_FAILED: Final = "streamFailed"
+END_REASON: Final = "endReason"
+REJECTION_REASON: Final = "rejectionReason"
+SCREEN: Final = "screen"
+HUNG_UP: Final = "hungUp"
+EXTERNAL: Final = "external"
+ROUTE_KEY: Final = "numberRouteKey"
+TURN_COUNT: Final = "turnCount"
+LAST_TURN_LATENCY_MS: Final = "lastTurnLatencyMs"
+LAST_TURN_LISTEN_WAIT_MS: Final = "lastTurnListenWaitMs"
+LAST_TURN_COMPLETED_AT: Final = "lastTurnCompletedAt"
+LAST_AUTO_REPLY_LATENCY_MS: Final = "lastAutoReplyLatencyMs"
+
+# A rejected inbound caller's rejectionReason.
+INBOUND_POLICY: Final = "inbound-policy"

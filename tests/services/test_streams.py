@@ -1,0 +1,130 @@
+"""Media streams attached to calls (calls/services/streams.py), called directly.
+
+A carrier stream attaches only with its call's token; the greeting deferred to the stream
+is handed over once; a closed stream leaves a grace deadline; what the stream hears and
+what a realtime model says become transcript lines and events like any carrier's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from calls.models import Call, CallEvent, TranscriptEntry
+from calls.services.streams import (
+    STREAM_GRACE,
+    StreamRejected,
+    stream_attach,
+    stream_detach,
+    stream_heard,
+    stream_said,
+)
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "0123456789abcdef" * 2
+
+
+def _streaming_call(make_call: Any, **fields: Any) -> Call:
+    return make_call(**{"state": "answered", "stream_token": TOKEN, **fields})
+
+
+@pytest.mark.parametrize("token", [None, "", "f" * 32, TOKEN[:-1]])
+def test_a_stream_without_its_calls_token_is_rejected(
+    mock_carrier: Any, make_call: Any, token: str | None
+) -> None:
+    call = _streaming_call(make_call)
+    with pytest.raises(StreamRejected, match="Unknown call"):
+        stream_attach(provider_call_id=call.provider_call_id, token=token, stream_id="MZ-1")
+    assert Call.objects.get(pk=call.pk).stream_id == ""
+
+
+def test_a_call_that_never_got_a_token_rejects_every_stream(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = make_call(state="answered")
+    with pytest.raises(StreamRejected):
+        stream_attach(provider_call_id=call.provider_call_id, token="", stream_id="MZ-1")
+
+
+def test_an_ended_call_or_another_carriers_call_rejects_the_stream(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    ended = _streaming_call(make_call, provider_call_id="CA-ended")
+    Call.objects.filter(pk=ended.pk).update(state="completed")
+    other = _streaming_call(make_call, provider="twilio", provider_call_id="CA-other")
+    for call in (ended, other):
+        with pytest.raises(StreamRejected):
+            stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
+
+
+def test_attaching_hands_over_the_deferred_greeting_once(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _streaming_call(
+        make_call, metadata={"initialMessage": "Hello!"}, stream_lost_at=fake_clock.now()
+    )
+    attached = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
+    assert (attached.call_id, attached.provider, attached.greeting) == (
+        call.call_id,
+        "mock",
+        "Hello!",
+    )
+    call.refresh_from_db()
+    assert (call.stream_id, call.stream_lost_at) == ("MZ-1", None)
+    assert "initialMessage" not in call.metadata
+    assert list(TranscriptEntry.objects.values_list("speaker", "text")) == [("bot", "Hello!")]
+
+    again = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-2")
+    assert again.greeting is None  # a reconnect does not greet twice
+    assert TranscriptEntry.objects.count() == 1
+
+
+def test_detaching_leaves_a_grace_deadline(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _streaming_call(make_call, stream_id="MZ-1")
+    assert stream_detach(call_id=call.call_id, stream_id="MZ-other") is False  # not its stream
+    assert stream_detach(call_id=call.call_id, stream_id="MZ-1") is True
+    call.refresh_from_db()
+    assert (call.stream_id, call.stream_lost_at) == ("", fake_clock.now() + STREAM_GRACE)
+
+
+def test_a_final_line_heard_on_the_stream_answers_the_open_turn(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = _streaming_call(make_call, state="listening", turn_token="turn-1")
+    stream_heard(call_id=call.call_id, text="yes please", is_final=True)
+    entry = TranscriptEntry.objects.get()
+    assert (entry.speaker, entry.text, entry.turn_token) == ("user", "yes please", "turn-1")
+    assert CallEvent.objects.get().type == "call.speech"
+
+
+def test_a_partial_line_heard_is_an_event_but_no_transcript(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = _streaming_call(make_call, state="listening")
+    stream_heard(call_id=call.call_id, text="yes pl", is_final=False)
+    assert not TranscriptEntry.objects.exists()
+    assert CallEvent.objects.get().payload["isFinal"] is False
+
+
+def test_what_a_realtime_model_said_is_a_bot_line_and_the_call_speaks(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = _streaming_call(make_call, state="listening")
+    stream_said(call_id=call.call_id, text="  Sure, one moment.  ")
+    assert list(TranscriptEntry.objects.values_list("speaker", "text")) == [
+        ("bot", "Sure, one moment.")
+    ]
+    assert Call.objects.get(pk=call.pk).state == "speaking"
+
+
+def test_nothing_said_or_an_ended_call_records_nothing(mock_carrier: Any, make_call: Any) -> None:
+    live = _streaming_call(make_call, state="listening", provider_call_id="CA-1")
+    ended = _streaming_call(make_call, state="completed", provider_call_id="CA-2")
+    stream_said(call_id=live.call_id, text="   ")
+    stream_said(call_id=ended.call_id, text="Goodbye")
+    stream_heard(call_id="00000000-0000-4000-8000-000000000000", text="hi", is_final=True)
+    assert not TranscriptEntry.objects.exists() and not CallEvent.objects.exists()
