@@ -197,18 +197,25 @@ class EventOutcome:
 
 
 def event_record(call: Call, event: NormalizedEvent) -> bool:
-    """Insert the event row; the (call, dedupe key) constraint turns re-delivery into False."""
+    """Insert the event row; the (call, dedupe key) constraint turns re-delivery into False.
+
+    Only that constraint means "seen before": any other integrity failure (SQLite's JSON
+    check on a payload, say) is raised, so the event is never dropped as a duplicate.
+    """
+    key = event.key[:200]
     try:
         with transaction.atomic():
             CallEvent.objects.create(
                 call=call,
                 type=event.type,
                 payload=event.payload(),
-                dedupe_key=event.key[:200],
+                dedupe_key=key,
                 created_at=clock.now(),
             )
     except IntegrityError:
-        return False
+        if CallEvent.objects.filter(call=call, dedupe_key=key).exists():
+            return False
+        raise
     return True
 
 

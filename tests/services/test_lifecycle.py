@@ -123,3 +123,23 @@ def test_a_far_offset_is_kept_as_the_same_instant_in_utc(fake_clock: Any) -> Non
     )
     kept = plausible_time(stamp)
     assert kept == stamp and kept.utcoffset() == timedelta(0)
+
+
+def test_an_event_row_that_fails_for_another_reason_is_not_taken_for_a_duplicate(
+    make_call: Any,
+) -> None:
+    call = make_call(state="listening")
+    # NaN is not JSON: SQLite's JSON check (IntegrityError) or PostgreSQL's JSONB refuses it.
+    broken = NormalizedEvent(
+        type=EventType.SPEECH,
+        id="e-nan",
+        call_id=call.call_id,
+        transcript="yes",
+        confidence=float("nan"),
+    )
+    with pytest.raises(Exception) as raised:
+        event_record(call, broken)
+    assert "duplicate" not in str(raised.value).lower()
+    fine = NormalizedEvent(type=EventType.SPEECH, id="e-ok", call_id=call.call_id, transcript="yes")
+    assert event_record(call, fine) is True
+    assert event_record(call, fine) is False  # a true re-delivery
