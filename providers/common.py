@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -133,3 +134,16 @@ def api_key_setting(block: Mapping[str, Any], *, path: str, env: str | None = No
         hint = f" (or set {env})" if env else ""
         raise ProviderNotConfigured(f"{path}.apiKey is required{hint}")
     return api_key
+
+
+def json_finite_number(value: object) -> float | None:
+    """A JSON number as a float a database can hold; None for bools, NaN, infinities and
+    integers too large for a float (json.loads accepts all of them, JSONB and SQLite's JSON
+    check do not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

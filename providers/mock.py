@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import threading
 import uuid
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from providers.base import (
     VerifyResult,
     WebhookRequest,
 )
+from providers.common import json_finite_number
 from providers.errors import WebhookInvalid
 
 logger = logging.getLogger(__name__)
@@ -257,19 +257,8 @@ def _check_types(item: dict[str, Any]) -> None:
         if value is not None and not isinstance(value, str):
             raise WebhookInvalid(f"{name} must be a string")
     confidence = item.get("confidence")
-    if confidence is not None and not _finite_number(confidence):
+    if confidence is not None and json_finite_number(confidence) is None:
         raise WebhookInvalid("confidence must be a finite number")
-
-
-def _finite_number(value: object) -> bool:
-    """A JSON number a float column can hold: not a bool, NaN, infinity or a huge integer
-    (json.loads accepts all of them)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 def _is_uuid(value: str) -> bool:

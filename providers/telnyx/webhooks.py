@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from providers.base import EventType, NormalizedEvent
+from providers.common import json_finite_number
 from providers.errors import WebhookInvalid
 from providers.telnyx import clientstate
 
@@ -160,14 +160,8 @@ def _text(value: object) -> str | None:
 
 
 def _confidence(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        confidence = float(value)
-    except OverflowError:  # a JSON integer too large for a float
-        return None
-    # NaN and infinities would not survive a JSONB column.
-    return confidence if math.isfinite(confidence) and 0 <= confidence <= 1 else None
+    confidence = json_finite_number(value)
+    return confidence if confidence is not None and 0 <= confidence <= 1 else None
 
 
 def _timestamp(value: object) -> datetime | None:
