@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from providers.errors import ProviderNotConfigured
+from providers.base import CallTarget
+from providers.errors import ProviderError, ProviderNotConfigured
 
 # The call states after which a call is over (docs/plugin-behaviour.md, "State machine"):
 # a reply for such a call must not keep it open.
@@ -147,3 +148,26 @@ def json_finite_number(value: object) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) else None
+
+
+def with_query(base: str, **params: str | int | None) -> str:
+    """`base` plus the non-empty params, percent-encoded, after `?` or `&`."""
+    pairs = [(key, str(value)) for key, value in params.items() if value not in (None, "")]
+    if not pairs:
+        return base
+    return f"{base}{'&' if '?' in base else '?'}{urlencode(pairs)}"
+
+
+def call_webhook_url(target: CallTarget, settings: Mapping[str, Any], *, missing: str) -> str:
+    """The call's webhook URL (it carries our callId): the one stored on the call, else
+    publicUrl plus callId (an inbound call may not have one stored yet).
+
+    `missing` is the carrier's error when neither exists; the plugin's wording differs per
+    carrier (docs/plugin-behaviour.md, "Error strings worth knowing").
+    """
+    if target.webhook_url:
+        return target.webhook_url
+    public = settings.get("publicUrl")
+    if not public:
+        raise ProviderError(missing)
+    return with_query(str(public), callId=target.call_id)

@@ -11,10 +11,10 @@ import base64
 import binascii
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 ULAW = "audio/x-mulaw"
 ULAW_RATE = 8000
@@ -58,6 +58,7 @@ class Connected:
 
 
 MediaEvent = StreamStart | AudioIn | MarkDone | DtmfIn | StreamStop | Connected
+FrameReader = Callable[[Mapping[str, Any]], MediaEvent | None]
 
 
 class MediaProtocolError(Exception):
@@ -85,13 +86,30 @@ class MediaCodec(ABC):
         frame; the codec keeps it for the StreamStart it decodes. No I/O.
         """
 
-    @abstractmethod
+    # The carrier's frame types other than `start`, each read by a pure function; a type
+    # not listed is ignored (acknowledgements, non-fatal errors). Carriers whose protocol
+    # copies the common shape use providers.media_frames.STANDARD_FRAMES.
+    frames: ClassVar[Mapping[str, FrameReader]]
+
     def decode(self, message: str | bytes) -> MediaEvent | None:
         """One carrier frame as a neutral event; None for frames we can ignore.
 
         Raises MediaProtocolError for malformed JSON, missing required fields, bad base64, a
         codec other than 8 kHz μ-law, and a second start ("Duplicate start"). No I/O.
         """
+        frame = load_frame(message)
+        if frame["event"] == "start":
+            if self._stream_id is not None:
+                raise MediaProtocolError("Duplicate start")
+            start = self._read_start(frame)
+            self._stream_id = start.stream_id
+            return start
+        reader = self.frames.get(frame["event"])
+        return reader(frame) if reader is not None else None
+
+    @abstractmethod
+    def _read_start(self, frame: dict[str, Any]) -> StreamStart:
+        """The start frame: ids, token and custom parameters; checks the media format."""
 
     @abstractmethod
     def encode_audio(self, ulaw: bytes) -> str:
@@ -104,15 +122,6 @@ class MediaCodec(ABC):
     @abstractmethod
     def encode_clear(self) -> str:
         """A frame dropping all queued outbound audio (barge-in)."""
-
-    def _refuse_second_start(self) -> None:
-        if self._stream_id is not None:
-            raise MediaProtocolError("Duplicate start")
-
-    def _begin(self, start: StreamStart) -> StreamStart:
-        self._refuse_second_start()
-        self._stream_id = start.stream_id
-        return start
 
     def _started_stream(self) -> str:
         if self._stream_id is None:

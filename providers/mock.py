@@ -20,29 +20,17 @@ from typing import Any
 
 import httpx
 
-from providers.base import (
-    CallStatus,
-    CallTarget,
-    EventType,
-    NormalizedEvent,
-    PlaceCall,
-    PlaceCallResult,
-    Reply,
-    ReplyContext,
-    TelephonyProvider,
-    VerifyResult,
-    WebhookRequest,
-)
+from providers import base
 from providers.common import json_finite_number
 from providers.errors import WebhookInvalid
 
 logger = logging.getLogger(__name__)
 
-_EVENT_TYPES = {t.value: t for t in EventType}
+_EVENT_TYPES = {t.value: t for t in base.EventType}
 _TERMINAL_HINTS = ("stale", "ended", "completed")
 
 
-class MockProvider(TelephonyProvider):
+class MockProvider(base.TelephonyProvider):
     name = "mock"
     supports_preconnect_dtmf = True
 
@@ -57,7 +45,7 @@ class MockProvider(TelephonyProvider):
         self.sent: list[tuple[str, dict[str, Any]]] = []  # what we "sent" the carrier (tests)
 
     # -- call control -----------------------------------------------------------------
-    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+    def place_call(self, request: base.PlaceCall) -> base.PlaceCallResult:
         provider_call_id = f"mock-{request.call_id}"
         self._record("place_call", to=request.to_number, mode=request.mode)
         if self._simulate:
@@ -65,9 +53,9 @@ class MockProvider(TelephonyProvider):
             self._later(ring, request.webhook_url, provider_call_id, "call.ringing")
             answer = ring + self._ms("answerDelayMs", 1500)
             self._later(answer, request.webhook_url, provider_call_id, "call.answered")
-        return PlaceCallResult(provider_call_id=provider_call_id)
+        return base.PlaceCallResult(provider_call_id=provider_call_id)
 
-    def hang_up(self, target: CallTarget) -> None:
+    def hang_up(self, target: base.CallTarget) -> None:
         self._record("hang_up", provider_call_id=target.provider_call_id)
         if self._simulate:
             # A real carrier reports the end afterwards; it must change nothing.
@@ -75,39 +63,39 @@ class MockProvider(TelephonyProvider):
                 200, target.webhook_url, target.provider_call_id, "call.ended", reason="completed"
             )
 
-    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+    def play_text(self, target: base.CallTarget, text: str, *, listen_after: bool) -> None:
         self._record("play_text", text=text, listen_after=listen_after)
         if self._simulate:
             self._cancel_idle(target.provider_call_id)
         if listen_after:
             self.start_listening(target)
 
-    def start_listening(self, target: CallTarget) -> None:
+    def start_listening(self, target: base.CallTarget) -> None:
         self._record("start_listening", turn_token=target.turn_token)
         if self._simulate:
             self._cancel_idle(target.provider_call_id)
             self._schedule_reply(target)
 
-    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+    def send_dtmf(self, target: base.CallTarget, digits: str) -> None:
         self._record("send_dtmf", digits=digits)
 
-    def answer_call(self, target: CallTarget) -> None:
+    def answer_call(self, target: base.CallTarget) -> None:
         # The mock answers by reply like the document carriers; recorded so tests can see
         # an answer owed by command (the outbox) go out once.
         self._record("answer_call", provider_call_id=target.provider_call_id)
 
-    def get_call_status(self, provider_call_id: str) -> CallStatus:
+    def get_call_status(self, provider_call_id: str) -> base.CallStatus:
         if any(hint in provider_call_id for hint in _TERMINAL_HINTS):
-            return CallStatus(status="completed", is_terminal=True, end_reason="completed")
-        return CallStatus(status="in-progress", is_terminal=False)
+            return base.CallStatus(status="completed", is_terminal=True, end_reason="completed")
+        return base.CallStatus(status="in-progress", is_terminal=False)
 
     # -- webhooks -----------------------------------------------------------------------
-    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+    def verify_webhook(self, request: base.WebhookRequest) -> base.VerifyResult:
         # No signature exists for mock; a stable key still lets replays be recognised.
         digest = hashlib.sha256(request.body).hexdigest()
-        return VerifyResult(ok=True, request_key=f"mock:req:{digest}")
+        return base.VerifyResult(ok=True, request_key=f"mock:req:{digest}")
 
-    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
+    def parse_events(self, request: base.WebhookRequest) -> list[base.NormalizedEvent]:
         try:
             data = json.loads(request.body or b"null")
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -119,11 +107,13 @@ class MockProvider(TelephonyProvider):
             raise WebhookInvalid("`events` must be a list")
         return [_parse_item(item) for item in items]
 
-    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
+    def render_reply(self, request: base.WebhookRequest, context: base.ReplyContext) -> base.Reply:
         body = {"ok": True, "replay": context.replay, "callId": context.call_id}
         if context.rejected:
             body["rejected"] = True
-        return Reply(status=200, body=json.dumps(body).encode(), content_type="application/json")
+        return base.Reply(
+            status=200, body=json.dumps(body).encode(), content_type="application/json"
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -132,7 +122,7 @@ class MockProvider(TelephonyProvider):
             self._timers.clear()
 
     # -- simulation ---------------------------------------------------------------------
-    def _schedule_reply(self, target: CallTarget) -> None:
+    def _schedule_reply(self, target: base.CallTarget) -> None:
         replies = list(self._settings.get("callerReplies") or [])
         with self._lock:
             index = self._replies_sent.get(target.provider_call_id, 0)
@@ -209,7 +199,7 @@ class MockProvider(TelephonyProvider):
         self.sent.append((op, fields))
 
 
-def _parse_item(item: Any) -> NormalizedEvent:
+def _parse_item(item: Any) -> base.NormalizedEvent:
     if not isinstance(item, dict):
         raise WebhookInvalid("Each event must be a JSON object")
     type_ = _EVENT_TYPES.get(str(item.get("type")))
@@ -221,7 +211,7 @@ def _parse_item(item: Any) -> NormalizedEvent:
     direction = item.get("direction")
     _check_types(item)
     # Explicit falsy values are kept, as in the plugin; absent ones take the defaults.
-    return NormalizedEvent(
+    return base.NormalizedEvent(
         type=type_,
         id=str(item.get("id") or uuid.uuid4()),
         call_id=call_id,

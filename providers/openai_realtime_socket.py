@@ -18,15 +18,18 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from providers.common import number_setting
 from providers.errors import ProviderUnavailable
 
 # Both sessions let the server detect turns; audio kept from before speech starts.
 PREFIX_PADDING_MS = 300
+DEFAULT_VAD_THRESHOLD = 0.5
 
 
 def describe(exc: BaseException) -> str:
@@ -34,14 +37,32 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def server_vad(threshold: float, silence_duration_ms: int) -> dict[str, Any]:
-    """The `turn_detection` both sessions send: server VAD with our threshold and silence."""
-    return {
-        "type": "server_vad",
-        "threshold": threshold,
-        "prefix_padding_ms": PREFIX_PADDING_MS,
-        "silence_duration_ms": silence_duration_ms,
-    }
+@dataclass(frozen=True, slots=True)
+class ServerVad:
+    """The server-side turn detection both sessions configure: how loud is speech, and how
+    much silence ends a turn."""
+
+    threshold: float = DEFAULT_VAD_THRESHOLD
+    silence_duration_ms: int = 500
+
+    @classmethod
+    def from_settings(
+        cls, block: Mapping[str, Any], *, path: str, default_silence_ms: int
+    ) -> ServerVad:
+        """`vadThreshold` and `silenceDurationMs` of a provider block (`path` names it in
+        errors)."""
+        threshold = number_setting(block, "vadThreshold", DEFAULT_VAD_THRESHOLD, path=path)
+        silence = number_setting(block, "silenceDurationMs", default_silence_ms, path=path)
+        return cls(threshold=threshold, silence_duration_ms=int(silence))
+
+    def turn_detection(self) -> dict[str, Any]:
+        """The `turn_detection` object of a session update."""
+        return {
+            "type": "server_vad",
+            "threshold": self.threshold,
+            "prefix_padding_ms": PREFIX_PADDING_MS,
+            "silence_duration_ms": self.silence_duration_ms,
+        }
 
 
 class OpenAiRealtimeSocket(ABC):

@@ -15,53 +15,44 @@ from typing import Any
 from providers.media import (
     ULAW,
     ULAW_RATE,
-    AudioIn,
-    DtmfIn,
     MarkDone,
     MediaCodec,
-    MediaEvent,
     MediaProtocolError,
     StreamStart,
-    StreamStop,
     check_ulaw_8k,
-    decode_audio,
     dump_frame,
     encode_audio_payload,
-    load_frame,
     optional_str,
     require_object,
     require_str,
     string_params,
 )
+from providers.media_frames import caller_audio, dtmf_digit, stream_stop
 
 # The WS start shows extra_headers as "k=v;k2=v2" while <Stream extraHeaders> is written
 # "k=v,k2=v2"; split on either.
 _HEADER_SEPARATORS = re.compile(r"[;,]")
 
 
+def _checkpoint_echo(frame: Mapping[str, Any]) -> MarkDone:
+    return MarkDone(require_str(frame, "name"))
+
+
 class PlivoMediaCodec(MediaCodec):
     """One Plivo stream: start/media/dtmf/playedStream in; playAudio/checkpoint/clearAudio out."""
 
-    def decode(self, message: str | bytes) -> MediaEvent | None:
-        frame = load_frame(message)
-        match frame["event"]:
-            case "start":
-                return self._start(frame)
-            case "media":
-                return _media(frame)
-            case "dtmf":
-                # ⚠️ Inner shape unconfirmed (docs/carriers.md, "Plivo: media streams");
-                # dtmf.digit as pipecat reads it.
-                return DtmfIn(require_str(require_object(frame, "dtmf"), "digit"))
-            case "playedStream" | "played":
-                # "played" is the name in Plivo's support article for the same checkpoint echo.
-                return MarkDone(require_str(frame, "name"))
-            case "stop":
-                # ⚠️ Plivo's protocol page lists no stop event (the socket close ends the
-                # stream); some third-party parsers handle one, so accept it if it comes.
-                return StreamStop()
-        # clearedAudio (the clearAudio acknowledgement) needs no action.
-        return None
+    # The dtmf shape is unconfirmed (docs/carriers.md, "Plivo: media streams"); dtmf.digit as
+    # pipecat reads it. Plivo's protocol page lists no stop event (the socket close ends the
+    # stream); some third-party parsers handle one, so it is accepted if it comes.
+    # clearedAudio (the clearAudio acknowledgement) needs no action.
+    frames = {
+        "media": caller_audio,
+        "dtmf": dtmf_digit,
+        "playedStream": _checkpoint_echo,
+        # "played" is the name in Plivo's support article for the same checkpoint echo.
+        "played": _checkpoint_echo,
+        "stop": stream_stop,
+    }
 
     def encode_audio(self, ulaw: bytes) -> str:
         self._started_stream()
@@ -82,23 +73,15 @@ class PlivoMediaCodec(MediaCodec):
     def encode_clear(self) -> str:
         return dump_frame({"event": "clearAudio", "streamId": self._started_stream()})
 
-    def _start(self, frame: dict[str, Any]) -> StreamStart:
-        self._refuse_second_start()
+    def _read_start(self, frame: dict[str, Any]) -> StreamStart:
         start = require_object(frame, "start")
         call_id = require_str(start, "callId")
         stream_id = optional_str(start, "streamId") or require_str(frame, "streamId")
         _check_media_format(start)
         token, params = string_params(_extra_headers(frame.get("extra_headers")))
-        return self._begin(
-            StreamStart(stream_id=stream_id, provider_call_id=call_id, token=token, params=params)
+        return StreamStart(
+            stream_id=stream_id, provider_call_id=call_id, token=token, params=params
         )
-
-
-def _media(frame: dict[str, Any]) -> AudioIn | None:
-    media = require_object(frame, "media")
-    if media.get("track", "inbound") != "inbound":
-        return None  # audioTrack="both" would also stream our own playback back to us
-    return AudioIn(decode_audio(media.get("payload")))
 
 
 def _check_media_format(start: Mapping[str, Any]) -> None:

@@ -16,22 +16,11 @@ from typing import Any
 
 import httpx
 
-from providers.base import (
-    CallStatus,
-    CallTarget,
-    NormalizedEvent,
-    PlaceCall,
-    PlaceCallResult,
-    Reply,
-    ReplyContext,
-    TelephonyProvider,
-    VerifyResult,
-    WebhookRequest,
-)
-from providers.common import required_block_values
+from providers import base
+from providers.common import call_webhook_url, required_block_values, with_query
 from providers.errors import ProviderError
 from providers.http import CarrierHttp
-from providers.plivo import signature, webhooks, xml
+from providers.plivo import signature, webhooks
 from providers.plivo.client import PlivoApiError, PlivoRest, config_value
 from providers.plivo.media import PlivoMediaCodec
 from providers.webhook_security import signature_check, webhook_url_check
@@ -52,7 +41,7 @@ _LIVE_STATUSES = frozenset({"queued", "ringing", "in-progress", "early-media"})
 _DTMF_PAUSES = str.maketrans({",": "w", "p": "W", "P": "W"})
 
 
-class PlivoProvider(TelephonyProvider):
+class PlivoProvider(base.TelephonyProvider):
     name = "plivo"
     supports_preconnect_dtmf = True
     rejects_in_reply = True
@@ -77,14 +66,14 @@ class PlivoProvider(TelephonyProvider):
         )
 
     # -- call control -----------------------------------------------------------------------
-    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+    def place_call(self, request: base.PlaceCall) -> base.PlaceCallResult:
         ring_s = self._ring_timeout_s(request)
         fields: dict[str, Any] = {
             "from": dial_number(request.from_number),
             "to": dial_number(request.to_number),
-            "answer_url": xml.with_query(request.webhook_url, flow=webhooks.ANSWER),
+            "answer_url": with_query(request.webhook_url, flow=webhooks.ANSWER),
             "answer_method": "POST",
-            "hangup_url": xml.with_query(request.webhook_url, flow=webhooks.HANGUP),
+            "hangup_url": with_query(request.webhook_url, flow=webhooks.HANGUP),
             "hangup_method": "POST",
             "hangup_on_ring": ring_s,
             "ring_timeout": ring_s,
@@ -94,11 +83,11 @@ class PlivoProvider(TelephonyProvider):
             # digits travel with the dial request and cannot be lost on the way.
             fields["send_digits"] = plivo_digits(request.dtmf_sequence)
         body = self._rest.create_call(fields)
-        return PlaceCallResult(
+        return base.PlaceCallResult(
             provider_call_id=_request_uuid(body), dtmf_delivered=bool(request.dtmf_sequence)
         )
 
-    def hang_up(self, target: CallTarget) -> None:
+    def hang_up(self, target: base.CallTarget) -> None:
         call_id = target.provider_call_id
         if not call_id:
             return
@@ -115,49 +104,47 @@ class PlivoProvider(TelephonyProvider):
             if not exc.call_gone:  # neither exists any more: the call is already gone
                 raise
 
-    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+    def play_text(self, target: base.CallTarget, text: str, *, listen_after: bool) -> None:
         # The words (and whether to listen after them) wait on the call row; the services
         # hand them to render_reply when Plivo fetches this URL.
-        self._transfer(
-            target, "speak", xml.with_query(self._webhook(target), flow=webhooks.XML_SPEAK)
-        )
+        self._transfer(target, "speak", with_query(self._webhook(target), flow=webhooks.XML_SPEAK))
 
-    def start_listening(self, target: CallTarget) -> None:
-        url = xml.with_query(
+    def start_listening(self, target: base.CallTarget) -> None:
+        url = with_query(
             self._webhook(target), flow=webhooks.XML_LISTEN, turnToken=target.turn_token
         )
         self._transfer(target, "listen", url)
 
-    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+    def send_dtmf(self, target: base.CallTarget, digits: str) -> None:
         call_uuid = self._call_uuid(target, "send_dtmf")
         try:
             self._rest.send_digits(call_uuid, plivo_digits(digits))
         except PlivoApiError as exc:
             raise _not_live(exc, call_uuid, "send_dtmf") from exc
 
-    def get_call_status(self, provider_call_id: str) -> CallStatus:
+    def get_call_status(self, provider_call_id: str) -> base.CallStatus:
         try:
             return self._status(provider_call_id)
         except ProviderError as exc:
             # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
             # "Restore after restart").
             logger.warning("plivo call status unavailable: %s", exc)
-            return CallStatus("error", is_terminal=False, is_unknown=True)
+            return base.CallStatus("error", is_terminal=False, is_unknown=True)
 
-    def can_speak_in_reply(self, request: WebhookRequest) -> bool:
+    def can_speak_in_reply(self, request: base.WebhookRequest) -> bool:
         return webhooks.is_document_fetch(request)
 
-    def fetch_call_id(self, request: WebhookRequest) -> str | None:
+    def fetch_call_id(self, request: base.WebhookRequest) -> str | None:
         return webhooks.fetch_call_id(request)
 
     # -- webhooks ---------------------------------------------------------------------------
-    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+    def verify_webhook(self, request: base.WebhookRequest) -> base.VerifyResult:
         return signature.verify(request, self._settings, self._auth_token)
 
-    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
+    def parse_events(self, request: base.WebhookRequest) -> list[base.NormalizedEvent]:
         return webhooks.parse_events(request)
 
-    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
+    def render_reply(self, request: base.WebhookRequest, context: base.ReplyContext) -> base.Reply:
         return webhooks.render(request, context, self._settings)
 
     def media_codec(self) -> PlivoMediaCodec:
@@ -182,7 +169,7 @@ class PlivoProvider(TelephonyProvider):
         self._http.close()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _status(self, provider_call_id: str) -> CallStatus:
+    def _status(self, provider_call_id: str) -> base.CallStatus:
         try:
             body = self._rest.live_call(provider_call_id)
         except PlivoApiError as exc:
@@ -191,50 +178,44 @@ class PlivoProvider(TelephonyProvider):
             return self._queued_or_gone(provider_call_id)
         return status_of(str(body.get("call_status") or ""))
 
-    def _queued_or_gone(self, provider_call_id: str) -> CallStatus:
+    def _queued_or_gone(self, provider_call_id: str) -> base.CallStatus:
         try:
             self._rest.queued_call(provider_call_id)
         except PlivoApiError as exc:
             if not exc.call_gone:
                 raise
             # Neither live nor queued: the call is over (404 is terminal, as in the plugin).
-            return CallStatus("not-found", is_terminal=True, end_reason="completed")
-        return CallStatus("queued", is_terminal=False)
+            return base.CallStatus("not-found", is_terminal=True, end_reason="completed")
+        return base.CallStatus("queued", is_terminal=False)
 
-    def _transfer(self, target: CallTarget, op: str, url: str) -> None:
+    def _transfer(self, target: base.CallTarget, op: str, url: str) -> None:
         call_uuid = self._call_uuid(target, op)
         try:
             self._rest.transfer_aleg(call_uuid, url=url)
         except PlivoApiError as exc:
             raise _not_live(exc, call_uuid, op) from exc
 
-    def _call_uuid(self, target: CallTarget, op: str) -> str:
+    def _call_uuid(self, target: base.CallTarget, op: str) -> str:
         if not target.provider_call_id:
             raise ProviderError(MISSING_CALL_UUID.format(op=op))
         return target.provider_call_id
 
-    def _webhook(self, target: CallTarget) -> str:
-        """The call's webhook URL (it carries our callId)."""
-        if target.webhook_url:
-            return target.webhook_url
-        public = self._settings.get("publicUrl")
-        if not public:
-            raise ProviderError(MISSING_WEBHOOK)
-        return xml.with_query(str(public), callId=target.call_id)
+    def _webhook(self, target: base.CallTarget) -> str:
+        return call_webhook_url(target, self._settings, missing=MISSING_WEBHOOK)
 
-    def _ring_timeout_s(self, request: PlaceCall) -> int:
+    def _ring_timeout_s(self, request: base.PlaceCall) -> int:
         ring_ms = self._settings.get("ringTimeoutMs")
         if isinstance(ring_ms, int | float) and ring_ms > 0:
             return max(1, int(ring_ms) // 1000)
         return max(1, request.ring_timeout_s or DEFAULT_RING_TIMEOUT_S)
 
 
-def status_of(status: str) -> CallStatus:
+def status_of(status: str) -> base.CallStatus:
     """A Plivo `call_status` as our CallStatus (docs/plugin-behaviour.md, "End reasons")."""
     status = status.strip().lower()
     if status in webhooks.END_REASONS:
-        return CallStatus(status, is_terminal=True, end_reason=webhooks.END_REASONS[status])
-    return CallStatus(
+        return base.CallStatus(status, is_terminal=True, end_reason=webhooks.END_REASONS[status])
+    return base.CallStatus(
         status or "unknown", is_terminal=False, is_unknown=status not in _LIVE_STATUSES
     )
 

@@ -19,7 +19,7 @@ from typing import Any
 from plivo import plivoxml
 
 from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
-from providers.common import TERMINAL_STATES
+from providers.common import TERMINAL_STATES, with_query
 from providers.errors import WebhookInvalid
 from providers.plivo import xml
 from providers.plivo.signature import form_params
@@ -237,4 +237,4 @@ def _listen_reply(request: WebhookRequest, settings: Mapping[str, Any]) -> plivo
 
 
 def getinput_action(base: str, *, call_id: str | None, turn_token: str | None) -> str:
-    return xml.with_query(base, callId=call_id, flow=GETINPUT, turnToken=turn_token)
+    return with_query(base, callId=call_id, flow=GETINPUT, turnToken=turn_token)

@@ -7,7 +7,6 @@ formats XML by hand. Element and attribute names: docs/carriers.md, "Plivo: XML"
 from __future__ import annotations
 
 import re
-from urllib.parse import urlencode
 
 from plivo import plivoxml
 
@@ -105,11 +104,3 @@ def _wait() -> plivoxml.WaitElement:
 
 def clean_text(text: str) -> str:
     return _NOT_XML.sub(" ", text)
-
-
-def with_query(base: str, **params: str | None) -> str:
-    """`base` plus the non-empty params, percent-encoded, after `?` or `&`."""
-    pairs = [(key, value) for key, value in params.items() if value]
-    if not pairs:
-        return base
-    return f"{base}{'&' if '?' in base else '?'}{urlencode(pairs)}"

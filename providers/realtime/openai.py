@@ -34,9 +34,9 @@ from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection
 
-from providers.common import api_key_setting, number_setting, openai_realtime_url
+from providers.common import api_key_setting, openai_realtime_url
 from providers.errors import ProviderUnavailable
-from providers.openai_realtime_socket import OpenAiRealtimeSocket, describe, server_vad
+from providers.openai_realtime_socket import OpenAiRealtimeSocket, ServerVad, describe
 from providers.realtime.base import RealtimeHandler, RealtimeSession
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ DEFAULT_MODEL = "gpt-realtime"
 DEFAULT_VOICE = "alloy"
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-transcribe"
 # The API's own server-VAD defaults, spelled out so the session does not depend on them.
-DEFAULT_VAD_THRESHOLD = 0.5
-DEFAULT_SILENCE_MS = 500
+DEFAULT_VAD = ServerVad(silence_duration_ms=500)
 CONNECT_TIMEOUT_S = 10.0
 # 20 ms frames: 250 queued frames is 5 s of caller audio. Past that the service is not
 # keeping up, and stale speech is worth less than not growing without bound.
@@ -85,10 +84,6 @@ def realtime_url(base_url: str | None, model: str) -> str:
     return openai_realtime_url(base_url, urlencode({"model": model}))
 
 
-def _number(block: Mapping[str, Any], key: str, default: float) -> float:
-    return number_setting(block, key, default, path=SETTINGS_PATH)
-
-
 class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
     """One call's websocket to the OpenAI Realtime API."""
 
@@ -103,8 +98,7 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
         voice: str = DEFAULT_VOICE,
         base_url: str | None = None,
         transcription_model: str = DEFAULT_TRANSCRIPTION_MODEL,
-        vad_threshold: float = DEFAULT_VAD_THRESHOLD,
-        silence_duration_ms: int = DEFAULT_SILENCE_MS,
+        vad: ServerVad = DEFAULT_VAD,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         max_queued_frames: int = MAX_QUEUED_FRAMES,
     ) -> None:
@@ -117,8 +111,7 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
         self._handler = handler
         self._voice = voice
         self._transcription_model = transcription_model
-        self._vad_threshold = vad_threshold
-        self._silence_ms = silence_duration_ms
+        self._vad = vad
         self._ended = False
         # The response the model is producing now (None when idle), and the ones we
         # cancelled: their late audio deltas must not reach the caller after a barge-in.
@@ -143,8 +136,9 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
             voice=str(block.get("voice") or DEFAULT_VOICE),
             base_url=str(block.get("baseUrl") or "") or None,
             transcription_model=str(block.get("transcriptionModel") or DEFAULT_TRANSCRIPTION_MODEL),
-            vad_threshold=_number(block, "vadThreshold", DEFAULT_VAD_THRESHOLD),
-            silence_duration_ms=int(_number(block, "silenceDurationMs", DEFAULT_SILENCE_MS)),
+            vad=ServerVad.from_settings(
+                block, path=SETTINGS_PATH, default_silence_ms=DEFAULT_VAD.silence_duration_ms
+            ),
             **kwargs,
         )
 
@@ -206,7 +200,7 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
 
     def _turn_detection(self) -> dict[str, Any]:
         return {
-            **server_vad(self._vad_threshold, self._silence_ms),
+            **self._vad.turn_detection(),
             "create_response": True,
             # We cancel on speech_started ourselves (and clear the carrier at the same
             # moment). Letting the server cancel as well would race our response.cancel

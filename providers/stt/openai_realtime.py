@@ -17,16 +17,15 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from providers.common import api_key_setting, number_setting, openai_realtime_url
+from providers.common import api_key_setting, openai_realtime_url
 from providers.errors import ProviderUnavailable
-from providers.openai_realtime_socket import OpenAiRealtimeSocket, server_vad
+from providers.openai_realtime_socket import OpenAiRealtimeSocket, ServerVad
 from providers.stt.base import SttCallbacks, SttSession
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-4o-transcribe"
-DEFAULT_SILENCE_MS = 800
-DEFAULT_VAD_THRESHOLD = 0.5
+DEFAULT_VAD = ServerVad(silence_duration_ms=800)
 CONNECT_TIMEOUT_S = 10.0
 MAX_RECONNECTS = 5
 BACKOFF_BASE_S = 1.0
@@ -49,10 +48,6 @@ def realtime_url(base_url: str | None) -> str:
     return openai_realtime_url(base_url, "intent=transcription")
 
 
-def _number(block: Mapping[str, Any], key: str, default: float) -> float:
-    return number_setting(block, key, default, path=SETTINGS_PATH)
-
-
 class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
     """One transcription websocket per call, with the plugin's reconnect policy."""
 
@@ -65,8 +60,7 @@ class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
         api_key: str,
         callbacks: SttCallbacks,
         model: str = DEFAULT_MODEL,
-        silence_duration_ms: int = DEFAULT_SILENCE_MS,
-        vad_threshold: float = DEFAULT_VAD_THRESHOLD,
+        vad: ServerVad = DEFAULT_VAD,
         base_url: str | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         max_reconnects: int = MAX_RECONNECTS,
@@ -82,8 +76,7 @@ class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
         )
         self._callbacks = callbacks
         self._model = model
-        self._silence_ms = silence_duration_ms
-        self._vad_threshold = vad_threshold
+        self._vad = vad
         self._max_reconnects = max_reconnects
         self._backoff_base_s = backoff_base_s
         self._sleep = sleep
@@ -99,8 +92,9 @@ class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
             api_key=api_key_setting(block, path=SETTINGS_PATH, env="OPENAI_API_KEY"),
             callbacks=callbacks,
             model=str(block.get("model") or DEFAULT_MODEL),
-            silence_duration_ms=int(_number(block, "silenceDurationMs", DEFAULT_SILENCE_MS)),
-            vad_threshold=_number(block, "vadThreshold", DEFAULT_VAD_THRESHOLD),
+            vad=ServerVad.from_settings(
+                block, path=SETTINGS_PATH, default_silence_ms=DEFAULT_VAD.silence_duration_ms
+            ),
             base_url=str(block.get("baseUrl") or "") or None,
             **kwargs,
         )
@@ -122,7 +116,7 @@ class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
             "session": {
                 "input_audio_format": "g711_ulaw",
                 "input_audio_transcription": {"model": self._model},
-                "turn_detection": server_vad(self._vad_threshold, self._silence_ms),
+                "turn_detection": self._vad.turn_detection(),
             },
         }
 

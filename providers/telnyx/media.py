@@ -19,23 +19,16 @@ from typing import Any
 
 from providers.media import (
     ULAW_RATE,
-    AudioIn,
-    Connected,
-    DtmfIn,
-    MarkDone,
     MediaCodec,
-    MediaEvent,
     StreamStart,
-    StreamStop,
     check_ulaw_8k,
-    decode_audio,
     dump_frame,
     encode_audio_payload,
-    load_frame,
     require_object,
     require_str,
     string_params,
 )
+from providers.media_frames import STANDARD_FRAMES
 
 _PCMU = "PCMU"
 AUTH_HEADER = "x-telnyx-streaming-auth-token"
@@ -53,28 +46,11 @@ class TelnyxMediaCodec(MediaCodec):
         # (docs/carriers.md, "Telnyx: media streams").
         self._upgrade_token = headers.get(AUTH_HEADER, "").strip() or None
 
-    def decode(self, message: str | bytes) -> MediaEvent | None:
-        frame = load_frame(message)
-        match frame["event"]:
-            case "connected":
-                # The token, if any, came with the upgrade headers (see `upgrade`).
-                return Connected()
-            case "start":
-                return self._start(frame)
-            case "media":
-                return _media(frame)
-            case "dtmf":
-                # ⚠️ dtmf.digit, but the exact shape is unconfirmed
-                # (docs/carriers.md, "Telnyx: media streams").
-                return DtmfIn(require_str(require_object(frame, "dtmf"), "digit"))
-            case "mark":
-                return MarkDone(require_str(require_object(frame, "mark"), "name"))
-            case "stop":
-                # ⚠️ inner `stop` shape unconfirmed; nothing in it is needed.
-                return StreamStop()
-        # `error` frames (⚠️ payload {code,title,detail}) have no neutral event and are
-        # not fatal to the stream, so they are ignored with the unknown types.
-        return None
+    # Telnyx copies Twilio's frame types; the token, if any, came with the upgrade headers
+    # (see `upgrade`), not in `connected`. The dtmf and stop shapes are unconfirmed
+    # (docs/carriers.md, "Telnyx: media streams"). `error` frames (payload {code, title,
+    # detail}) have no neutral event and are not fatal, so they are ignored.
+    frames = STANDARD_FRAMES
 
     # Outbound frames carry no stream id: Telnyx's documented shapes have none.
     def encode_audio(self, ulaw: bytes) -> str:
@@ -89,30 +65,18 @@ class TelnyxMediaCodec(MediaCodec):
         self._started_stream()
         return dump_frame({"event": "clear"})
 
-    def _start(self, frame: dict[str, Any]) -> StreamStart:
-        self._refuse_second_start()
+    def _read_start(self, frame: dict[str, Any]) -> StreamStart:
         start = require_object(frame, "start")
         call_control_id = require_str(start, "call_control_id")
         stream_id = require_str(frame, "stream_id")  # top level, not inside `start`
         _check_media_format(start)
         token, params = string_params(_custom_parameters(start.get("custom_parameters")))
-        return self._begin(
-            StreamStart(
-                stream_id=stream_id,
-                provider_call_id=call_control_id,
-                token=token or self._upgrade_token,
-                params=params,
-            )
+        return StreamStart(
+            stream_id=stream_id,
+            provider_call_id=call_control_id,
+            token=token or self._upgrade_token,
+            params=params,
         )
-
-
-def _media(frame: dict[str, Any]) -> AudioIn | None:
-    media = require_object(frame, "media")
-    # 🔎3P inner field names (track/payload). With both_tracks the outbound track is our own
-    # playback coming back; only the caller's audio goes to STT.
-    if media.get("track", "inbound") != "inbound":
-        return None
-    return AudioIn(decode_audio(media.get("payload")))
 
 
 def _check_media_format(start: Mapping[str, Any]) -> None:

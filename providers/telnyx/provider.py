@@ -15,18 +15,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from providers.base import (
-    CallStatus,
-    CallTarget,
-    NormalizedEvent,
-    PlaceCall,
-    PlaceCallResult,
-    Reply,
-    ReplyContext,
-    TelephonyProvider,
-    VerifyResult,
-    WebhookRequest,
-)
+from providers import base
 from providers.common import required_block_values
 from providers.errors import ProviderError, ProviderNotConfigured
 from providers.http import CarrierHttp
@@ -38,7 +27,7 @@ from providers.webhook_security import SKIPPED_SIGNATURES, skip_key, webhook_url
 logger = logging.getLogger(__name__)
 
 
-class TelnyxProvider(TelephonyProvider):
+class TelnyxProvider(base.TelephonyProvider):
     name = "telnyx"
     # Telnyx can't take digits with the dial; the services send them with send_dtmf on answer.
     supports_preconnect_dtmf = True
@@ -79,17 +68,17 @@ class TelnyxProvider(TelephonyProvider):
             raise ProviderNotConfigured(f"telnyx.publicKey is invalid: {exc}") from exc
 
     # -- call control -----------------------------------------------------------------------
-    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+    def place_call(self, request: base.PlaceCall) -> base.PlaceCallResult:
         data = self._rest.dial(commands.dial(request, connection_id=self._connection_id))
         call_control_id = data.get("call_control_id")
         if not isinstance(call_control_id, str) or not call_control_id:
             raise ProviderError("Telnyx API error: dial response has no call_control_id")
-        return PlaceCallResult(provider_call_id=call_control_id)
+        return base.PlaceCallResult(provider_call_id=call_control_id)
 
-    def hang_up(self, target: CallTarget) -> None:
+    def hang_up(self, target: base.CallTarget) -> None:
         self._command_unless_gone(target, "hangup", {})
 
-    def answer_call(self, target: CallTarget) -> None:
+    def answer_call(self, target: base.CallTarget) -> None:
         # An inbound leg stays parked until answered (plugin issue #58231). No webhook_url
         # override: the app-level URL reached us already, and the local fallback URL would
         # not.
@@ -100,7 +89,7 @@ class TelnyxProvider(TelephonyProvider):
             command_id=target.command_key,
         )
 
-    def start_stream(self, target: CallTarget) -> None:
+    def start_stream(self, target: base.CallTarget) -> None:
         # The answer command has no stream token field (ActionAnswerParams: stream_url and
         # codecs only), so an inbound call's stream starts on call.answered with
         # streaming_start, which takes stream_auth_token and custom_parameters.
@@ -111,7 +100,7 @@ class TelnyxProvider(TelephonyProvider):
             command_id=target.command_key,
         )
 
-    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+    def play_text(self, target: base.CallTarget, text: str, *, listen_after: bool) -> None:
         # speak + transcription_start rather than gather_using_speak: gather collects DTMF
         # only (`call.gather.ended.digits`); speech needs transcription
         # (docs/carriers.md, "Telnyx: commands").
@@ -121,10 +110,10 @@ class TelnyxProvider(TelephonyProvider):
         if listen_after:
             self._start_transcription(target, tolerate_running=True)
 
-    def start_listening(self, target: CallTarget) -> None:
+    def start_listening(self, target: base.CallTarget) -> None:
         self._start_transcription(target, tolerate_running=False)
 
-    def _start_transcription(self, target: CallTarget, *, tolerate_running: bool) -> None:
+    def _start_transcription(self, target: base.CallTarget, *, tolerate_running: bool) -> None:
         # Turn tokens ride in client_state (the plugin has none for Telnyx): the
         # `call.transcription` webhooks then name the turn they answer, so a late result
         # of an earlier turn can't complete the current one (docs/plugin-behaviour.md,
@@ -140,7 +129,7 @@ class TelnyxProvider(TelephonyProvider):
                 raise
             logger.info("telnyx transcription_start refused (already transcribing?): %s", exc)
 
-    def stop_listening(self, target: CallTarget) -> None:
+    def stop_listening(self, target: base.CallTarget) -> None:
         # The turn's transcript is already in hand when the services stop listening; a
         # failure here must not turn that success into an error, so it is only logged.
         body = {"client_state": clientstate.encode(target.call_id)}
@@ -149,7 +138,7 @@ class TelnyxProvider(TelephonyProvider):
         except ProviderError as exc:
             logger.warning("telnyx transcription_stop failed: %s", exc)
 
-    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+    def send_dtmf(self, target: base.CallTarget, digits: str) -> None:
         self._rest.command(
             target.provider_call_id,
             "send_dtmf",
@@ -158,7 +147,7 @@ class TelnyxProvider(TelephonyProvider):
         )
 
     def _command_unless_gone(
-        self, target: CallTarget, action: str, body: Mapping[str, Any]
+        self, target: base.CallTarget, action: str, body: Mapping[str, Any]
     ) -> None:
         try:
             self._rest.command(target.provider_call_id, action, body, command_id=target.command_key)
@@ -166,36 +155,36 @@ class TelnyxProvider(TelephonyProvider):
             if not exc.call_gone:  # 404 / 90018 "call has already ended": nothing to stop
                 raise
 
-    def get_call_status(self, provider_call_id: str) -> CallStatus:
+    def get_call_status(self, provider_call_id: str) -> base.CallStatus:
         try:
             data = self._rest.get_call(provider_call_id)
         except TelnyxApiError as exc:
             if exc.status == 404:
-                return CallStatus("not-found", is_terminal=True, end_reason="completed")
+                return base.CallStatus("not-found", is_terminal=True, end_reason="completed")
             return _unknown_status(exc)
         except ProviderError as exc:
             return _unknown_status(exc)
         alive = data.get("is_alive")
         if alive is True:
-            return CallStatus("in-progress", is_terminal=False)
+            return base.CallStatus("in-progress", is_terminal=False)
         if alive is False:
-            return CallStatus("completed", is_terminal=True, end_reason="completed")
-        return CallStatus("unknown", is_terminal=False, is_unknown=True)
+            return base.CallStatus("completed", is_terminal=True, end_reason="completed")
+        return base.CallStatus("unknown", is_terminal=False, is_unknown=True)
 
     # -- webhooks ---------------------------------------------------------------------------
-    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+    def verify_webhook(self, request: base.WebhookRequest) -> base.VerifyResult:
         if self._skip_verification:
-            return VerifyResult(True, request_key=skip_key(self.name, request))
+            return base.VerifyResult(True, request_key=skip_key(self.name, request))
         return signature.verify(request, self._public_key, now=self._clock())
 
-    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
+    def parse_events(self, request: base.WebhookRequest) -> list[base.NormalizedEvent]:
         return webhooks.parse_events(request.body)
 
-    def can_speak_in_reply(self, request: WebhookRequest) -> bool:
+    def can_speak_in_reply(self, request: base.WebhookRequest) -> bool:
         return False  # Telnyx ignores response bodies; speech is always a command
 
-    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
-        return Reply(status=200, body=b"OK", content_type="text/plain")
+    def render_reply(self, request: base.WebhookRequest, context: base.ReplyContext) -> base.Reply:
+        return base.Reply(status=200, body=b"OK", content_type="text/plain")
 
     def media_codec(self) -> TelnyxMediaCodec:
         return TelnyxMediaCodec()
@@ -226,8 +215,8 @@ class TelnyxProvider(TelephonyProvider):
         self._http.close()
 
 
-def _unknown_status(exc: ProviderError) -> CallStatus:
+def _unknown_status(exc: ProviderError) -> base.CallStatus:
     # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
     # "Restore after restart").
     logger.warning("telnyx call status unavailable: %s", exc)
-    return CallStatus("error", is_terminal=False, is_unknown=True)
+    return base.CallStatus("error", is_terminal=False, is_unknown=True)

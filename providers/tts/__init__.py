@@ -9,7 +9,7 @@ import httpx
 
 from providers.common import preferred_voice
 from providers.errors import ProviderNotConfigured
-from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider
+from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider, TtsSetup
 from providers.tts.elevenlabs import ElevenLabsTts
 from providers.tts.openai import OpenAiTts
 
@@ -34,12 +34,12 @@ def build_tts(tts: Mapping[str, Any], *, http: httpx.AsyncClient | None = None) 
             f'TTS provider "{name}" is not supported for calls; use "openai" or "elevenlabs"'
         )
     block = providers.get(name)
-    return builder(
-        block if isinstance(block, Mapping) else {},
+    setup = TtsSetup(
         voice=preferred_voice({**tts, "provider": name}),
         timeout_ms=int(tts.get("timeoutMs") or DEFAULT_TIMEOUT_MS),
         http=http,
     )
+    return builder(block if isinstance(block, Mapping) else {}, setup)
 
 
 def _provider_name(tts: Mapping[str, Any], providers: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -82,6 +83,16 @@ def telephony_converter(fmt: str, provider: str) -> Converter:
     if kind == "pcm" and rate.isdigit() and int(rate) > 0:
         return _PcmToUlaw(int(rate))
     raise ProviderError(unsupported_format(fmt, provider))
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSetup:
+    """What the merged `tts` config decides for every vendor: the preferred voice, the
+    synthesis timeout, and the shared HTTP client (None: one per request)."""
+
+    voice: str | None = None
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    http: httpx.AsyncClient | None = None
 
 
 class TtsProvider(ABC):

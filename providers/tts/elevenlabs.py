@@ -16,7 +16,7 @@ import httpx
 
 from providers.common import api_key_setting
 from providers.errors import ProviderError, ProviderNotConfigured
-from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider, telephony_converter
+from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider, TtsSetup, telephony_converter
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 # OpenClaw's documented defaults (docs.openclaw.ai/providers/elevenlabs).
@@ -59,14 +59,7 @@ class ElevenLabsTts(TtsProvider):
         self.url = f"{base}/v1/text-to-speech/{quote(voice_id, safe='')}/stream"
 
     @classmethod
-    def from_settings(
-        cls,
-        block: Mapping[str, Any],
-        *,
-        voice: str | None,
-        timeout_ms: int,
-        http: httpx.AsyncClient | None,
-    ) -> ElevenLabsTts:
+    def from_settings(cls, block: Mapping[str, Any], setup: TtsSetup) -> ElevenLabsTts:
         """From `tts.providers.elevenlabs` {apiKey, baseUrl, voiceId, modelId, seed,
         applyTextNormalization, languageCode, voiceSettings{…}, outputFormat}."""
         api_key = api_key_setting(block, path="tts.providers.elevenlabs", env="ELEVENLABS_API_KEY")
@@ -74,13 +67,13 @@ class ElevenLabsTts(TtsProvider):
         try:
             return cls(
                 api_key=api_key,
-                voice_id=voice or DEFAULT_VOICE_ID,
+                voice_id=setup.voice or DEFAULT_VOICE_ID,
                 model_id=str(block.get("modelId") or DEFAULT_MODEL),
                 output_format=fmt,
                 options=_options(block),
                 base_url=str(block.get("baseUrl") or "") or None,
-                timeout_ms=timeout_ms,
-                http=http,
+                timeout_ms=setup.timeout_ms,
+                http=setup.http,
             )
         except ProviderError as exc:
             raise ProviderNotConfigured(str(exc)) from None

@@ -14,7 +14,7 @@ import httpx
 
 from providers.common import api_key_setting
 from providers.errors import ProviderNotConfigured
-from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider
+from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider, TtsSetup
 
 DEFAULT_BASE_URL = "https://api.openai.com"
 DEFAULT_MODEL = "gpt-4o-mini-tts"
@@ -53,26 +53,19 @@ class OpenAiTts(TtsProvider):
         self.instructions = instructions
 
     @classmethod
-    def from_settings(
-        cls,
-        block: Mapping[str, Any],
-        *,
-        voice: str | None,
-        timeout_ms: int,
-        http: httpx.AsyncClient | None,
-    ) -> OpenAiTts:
+    def from_settings(cls, block: Mapping[str, Any], setup: TtsSetup) -> OpenAiTts:
         """From `tts.providers.openai` {apiKey, baseUrl, model, voice, speed, instructions}."""
         api_key = api_key_setting(block, path="tts.providers.openai", env="OPENAI_API_KEY")
         instructions = str(block.get("instructions") or "").strip() or None
         return cls(
             api_key=api_key,
             model=str(block.get("model") or DEFAULT_MODEL),
-            voice=voice or DEFAULT_VOICE,
+            voice=setup.voice or DEFAULT_VOICE,
             speed=_speed(block.get("speed")),
             instructions=instructions,
             base_url=str(block.get("baseUrl") or "") or None,
-            timeout_ms=timeout_ms,
-            http=http,
+            timeout_ms=setup.timeout_ms,
+            http=setup.http,
         )
 
     def request_body(self, text: str) -> dict[str, Any]:

@@ -13,45 +13,23 @@ from typing import Any
 from providers.media import (
     ULAW,
     ULAW_RATE,
-    AudioIn,
-    Connected,
-    DtmfIn,
-    MarkDone,
     MediaCodec,
-    MediaEvent,
     StreamStart,
-    StreamStop,
     check_ulaw_8k,
-    decode_audio,
     dump_frame,
     encode_audio_payload,
-    load_frame,
     optional_str,
     require_object,
     require_str,
     string_params,
 )
+from providers.media_frames import STANDARD_FRAMES
 
 
 class TwilioMediaCodec(MediaCodec):
     """One Twilio Media Stream: connected/start/media/dtmf/mark/stop in; media/mark/clear out."""
 
-    def decode(self, message: str | bytes) -> MediaEvent | None:
-        frame = load_frame(message)
-        match frame["event"]:
-            case "connected":
-                return Connected()
-            case "start":
-                return self._start(frame)
-            case "media":
-                return _media(frame)
-            case "dtmf":
-                return DtmfIn(require_str(require_object(frame, "dtmf"), "digit"))
-            case "mark":
-                return MarkDone(require_str(require_object(frame, "mark"), "name"))
-            case "stop":
-                return StreamStop()
-        return None
+    frames = STANDARD_FRAMES
 
     def encode_audio(self, ulaw: bytes) -> str:
         return dump_frame(
@@ -70,8 +48,7 @@ class TwilioMediaCodec(MediaCodec):
     def encode_clear(self) -> str:
         return dump_frame({"event": "clear", "streamSid": self._started_stream()})
 
-    def _start(self, frame: dict[str, Any]) -> StreamStart:
-        self._refuse_second_start()
+    def _read_start(self, frame: dict[str, Any]) -> StreamStart:
         start = require_object(frame, "start")
         # Without it the stream closes 1008 "Missing callSid"
         # (docs/plugin-behaviour.md, "Media streams: limits and close codes").
@@ -79,17 +56,9 @@ class TwilioMediaCodec(MediaCodec):
         stream_sid = optional_str(start, "streamSid") or require_str(frame, "streamSid")
         _check_media_format(start)
         token, params = string_params(start.get("customParameters"))
-        return self._begin(
-            StreamStart(stream_id=stream_sid, provider_call_id=call_sid, token=token, params=params)
+        return StreamStart(
+            stream_id=stream_sid, provider_call_id=call_sid, token=token, params=params
         )
-
-
-def _media(frame: dict[str, Any]) -> AudioIn | None:
-    media = require_object(frame, "media")
-    # With both_tracks Twilio also sends what it plays to the caller; that is our own audio.
-    if media.get("track", "inbound") != "inbound":
-        return None
-    return AudioIn(decode_audio(media.get("payload")))
 
 
 def _check_media_format(start: Mapping[str, Any]) -> None:

@@ -10,19 +10,8 @@ from typing import Any
 import httpx
 from twilio.twiml.voice_response import VoiceResponse
 
-from providers.base import (
-    CallStatus,
-    CallTarget,
-    NormalizedEvent,
-    PlaceCall,
-    PlaceCallResult,
-    Reply,
-    ReplyContext,
-    TelephonyProvider,
-    VerifyResult,
-    WebhookRequest,
-)
-from providers.common import preferred_voice, required_block_values
+from providers import base
+from providers.common import call_webhook_url, preferred_voice, required_block_values, with_query
 from providers.errors import ProviderError
 from providers.http import CarrierHttp
 from providers.twilio import signature, twiml, webhooks
@@ -41,7 +30,7 @@ MISSING_WEBHOOK = "Missing webhook URL for this call (provider state not initial
 _LIVE_STATUSES = frozenset({"queued", "initiated", "ringing", "in-progress"})
 
 
-class TwilioProvider(TelephonyProvider):
+class TwilioProvider(base.TelephonyProvider):
     name = "twilio"
     supports_preconnect_dtmf = True
     rejects_in_reply = True
@@ -70,11 +59,11 @@ class TwilioProvider(TelephonyProvider):
         )
 
     # -- call control -----------------------------------------------------------------------
-    def place_call(self, request: PlaceCall) -> PlaceCallResult:
+    def place_call(self, request: base.PlaceCall) -> base.PlaceCallResult:
         fields: dict[str, Any] = {
             "to": request.to_number,
             "from_": request.from_number,
-            "status_callback": twiml.with_query(request.webhook_url, type="status"),
+            "status_callback": with_query(request.webhook_url, type="status"),
             "status_callback_method": "POST",
             "status_callback_event": list(STATUS_EVENTS),
             "timeout": request.ring_timeout_s,
@@ -86,13 +75,13 @@ class TwilioProvider(TelephonyProvider):
             fields.update(url=request.webhook_url, method="POST")
         sid, status = self._rest.create_call(**fields)
         delivered = inline is not None and request.mode == "notify"
-        return PlaceCallResult(
+        return base.PlaceCallResult(
             provider_call_id=sid,
             status="queued" if status == "queued" else "initiated",
             message_delivered=delivered,
         )
 
-    def _dial_twiml(self, request: PlaceCall) -> str | None:
+    def _dial_twiml(self, request: base.PlaceCall) -> str | None:
         """Inline TwiML for notify (message + hang-up) and pre-connect DTMF; else None (Url)."""
         if request.mode == "notify" and request.message:
             document = twiml.notify(
@@ -110,14 +99,14 @@ class TwilioProvider(TelephonyProvider):
             return None
         return text
 
-    def hang_up(self, target: CallTarget) -> None:
+    def hang_up(self, target: base.CallTarget) -> None:
         try:
             self._rest.update_call(target.provider_call_id, status="completed")
         except TwilioApiError as exc:
             if not exc.call_gone:  # 20404: the call is already gone, which is what we wanted
                 raise
 
-    def play_text(self, target: CallTarget, text: str, *, listen_after: bool) -> None:
+    def play_text(self, target: base.CallTarget, text: str, *, listen_after: bool) -> None:
         # Always end with a Gather, listening or not: after a lone <Say> the document runs
         # out and Twilio hangs up the call. The Gather keeps it open and brings whatever the
         # caller says next to us (the plugin uses <Gather><Say>.</Say></Gather>;
@@ -128,54 +117,56 @@ class TwilioProvider(TelephonyProvider):
         )
         self._update_twiml(target, document)
 
-    def start_listening(self, target: CallTarget) -> None:
+    def start_listening(self, target: base.CallTarget) -> None:
         language = _language(target)
         self._update_twiml(
             target, twiml.listen(action=self._action(target, language), language=language)
         )
 
-    def send_dtmf(self, target: CallTarget, digits: str) -> None:
+    def send_dtmf(self, target: base.CallTarget, digits: str) -> None:
         self._update_twiml(target, twiml.play_digits(digits, redirect_url=self._webhook(target)))
 
-    def get_call_status(self, provider_call_id: str) -> CallStatus:
+    def get_call_status(self, provider_call_id: str) -> base.CallStatus:
         try:
             status = self._rest.fetch_status(provider_call_id)
         except TwilioApiError as exc:
             if exc.call_gone:
-                return CallStatus("not-found", is_terminal=True, end_reason="completed")
+                return base.CallStatus("not-found", is_terminal=True, end_reason="completed")
             return _unknown_status(exc)
         except ProviderError as exc:
             return _unknown_status(exc)
         if status in webhooks.END_REASONS:
-            return CallStatus(status, is_terminal=True, end_reason=webhooks.END_REASONS[status])
-        return CallStatus(
+            return base.CallStatus(
+                status, is_terminal=True, end_reason=webhooks.END_REASONS[status]
+            )
+        return base.CallStatus(
             status or "unknown", is_terminal=False, is_unknown=status not in _LIVE_STATUSES
         )
 
-    def can_speak_in_reply(self, request: WebhookRequest) -> bool:
+    def can_speak_in_reply(self, request: base.WebhookRequest) -> bool:
         return webhooks.is_twiml_fetch(request)
 
     # -- webhooks ---------------------------------------------------------------------------
-    def verify_webhook(self, request: WebhookRequest) -> VerifyResult:
+    def verify_webhook(self, request: base.WebhookRequest) -> base.VerifyResult:
         return signature.verify(request, self._settings)
 
-    def parse_events(self, request: WebhookRequest) -> list[NormalizedEvent]:
+    def parse_events(self, request: base.WebhookRequest) -> list[base.NormalizedEvent]:
         return webhooks.parse_events(request)
 
-    def render_reply(self, request: WebhookRequest, context: ReplyContext) -> Reply:
+    def render_reply(self, request: base.WebhookRequest, context: base.ReplyContext) -> base.Reply:
         return webhooks.render(request, context, self._settings)
 
-    def resume(self, target: CallTarget) -> None:
+    def resume(self, target: base.CallTarget) -> None:
         # Changing a queued call's Url takes it out of the <Enqueue> queue and fetches it.
         self._rest.update_call(target.provider_call_id, url=self._webhook(target), method="POST")
 
     def media_codec(self) -> TwilioMediaCodec:
         return TwilioMediaCodec()
 
-    def hold_music(self) -> Reply:
-        return Reply(body=twiml.hold_music().encode(), content_type="text/xml")
+    def hold_music(self) -> base.Reply:
+        return base.Reply(body=twiml.hold_music().encode(), content_type="text/xml")
 
-    def explain_webhook(self, request: WebhookRequest) -> dict[str, Any]:
+    def explain_webhook(self, request: base.WebhookRequest) -> dict[str, Any]:
         return signature.explain(request, self._settings)
 
     def readiness(self) -> list[tuple[str, bool, str]]:
@@ -207,7 +198,7 @@ class TwilioProvider(TelephonyProvider):
         self._http.close()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _update_twiml(self, target: CallTarget, document: VoiceResponse) -> None:
+    def _update_twiml(self, target: base.CallTarget, document: VoiceResponse) -> None:
         """Replace the live call's TwiML, retrying the 21220 answer race twice."""
         text = twiml.render(document, declaration=False)
         for delay in (*RACE_RETRY_DELAYS, None):
@@ -220,16 +211,10 @@ class TwilioProvider(TelephonyProvider):
                 logger.info("twilio 21220 on call update; retrying in %.2fs", delay)
                 self._sleep(delay)
 
-    def _webhook(self, target: CallTarget) -> str:
-        """The call's webhook URL; inbound calls may not have one stored yet."""
-        if target.webhook_url:
-            return target.webhook_url
-        public = self._settings.get("publicUrl")
-        if not public:
-            raise ProviderError(MISSING_WEBHOOK)
-        return twiml.with_query(str(public), callId=target.call_id)
+    def _webhook(self, target: base.CallTarget) -> str:
+        return call_webhook_url(target, self._settings, missing=MISSING_WEBHOOK)
 
-    def _action(self, target: CallTarget, language: str | None) -> str:
+    def _action(self, target: base.CallTarget, language: str | None) -> str:
         return webhooks.gather_action(
             self._webhook(target), call_id=None, turn_token=target.turn_token, language=language
         )
@@ -238,13 +223,13 @@ class TwilioProvider(TelephonyProvider):
         return twiml.say_voice(requested or preferred_voice(self._settings.get("tts")))
 
 
-def _language(target: CallTarget) -> str | None:
+def _language(target: base.CallTarget) -> str | None:
     value = target.extra.get("language") if target.extra else None
     return str(value) if value else None
 
 
-def _unknown_status(exc: ProviderError) -> CallStatus:
+def _unknown_status(exc: ProviderError) -> base.CallStatus:
     # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
     # "Restore after restart").
     logger.warning("twilio call status unavailable: %s", exc)
-    return CallStatus("error", is_terminal=False, is_unknown=True)
+    return base.CallStatus("error", is_terminal=False, is_unknown=True)

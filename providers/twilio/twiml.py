@@ -6,7 +6,6 @@ The builder escapes every attribute and text value; nothing here formats XML by 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -43,14 +42,6 @@ def say_voice(name: str | None) -> str:
 
 def clean_text(text: str) -> str:
     return _NOT_XML.sub(" ", text)
-
-
-def with_query(base: str, **params: str | int | None) -> str:
-    """`base` plus the non-empty params, percent-encoded, after `?` or `&`."""
-    pairs = [(key, str(value)) for key, value in params.items() if value not in (None, "")]
-    if not pairs:
-        return base
-    return f"{base}{'&' if '?' in base else '?'}{urlencode(pairs)}"
 
 
 def render(response: VoiceResponse, *, declaration: bool = True) -> str:

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from twilio.twiml.voice_response import VoiceResponse
 
 from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
-from providers.common import TERMINAL_STATES, preferred_voice
+from providers.common import TERMINAL_STATES, preferred_voice, with_query
 from providers.errors import WebhookInvalid
 from providers.twilio import twiml
 from providers.webhook_security import webhook_base
@@ -214,7 +214,7 @@ def _hold_url(
     call_id = context.call_id or request.query_value("callId")
     if not call_id:
         return None
-    return twiml.with_query(webhook_base(request, settings), callId=call_id, flow=HOLD_FLOW)
+    return with_query(webhook_base(request, settings), callId=call_id, flow=HOLD_FLOW)
 
 
 def _heard_anything(request: WebhookRequest) -> bool:
@@ -283,6 +283,6 @@ def gather_action(
 ) -> str:
     """`base` + callId/flow=gather/turnToken (+ lang when not the default, + attempt)."""
     lang = language if language and language != twiml.DEFAULT_LANGUAGE else None
-    return twiml.with_query(
+    return with_query(
         base, callId=call_id, flow=GATHER_FLOW, turnToken=turn_token, lang=lang, attempt=attempt
     )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.common import preferred_voice
+from providers.common import preferred_voice, with_query
 from providers.twilio import twiml
 
 
@@ -120,7 +120,7 @@ def test_preferred_voice_lookup_order() -> None:
 
 
 def test_with_query_encodes_and_skips_empty_values() -> None:
-    url = twiml.with_query(
+    url = with_query(
         "https://x.test/h?callId=1", flow="gather", turnToken="a b&c", lang=None, attempt=2
     )
     assert url.startswith("https://x.test/h?callId=1&flow=gather&")
@@ -130,5 +130,5 @@ def test_with_query_encodes_and_skips_empty_values() -> None:
         "turnToken": ["a b&c"],
         "attempt": ["2"],
     }
-    assert twiml.with_query("https://x.test/h", type="status") == "https://x.test/h?type=status"
-    assert twiml.with_query("https://x.test/h") == "https://x.test/h"
+    assert with_query("https://x.test/h", type="status") == "https://x.test/h?type=status"
+    assert with_query("https://x.test/h") == "https://x.test/h"
