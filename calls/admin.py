@@ -59,7 +59,7 @@ class CallEventInline(_ReadOnlyInline):
 
 class TranscriptEntryInline(_ReadOnlyInline):
     model = TranscriptEntry
-    fields = readonly_fields = ("speaker", "text", "is_final", "created_at")
+    fields = readonly_fields = ("speaker", "text", "is_final", "interrupted", "created_at")
 
 
 @admin.register(Call)

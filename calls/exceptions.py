@@ -47,6 +47,20 @@ class CapacityReached(CallError):
     http_status = 429
 
 
+class SpeechFailed(CallError):
+    """Words that were not spoken: no stream holds the call, or every TTS provider failed."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+
+
+class SpeechTimeout(CallError):
+    """A waiting `speak` heard nothing back in time; the words may still be playing."""
+
+    code = "TIMEOUT"
+    http_status = 504
+
+
 class CarrierFailed(CallError):
     """The carrier API refused or failed; nothing was finalized unless the docs say so."""
 

@@ -160,6 +160,11 @@ class TranscriptEntry(models.Model):
     # The explicit turn this user line answered, if any (lets a waiting `continue`
     # on another process find its transcript).
     turn_token = models.CharField(max_length=64, null=True, blank=True)
+    # A bot line the caller cut off: `text` holds only what was played before the barge-in,
+    # cut at a word boundary (docs/voice-path.md).
+    interrupted = models.BooleanField(default=False)
+    # The `speak` utterance this bot line reports, so `wait` and the record agree.
+    utterance_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -113,6 +113,7 @@ def call_record(call: Call) -> dict[str, Any]:
             "speaker": e.speaker,
             "text": e.text,
             "isFinal": e.is_final,
+            **({"interrupted": True} if e.interrupted else {}),
         }
         for e in call.transcript.all()
     ]

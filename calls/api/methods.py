@@ -17,6 +17,7 @@ from calls.selectors import call_as_dict, call_find, call_list
 from calls.services import turns
 from calls.services.actions import call_end, call_send_dtmf, call_speak
 from calls.services.dialling import call_initiate
+from calls.services.speech import Spoken
 
 Params = Mapping[str, Any]
 
@@ -99,8 +100,18 @@ def continue_result(params: Params) -> dict[str, Any]:
 
 def speak(params: Params) -> dict[str, Any]:
     call_id, message = _call_and_message(params)
-    call_speak(call_id=call_id, message=message)
-    return {"success": True}
+    wait = params.get("wait", False)
+    if not isinstance(wait, bool):
+        raise InvalidRequest("wait must be a boolean")
+    return spoken_result(call_speak(call_id=call_id, message=message, wait=wait))
+
+
+def spoken_result(spoken: Spoken) -> dict[str, Any]:
+    """`{success, utteranceId}`, plus `heard`/`interrupted` when a wait learned them."""
+    result: dict[str, Any] = {"success": True, "utteranceId": spoken.utterance_id}
+    if spoken.heard is not None:
+        result.update(heard=spoken.heard, interrupted=bool(spoken.interrupted))
+    return result
 
 
 def dtmf(params: Params) -> dict[str, Any]:

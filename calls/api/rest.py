@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from calls.api.methods import spoken_result
 from calls.exceptions import CallNotFound
 from calls.models import Call, CallEvent, TranscriptEntry
 from calls.selectors import call_as_dict, call_find, call_list
@@ -109,12 +110,19 @@ class CallContinueApi(APIView):
 
 
 class CallSpeakApi(APIView):
-    @extend_schema(request=MessageSerializer, responses={200: serializers.DictField()})
+    class SpeakSerializer(MessageSerializer):
+        wait = serializers.BooleanField(required=False, default=False)
+
+    @extend_schema(request=SpeakSerializer, responses={200: serializers.DictField()})
     def post(self, request: Request, call_id: str) -> Response:
-        params = MessageSerializer(data=request.data)
+        params = self.SpeakSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        call_speak(call_id=call_id, message=params.validated_data["message"])
-        return Response({"success": True})
+        spoken = call_speak(
+            call_id=call_id,
+            message=params.validated_data["message"],
+            wait=params.validated_data["wait"],
+        )
+        return Response(spoken_result(spoken))
 
 
 class CallDtmfApi(APIView):
@@ -139,7 +147,7 @@ class CallEndApi(APIView):
 class TranscriptEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = TranscriptEntry
-        fields = ["speaker", "text", "is_final", "created_at"]
+        fields = ["speaker", "text", "is_final", "interrupted", "created_at"]
 
 
 class CallEventSerializer(serializers.ModelSerializer):

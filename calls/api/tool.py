@@ -42,6 +42,10 @@ TOOL_SCHEMA: dict[str, Any] = {
                 },
                 "to": {**_STR, "description": "E.164 number to call (default: toNumber)"},
                 "message": {**_STR, "description": "What to say"},
+                "wait": {
+                    "type": "boolean",
+                    "description": "speak_to_user: return once the words were heard or cut off",
+                },
                 "mode": {"type": "string", "enum": ["notify", "conversation", "call", "status"]},
                 "callId": {**_STR, "description": "callId returned by initiate_call"},
                 "digits": {**_STR, "description": "DTMF digits: 0-9 * # , w p"},

@@ -24,7 +24,7 @@ from calls.services.lifecycle import (
     call_finalize,
     call_target,
 )
-from calls.services.speech import speak
+from calls.services.speech import Spoken, speak
 from calls.state import NON_TERMINAL, CallState
 from providers.errors import ProviderError
 from providers.text import has_control
@@ -63,12 +63,16 @@ def live_call(call_id: str) -> Call:
     return call
 
 
-def call_speak(*, call_id: str, message: str, listen_after: bool = False) -> Call:
-    """Speak into a live call; on failure the call goes back to listening."""
+def call_speak(
+    *, call_id: str, message: str, listen_after: bool = False, wait: bool = False
+) -> Spoken:
+    """Speak into a live call; on failure the call goes back to listening.
+
+    `wait`: on a stream, return once the words were heard or cut off (docs/voice-path.md).
+    """
     text_check("message", message)
     call = live_call(call_id)
-    speak(call, message, listen_after=listen_after)
-    return call
+    return speak(call, message, listen_after=listen_after, wait=wait)
 
 
 def call_send_dtmf(*, call_id: str, digits: str) -> Call:

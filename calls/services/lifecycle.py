@@ -138,7 +138,14 @@ def call_ensure_duration_timer(*, call: Call) -> None:
 
 
 def transcript_add(
-    *, call: Call, speaker: str, text: str, is_final: bool = True, turn_token: str | None = None
+    *,
+    call: Call,
+    speaker: str,
+    text: str,
+    is_final: bool = True,
+    turn_token: str | None = None,
+    interrupted: bool = False,
+    utterance_id: str = "",
 ) -> TranscriptEntry:
     return TranscriptEntry.objects.create(
         call=call,
@@ -146,6 +153,8 @@ def transcript_add(
         text=text,
         is_final=is_final,
         turn_token=turn_token,
+        interrupted=interrupted,
+        utterance_id=utterance_id,
         created_at=clock.now(),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -9,7 +10,7 @@ from django.db import transaction
 from calls.call_metadata import PENDING_SPEECH
 from calls.carrier import get_provider
 from calls.config import get_config
-from calls.exceptions import CarrierFailed
+from calls.exceptions import CapacityReached, CarrierFailed, SpeechFailed, SpeechTimeout
 from calls.models import Call, TranscriptEntry
 from calls.services.lifecycle import (
     call_target,
@@ -17,7 +18,7 @@ from calls.services.lifecycle import (
     metadata_update,
     transcript_add,
 )
-from calls.services.stream_commands import stream_command
+from calls.services.stream_commands import ACCEPTED, NO_STREAM, QUEUE_FULL, stream_ask
 from calls.state import CallState
 from providers.base import Speech
 from providers.common import preferred_language
@@ -34,6 +35,16 @@ class InlineReply:
     speech: Speech | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Spoken:
+    """What `speak` can tell: the utterance's id, and with `wait` on a stream whether the
+    caller heard it all (`heard`) or cut it off (`interrupted`); None where unknown."""
+
+    utterance_id: str
+    heard: bool | None = None
+    interrupted: bool | None = None
+
+
 def speak(
     call: Call,
     message: str,
@@ -42,18 +53,23 @@ def speak(
     turn_token: str | None = None,
     inline: InlineReply | None = None,
     command_key: str | None = None,
-) -> None:
+    wait: bool = False,
+) -> Spoken:
     """Say `message`.
 
-    On carrier failure the call goes back to listening and CarrierFailed is raised.
+    On a streaming call the stream's holder plays it and writes the bot line when it was
+    heard (calls/streams/session.py); SpeechFailed when no stream holds the call, the queue
+    is full or TTS failed. Otherwise the carrier speaks it; on carrier failure the call goes
+    back to listening and CarrierFailed is raised.
     """
     call_transition(call=call, state=CallState.SPEAKING)
     if call.stream_id:
         # A live media stream plays the words itself; a TwiML/REST fallback would replace
         # the stream document and cut the stream: never mix the paths
         # (docs/plugin-behaviour.md, "Playback on a stream").
-        stream_command(call.call_id, {"type": "call.speak", "text": message})
-    elif inline is not None and inline.speech is None:
+        return _speak_on_stream(call, message, wait=wait)
+    utterance_id = uuid.uuid4().hex
+    if inline is not None and inline.speech is None:
         inline.speech = Speech(
             text=message,
             listen=listen_after,
@@ -64,7 +80,36 @@ def speak(
         _speak_by_command(
             call, message, listen_after=listen_after, turn_token=turn_token, command_key=command_key
         )
-    transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
+    transcript_add(
+        call=call, speaker=TranscriptEntry.Speaker.BOT, text=message, utterance_id=utterance_id
+    )
+    return Spoken(utterance_id)
+
+
+def _speak_on_stream(call: Call, message: str, *, wait: bool) -> Spoken:
+    utterance_id = uuid.uuid4().hex
+    request = {"type": "call.speak", "text": message, "utteranceId": utterance_id}
+    replies = stream_ask(call.call_id, request, wait=wait)
+    if not replies:
+        call_transition(call=call, state=CallState.LISTENING)
+        raise SpeechFailed(NO_STREAM)
+    first = replies[0]
+    if first.get("type") != ACCEPTED:
+        call_transition(call=call, state=CallState.LISTENING)
+        error = str(first.get("error") or NO_STREAM)
+        raise CapacityReached(error) if error == QUEUE_FULL else SpeechFailed(error)
+    if not wait:
+        return Spoken(utterance_id)
+    if len(replies) < 2:
+        raise SpeechTimeout("Timed out waiting for the utterance to finish")
+    finished = replies[1]
+    if finished.get("error"):
+        raise SpeechFailed(str(finished["error"]))
+    return Spoken(
+        utterance_id,
+        heard=bool(finished.get("heard")),
+        interrupted=bool(finished.get("interrupted")),
+    )
 
 
 def _speak_by_command(

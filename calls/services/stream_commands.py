@@ -3,25 +3,75 @@
 Only control travels the channel layer (speak, clear, hang up), never audio frames:
 one receiving process takes ~2,000 layer messages a second
 (docs/performance.md, "Channel layer: control events only").
+
+A request that needs an answer (`speak`) carries a reply channel of the asking process; the
+stream's holder answers there — at once when it took or refused the words, and again when
+they were heard or cut off (docs/voice-path.md, "Speak across processes").
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 
 from calls.exceptions import CallError
+
+# The holder answers within milliseconds; silence this long means no process holds the
+# stream any more (it died, or the stream closed while the request was on its way).
+ACK_TIMEOUT_S = 3.0
+# A waiting `speak` gives up after this; a long queue ahead of it can take a while.
+OUTCOME_TIMEOUT_S = 120.0
+
+# Message types of the replies.
+ACCEPTED, REFUSED, FINISHED = "speak.accepted", "speak.refused", "speak.finished"
+# The refusals a `speak` can get (docs/voice-path.md).
+NO_STREAM = "No media stream for call"
+QUEUE_FULL = "Speech queue is full"
 
 
 def group_name(call_id: str) -> str:
     return f"call.{call_id}"
 
 
-def stream_command(call_id: str, message: dict[str, Any]) -> None:
-    """group_send to the call's stream; raises CallError without a channel layer."""
+def _layer() -> BaseChannelLayer:
     layer = get_channel_layer()
     if layer is None:
         raise CallError("No channel layer configured for media streams")
-    async_to_sync(layer.group_send)(group_name(call_id), message)
+    return layer
+
+
+def stream_command(call_id: str, message: dict[str, Any]) -> None:
+    """group_send to the call's stream; raises CallError without a channel layer."""
+    async_to_sync(_layer().group_send)(group_name(call_id), message)
+
+
+def stream_ask(call_id: str, message: dict[str, Any], *, wait: bool) -> list[dict[str, Any]]:
+    """Send `message` to the call's stream and return its replies: [] when nobody answered
+    within ACK_TIMEOUT_S; else the first reply, and with `wait` (after an ACCEPTED) the
+    FINISHED one too when it came within OUTCOME_TIMEOUT_S."""
+    return async_to_sync(_ask)(_layer(), call_id, message, wait)
+
+
+async def _ask(
+    layer: BaseChannelLayer, call_id: str, message: dict[str, Any], wait: bool
+) -> list[dict[str, Any]]:
+    reply_to = await layer.new_channel()
+    await layer.group_send(group_name(call_id), {**message, "replyTo": reply_to})
+    replies: list[dict[str, Any]] = []
+    try:
+        replies.append(await asyncio.wait_for(layer.receive(reply_to), ACK_TIMEOUT_S))
+        if wait and replies[0].get("type") == ACCEPTED:
+            replies.append(await asyncio.wait_for(layer.receive(reply_to), OUTCOME_TIMEOUT_S))
+    except TimeoutError:
+        pass
+    return replies
+
+
+async def stream_reply(message: dict[str, Any], reply: dict[str, Any]) -> None:
+    """Answer a request on its reply channel, if it asked for one (called by the holder)."""
+    reply_to = message.get("replyTo")
+    if isinstance(reply_to, str) and reply_to:
+        await _layer().send(reply_to, reply)

@@ -61,18 +61,33 @@ def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -
     Call.objects.filter(pk=call.pk).update(stream_id=stream_id[:128], stream_lost_at=None)
     greeting = call.meta.get(INITIAL_MESSAGE)
     if greeting:
+        # Owed to the stream now; its line is written when the caller has heard it.
         lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))
-        lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=greeting)
     logger.info("call=%s stream %s attached", call.public_id, stream_id)
     return Attached(call_id=call.call_id, provider=provider, greeting=greeting)
 
 
-def stream_said(*, call_id: str, text: str) -> None:
-    """What a realtime model said on the stream: a bot transcript line, the call speaking."""
+def stream_spoken(
+    *, call_id: str, text: str, interrupted: bool, utterance_id: str, model: bool = False
+) -> None:
+    """Words the caller heard on the stream: the bot's transcript line, written once they
+    played (cut and flagged `interrupted` when the caller barged in; docs/voice-path.md).
+
+    `model`: the words came from the realtime model, which no `speak` announced, so the call
+    is also recorded as speaking them.
+    """
     call = Call.objects.filter(public_id=call_id).first()
-    if call is None or call.is_terminal or not text.strip():
+    if call is None or not text.strip():
         return
-    lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=text.strip())
+    lifecycle.transcript_add(
+        call=call,
+        speaker=TranscriptEntry.Speaker.BOT,
+        text=text.strip(),
+        interrupted=interrupted,
+        utterance_id=utterance_id,
+    )
+    if not model or call.is_terminal:
+        return
     event_apply(
         provider=call.provider,
         event=NormalizedEvent(

@@ -4,6 +4,10 @@ The consumer (calls/streams/consumer.py) owns the socket — admission, framing,
 this owns what runs once a call is attached: building the TTS, STT or realtime adapters,
 routing caller audio and marks to them, saying text, barge-in, and closing them all once.
 It talks back to the socket only through the three send callables it is given.
+
+What the caller heard is decided here, from the playback ledger (docs/voice-path.md): a bot
+line is written once its words played (cut and flagged when the caller barged in), and a
+`speak` that asked to wait is answered with the same outcome.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -19,9 +23,17 @@ from channels.db import database_sync_to_async
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.services.actions import call_end
+from calls.services.stream_commands import (
+    ACCEPTED,
+    FINISHED,
+    NO_STREAM,
+    QUEUE_FULL,
+    REFUSED,
+    stream_reply,
+)
 from calls.services.stream_plans import realtime_enabled
-from calls.services.streams import stream_heard
-from calls.streams.playback import Playback
+from calls.services.streams import stream_heard, stream_spoken
+from calls.streams.playback import TTS_FAILED, Outcome, Playback, Utterance
 from calls.streams.realtime_link import DEFAULT_INSTRUCTIONS, RealtimeLink
 from providers.errors import ProviderError
 from providers.realtime import build_realtime
@@ -34,6 +46,7 @@ from providers.tts import build_tts
 logger = logging.getLogger(__name__)
 
 _heard = database_sync_to_async(stream_heard)
+_spoken = database_sync_to_async(stream_spoken)
 _end_call = database_sync_to_async(call_end)
 
 Send = Callable[[bytes], Awaitable[None]]
@@ -56,29 +69,38 @@ class StreamSession:
         on_ended: Callable[[], Awaitable[None]],
     ) -> None:
         self.call_id = call_id
-        self._send_audio = send_audio
-        self._send_mark = send_mark
-        self._send_clear = send_clear
         self._on_ended = on_ended
-        self.playback: Playback | None = None
+        self.playback = Playback(
+            send_audio=send_audio,
+            send_mark=send_mark,
+            send_clear=send_clear,
+            synthesize=self._synthesize,
+            on_outcome=self._settled,
+        )
         self.stt: SttSession | None = None
         self.realtime: RealtimeSession | None = None
         self.link: RealtimeLink | None = None
+        self._tts: Callable[[str], AsyncIterator[bytes]] | None = None
+        self._tts_error = ""
+        # utterance id -> the `call.speak` message whose asker waits for its outcome.
+        self._waiting: dict[str, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Future[None]] = set()  # bot lines being written
         self._closed = False
 
     async def open(self, greeting: str | None) -> None:
         """Start the pipeline and say the deferred greeting; SessionFailed when it can't."""
+        self.playback.start()
         if realtime_enabled():
             await self._open_realtime(greeting)
             return
-        self.playback = Playback(
-            send_audio=self._send_audio,
-            send_mark=self._send_mark,
-            send_clear=self._send_clear,
-            synthesize=build_tts(get_config().tts).stream,
-        )
-        self.playback.start()
+        try:
+            self._tts = build_tts(get_config().tts).stream
+        except ProviderError as exc:
+            # Startup refuses a bad TTS config (calls/serving/startup.py); should one slip
+            # through, the stream stays up and every utterance fails, reported and logged.
+            self._tts_error = str(exc)
+            logger.warning("call=%s TTS unavailable: %s", self.call_id, exc)
         try:
             self.stt = build_stt(get_config().section("streaming"), _Ears(self))
             await self.stt.connect()
@@ -98,8 +120,8 @@ class StreamSession:
         cfg = get_config()
         self.link = RealtimeLink(
             call_id=self.call_id,
-            send_audio=self._send_audio,
-            send_clear=self._send_clear,
+            playback=self.playback,
+            record=self._record,
             on_ended=self._model_ended,
         )
         try:
@@ -113,6 +135,12 @@ class StreamSession:
         except ProviderError as exc:
             logger.warning("call=%s realtime connection failed: %s", self.call_id, exc)
             raise SessionFailed("Realtime connection failed") from exc
+        self.link.session = self.realtime
+
+    def _synthesize(self, text: str) -> AsyncIterator[bytes]:
+        if self._tts is None:
+            raise ProviderError(f"{TTS_FAILED}{self._tts_error or 'no TTS provider'}")
+        return self._tts(text)
 
     async def audio(self, ulaw: bytes) -> None:
         """Caller audio, to whoever listens."""
@@ -122,25 +150,80 @@ class StreamSession:
             await self.stt.send_audio(ulaw)
 
     def mark_done(self, name: str) -> None:
-        if self.playback is not None:
-            self.playback.mark_done(name)
+        self.playback.mark_done(name)
 
-    async def say(self, text: str) -> None:
-        """Words from any process (the `call.speak` layer message)."""
+    async def say(self, message: dict[str, Any]) -> None:
+        """A `call.speak` from any process: say its text, and answer its asker (accepted or
+        refused now; the outcome later if it waits)."""
+        text = str(message.get("text", ""))
+        utterance_id = str(message.get("utteranceId") or "") or None
+        refusal = await self._queue_words(text, utterance_id)
+        if refusal is not None:
+            await stream_reply(message, {"type": REFUSED, "error": refusal})
+            return
+        if utterance_id and message.get("replyTo"):
+            self._waiting[utterance_id] = message
+        await stream_reply(message, {"type": ACCEPTED, "utteranceId": utterance_id})
+
+    async def _queue_words(self, text: str, utterance_id: str | None) -> str | None:
+        """Hand the words to the model or the playback queue; the refusal, if any."""
         if self.realtime is not None:
             try:
-                await self.realtime.say(text)
+                await self.realtime.say(text, utterance_id=utterance_id)
             except ProviderError as exc:
                 logger.warning("call=%s realtime say failed: %s", self.call_id, exc)
-        elif self.playback is not None:
-            self.playback.say(text)
+                return NO_STREAM
+            return None
+        if self._closed:
+            return NO_STREAM
+        if self.playback.say(text, utterance_id=utterance_id) is None:
+            return QUEUE_FULL
+        return None
 
     async def heard(self, text: str, *, final: bool) -> None:
-        """The caller spoke: playback stops, and a final line is applied as speech."""
-        if self.playback is not None:
-            await self.playback.barge_in()
+        """The caller spoke: playback stops, and a final line is applied as speech — after
+        the bot lines of what they heard, so the transcript keeps the order of the call."""
+        await self.playback.barge_in()
         if final:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
             await _heard(call_id=self.call_id, text=text, is_final=True)
+
+    def _settled(self, utterance: Utterance, outcome: Outcome) -> None:
+        """Playback's verdict on one utterance (on the loop; no I/O here)."""
+        if self.link is not None and self.link.owns(utterance):
+            self.link.settled(utterance, outcome)  # records once the words are known
+            return
+        self._record(utterance, outcome)
+
+    def _record(self, utterance: Utterance, outcome: Outcome) -> None:
+        task = asyncio.ensure_future(self._write(utterance, outcome, model=self.link is not None))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, utterance: Utterance, outcome: Outcome, *, model: bool) -> None:
+        """The bot line as heard, then the answer to a waiting `speak` (so a caller that
+        reads the transcript after `wait` finds the line)."""
+        try:
+            await _spoken(
+                call_id=self.call_id,
+                text=outcome.text,
+                interrupted=outcome.interrupted,
+                utterance_id=utterance.id,
+                model=model,
+            )
+        finally:
+            message = self._waiting.pop(utterance.id, None)
+            if message is not None:
+                await stream_reply(
+                    message,
+                    {
+                        "type": FINISHED,
+                        "utteranceId": utterance.id,
+                        "heard": outcome.heard,
+                        "interrupted": outcome.interrupted,
+                        **({"error": outcome.error} if outcome.error else {}),
+                    },
+                )
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` on the loop, keeping a reference until it finishes."""
@@ -154,18 +237,20 @@ class StreamSession:
         await self._on_ended()
 
     async def close(self) -> None:
-        """Stop playback, STT and the model; runs once."""
+        """Stop playback, STT and the model; runs once. Lines of what was heard so far are
+        written before it returns."""
         if self._closed:
             return
         self._closed = True
-        if self.playback is not None:
-            await self.playback.close()
+        await self.playback.close()
         if self.stt is not None:
             await self.stt.close()
         if self.realtime is not None:
             await self.realtime.close()
         if self.link is not None:
             await self.link.close()
+        # The transcript writes and `speak` answers of the final outcomes.
+        await asyncio.gather(*list(self._writes), return_exceptions=True)
 
 
 class _Ears:
@@ -181,8 +266,7 @@ class _Ears:
         self.session.spawn(self.session.heard(text, final=True))
 
     def on_speech_start(self) -> None:
-        if self.session.playback is not None:
-            self.session.spawn(self.session.playback.barge_in())
+        self.session.spawn(self.session.playback.barge_in())
 
     def on_error(self, message: str) -> None:
         logger.warning("call=%s STT error: %s", self.session.call_id, message)

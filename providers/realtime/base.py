@@ -18,8 +18,15 @@ class RealtimeHandler(Protocol):
     """The bridge's side. Plain synchronous callbacks (except on_tool_call), always called
     on the event loop that runs the session, never after RealtimeSession.close()."""
 
-    def on_audio(self, ulaw: bytes) -> None:
-        """Model speech, 8 kHz μ-law, any chunk size (the bridge frames and paces it)."""
+    def on_audio(self, ulaw: bytes, item_id: str, utterance_id: str | None) -> None:
+        """Model speech, 8 kHz μ-law, any chunk size (the bridge frames and paces it).
+
+        `item_id` names the model's output item the audio belongs to (what `truncate` takes);
+        `utterance_id` is the one given to `say` when this response is saying it, else None.
+        """
+
+    def on_audio_done(self, item_id: str) -> None:
+        """The item's audio is complete (no more `on_audio` for it)."""
 
     def on_clear(self) -> None:
         """The caller barged in: drop model audio queued towards the carrier."""
@@ -27,8 +34,8 @@ class RealtimeHandler(Protocol):
     def on_user_transcript(self, text: str) -> None:
         """A final transcript of one caller utterance."""
 
-    def on_assistant_transcript(self, text: str) -> None:
-        """The transcript of one finished model turn."""
+    def on_assistant_transcript(self, text: str, item_id: str) -> None:
+        """The transcript of one model output item (it may arrive before its audio played)."""
 
     def on_tool_call(self, name: str, arguments: dict[str, Any]) -> Awaitable[dict[str, Any]]:
         """Run a function tool; the result is sent back to the model as its output."""
@@ -58,9 +65,15 @@ class RealtimeSession(ABC):
         frames when the connection is down or not keeping up."""
 
     @abstractmethod
-    async def say(self, text: str) -> None:
+    async def say(self, text: str, *, utterance_id: str | None = None) -> None:
         """Have the model say `text` to the caller now (voicecall.speak on a realtime call);
-        raises ProviderError when the session is not connected."""
+        its audio reaches `on_audio` with `utterance_id`. Raises ProviderError when the
+        session is not connected."""
+
+    @abstractmethod
+    async def truncate(self, item_id: str, played_ms: int) -> None:
+        """The caller heard only the first `played_ms` of item `item_id`: cut the model's
+        own record of it to that, so its context holds what was heard."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -9,12 +9,15 @@ the GA protocol (openai SDK 3.57 `types/realtime/`), which takes no `OpenAI-Beta
   `audio.output.format` `{type:"audio/pcmu"}` (G.711 μ-law, 8 kHz; the beta API called it
   `g711_ulaw`), server VAD, input transcription, voice, instructions and function tools;
   `input_audio_buffer.append`; `response.create` (greeting, after tool output);
-  `response.cancel` (barge-in); `conversation.item.create` with a `function_call_output`;
+  `response.cancel` (barge-in); `conversation.item.truncate` (what the caller heard of an
+  interrupted item); `conversation.item.create` with a `function_call_output`;
 - the server sends `response.created` / `response.done`, `response.output_audio.delta`,
-  `response.output_audio_transcript.done`, `input_audio_buffer.speech_started`,
-  `conversation.item.input_audio_transcription.completed`,
-  `response.function_call_arguments.done` and `error`. The beta names of the two output
-  events (`response.audio.delta`, `response.audio_transcript.done`) are accepted too.
+  `response.output_audio.done`, `response.output_audio_transcript.done`,
+  `input_audio_buffer.speech_started`, `conversation.item.input_audio_transcription.completed`,
+  `response.function_call_arguments.done` and `error`. The beta names of the output
+  events (`response.audio.delta`, `response.audio.done`, `response.audio_transcript.done`)
+  are accepted too. A `say` tags its response with `metadata.utteranceId`, which
+  `response.created` echoes, so its audio is known as that utterance's.
 
 There is no reconnect: the conversation lives in the server session, so a lost socket
 ends the call (the handler hears on_closed).
@@ -69,6 +72,7 @@ GREETING_INSTRUCTION = (
 EV_RESPONSE_CREATED = "response.created"
 EV_RESPONSE_DONE = "response.done"
 EV_AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
+EV_AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
 EV_ASSISTANT_TRANSCRIPT = frozenset(
     {"response.output_audio_transcript.done", "response.audio_transcript.done"}
 )
@@ -117,6 +121,8 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
         # cancelled: their late audio deltas must not reach the caller after a barge-in.
         self._response_id: str | None = None
         self._cancelled: set[str] = set()
+        # response id -> the `say` utterance it speaks (from response.created metadata).
+        self._utterances: dict[str, str] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._cancel_ids: set[str] = set()
@@ -165,16 +171,34 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
         self._spawn(self._read_loop(ws), "realtime-openai-reader")
         self._spawn(self._write_loop(), "realtime-openai-writer")
 
-    async def say(self, text: str) -> None:
-        if not await self._send(self.say_request(getattr(self, "_instructions", ""), text)):
+    async def say(self, text: str, *, utterance_id: str | None = None) -> None:
+        request = self.say_request(getattr(self, "_instructions", ""), text, utterance_id)
+        if not await self._send(request):
             raise ProviderUnavailable("realtime session is not connected")
 
+    async def truncate(self, item_id: str, played_ms: int) -> None:
+        # Asking past the item's audio is an error server-side, and nothing played needs
+        # no cut: the item was never heard at all then, truncated to zero.
+        await self._send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": max(0, int(played_ms)),
+            }
+        )
+
     @staticmethod
-    def say_request(instructions: str, text: str) -> dict[str, Any]:
+    def say_request(
+        instructions: str, text: str, utterance_id: str | None = None
+    ) -> dict[str, Any]:
         """A response whose words are given: the persona, then the exact text to say."""
         order = f"Say exactly this to the caller, then listen: {text.strip()}"
         full = f"{instructions.strip()}\n\n{order}" if instructions.strip() else order
-        return {"type": "response.create", "response": {"instructions": full}}
+        response: dict[str, Any] = {"instructions": full}
+        if utterance_id:
+            response["metadata"] = {"utteranceId": utterance_id}
+        return {"type": "response.create", "response": response}
 
     # -- client events ----------------------------------------------------------------
 
@@ -238,6 +262,9 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
         kind = event.get("type")
         if kind in EV_AUDIO_DELTA:
             self._on_audio_delta(event)
+        elif kind in EV_AUDIO_DONE:
+            if isinstance(event.get("item_id"), str):
+                self._call("on_audio_done", event["item_id"])
         elif kind == EV_SPEECH_STARTED:
             await self._on_speech_started()
         elif kind == EV_RESPONSE_CREATED:
@@ -247,7 +274,7 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
         elif kind == EV_USER_TRANSCRIPT:
             self._on_transcript("on_user_transcript", event)
         elif kind in EV_ASSISTANT_TRANSCRIPT:
-            self._on_transcript("on_assistant_transcript", event)
+            self._on_transcript("on_assistant_transcript", event, str(event.get("item_id") or ""))
         elif kind == EV_FUNCTION_CALL:
             self._on_function_call(event)
         elif kind == EV_ERROR:
@@ -262,7 +289,9 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
             log.warning("OpenAI realtime sent undecodable audio")
             return
         if audio:
-            self._call("on_audio", audio)
+            item_id = str(event.get("item_id") or event.get("response_id") or "unknown")
+            utterance_id = self._utterances.get(str(event.get("response_id") or ""))
+            self._call("on_audio", audio, item_id, utterance_id)
 
     async def _on_speech_started(self) -> None:
         # Clear even when no response is in progress: the model generates faster than
@@ -282,20 +311,25 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
 
     def _on_response_created(self, event: Mapping[str, Any]) -> None:
         self._response_id = _response_id(event) or "unknown"
+        response = event.get("response")
+        metadata = response.get("metadata") if isinstance(response, Mapping) else None
+        if isinstance(metadata, Mapping) and isinstance(metadata.get("utteranceId"), str):
+            self._utterances[self._response_id] = metadata["utteranceId"]
         self._idle.clear()
 
     def _on_response_done(self, event: Mapping[str, Any]) -> None:
         done = _response_id(event)
         # response.done is the last event of a response, so no more late deltas to drop.
         self._cancelled.discard(done or "")
+        self._utterances.pop(done or "", None)
         if done is None or done == self._response_id:
             self._response_id = None
             self._idle.set()
 
-    def _on_transcript(self, callback: str, event: Mapping[str, Any]) -> None:
+    def _on_transcript(self, callback: str, event: Mapping[str, Any], *args: Any) -> None:
         text = event.get("transcript")
         if isinstance(text, str) and text.strip():
-            self._call(callback, text.strip())
+            self._call(callback, text.strip(), *args)
 
     def _on_error(self, event: Mapping[str, Any]) -> None:
         error = event.get("error")

@@ -385,9 +385,10 @@ def test_speak_plays_the_message_and_records_it(
     )
 
     assert response.status_code == 200
-    assert response.json() == {"success": True}
+    line = call.transcript.get()
+    assert response.json() == {"success": True, "utteranceId": line.utterance_id}
     assert [f["text"] for f in ops(mock_carrier, "play_text")] == ["Please hold"]
-    assert list(call.transcript.values_list("speaker", "text")) == [("bot", "Please hold")]
+    assert (line.speaker, line.text) == ("bot", "Please hold")
 
 
 @pytest.mark.parametrize(

@@ -519,7 +519,10 @@ def test_speak_plays_the_text_and_records_a_bot_transcript_line(
 
     reply = rpc(api, "voicecall.speak", {"callId": call.call_id, "message": "One moment"})
 
-    assert reply["result"] == {"success": True}
+    assert reply["result"] == {
+        "success": True,
+        "utteranceId": call.transcript.get().utterance_id,
+    }
     assert [f["text"] for f in ops(mock_carrier, "play_text")] == ["One moment"]
     assert list(call.transcript.values_list("speaker", "text")) == [("bot", "One moment")]
     call.refresh_from_db()
@@ -533,8 +536,17 @@ def test_speak_accepts_the_provider_call_id(
 
     reply = rpc(api, "voicecall.speak", {"callId": call.provider_call_id, "message": "Hi"})
 
-    assert reply["result"] == {"success": True}
-    assert call.transcript.count() == 1
+    assert reply["result"]["success"] is True
+    assert call.transcript.get().utterance_id == reply["result"]["utteranceId"]
+
+
+def test_speak_refuses_a_wait_that_is_not_a_boolean(
+    api: APIClient, mock_carrier: Any, make_call: Any
+) -> None:
+    call = make_call()
+    reply = rpc(api, "voicecall.speak", {"callId": call.call_id, "message": "Hi", "wait": "yes"})
+    assert reply["error"]["message"] == "wait must be a boolean"
+    assert not call.transcript.exists() and mock_carrier.sent == []
 
 
 def test_speak_on_an_ended_call_is_refused_with_call_has_ended(

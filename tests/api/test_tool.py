@@ -143,7 +143,7 @@ def test_speak_to_user_speaks(api: APIClient, mock_carrier: Any, make_call: Any)
 
     result = tool(api, {"action": "speak_to_user", "callId": call.call_id, "message": "Okay"})
 
-    assert result == {"success": True}
+    assert result == {"success": True, "utteranceId": call.transcript.get().utterance_id}
     assert [f["text"] for f in ops(mock_carrier, "play_text")] == ["Okay"]
 
 

@@ -1,6 +1,7 @@
 """Realtime voice over the media stream, end to end over the ASGI router.
 
-docs/plugin-behaviour.md, "Realtime voice".
+docs/plugin-behaviour.md, "Realtime voice"; docs/voice-path.md (one voice answers; model
+audio framed, paced and marked like TTS audio; barge-in truncates the model's item).
 
 The speech-to-speech model is faked at the provider seam (its wire protocol is tested in
 tests/providers/test_realtime.py); codec, consumer, link, services and database are real.
@@ -51,7 +52,8 @@ class FakeRealtime:
         self.handler = handler
         self.connected_with: dict[str, Any] = {}
         self.audio = b""
-        self.said: list[str] = []
+        self.said: list[tuple[str, str | None]] = []
+        self.truncated: list[tuple[str, int]] = []
         self.closed = False
         FakeRealtime.sessions.append(self)
 
@@ -61,8 +63,11 @@ class FakeRealtime:
     async def send_audio(self, ulaw: bytes) -> None:
         self.audio += ulaw
 
-    async def say(self, text: str) -> None:
-        self.said.append(text)
+    async def say(self, text: str, *, utterance_id: str | None = None) -> None:
+        self.said.append((text, utterance_id))
+
+    async def truncate(self, item_id: str, played_ms: int) -> None:
+        self.truncated.append((item_id, played_ms))
 
     async def close(self) -> None:
         self.closed = True
@@ -169,7 +174,8 @@ async def test_the_model_greets_with_our_instructions_and_the_end_call_tool(
         "greeting": "Thanks for calling Acme.",
         "tools": [END_CALL_TOOL],
     }
-    assert (await lines(call)) == [("bot", "Thanks for calling Acme.")]
+    # Nothing is on the record until the caller has heard the model say it.
+    assert (await lines(call)) == []
     await communicator.send_to(
         text_data=json.dumps(
             {
@@ -184,28 +190,86 @@ async def test_the_model_greets_with_our_instructions_and_the_end_call_tool(
     await communicator.disconnect()
 
 
-async def test_model_audio_reaches_the_caller_in_order_and_barge_in_clears(
+async def _frames(communicator: WebsocketCommunicator, count: int) -> list[dict[str, Any]]:
+    return [json.loads(await communicator.receive_from(timeout=5)) for _ in range(count)]
+
+
+def _echo(name: str) -> str:
+    return json.dumps({"event": "mark", "streamSid": "MZ9", "mark": {"name": name}})
+
+
+async def test_model_audio_is_framed_paced_and_marked_like_tts_audio(
     carrier_api: list, application: Any
 ) -> None:
-    await make_call()
+    call = await make_call(metadata={})
     communicator, model = await _attached(application)
-    model.handler.on_audio(b"\x10" * 160)
-    model.handler.on_audio(b"\x20" * 160)
-    frames = [json.loads(await communicator.receive_from(timeout=5)) for _ in range(2)]
-    assert [base64.b64decode(f["media"]["payload"]) for f in frames] == [
-        b"\x10" * 160,
-        b"\x20" * 160,
-    ]
-    model.handler.on_clear()
-    assert json.loads(await communicator.receive_from(timeout=5))["event"] == "clear"
+    # A burst: 100 ms of audio in one delta, as the model sends it (faster than real time).
+    model.handler.on_audio(b"\x10" * 800, "item_1", None)
+    model.handler.on_assistant_transcript("Hi there.", "item_1")
+    model.handler.on_audio_done("item_1")
+    loop = asyncio.get_running_loop()
+    frames, times = [], []
+    for _ in range(6):
+        frames.append(json.loads(await communicator.receive_from(timeout=5)))
+        times.append(loop.time())
+    assert [f["event"] for f in frames] == ["media"] * 5 + ["mark"]
+    assert {len(base64.b64decode(f["media"]["payload"])) for f in frames[:5]} == {160}
+    # Paced: five 20 ms frames take about 80 ms from the first to the last, not 0.
+    assert times[4] - times[0] >= 0.06
+    assert (await lines(call)) == []  # played, but not yet confirmed heard
+    await communicator.send_to(text_data=_echo(frames[5]["mark"]["name"]))
+    assert await _eventually(lambda: _equals(lines(call), [("bot", "Hi there.")]))
+    assert model.truncated == []
     await communicator.disconnect()
+
+
+async def test_barge_in_clears_truncates_the_item_and_cuts_the_line(
+    carrier_api: list, application: Any
+) -> None:
+    call = await make_call(metadata={})
+    communicator, model = await _attached(application)
+    words = "one two three four five six seven eight nine ten"
+    model.handler.on_audio(b"\x10" * 8000, "item_7", None)  # 1 s of speech in one burst
+    model.handler.on_assistant_transcript(words, "item_7")
+    model.handler.on_audio_done("item_7")
+    await _frames(communicator, 10)  # about 200 ms played
+    model.handler.on_clear()
+    for _ in range(40):  # frames already on their way, then the clear
+        if json.loads(await communicator.receive_from(timeout=5))["event"] == "clear":
+            break
+    else:
+        raise AssertionError("no clear")
+    ((item, played_ms),) = await _eventually(lambda: asyncio.sleep(0, model.truncated))
+    assert item == "item_7" and 180 <= played_ms <= 400
+    ((speaker, text, interrupted),) = await _eventually(lambda: _bot_lines(call))
+    assert speaker == "bot" and interrupted is True
+    assert text and words.startswith(text) and words[len(text)] == " "
+    assert len(text) < len(words) / 2
+    await communicator.disconnect()
+
+
+async def _bot_lines(call: Call) -> list[tuple[str, str, bool]]:
+    return await database_sync_to_async(
+        lambda: list(
+            TranscriptEntry.objects.filter(call=call, speaker="bot").values_list(
+                "speaker", "text", "interrupted"
+            )
+        )
+    )()
 
 
 async def test_transcripts_land_on_the_call(carrier_api: list, application: Any) -> None:
     call = await make_call(metadata={})
     communicator, model = await _attached(application)
-    model.handler.on_assistant_transcript("Hi, how can I help?")
+    model.handler.on_audio(b"\x10" * 160, "item_1", None)
+    model.handler.on_audio_done("item_1")
+    model.handler.on_assistant_transcript("Hi, how can I help?", "item_1")
+    mark = (await _frames(communicator, 2))[1]
+    await communicator.send_to(text_data=_echo(mark["mark"]["name"]))
+    assert await _eventually(lambda: _equals(lines(call), [("bot", "Hi, how can I help?")]))
     model.handler.on_user_transcript("I'd like to book a cleaning.")
+    # Words the model wrote but never spoke (no audio) were never heard: no line.
+    model.handler.on_assistant_transcript("Never played.", "item_9")
     expected = [("bot", "Hi, how can I help?"), ("user", "I'd like to book a cleaning.")]
     assert await _eventually(lambda: _equals(lines(call), expected))
     await communicator.disconnect()
@@ -235,9 +299,10 @@ async def test_speech_for_a_realtime_call_is_handed_to_the_model(
     call = await make_call(metadata={})
     communicator, model = await _attached(application)
     call = await _eventually(lambda: _attached_row(call))
-    await database_sync_to_async(speak)(call, "Your appointment is confirmed.", listen_after=True)
-    await _eventually(lambda: asyncio.sleep(0, model.said))
-    assert model.said == ["Your appointment is confirmed."]
+    spoken = await database_sync_to_async(speak)(
+        call, "Your appointment is confirmed.", listen_after=True
+    )
+    assert model.said == [("Your appointment is confirmed.", spoken.utterance_id)]
     await communicator.disconnect()
 
 
@@ -256,30 +321,3 @@ async def test_when_the_model_ends_the_session_the_call_ends(
     assert closed["type"] == "websocket.close"
     assert (await refresh(call)).state == "hangup-bot"
     assert model.closed
-
-
-async def test_barge_in_drops_model_audio_not_yet_sent() -> None:
-    from calls.streams.realtime_link import RealtimeLink
-
-    sent: list[str] = []
-    gate = asyncio.Event()
-
-    async def send_audio(ulaw: bytes) -> None:
-        await gate.wait()  # the carrier socket is slow
-        sent.append(f"audio:{ulaw[:1].hex()}")
-
-    async def send_clear() -> None:
-        sent.append("clear")
-
-    async def ended() -> None:
-        pass
-
-    link = RealtimeLink(call_id="c", send_audio=send_audio, send_clear=send_clear, on_ended=ended)
-    for byte in (b"\x01", b"\x02", b"\x03"):
-        link.on_audio(byte * 160)
-    await asyncio.sleep(0)  # the first frame is in flight
-    link.on_clear()
-    gate.set()
-    await _eventually(lambda: asyncio.sleep(0, "clear" in sent))
-    assert sent == ["audio:01", "clear"]
-    await link.close()

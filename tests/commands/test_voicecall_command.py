@@ -180,7 +180,8 @@ def test_continue_on_an_ended_call_fails_with_the_services_error(mock_carrier, m
 def test_speak_plays_text_into_the_call(mock_carrier, make_call):
     call = make_call()
     assert run_json("speak", "--call-id", call.call_id, "--message", "One moment") == {
-        "success": True
+        "success": True,
+        "utteranceId": TranscriptEntry.objects.get(call=call).utterance_id,
     }
     assert mock_carrier.sent == [("play_text", {"text": "One moment", "listen_after": False})]
     assert TranscriptEntry.objects.get(call=call).text == "One moment"

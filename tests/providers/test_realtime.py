@@ -31,9 +31,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.audio: list[bytes] = []
+        self.items: list[tuple[str, str | None]] = []  # (item_id, utterance_id) per chunk
+        self.audio_done: list[str] = []
         self.clears = 0
         self.user: list[str] = []
         self.assistant: list[str] = []
+        self.assistant_items: list[str] = []
         self.tool_calls: list[tuple[str, dict[str, Any]]] = []
         self.tool_result: dict[str, Any] = {"ok": True}
         self.tool_error: Exception | None = None
@@ -43,8 +46,12 @@ class Recorder:
         self.errors: list[str] = []
         self.closed = 0
 
-    def on_audio(self, ulaw: bytes) -> None:
+    def on_audio(self, ulaw: bytes, item_id: str, utterance_id: str | None) -> None:
         self.audio.append(ulaw)
+        self.items.append((item_id, utterance_id))
+
+    def on_audio_done(self, item_id: str) -> None:
+        self.audio_done.append(item_id)
 
     def on_clear(self) -> None:
         self.clears += 1
@@ -52,8 +59,9 @@ class Recorder:
     def on_user_transcript(self, text: str) -> None:
         self.user.append(text)
 
-    def on_assistant_transcript(self, text: str) -> None:
+    def on_assistant_transcript(self, text: str, item_id: str) -> None:
         self.assistant.append(text)
+        self.assistant_items.append(item_id)
 
     async def on_tool_call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         self.tool_calls.append((name, arguments))
@@ -397,6 +405,57 @@ async def test_audio_deltas_reach_on_audio(live: tuple[OpenAiRealtime, Recorder,
     await conn.send(delta(b"\x40" * 321, kind="response.audio.delta"))  # beta name
     await until(lambda: len(rec.audio) == 2)
     assert rec.audio == [b"\x10\x20\x30", b"\x40" * 321]
+    assert rec.items == [("item_1", None), ("item_1", None)]  # the model's own turn
+    await conn.send(
+        {
+            "type": "response.output_audio.done",
+            "response_id": "resp_1",
+            "item_id": "item_1",
+            "output_index": 0,
+            "content_index": 0,
+        }
+    )
+    await until(lambda: rec.audio_done == ["item_1"])
+
+
+async def test_a_said_response_carries_its_utterance_id_to_the_audio(
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
+    session, rec, conn = live
+    await session.say("Your table is ready.", utterance_id="utt-7")
+    request = await conn.next_non_audio()
+    assert request["type"] == "response.create"
+    assert request["response"]["metadata"] == {"utteranceId": "utt-7"}
+    # The server echoes the metadata on response.created: its audio is that utterance's.
+    await conn.send(
+        {
+            "type": "response.created",
+            "response": {
+                "id": "resp_9",
+                "status": "in_progress",
+                "metadata": request["response"]["metadata"],
+            },
+        }
+    )
+    await conn.send(delta(b"\x01", response_id="resp_9"))
+    await conn.send(done("resp_9"))
+    await conn.send(created("resp_10"))
+    await conn.send(delta(b"\x02", response_id="resp_10"))
+    await until(lambda: len(rec.audio) == 2)
+    assert rec.items == [("item_1", "utt-7"), ("item_1", None)]
+
+
+async def test_truncate_cuts_the_item_to_what_was_played(
+    live: tuple[OpenAiRealtime, Recorder, Conn],
+) -> None:
+    session, _, conn = live
+    await session.truncate("item_1", 1234)
+    assert await conn.next_non_audio() == {
+        "type": "conversation.item.truncate",
+        "item_id": "item_1",
+        "content_index": 0,
+        "audio_end_ms": 1234,
+    }
 
 
 async def test_barge_in_clears_and_cancels_active_response(
@@ -500,6 +559,7 @@ async def test_transcripts(live: tuple[OpenAiRealtime, Recorder, Conn]) -> None:
     await until(lambda: len(rec.assistant) == 2)
     assert rec.user == ["I need help."]
     assert rec.assistant == ["Sure, what with?", "Beta name."]
+    assert rec.assistant_items == ["i", ""]  # the item the words belong to, when named
 
 
 # -- function calls ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from calls.call_metadata import PENDING_SPEECH
-from calls.exceptions import CarrierFailed
+from calls.exceptions import CapacityReached, CarrierFailed, SpeechFailed, SpeechTimeout
 from calls.models import Call, TranscriptEntry
 from calls.services.speech import InlineReply, pending_speech_take, speak
 from providers.base import Speech
@@ -100,17 +100,97 @@ def test_other_carriers_keep_nothing_on_the_row(mock_carrier: Any, make_call: An
     assert pending_speech_take(call) is None
 
 
+class FakeStream:
+    """The stream's holder on the other end of the channel layer: its replies, scripted."""
+
+    def __init__(self, *replies: dict[str, Any]) -> None:
+        self.replies = list(replies)
+        self.asked: list[tuple[str, dict[str, Any], bool]] = []
+
+    def __call__(self, call_id: str, message: dict[str, Any], *, wait: bool) -> list[dict]:
+        self.asked.append((call_id, message, wait))
+        return self.replies if wait else self.replies[:1]
+
+
+@pytest.fixture
+def stream(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def install(*replies: dict[str, Any]) -> FakeStream:
+        fake = FakeStream(*replies)
+        monkeypatch.setattr("calls.services.speech.stream_ask", fake)
+        return fake
+
+    return install
+
+
+ACCEPTED = {"type": "speak.accepted"}
+
+
 def test_a_call_with_a_stream_speaks_on_the_stream_not_by_command(
-    mock_carrier: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+    mock_carrier: Any, make_call: Any, stream: Any
 ) -> None:
-    sent: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(
-        "calls.services.speech.stream_command",
-        lambda call_id, message: sent.append((call_id, message)),
-    )
+    fake = stream(ACCEPTED)
     call = make_call(state="listening", stream_id="MZ-1")
     inline = InlineReply()
-    speak(call, "On the stream", listen_after=True, inline=inline)
-    assert sent == [(call.call_id, {"type": "call.speak", "text": "On the stream"})]
+    spoken = speak(call, "On the stream", listen_after=True, inline=inline)
+    ((call_id, message, wait),) = fake.asked
+    assert (call_id, wait) == (call.call_id, False)
+    assert message == {
+        "type": "call.speak",
+        "text": "On the stream",
+        "utteranceId": spoken.utterance_id,
+    }
+    assert (spoken.heard, spoken.interrupted) == (None, None)
     assert mock_carrier.sent == [] and inline.speech is None
-    assert TranscriptEntry.objects.get().text == "On the stream"
+    # The stream writes the line once the caller heard it, not the request.
+    assert not TranscriptEntry.objects.exists()
+    assert Call.objects.get(pk=call.pk).state == "speaking"
+
+
+def test_speak_with_wait_reports_what_the_caller_heard(
+    mock_carrier: Any, make_call: Any, stream: Any
+) -> None:
+    stream(ACCEPTED, {"type": "speak.finished", "heard": False, "interrupted": True})
+    call = make_call(state="listening", stream_id="MZ-1")
+    spoken = speak(call, "A long story", listen_after=True, wait=True)
+    assert (spoken.heard, spoken.interrupted) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("replies", "wait", "error", "message"),
+    [
+        ((), False, SpeechFailed, "No media stream for call"),
+        (
+            ({"type": "speak.refused", "error": "Speech queue is full"},),
+            False,
+            CapacityReached,
+            "Speech queue is full",
+        ),
+        (
+            (
+                ACCEPTED,
+                {"type": "speak.finished", "heard": False, "error": "TTS failed: timed out"},
+            ),
+            True,
+            SpeechFailed,
+            "TTS failed: timed out",
+        ),
+        ((ACCEPTED,), True, SpeechTimeout, "Timed out waiting for the utterance to finish"),
+    ],
+)
+def test_words_that_were_not_spoken_are_an_error_never_a_success(
+    mock_carrier: Any,
+    make_call: Any,
+    stream: Any,
+    replies: tuple[dict[str, Any], ...],
+    wait: bool,
+    error: type[Exception],
+    message: str,
+) -> None:
+    stream(*replies)
+    call = make_call(state="listening", stream_id="MZ-1")
+    with pytest.raises(error, match=message):
+        speak(call, "Hello?", listen_after=True, wait=wait)
+    assert not TranscriptEntry.objects.exists() and mock_carrier.sent == []
+    if not (replies and replies[0] == ACCEPTED):
+        # Refused outright: the call is not left "speaking" words nobody will hear.
+        assert Call.objects.get(pk=call.pk).state == "listening"

@@ -18,7 +18,7 @@ from calls.services.streams import (
     stream_attach,
     stream_detach,
     stream_heard,
-    stream_said,
+    stream_spoken,
 )
 
 pytestmark = pytest.mark.django_db
@@ -74,11 +74,11 @@ def test_attaching_hands_over_the_deferred_greeting_once(
     call.refresh_from_db()
     assert (call.stream_id, call.stream_lost_at) == ("MZ-1", None)
     assert "initialMessage" not in call.metadata
-    assert list(TranscriptEntry.objects.values_list("speaker", "text")) == [("bot", "Hello!")]
+    # Not yet a line: the stream writes it once the caller has heard it.
+    assert not TranscriptEntry.objects.exists()
 
     again = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-2")
     assert again.greeting is None  # a reconnect does not greet twice
-    assert TranscriptEntry.objects.count() == 1
 
 
 def test_detaching_leaves_a_grace_deadline(
@@ -114,17 +114,42 @@ def test_what_a_realtime_model_said_is_a_bot_line_and_the_call_speaks(
     mock_carrier: Any, make_call: Any
 ) -> None:
     call = _streaming_call(make_call, state="listening")
-    stream_said(call_id=call.call_id, text="  Sure, one moment.  ")
-    assert list(TranscriptEntry.objects.values_list("speaker", "text")) == [
-        ("bot", "Sure, one moment.")
+    stream_spoken(
+        call_id=call.call_id,
+        text="  Sure, one moment.  ",
+        interrupted=False,
+        utterance_id="u-1",
+        model=True,
+    )
+    assert list(TranscriptEntry.objects.values_list("speaker", "text", "utterance_id")) == [
+        ("bot", "Sure, one moment.", "u-1")
     ]
     assert Call.objects.get(pk=call.pk).state == "speaking"
 
 
-def test_nothing_said_or_an_ended_call_records_nothing(mock_carrier: Any, make_call: Any) -> None:
+def test_a_cut_line_is_flagged_and_tts_speech_leaves_the_state_alone(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = _streaming_call(make_call, state="listening")
+    stream_spoken(call_id=call.call_id, text="Our opening", interrupted=True, utterance_id="u-2")
+    entry = TranscriptEntry.objects.get()
+    assert (entry.text, entry.interrupted) == ("Our opening", True)
+    # `speak` already moved the call; the line arriving later must not move it back.
+    assert Call.objects.get(pk=call.pk).state == "listening"
+    assert not CallEvent.objects.exists()
+
+
+def test_nothing_heard_records_nothing_and_an_ended_call_keeps_its_last_words(
+    mock_carrier: Any, make_call: Any
+) -> None:
     live = _streaming_call(make_call, state="listening", provider_call_id="CA-1")
     ended = _streaming_call(make_call, state="completed", provider_call_id="CA-2")
-    stream_said(call_id=live.call_id, text="   ")
-    stream_said(call_id=ended.call_id, text="Goodbye")
+    stream_spoken(call_id=live.call_id, text="   ", interrupted=True, utterance_id="u")
     stream_heard(call_id="00000000-0000-4000-8000-000000000000", text="hi", is_final=True)
     assert not TranscriptEntry.objects.exists() and not CallEvent.objects.exists()
+    # The goodbye played before the hang-up landed: it was heard, so it is recorded.
+    stream_spoken(
+        call_id=ended.call_id, text="Goodbye", interrupted=False, utterance_id="u", model=True
+    )
+    assert list(TranscriptEntry.objects.values_list("text", flat=True)) == ["Goodbye"]
+    assert not CallEvent.objects.exists()

@@ -57,6 +57,10 @@ def _add_live_call_commands(subs: Any) -> None:
         sub.add_argument("--call-id", required=True, help="callId or carrier call id")
         for option in options:
             sub.add_argument(option, required=True, help=option.lstrip("-"))
+        if name == "speak":
+            sub.add_argument(
+                "--wait", action="store_true", help="Return once the words were heard or cut off"
+            )
     status = subs.add_parser("status", help="One call, or all active calls")
     status.add_argument("--call-id", help="callId or carrier call id")
     status.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
@@ -158,8 +162,11 @@ class Command(BaseCommand):
     def _run_continue(self, *, call_id: str, message: str, **_: Any) -> None:
         self._print(client.continue_turn(call_id=call_id, message=message))
 
-    def _run_speak(self, *, call_id: str, message: str, **_: Any) -> None:
-        self._print(client.rpc("voicecall.speak", {"callId": call_id, "message": message}))
+    def _run_speak(self, *, call_id: str, message: str, wait: bool = False, **_: Any) -> None:
+        params: dict[str, Any] = {"callId": call_id, "message": message}
+        if wait:
+            params["wait"] = True
+        self._print(client.rpc("voicecall.speak", params))
 
     def _run_dtmf(self, *, call_id: str, digits: str, **_: Any) -> None:
         self._print(client.rpc("voicecall.dtmf", {"callId": call_id, "digits": digits}))
