@@ -237,6 +237,9 @@ _SPEC: dict[str, Any] = {
         "enabled": _BOOL,
         "mode": _enum("final", "all"),
         "provider": _STR,
+        # Our addition: provider ids tried in order after tts.provider fails
+        # (docs/plugin-behaviour.md, "TTS failover").
+        "fallbacks": _STRS,
         "summaryModel": _STR,
         "modelOverrides": {key: _BOOL for key in _MODEL_OVERRIDES},
         "providers": _obj({"openai": _API_BLOCK, "elevenlabs": _API_BLOCK}, extra=_FREE),

@@ -17,6 +17,7 @@ import copy
 import functools
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from types import UnionType
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 CarrierName = Literal["telnyx", "twilio", "plivo", "mock"]
@@ -190,13 +191,16 @@ class RealtimeConfig:
 @dataclass(frozen=True, slots=True)
 class TtsConfig:
     """`tts`, merged over the document's messages.tts: the speech provider and its blocks
-    (docs/plugin-behaviour.md, "TTS config and voice lookup"). Only provider and
-    providers take effect here."""
+    (docs/plugin-behaviour.md, "TTS config and voice lookup"). Only provider, fallbacks,
+    providers and timeoutMs take effect here; fallbacks are the provider ids tried in order
+    when tts.provider fails (docs/plugin-behaviour.md, "TTS failover"). Unset keys stay out
+    of the camelCase block, fallbacks too."""
 
     auto: Literal["off", "always", "inbound", "tagged"] | None = None
     enabled: bool | None = None
     mode: Literal["final", "all"] | None = None
     provider: str | None = None
+    fallbacks: tuple[str, ...] | None = None
     summary_model: str | None = None
     model_overrides: Mapping[str, bool] | None = None
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -385,6 +389,10 @@ def _typed(hint: Any, raw: Any) -> Any:
     if isinstance(hint, type) and is_dataclass(hint):
         return build(hint, raw)
     origin = get_origin(hint)
+    if origin is UnionType:  # `tuple[...] | None`: a set list still becomes a tuple
+        arms = [arm for arm in get_args(hint) if arm is not type(None)]
+        if len(arms) == 1 and get_origin(arms[0]) is tuple:
+            origin = tuple
     if origin is tuple:
         return tuple(copy.deepcopy(item) for item in raw)
     if origin is Mapping:

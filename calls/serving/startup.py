@@ -11,10 +11,12 @@ import logging
 
 from django.db import close_old_connections
 
-from calls.config import get_config
+from calls.config import PLUGIN_PATH, ConfigError, VoiceCallConfig, get_config
 from calls.services.inbound import allowlist_sync_config
 from calls.services.timers import calls_restore
 from calls.serving.exposure import local_only_refusal, tunnel_mode
+from providers.errors import ProviderError
+from providers.tts import build_tts
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +32,31 @@ def startup() -> None:
 
 
 def preflight(host: str | None = None, *, serving: bool = False) -> None:
-    """Refuse to serve with a bad config (raises ConfigError) or an unsafe skip mode.
+    """Refuse to serve with a bad config (raises ConfigError), a media-stream config whose
+    TTS cannot speak (SystemExit), or an unsafe skip mode.
 
     `serving` (only from run()): also refuse a real carrier whose webhook would be local.
     Not at ASGI import, where tests run carriers without a public URL.
     """
     cfg = get_config()
+    _check_stream_tts(cfg)
     _check_skip_signature(host or cfg.serve_bind)
     if serving and (refusal := local_only_refusal(cfg)):
         raise SystemExit(refusal)
+
+
+def _check_stream_tts(cfg: VoiceCallConfig) -> None:
+    """Media streams speak through the TTS chain: build it once now, so a bad TTS config
+    stops the server instead of failing every stream (docs/plugin-behaviour.md,
+    "TTS failover"). Realtime voice speaks through its model and needs no TTS.
+    """
+    if not cfg.streaming.enabled or cfg.realtime.enabled:
+        return
+    try:
+        build_tts(cfg.tts)
+    except ProviderError as exc:
+        # The config's own error style: the full key path, after "Invalid voice-call config".
+        raise SystemExit(str(ConfigError([f"{PLUGIN_PATH}.{exc}"]))) from exc
 
 
 def _check_skip_signature(host: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -111,7 +111,7 @@ class TtsProvider(ABC):
     def fetch(self, text: str) -> AsyncGenerator[bytes, None]:
         """The vendor's raw audio bytes in `output_format` (an async generator)."""
 
-    async def stream(self, text: str) -> AsyncIterator[bytes]:
+    async def stream(self, text: str) -> AsyncGenerator[bytes, None]:
         """μ-law chunks; ProviderError on timeout, no audio, bad format or HTTP failure.
 
         The timeout budget counts only time spent waiting on the vendor, not time this

@@ -505,6 +505,29 @@ def test_mock_block_is_validated():
     ]
 
 
+@pytest.mark.parametrize(
+    ("fallbacks", "error"),
+    [
+        ("elevenlabs", "tts.fallbacks must be a list"),
+        ({"0": "openai"}, "tts.fallbacks must be a list"),
+        (["openai", 3], "tts.fallbacks[1] must be a string"),
+        ([["edge"]], "tts.fallbacks[0] must be a string"),
+    ],
+)
+def test_tts_fallbacks_must_be_a_list_of_provider_ids(fallbacks, error):
+    assert errors_of({"tts": {"fallbacks": fallbacks}}) == [f"{P}.{error}"]
+
+
+def test_tts_fallbacks_are_kept_in_order_and_replace_the_base_list():
+    cfg = parse_config({"tts": {"fallbacks": ["elevenlabs", "edge", "openai"]}}, {})
+    assert cfg.tts["fallbacks"] == ["elevenlabs", "edge", "openai"]
+    document = {
+        "messages": {"tts": {"fallbacks": ["openai", "elevenlabs"]}},
+        "plugins": {"entries": {"voice-call": {"config": {"tts": {"fallbacks": ["edge"]}}}}},
+    }
+    assert parse_config(document, {}).tts["fallbacks"] == ["edge"]  # arrays replace
+
+
 # --- legacy keys -------------------------------------------------------------------
 
 

@@ -189,8 +189,15 @@ def test_tts_and_mock_read_typed_beside_their_camel_case_blocks() -> None:
     assert cfg.tts_config.provider == "openai"
     assert cfg.tts_config.providers["openai"] == {"apiKey": "k", "voice": "v"}
     assert cfg.tts == raw["tts"]  # the block the speech adapters take
+    assert cfg.tts_config.fallbacks is None  # unset, and out of the camelCase block
     assert cfg.mock_config == MockConfig(simulate=False, caller_replies=("hi",))
     assert cfg.mock["callerReplies"] == ["hi"]
+
+
+def test_tts_fallbacks_read_as_a_tuple() -> None:
+    cfg = parse_config({"tts": {"fallbacks": ["elevenlabs", "openai"]}}, {})
+    assert cfg.tts_config.fallbacks == ("elevenlabs", "openai")
+    assert cfg.tts["fallbacks"] == ["elevenlabs", "openai"]
 
 
 # --- parsed once, frozen, detached ---------------------------------------------------

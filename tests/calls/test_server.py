@@ -1,6 +1,7 @@
-"""Server preflight: skipSignatureVerification only on loopback without exposure.
+"""Server preflight: skipSignatureVerification only on loopback without exposure, and a
+media-stream config whose TTS cannot speak stops the server.
 
-docs/security.md, "Webhooks", step 9.
+docs/security.md, "Webhooks", step 9; docs/plugin-behaviour.md, "TTS failover".
 """
 
 from __future__ import annotations
@@ -43,3 +44,66 @@ def test_a_bad_config_stops_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("calls.serving.startup.get_config", broken)
     with pytest.raises(ConfigError, match="serve.hots"):
         preflight("127.0.0.1")
+
+
+# -- media streams need a TTS that can speak ------------------------------------------
+
+STREAMING_TWILIO = {
+    "provider": "twilio",
+    "fromNumber": "+15550001234",
+    "twilio": {"accountSid": "AC123", "authToken": "secret"},
+    "streaming": {"enabled": True, "providers": {"openai": {"apiKey": "sk-test"}}},
+}
+REFUSED_TTS = "Invalid voice-call config: plugins.entries.voice-call.config."
+
+
+@pytest.mark.parametrize(
+    ("tts", "error"),
+    [
+        ({}, "tts.provider is not set and neither tts.providers.openai.apiKey nor"),
+        (
+            {"provider": "openai"},
+            "tts.providers.openai.apiKey is required (or set OPENAI_API_KEY)",
+        ),
+        (
+            {"provider": "polly", "providers": {"polly": {"apiKey": "k"}}},
+            'tts.provider "polly" is not supported for calls',
+        ),
+        (
+            {"provider": "edge", "fallbacks": ["elevenlabs"]},
+            'tts.provider "edge" has no telephony output and tts.fallbacks has no usable provider',
+        ),
+    ],
+)
+def test_a_stream_config_whose_tts_cannot_speak_stops_the_server(
+    configure: Any, tts: dict, error: str
+) -> None:
+    configure({**STREAMING_TWILIO, "tts": tts})
+    with pytest.raises(SystemExit) as caught:
+        preflight("127.0.0.1")
+    assert str(caught.value).startswith(REFUSED_TTS + error)
+
+
+@pytest.mark.parametrize(
+    "tts",
+    [
+        {"provider": "openai", "providers": {"openai": {"apiKey": "sk-test"}}},
+        {"providers": {"elevenlabs": {"apiKey": "xi-test"}}},
+        {
+            "provider": "edge",
+            "fallbacks": ["elevenlabs"],
+            "providers": {"elevenlabs": {"apiKey": "xi-test"}},
+        },
+    ],
+)
+def test_a_stream_config_with_a_usable_tts_passes(configure: Any, tts: dict) -> None:
+    configure({**STREAMING_TWILIO, "tts": tts})
+    preflight("127.0.0.1")
+
+
+def test_tts_is_not_checked_without_streams_or_with_realtime_voice(configure: Any) -> None:
+    configure({**STREAMING_TWILIO, "streaming": {"enabled": False}})
+    preflight("127.0.0.1")
+    # Realtime voice speaks through its model (both flags only load when not enabled).
+    configure({**STREAMING_TWILIO, "enabled": False, "realtime": {"enabled": True}})
+    preflight("127.0.0.1")

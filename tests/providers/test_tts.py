@@ -13,7 +13,7 @@ import pytest
 
 from providers.audio import Resampler, ulaw_decode, ulaw_encode
 from providers.errors import ProviderError, ProviderNotConfigured, ProviderUnavailable
-from providers.tts import build_tts
+from providers.tts import FailoverTts, build_tts
 from providers.tts.base import TtsProvider
 from providers.tts.elevenlabs import ElevenLabsTts
 from providers.tts.openai import OpenAiTts
@@ -63,17 +63,28 @@ async def collect(provider: TtsProvider, text: str = "Hello") -> bytes:
     return b"".join([chunk async for chunk in provider.stream(text)])
 
 
+def only(chain: FailoverTts) -> TtsProvider:
+    """The one vendor of a chain without fallbacks: these tests are about the vendors'
+    own behaviour and messages (the chain's are in test_tts_failover.py)."""
+    (provider,) = chain.providers
+    return provider
+
+
 def openai(vendor: Vendor, **tts: Any) -> TtsProvider:
     block = {"apiKey": "sk-test", **tts.pop("block", {})}
-    return build_tts(
-        {"provider": "openai", "providers": {"openai": block}, **tts}, http=vendor.client()
+    return only(
+        build_tts(
+            {"provider": "openai", "providers": {"openai": block}, **tts}, http=vendor.client()
+        )
     )
 
 
 def elevenlabs(vendor: Vendor, **block: Any) -> TtsProvider:
-    return build_tts(
-        {"provider": "elevenlabs", "providers": {"elevenlabs": {"apiKey": "xi-test", **block}}},
-        http=vendor.client(),
+    return only(
+        build_tts(
+            {"provider": "elevenlabs", "providers": {"elevenlabs": {"apiKey": "xi-test", **block}}},
+            http=vendor.client(),
+        )
     )
 
 
@@ -224,7 +235,9 @@ async def test_elevenlabs_pcm_output_format_is_resampled() -> None:
 def test_elevenlabs_compressed_output_format_is_refused() -> None:
     with pytest.raises(ProviderNotConfigured) as caught:
         elevenlabs(Vendor(pcm_reply(b"")), voiceId="v", outputFormat="mp3_44100_128")
+    # build_tts puts the key path in front, for the start-up refusal.
     assert str(caught.value) == (
+        "tts.providers.elevenlabs: "
         'Unsupported telephony TTS output format "mp3_44100_128" from provider "elevenlabs"'
     )
 
@@ -359,13 +372,17 @@ def test_timeout_comes_from_tts_timeout_ms() -> None:
 
 @pytest.mark.parametrize("name", ["microsoft", "edge"])
 def test_microsoft_and_edge_have_no_telephony_output(name: str) -> None:
-    with pytest.raises(ProviderNotConfigured, match=f'"{name}" has no telephony output'):
+    with pytest.raises(ProviderNotConfigured) as caught:
         build_tts({"provider": name, "providers": {name: {"voice": "en-US-JennyNeural"}}})
+    assert str(caught.value) == f'tts.provider "{name}" has no telephony output'
 
 
 def test_unknown_provider_is_not_configured() -> None:
-    with pytest.raises(ProviderNotConfigured, match='"polly" is not supported'):
+    with pytest.raises(ProviderNotConfigured) as caught:
         build_tts({"provider": "polly"})
+    assert str(caught.value) == (
+        'tts.provider "polly" is not supported for calls; use "openai" or "elevenlabs"'
+    )
 
 
 @pytest.mark.parametrize(
@@ -384,9 +401,13 @@ def test_bad_openai_speed_is_not_configured() -> None:
 
 def test_provider_defaults_to_the_first_with_a_key() -> None:
     only_eleven = {"providers": {"elevenlabs": {"apiKey": "x", "voiceId": "v1"}}}
-    provider = build_tts(only_eleven)
+    provider = only(build_tts(only_eleven))
     assert isinstance(provider, ElevenLabsTts) and provider.voice_id == "v1"
     both = {"providers": {"elevenlabs": {"apiKey": "x"}, "openai": {"apiKey": "y"}}}
-    assert isinstance(build_tts(both), OpenAiTts)
-    with pytest.raises(ProviderNotConfigured, match="tts.provider is not set"):
+    assert isinstance(only(build_tts(both)), OpenAiTts)
+    with pytest.raises(ProviderNotConfigured) as caught:
         build_tts({})
+    assert str(caught.value) == (
+        "tts.provider is not set and neither tts.providers.openai.apiKey nor "
+        "tts.providers.elevenlabs.apiKey is configured"
+    )
