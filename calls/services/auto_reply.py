@@ -12,7 +12,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import connection, transaction
 
-from calls.call_metadata import INITIAL_MESSAGE
+from calls.call_metadata import INITIAL_MESSAGE, STREAM_FAILED
 from calls.config import get_config
 from calls.models import Call, TranscriptEntry
 from calls.services.auto_reply_worker import reply_api_key, responder_run
@@ -56,7 +56,15 @@ def responder_should_answer(call: Call, entry: TranscriptEntry) -> bool:
         and not call.is_terminal
         and bool(call.provider_call_id)
         and not _greeting_pending(call)
+        and not _model_answers(call)
     )
+
+
+def _model_answers(call: Call) -> bool:
+    # One voice answers: with realtime voice the model already replies to the caller from
+    # the stream; a chat reply on top would be a second bot line and a second voice
+    # (docs/voice-path.md, "One voice answers"). A call whose stream failed has no model.
+    return get_config().realtime.enabled and not call.meta.get(STREAM_FAILED)
 
 
 def _greeting_pending(call: Call) -> bool:

@@ -12,6 +12,7 @@ they were heard or cut off (docs/voice-path.md, "Speak across processes").
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -24,6 +25,9 @@ from calls.exceptions import CallError
 ACK_TIMEOUT_S = 3.0
 # A waiting `speak` gives up after this; a long queue ahead of it can take a while.
 OUTCOME_TIMEOUT_S = 120.0
+
+# The event loop that runs this process's media streams (set when a stream attaches).
+_stream_loop: asyncio.AbstractEventLoop | None = None
 
 # Message types of the replies.
 ACCEPTED, REFUSED, FINISHED = "speak.accepted", "speak.refused", "speak.finished"
@@ -43,16 +47,48 @@ def _layer() -> BaseChannelLayer:
     return layer
 
 
+def stream_loop_register(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the loop that runs this process's streams (see `_run`)."""
+    global _stream_loop
+    _stream_loop = loop
+
+
+def _run[T](coro: Coroutine[Any, Any, T]) -> T:
+    """Run a layer coroutine from sync code.
+
+    asgiref's async_to_sync runs it on the server's loop only when the sync code was itself
+    called from that loop; from a plain thread (the embedded responder, a `continue` turn)
+    it makes a loop of its own. The in-process channel layer's queues belong to the loop
+    the streams run on and are not thread-safe, so when a stream loop is known, the
+    coroutine is handed to it.
+    """
+    loop = _stream_loop
+    if loop is not None and loop.is_running() and not _inside(loop):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    return async_to_sync(_awaited)(coro)
+
+
+async def _awaited[T](coro: Coroutine[Any, Any, T]) -> T:
+    return await coro
+
+
+def _inside(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def stream_command(call_id: str, message: dict[str, Any]) -> None:
     """group_send to the call's stream; raises CallError without a channel layer."""
-    async_to_sync(_layer().group_send)(group_name(call_id), message)
+    _run(_layer().group_send(group_name(call_id), message))
 
 
 def stream_ask(call_id: str, message: dict[str, Any], *, wait: bool) -> list[dict[str, Any]]:
     """Send `message` to the call's stream and return its replies: [] when nobody answered
     within ACK_TIMEOUT_S; else the first reply, and with `wait` (after an ACCEPTED) the
     FINISHED one too when it came within OUTCOME_TIMEOUT_S."""
-    return async_to_sync(_ask)(_layer(), call_id, message, wait)
+    return _run(_ask(_layer(), call_id, message, wait))
 
 
 async def _ask(

@@ -29,6 +29,7 @@ from calls.services.stream_commands import (
     NO_STREAM,
     QUEUE_FULL,
     REFUSED,
+    stream_loop_register,
     stream_reply,
 )
 from calls.services.stream_plans import realtime_enabled
@@ -70,6 +71,8 @@ class StreamSession:
     ) -> None:
         self.call_id = call_id
         self._on_ended = on_ended
+        # Sync code in other threads of this process reaches streams through this loop.
+        stream_loop_register(asyncio.get_running_loop())
         self.playback = Playback(
             send_audio=send_audio,
             send_mark=send_mark,

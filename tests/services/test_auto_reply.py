@@ -584,3 +584,42 @@ def test_the_dialled_numbers_route_chooses_the_model_and_prompt(
     request = json.loads(llm.requests[0].content)
     assert request["model"] == "gpt-4.1-mini"
     assert request["messages"][0]["content"].startswith("You are the front desk.")
+
+
+# --- one voice answers -------------------------------------------------------------------
+
+
+def test_with_realtime_voice_the_responder_is_never_asked(
+    configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
+    """The model answers from the stream; a chat reply on top would be a second voice."""
+    configure(
+        {
+            **MODEL_CONFIG,
+            "inboundPolicy": "open",
+            "realtime": {"enabled": True, "providers": {"openai": {"apiKey": "sk-rt"}}},
+        }
+    )
+    call = inbound_call(make_call, stream_id="MZ-1")
+
+    speech(call, "What time do you close?")
+
+    assert llm.requests == [] and spoken(enabled) == []
+    assert bot_lines(call) == []
+
+
+def test_a_realtime_call_whose_stream_failed_is_answered_by_the_responder(
+    configure: Any, enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
+    configure(
+        {
+            **MODEL_CONFIG,
+            "inboundPolicy": "open",
+            "realtime": {"enabled": True, "providers": {"openai": {"apiKey": "sk-rt"}}},
+        }
+    )
+    call = inbound_call(make_call, metadata={"streamFailed": True})
+
+    speech(call, "What time do you close?")
+
+    assert spoken(enabled) == [{"text": REPLY, "listen_after": True}]
