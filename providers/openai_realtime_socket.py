@@ -7,6 +7,10 @@ queued without waiting on the network and sent as `input_audio_buffer.append`, a
 that stops every task. Those live here once; each subclass keeps its own protocol (what it
 sends after connecting, what it does with the server's events, whether it reconnects).
 docs/plugin-behaviour.md, "Speech-to-text" and "Realtime voice".
+
+The socket itself is the openai SDK's realtime client (`AsyncOpenAI().realtime.connect`),
+used for the connection only: events go out and come in as raw JSON, and the SDK's own
+reconnect stays off (each subclass has its own policy).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+import openai
+from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketException
 
 from providers.common import number_setting
 from providers.errors import ProviderUnavailable
@@ -30,6 +36,9 @@ from providers.errors import ProviderUnavailable
 # Both sessions let the server detect turns; audio kept from before speech starts.
 PREFIX_PADDING_MS = 300
 DEFAULT_VAD_THRESHOLD = 0.5
+
+# One open socket to the service, as the SDK hands it out.
+RealtimeConnection = AsyncRealtimeConnection
 
 
 def describe(exc: BaseException) -> str:
@@ -75,7 +84,7 @@ class OpenAiRealtimeSocket(ABC):
 
     # Names the session in errors and logs ("STT connection failed: …").
     label: ClassVar[str] = "OpenAI realtime"
-    # Headers beyond Authorization (the beta transcription protocol wants OpenAI-Beta).
+    # Headers beyond Authorization and the SDK's own; the GA protocol needs none.
     extra_headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
@@ -85,7 +94,9 @@ class OpenAiRealtimeSocket(ABC):
         self._api_key = api_key
         self._connect_timeout_s = connect_timeout_s
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_queued_frames)
-        self._ws: ClientConnection | None = None
+        self._conn: RealtimeConnection | None = None
+        # False once the reader (or a send) has seen `_conn` close.
+        self._up = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.dropped_frames = 0
@@ -93,10 +104,19 @@ class OpenAiRealtimeSocket(ABC):
         self._log = logging.getLogger(type(self).__module__)
 
     @property
+    def _ws(self) -> RealtimeConnection | None:
+        """The open socket (None before connect and after close); assigning one marks it up."""
+        return self._conn
+
+    @_ws.setter
+    def _ws(self, conn: RealtimeConnection | None) -> None:
+        self._conn = conn
+        self._up = conn is not None
+
+    @property
     def connected(self) -> bool:
         """True while audio sent now would reach the service."""
-        ws = self._ws
-        return ws is not None and not self._closing and ws.close_code is None
+        return self._conn is not None and self._up and not self._closing
 
     async def send_audio(self, ulaw: bytes) -> None:
         """Queue 8 kHz μ-law for the writer; never waits, drops (and counts) when down or full."""
@@ -129,27 +149,39 @@ class OpenAiRealtimeSocket(ABC):
 
     # -- connection -------------------------------------------------------------------
 
-    async def _open(self, events: Sequence[Mapping[str, Any]]) -> ClientConnection:
+    async def _open(self, events: Sequence[Mapping[str, Any]]) -> RealtimeConnection:
         """Connect and send the opening `events`; ProviderUnavailable when either fails."""
-        headers = {"Authorization": f"Bearer {self._api_key}", **self.extra_headers}
-        try:
-            ws = await connect(
-                self.url, additional_headers=headers, open_timeout=self._connect_timeout_s
+        base_url, query = _split_realtime_url(self.url)
+        # The SDK client also holds an HTTP pool, unused here; the socket does not need it
+        # open, so it is closed as soon as the socket is (or is not).
+        async with openai.AsyncOpenAI(
+            api_key=self._api_key, websocket_base_url=base_url, max_retries=0
+        ) as client:
+            manager = client.realtime.connect(
+                extra_query=query, extra_headers=dict(self.extra_headers)
             )
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            raise ProviderUnavailable(f"{self.label} connection failed: {describe(exc)}") from exc
+            try:
+                async with asyncio.timeout(self._connect_timeout_s):
+                    conn = await manager.enter()
+            except TimeoutError as exc:  # ours (no text), or the websockets handshake's own
+                reason = str(exc) or f"no answer within {self._connect_timeout_s:g} s"
+                raise ProviderUnavailable(f"{self.label} connection failed: {reason}") from exc
+            except (OSError, WebSocketException, openai.OpenAIError) as exc:
+                raise ProviderUnavailable(
+                    f"{self.label} connection failed: {describe(exc)}"
+                ) from exc
         try:
             for event in events:
-                await ws.send(json.dumps(event))
+                await conn.send_raw(json.dumps(event))
         except BaseException as exc:  # cancelled by close() too: do not leak the socket
             with contextlib.suppress(Exception):
-                await ws.close()
-            if isinstance(exc, ConnectionClosed):
+                await conn.close()
+            if isinstance(exc, (ConnectionClosed, openai.OpenAIError)):
                 raise ProviderUnavailable(
                     f"{self.label} connection failed: {describe(exc)}"
                 ) from exc
             raise
-        return ws
+        return conn
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run `coro` as a task that close() cancels."""
@@ -159,30 +191,36 @@ class OpenAiRealtimeSocket(ABC):
 
     async def _send(self, event: Mapping[str, Any]) -> bool:
         """Send one client event; False when there is no open socket (the reader reports it)."""
-        ws = self._ws
-        if ws is None or self._closing:
+        conn = self._conn
+        if conn is None or self._closing:
             return False
         try:
-            await ws.send(json.dumps(event))
-        except ConnectionClosed:
+            await conn.send_raw(json.dumps(event))
+        except (ConnectionClosed, openai.OpenAIError):
+            if self._conn is conn:
+                self._up = False
             return False
         return True
 
     # -- tasks ------------------------------------------------------------------------
 
-    async def _receive(self, ws: ClientConnection) -> str | None:
+    async def _receive(self, ws: RealtimeConnection) -> str | None:
         """Hand each server event to `_on_event` until `ws` closes.
 
         Returns why the socket was lost, or None for a normal (1000/1001) close.
         """
         try:
-            async for message in ws:
-                event = self._decode(message)
+            while True:
+                event = self._decode(await ws.recv_bytes())
                 if event is not None:
                     await self._on_event(event)
+        except ConnectionClosedOK:
+            return None
         except ConnectionClosed as exc:
             return describe(exc)
-        return None
+        finally:
+            if self._conn is ws:
+                self._up = False
 
     async def _write_loop(self) -> None:
         """Send queued caller audio; frames that cannot go now are dropped and counted."""
@@ -209,3 +247,11 @@ class OpenAiRealtimeSocket(ABC):
     @abstractmethod
     async def _on_event(self, event: dict[str, Any]) -> None:
         """One server event (a JSON object), in the order the server sent them."""
+
+
+def _split_realtime_url(url: str) -> tuple[str, dict[str, str]]:
+    """ws(s)://host/…/v1/realtime?q as the SDK takes it: the base it appends `/realtime` to,
+    and the query."""
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path.removesuffix("/realtime"), "", ""))
+    return base, dict(parse_qsl(parts.query))

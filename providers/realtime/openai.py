@@ -35,11 +35,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from websockets.asyncio.client import ClientConnection
-
 from providers.common import api_key_setting, openai_realtime_url
 from providers.errors import ProviderUnavailable
-from providers.openai_realtime_socket import OpenAiRealtimeSocket, ServerVad, describe
+from providers.openai_realtime_socket import (
+    OpenAiRealtimeSocket,
+    RealtimeConnection,
+    ServerVad,
+    describe,
+)
 from providers.realtime.base import RealtimeHandler, RealtimeSession
 
 log = logging.getLogger(__name__)
@@ -242,7 +245,7 @@ class OpenAiRealtime(OpenAiRealtimeSocket, RealtimeSession):
 
     # -- tasks ------------------------------------------------------------------------
 
-    async def _read_loop(self, ws: ClientConnection) -> None:
+    async def _read_loop(self, ws: RealtimeConnection) -> None:
         lost = await self._receive(ws)  # None after a normal (1000/1001) close
         error = None if lost is None else f"OpenAI realtime connection lost: {lost}"
         if not self._closing:

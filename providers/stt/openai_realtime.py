@@ -1,13 +1,16 @@
-"""OpenAI Realtime API, transcription intent, over a websocket.
+"""OpenAI Realtime API (GA protocol), transcription session, over a websocket.
 
 docs/plugin-behaviour.md, "Speech-to-text".
 
-wss://api.openai.com/v1/realtime?intent=transcription with `OpenAI-Beta: realtime=v1`:
-we send `transcription_session.update` (g711_ulaw input, server VAD) and
-`input_audio_buffer.append`; the server sends
-`conversation.item.input_audio_transcription.delta` / `.completed`,
-`input_audio_buffer.speech_started`, `conversation.item.input_audio_transcription.failed`
-and `error`.
+wss://api.openai.com/v1/realtime?intent=transcription with `Authorization: Bearer` and no
+`OpenAI-Beta` header. Names as in the openai SDK 3.57 `types/realtime/`:
+
+- we send `session.update` whose `session` is a transcription session (`type:
+  "transcription"`): `audio.input.format {type: "audio/pcmu"}` (G.711 μ-law, 8 kHz; the
+  beta API's `g711_ulaw`), `audio.input.transcription.model` and
+  `audio.input.turn_detection` (server VAD); then `input_audio_buffer.append`;
+- the server sends `conversation.item.input_audio_transcription.delta` (partials) /
+  `.completed` (finals) / `.failed`, `input_audio_buffer.speech_started` and `error`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ MAX_QUEUED_FRAMES = 250
 
 Sleep = Callable[[float], Awaitable[None]]
 
+PCMU: dict[str, str] = {"type": "audio/pcmu"}
+
 EV_DELTA = "conversation.item.input_audio_transcription.delta"
 EV_COMPLETED = "conversation.item.input_audio_transcription.completed"
 EV_FAILED = "conversation.item.input_audio_transcription.failed"
@@ -52,7 +57,6 @@ class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
     """One transcription websocket per call, with the plugin's reconnect policy."""
 
     label = "STT"
-    extra_headers = {"OpenAI-Beta": "realtime=v1"}
 
     def __init__(
         self,
@@ -111,12 +115,18 @@ class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
     # -- connection -------------------------------------------------------------------
 
     def session_update(self) -> dict[str, Any]:
+        """The opening event: a GA transcription session taking μ-law, with server VAD."""
         return {
-            "type": "transcription_session.update",
+            "type": "session.update",
             "session": {
-                "input_audio_format": "g711_ulaw",
-                "input_audio_transcription": {"model": self._model},
-                "turn_detection": self._vad.turn_detection(),
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": dict(PCMU),
+                        "transcription": {"model": self._model},
+                        "turn_detection": self._vad.turn_detection(),
+                    }
+                },
             },
         }
 

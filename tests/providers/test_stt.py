@@ -7,19 +7,27 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, get_args
 
 import pytest
+from openai.types.realtime import (
+    RealtimeClientEvent,
+    RealtimeServerEvent,
+    RealtimeTranscriptionSessionCreateRequest,
+    SessionUpdateEvent,
+)
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from providers.errors import ProviderNotConfigured, ProviderUnavailable
-from providers.stt import build_stt
+from providers.stt import build_stt, openai_realtime
 from providers.stt.openai_realtime import OpenAiRealtimeStt, realtime_url
 
 DELTA = "conversation.item.input_audio_transcription.delta"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 SPEECH_STARTED = "input_audio_buffer.speech_started"
+FAILED = "conversation.item.input_audio_transcription.failed"
 
 
 class Recorder:
@@ -117,7 +125,9 @@ def session(fake: FakeRealtime, rec: Recorder, **kwargs: Any) -> OpenAiRealtimeS
     )
 
 
-async def test_open_sends_session_update_with_headers_and_config(fake: FakeRealtime) -> None:
+async def test_open_sends_the_ga_session_update_without_the_beta_header(
+    fake: FakeRealtime,
+) -> None:
     settings = {
         "provider": "openai",
         "providers": {
@@ -138,17 +148,25 @@ async def test_open_sends_session_update_with_headers_and_config(fake: FakeRealt
         assert request is not None
         assert request.path == "/v1/realtime?intent=transcription"
         assert request.headers["Authorization"] == "Bearer sk-abc"
-        assert request.headers["OpenAI-Beta"] == "realtime=v1"
+        # The beta protocol's header is gone: GA sessions refuse the beta event names.
+        assert "OpenAI-Beta" not in request.headers
+        # The socket is the openai SDK's realtime client, not a hand-written one.
+        assert request.headers["User-Agent"].startswith("AsyncOpenAI/Python")
         assert await conn.next() == {
-            "type": "transcription_session.update",
+            "type": "session.update",
             "session": {
-                "input_audio_format": "g711_ulaw",
-                "input_audio_transcription": {"model": "gpt-4o-mini-transcribe"},
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": 0.7,
-                    "prefix_padding_ms": 300,
-                    "silence_duration_ms": 600,
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcmu"},
+                        "transcription": {"model": "gpt-4o-mini-transcribe"},
+                        "turn_detection": {
+                            "type": "server_vad",
+                            "threshold": 0.7,
+                            "prefix_padding_ms": 300,
+                            "silence_duration_ms": 600,
+                        },
+                    }
                 },
             },
         }
@@ -157,13 +175,67 @@ async def test_open_sends_session_update_with_headers_and_config(fake: FakeRealt
         await stt.close()
 
 
+def unknown_fields(model: BaseModel, where: str = "") -> list[str]:
+    """Keys the SDK's models do not declare (they allow extras, so parsing alone would pass
+    a misspelt or misplaced field)."""
+    found = [f"{where}{key}" for key in model.model_extra or {}]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            found += unknown_fields(value, f"{where}{name}.")
+    return found
+
+
+def test_session_update_is_the_sdks_ga_transcription_session_update() -> None:
+    """The opening event parses as the SDK's own GA `session.update` with a transcription
+    session, every field in a place the SDK declares; the beta event does not parse."""
+    stt = OpenAiRealtimeStt(api_key="sk", callbacks=Recorder(), model="gpt-4o-transcribe")
+    event = TypeAdapter(RealtimeClientEvent).validate_python(stt.session_update())
+    assert isinstance(event, SessionUpdateEvent)
+    assert isinstance(event.session, RealtimeTranscriptionSessionCreateRequest)
+    assert unknown_fields(event) == []
+    assert event.session.audio is not None and event.session.audio.input is not None
+    audio_in = event.session.audio.input
+    assert audio_in.format is not None and audio_in.format.type == "audio/pcmu"
+    assert audio_in.transcription is not None
+    assert audio_in.transcription.model == "gpt-4o-transcribe"
+    assert audio_in.turn_detection is not None and audio_in.turn_detection.type == "server_vad"
+    beta = {
+        "type": "transcription_session.update",
+        "session": {
+            "input_audio_format": "g711_ulaw",
+            "input_audio_transcription": {"model": "gpt-4o-transcribe"},
+        },
+    }
+    with pytest.raises(ValidationError):
+        TypeAdapter(RealtimeClientEvent).validate_python(beta)
+
+
+def test_consumed_server_events_carry_ga_names() -> None:
+    ga_names = {
+        name
+        for member in get_args(get_args(RealtimeServerEvent)[0])
+        for name in get_args(member.model_fields["type"].annotation)
+    }
+    consumed = {
+        openai_realtime.EV_DELTA,
+        openai_realtime.EV_COMPLETED,
+        openai_realtime.EV_FAILED,
+        openai_realtime.EV_SPEECH_STARTED,
+        openai_realtime.EV_ERROR,
+    }
+    assert consumed <= ga_names
+    assert {DELTA, COMPLETED, SPEECH_STARTED, FAILED} <= ga_names
+
+
 async def test_defaults_from_reference(fake: FakeRealtime) -> None:
     stt = session(fake, Recorder())
     await stt.connect()
     try:
         update = await (await fake.accept()).next()
-        assert update["session"]["input_audio_transcription"] == {"model": "gpt-4o-transcribe"}
-        assert update["session"]["turn_detection"] == {
+        audio_in = update["session"]["audio"]["input"]
+        assert audio_in["transcription"] == {"model": "gpt-4o-transcribe"}
+        assert audio_in["turn_detection"] == {
             "type": "server_vad",
             "threshold": 0.5,
             "prefix_padding_ms": 300,
@@ -189,29 +261,94 @@ async def test_audio_is_appended_as_base64_ulaw_in_order(fake: FakeRealtime) -> 
         await stt.close()
 
 
-async def test_server_events_reach_the_callbacks(fake: FakeRealtime) -> None:
+_event_ids = iter(range(1, 1_000_000))
+
+
+def ga(event: dict[str, Any]) -> dict[str, Any]:
+    """`event` as the GA server sends it: an event_id added, and checked against the SDK's
+    own server event types (required fields present, the type a GA one)."""
+    event = {"event_id": f"event_{next(_event_ids)}", **event}
+    parsed = TypeAdapter(RealtimeServerEvent).validate_python(event)
+    assert parsed.type == event["type"]
+    return event
+
+
+USAGE = {"type": "duration", "seconds": 1.2}
+
+
+async def test_ga_server_events_reach_the_callbacks(fake: FakeRealtime) -> None:
     rec = Recorder()
     stt = session(fake, rec)
     await stt.connect()
     try:
         conn = await fake.accept()
         await conn.next()
-        await conn.send({"type": SPEECH_STARTED, "audio_start_ms": 0, "item_id": "a"})
-        await conn.send({"type": DELTA, "item_id": "a", "content_index": 0, "delta": "Hel"})
-        await conn.send({"type": DELTA, "item_id": "a", "content_index": 0, "delta": "lo there"})
+        await conn.send(ga({"type": SPEECH_STARTED, "audio_start_ms": 0, "item_id": "a"}))
         await conn.send(
-            {"type": COMPLETED, "item_id": "a", "content_index": 0, "transcript": "Hello there."}
+            ga({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "a"})
         )
-        await conn.send({"type": DELTA, "item_id": "b", "content_index": 0, "delta": "Bye"})
+        await conn.send(ga({"type": DELTA, "item_id": "a", "content_index": 0, "delta": "Hel"}))
         await conn.send(
-            {"type": "error", "error": {"type": "invalid_request_error", "message": "bad audio"}}
+            ga({"type": DELTA, "item_id": "a", "content_index": 0, "delta": "lo there"})
         )
-        await until(lambda: bool(rec.errors))
+        await conn.send(
+            ga(
+                {
+                    "type": COMPLETED,
+                    "item_id": "a",
+                    "content_index": 0,
+                    "transcript": "Hello there.",
+                    "usage": USAGE,
+                }
+            )
+        )
+        await conn.send(ga({"type": DELTA, "item_id": "b", "content_index": 0, "delta": "Bye"}))
+        await conn.send(
+            ga(
+                {
+                    "type": FAILED,
+                    "item_id": "b",
+                    "content_index": 0,
+                    "error": {"type": "server_error", "message": "could not transcribe"},
+                }
+            )
+        )
+        await conn.send(
+            ga({"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}})
+        )
+        await until(lambda: len(rec.errors) == 2)
         assert rec.speech_starts == 1
         # Partials accumulate per item and start fresh after the final.
         assert rec.partials == ["Hel", "Hello there", "Bye"]
         assert rec.finals == ["Hello there."]
-        assert rec.errors == ["STT error: bad audio"]
+        assert rec.errors == ["STT error: could not transcribe", "STT error: bad"]
+    finally:
+        await stt.close()
+
+
+async def test_beta_event_names_are_not_taken_for_transcripts(fake: FakeRealtime) -> None:
+    """Only the GA names count: a beta-only session event is ignored, not misread."""
+    rec = Recorder()
+    stt = session(fake, rec)
+    await stt.connect()
+    try:
+        conn = await fake.accept()
+        await conn.next()
+        await conn.send({"type": "transcription_session.updated", "session": {}})
+        await conn.send(ga({"type": "session.updated", "session": {"type": "transcription"}}))
+        await conn.send(
+            ga(
+                {
+                    "type": COMPLETED,
+                    "item_id": "a",
+                    "content_index": 0,
+                    "transcript": "ok",
+                    "usage": USAGE,
+                }
+            )
+        )
+        await until(lambda: rec.finals == ["ok"])
+        assert rec.errors == [] and rec.partials == []
     finally:
         await stt.close()
 
@@ -244,7 +381,9 @@ async def test_reconnects_after_the_server_drops_the_socket(fake: FakeRealtime) 
         await first.next()
         first.ws.transport.abort()  # an abrupt drop, no close frame
         second = await fake.accept()
-        assert (await second.next())["type"] == "transcription_session.update"
+        reopened = await second.next()
+        assert reopened["type"] == "session.update"
+        assert reopened["session"]["type"] == "transcription"
         assert sleep.delays == [1.0]
         await until(lambda: stt.connected)
         await stt.send_audio(b"\x01" * 160)
@@ -324,6 +463,26 @@ async def test_connect_failure_raises_provider_unavailable() -> None:
     with pytest.raises(ProviderUnavailable, match="STT connection failed"):
         await stt.connect()
     assert not stt.connected
+
+
+async def test_a_server_that_never_answers_hits_the_connect_timeout() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes the upgrade request and never answers it
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        stt = OpenAiRealtimeStt(
+            api_key="sk",
+            callbacks=Recorder(),
+            base_url=f"http://127.0.0.1:{port}",
+            connect_timeout_s=0.2,
+        )
+        async with asyncio.timeout(2):
+            with pytest.raises(ProviderUnavailable, match=r"no answer within 0\.2 s"):
+                await stt.connect()
+        assert not stt.connected
 
 
 async def test_rejected_handshake_raises_provider_unavailable() -> None:
