@@ -197,11 +197,14 @@ class CallTarget:
     webhook_url: str = ""
     turn_token: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
-    # The stream `start_stream` connects (carriers that start streams by command).
+    # The stream `start_stream` connects (carriers that start streams by command), or the
+    # one `send_dtmf` reconnects after the digits (dtmf_replaces_stream).
     stream: StreamPlan | None = None
     # Stable across retries of one owed command: a carrier that dedupes commands by an id
     # (Telnyx command_id) runs a command sent again after a crash only once.
     command_key: str | None = None
+    # The `speak` utterance `play_text` says, for the carrier to name when it finished.
+    utterance_id: str | None = None
 
 
 class TelephonyProvider(ABC):
@@ -218,6 +221,10 @@ class TelephonyProvider(ABC):
     #: The carrier can park a caller in a call-waiting queue (Twilio <Enqueue>) and bring
     #: them back with `resume`.
     call_waiting: bool = False
+    #: send_dtmf replaces the live document and so ends an attached stream (Twilio): the
+    #: services pass the stream to reconnect after the digits as `target.stream`. The others
+    #: send DTMF out of band and the stream stays.
+    dtmf_replaces_stream: bool = False
     #: Headers whose absence fails the pre-auth gate with 401 before the body is read.
     signature_headers: tuple[tuple[str, ...], ...] = ()
 
@@ -242,7 +249,7 @@ class TelephonyProvider(ABC):
 
     @abstractmethod
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
-        """Play DTMF digits into the live call."""
+        """Play DTMF digits into the live call (then connect `target.stream`, if set)."""
 
     def can_speak_in_reply(self, request: WebhookRequest) -> bool:
         """True when this webhook's reply can carry speech (a TwiML/XML document fetch)."""

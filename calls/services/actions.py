@@ -25,6 +25,7 @@ from calls.services.lifecycle import (
     call_target,
 )
 from calls.services.speech import Spoken, speak
+from calls.services.stream_plans import stream_plan
 from calls.state import NON_TERMINAL, CallState
 from providers.errors import ProviderError
 from providers.text import has_control
@@ -76,12 +77,23 @@ def call_speak(
 
 
 def call_send_dtmf(*, call_id: str, digits: str) -> Call:
-    """Play DTMF into a live call."""
+    """Play DTMF into a live call; a streaming call keeps streaming.
+
+    Where the digits replace the carrier's live document and so end the stream (Twilio),
+    the call reconnects to a new stream with a fresh token right after them; the call, its
+    transcript and an open turn carry on (docs/plugin-behaviour.md, "DTMF on a stream").
+    """
     if not digits or not DTMF_RE.match(digits):
         raise InvalidRequest(DTMF_ERROR)
     call = live_call(call_id)
+    provider = get_provider()
+    plan = (
+        stream_plan(call, replacing=True)
+        if provider.dtmf_replaces_stream and call.stream_id
+        else None
+    )
     try:
-        get_provider().send_dtmf(call_target(call), digits)
+        provider.send_dtmf(call_target(call, stream=plan), digits)
     except ProviderError as exc:
         raise CarrierFailed(str(exc)) from exc
     return call

@@ -89,7 +89,7 @@ def _dtmf_give_up(call: Call, error: str) -> tuple[str, ...]:
 
 def _stream_start(call: Call, key: str) -> None:
     """Connect an answered inbound call's media stream by carrier command (Telnyx)."""
-    plan = stream_plan(call)
+    plan = stream_plan(call, command_key=key)
     if plan is None:
         return
     get_provider().start_stream(lifecycle.call_target(call, stream=plan, command_key=key))

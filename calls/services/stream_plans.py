@@ -1,8 +1,8 @@
-"""Whether and where a call streams: the stream document, its per-call token, the busy line.
+"""Whether and where a call streams: the stream document, its one-stream token, the busy line.
 
-Planning only: it reads the config and the call rows and applies no event, so event
-application, dialling and the sweep can all ask it (the stream sessions themselves are in
-calls/services/streams.py).
+Planning reads the config and the call rows and applies no event, so event application,
+dialling and the sweep can all ask it; the one row it writes is the token of the stream it
+plans (the stream sessions themselves are in calls/services/streams.py).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import secrets
 from urllib.parse import urlsplit, urlunsplit
+
+from django.utils.crypto import salted_hmac
 
 from calls.carrier import get_provider, public_url
 from calls.config import get_config
@@ -49,11 +51,22 @@ def stream_url() -> str:
     return urlunsplit((scheme, public.netloc, path, "", ""))
 
 
-def stream_plan(call: Call) -> StreamPlan | None:
-    """The stream document for a live call's fetch, or None when it should not stream."""
-    if call.is_terminal or call.stream_id or not streaming_possible():
+def stream_plan(
+    call: Call, *, replacing: bool = False, command_key: str | None = None
+) -> StreamPlan | None:
+    """The stream for a live call's document or stream-start command, with a fresh token;
+    None when it should not stream.
+
+    The one door to a stream token: every stream document (Twilio answer, dial and DTMF
+    TwiML, the call-waiting queue's resume, Plivo XML) and stream-start command (Telnyx dial
+    and streaming_start) is planned here, and each plan replaces the call's unused token
+    (docs/security.md, "Media streams"). `replacing`: the stream replaces the one attached
+    now (Twilio DTMF ends it); otherwise an attached call gets no plan. `command_key`: an
+    owed carrier command's key, so its retries carry the same token (docs/security.md).
+    """
+    if call.is_terminal or (call.stream_id and not replacing) or not streaming_possible():
         return None
-    return StreamPlan(url=stream_url(), token=_token(call))
+    return StreamPlan(url=stream_url(), token=_token_issue(call, command_key))
 
 
 def _streams_held(exclude: Call | None = None) -> int:
@@ -97,14 +110,21 @@ def waiting_resume() -> int:
     return 1
 
 
-def _token(call: Call) -> str:
-    """One token per call, made once and kept (16 random bytes as hex).
+def _token_issue(call: Call, command_key: str | None) -> str:
+    """A fresh token for the next stream of the call, replacing any unused one.
 
-    Hex because Plivo's <Stream extraHeaders> allows only [A-Za-z0-9]
-    (docs/carriers.md, "Plivo: media streams").
+    16 bytes as 32 hex digits, because Plivo's <Stream extraHeaders> allows only
+    [A-Za-z0-9] (docs/carriers.md, "Plivo: media streams"). Random, except for an owed
+    carrier command: Telnyx runs a command sent again under its command_id only once, so
+    every attempt must carry the token of the first; it is derived from the command's key.
+    The stream that presents it consumes it (calls/services/streams.py).
     """
-    if not call.stream_token:
+    if command_key:
+        token = salted_hmac(
+            "calls.stream_token", f"{call.pk}:{command_key}", algorithm="sha256"
+        ).hexdigest()[:32]
+    else:
         token = secrets.token_hex(16)
-        Call.objects.filter(pk=call.pk, stream_token="").update(stream_token=token)
-        call.refresh_from_db(fields=["stream_token"])
-    return call.stream_token
+    Call.objects.filter(pk=call.pk).update(stream_token=token)
+    call.stream_token = token
+    return token

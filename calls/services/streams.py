@@ -43,9 +43,14 @@ class Attached:
 
 
 def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -> Attached:
-    """Authenticate a carrier stream against its call.
+    """Authenticate a carrier stream against its call, consuming the token it presents.
 
-    The token check is constant-time and fails closed.
+    The token check is constant-time and fails closed. A token opens one stream: the
+    conditional update takes it off the row as the stream attaches, so of two streams
+    presenting it only one attaches, and a second start with it is an unknown call like a
+    forged one (docs/security.md, "Media streams"). The call itself carries on: its
+    transcript, open turn and metadata are the same for every stream; a reconnect clears
+    the grace deadline a lost stream left.
     """
     provider = get_provider().name
     call = Call.objects.filter(
@@ -58,7 +63,11 @@ def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -
         or not hmac.compare_digest(call.stream_token.encode(), token.encode())
     ):
         raise StreamRejected("Unknown call")
-    Call.objects.filter(pk=call.pk).update(stream_id=stream_id[:128], stream_lost_at=None)
+    consumed = Call.objects.filter(
+        pk=call.pk, stream_token=call.stream_token, state__in=NON_TERMINAL
+    ).update(stream_token="", stream_id=stream_id[:128], stream_lost_at=None)
+    if not consumed:
+        raise StreamRejected("Unknown call")  # another stream took the token first
     greeting = call.meta.get(INITIAL_MESSAGE)
     if greeting:
         # Owed to the stream now; its line is written when the caller has heard it.

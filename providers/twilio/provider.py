@@ -35,6 +35,7 @@ class TwilioProvider(base.TelephonyProvider):
     supports_preconnect_dtmf = True
     rejects_in_reply = True
     call_waiting = True
+    dtmf_replaces_stream = True
     signature_headers = (("x-twilio-signature",),)
 
     def __init__(
@@ -124,7 +125,17 @@ class TwilioProvider(base.TelephonyProvider):
         )
 
     def send_dtmf(self, target: base.CallTarget, digits: str) -> None:
-        self._update_twiml(target, twiml.play_digits(digits, redirect_url=self._webhook(target)))
+        # New TwiML ends the <Connect><Stream> running now (plugin issue #139066), so a
+        # streaming call goes straight back to a new stream with its own token after the
+        # digits (docs/plugin-behaviour.md, "DTMF on a stream"); otherwise our webhook
+        # decides what comes next.
+        if target.stream is not None:
+            document = twiml.connect_stream(
+                target.stream.url, token=target.stream.token, digits=digits
+            )
+        else:
+            document = twiml.play_digits(digits, redirect_url=self._webhook(target))
+        self._update_twiml(target, document)
 
     def get_call_status(self, provider_call_id: str) -> base.CallStatus:
         try:

@@ -156,13 +156,16 @@ def hold_music() -> str:
     return render(response)
 
 
-def connect_stream(url: str, *, token: str) -> VoiceResponse:
-    """<Connect><Stream> with the per-call token as a <Parameter>.
+def connect_stream(url: str, *, token: str, digits: str | None = None) -> VoiceResponse:
+    """<Connect><Stream> with the stream's token as a <Parameter>, after `digits` if given
+    (DTMF on a streaming call: <Play digits> first).
 
     Twilio strips query strings from Stream URLs (plugin issue #9635), so the token cannot
     ride there (docs/carriers.md, "Twilio: media streams").
     """
     response = VoiceResponse()
+    if digits:
+        response.play(digits=digits)
     connect = response.connect()
     stream = connect.stream(url=url)
     stream.parameter(name="token", value=token)

@@ -10,20 +10,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.utils import timezone
 
 from calls.carrier import provider_settings, set_provider
-from calls.models import Call, TranscriptEntry
+from calls.models import Call, ContinueOperation, TranscriptEntry
+from calls.services.actions import call_send_dtmf
 from calls.services.speech import speak
 from calls.services.stream_plans import stream_plan
 from calls.services.timers import timers_sweep
+from calls.services.turns import turn_claim
 from calls.streams.consumer import StreamAdmission
 from providers.twilio import TwilioProvider
 
@@ -46,6 +52,8 @@ TWILIO = {
     "tts": {"provider": "openai", "providers": {"openai": {"apiKey": "sk-test"}}},
 }
 CALL_SID = "CA00000000000000000000000000000009"
+# What the Twilio REST API was asked, in order.
+CARRIER_REQUESTS: list[httpx.Request] = []
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,11 +89,13 @@ class FakeTts:
 def streaming(configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = configure(TWILIO)
     # The Twilio REST API answers hang-ups (the lost-stream timer hangs up the call).
-    carrier_api = httpx.Client(
-        transport=httpx.MockTransport(
-            lambda request: httpx.Response(200, json={"sid": CALL_SID, "status": "completed"})
-        )
-    )
+    CARRIER_REQUESTS.clear()
+
+    def carrier(request: httpx.Request) -> httpx.Response:
+        CARRIER_REQUESTS.append(request)
+        return httpx.Response(200, json={"sid": CALL_SID, "status": "completed"})
+
+    carrier_api = httpx.Client(transport=httpx.MockTransport(carrier))
     set_provider(TwilioProvider(settings=provider_settings(cfg), http=carrier_api))
     monkeypatch.setattr("calls.streams.consumer.ADMISSION", StreamAdmission())
     FakeStt.instances.clear()
@@ -121,14 +131,14 @@ make_call_async = database_sync_to_async(_make_call)
 refresh = database_sync_to_async(lambda call: Call.objects.get(pk=call.pk))
 
 
-def _start(token: str = "good-token", sid: str = CALL_SID) -> str:
+def _start(token: str = "good-token", sid: str = CALL_SID, stream_sid: str = "MZ1") -> str:
     return json.dumps(
         {
             "event": "start",
             "sequenceNumber": "1",
-            "streamSid": "MZ1",
+            "streamSid": stream_sid,
             "start": {
-                "streamSid": "MZ1",
+                "streamSid": stream_sid,
                 "accountSid": "AC1",
                 "callSid": sid,
                 "tracks": ["inbound"],
@@ -322,3 +332,94 @@ async def test_a_second_start_on_an_attached_stream_is_closed_1008(
     await communicator.send_to(text_data=_start())
     closed = await communicator.receive_output(timeout=5)
     assert (closed["code"], closed.get("reason")) == (1008, "Duplicate start")
+
+
+def _open_turn(call: Call) -> str:
+    """A background `continue` waiting for the caller's answer (its prompt already said)."""
+    token = "turn-1"
+    deadline = timezone.now() + timedelta(minutes=3)
+    turn_claim(call, token=token, started=timezone.now(), deadline=deadline, lease_until=deadline)
+    ContinueOperation.objects.create(
+        call=call, message="Which day suits you?", turn_token=token, deadline_at=deadline
+    )
+    return token
+
+
+async def _until(predicate: Any) -> None:
+    for _ in range(100):
+        if await database_sync_to_async(predicate)():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the database never got there")
+
+
+def _sent_twiml() -> ET.Element:
+    [update] = [r for r in CARRIER_REQUESTS if r.url.path.endswith(f"/Calls/{CALL_SID}.json")]
+    return ET.fromstring(parse_qs(update.content.decode())["Twiml"][0])
+
+
+def _user_lines(call: Call) -> list[tuple[str, str | None]]:
+    return list(
+        TranscriptEntry.objects.filter(call=call, speaker="user").values_list("text", "turn_token")
+    )
+
+
+async def test_dtmf_on_a_streaming_call_reconnects_it_to_a_new_stream_with_a_new_token(
+    streaming: None, application: Any
+) -> None:
+    call = await make_call_async(state="listening", metadata={})
+    first = await _connect(application)
+    await first.send_to(text_data=_start(stream_sid="MZ1"))
+    await _until(lambda: Call.objects.get(pk=call.pk).stream_id == "MZ1")
+    FakeStt.instances[-1].callbacks.on_final("Hello?")
+    await _until(lambda: _user_lines(call) == [("Hello?", None)])
+    turn = await database_sync_to_async(_open_turn)(call)
+
+    await database_sync_to_async(call_send_dtmf)(call_id=call.call_id, digits="1#")
+
+    # The digits, then straight back to a stream, with a token of its own.
+    document = _sent_twiml()
+    assert [(c.tag, c.get("digits")) for c in document] == [("Play", "1#"), ("Connect", None)]
+    stream = document.find("Connect/Stream")
+    assert stream is not None and stream.get("url") == "wss://voice.example.com/voice/stream"
+    [(name, token)] = [(p.get("name"), p.get("value")) for p in stream.iter("Parameter")]
+    assert name == "token" and token != "good-token" and re.fullmatch("[0-9a-f]{32}", token)
+    assert (await refresh(call)).stream_token == token
+
+    # The new TwiML ends the first stream.
+    await first.send_to(
+        text_data=json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": CALL_SID}})
+    )
+    await first.wait(timeout=5)
+    lost = await refresh(call)
+    assert lost.stream_id == "" and lost.stream_lost_at is not None and lost.turn_token == turn
+
+    second = await _connect(application)
+    await second.send_to(text_data=_start(token=token, stream_sid="MZ2"))
+    await _until(lambda: Call.objects.get(pk=call.pk).stream_id == "MZ2")
+    back = await refresh(call)
+    assert back.stream_lost_at is None and back.turn_token == turn and back.stream_token == ""
+
+    # Neither token opens another stream: the first one's, nor the one just used.
+    for used in ("good-token", token):
+        intruder = await _connect(application)
+        await intruder.send_to(text_data=_start(token=used, stream_sid="MZ-x"))
+        closed = await intruder.receive_output(timeout=5)
+        assert (closed["code"], closed.get("reason")) == (1008, "Unknown call")
+    assert (await refresh(call)).stream_id == "MZ2"
+
+    # The new stream answers the turn that was open across the reconnect, on the same call.
+    FakeStt.instances[-1].callbacks.on_final("Tuesday works.")
+    await _until(lambda: len(_user_lines(call)) == 2)
+    lines = await database_sync_to_async(_user_lines)(call)
+    assert lines == [("Hello?", None), ("Tuesday works.", turn)]
+    operation = await database_sync_to_async(ContinueOperation.objects.get)(call=call)
+    assert (operation.status, operation.result.get("transcript")) == ("done", "Tuesday works.")
+
+    # The grace deadline the first stream left is gone: the sweep keeps the call.
+    report = await database_sync_to_async(timers_sweep)(
+        now=lost.stream_lost_at + timedelta(seconds=1)
+    )
+    assert report.fired.get("stream_lost") is None
+    assert (await refresh(call)).state not in ("hangup-bot", "completed")
+    await second.disconnect()

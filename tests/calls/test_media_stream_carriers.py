@@ -26,8 +26,10 @@ from django.test import Client
 
 from calls.carrier import set_provider
 from calls.models import Call, TranscriptEntry
+from calls.services.actions import call_send_dtmf
 from calls.services.dialling import call_initiate
 from calls.services.stream_plans import stream_plan
+from calls.services.streams import stream_attach
 from calls.streams.consumer import StreamAdmission
 from providers.base import CallTarget, PlaceCall, ReplyContext, StreamPlan
 from providers.plivo.media import PlivoMediaCodec
@@ -422,6 +424,62 @@ async def test_plivo_stream_with_a_wrong_token_is_closed_1008(
     assert (await refresh(call)).stream_id == ""
 
 
+@pytest.mark.django_db
+def test_a_redelivered_answer_fetch_gets_the_kept_stream_whose_token_still_opens_it(
+    plivo: PlivoDriver,
+) -> None:
+    # The replay is answered with the reply kept for it, not a new plan: the carrier may
+    # connect with either copy, so the token must be the one still waiting on the call.
+    call = call_initiate(to=CALLEE, message=OPENING, mode="conversation")
+    call.refresh_from_db()
+    client = Client()
+    [answer] = plivo.answered(call)
+    plivo.post(client, answer)
+    plivo.post(client, answer)
+    first, again = plivo.reply_xmls()
+    assert again == first
+    token = _plivo_stream_token_of(first)
+    call.refresh_from_db()
+    assert call.stream_token == token
+    stream_attach(provider_call_id=call.provider_call_id, token=token, stream_id="st-1")
+    assert Call.objects.get(pk=call.pk).stream_id == "st-1"
+
+
+def _plivo_stream_token_of(document: str) -> str:
+    [stream] = ET.fromstring(document).iter("Stream")
+    key, _, token = (stream.get("extraHeaders") or "").partition("=")
+    assert key == "token"
+    return token
+
+
+@transactional
+async def test_plivo_dtmf_goes_out_of_band_and_the_stream_stays(
+    plivo: PlivoDriver, application: Any
+) -> None:
+    call = await database_sync_to_async(_dial_and_answer)(plivo)
+    communicator = await _connect(application)
+    await communicator.send_to(
+        text_data=_plivo_start(call.provider_call_id, f"token={_plivo_stream_token(plivo)}")
+    )
+    await _frames_until(communicator, "checkpoint")
+    before = len(plivo.api.requests)
+
+    await database_sync_to_async(call_send_dtmf)(call_id=call.call_id, digits="1#")
+
+    [dtmf] = plivo.api.requests[before:]  # the REST DTMF command, nothing else
+    assert (dtmf.method, dtmf.url.path.rstrip("/").rsplit("/", 1)[-1]) == ("POST", "DTMF")
+    await _stays_attached(call, communicator, "st-1")
+    await _hears(call, communicator, [_plivo_media(b"\x7f" * 160), _plivo_media(b"\x7e" * 160)])
+    await communicator.disconnect()
+
+
+async def _stays_attached(call: Call, communicator: WebsocketCommunicator, stream_id: str) -> None:
+    """No detach, no new stream and no new token: the socket is still ours."""
+    assert await communicator.receive_nothing(timeout=0.2)
+    after = await refresh(call)
+    assert (after.stream_id, after.stream_token, after.stream_lost_at) == (stream_id, "", None)
+
+
 # -- Telnyx --------------------------------------------------------------------------------------
 
 
@@ -503,6 +561,28 @@ async def test_telnyx_inbound_call_streams_after_answer_and_greets_the_caller(
     await _frames_until(communicator, "mark")
     assert FakeTts.spoken == [GREETING]
     assert (await refresh(call)).stream_id == "ts-1"
+    await communicator.disconnect()
+
+
+@transactional
+async def test_telnyx_dtmf_goes_out_of_band_and_the_stream_stays(
+    telnyx: TelnyxDriver, application: Any
+) -> None:
+    call = await database_sync_to_async(_dial_and_answer)(telnyx)
+    dial = telnyx.dials[call.provider_call_id]
+    communicator = await _connect(
+        application,
+        headers=[(b"x-telnyx-streaming-auth-token", dial["stream_auth_token"].encode())],
+    )
+    await communicator.send_to(text_data=_telnyx_start(call.provider_call_id, params={}))
+    await _frames_until(communicator, "mark")
+
+    await database_sync_to_async(call_send_dtmf)(call_id=call.call_id, digits="1#")
+
+    actions = [action for _, action, _ in telnyx.commands(call.provider_call_id)]
+    assert actions == ["send_dtmf"]  # no streaming_start after it
+    await _stays_attached(call, communicator, "ts-1")
+    await _hears(call, communicator, [_telnyx_media(b"\x7f" * 160), _telnyx_media(b"\x7e" * 160)])
     await communicator.disconnect()
 
 

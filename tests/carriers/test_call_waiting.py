@@ -124,6 +124,11 @@ def test_a_second_caller_waits_in_the_queue_and_is_connected_when_the_line_frees
     assert back.find("Connect/Stream") is not None
     waiter.refresh_from_db()
     assert not waiter.waiting
+    # The resumed caller's stream has a token of its own, and it opens that one stream.
+    token = back.find("Connect/Stream/Parameter").get("value")
+    assert token == waiter.stream_token
+    stream_attach(provider_call_id=waiter.provider_call_id, token=token, stream_id="MZ2")
+    assert Call.objects.get(pk=waiter.pk).stream_id == "MZ2"
 
 
 def test_a_waiting_caller_who_hangs_up_is_not_brought_back(

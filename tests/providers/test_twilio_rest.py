@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 
-from providers.base import CallTarget, PlaceCall
+from providers.base import CallTarget, PlaceCall, StreamPlan
 from providers.errors import ProviderError, ProviderNotConfigured, ProviderUnavailable
 from providers.registry import build_provider
 from providers.twilio import TwilioProvider
@@ -251,6 +252,21 @@ def test_send_dtmf_plays_then_redirects() -> None:
     assert [(c.tag, c.get("digits"), c.text) for c in root] == [
         ("Play", "9#", None),
         ("Redirect", None, HOOK),
+    ]
+
+
+def test_send_dtmf_on_a_streaming_call_plays_then_connects_the_next_stream() -> None:
+    # New TwiML ends the live <Connect><Stream>: the call goes straight to a new stream,
+    # with the token planned for it.
+    carrier = Carrier()
+    plan = StreamPlan(url="wss://voice.example.com/voice/stream", token="ab" * 16)
+    provider(carrier).send_dtmf(replace(TARGET, stream=plan), "9#")
+    root = _twiml(carrier)
+    assert [(c.tag, c.get("digits")) for c in root] == [("Play", "9#"), ("Connect", None)]
+    stream = root.find("Connect/Stream")
+    assert stream is not None and stream.get("url") == plan.url
+    assert [(p.get("name"), p.get("value")) for p in stream.iter("Parameter")] == [
+        ("token", plan.token)
     ]
 
 

@@ -1,7 +1,7 @@
 """Whether and where a call streams (calls/services/stream_plans.py), called directly.
 
 Streaming needs streaming.enabled, a public URL and a carrier with a media codec; the plan
-carries the stream URL and a per-call token made once; while streams hold the line
+carries the stream URL and a fresh token for that one stream; while streams hold the line
 (maxConcurrentCalls), inbound callers wait in the call-waiting queue and the longest-waiting
 one is brought back when it frees. The Twilio driver plays the carrier (its REST API fake).
 """
@@ -55,14 +55,44 @@ def test_twilio_with_streaming_on_streams_to_the_public_origin(twilio: TwilioDri
     assert stream_url() == "wss://voice.example.test/voice/stream"
 
 
-def test_a_plan_carries_one_token_per_call_made_once(twilio: TwilioDriver, make_call: Any) -> None:
+def test_every_plan_carries_a_fresh_token_that_replaces_the_unused_one(
+    twilio: TwilioDriver, make_call: Any
+) -> None:
     call = _call(make_call)
     first, second = stream_plan(call), stream_plan(call)
     assert first is not None and second is not None
     assert first.url == "wss://voice.example.test/voice/stream"
     assert re.fullmatch("[0-9a-f]{32}", first.token)  # Plivo's extraHeaders take [A-Za-z0-9]
-    assert second.token == first.token == Call.objects.get(pk=call.pk).stream_token
-    assert stream_plan(_call(make_call)).token != first.token  # type: ignore[union-attr]
+    assert re.fullmatch("[0-9a-f]{32}", second.token)
+    assert second.token != first.token  # one token per stream, not per call
+    assert Call.objects.get(pk=call.pk).stream_token == second.token  # the first is void
+    assert stream_plan(_call(make_call)).token not in (first.token, second.token)  # type: ignore[union-attr]
+
+
+def test_an_owed_commands_retries_carry_the_token_of_its_first_attempt(
+    twilio: TwilioDriver, make_call: Any
+) -> None:
+    # Telnyx runs a command sent again under the same command_id once: a retry's token
+    # must be the one the carrier may already hold.
+    call, other = _call(make_call), _call(make_call)
+    first = stream_plan(call, command_key="k-1")
+    stream_plan(call)  # another plan in between replaces it...
+    retry = stream_plan(call, command_key="k-1")
+    assert first is not None and retry is not None and retry.token == first.token
+    assert Call.objects.get(pk=call.pk).stream_token == first.token  # ...and the retry rearms it
+    assert re.fullmatch("[0-9a-f]{32}", first.token)
+    assert stream_plan(call, command_key="k-2").token != first.token  # type: ignore[union-attr]
+    assert stream_plan(other, command_key="k-1").token != first.token  # type: ignore[union-attr]
+
+
+def test_a_stream_replacing_the_attached_one_gets_a_plan_of_its_own(
+    twilio: TwilioDriver, make_call: Any
+) -> None:
+    call = _call(make_call, stream_id="MZ-1")
+    assert stream_plan(call) is None
+    plan = stream_plan(call, replacing=True)
+    assert plan is not None and Call.objects.get(pk=call.pk).stream_token == plan.token
+    assert stream_plan(_call(make_call, state="completed"), replacing=True) is None
 
 
 def test_no_plan_for_an_ended_call_or_one_already_streaming(

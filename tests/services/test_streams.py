@@ -1,12 +1,14 @@
 """Media streams attached to calls (calls/services/streams.py), called directly.
 
-A carrier stream attaches only with its call's token; the greeting deferred to the stream
-is handed over once; a closed stream leaves a grace deadline; what the stream hears and
-what a realtime model says become transcript lines and events like any carrier's.
+A carrier stream attaches only with the token planned for it, and only once; the greeting
+deferred to the stream is handed over once; a closed stream leaves a grace deadline that a
+reconnect clears; what the stream hears and what a realtime model says become transcript
+lines and events like any carrier's.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from calls.services.streams import (
 pytestmark = pytest.mark.django_db
 
 TOKEN = "0123456789abcdef" * 2
+OTHER_TOKEN = "fedcba9876543210" * 2
 
 
 def _streaming_call(make_call: Any, **fields: Any) -> Call:
@@ -77,8 +80,77 @@ def test_attaching_hands_over_the_deferred_greeting_once(
     # Not yet a line: the stream writes it once the caller has heard it.
     assert not TranscriptEntry.objects.exists()
 
-    again = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-2")
+    Call.objects.filter(pk=call.pk).update(stream_token=OTHER_TOKEN)  # the next stream's
+    again = stream_attach(
+        provider_call_id=call.provider_call_id, token=OTHER_TOKEN, stream_id="MZ-2"
+    )
     assert again.greeting is None  # a reconnect does not greet twice
+
+
+def test_a_token_opens_one_stream(mock_carrier: Any, make_call: Any) -> None:
+    call = _streaming_call(make_call)
+    stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
+    assert Call.objects.get(pk=call.pk).stream_token == ""  # consumed
+    # The same token again is refused as a forged one, and the attached stream keeps the call.
+    with pytest.raises(StreamRejected, match="Unknown call"):
+        stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-2")
+    stream_detach(call_id=call.call_id, stream_id="MZ-1")
+    with pytest.raises(StreamRejected, match="Unknown call"):  # not even after it closed
+        stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-2")
+    assert Call.objects.get(pk=call.pk).stream_id == ""
+
+
+def test_two_streams_racing_with_one_token_attach_once(
+    mock_carrier: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both starts read the row and pass the token check before either writes."""
+    call = _streaming_call(make_call)
+    outcomes: list[str] = []
+
+    def start(stream_id: str) -> None:
+        try:
+            stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id=stream_id)
+            outcomes.append(f"{stream_id} attached")
+        except StreamRejected as exc:
+            outcomes.append(f"{stream_id} {exc.message}")
+
+    class Interleaved:
+        """hmac, whose first check lets the second start run to its end."""
+
+        raced = False
+
+        @classmethod
+        def compare_digest(cls, a: bytes, b: bytes) -> bool:
+            if not cls.raced:
+                cls.raced = True
+                start("MZ-2")
+            return hmac.compare_digest(a, b)
+
+    monkeypatch.setattr("calls.services.streams.hmac", Interleaved)
+    start("MZ-1")
+    assert outcomes == ["MZ-2 attached", "MZ-1 Unknown call"]
+    assert Call.objects.get(pk=call.pk).stream_id == "MZ-2"
+
+
+def test_a_reconnect_with_a_new_token_carries_the_call_on(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    """The grace deadline of the lost stream goes; the open turn and the transcript stay."""
+    call = _streaming_call(make_call, state="listening", turn_token="turn-1")
+    stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
+    stream_spoken(call_id=call.call_id, text="Which day?", interrupted=False, utterance_id="u-1")
+    stream_detach(call_id=call.call_id, stream_id="MZ-1")
+    assert Call.objects.get(pk=call.pk).stream_lost_at is not None
+
+    Call.objects.filter(pk=call.pk).update(stream_token=OTHER_TOKEN)
+    stream_attach(provider_call_id=call.provider_call_id, token=OTHER_TOKEN, stream_id="MZ-2")
+    call.refresh_from_db()
+    assert (call.stream_id, call.stream_lost_at, call.turn_token) == ("MZ-2", None, "turn-1")
+    stream_heard(call_id=call.call_id, text="Tuesday", is_final=True)
+    assert list(TranscriptEntry.objects.values_list("call", "speaker", "text", "turn_token")) == [
+        (call.pk, "bot", "Which day?", None),
+        (call.pk, "user", "Tuesday", "turn-1"),
+    ]
 
 
 def test_detaching_leaves_a_grace_deadline(
