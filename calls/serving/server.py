@@ -21,12 +21,9 @@ from calls.serving.exposure import (
     exposure_stop,
 )
 from calls.serving.startup import preflight, startup
+from calls.streams.limits import MAX_FRAME_BYTES
 
 logger = logging.getLogger(__name__)
-
-# Media-stream frames over 64 KiB are refused before parsing (docs/plugin-behaviour.md,
-# "Media streams: limits and close codes").
-MAX_WS_FRAME_BYTES = 64 * 1024
 
 
 class Sweeper(threading.Thread):
@@ -76,7 +73,10 @@ def run(*, host: str, port: int) -> None:
             lifespan="off",
             log_config=None,
             access_log=False,
-            ws_max_size=MAX_WS_FRAME_BYTES,
+            # The consumer closes frames over this with 1009 itself (any server); uvicorn
+            # refuses them before buffering (docs/plugin-behaviour.md, "Media streams:
+            # limits and close codes").
+            ws_max_size=MAX_FRAME_BYTES,
             timeout_keep_alive=5,
         )
         uvicorn.Server(config).run()

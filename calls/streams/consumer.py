@@ -27,6 +27,8 @@ from calls.services.streams import (
     stream_attach,
     stream_detach,
 )
+from calls.streams.limits import frame_too_big
+from calls.streams.outbound import Outbound
 from calls.streams.session import SessionFailed, StreamSession
 from providers.base import EventType, NormalizedEvent
 from providers.media import (
@@ -47,6 +49,7 @@ _apply = database_sync_to_async(event_apply)
 
 # Close codes of docs/plugin-behaviour.md, "Media streams: limits and close codes".
 POLICY_VIOLATION, TRY_AGAIN_LATER, INTERNAL_ERROR = 1008, 1013, 1011
+MESSAGE_TOO_BIG = 1009
 
 
 class StreamAdmission:
@@ -73,6 +76,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     call_id: str | None = None
     stream_id: str | None = None
     torn_down: bool = False
+    outbound: Outbound | None = None
+    close_sent: bool = False
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels hops to a thread (aclose_old_connections) before every handler; for 50
@@ -93,6 +98,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.codec = get_provider().media_codec()
         self.codec.upgrade(_upgrade_headers(self.scope))
         await self.accept()
+        # Every frame after the accept goes through one ordered writer with a capped buffer.
+        self.outbound = Outbound(self._transport_send, self._send_buffer_full)
         self.pending = ADMISSION.pending.take(
             peer,
             limit=streaming.max_pending_connections,
@@ -136,6 +143,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self.close(POLICY_VIOLATION, "Start timeout")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Checked here, not only by uvicorn's ws_max_size: Daphne (runserver) lets 1 MiB in.
+        if frame_too_big(text_data, bytes_data):
+            await self.close(MESSAGE_TOO_BIG, "Message too big")
+            await self._teardown()
+            return
         try:
             event = self.codec.decode(text_data if text_data is not None else bytes_data or b"")
         except MediaProtocolError as exc:
@@ -202,23 +214,54 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             ),
         )
 
+    # The pipeline's sends queue on the writer and return at once (calls/streams/outbound.py):
+    # they never wait for a slow peer, and a peer that stops reading is closed 1013.
     async def _send_audio(self, ulaw: bytes) -> None:
-        await self.send(text_data=self.codec.encode_audio(ulaw))
+        if self.outbound is not None:
+            self.outbound.audio(self.codec.encode_audio(ulaw))
 
     async def _send_mark(self, name: str) -> None:
-        await self.send(text_data=self.codec.encode_mark(name))
+        if self.outbound is not None:
+            self.outbound.mark(self.codec.encode_mark(name), name)
 
     async def _send_clear(self) -> None:
-        await self.send(text_data=self.codec.encode_clear())
+        # Queued audio (and marks behind it) is dropped, never sent nor counted as accepted.
+        if self.outbound is not None:
+            self.outbound.clear(self.codec.encode_clear())
+
+    @property
+    def frames_accepted(self) -> int:
+        """Audio frames the server accepted for this socket (dropped ones never count)."""
+        return self.outbound.frames_accepted if self.outbound is not None else 0
+
+    async def _transport_send(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    async def _send_buffer_full(self) -> None:
+        """The peer stopped reading: more than 1 MiB not accepted by the server."""
+        logger.warning("call=%s media stream send buffer full; closing 1013", self.call_id)
+        try:
+            # First: under uvicorn the close frame itself waits until the peer reads again.
+            await self._teardown()
+        finally:
+            await self.close(TRY_AGAIN_LATER, "Backpressure: send buffer exceeded")
 
     async def call_speak(self, message: dict[str, Any]) -> None:
         """Layer event from any process: say this on the stream."""
         if self.session is not None:
-            await self.session.say(str(message.get("text", "")))
+            await self.session.say(message)
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         # Counted out as soon as we close, not when the server reports the disconnect.
         self._release()
+        # Nothing queued may follow the close frame: queued frames are dropped.
+        if self.outbound is not None:
+            self.outbound.stop()
+        # Once only: servers refuse any message after the close (a second close can come
+        # while the first waits for a peer that does not read, e.g. a `stop` frame).
+        if self.close_sent:
+            return
+        self.close_sent = True
         await super().close(code, reason)
 
     def _release(self) -> None:
@@ -228,6 +271,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self._release()
+        if self.outbound is not None:
+            self.outbound.stop()
         await self._teardown()
 
     async def _teardown(self) -> None:
