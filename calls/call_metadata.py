@@ -1,14 +1,14 @@
 """What a call's `metadata` JSON may hold: one typed definition and one constant per key.
 
 Metadata is for facts nobody queries by (they would be columns): what the call still owes
-(its greeting, its pre-connect digits, speech waiting for a carrier fetch), why it ended
-the way it did, and per-turn figures the status output shows. Keys are camelCase, as in
-the plugin's call records and our JSON output.
+(its greeting, its pre-connect digits, speech waiting for a carrier fetch or for the carrier
+to report it said), why it ended the way it did, and per-turn figures the status output
+shows. Keys are camelCase, as in the plugin's call records and our JSON output.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypedDict
+from typing import Final, Literal, NotRequired, TypedDict
 
 
 class PendingSpeech(TypedDict):
@@ -17,6 +17,19 @@ class PendingSpeech(TypedDict):
     text: str
     listen: bool
     turnToken: str | None
+    utteranceId: NotRequired[str]
+
+
+class UtteranceInFlight(TypedDict):
+    """Words handed to the carrier whose completion it has not reported yet.
+
+    The bot line is written when it does (docs/carriers.md, "What each carrier tells us
+    about speech"); `hangUp`: the notify message, whose completion schedules the hang-up.
+    """
+
+    id: str
+    text: str
+    hangUp: NotRequired[bool]
 
 
 class CallMetadata(TypedDict, total=False):
@@ -28,6 +41,8 @@ class CallMetadata(TypedDict, total=False):
     initialMessageInline: bool
     dtmfSequence: str
     pendingSpeech: PendingSpeech
+    # Carrier speech said but not yet reported finished, oldest first.
+    utterancesInFlight: list[UtteranceInFlight]
     # What happened: carrier errors, a refused stream, a refused inbound caller.
     error: str
     dtmfError: str
@@ -53,6 +68,7 @@ MetadataKey = Literal[
     "initialMessageInline",
     "dtmfSequence",
     "pendingSpeech",
+    "utterancesInFlight",
     "error",
     "dtmfError",
     "streamFailed",
@@ -74,6 +90,7 @@ INITIAL_MESSAGE: Final = "initialMessage"
 INITIAL_MESSAGE_INLINE: Final = "initialMessageInline"
 DTMF_SEQUENCE: Final = "dtmfSequence"
 PENDING_SPEECH: Final = "pendingSpeech"
+UTTERANCES_IN_FLIGHT: Final = "utterancesInFlight"
 ERROR: Final = "error"
 DTMF_ERROR: Final = "dtmfError"
 STREAM_FAILED: Final = "streamFailed"

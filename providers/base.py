@@ -26,6 +26,10 @@ class EventType(StrEnum):
     DTMF = "call.dtmf"
     ENDED = "call.ended"
     ERROR = "call.error"
+    # Ours, not the plugin's: the carrier finished saying an utterance of carrier speech
+    # (no stream), or it was cut off (docs/carriers.md, "What each carrier tells us about
+    # speech").
+    SPOKEN = "call.spoken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,10 @@ class NormalizedEvent:
     reason: str = "completed"
     error: str = ""
     retryable: bool = False
+    # call.spoken: the utterance the carrier finished (None when it could not say which),
+    # and whether it ended before the words did (the caller hung up, say).
+    utterance_id: str | None = None
+    interrupted: bool = False
 
     @property
     def key(self) -> str:
@@ -69,6 +77,8 @@ class NormalizedEvent:
             data["reason"] = self.reason
         if self.type == EventType.ERROR:
             data.update(error=self.error, retryable=self.retryable)
+        if self.type == EventType.SPOKEN:
+            data.update(utteranceId=self.utterance_id, interrupted=self.interrupted)
         return data
 
 
@@ -114,6 +124,9 @@ class Speech:
     listen: bool = False
     turn_token: str | None = None
     language: str | None = None
+    # The `speak` utterance these words are: the document reports when they were said
+    # (a <Redirect> to our webhook after them) on carriers with `speech_done_signal`.
+    utterance_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +156,9 @@ class ReplyContext:
     stream: StreamPlan | None = None
     # Set when the caller should wait in the carrier's call-waiting queue (line busy).
     hold: bool = False
+    # Set when a notify call's message was just heard: the reply pauses this many seconds
+    # (notifyHangupDelaySec), then hangs up.
+    hang_up_after: int | None = None
     events: tuple[NormalizedEvent, ...] = ()
 
 
@@ -158,6 +174,9 @@ class PlaceCall:
     ring_timeout_s: int = 30
     voice: str | None = None
     language: str | None = None
+    # The utterance id of `message` when a carrier that delivers it with the dial (Twilio
+    # inline TwiML) should report when it was said (`speech_done_signal`).
+    message_utterance_id: str | None = None
     # Set when the call should stream; carriers that start streams with the dial request
     # (Telnyx) send it there, the others connect the stream from their answer document.
     stream: StreamPlan | None = None
@@ -225,6 +244,14 @@ class TelephonyProvider(ABC):
     #: services pass the stream to reconnect after the digits as `target.stream`. The others
     #: send DTMF out of band and the stream stays.
     dtmf_replaces_stream: bool = False
+    #: The carrier tells us when its own speech (play_text, speech in a reply, a dial-time
+    #: message) finished, as `call.spoken` events naming the utterance; the services then
+    #: write the bot line. Without it the line is written when the words are sent.
+    speech_done_signal: bool = False
+    #: Speech commands queue and play in the order sent (Telnyx speak): each completion
+    #: finishes the oldest utterance in flight. Otherwise newer words replace the running
+    #: document (Twilio, Plivo) and cut older ones off.
+    speech_in_order: bool = False
     #: Headers whose absence fails the pre-auth gate with 401 before the body is read.
     signature_headers: tuple[tuple[str, ...], ...] = ()
 
@@ -326,6 +353,7 @@ _IDENTIFIER_FIELDS = (
     "provider_call_id",
     "dedupe_key",
     "turn_token",
+    "utterance_id",
     "direction",
     "digits",
     "reason",

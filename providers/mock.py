@@ -28,15 +28,22 @@ logger = logging.getLogger(__name__)
 
 _EVENT_TYPES = {t.value: t for t in base.EventType}
 _TERMINAL_HINTS = ("stale", "ended", "completed")
+# The simulated carrier reports its words said (call.spoken) this soon after taking them:
+# it plays no audio, and a moment lets the request that spoke commit first.
+SPOKEN_DELAY_MS = 300
 
 
 class MockProvider(base.TelephonyProvider):
     name = "mock"
     supports_preconnect_dtmf = True
+    speech_in_order = True
 
     def __init__(self, *, settings: Mapping[str, Any] | None = None) -> None:
         self._settings = dict(settings or {})
         self._simulate = bool(self._settings.get("simulate", False))
+        # Simulating, it reports its words said like a real carrier (call.spoken); without
+        # simulation nothing calls back, so the bot line is written when the words are sent.
+        self.speech_done_signal = self._simulate
         self._replies_sent: dict[str, int] = {}
         self._lock = threading.Lock()
         self._timers: set[threading.Timer] = set()
@@ -67,6 +74,14 @@ class MockProvider(base.TelephonyProvider):
         self._record("play_text", text=text, listen_after=listen_after)
         if self._simulate:
             self._cancel_idle(target.provider_call_id)
+            if target.utterance_id:
+                self._later(
+                    SPOKEN_DELAY_MS,
+                    target.webhook_url,
+                    target.provider_call_id,
+                    "call.spoken",
+                    utteranceId=target.utterance_id,
+                )
         if listen_after:
             self.start_listening(target)
 
@@ -233,12 +248,14 @@ def _parse_item(item: Any) -> base.NormalizedEvent:
         reason=str(item.get("reason", "completed")),
         error=str(item.get("error", "unknown error")),
         retryable=bool(item.get("retryable", False)),
+        utterance_id=item.get("utteranceId"),
+        interrupted=bool(item.get("interrupted", False)),
     )
 
 
 # Fields that must be strings when present: they become ids, keys and numbers, and a JSON
 # true or 42 there would fail deep in the services instead of here (400).
-_STRING_FIELDS = ("id", "providerCallId", "dedupeKey", "turnToken", "from", "to")
+_STRING_FIELDS = ("id", "providerCallId", "dedupeKey", "turnToken", "utteranceId", "from", "to")
 
 
 def _check_types(item: dict[str, Any]) -> None:

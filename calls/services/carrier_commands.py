@@ -28,10 +28,11 @@ logger = logging.getLogger(__name__)
 
 Kind = CarrierCommand.Kind
 
-# metadata flag: the carrier refused to start this call's media stream.
-# metadata flag: a rejected inbound caller was hung up (or refused in the reply).
-# About 150 words a minute, the pace of carrier and neural TTS voices.
-SPOKEN_CHARS_PER_SECOND = 15
+# A notify call hangs up notifyHangupDelaySec after its message was heard, as the carrier
+# reports it (calls/services/speech.py). A carrier that never reports it (its callback is
+# lost, our webhook unreachable) still has the call ended this long after the message was
+# sent: far longer than any message a carrier takes (3000-4000 characters, a few minutes).
+UNHEARD_MESSAGE_DEADLINE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,20 +142,41 @@ def greeting_say(
     if not message:
         return
     conversation = call.mode == Call.Mode.CONVERSATION
-    speak(call, message, listen_after=conversation, inline=inline, command_key=command_key)
+    speak(
+        call,
+        message,
+        listen_after=conversation,
+        inline=inline,
+        command_key=command_key,
+        hang_up_after_words=not conversation,
+    )
     lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))
     if conversation:
         lifecycle.call_transition(call=call, state=CallState.LISTENING)
         return
-    # The delay counts from the end of the message, not from sending it: carriers that
-    # speak by command (Telnyx, Plivo transfer) would otherwise cut a long message off.
-    speaking = timedelta(seconds=len(message) / SPOKEN_CHARS_PER_SECOND)
-    due = clock.now() + speaking + timedelta(seconds=get_config().notify_hangup_delay_sec)
-    Call.objects.filter(pk=call.pk, notify_hangup_at__isnull=True).update(notify_hangup_at=due)
+    _notify_hang_up_net(call)
 
 
 def greeting_record_delivered(call: Call, message: str) -> None:
-    """The carrier got the message with the dial request (and hangs up itself): record it,
-    never speak it twice (plugin PR #29121; docs/plugin-behaviour.md, "Notify calls")."""
-    lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
+    """The carrier got the message with the dial request: never speak it twice (plugin PR
+    #29121; docs/plugin-behaviour.md, "Notify calls").
+
+    Its line is written when the carrier reports it said (the words wait in flight since
+    the dial); a carrier that cannot report it has it recorded now.
+    """
+    if not get_provider().speech_done_signal:
+        lifecycle.transcript_add(call=call, speaker=TranscriptEntry.Speaker.BOT, text=message)
     lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))
+    _notify_hang_up_net(call)
+
+
+def _notify_hang_up_net(call: Call) -> None:
+    """The notify hang-up until the carrier reports the message heard (which reschedules
+    it, notifyHangupDelaySec after): UNHEARD_MESSAGE_DEADLINE from now. A carrier that
+    cannot report it has the delay counted from sending."""
+    if get_provider().speech_done_signal:
+        due = clock.now() + UNHEARD_MESSAGE_DEADLINE
+    else:
+        due = clock.now() + timedelta(seconds=get_config().notify_hangup_delay_sec)
+    # Conditional: a report that came first (another process) has set the real deadline.
+    Call.objects.filter(pk=call.pk, notify_hangup_at__isnull=True).update(notify_hangup_at=due)

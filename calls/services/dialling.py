@@ -29,6 +29,7 @@ from calls.services.lifecycle import (
     metadata_update,
 )
 from calls.services.sessions import agent_id, session_key_for, session_key_normalize
+from calls.services.speech import utterance_in_flight_add, utterance_in_flight_drop
 from calls.services.stream_plans import stream_plan
 from calls.state import CallState
 from providers.base import PlaceCall
@@ -143,6 +144,13 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
     # attaching too would race it for the same message
     # (docs/design.md, "9. Media streams and the voice pipeline").
     conversation = call.mode == Call.Mode.CONVERSATION
+    provider = get_provider()
+    # A notify message the carrier may take with the dial (Twilio inline TwiML) is in
+    # flight from now: its report may come before the answer does.
+    utterance_id = None
+    if message and not conversation and provider.speech_done_signal:
+        utterance_id = uuid.uuid4().hex
+        utterance_in_flight_add(call, utterance_id, message, hang_up=True)
     request = PlaceCall(
         call_id=call.call_id,
         to_number=call.to_number,
@@ -152,10 +160,11 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
         message=message,
         dtmf_sequence=dtmf_sequence,
         ring_timeout_s=max(1, cfg.ring_timeout_ms // 1000),
+        message_utterance_id=utterance_id,
         stream=stream_plan(call) if conversation else None,
     )
     try:
-        result = get_provider().place_call(request)
+        result = provider.place_call(request)
     except ProviderError as exc:
         call_finalize(call=call, reason=CallState.FAILED)
         metadata_update(call=call, set_={ERROR: str(exc)[:500]})
@@ -170,6 +179,8 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
     call.provider_call_id = result.provider_call_id
     if result.message_delivered:
         metadata_update(call=call, set_={INITIAL_MESSAGE_INLINE: True})
+    elif utterance_id:
+        utterance_in_flight_drop(call, utterance_id)  # it is said on answer instead
     if result.dtmf_delivered:
         metadata_update(call=call, delete=(DTMF_SEQUENCE,))
     logger.info(

@@ -27,7 +27,7 @@ from calls.services.inbound import (
 )
 from calls.services.lifecycle import EventOutcome
 from calls.services.outbox import outbox_unit
-from calls.services.speech import InlineReply
+from calls.services.speech import InlineReply, utterance_finished
 from calls.services.turns import operation_settle
 from calls.state import CallState
 from providers.base import EventType, NormalizedEvent
@@ -159,6 +159,7 @@ _APPLY: dict[EventType, Handler] = {
     EventType.DTMF: _on_nothing,
     EventType.ENDED: _on_ended,
     EventType.ERROR: _on_error,
+    EventType.SPOKEN: utterance_finished,
 }
 
 
@@ -167,11 +168,13 @@ def _unknown_call(
 ) -> EventOutcome:
     """A carrier call we don't track: a new inbound call, an externally placed one, or noise.
 
-    An event that ends a call, or one addressed to a callId of ours that no longer exists,
-    never creates a row: it would be a ghost (or a phantom live call holding capacity).
+    An event that ends a call or reports words said, or one addressed to a callId of ours
+    that no longer exists, never creates a row: it would be a ghost (or a phantom live call
+    holding capacity).
     """
     ours = _looks_like_call_id(event.call_id)
-    if event.type == EventType.ENDED or ours or not event.provider_call_id:
+    # Words said on a call we don't track were not ours either: never a new call.
+    if event.type in (EventType.ENDED, EventType.SPOKEN) or ours or not event.provider_call_id:
         logger.info("event %s for unknown call ignored", event.type)
         return EventOutcome(None, applied=False)
     if event.direction == "inbound":

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from calls import clock
-from calls.call_metadata import CallMetadata, MetadataKey
+from calls.call_metadata import UTTERANCES_IN_FLIGHT, CallMetadata, MetadataKey
 from calls.carrier import call_webhook_url
 from calls.config import RouteConfig, get_config
 from calls.models import Call, CallEvent, TranscriptEntry
@@ -77,7 +77,34 @@ def call_finalize(
         call.state, call.end_reason, call.ended_at = reason, reason, ended_at
         if record:
             _record_end(call, reason, ended_at)
+        _unfinished_words_close(call)
     return changed == 1
+
+
+def _unfinished_words_close(call: Call) -> None:
+    """Carrier speech the carrier never reported finished when the call ended.
+
+    On an answered call the caller may have heard some of it: its line is written, whole
+    and flagged `interrupted` (how much was heard, carrier speech cannot tell). On a call
+    never answered nobody heard anything: no line (docs/carriers.md, "What each carrier
+    tells us about speech").
+    """
+    with transaction.atomic():
+        row = Call.objects.select_for_update().only("metadata", "answered_at").get(pk=call.pk)
+        flight = row.meta.get(UTTERANCES_IN_FLIGHT)
+        if not flight:
+            return
+        metadata_update(call=call, delete=(UTTERANCES_IN_FLIGHT,))
+        if row.answered_at is None:
+            return
+        for entry in flight:
+            transcript_add(
+                call=call,
+                speaker=TranscriptEntry.Speaker.BOT,
+                text=entry["text"],
+                interrupted=True,
+                utterance_id=entry["id"],
+            )
 
 
 def _record_end(call: Call, reason: str, ended_at: datetime) -> None:

@@ -141,10 +141,13 @@ def _context(
         # process may have attached a stream); status replies are empty anyway.
         call.refresh_from_db(fields=["state", "mode", "direction", "stream_id", "stream_token"])
     speech = inline.speech if inline else None
-    # A document fetch for a live call with nothing to say connects its media stream (or
-    # parks an inbound caller while another stream holds the line).
+    # A document fetch for a live call with nothing to say (and no notify hang-up to do)
+    # connects its media stream (or parks an inbound caller while another stream holds the
+    # line).
     plan, hold = (
-        stream_or_hold(call) if call and inline is not None and speech is None else (None, False)
+        stream_or_hold(call)
+        if call and inline is not None and speech is None and inline.hang_up_after is None
+        else (None, False)
     )
     return ReplyContext(
         call_id=call.call_id if call else None,
@@ -157,6 +160,7 @@ def _context(
         speech=speech,
         stream=plan,
         hold=hold,
+        hang_up_after=inline.hang_up_after if inline else None,
         events=tuple(events),
     )
 

@@ -4,8 +4,10 @@ docs/carriers.md, "Plivo: REST calls", "Plivo: XML" and "Plivo: webhooks".
 
 Speech works by document fetch (`speech_by_fetch`): the services keep the words on the call
 row and `play_text` only transfers the A leg to our `flow=xml-speak` URL; when Plivo fetches
-it, the words come back to `render_reply` as `context.speech`. With streaming on, a fetch
-for a live call with nothing to say gets `<Stream>` instead (`context.stream`).
+it, the words come back to `render_reply` as `context.speech`, and the document reports them
+said with a `<Redirect>` to `flow=spoken` after the `<Speak>` (`speech_done_signal`). With
+streaming on, a fetch for a live call with nothing to say gets `<Stream>` instead
+(`context.stream`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class PlivoProvider(base.TelephonyProvider):
     supports_preconnect_dtmf = True
     rejects_in_reply = True
     speech_by_fetch = True
+    # A <Redirect> after each <Speak> reports the words said; a transfer replaces the old.
+    speech_done_signal = True
     signature_headers = (
         ("x-plivo-signature-v3", "x-plivo-signature-v3-nonce"),
         ("x-plivo-signature-v2", "x-plivo-signature-v2-nonce"),

@@ -5,7 +5,8 @@ docs/carriers.md, "Plivo: webhooks".
 Every callback comes to the one serve path; ours are told apart by the query we put in the
 URLs we hand Plivo: `callId`, and `flow` = answer (answer_url), hangup (hangup_url),
 getinput (GetInput action, with the turn's `turnToken`), xml-speak / xml-listen (documents
-fetched after a REST transfer). Plivo posts form fields (POST) or a query string (GET).
+fetched after a REST transfer), spoken (the <Redirect> after our <Speak>, with its
+`utteranceId`: the words were said). Plivo posts form fields (POST) or a query string (GET).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from providers.webhook_security import webhook_base
 
 ANSWER, HANGUP, GETINPUT = "answer", "hangup", "getinput"
 XML_SPEAK, XML_LISTEN = "xml-speak", "xml-listen"
+SPOKEN = "spoken"
 FETCH_FLOWS = frozenset({XML_SPEAK, XML_LISTEN})
 # Plivo runs our reply as the call's next XML only for these; hangup bodies are ignored.
-DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN})
+DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN, SPOKEN})
 # Plivo's GetInput posts the words as `Speech`; the others are seen with other products
 # and in the plugin's list, first non-empty wins (docs/carriers.md, "Plivo: webhooks").
 SPEECH_FIELDS = (
@@ -77,7 +79,7 @@ def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
     provider_call_id = _first(params, "CallUUID", "RequestUUID")
     if not (call_id or provider_call_id):
         raise WebhookInvalid("Missing CallUUID")
-    classified = _classify(params, flow=flow)
+    classified = _spoken(request) if flow == SPOKEN else _classify(params, flow=flow)
     if classified is None:
         return []
     type_, details = classified
@@ -124,6 +126,15 @@ def _classify(
     return None
 
 
+def _spoken(request: WebhookRequest) -> tuple[EventType, dict[str, Any]] | None:
+    """The <Redirect> after our <Speak>: Plivo reached it, so the words were said in full.
+    The utterance is ours, from the URL we put in the document."""
+    utterance_id = request.query_value("utteranceId")
+    if not utterance_id:
+        return None
+    return EventType.SPOKEN, {"utterance_id": utterance_id}
+
+
 def _first(params: Mapping[str, str], *names: str) -> str | None:
     for name in names:
         value = params.get(name, "").strip()
@@ -150,6 +161,8 @@ def _event_id(params: Mapping[str, str], request: WebhookRequest) -> str:
         _first(params, *SPEECH_FIELDS) or "",
         request.query_value("turnToken") or "",
     ]
+    if utterance_id := request.query_value("utteranceId"):
+        parts.append(utterance_id)  # each utterance's report is its own event
     return "plivo:evt:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -198,6 +211,9 @@ def decide(
         return xml.reject()
     if not is_document_fetch(request):
         return xml.empty()  # hangup and status bodies are not executed
+    if context.hang_up_after is not None:
+        # A notify message was just heard: the delay, then the end (no timer estimate).
+        return xml.wait_then_hangup(context.hang_up_after)
     if context.stream is not None:
         return xml.stream(context.stream.url, token=context.stream.token)
     if context.speech is not None:
@@ -208,6 +224,8 @@ def decide(
         # them for the live call we transferred, and an empty document would hang it up.
         return _listen_reply(request, settings) if flow == XML_LISTEN else xml.keep_alive()
     if context.known and context.state not in TERMINAL_STATES:
+        if flow == SPOKEN and request.query_value("listen"):
+            return _listen_reply(request, settings)  # the words were said: listen now
         return xml.keep_alive()
     return xml.empty()
 
@@ -217,6 +235,16 @@ def _speech_reply(
 ) -> plivoxml.ResponseElement:
     speech = context.speech
     assert speech is not None
+    if speech.utterance_id:
+        # Report when the words were said; the reply to that listens or holds.
+        url = spoken_action(
+            webhook_base(request, settings),
+            call_id=context.call_id or request.query_value("callId"),
+            utterance_id=speech.utterance_id,
+            listen=speech.listen,
+            turn_token=speech.turn_token,
+        )
+        return xml.speak(speech.text, language=speech.language, spoken_url=url)
     action = None
     if speech.listen:
         action = getinput_action(
@@ -238,3 +266,18 @@ def _listen_reply(request: WebhookRequest, settings: Mapping[str, Any]) -> plivo
 
 def getinput_action(base: str, *, call_id: str | None, turn_token: str | None) -> str:
     return with_query(base, callId=call_id, flow=GETINPUT, turnToken=turn_token)
+
+
+def spoken_action(
+    base: str, *, call_id: str | None, utterance_id: str, listen: bool, turn_token: str | None
+) -> str:
+    """The <Redirect> after our <Speak>: `base` + callId/flow=spoken/utteranceId, and
+    listen=1 with the turn's token when the words open a turn."""
+    return with_query(
+        base,
+        callId=call_id,
+        flow=SPOKEN,
+        utteranceId=utterance_id,
+        listen="1" if listen else None,
+        turnToken=turn_token if listen else None,
+    )

@@ -47,16 +47,36 @@ def keep_alive() -> plivoxml.ResponseElement:
 
 
 def speak(
-    text: str | None, *, language: str | None = None, listen_action: str | None = None
+    text: str | None,
+    *,
+    language: str | None = None,
+    listen_action: str | None = None,
+    spoken_url: str | None = None,
 ) -> plivoxml.ResponseElement:
-    """`<Speak>` the words, then `<GetInput>` when listening, then the keep-alive `<Wait>`."""
+    """`<Speak>` the words, then `<GetInput>` when listening, then the keep-alive `<Wait>`.
+
+    With `spoken_url`: `<Speak>` then `<Redirect>` there instead. Plivo reaches the
+    `<Redirect>` only once the words were said, so its fetch is the report, and our reply to
+    it listens, holds or hangs up (docs/carriers.md, "What each carrier tells us about
+    speech").
+    """
     response = plivoxml.ResponseElement()
     words = clean_text(text or "").strip()
     if words:
         response.add(plivoxml.SpeakElement(words, language=_language(language)))
+    if spoken_url:
+        return response.add(plivoxml.RedirectElement(spoken_url, method="POST"))
     if listen_action:
         response.add(_get_input(listen_action, language))
     return response.add(_wait())
+
+
+def wait_then_hangup(seconds: int) -> plivoxml.ResponseElement:
+    """A notify call whose message was heard: notifyHangupDelaySec of silence, then end."""
+    response = plivoxml.ResponseElement()
+    if seconds > 0:
+        response.add(plivoxml.WaitElement(length=seconds))
+    return response.add(plivoxml.HangupElement())
 
 
 def stream(url: str, *, token: str) -> plivoxml.ResponseElement:

@@ -115,8 +115,10 @@ def transcription_start(target: CallTarget, *, language: str) -> dict[str, Any]:
 
 
 def state(target: CallTarget) -> str:
-    """`<callId>[:<turnToken>]`, so the webhooks this command causes name their turn."""
-    return clientstate.encode(target.call_id, target.turn_token)
+    """`<callId>[:<turnToken>]`, so the webhooks this command causes name their turn; a
+    speak (and the listening sent with it) adds its utterance, which call.speak.ended
+    echoes (providers/telnyx/clientstate.py)."""
+    return clientstate.encode(target.call_id, target.turn_token, target.utterance_id)
 
 
 def dtmf_digits(digits: str) -> str:

@@ -33,6 +33,9 @@ class TelnyxProvider(base.TelephonyProvider):
     supports_preconnect_dtmf = True
     rejects_in_reply = False
     speech_by_fetch = False
+    # call.speak.ended reports each speak; speak commands queue and play in order.
+    speech_done_signal = True
+    speech_in_order = True
     signature_headers = ((signature.SIGNATURE_HEADER, signature.TIMESTAMP_HEADER),)
 
     def __init__(

@@ -4,8 +4,9 @@ Envelope `{"data": {"event_type", "id", "occurred_at", "payload": {…}}}`
 (docs/carriers.md, "Telnyx: webhooks"). Fixes over the plugin: `direction`/`from`/`to`
 are kept, so inbound calls register (plugin issue #58231); transcripts are read from
 `payload.transcription_data` (where the SDK's `Transcription` model puts them, not
-`payload.transcription`); `client_state` carries the turn token. Unknown event types give
-no events and the services answer 200.
+`payload.transcription`); `client_state` carries the turn token, and the utterance of a
+`speak`, whose `call.speak.ended` reports the words said. Unknown event types give no events
+and the services answer 200.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def parse_events(body: bytes) -> list[NormalizedEvent]:
 def _event(
     type_: EventType, data: Mapping[str, Any], payload: Mapping[str, Any], details: dict[str, Any]
 ) -> NormalizedEvent:
-    call_id, turn_token = clientstate.decode(payload.get("client_state"))
+    call_id, turn_token, utterance_id = clientstate.decode_all(payload.get("client_state"))
+    if type_ == EventType.SPOKEN:
+        details = {"utterance_id": utterance_id, **details}
     event_id = _text(data.get("id"))
     return NormalizedEvent(
         type=type_,
@@ -123,6 +126,15 @@ def _speaking(payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | 
     return EventType.SPEAKING, {"text": _text(payload.get("payload")) or ""}
 
 
+def _spoken(payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | None:
+    """call.speak.ended: the speak finished. `status` (CallSpeakEnded) is `completed` when
+    the words were said to the end; `call_hangup` (the call ended first) and
+    `cancelled_amd` cut them off. No word-level cut is known: the line keeps its text,
+    flagged interrupted."""
+    status = _text(payload.get("status"))
+    return EventType.SPOKEN, {"interrupted": status not in (None, "completed")}
+
+
 def _speech(payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | None:
     data = payload.get("transcription_data")
     data = data if isinstance(data, dict) else {}
@@ -147,6 +159,7 @@ def _ended(payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | Non
 
 _DETAILED: dict[str, Callable[[Mapping[str, Any]], tuple[EventType, dict[str, Any]] | None]] = {
     "call.speak.started": _speaking,
+    "call.speak.ended": _spoken,
     "call.transcription": _speech,
     "call.dtmf.received": _dtmf,
     "call.hangup": _ended,

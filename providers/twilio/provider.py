@@ -36,6 +36,8 @@ class TwilioProvider(base.TelephonyProvider):
     rejects_in_reply = True
     call_waiting = True
     dtmf_replaces_stream = True
+    # A <Redirect> after each <Say> reports the words said; new TwiML replaces the old.
+    speech_done_signal = True
     signature_headers = (("x-twilio-signature",),)
 
     def __init__(
@@ -85,8 +87,20 @@ class TwilioProvider(base.TelephonyProvider):
     def _dial_twiml(self, request: base.PlaceCall) -> str | None:
         """Inline TwiML for notify (message + hang-up) and pre-connect DTMF; else None (Url)."""
         if request.mode == "notify" and request.message:
+            spoken = None
+            if request.message_utterance_id:
+                spoken = webhooks.spoken_action(
+                    request.webhook_url,
+                    call_id=None,  # the call's webhook URL carries it
+                    utterance_id=request.message_utterance_id,
+                    listen=False,
+                    turn_token=None,
+                )
             document = twiml.notify(
-                request.message, voice=self._voice(request.voice), language=request.language
+                request.message,
+                voice=self._voice(request.voice),
+                language=request.language,
+                spoken_url=spoken,
             )
         elif request.dtmf_sequence:
             document = twiml.play_digits(request.dtmf_sequence, redirect_url=request.webhook_url)
@@ -108,14 +122,33 @@ class TwilioProvider(base.TelephonyProvider):
                 raise
 
     def play_text(self, target: base.CallTarget, text: str, *, listen_after: bool) -> None:
-        # Always end with a Gather, listening or not: after a lone <Say> the document runs
-        # out and Twilio hangs up the call. The Gather keeps it open and brings whatever the
-        # caller says next to us (the plugin uses <Gather><Say>.</Say></Gather>;
-        # docs/carriers.md, "Twilio: TwiML replies").
         language = _language(target)
-        document = twiml.say_then_listen(
-            text, voice=self._voice(None), language=language, action=self._action(target, language)
-        )
+        if target.utterance_id:
+            # <Say> then <Redirect>: Twilio fetches it once the words were said, and our
+            # reply to that fetch listens, listen_after or not, as the <Gather> below does
+            # (docs/carriers.md, "What each carrier tells us about speech").
+            url = webhooks.spoken_action(
+                self._webhook(target),
+                call_id=None,  # the call's webhook URL carries it
+                utterance_id=target.utterance_id,
+                listen=True,
+                turn_token=target.turn_token,
+                language=language,
+            )
+            document = twiml.say_then_report(
+                text, voice=self._voice(None), language=language, spoken_url=url
+            )
+        else:
+            # Always end with a Gather, listening or not: after a lone <Say> the document
+            # runs out and Twilio hangs up the call. The Gather keeps it open and brings
+            # whatever the caller says next to us (the plugin uses
+            # <Gather><Say>.</Say></Gather>; docs/carriers.md, "Twilio: TwiML replies").
+            document = twiml.say_then_listen(
+                text,
+                voice=self._voice(None),
+                language=language,
+                action=self._action(target, language),
+            )
         self._update_twiml(target, document)
 
     def start_listening(self, target: base.CallTarget) -> None:

@@ -105,10 +105,39 @@ def listen(*, action: str, language: str | None) -> VoiceResponse:
     return response
 
 
-def notify(message: str, *, voice: str, language: str | None) -> VoiceResponse:
-    """The whole notify call: say the message, then hang up (inline at dial time)."""
+def notify(
+    message: str, *, voice: str, language: str | None, spoken_url: str | None = None
+) -> VoiceResponse:
+    """The whole notify call (inline at dial time): say the message, then tell us it was
+    said (`spoken_url`; our reply pauses and hangs up), or without one hang up at once."""
     response = VoiceResponse()
     say(response, message, voice=voice, language=language)
+    if spoken_url:
+        response.redirect(spoken_url, method="POST")
+    else:
+        response.hangup()
+    return response
+
+
+def say_then_report(
+    text: str | None, *, voice: str, language: str | None, spoken_url: str
+) -> VoiceResponse:
+    """Say the words, then fetch `spoken_url`: Twilio reaches a <Redirect> only once the
+    <Say> before it finished, so the fetch is the report that the words were said; our
+    reply to it continues the call (docs/carriers.md, "What each carrier tells us about
+    speech")."""
+    response = VoiceResponse()
+    if text:
+        say(response, text, voice=voice, language=language)
+    response.redirect(spoken_url, method="POST")
+    return response
+
+
+def pause_then_hangup(seconds: int) -> VoiceResponse:
+    """A notify call whose message was heard: notifyHangupDelaySec of silence, then end."""
+    response = VoiceResponse()
+    if seconds > 0:
+        response.pause(length=seconds)
     response.hangup()
     return response
 

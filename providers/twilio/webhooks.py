@@ -2,7 +2,8 @@
 
 Every webhook comes to the one serve path; ours are told apart by the query we put in the
 URLs we hand Twilio: `callId`, `type=status` (status callbacks), `flow=gather` (Gather
-actions, with the turn's `turnToken`).
+actions, with the turn's `turnToken`), `flow=spoken` (the <Redirect> after our <Say>, with
+its `utteranceId`: the words were said).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from providers.webhook_security import webhook_base
 DEFAULT_CONFIDENCE = 0.9
 GATHER_FLOW = "gather"
 HOLD_FLOW = "hold"
+SPOKEN_FLOW = "spoken"
 
 _STATUS_EVENTS = {
     "queued": EventType.INITIATED,
@@ -84,7 +86,10 @@ def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
         raise WebhookInvalid("Missing CallSid")
     direction = _DIRECTIONS.get(params.get("Direction", "").strip().lower())
     flow = request.query_value("flow")
-    classified = _classify(params, flow=flow, direction=direction)
+    if flow == SPOKEN_FLOW:
+        classified = _spoken(request)
+    else:
+        classified = _classify(params, flow=flow, direction=direction)
     if classified is None:
         return []
     type_, details = classified
@@ -133,6 +138,16 @@ def _classify(
     return None
 
 
+def _spoken(request: WebhookRequest) -> tuple[EventType, dict[str, Any]] | None:
+    """The <Redirect> after our <Say>: Twilio reached it, so the words before it were said
+    in full (a caller who hangs up mid-<Say> never gets here). The utterance is ours, from
+    the URL we signed into the document."""
+    utterance_id = request.query_value("utteranceId")
+    if not utterance_id:
+        return None
+    return EventType.SPOKEN, {"utterance_id": utterance_id}
+
+
 def _confidence(value: str | None) -> float:
     try:
         confidence = float(value or "")
@@ -164,6 +179,8 @@ def _event_id(params: Mapping[str, str], request: WebhookRequest) -> str:
         params.get("SpeechResult", ""),
         params.get("Digits", ""),
     ]
+    if utterance_id := request.query_value("utteranceId"):
+        parts.append(utterance_id)  # each utterance's report is its own event
     return "twilio:evt:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -190,6 +207,9 @@ def decide(
         return twiml.empty()
     if context.rejected:
         return twiml.reject()
+    if context.hang_up_after is not None:
+        # A notify message was just heard: the delay, then the end (no timer estimate).
+        return twiml.pause_then_hangup(context.hang_up_after)
     if context.speech is not None:
         return _speech_reply(request, context, settings)
     if context.hold:
@@ -204,6 +224,8 @@ def decide(
         return twiml.empty()
     if request.query_value("flow") == GATHER_FLOW and not _heard_anything(request):
         return _listen_again(request, context, settings)
+    if request.query_value("flow") == SPOKEN_FLOW and request.query_value("listen"):
+        return _listen_after_words(request, context, settings)
     return twiml.keep_alive(_hold_url(request, context, settings))
 
 
@@ -232,6 +254,19 @@ def _speech_reply(
     speech = context.speech
     assert speech is not None
     voice = twiml.say_voice(preferred_voice(settings.get("tts")))
+    if speech.utterance_id:
+        # Report when the words were said; the reply to that listens or holds.
+        url = spoken_action(
+            webhook_base(request, settings),
+            call_id=context.call_id or request.query_value("callId"),
+            utterance_id=speech.utterance_id,
+            listen=speech.listen,
+            turn_token=speech.turn_token,
+            language=speech.language,
+        )
+        return twiml.say_then_report(
+            speech.text, voice=voice, language=speech.language, spoken_url=url
+        )
     if not speech.listen:
         return twiml.say_then_hold(
             speech.text,
@@ -268,6 +303,20 @@ def _listen_again(
     return twiml.listen(action=action, language=language)
 
 
+def _listen_after_words(
+    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
+) -> VoiceResponse:
+    """The words before our <Redirect> were said: the turn they opened listens now."""
+    language = request.query_value("lang")
+    action = gather_action(
+        webhook_base(request, settings),
+        call_id=request.query_value("callId") or context.call_id,
+        turn_token=request.query_value("turnToken"),
+        language=language,
+    )
+    return twiml.listen(action=action, language=language)
+
+
 def _attempt(request: WebhookRequest) -> int:
     value = request.query_value("attempt") or ""
     return int(value) if value.isdigit() and len(value) < 6 else 1
@@ -285,4 +334,27 @@ def gather_action(
     lang = language if language and language != twiml.DEFAULT_LANGUAGE else None
     return with_query(
         base, callId=call_id, flow=GATHER_FLOW, turnToken=turn_token, lang=lang, attempt=attempt
+    )
+
+
+def spoken_action(
+    base: str,
+    *,
+    call_id: str | None,
+    utterance_id: str,
+    listen: bool,
+    turn_token: str | None,
+    language: str | None = None,
+) -> str:
+    """The <Redirect> after our <Say>: `base` + callId/flow=spoken/utteranceId, and what
+    comes after the words (listen=1 with the turn's token and language, else hold)."""
+    lang = language if listen and language and language != twiml.DEFAULT_LANGUAGE else None
+    return with_query(
+        base,
+        callId=call_id,
+        flow=SPOKEN_FLOW,
+        utteranceId=utterance_id,
+        listen="1" if listen else None,
+        turnToken=turn_token if listen else None,
+        lang=lang,
     )

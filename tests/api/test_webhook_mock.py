@@ -23,7 +23,7 @@ from calls.models import (
     ReplayKey,
     TranscriptEntry,
 )
-from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
+from calls.services.carrier_commands import UNHEARD_MESSAGE_DEADLINE
 from calls.services.timers import timers_sweep
 from providers.errors import ProviderError
 from providers.mock import MockProvider
@@ -258,8 +258,10 @@ def test_a_re_sent_malformed_body_is_still_400(client: Client, mock_carrier: Any
 
 
 def test_an_outbound_notify_call_rings_speaks_on_answer_and_hangs_up_after_the_delay(
-    client: Client, api: APIClient, mock_carrier: Any
+    client: Client, api: APIClient, mock_carrier: Any, fake_clock: Any
 ) -> None:
+    # The mock as a carrier that reports its words said (as it does simulating).
+    mock_carrier.speech_done_signal = True
     reply = api.post(
         "/api/rpc",
         {
@@ -291,12 +293,21 @@ def test_an_outbound_notify_call_rings_speaks_on_answer_and_hangs_up_after_the_d
         {"text": "Your table is ready", "listen_after": False}
     ]
     assert "initialMessage" not in call.metadata
-    assert list(call.transcript.values_list("speaker", "text")) == [("bot", "Your table is ready")]
-    assert call.notify_hangup_at is not None
-    delay = (call.notify_hangup_at - call.answered_at).total_seconds()
-    # The time to say the message (~15 characters a second), then notifyHangupDelaySec = 3.
-    spoken = len("Your table is ready") / SPOKEN_CHARS_PER_SECOND
-    assert 2 + spoken <= delay <= 4 + spoken
+    # Sent is not heard: no line yet, and only the net for a carrier that never reports.
+    assert not call.transcript.exists()
+    assert call.notify_hangup_at == fake_clock.now() + UNHEARD_MESSAGE_DEADLINE
+    (in_flight,) = call.metadata["utterancesInFlight"]
+
+    fake_clock.advance(seconds=7)  # the carrier says the words
+    spoken = post(client, event("call.spoken", carrier_id, utteranceId=in_flight["id"]))
+
+    assert spoken.status_code == 200
+    call.refresh_from_db()
+    assert list(call.transcript.values_list("speaker", "text", "utterance_id")) == [
+        ("bot", "Your table is ready", in_flight["id"])
+    ]
+    # notifyHangupDelaySec (3) from the report, no estimate of how long the words take.
+    assert call.notify_hangup_at == fake_clock.now() + timedelta(seconds=3)
 
     timers_sweep(now=call.notify_hangup_at - timedelta(seconds=1))
     call.refresh_from_db()

@@ -14,7 +14,6 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from calls.models import Call, CallEvent, ReplayKey, TranscriptEntry
-from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
 from calls.services.dialling import call_initiate
 from calls.services.timers import calls_restore, timers_sweep
 from calls.services.turns import call_continue
@@ -107,19 +106,26 @@ def test_outbound_notify_speaks_the_message_once_and_ends(
     # Exactly once, and where the carrier takes it: for Twilio in the create request's
     # inline TwiML, never again by a live-call update or a reply on answer.
     assert carrier.spoken() == [(carrier.notify_channel, NOTICE)]
-    assert lines(call) == [("bot", NOTICE)]
+    # Sent is not heard: no line, and no hang-up however long the words take.
+    assert lines(call) == []
+    fake_clock.advance(seconds=60)
+    timers_sweep()
+    assert carrier.hangup_requests() == []
+    assert state_of(call) in ("answered", "speaking", "listening")
 
-    # The hang-up waits for the message to be spoken (~15 characters a second) and then
-    # outbound.notifyHangupDelaySec (3 s).
-    spoken = len(NOTICE) / SPOKEN_CHARS_PER_SECOND
-    fake_clock.advance(seconds=spoken + 2)
+    carrier.follow_up(client)  # the carrier reports the message said
+    assert lines(call) == [("bot", NOTICE)]
+    # Then outbound.notifyHangupDelaySec (3 s), counted from the report.
+    fake_clock.advance(seconds=2)
     timers_sweep()
     assert carrier.hangup_requests() == []
     assert state_of(call) in ("answered", "speaking", "listening")
     fake_clock.advance(seconds=2)  # past it
     timers_sweep()
     if carrier.notify_hangs_up_itself:
-        assert carrier.hangup_requests() == []  # the carrier ends it by itself
+        # The reply to the report pauses, then hangs up: no REST hang-up.
+        assert carrier.hung_up_in_reply(3)
+        assert carrier.hangup_requests() == []
         deliver(client, carrier, carrier.hangup(call, "completed"))
         assert state_of(call) == "completed"
     else:
@@ -178,7 +184,9 @@ def listening_turn(client: Client, carrier: CarrierDriver, call: Call, prompt: s
         token = Call.objects.values_list("turn_token", flat=True).get(pk=call.pk)
         return token if token and carrier.prompt_sent(call, prompt, token) else None
 
-    return wait_for(ready, f"the prompt {prompt!r} to be sent with its turn")
+    token = wait_for(ready, f"the prompt {prompt!r} to be sent with its turn")
+    carrier.follow_up(client)  # the prompt was said: its report, and the listening after
+    return token
 
 
 def answered_conversation(client: Client, carrier: CarrierDriver) -> Call:
@@ -189,6 +197,7 @@ def answered_conversation(client: Client, carrier: CarrierDriver) -> Call:
     deliver(client, carrier, carrier.answered(call))
     assert state_of(call) == "listening"
     assert spoken_texts(carrier).count(OPENING) == 1
+    carrier.follow_up(client)  # the greeting was said
     return call
 
 
@@ -265,6 +274,7 @@ def test_an_allowlisted_inbound_caller_is_greeted(client: Client, carrier: Carri
     assert spoken_texts(carrier).count(GREETING) == 1
     assert state_of(call) in ("answered", "speaking", "listening")
     assert carrier.hangup_requests() == []
+    carrier.follow_up(client)  # the carrier reports the greeting said
     assert lines(call) == [("bot", GREETING)]
 
 

@@ -13,9 +13,11 @@ import os
 import signal
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -132,6 +134,19 @@ def _crash_on(server: Server, point: str, query: dict[str, str], form: dict[str,
     assert server.wait_exit() == -signal.SIGKILL, server.log_text()
 
 
+def _report_said(server: Server, twiml: str, call_sid: str) -> None:
+    """Twilio reaching the <Redirect> after our <Say>: the words were said."""
+    [url] = [el.text or "" for el in ET.fromstring(twiml).iter("Redirect")]
+    query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+    assert query["flow"] == "spoken"
+    response = server.deliver(query, _form(call_sid, CallStatus="in-progress"))
+    assert response.status_code == 200, response.text
+
+
+def _in_flight(state: dict[str, Any]) -> list[str]:
+    return [entry["text"] for entry in state["metadata"].get("utterancesInFlight", [])]
+
+
 def _form(call_sid: str, **fields: str) -> dict[str, str]:
     return {
         "AccountSid": ACCOUNT_SID,
@@ -222,18 +237,20 @@ def test_a_crash_after_commit_still_sends_the_owed_greeting_exactly_once(
     [twiml] = update.form["Twiml"]
     assert GREETING in twiml and "<Say" in twiml
     assert done["commands"][0]["attempts"] == 1
-    assert done["transcript"] == [["bot", GREETING]]
+    # Handed to Twilio once; written when Twilio reports it said.
+    assert done["transcript"] == [] and _in_flight(done) == [GREETING]
     assert "initialMessage" not in done["metadata"]
     assert done["state"] == "listening"
+    _report_said(server, twiml, call_sid)
 
     again = server.deliver(query, form)
     assert again.status_code == 200, again.text
     time.sleep(1.0)  # five sweeps: time enough for a second send, if one were owed
     replayed = _inspect(server, call_id)
     assert len(api.updates(call_sid)) == 1
-    assert replayed["events"] == ["call.answered"]
+    assert replayed["events"] == ["call.answered", "call.spoken"]
     assert replayed["transcript"] == [["bot", GREETING]]
-    assert replayed["replay_keys"] == 1
+    assert replayed["replay_keys"] == 2  # the answer and Twilio's report of the words said
     assert [c["kind"] for c in replayed["commands"]] == ["greeting"]
 
 
@@ -263,12 +280,13 @@ def test_a_crash_before_commit_owes_nothing_and_the_redelivery_greets_once(
     assert first.status_code == 200, (first.text, server.log_text())
     # Sent by the delivering process right after its commit; the sweep must not send it again.
     wait_for(lambda: api.updates(call_sid), timeout=5, what="the greeting update")
+    _report_said(server, api.updates(call_sid)[0].form["Twiml"][0], call_sid)
     again = server.deliver(query, form)
     assert again.status_code == 200, again.text
     time.sleep(1.0)
     greeted = _inspect(server, call_id)
     assert len(api.updates(call_sid)) == 1
-    assert greeted["events"] == ["call.answered"]
+    assert greeted["events"] == ["call.answered", "call.spoken"]
     assert greeted["transcript"] == [["bot", GREETING]]
     [command] = greeted["commands"]
     assert command["kind"] == "greeting" and command["done_at"] and command["attempts"] == 1

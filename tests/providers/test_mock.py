@@ -127,3 +127,32 @@ def test_speaking_to_the_simulated_caller_again_keeps_them_on_the_line() -> None
     assert [e["type"] for e in carrier.posted] == ["call.speech", "call.speech"]
     assert [e["transcript"] for e in carrier.posted] == ["One", "Two"]
     carrier.close()
+
+
+def test_the_simulated_carrier_reports_its_words_said() -> None:
+    carrier = Recorder()
+    assert carrier.speech_done_signal is True
+    target = CallTarget(
+        call_id="c1", provider_call_id="mock-c1", webhook_url="http://x", utterance_id="u-1"
+    )
+    carrier.play_text(target, "Your table is ready", listen_after=False)
+    assert _wait_for(carrier, 1) == ["call.spoken"]
+    assert carrier.posted[0]["utteranceId"] == "u-1"
+    [event] = carrier.parse_webhook(_request({"event": carrier.posted[0]}))
+    assert (event.type, event.utterance_id, event.interrupted) == (
+        EventType.SPOKEN,
+        "u-1",
+        False,
+    )
+    carrier.close()
+
+
+def test_without_simulation_nothing_reports_words_said() -> None:
+    # Nothing calls back: the services write the bot line when the words are sent.
+    assert MockProvider(settings={"simulate": False}).speech_done_signal is False
+
+
+def test_an_utterance_id_must_be_a_string() -> None:
+    body = {"event": {"type": "call.spoken", "callId": "a", "utteranceId": 7}}
+    with pytest.raises(WebhookInvalid, match="utteranceId"):
+        MockProvider(settings={}).parse_webhook(_request(body))

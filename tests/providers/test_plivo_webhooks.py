@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import xml.etree.ElementTree as ET
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -71,6 +72,11 @@ def _reply(
 
 def _tags(document: ET.Element) -> list[str]:
     return [child.tag for child in document]
+
+
+def call_of(call: Call) -> Call:
+    call.refresh_from_db()
+    return call
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -477,12 +483,25 @@ def test_outbound_conversation_speaks_by_xml_transfer(client: Client, configure:
         "To": CALLEE[1:],
     }
     document = _document(line.post(client, dial["answer_url"], answered))
-    assert _tags(document) == ["Speak", "GetInput", "Wait"]
+    # The words, then a <Redirect> Plivo fetches once they were said.
+    assert _tags(document) == ["Speak", "Redirect"]
     assert document.find("Speak").text == "Hi there"  # type: ignore[union-attr]
-    action = str(document.find("GetInput").get("action"))  # type: ignore[union-attr]
-    assert action == f"{PUBLIC_URL}?callId={call.call_id}&flow=getinput"
+    report = str(document.find("Redirect").text)  # type: ignore[union-attr]
+    (greeting,) = call_of(call).metadata["utterancesInFlight"]
+    assert report == (
+        f"{PUBLIC_URL}?callId={call.call_id}&flow=spoken&utteranceId={greeting['id']}&listen=1"
+    )
     call.refresh_from_db()
     assert (call.provider_call_id, call.state) == (CALL_UUID, "listening")
+    assert not TranscriptEntry.objects.exists()  # handed over, not yet heard
+
+    listening = _document(line.post(client, report, LIVE))
+    assert _tags(listening) == ["GetInput", "Wait"]  # the greeting said: listen now
+    action = str(listening.find("GetInput").get("action"))  # type: ignore[union-attr]
+    assert action == f"{PUBLIC_URL}?callId={call.call_id}&flow=getinput"
+    assert list(TranscriptEntry.objects.values_list("speaker", "text", "utterance_id")) == [
+        ("bot", "Hi there", greeting["id"])
+    ]
 
     heard = _document(line.post(client, action, {**LIVE, "Speech": "book a table"}))
     assert _tags(heard) == ["Wait"]
@@ -497,10 +516,13 @@ def test_outbound_conversation_speaks_by_xml_transfer(client: Client, configure:
     }
     assert str(line.carrier.requests[-1].url).endswith(f"/Call/{CALL_UUID}/")
     spoken = _document(line.post(client, transfer["aleg_url"], LIVE))
-    assert _tags(spoken) == ["Speak", "Wait"]
+    assert _tags(spoken) == ["Speak", "Redirect"]
     assert spoken.find("Speak").text == "Sure & <done>"  # type: ignore[union-attr]
     again = _document(line.post(client, transfer["aleg_url"], LIVE))
     assert _tags(again) == ["Wait"]  # the words are said once; the fetch keeps the line
+    held = _document(line.post(client, str(spoken.find("Redirect").text), LIVE))  # type: ignore[union-attr]
+    assert _tags(held) == ["Wait"]  # said, and nobody asked to listen: hold the line
+    assert TranscriptEntry.objects.filter(speaker="bot").count() == 2
 
     hangup = dial["hangup_url"]
     line.post(client, hangup, {**LIVE, "CallStatus": "completed", "Event": "Hangup"})
@@ -529,7 +551,10 @@ def test_inbound_call_on_the_application_answer_url_is_greeted(
         OUR_NUMBER,
     )
     assert document.find("Speak").text == "Welcome!"  # type: ignore[union-attr]
-    assert document.find("GetInput").get("action") == (  # type: ignore[union-attr]
+    report = str(document.find("Redirect").text)  # type: ignore[union-attr]
+    assert report.startswith(f"{PUBLIC_URL}?callId={call.call_id}&flow=spoken&utteranceId=")
+    listening = _document(line.post(client, report, {**ringing, "CallStatus": "in-progress"}))
+    assert listening.find("GetInput").get("action") == (  # type: ignore[union-attr]
         f"{PUBLIC_URL}?callId={call.call_id}&flow=getinput"
     )
     assert line.carrier.requests == []
@@ -561,9 +586,53 @@ def test_replayed_delivery_changes_nothing(client: Client, configure: Any) -> No
     assert b"<Speak" in first.content
     replay = line.post(client, url, {**LIVE, "Event": "StartApp"}, nonce="42")
     # Plivo re-fetches when our answer never reached it: it gets the same document again,
-    # not an empty one that would hang up; the greeting is recorded once.
+    # not an empty one that would hang up; the message is handed over once.
     assert replay.content == first.content
-    assert TranscriptEntry.objects.filter(call=call, speaker="bot").count() == 1
+    call.refresh_from_db()
+    assert [u["text"] for u in call.metadata["utterancesInFlight"]] == ["Hi"]
+
+
+@pytest.mark.django_db
+def test_a_notify_message_heard_waits_the_delay_then_hangs_up_in_the_reply(
+    client: Client, configure: Any, fake_clock: Any
+) -> None:
+    line = _Line(configure, outbound={"notifyHangupDelaySec": 4})
+    call = call_initiate(to=CALLEE, message="Your parcel is here", mode="notify")
+    url = line.json(0)["answer_url"]
+    answer = _document(line.post(client, url, {**LIVE, "Event": "StartApp"}))
+    assert _tags(answer) == ["Speak", "Redirect"]
+    report = str(answer.find("Redirect").text)  # type: ignore[union-attr]
+    assert "listen" not in report
+    assert not TranscriptEntry.objects.exists()
+
+    fake_clock.advance(seconds=20)  # however long Plivo takes to say it
+    ending = line.post(client, report, LIVE)
+    assert ending.content == b'<Response><Wait length="4"/><Hangup/></Response>'
+    assert TranscriptEntry.objects.get(call=call).text == "Your parcel is here"
+    # Plivo hangs up by itself; our timer is only the net, a little after.
+    call.refresh_from_db()
+    assert fake_clock.now() + timedelta(seconds=4) < call.notify_hangup_at
+    assert call.notify_hangup_at <= fake_clock.now() + timedelta(seconds=4 + 10)
+    assert [r.method for r in line.carrier.requests] == ["POST"]  # the dial; no hang-up
+
+
+@pytest.mark.django_db
+def test_a_report_of_words_nobody_sent_changes_nothing(client: Client, configure: Any) -> None:
+    line = _Line(configure)
+    call = call_initiate(to=CALLEE, message="Hi there", mode="conversation")
+    line.post(client, line.json(0)["answer_url"], {**LIVE, "Event": "StartApp"})
+    in_flight = call_of(call).metadata["utterancesInFlight"]
+
+    for query in (
+        f"callId={call.call_id}&flow=spoken&utteranceId=not-ours",
+        f"callId={call.call_id}&flow=spoken",
+        "callId=2d1c3a40-0000-4000-8000-000000000000&flow=spoken&utteranceId=x",
+    ):
+        response = line.post(client, f"{PUBLIC_URL}?{query}", LIVE)
+        assert response.status_code == 200
+    assert not TranscriptEntry.objects.exists()
+    assert call_of(call).metadata["utterancesInFlight"] == in_flight
+    assert Call.objects.count() == 1
 
 
 @pytest.mark.django_db

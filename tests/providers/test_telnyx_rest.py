@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -242,6 +243,18 @@ def test_play_text_listening_starts_transcription_for_the_turn() -> None:
         "client_state": _b64(f"{CALL_ID}:{TURN}"),
     }
     assert len(set(_command_ids(carrier))) == 2
+
+
+def test_a_speak_names_its_utterance_for_call_speak_ended_to_echo() -> None:
+    carrier = Carrier()
+    target = replace(TURN_TARGET, utterance_id="utt-3")
+    provider(carrier).play_text(target, "What is your name?", listen_after=True)
+    # The listening sent with it carries the same state: whichever Telnyx echoes in
+    # call.speak.ended names the words.
+    assert carrier.json(0)["client_state"] == _b64(f"{CALL_ID}:{TURN}:utt-3")
+    assert carrier.json(1)["client_state"] == _b64(f"{CALL_ID}:{TURN}:utt-3")
+    provider(carrier).play_text(replace(TARGET, utterance_id="utt-4"), "Hi", listen_after=False)
+    assert carrier.json()["client_state"] == _b64(f"{CALL_ID}::utt-4")
 
 
 def test_play_text_tolerates_transcription_already_running() -> None:

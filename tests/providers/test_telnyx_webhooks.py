@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from django.test import Client
 
 from calls.carrier import set_provider
 from calls.models import Call, TranscriptEntry
+from calls.services.carrier_commands import UNHEARD_MESSAGE_DEADLINE
 from providers.base import EventType, ReplyContext
 from providers.errors import WebhookInvalid
 from providers.telnyx.webhooks import END_REASONS, SDK_END_REASONS
@@ -142,7 +143,6 @@ def test_event_types(telnyx: str, ours: EventType) -> None:
 @pytest.mark.parametrize(
     "telnyx",
     [
-        "call.speak.ended",
         "call.gather.ended",
         "streaming.started",
         "call.machine.detection.ended",
@@ -206,6 +206,32 @@ def test_dtmf_digit() -> None:
 def test_speak_started_is_speaking() -> None:
     event = _one("call.speak.started")
     assert (event.type, event.text) == (EventType.SPEAKING, "")
+
+
+def test_speak_ended_reports_the_utterance_its_client_state_names() -> None:
+    state = _b64(f"{CALL_ID}:{TURN}:utt-1")
+    [event] = _parse(envelope("call.speak.ended", {"client_state": state, "status": "completed"}))
+    assert (event.type, event.call_id, event.turn_token) == (EventType.SPOKEN, CALL_ID, TURN)
+    assert (event.utterance_id, event.interrupted) == ("utt-1", False)
+    assert event.payload() == {"turn_token": TURN, "utteranceId": "utt-1", "interrupted": False}
+
+
+def test_speak_ended_without_a_turn_or_an_utterance() -> None:
+    event = _one("call.speak.ended", client_state=_b64(f"{CALL_ID}::utt-2"))
+    assert (event.call_id, event.turn_token, event.utterance_id) == (CALL_ID, None, "utt-2")
+    # A state set after the speak (transcription_stop's) names no utterance: still a report.
+    event = _one("call.speak.ended", status="completed")
+    assert (event.type, event.call_id, event.utterance_id) == (EventType.SPOKEN, CALL_ID, None)
+
+
+@pytest.mark.parametrize(
+    ("status", "interrupted"),
+    [("completed", False), ("call_hangup", True), ("cancelled_amd", True), (None, False)],
+)
+def test_speak_ended_status_says_whether_the_words_were_cut_off(
+    status: str | None, interrupted: bool
+) -> None:
+    assert _one("call.speak.ended", status=status).interrupted is interrupted
 
 
 # -- hangup causes (docs/plugin-behaviour.md, "End reasons", with the SDK's) ----------------------
@@ -399,6 +425,54 @@ def test_accepted_inbound_call_is_answered_greeted_and_heard(
     )
     call.refresh_from_db()
     assert (call.state, call.end_reason) == ("completed", "completed")
+
+
+@pytest.mark.django_db
+def test_a_notify_message_is_heard_when_telnyx_says_the_speak_ended(
+    client: Client, configure: Any, fake_clock: Any, make_call: Any
+) -> None:
+    line = _Line(configure, outbound={"notifyHangupDelaySec": 2})
+    call = make_call(
+        provider="telnyx",
+        provider_call_id=CALL_CONTROL_ID,
+        mode="notify",
+        state="ringing",
+        metadata={"mode": "notify", "initialMessage": "Your parcel is here"},
+    )
+    line.post(client, envelope("call.answered", {"client_state": _b64(call.call_id)}, event_id="a"))
+    assert line.actions() == ["speak"]
+    speak = line.carrier.json()
+    assert speak["payload"] == "Your parcel is here"
+    call.refresh_from_db()
+    (in_flight,) = call.metadata["utterancesInFlight"]
+    assert _b64(f"{call.call_id}::{in_flight['id']}") == speak["client_state"]
+    # Sent is not heard: no line, and only the net for a report that never comes.
+    assert not TranscriptEntry.objects.exists()
+    assert call.notify_hangup_at == fake_clock.now() + UNHEARD_MESSAGE_DEADLINE
+
+    fake_clock.advance(seconds=9)
+    ended = envelope(
+        "call.speak.ended",
+        {"client_state": speak["client_state"], "status": "completed"},
+        event_id="e",
+    )
+    assert line.post(client, ended).status_code == 200
+    assert line.post(client, ended, age=1).status_code == 200  # redelivered: same data.id
+    assert list(TranscriptEntry.objects.values_list("text", "utterance_id", "interrupted")) == [
+        ("Your parcel is here", in_flight["id"], False)
+    ]
+    call.refresh_from_db()
+    assert call.notify_hangup_at == fake_clock.now() + timedelta(seconds=2)
+    assert "utterancesInFlight" not in call.metadata
+
+    # Another speak.ended naming words nobody sent: 200, nothing changes.
+    stray = envelope(
+        "call.speak.ended",
+        {"client_state": _b64(f"{call.call_id}::not-ours"), "status": "completed"},
+        event_id="f",
+    )
+    assert line.post(client, stray).status_code == 200
+    assert TranscriptEntry.objects.count() == 1
 
 
 @pytest.mark.django_db

@@ -112,6 +112,18 @@ def test_notify_call_carries_the_message_inline_and_escaped() -> None:
     assert result.message_delivered is True
 
 
+def test_a_notify_message_to_report_redirects_after_the_words_instead_of_hanging_up() -> None:
+    carrier = Carrier()
+    provider(carrier).place_call(_dial(mode="notify", message="hi", message_utterance_id="u-1"))
+    root = _twiml(carrier)
+    # Twilio fetches the <Redirect> once the <Say> finished: our reply pauses, then hangs up.
+    assert [child.tag for child in root] == ["Say", "Redirect"]
+    assert (root[1].get("method"), root[1].text) == (
+        "POST",
+        f"{HOOK}&flow=spoken&utteranceId=u-1",
+    )
+
+
 @pytest.mark.parametrize(
     ("tts", "voice"),
     [
@@ -210,6 +222,22 @@ def test_play_text_without_listening_still_keeps_the_call_open() -> None:
     root = _twiml(carrier)
     assert [child.tag for child in root] == ["Say", "Gather"]
     assert root[1].get("action") == f"{HOOK}&flow=gather"
+
+
+@pytest.mark.parametrize("listen_after", [True, False])
+def test_play_text_of_an_utterance_reports_the_words_said_then_listens(
+    listen_after: bool,
+) -> None:
+    carrier = Carrier()
+    target = replace(TARGET, utterance_id="u-7", extra={"language": "fr-FR"})
+    provider(carrier).play_text(target, "Bonjour", listen_after=listen_after)
+    root = _twiml(carrier)
+    assert [child.tag for child in root] == ["Say", "Redirect"]
+    assert root[0].text == "Bonjour" and root[0].get("language") == "fr-FR"
+    # The reply to the report listens for the turn, as the <Gather> it replaces did.
+    assert root[1].text == (
+        f"{HOOK}&flow=spoken&utteranceId=u-7&listen=1&turnToken=turn-9&lang=fr-FR"
+    )
 
 
 def test_play_text_for_a_call_without_stored_url_uses_the_public_url() -> None:

@@ -6,6 +6,7 @@ docs/carriers.md, "Twilio: webhooks" and "Twilio: TwiML replies".
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -234,6 +235,57 @@ def _action_query(element: ET.Element) -> dict[str, list[str]]:
 
 
 LIVE = ReplyContext(call_id="call-1", known=True, state="listening")
+
+
+def test_the_redirect_after_our_words_reports_them_said() -> None:
+    event = _one("callId=call-1&flow=spoken&utteranceId=u-3", CallStatus="in-progress")
+    assert (event.type, event.call_id, event.utterance_id) == (EventType.SPOKEN, "call-1", "u-3")
+    assert event.provider_call_id == CALL_SID
+    # Each utterance's report is its own event; without an utterance it reports nothing.
+    other = _one("callId=call-1&flow=spoken&utteranceId=u-4", CallStatus="in-progress")
+    assert other.id != event.id
+    assert _parse("callId=call-1&flow=spoken", CallStatus="in-progress") == []
+
+
+def test_a_notify_message_heard_pauses_the_delay_then_hangs_up() -> None:
+    context = ReplyContext(call_id="call-1", known=True, state="speaking", hang_up_after=3)
+    root = _root(_reply("callId=call-1&flow=spoken&utteranceId=u-1", context))
+    assert [(c.tag, c.get("length")) for c in root] == [("Pause", "3"), ("Hangup", None)]
+    zero = replace(context, hang_up_after=0)
+    assert _tags(_reply("callId=call-1&flow=spoken&utteranceId=u-1", zero)) == ["Hangup"]
+
+
+def test_words_said_then_the_turn_listens() -> None:
+    query = "callId=call-1&flow=spoken&utteranceId=u-1&listen=1&turnToken=turn-5&lang=fr-FR"
+    root = _root(_reply(query, LIVE))
+    assert [c.tag for c in root] == ["Gather"]
+    assert _action_query(root[0]) == {
+        "callId": ["call-1"],
+        "flow": ["gather"],
+        "turnToken": ["turn-5"],
+        "lang": ["fr-FR"],
+    }
+    assert root[0].get("language") == "fr-FR"
+
+
+def test_words_said_without_listening_hold_the_line() -> None:
+    root = _root(_reply("callId=call-1&flow=spoken&utteranceId=u-1", LIVE))
+    assert [c.tag for c in root] == ["Pause", "Redirect"]
+
+
+def test_speech_of_an_utterance_says_then_redirects_to_report_it() -> None:
+    context = ReplyContext(
+        call_id="call-1",
+        known=True,
+        state="speaking",
+        speech=Speech(text="Hello", listen=True, turn_token="turn-5", utterance_id="u-9"),
+    )
+    root = _root(_reply("callId=call-1", context))
+    assert [c.tag for c in root] == ["Say", "Redirect"]
+    assert (
+        root[1].text
+        == f"{HOOK}?callId=call-1&flow=spoken&utteranceId=u-9&listen=1&turnToken=turn-5"
+    )
 
 
 def test_replay_gets_an_empty_response() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from calls.models import Call, CarrierCommand, TranscriptEntry
 from calls.services.answering import call_answered
-from calls.services.carrier_commands import SPOKEN_CHARS_PER_SECOND
+from calls.services.carrier_commands import UNHEARD_MESSAGE_DEADLINE
 from calls.services.speech import InlineReply
 from providers.base import EventType, NormalizedEvent, Speech
 
@@ -106,9 +106,25 @@ def test_a_message_the_dial_already_carried_is_recorded_not_said_again(
     inline = InlineReply()
     call_answered(call, _answered(call), inline)
     assert mock_carrier.sent == [] and inline.speech is None
+    # A carrier that cannot report its words said: recorded as delivered.
     assert list(TranscriptEntry.objects.values_list("text", flat=True)) == ["Hi, this is Acme."]
     call.refresh_from_db()
     assert "initialMessage" not in call.metadata
+
+
+def test_a_message_the_dial_carried_waits_for_the_carriers_report(
+    mock_carrier: Any, make_call: Any, fake_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mock_carrier, "speech_done_signal", True)
+    in_flight = [{"id": "u-dial", "text": "Hi, this is Acme.", "hangUp": True}]
+    call = _outbound(
+        make_call, mode="notify", initialMessageInline=True, utterancesInFlight=in_flight
+    )
+    call_answered(call, _answered(call), InlineReply())
+    assert mock_carrier.sent == [] and not TranscriptEntry.objects.exists()
+    call.refresh_from_db()
+    assert call.metadata["utterancesInFlight"] == in_flight  # its report writes the line
+    assert call.notify_hangup_at == fake_clock.now() + UNHEARD_MESSAGE_DEADLINE
 
 
 def test_a_streaming_conversation_leaves_the_greeting_to_the_stream(
@@ -121,19 +137,35 @@ def test_a_streaming_conversation_leaves_the_greeting_to_the_stream(
     assert call.metadata["initialMessage"] == "Hi, this is Acme."  # said when the stream attaches
 
 
-def test_a_notify_greeting_gets_its_hang_up_deadline_after_the_words(
-    mock_carrier: Any, make_call: Any, fake_clock: Any, configure: Any
+def test_a_notify_greeting_waits_for_the_words_to_be_heard_before_its_hang_up(
+    mock_carrier: Any,
+    make_call: Any,
+    fake_clock: Any,
+    configure: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     configure({"outbound": {"notifyHangupDelaySec": 2}})
+    monkeypatch.setattr(mock_carrier, "speech_done_signal", True)
     call = _outbound(make_call, mode="notify")
     call_answered(call, _answered(call), None)
     assert mock_carrier.sent == [
         ("play_text", {"text": "Hi, this is Acme.", "listen_after": False})
     ]
     call.refresh_from_db()
-    speaking = timedelta(seconds=len("Hi, this is Acme.") / SPOKEN_CHARS_PER_SECOND)
-    assert call.notify_hangup_at == fake_clock.now() + speaking + timedelta(seconds=2)
+    # Only the net: the real deadline counts from the carrier's report (test_speech.py).
+    assert call.notify_hangup_at == fake_clock.now() + UNHEARD_MESSAGE_DEADLINE
     assert call.state == "speaking"
+
+
+def test_a_carrier_without_reports_hangs_up_the_delay_after_sending(
+    mock_carrier: Any, make_call: Any, fake_clock: Any, configure: Any
+) -> None:
+    configure({"outbound": {"notifyHangupDelaySec": 2}})
+    call = _outbound(make_call, mode="notify")
+    call_answered(call, _answered(call), None)
+    call.refresh_from_db()
+    assert call.notify_hangup_at == fake_clock.now() + timedelta(seconds=2)
+    assert list(TranscriptEntry.objects.values_list("text", flat=True)) == ["Hi, this is Acme."]
 
 
 def test_an_inbound_call_answered_by_command_starts_its_stream_by_command(

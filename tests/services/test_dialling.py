@@ -177,6 +177,29 @@ def test_a_message_the_carrier_took_with_the_dial_is_marked_inline(
     assert placed[0].webhook_url == call.webhook_url
 
 
+@pytest.mark.parametrize("delivered", [True, False])
+def test_a_notify_message_that_may_ride_the_dial_is_in_flight_until_reported(
+    mock_carrier: Any, monkeypatch: pytest.MonkeyPatch, delivered: bool
+) -> None:
+    # A carrier that reports its words said (Twilio's inline TwiML fetches our <Redirect>
+    # after the <Say>): the words wait on the row from before the dial.
+    monkeypatch.setattr(mock_carrier, "speech_done_signal", True)
+    seen: list[Any] = []
+
+    def place(request: Any) -> PlaceCallResult:
+        call = Call.objects.get(public_id=request.call_id)
+        seen.append((request.message_utterance_id, call.metadata.get("utterancesInFlight")))
+        return PlaceCallResult(provider_call_id="CA-n", message_delivered=delivered)
+
+    monkeypatch.setattr(mock_carrier, "place_call", place)
+    call = call_initiate(to=TO, message="Your parcel", mode="notify")
+    ((utterance_id, waiting),) = seen
+    assert utterance_id and waiting == [{"id": utterance_id, "text": "Your parcel", "hangUp": True}]
+    call.refresh_from_db()
+    # Too long to ride the dial, it is said on answer instead: not in flight now.
+    assert call.metadata.get("utterancesInFlight", []) == (waiting if delivered else [])
+
+
 @pytest.mark.django_db(transaction=True)  # the refused UPDATE runs outside any atomic block
 def test_a_carrier_id_already_in_use_ends_the_new_call_as_error(
     mock_carrier: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch, configure: Any

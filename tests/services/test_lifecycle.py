@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from calls.models import Call, CallEvent
+from calls.models import Call, CallEvent, TranscriptEntry
 from calls.services.lifecycle import (
     call_finalize,
     call_identity_new,
@@ -69,6 +69,31 @@ def test_finalize_keeps_a_plausible_carrier_end_time_and_records_the_end_once(
     assert list(row.events.values_list("type", "payload")) == [
         ("call.ended", {"reason": "hangup-user", "by": "voicecall"})
     ]
+
+
+def test_words_in_flight_when_an_answered_call_ends_are_written_interrupted(
+    make_call: Any, fake_clock: Any
+) -> None:
+    words = [{"id": "u-1", "text": "Your table is", "hangUp": True}]
+    call = make_call(
+        state="speaking", answered_at=fake_clock.now(), metadata={"utterancesInFlight": words}
+    )
+    assert call_finalize(call=call, reason="hangup-user")
+    lines = TranscriptEntry.objects.filter(call=call).values_list(
+        "speaker", "text", "utterance_id", "interrupted"
+    )
+    assert list(lines) == [("bot", "Your table is", "u-1", True)]
+    call.refresh_from_db()
+    assert "utterancesInFlight" not in call.metadata
+
+
+def test_words_in_flight_on_a_call_never_answered_were_never_heard(make_call: Any) -> None:
+    words = [{"id": "u-1", "text": "Your parcel", "hangUp": True}]
+    call = make_call(state="ringing", metadata={"utterancesInFlight": words})
+    assert call_finalize(call=call, reason="no-answer")
+    assert not TranscriptEntry.objects.exists()
+    call.refresh_from_db()
+    assert "utterancesInFlight" not in call.metadata
 
 
 def test_a_carriers_own_end_is_not_recorded_twice(make_call: Any) -> None:

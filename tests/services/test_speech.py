@@ -7,15 +7,22 @@ command; a carrier that fetches a document for the words gets them from the row.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from calls.call_metadata import PENDING_SPEECH
+from calls.call_metadata import PENDING_SPEECH, UTTERANCES_IN_FLIGHT
 from calls.exceptions import CapacityReached, CarrierFailed, SpeechFailed, SpeechTimeout
 from calls.models import Call, TranscriptEntry
-from calls.services.speech import InlineReply, pending_speech_take, speak
-from providers.base import Speech
+from calls.services.events import event_apply
+from calls.services.speech import (
+    DOCUMENT_HANG_UP_GRACE,
+    InlineReply,
+    pending_speech_take,
+    speak,
+)
+from providers.base import EventType, NormalizedEvent, Speech
 from providers.errors import ProviderError
 
 pytestmark = pytest.mark.django_db
@@ -194,3 +201,211 @@ def test_words_that_were_not_spoken_are_an_error_never_a_success(
     if not (replies and replies[0] == ACCEPTED):
         # Refused outright: the call is not left "speaking" words nobody will hear.
         assert Call.objects.get(pk=call.pk).state == "listening"
+
+
+# --- carrier speech the carrier reports said (docs/carriers.md, "What each carrier tells us
+# about speech") ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reporting(mock_carrier: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The mock as a carrier that reports its words said (Twilio, Telnyx, Plivo)."""
+    monkeypatch.setattr(mock_carrier, "speech_done_signal", True)
+    return mock_carrier
+
+
+def spoken_event(call: Call, utterance_id: str | None, **fields: Any) -> NormalizedEvent:
+    return NormalizedEvent(
+        type=EventType.SPOKEN,
+        id=f"spoken-{utterance_id}-{fields.get('id', '')}",
+        call_id=call.call_id,
+        provider_call_id=call.provider_call_id,
+        utterance_id=utterance_id,
+        interrupted=fields.get("interrupted", False),
+    )
+
+
+def report(call: Call, utterance_id: str | None, **fields: Any) -> None:
+    event_apply(provider="mock", event=spoken_event(call, utterance_id, **fields))
+
+
+def bot_lines(call: Call) -> list[tuple[str, str, bool]]:
+    lines = TranscriptEntry.objects.filter(call=call, speaker="bot")
+    return list(lines.values_list("text", "utterance_id", "interrupted"))
+
+
+def in_flight(call: Call) -> list[dict[str, Any]]:
+    call.refresh_from_db()
+    return list(call.metadata.get(UTTERANCES_IN_FLIGHT, []))
+
+
+def test_words_a_carrier_reports_are_written_when_it_reports_them_not_when_sent(
+    reporting: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    targets: list[Any] = []
+    monkeypatch.setattr(
+        reporting, "play_text", lambda target, text, *, listen_after: targets.append(target)
+    )
+    call = make_call(state="listening")
+    spoken = speak(call, "Your table is ready", listen_after=True, turn_token="t-1")
+
+    assert [t.utterance_id for t in targets] == [spoken.utterance_id]  # the carrier names it
+    assert bot_lines(call) == []
+    assert in_flight(call) == [{"id": spoken.utterance_id, "text": "Your table is ready"}]
+
+    report(call, spoken.utterance_id)
+    assert bot_lines(call) == [("Your table is ready", spoken.utterance_id, False)]
+    assert in_flight(call) == []
+
+
+def test_inline_and_fetched_words_carry_their_utterance_to_the_document(
+    reporting: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = make_call(state="listening")
+    inline = InlineReply()
+    spoken = speak(call, "Hello there", listen_after=True, turn_token="t-1", inline=inline)
+    assert inline.speech is not None and inline.speech.utterance_id == spoken.utterance_id
+    assert not TranscriptEntry.objects.exists()
+
+    monkeypatch.setattr(reporting, "speech_by_fetch", True)
+    fetched = speak(call, "Your code is 4 2", listen_after=False)
+    taken = pending_speech_take(call)
+    assert taken is not None and taken.utterance_id == fetched.utterance_id
+    assert [u["id"] for u in in_flight(call)] == [spoken.utterance_id, fetched.utterance_id]
+
+
+def test_words_the_carrier_refused_are_not_left_in_flight(
+    reporting: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(target: Any, text: str, *, listen_after: bool) -> None:
+        raise ProviderError("21220: call not in progress")
+
+    monkeypatch.setattr(reporting, "play_text", refuse)
+    call = make_call(state="listening")
+    with pytest.raises(CarrierFailed):
+        speak(call, "Hello", listen_after=True)
+    assert in_flight(call) == [] and not TranscriptEntry.objects.exists()
+
+
+def test_a_duplicate_or_unknown_report_writes_nothing_more(reporting: Any, make_call: Any) -> None:
+    call = make_call(state="listening")
+    spoken = speak(call, "One moment", listen_after=False)
+    report(call, "not-ours")
+    assert bot_lines(call) == [] and len(in_flight(call)) == 1
+    report(call, spoken.utterance_id)
+    report(call, spoken.utterance_id, id="again")  # another delivery of the same report
+    assert bot_lines(call) == [("One moment", spoken.utterance_id, False)]
+
+
+def test_where_new_words_replace_the_document_older_words_were_cut_off(
+    reporting: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Twilio and Plivo: a new document stops the words still playing, so only the newest
+    # reports; the older ones were heard only in part.
+    monkeypatch.setattr(reporting, "speech_in_order", False)
+    call = make_call(state="listening")
+    first = speak(call, "Let me check", listen_after=False)
+    second = speak(call, "Found it: table 4", listen_after=False)
+    report(call, second.utterance_id)
+    assert bot_lines(call) == [
+        ("Let me check", first.utterance_id, True),
+        ("Found it: table 4", second.utterance_id, False),
+    ]
+    assert in_flight(call) == []
+
+
+def test_where_speech_queues_each_report_finishes_the_oldest_words(
+    reporting: Any, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Telnyx plays speak commands in order; the client_state it echoes may be a later one's.
+    monkeypatch.setattr(reporting, "speech_in_order", True)
+    call = make_call(state="listening")
+    first = speak(call, "Let me check", listen_after=False)
+    second = speak(call, "Found it", listen_after=False)
+    report(call, second.utterance_id, id="1")
+    assert bot_lines(call) == [("Let me check", first.utterance_id, False)]
+    report(call, None, id="2", interrupted=True)  # a state naming no words: still the next
+    assert bot_lines(call)[1:] == [("Found it", second.utterance_id, True)]
+
+
+def test_a_notify_message_heard_schedules_the_hang_up_from_the_report(
+    reporting: Any, make_call: Any, fake_clock: Any, configure: Any
+) -> None:
+    configure({"outbound": {"notifyHangupDelaySec": 4}})
+    call = make_call(state="answered", mode="notify")
+    spoken = speak(call, "Your parcel is here", listen_after=False, hang_up_after_words=True)
+    call.refresh_from_db()
+    assert call.notify_hangup_at is None  # no estimate of how long the words take
+
+    fake_clock.advance(seconds=42)
+    report(call, spoken.utterance_id)
+    call.refresh_from_db()
+    assert call.notify_hangup_at == fake_clock.now() + timedelta(seconds=4)
+
+
+def test_a_notify_message_heard_in_a_document_hangs_up_in_the_reply(
+    reporting: Any, make_call: Any, fake_clock: Any, configure: Any
+) -> None:
+    configure({"outbound": {"notifyHangupDelaySec": 4}})
+    call = make_call(state="answered", mode="notify")
+    spoken = speak(call, "Your parcel is here", listen_after=False, hang_up_after_words=True)
+    inline = InlineReply()
+    event_apply(provider="mock", event=spoken_event(call, spoken.utterance_id), inline=inline)
+    assert inline.hang_up_after == 4  # the reply pauses, then hangs up
+    call.refresh_from_db()
+    # The timer is only the net for a carrier that does not run the reply.
+    assert call.notify_hangup_at == fake_clock.now() + timedelta(seconds=4) + DOCUMENT_HANG_UP_GRACE
+
+
+def test_other_words_heard_schedule_no_hang_up(reporting: Any, make_call: Any) -> None:
+    call = make_call(state="answered", mode="notify")
+    spoken = speak(call, "Also: bring your ID", listen_after=False)
+    inline = InlineReply()
+    event_apply(provider="mock", event=spoken_event(call, spoken.utterance_id), inline=inline)
+    call.refresh_from_db()
+    assert (inline.hang_up_after, call.notify_hangup_at) == (None, None)
+
+
+def test_wait_on_carrier_speech_returns_once_the_carrier_reported_it(
+    reporting: Any, make_call: Any, fake_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = make_call(state="listening")
+    said: list[str] = []
+    monkeypatch.setattr(
+        reporting,
+        "play_text",
+        lambda target, text, *, listen_after: said.append(target.utterance_id),
+    )
+
+    def carrier_reports(clock: Any) -> None:  # the report lands while speak waits
+        if said:
+            report(call, said[-1], interrupted=True)
+
+    fake_clock.on_sleep.append(carrier_reports)
+    spoken = speak(call, "A long story", listen_after=True, wait=True)
+    assert (spoken.heard, spoken.interrupted) == (False, True)
+    assert bot_lines(call) == [("A long story", spoken.utterance_id, True)]
+
+
+def test_wait_on_carrier_speech_times_out_or_ends_with_the_call(
+    reporting: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = make_call(state="listening")
+    with pytest.raises(SpeechTimeout, match="Timed out waiting for the utterance to finish"):
+        speak(call, "Nobody reports this", listen_after=False, wait=True)
+
+    fake_clock.on_sleep.append(
+        lambda clock: Call.objects.filter(pk=call.pk).update(state="completed")
+    )
+    spoken = speak(call, "Nor this", listen_after=False, wait=True)
+    assert (spoken.heard, spoken.interrupted) == (False, False)
+
+
+def test_a_carrier_that_cannot_report_has_the_words_written_when_sent(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = make_call(state="listening")
+    spoken = speak(call, "Hi", listen_after=False, wait=True)
+    assert (spoken.heard, spoken.interrupted) == (None, None)  # nothing to wait for
+    assert bot_lines(call) == [("Hi", spoken.utterance_id, False)]
+    assert in_flight(call) == []

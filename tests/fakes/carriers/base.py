@@ -94,7 +94,8 @@ class CarrierDriver:
     name = ""
     #: A rejected inbound caller is refused by the webhook reply itself (no REST hang-up).
     rejects_in_reply = False
-    #: The notify message travels with the dial request and the carrier hangs up by itself.
+    #: The carrier hangs up a notify call by itself: the reply to its report that the
+    #: message was said pauses, then hangs up.
     notify_hangs_up_itself = False
     #: Where a notify message is spoken (the `where` of spoken()).
     notify_channel = ""
@@ -183,8 +184,26 @@ class CarrierDriver:
         return []
 
     def follow_up(self, client: Client) -> None:
-        """What the carrier does by itself after our REST commands (Plivo fetches the
-        document a transfer points to); nothing for most carriers."""
+        """What the carrier does by itself after our REST commands and replies, until it has
+        nothing left to do: fetch the document a transfer points to (Plivo), and report the
+        words it finished saying (`reports`)."""
+        while deliveries := self.fetches() + self.reports():
+            self.post_all(client, deliveries)
+
+    def fetches(self) -> list[Delivery]:
+        """Document fetches the carrier owes after our transfers (each once)."""
+        return []
+
+    def reports(self) -> list[Delivery]:
+        """The carrier's report of every utterance it finished saying and has not reported
+        yet (each once): Twilio and Plivo fetch the <Redirect> after our words, Telnyx sends
+        call.speak.ended. Only for answered calls: nothing is said before the answer."""
+        raise NotImplementedError
+
+    def report_for(self, call: Call, utterance_id: str) -> list[Delivery]:
+        """A validly signed report that `call` finished saying `utterance_id`, whatever we
+        sent (an unknown utterance, a duplicate, a call we don't know)."""
+        raise NotImplementedError
 
     def malformed(self) -> list[Delivery]:
         """Validly signed requests whose body is not a usable carrier callback (-> 400)."""
@@ -215,6 +234,11 @@ class CarrierDriver:
         raise NotImplementedError
 
     def rejected_in_reply(self, exchange: Exchange) -> bool:
+        return False
+
+    def hung_up_in_reply(self, seconds: int) -> bool:
+        """The reply to the last report pauses `seconds`, then hangs up (a notify message
+        heard, on carriers that run our documents)."""
         return False
 
     def is_empty_reply(self, exchange: Exchange) -> bool:

@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import httpx
-from django.test import Client
 
 from calls.config import VoiceCallConfig
 from calls.models import Call
@@ -37,6 +36,7 @@ def plivo_digits(number: str) -> str:
 class PlivoDriver(CarrierDriver):
     name = "plivo"
     rejects_in_reply = True
+    notify_hangs_up_itself = True  # the reply to its report waits, then hangs up
     notify_channel = "reply"  # the XML answering the answer_url fetch
 
     def __init__(self) -> None:
@@ -44,6 +44,7 @@ class PlivoDriver(CarrierDriver):
         self.creates: dict[str, dict[str, Any]] = {}  # request_uuid -> create body
         self.call_uuids: dict[str, str] = {}  # request_uuid -> CallUUID (once answered)
         self.fetched: set[int] = set()  # transfers whose document Plivo fetched
+        self.reported: set[str] = set()  # flow=spoken redirects Plivo fetched
 
     def credentials(self) -> dict[str, Any]:
         return {"authId": PLIVO_AUTH_ID, "authToken": PLIVO_TOKEN}
@@ -209,18 +210,42 @@ class PlivoDriver(CarrierDriver):
         )
         return [self.signed("getinput:speech", actions[-1], params)]
 
-    def follow_up(self, client: Client) -> None:
+    def fetches(self) -> list[Delivery]:
         """Plivo fetches the document of every transfer (aleg_url) once."""
+        deliveries = []
         for index, call_uuid, url in self.transfers():
             if index in self.fetched:
                 continue
             self.fetched.add(index)
             call = Call.objects.filter(provider_call_id=call_uuid).first()
             assert call is not None, f"transfer of unknown call {call_uuid}"
-            self.post(
-                client,
-                self.signed("fetch:transfer", url, self._params(call, CallStatus="in-progress")),
-            )
+            params = self._params(call, CallStatus="in-progress")
+            deliveries.append(self.signed("fetch:transfer", url, params))
+        return deliveries
+
+    def reports(self) -> list[Delivery]:
+        """Plivo fetches the <Redirect> after our <Speak> once the words were said."""
+        urls = [
+            el.text or ""
+            for doc in self.reply_xmls()
+            for el in ET.fromstring(doc).iter("Redirect")
+            if parse_qs(urlsplit(el.text or "").query).get("flow") == ["spoken"]
+        ]
+        deliveries = []
+        for url in urls:
+            call_id = parse_qs(urlsplit(url).query).get("callId", [""])[0]
+            call = Call.objects.filter(public_id=call_id).first()
+            if url in self.reported or call is None or call.answered_at is None:
+                continue
+            self.reported.add(url)
+            params = self._params(call, CallStatus="in-progress")
+            deliveries.append(self.signed("report:spoken", url, params))
+        return deliveries
+
+    def report_for(self, call: Call, utterance_id: str) -> list[Delivery]:
+        query = {"callId": call.call_id, "flow": "spoken", "utteranceId": utterance_id}
+        url = f"{PUBLIC_URL}?{urlencode(query)}"
+        return [self.signed("report:spoken", url, self._params(call, CallStatus="in-progress"))]
 
     def _inbound_params(self, call_uuid: str, from_: str, to: str, **fields: str) -> dict[str, str]:
         return {
@@ -379,9 +404,9 @@ class PlivoDriver(CarrierDriver):
                 continue
             root = ET.fromstring(exchange.body.decode())
             says = [el.text for el in root.iter("Speak")]
-            actions = [
-                parse_qs(urlsplit(el.get("action", "")).query) for el in root.iter("GetInput")
-            ]
+            urls = [el.get("action", "") for el in root.iter("GetInput")]
+            urls += [el.text or "" for el in root.iter("Redirect")]  # report, then listen
+            actions = [parse_qs(urlsplit(url).query) for url in urls]
             if text in says and any(a.get("turnToken") == [turn_token] for a in actions):
                 return True
         return False
@@ -390,9 +415,20 @@ class PlivoDriver(CarrierDriver):
         """The answer fetch's XML speaks the greeting and listens (<GetInput>)."""
         first = next(e for e in self.exchanges if e.delivery.label == "inbound")
         root = ET.fromstring(first.body.decode())
+        listens = [
+            el
+            for el in root.iter("Redirect")
+            if parse_qs(urlsplit(el.text or "").query).get("listen") == ["1"]
+        ]
         return [el.text for el in root.iter("Speak")] == [greeting] and len(
             list(root.iter("GetInput"))
-        ) == 1
+        ) + len(listens) == 1
+
+    def hung_up_in_reply(self, seconds: int) -> bool:
+        last = [e for e in self.exchanges if e.delivery.label == "report:spoken"][-1]
+        root = ET.fromstring(last.body.decode())
+        waits = [child.get("length") for child in root if child.tag == "Wait"]
+        return [child.tag for child in root][-1:] == ["Hangup"] and waits == [str(seconds)]
 
     def rejected_in_reply(self, exchange: Exchange) -> bool:
         root = ET.fromstring(exchange.body.decode())

@@ -46,6 +46,7 @@ class TelnyxDriver(CarrierDriver):
         super().__init__()
         self.key = telnyx_key()
         self.dials: dict[str, dict[str, Any]] = {}  # call_control_id -> dial body
+        self.reported = 0  # speak commands whose call.speak.ended was sent
 
     def credentials(self) -> dict[str, Any]:
         return {
@@ -234,6 +235,28 @@ class TelnyxDriver(CarrierDriver):
             state="hangup",
         )
         return [self.event("call.hangup", self._url(call), "call.hangup", payload)]
+
+    def reports(self) -> list[Delivery]:
+        """call.speak.ended (completed) for each speak, in order, echoing its client_state."""
+        speaks = [(leg, body) for leg, action, body in self.commands() if action == "speak"]
+        deliveries = []
+        for leg, body in speaks[self.reported :]:
+            call = Call.objects.filter(provider_call_id=leg).first()
+            if call is None or call.answered_at is None:
+                break
+            self.reported += 1
+            payload = self._payload(call, body.get("client_state"), status="completed")
+            for key in ("from", "to"):
+                payload.pop(key)
+            deliveries.append(
+                self.event("report:spoken", self._url(call), "call.speak.ended", payload)
+            )
+        return deliveries
+
+    def report_for(self, call: Call, utterance_id: str) -> list[Delivery]:
+        state = base64.b64encode(f"{call.call_id}::{utterance_id}".encode()).decode()
+        payload = self._payload(call, state, status="completed")
+        return [self.event("report:spoken", self._url(call), "call.speak.ended", payload)]
 
     def _inbound_payload(self, control_id: str, from_: str, to: str) -> dict[str, Any]:
         return {
@@ -462,9 +485,11 @@ class TelnyxDriver(CarrierDriver):
 
 
 def clientstate_decode(value: object) -> tuple[str | None, str | None]:
-    """(callId, turnToken) of a client_state we sent (base64 of `callId[:turnToken]`)."""
+    """(callId, turnToken) of a client_state we sent (base64 of
+    `callId[:turnToken[:utteranceId]]`; a speak's utterance follows the turn)."""
     if not isinstance(value, str):
         return None, None
     text = base64.b64decode(value).decode()
-    call_id, _, token = text.partition(":")
+    call_id, _, rest = text.partition(":")
+    token = rest.partition(":")[0]
     return call_id, token or None

@@ -36,6 +36,15 @@ def twiml_gather_actions(document: str) -> list[str]:
     return [el.get("action", "") for el in ET.fromstring(document).iter("Gather")]
 
 
+def twiml_spoken_redirects(document: str) -> list[str]:
+    """<Redirect> URLs to flow=spoken: fetched once the <Say> before them was said."""
+    return [
+        el.text or ""
+        for el in ET.fromstring(document).iter("Redirect")
+        if parse_qs(urlsplit(el.text or "").query).get("flow") == ["spoken"]
+    ]
+
+
 class TwilioDriver(CarrierDriver):
     name = "twilio"
     rejects_in_reply = True
@@ -45,6 +54,7 @@ class TwilioDriver(CarrierDriver):
     def __init__(self) -> None:
         super().__init__()
         self.creates: dict[str, dict[str, list[str]]] = {}  # CallSid -> create form
+        self.reported: set[str] = set()  # flow=spoken redirects Twilio fetched
 
     def credentials(self) -> dict[str, Any]:
         return {"accountSid": TWILIO_ACCOUNT, "authToken": TWILIO_TOKEN}
@@ -229,6 +239,25 @@ class TwilioDriver(CarrierDriver):
     def hangup(self, call: Call, status: str = "completed") -> list[Delivery]:
         return [self._status(call, status, CallDuration="7")]
 
+    def reports(self) -> list[Delivery]:
+        documents = [doc for _, doc in self.rest_twimls()] + self.reply_twimls()
+        deliveries = []
+        for url in [u for doc in documents for u in twiml_spoken_redirects(doc)]:
+            call_id = parse_qs(urlsplit(url).query).get("callId", [""])[0]
+            call = Call.objects.filter(public_id=call_id).first()
+            if url in self.reported or call is None or call.answered_at is None:
+                continue
+            self.reported.add(url)
+            params = self._call_params(call, CallStatus="in-progress")
+            deliveries.append(self.signed("report:spoken", url, params))
+        return deliveries
+
+    def report_for(self, call: Call, utterance_id: str) -> list[Delivery]:
+        query = {"callId": call.call_id, "flow": "spoken", "utteranceId": utterance_id}
+        url = f"{PUBLIC_URL}?{urlencode(query)}"
+        params = self._call_params(call, CallStatus="in-progress")
+        return [self.signed("report:spoken", url, params)]
+
     def inbound(self, call_sid: str, from_: str, to: str) -> list[Delivery]:
         # The number's Voice URL is the public webhook, as the operator configured it.
         params = self._params(
@@ -387,11 +416,13 @@ class TwilioDriver(CarrierDriver):
         ]
 
     def prompt_sent(self, call: Call, text: str, turn_token: str) -> bool:
+        """The prompt went by update, followed by listening for the turn: a <Gather> for it,
+        or the <Redirect> that reports the prompt said and then listens for it."""
         for kind, document in self.rest_twimls():
             if kind != "update" or text not in twiml_says(document):
                 continue
-            for action in twiml_gather_actions(document):
-                query = parse_qs(urlsplit(action).query)
+            for url in twiml_gather_actions(document) + twiml_spoken_redirects(document):
+                query = parse_qs(urlsplit(url).query)
                 if query.get("turnToken") == [turn_token] and query.get("callId") == [call.call_id]:
                     return True
         return False
@@ -403,15 +434,26 @@ class TwilioDriver(CarrierDriver):
         """The reply to the first webhook says the greeting and listens (a <Gather>)."""
         first = next(e for e in self.exchanges if e.delivery.label == "inbound")
         document = first.body.decode()
+        listens = [
+            url
+            for url in twiml_spoken_redirects(document)
+            if parse_qs(urlsplit(url).query).get("listen") == ["1"]
+        ]
         return (
             first.status == 200
             and twiml_says(document) == [greeting]
-            and len(twiml_gather_actions(document)) == 1
+            and len(twiml_gather_actions(document)) + len(listens) == 1
         )
 
     def rejected_in_reply(self, exchange: Exchange) -> bool:
         root = ET.fromstring(exchange.body.decode())
         return [child.tag for child in root] == ["Reject"]
+
+    def hung_up_in_reply(self, seconds: int) -> bool:
+        last = [e for e in self.exchanges if e.delivery.label == "report:spoken"][-1]
+        root = ET.fromstring(last.body.decode())
+        pause = [child.get("length") for child in root if child.tag == "Pause"]
+        return [child.tag for child in root][-1:] == ["Hangup"] and pause == [str(seconds)]
 
     def is_empty_reply(self, exchange: Exchange) -> bool:
         root = ET.fromstring(exchange.body.decode())
