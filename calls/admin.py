@@ -22,11 +22,20 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from calls.exceptions import CallError
-from calls.models import AllowedNumber, ApiToken, Call, CallEvent, InboundPolicy, TranscriptEntry
+from calls.models import (
+    AllowedNumber,
+    ApiToken,
+    Call,
+    CallEvent,
+    InboundPolicy,
+    TranscriptEntry,
+    Turn,
+)
 from calls.phone import mask_number
 from calls.services.actions import call_end
 from calls.services.inbound import allowlist_sync_config, effective_policy
 from calls.services.tokens import token_revoke
+from calls.services.turn_records import turn_stages
 
 
 def _pretty_json(value: Any) -> SafeString:
@@ -62,6 +71,18 @@ class TranscriptEntryInline(_ReadOnlyInline):
     fields = readonly_fields = ("speaker", "text", "is_final", "interrupted", "created_at")
 
 
+class TurnInline(_ReadOnlyInline):
+    """Each exchange and how long its stages took (docs/voice-path.md, "Turns")."""
+
+    model = Turn
+    fields = readonly_fields = ("index", "initiator", "stages", "interrupted", "created_at")
+
+    @admin.display(description="stages (ms)")
+    def stages(self, turn: Turn) -> str:
+        known = {name: ms for name, ms in turn_stages(turn).items() if ms is not None}
+        return ", ".join(f"{name.removesuffix('Ms')} {ms}" for name, ms in known.items()) or "—"
+
+
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
     list_display = (
@@ -81,7 +102,7 @@ class CallAdmin(admin.ModelAdmin):
     # public_id is matched exactly in get_search_results (a UUID column has no useful icontains).
     search_fields = ("from_number", "to_number", "provider_call_id")
     search_help_text = "Number, provider call id, or a full callId"
-    inlines = (CallEventInline, TranscriptEntryInline)
+    inlines = (CallEventInline, TranscriptEntryInline, TurnInline)
     actions = ("end_calls",)
     fieldsets = (
         (

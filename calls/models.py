@@ -175,6 +175,44 @@ class TranscriptEntry(models.Model):
         return f"{self.speaker}: {self.text[:40]}"
 
 
+class Turn(models.Model):
+    """One exchange of a call, with when each of its stages happened (docs/voice-path.md,
+    "Turns"). Written as the stages happen; a later turn never rewrites an earlier one.
+
+    A caller turn starts with the caller's words and ends with the bot's reply heard; a bot
+    turn (a `continue` prompt) starts with our words and ends with the caller's answer.
+    """
+
+    class Initiator(models.TextChoices):
+        CALLER = "caller"
+        BOT = "bot"
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="turns")
+    index = models.PositiveIntegerField()
+    initiator = models.CharField(max_length=6, choices=Initiator.choices)
+    # The caller's line that opened a caller turn (the responder answers it).
+    caller_entry = models.ForeignKey(
+        "TranscriptEntry", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The `speak` utterance that is the bot's side of this turn (links playback to it).
+    reply_utterance_id = models.CharField(max_length=64, blank=True, db_index=True)
+    caller_stopped_at = models.DateTimeField(null=True, blank=True)
+    endpointed_at = models.DateTimeField(null=True, blank=True)
+    transcript_at = models.DateTimeField(null=True, blank=True)
+    reply_ready_at = models.DateTimeField(null=True, blank=True)
+    first_audio_at = models.DateTimeField(null=True, blank=True)
+    heard_at = models.DateTimeField(null=True, blank=True)
+    interrupted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["call", "index"]
+        constraints = [models.UniqueConstraint(fields=["call", "index"], name="turn_index")]
+
+    def __str__(self) -> str:
+        return f"turn {self.index} ({self.initiator})"
+
+
 class InboundPolicy(models.Model):
     """The admin's inbound policy and greeting; a single row. Blank = use the config."""
 

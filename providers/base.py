@@ -58,6 +58,10 @@ class NormalizedEvent:
     # and whether it ended before the words did (the caller hung up, say).
     utterance_id: str | None = None
     interrupted: bool = False
+    # Speech only, when a stream's recognizer told us: when the caller stopped talking and
+    # when its VAD decided they had (turn records; docs/voice-path.md, "Turns").
+    speech_stopped_at: datetime | None = None
+    endpointed_at: datetime | None = None
 
     @property
     def key(self) -> str:

@@ -16,6 +16,12 @@ from calls.models import Call, CallEvent, TranscriptEntry
 from calls.selectors import call_as_dict, call_find, call_list
 from calls.services.actions import call_end, call_send_dtmf, call_speak
 from calls.services.dialling import call_initiate
+from calls.services.turn_records import (
+    LatencyFilter,
+    latency_summary,
+    since_parse,
+    turn_as_dict,
+)
 from calls.services.turns import call_continue
 from calls.state import CallState
 
@@ -168,3 +174,36 @@ class CallEventsApi(ListAPIView):
 
     def get_queryset(self) -> QuerySet[CallEvent]:
         return _get_call(self.kwargs["call_id"]).events.all()
+
+
+class CallTurnsApi(APIView):
+    """The call's turns, each with its stamps and stage durations (docs/voice-path.md)."""
+
+    @extend_schema(responses={200: serializers.ListField(child=serializers.DictField())})
+    def get(self, request: Request, call_id: str) -> Response:
+        call = _get_call(call_id)
+        return Response([turn_as_dict(turn) for turn in call.turns.all()])
+
+
+class LatencyApi(APIView):
+    """p50/p90/p99/count per turn stage over the selected turns."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("since", str, description="90s, 30m, 24h or 7d"),
+            OpenApiParameter("provider", str),
+            OpenApiParameter("direction", str, enum=["inbound", "outbound"]),
+            OpenApiParameter("callId", str),
+        ],
+        responses={200: serializers.DictField()},
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        since = params.get("since")
+        query = LatencyFilter(
+            since=since_parse(since) if since else None,
+            provider=params.get("provider") or None,
+            direction=params.get("direction") or None,
+            call_id=params.get("callId") or None,
+        )
+        return Response(latency_summary(query))

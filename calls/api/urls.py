@@ -20,4 +20,6 @@ urlpatterns = [
     path("calls/<str:call_id>/end/", rest.CallEndApi.as_view(), name="end"),
     path("calls/<str:call_id>/transcript/", rest.CallTranscriptApi.as_view(), name="transcript"),
     path("calls/<str:call_id>/events/", rest.CallEventsApi.as_view(), name="events"),
+    path("calls/<str:call_id>/turns/", rest.CallTurnsApi.as_view(), name="turns"),
+    path("latency/", rest.LatencyApi.as_view(), name="latency"),
 ]

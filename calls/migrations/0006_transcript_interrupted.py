@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0005_durable_operations_outbox'),
+        ("calls", "0005_durable_operations_outbox"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='transcriptentry',
-            name='interrupted',
+            model_name="transcriptentry",
+            name="interrupted",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='transcriptentry',
-            name='utterance_id',
+            model_name="transcriptentry",
+            name="utterance_id",
             field=models.CharField(blank=True, max_length=64),
         ),
     ]

@@ -8,6 +8,7 @@ its reply when the caller spoke again, the call ended or a `continue` took over.
 from __future__ import annotations
 
 import logging
+import uuid
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from calls.selectors import call_find
 from calls.services.lifecycle import call_transition, metadata_update
 from calls.services.routes import call_route
 from calls.services.speech import speak
+from calls.services.turn_records import turn_for_line, turn_reply_ready
 from calls.state import CallState
 from providers.errors import ProviderError
 from providers.responder import Responder, build_system_prompt
@@ -116,8 +118,12 @@ def _cached_responder(
 
 
 def _say(call: Call, entry: TranscriptEntry, text: str) -> None:
+    utterance_id = uuid.uuid4().hex
+    turn = turn_for_line(entry.pk)
+    if turn is not None:
+        turn_reply_ready(turn_id=turn.pk, utterance_id=utterance_id)
     try:
-        speak(call, text, listen_after=True)
+        speak(call, text, listen_after=True, utterance_id=utterance_id)
     except CallError as exc:
         logger.warning("call=%s automatic reply not spoken: %s", call.public_id, exc)
         return

@@ -28,6 +28,7 @@ from calls.services.inbound import (
 from calls.services.lifecycle import EventOutcome
 from calls.services.outbox import outbox_unit
 from calls.services.speech import InlineReply, utterance_finished
+from calls.services.turn_records import turn_answered, turn_caller_spoke
 from calls.services.turns import operation_settle
 from calls.state import CallState
 from providers.base import EventType, NormalizedEvent
@@ -127,7 +128,15 @@ def _on_speech(call: Call, event: NormalizedEvent, inline: InlineReply | None) -
             call=call, speaker=TranscriptEntry.Speaker.USER, text=text, turn_token=answers
         )
         if answers:
+            turn_answered(call=call, at=entry.created_at)
             operation_settle(call=call, turn_token=answers, transcript=text)
+        else:
+            turn_caller_spoke(
+                call=call,
+                entry=entry,
+                stopped_at=event.speech_stopped_at,
+                endpointed_at=event.endpointed_at,
+            )
         responder_schedule(call=call, entry=entry)
     lifecycle.call_transition(call=call, state=CallState.LISTENING)
 

@@ -39,6 +39,7 @@ from calls.services.stream_commands import (
     QUEUE_FULL,
     stream_ask,
 )
+from calls.services.turn_records import turn_first_audio, turn_heard
 from calls.state import TERMINAL, CallState
 from providers.base import NormalizedEvent, Speech
 from providers.common import preferred_language
@@ -86,9 +87,10 @@ def speak(
     inline: InlineReply | None = None,
     command_key: str | None = None,
     wait: bool = False,
+    utterance_id: str | None = None,
     hang_up_after_words: bool = False,
 ) -> Spoken:
-    """Say `message`.
+    """Say `message` as the utterance `utterance_id` (a new id when not given).
 
     On a streaming call the stream's holder plays it and writes the bot line when it was
     heard (calls/streams/session.py); SpeechFailed when no stream holds the call, the queue
@@ -104,8 +106,8 @@ def speak(
         # A live media stream plays the words itself; a TwiML/REST fallback would replace
         # the stream document and cut the stream: never mix the paths
         # (docs/plugin-behaviour.md, "Playback on a stream").
-        return _speak_on_stream(call, message, wait=wait)
-    utterance_id = uuid.uuid4().hex
+        return _speak_on_stream(call, message, wait=wait, utterance_id=utterance_id)
+    utterance_id = utterance_id or uuid.uuid4().hex
     reported = get_provider().speech_done_signal
     if reported:
         # On the row before the words go out: the carrier's report may come to another
@@ -128,6 +130,8 @@ def speak(
             command_key=command_key,
             utterance_id=utterance_id if reported else None,
         )
+    # The carrier took the words (or they ride in this reply): its side of "first audio".
+    turn_first_audio(utterance_id=utterance_id)
     if not reported:
         # The carrier never says when it finished: the words are recorded as sent.
         transcript_add(
@@ -137,8 +141,8 @@ def speak(
     return _heard_wait(call, utterance_id) if wait else Spoken(utterance_id)
 
 
-def _speak_on_stream(call: Call, message: str, *, wait: bool) -> Spoken:
-    utterance_id = uuid.uuid4().hex
+def _speak_on_stream(call: Call, message: str, *, wait: bool, utterance_id: str | None) -> Spoken:
+    utterance_id = utterance_id or uuid.uuid4().hex
     request = {"type": "call.speak", "text": message, "utteranceId": utterance_id}
     replies = stream_ask(call.call_id, request, wait=wait)
     if not replies:
@@ -280,6 +284,7 @@ def _bot_line(call: Call, entry: UtteranceInFlight, *, interrupted: bool) -> Non
         interrupted=interrupted,
         utterance_id=entry["id"],
     )
+    turn_heard(utterance_id=entry["id"], interrupted=interrupted)
 
 
 def _hang_up_after_words(call: Call, inline: InlineReply | None) -> None:

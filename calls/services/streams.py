@@ -12,7 +12,7 @@ import hmac
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from calls import clock
 from calls.call_metadata import INITIAL_MESSAGE
@@ -21,6 +21,7 @@ from calls.exceptions import CallError
 from calls.models import Call, TranscriptEntry
 from calls.services import lifecycle
 from calls.services.events import event_apply
+from calls.services.turn_records import turn_first_audio, turn_heard
 from calls.state import NON_TERMINAL
 from providers.base import EventType, NormalizedEvent
 
@@ -77,7 +78,13 @@ def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -
 
 
 def stream_spoken(
-    *, call_id: str, text: str, interrupted: bool, utterance_id: str, model: bool = False
+    *,
+    call_id: str,
+    text: str,
+    interrupted: bool,
+    utterance_id: str,
+    model: bool = False,
+    first_audio_at: datetime | None = None,
 ) -> None:
     """Words the caller heard on the stream: the bot's transcript line, written once they
     played (cut and flagged `interrupted` when the caller barged in; docs/voice-path.md).
@@ -88,6 +95,8 @@ def stream_spoken(
     call = Call.objects.filter(public_id=call_id).first()
     if call is None or not text.strip():
         return
+    turn_first_audio(utterance_id=utterance_id, at=first_audio_at)
+    turn_heard(utterance_id=utterance_id, interrupted=interrupted)
     lifecycle.transcript_add(
         call=call,
         speaker=TranscriptEntry.Speaker.BOT,
@@ -117,7 +126,14 @@ def stream_detach(*, call_id: str, stream_id: str) -> bool:
     return detached == 1
 
 
-def stream_heard(*, call_id: str, text: str, is_final: bool) -> None:
+def stream_heard(
+    *,
+    call_id: str,
+    text: str,
+    is_final: bool,
+    stopped_at: datetime | None = None,
+    endpointed_at: datetime | None = None,
+) -> None:
     """A transcript from the stream's STT, applied as the carrier speech event it is.
 
     The stream is the listening channel itself, so a final line answers the open turn.
@@ -133,5 +149,7 @@ def stream_heard(*, call_id: str, text: str, is_final: bool) -> None:
         transcript=text,
         is_final=is_final,
         turn_token=call.turn_token,
+        speech_stopped_at=stopped_at,
+        endpointed_at=endpointed_at,
     )
     event_apply(provider=call.provider, event=event)

@@ -45,6 +45,7 @@ from calls.services.lifecycle import (
     metadata_update,
 )
 from calls.services.speech import speak
+from calls.services.turn_records import turn_prompted
 from calls.state import NON_TERMINAL, TERMINAL, CallState
 from providers.errors import ProviderError
 
@@ -110,6 +111,13 @@ def turn_claim(
     call.turn_token = token
 
 
+def _prompt(call: Call, message: str, token: str) -> None:
+    """Say a `continue` prompt: it opens a bot turn (docs/voice-path.md, "Turns")."""
+    utterance_id = uuid.uuid4().hex
+    turn_prompted(call=call, utterance_id=utterance_id)
+    speak(call, message, listen_after=True, turn_token=token, utterance_id=utterance_id)
+
+
 def turn_release(call_pk: int, token: str) -> None:
     """Close the turn `token` if it is still the open one."""
     Call.objects.filter(pk=call_pk, turn_token=token).update(
@@ -122,7 +130,7 @@ def _run_turn(
 ) -> ContinueResult:
     # One carrier command says the prompt and listens: a separate listen command would
     # interrupt the prompt on carriers that transfer the call to a new document (Plivo).
-    speak(call, message, listen_after=True, turn_token=token)
+    _prompt(call, message, token)
     call_transition(call=call, state=CallState.LISTENING)
     listen_started = clock.now()
     text = _wait_for_transcript(call, token=token, deadline=deadline)
@@ -239,7 +247,7 @@ def _say_prompt(pk: int, call_pk: int, message: str, token: str) -> None:
     """Say the prompt and listen; a refusal fails the operation and frees the turn."""
     try:
         call = Call.objects.get(pk=call_pk)
-        speak(call, message, listen_after=True, turn_token=token)
+        _prompt(call, message, token)
         call_transition(call=call, state=CallState.LISTENING)
     except CallError as exc:
         _settle(pk, Status.FAILED, {"success": False, "error": exc.message})

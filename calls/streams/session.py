@@ -15,11 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 from channels.db import database_sync_to_async
 
+from calls import clock
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.services.actions import call_end
@@ -51,6 +56,26 @@ _spoken = database_sync_to_async(stream_spoken)
 _end_call = database_sync_to_async(call_end)
 
 Send = Callable[[bytes], Awaitable[None]]
+
+
+# One pooled TTS client per event loop, shared by every stream this process holds: a client
+# per utterance built a new SSL context on the loop each time (~17 ms), a quarter of the
+# server's CPU at 50 streams (docs/performance.md, "Where the CPU goes").
+_TTS_HTTP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+_TTS_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# Every live stream may be synthesizing at once; keep-alive for the ones that speak often.
+_TTS_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+
+
+def tts_http() -> httpx.AsyncClient:
+    """The running loop's shared TTS client (made on first use)."""
+    loop = asyncio.get_running_loop()
+    client = _TTS_HTTP.get(loop)
+    if client is None or client.is_closed:
+        client = _TTS_HTTP[loop] = httpx.AsyncClient(timeout=_TTS_TIMEOUT, limits=_TTS_LIMITS)
+    return client
 
 
 class SessionFailed(Exception):
@@ -89,6 +114,8 @@ class StreamSession:
         self._waiting: dict[str, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._writes: set[asyncio.Future[None]] = set()  # bot lines being written
+        # (caller stopped, VAD decided) of the utterance whose transcript is pending.
+        self._stopped: tuple[datetime, datetime] | None = None
         self._closed = False
 
     async def open(self, greeting: str | None) -> None:
@@ -98,7 +125,7 @@ class StreamSession:
             await self._open_realtime(greeting)
             return
         try:
-            self._tts = build_tts(get_config().tts).stream
+            self._tts = build_tts(get_config().tts, http=tts_http()).stream
         except ProviderError as exc:
             # Startup refuses a bad TTS config (calls/serving/startup.py); should one slip
             # through, the stream stays up and every utterance fails, reported and logged.
@@ -183,13 +210,26 @@ class StreamSession:
             return QUEUE_FULL
         return None
 
+    def speech_stopped(self, silence_ms: int) -> None:
+        """The recognizer's VAD decided the caller stopped, `silence_ms` after they did."""
+        now = clock.now()
+        self._stopped = (now - timedelta(milliseconds=silence_ms), now)
+
     async def heard(self, text: str, *, final: bool) -> None:
         """The caller spoke: playback stops, and a final line is applied as speech — after
         the bot lines of what they heard, so the transcript keeps the order of the call."""
         await self.playback.barge_in()
         if final:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
-            await _heard(call_id=self.call_id, text=text, is_final=True)
+            stopped, endpointed = self._stopped or (None, None)
+            self._stopped = None
+            await _heard(
+                call_id=self.call_id,
+                text=text,
+                is_final=True,
+                stopped_at=stopped,
+                endpointed_at=endpointed,
+            )
 
     def _settled(self, utterance: Utterance, outcome: Outcome) -> None:
         """Playback's verdict on one utterance (on the loop; no I/O here)."""
@@ -213,6 +253,7 @@ class StreamSession:
                 interrupted=outcome.interrupted,
                 utterance_id=utterance.id,
                 model=model,
+                first_audio_at=_wall(utterance.started_at),
             )
         finally:
             message = self._waiting.pop(utterance.id, None)
@@ -256,6 +297,13 @@ class StreamSession:
         await asyncio.gather(*list(self._writes), return_exceptions=True)
 
 
+def _wall(monotonic: float | None) -> datetime | None:
+    """A time.monotonic() reading as a wall-clock time (the playback ledger uses the former)."""
+    if monotonic is None:
+        return None
+    return clock.now() - timedelta(seconds=time.monotonic() - monotonic)
+
+
 class _Ears:
     """STT callbacks (sync, on the event loop) turned into session tasks."""
 
@@ -267,6 +315,9 @@ class _Ears:
 
     def on_final(self, text: str) -> None:
         self.session.spawn(self.session.heard(text, final=True))
+
+    def on_speech_stop(self, silence_ms: int) -> None:
+        self.session.speech_stopped(silence_ms)
 
     def on_speech_start(self) -> None:
         self.session.spawn(self.session.playback.barge_in())

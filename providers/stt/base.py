@@ -18,6 +18,10 @@ class SttCallbacks(Protocol):
 
     def on_speech_start(self) -> None: ...
 
+    def on_speech_stop(self, silence_ms: int) -> None:
+        """The recognizer decided the caller stopped; they did so `silence_ms` ago (the
+        silence its VAD waits for before deciding)."""
+
     def on_error(self, message: str) -> None: ...
 
 

@@ -10,7 +10,8 @@ wss://api.openai.com/v1/realtime?intent=transcription with `Authorization: Beare
   beta API's `g711_ulaw`), `audio.input.transcription.model` and
   `audio.input.turn_detection` (server VAD); then `input_audio_buffer.append`;
 - the server sends `conversation.item.input_audio_transcription.delta` (partials) /
-  `.completed` (finals) / `.failed`, `input_audio_buffer.speech_started` and `error`.
+  `.completed` (finals) / `.failed`, `input_audio_buffer.speech_started` / `.speech_stopped` and
+  `error`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ EV_DELTA = "conversation.item.input_audio_transcription.delta"
 EV_COMPLETED = "conversation.item.input_audio_transcription.completed"
 EV_FAILED = "conversation.item.input_audio_transcription.failed"
 EV_SPEECH_STARTED = "input_audio_buffer.speech_started"
+EV_SPEECH_STOPPED = "input_audio_buffer.speech_stopped"
 EV_ERROR = "error"
 SETTINGS_PATH = "streaming.providers.openai"
 
@@ -177,6 +179,9 @@ class OpenAiRealtimeStt(OpenAiRealtimeSocket, SttSession):
                 self._on_completed(event)
             elif kind == EV_SPEECH_STARTED:
                 self._callbacks.on_speech_start()
+            elif kind == EV_SPEECH_STOPPED:
+                # Server VAD reports the stop once `silence_duration_ms` of silence passed.
+                self._callbacks.on_speech_stop(self._vad.silence_duration_ms)
             elif kind in (EV_ERROR, EV_FAILED):
                 self._emit_error(_error_message(event))
         except Exception:  # a callback bug must not kill the reader (and the call's STT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,8 +10,17 @@ from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from calls.models import AllowedNumber, ApiToken, Call, CallEvent, InboundPolicy, TranscriptEntry
+from calls.models import (
+    AllowedNumber,
+    ApiToken,
+    Call,
+    CallEvent,
+    InboundPolicy,
+    TranscriptEntry,
+    Turn,
+)
 from calls.services.inbound import effective_policy
 from calls.services.tokens import token_create
 from providers.mock import MockProvider
@@ -99,6 +109,22 @@ def test_call_change_view_shows_events_transcript_and_metadata_read_only(
     assert "please call me back" in response.text
     assert "<pre>{\n  &quot;initialMessage&quot;: &quot;hi there&quot;\n}</pre>" in response.text
     assert 'name="_save"' not in response.text
+
+
+def test_call_change_view_shows_each_turns_stages(admin_client: Client, make_call: Any) -> None:
+    call = make_call()
+    start = timezone.now()
+    Turn.objects.create(
+        call=call,
+        index=1,
+        initiator="caller",
+        transcript_at=start,
+        reply_ready_at=start + timedelta(milliseconds=420),
+        interrupted=True,
+    )
+    response = admin_client.get(_change_url(call))
+    assert response.status_code == 200
+    assert "reply 420" in response.text
 
 
 def test_call_change_post_is_refused(admin_client: Client, make_call: Any) -> None:

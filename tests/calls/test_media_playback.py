@@ -7,7 +7,9 @@ docs/plugin-behaviour.md, "Playback on a stream"; docs/voice-path.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -223,3 +225,27 @@ def test_heard_words_estimate_the_length_while_synthesis_is_still_running() -> N
     # 29 characters at 15 a second is 1.93 s; 1 s played is 15 characters of them.
     utterance = _utterance("aaaa bbbb cccc dddd eeee ffff", frames=50, complete=False)
     assert heard_words(utterance, 1000) == "aaaa bbbb cccc"
+
+
+async def test_closing_mid_utterance_ends_the_vendor_stream_quietly(caplog: Any) -> None:
+    """The server stopping with live streams: the TTS generator is closed in the task that
+    reads it, so no 'asynchronous generator is already running' and the HTTP stream ends."""
+    line = Line()
+    closed = asyncio.Event()
+
+    async def endless(text: str) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"\x07" * 160
+                await asyncio.sleep(0)
+        finally:
+            closed.set()
+
+    playback = _playback(line, endless)
+    utterance = playback.say("a very long story")
+    assert utterance is not None
+    await _until(lambda: line.kinds().count("audio") >= 5)
+    await playback.close()
+    await asyncio.wait_for(closed.wait(), 1)
+    assert (await utterance.done).interrupted
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

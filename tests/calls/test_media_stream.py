@@ -103,7 +103,7 @@ def streaming(configure: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         "calls.streams.session.build_stt", lambda settings, callbacks: FakeStt(callbacks)
     )
-    monkeypatch.setattr("calls.streams.session.build_tts", lambda tts: FakeTts())
+    monkeypatch.setattr("calls.streams.session.build_tts", lambda tts, http=None: FakeTts())
 
 
 @pytest.fixture

@@ -226,7 +226,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         "calls.streams.session.build_stt", lambda settings, callbacks: FakeStt(callbacks)
     )
-    monkeypatch.setattr("calls.streams.session.build_tts", lambda tts: FakeTts())
+    monkeypatch.setattr("calls.streams.session.build_tts", lambda tts, http=None: FakeTts())
 
 
 def _started(driver: CarrierDriver, configure: Any) -> CarrierDriver:

@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,10 +22,11 @@ from channels.testing import WebsocketCommunicator
 
 from calls.carrier import set_provider
 from calls.exceptions import CapacityReached, SpeechFailed
-from calls.models import Call, TranscriptEntry
+from calls.models import Call, TranscriptEntry, Turn
 from calls.selectors import call_record
 from calls.services import stream_commands
 from calls.services.speech import Spoken, speak
+from calls.services.turn_records import turn_reply_ready, turn_stages
 from calls.streams.consumer import StreamAdmission
 from calls.streams.playback import MAX_PENDING
 from providers.errors import ProviderError
@@ -160,7 +162,7 @@ def carrier(request: Any, configure: Any, monkeypatch: pytest.MonkeyPatch) -> Ca
     set_provider(driver.adapter(cfg))
     monkeypatch.setattr("calls.streams.consumer.ADMISSION", StreamAdmission())
     monkeypatch.setattr("calls.streams.session.build_stt", lambda s, callbacks: FakeStt(callbacks))
-    monkeypatch.setattr("calls.streams.session.build_tts", lambda tts: FakeTts())
+    monkeypatch.setattr("calls.streams.session.build_tts", lambda tts, http=None: FakeTts())
     FakeStt.instances.clear()
     monkeypatch.setattr(FakeTts, "seconds", 0.2)
     monkeypatch.setattr(FakeTts, "fail", None)
@@ -177,15 +179,16 @@ def application() -> Any:
 
 @database_sync_to_async
 def _make_call(carrier: Carrier, **fields: Any) -> Call:
-    return Call.objects.create(
-        provider=carrier.name,
-        provider_call_id=carrier.call_id,
-        direction="outbound",
-        mode="conversation",
-        state="listening",
-        stream_token=TOKEN,
+    values = {
+        "provider": carrier.name,
+        "provider_call_id": carrier.call_id,
+        "direction": "outbound",
+        "mode": "conversation",
+        "state": "listening",
+        "stream_token": TOKEN,
         **fields,
-    )
+    }
+    return Call.objects.create(**values)
 
 
 @database_sync_to_async
@@ -329,3 +332,67 @@ async def test_no_process_holding_the_stream_is_an_error_not_silence(
         await _speak(call, "Hello?", listen_after=True)
     assert (await _row(call)).state == "listening"
     assert await _bot_lines(call) == []
+
+
+async def test_a_streamed_turn_is_stamped_from_the_vad_to_the_echo(
+    carrier: Carrier, application: Any
+) -> None:
+    call = await _make_call(carrier)
+    communicator = await _attached(application, carrier, call)
+    ears = FakeStt.instances[-1].callbacks
+    ears.on_speech_stop(800)  # the VAD waited 800 ms of silence before deciding
+    ears.on_final("Is Tuesday free?")
+    for _ in range(200):
+        turn = await database_sync_to_async(Turn.objects.filter(call_id=call.pk).first)()
+        if turn is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert turn is not None and turn.initiator == "caller"
+    assert turn.endpointed_at - turn.caller_stopped_at == timedelta(milliseconds=800)
+    assert turn.transcript_at >= turn.endpointed_at
+
+    # The reply, as the responder says it: ready, then spoken on the stream.
+    await database_sync_to_async(turn_reply_ready)(turn_id=turn.pk, utterance_id="reply-1")
+    speaking = asyncio.ensure_future(
+        _speak(
+            await _row(call), "Yes, it is.", listen_after=True, wait=True, utterance_id="reply-1"
+        )
+    )
+    frames = await _until_event(communicator, carrier.mark_event)
+    await communicator.send_to(text_data=json.dumps(carrier.echo(carrier.mark_name(frames[-1]))))
+    await asyncio.wait_for(speaking, 5)
+    turn = await database_sync_to_async(Turn.objects.get)(pk=turn.pk)
+    stages = turn_stages(turn)
+    assert stages["endpointingMs"] == 800
+    # 200 ms of audio played between the first frame and the echo.
+    assert stages["playedMs"] is not None and stages["playedMs"] >= 150
+    assert stages["totalMs"] is not None and stages["totalMs"] >= 800
+    assert not turn.interrupted
+    await communicator.disconnect()
+
+
+async def test_every_stream_of_a_process_shares_one_pooled_tts_client(
+    carrier: Carrier, application: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients: list[Any] = []
+
+    def build(tts: Any, http: Any = None) -> FakeTts:
+        clients.append(http)
+        return FakeTts()
+
+    monkeypatch.setattr("calls.streams.session.build_tts", build)
+    first = await _make_call(carrier)
+    communicator = await _attached(application, carrier, first)
+    await communicator.disconnect()
+    second = await _make_call(carrier, provider_call_id=carrier.call_id + "2")
+    carrier_start = carrier.start(carrier.call_id + "2", TOKEN)
+    again = WebsocketCommunicator(application, "/voice/stream")
+    assert (await again.connect())[0]
+    await again.send_to(text_data=json.dumps(carrier_start))
+    for _ in range(200):
+        if len(clients) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(clients) == 2 and clients[0] is clients[1] is not None
+    assert (await _row(second)).stream_id
+    await again.disconnect()

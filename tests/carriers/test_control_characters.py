@@ -178,7 +178,8 @@ def test_newlines_and_tabs_in_a_message_are_ordinary(
 ) -> None:
     call = make_call()
     answer = _rpc(api, "voicecall.speak", {"callId": call.call_id, "message": "one\n\ttwo"})
-    assert answer["result"] == {"success": True}
+    assert answer["result"]["success"] is True
+    assert call.transcript.get().text == "one\n\ttwo"
 
 
 def test_rpc_status_and_rest_lookups_with_nul_ids(api: APIClient, make_call: Any) -> None:

@@ -17,8 +17,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from calls import cli
 from calls.cli import client, setup_checks
+from calls.exceptions import CallError
 from calls.selectors import latency_stats
 from calls.services.accounts import admin_user_ensure
+from calls.services.turn_records import LatencyFilter, latency_summary, since_parse
 from calls.services.webhooks import webhook_explain
 from calls.serving.exposure import expose_command
 
@@ -80,6 +82,8 @@ def _add_local_commands(subs: Any) -> None:
     tail.add_argument("--max-events", type=_at_least(1), help="Stop after N events")
     latency = subs.add_parser("latency", help="Turn latency statistics")
     latency.add_argument("--last", type=_at_least(1), default=200, help="Calls to scan")
+    latency.add_argument("--call-id", help="Only this call's turns")
+    latency.add_argument("--since", help="Only turns this recent: 90s, 30m, 24h or 7d")
     setup = subs.add_parser("setup", help="Readiness checks")
     setup.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
     smoke = subs.add_parser("smoke", help="Setup checks and an optional live call")
@@ -199,8 +203,15 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a follow ends
 
-    def _run_latency(self, *, last: int, **_: Any) -> None:
-        self._print(latency_stats(last=last))
+    def _run_latency(
+        self, *, last: int, call_id: str | None = None, since: str | None = None, **_: Any
+    ) -> None:
+        # The plugin's summary of the last calls, plus every stage of the turn records.
+        try:
+            query = LatencyFilter(since=since_parse(since) if since else None, call_id=call_id)
+        except CallError as exc:
+            raise CommandError(exc.message) from None
+        self._print({**latency_stats(last=last), **latency_summary(query)})
 
     def _run_setup(self, *, as_json: bool, **_: Any) -> None:
         report = setup_checks.setup_report()

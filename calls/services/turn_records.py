@@ -1,0 +1,207 @@
+"""Turn records: when each stage of every exchange happened, kept per call (docs/voice-path.md,
+"Turns").
+
+Each stage is stamped by the code that sees it happen — the caller's final line
+(`turn_caller_spoke`), the reply text (`turn_reply_ready`), the first audio sent or the carrier
+accepting our words (`turn_first_audio`), the words heard (`turn_heard`) — with conditional
+updates that only fill what is still empty, so a retry or a late duplicate never rewrites a
+stamp and an earlier turn is never touched by a later one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from math import ceil
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, QuerySet
+
+from calls import clock
+from calls.exceptions import InvalidRequest
+from calls.models import Call, TranscriptEntry, Turn
+
+# Stage name -> (from, to): the stamps whose difference it is. `total` falls back to the
+# first stamp we know when the caller's stop is unknown (carrier speech does not say).
+STAGES: dict[str, tuple[str, str]] = {
+    "endpointingMs": ("caller_stopped_at", "endpointed_at"),
+    "transcriptMs": ("endpointed_at", "transcript_at"),
+    "replyMs": ("transcript_at", "reply_ready_at"),
+    "firstAudioMs": ("reply_ready_at", "first_audio_at"),
+    "totalMs": ("caller_stopped_at", "first_audio_at"),
+    "playedMs": ("first_audio_at", "heard_at"),
+}
+_TOTAL_STARTS = ("caller_stopped_at", "endpointed_at", "transcript_at")
+
+
+def turn_caller_spoke(
+    *,
+    call: Call,
+    entry: TranscriptEntry,
+    stopped_at: datetime | None = None,
+    endpointed_at: datetime | None = None,
+) -> Turn:
+    """A caller turn opens with their final line; the stop and the endpointing decision
+    when the speech recognizer told us (a stream's VAD), else the line's own time."""
+    return _turn_new(
+        call=call,
+        initiator=Turn.Initiator.CALLER,
+        caller_entry=entry,
+        caller_stopped_at=stopped_at,
+        endpointed_at=endpointed_at or entry.created_at,
+        transcript_at=entry.created_at,
+    )
+
+
+def turn_for_line(entry_id: int) -> Turn | None:
+    """The caller turn the line `entry_id` opened."""
+    return Turn.objects.filter(caller_entry_id=entry_id).first()
+
+
+def turn_prompted(*, call: Call, utterance_id: str, at: datetime | None = None) -> Turn:
+    """A bot turn (a `continue` prompt) opens with our words ready to say."""
+    return _turn_new(
+        call=call,
+        initiator=Turn.Initiator.BOT,
+        reply_utterance_id=utterance_id,
+        reply_ready_at=at or clock.now(),
+    )
+
+
+def turn_answered(*, call: Call, at: datetime | None = None) -> None:
+    """The caller's final line answered the call's open bot turn (its `continue` prompt)."""
+    latest = (
+        Turn.objects.filter(call=call, initiator=Turn.Initiator.BOT, transcript_at__isnull=True)
+        .order_by("-index")
+        .values("pk")[:1]
+    )
+    _fill(Turn.objects.filter(pk__in=latest), transcript_at=at)
+
+
+def turn_reply_ready(*, turn_id: int, utterance_id: str, at: datetime | None = None) -> None:
+    """The reply to a caller turn is written and about to be said as `utterance_id`."""
+    Turn.objects.filter(pk=turn_id, reply_utterance_id="").update(reply_utterance_id=utterance_id)
+    _fill(Turn.objects.filter(pk=turn_id), reply_ready_at=at)
+
+
+def turn_first_audio(*, utterance_id: str, at: datetime | None = None) -> None:
+    """The first audio of `utterance_id` went out (or the carrier accepted the words)."""
+    if utterance_id:
+        _fill(Turn.objects.filter(reply_utterance_id=utterance_id), first_audio_at=at)
+
+
+def turn_heard(*, utterance_id: str, at: datetime | None = None, interrupted: bool = False) -> None:
+    """The caller heard `utterance_id` — all of it, or until they cut it off."""
+    if not utterance_id:
+        return
+    turns = Turn.objects.filter(reply_utterance_id=utterance_id)
+    _fill(turns, heard_at=at)
+    if interrupted:
+        turns.update(interrupted=True)
+
+
+def _fill(turns: QuerySet[Turn], **stamps: datetime | None) -> None:
+    """Set each stamp where it is still empty: the first report of a stage wins."""
+    for field, value in stamps.items():
+        turns.filter(**{f"{field}__isnull": True}).update(**{field: value or clock.now()})
+
+
+def _turn_new(*, call: Call, **fields: Any) -> Turn:
+    # The next index under the unique (call, index) constraint; two writers racing for the
+    # same index retry once with the one after.
+    for _ in range(3):
+        index = (Turn.objects.filter(call=call).aggregate(top=Max("index"))["top"] or 0) + 1
+        try:
+            with transaction.atomic():
+                return Turn.objects.create(call=call, index=index, created_at=clock.now(), **fields)
+        except IntegrityError:
+            continue
+    raise RuntimeError("could not number the turn")  # three lost races in a row: a bug
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def turn_stages(turn: Turn) -> dict[str, int | None]:
+    """The stage durations of one turn in ms; None where a stamp is missing."""
+    stages: dict[str, int | None] = {}
+    for name, (start, end) in STAGES.items():
+        begin = getattr(turn, start)
+        if name == "totalMs" and begin is None:
+            begin = next((getattr(turn, f) for f in _TOTAL_STARTS if getattr(turn, f)), None)
+        finish = getattr(turn, end)
+        stages[name] = _ms(finish - begin) if begin and finish else None
+    return stages
+
+
+def turn_as_dict(turn: Turn) -> dict[str, Any]:
+    stamps = {
+        "callerStoppedAt": turn.caller_stopped_at,
+        "endpointedAt": turn.endpointed_at,
+        "transcriptAt": turn.transcript_at,
+        "replyReadyAt": turn.reply_ready_at,
+        "firstAudioAt": turn.first_audio_at,
+        "heardAt": turn.heard_at,
+    }
+    return {
+        "index": turn.index,
+        "initiator": turn.initiator,
+        "utteranceId": turn.reply_utterance_id or None,
+        "interrupted": turn.interrupted,
+        **{key: value.isoformat() if value else None for key, value in stamps.items()},
+        **turn_stages(turn),
+    }
+
+
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SINCE_ERROR = "since must be a number and a unit: 90s, 30m, 24h or 7d"
+
+
+def since_parse(text: str) -> timedelta:
+    """`24h`, `30m`, `7d`, `90s` as a timedelta; InvalidRequest otherwise."""
+    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in _SINCE_UNITS or not value.isdigit() or len(value) > 6:
+        raise InvalidRequest(SINCE_ERROR)
+    return timedelta(seconds=int(value) * _SINCE_UNITS[unit])
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyFilter:
+    since: timedelta | None = None
+    provider: str | None = None
+    direction: str | None = None
+    call_id: str | None = None
+
+
+def latency_summary(query: LatencyFilter) -> dict[str, Any]:
+    """p50/p90/p99/count of every stage over the turns the filter selects (nearest rank)."""
+    turns = Turn.objects.all()
+    if query.since is not None:
+        turns = turns.filter(created_at__gte=clock.now() - query.since)
+    if query.provider:
+        turns = turns.filter(call__provider=query.provider)
+    if query.direction:
+        turns = turns.filter(call__direction=query.direction)
+    if query.call_id:
+        turns = turns.filter(call__public_id=query.call_id)
+    rows = list(turns)
+    return {
+        "turns": len(rows),
+        "stages": {name: _percentiles(t[name] for t in map(turn_stages, rows)) for name in STAGES},
+    }
+
+
+def _percentiles(values: Iterable[int | None]) -> dict[str, int | None]:
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return {"count": 0, "p50": None, "p90": None, "p99": None}
+    return {
+        "count": len(known),
+        **{f"p{p}": known[max(0, ceil(p / 100 * len(known)) - 1)] for p in (50, 90, 99)},
+    }
+
+
+def _ms(delta: timedelta) -> int:
+    return max(0, round(delta.total_seconds() * 1000))
