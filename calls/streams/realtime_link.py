@@ -160,4 +160,3 @@ class RealtimeLink:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
