@@ -4,7 +4,9 @@ One `voicecall serve` process (uvicorn); the load generator runs here, on the ot
 Each callback is distinct (new signature), so every one is verified (HMAC-SHA1 through
 the SDK's RequestValidator), recorded as a replay key, deduplicated as a call event,
 applied as a conditional state transition and persisted. The baseline is /healthz — a
-minimal Django view behind the same middleware — POSTed the same body in the same run.
+minimal Django view behind Django's middleware — POSTed the same body in the same run.
+The two sides alternate in rounds, so load from other processes on the machine falls on
+both alike; the server's own CPU time per request (from /proc) is printed beside the rates.
 
     .venv/bin/python bench/webhook_throughput.py                  # SQLite
     .venv/bin/python bench/webhook_throughput.py --database postgres://postgres@127.0.0.1:5432/voicecall_bench
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -125,7 +128,7 @@ def callbacks(port: int, calls: list[tuple[str, str]]) -> list[tuple[str, bytes,
 
 
 async def blast(items: list[tuple[str, bytes, str]]) -> tuple[float, dict[int, int]]:
-    """Send every request with CONCURRENCY workers; returns (requests/s, status counts)."""
+    """Send every request with CONCURRENCY workers; returns (seconds taken, status counts)."""
     queue: asyncio.Queue[tuple[str, bytes, str]] = asyncio.Queue()
     for item in items:
         queue.put_nowait(item)
@@ -145,10 +148,50 @@ async def blast(items: list[tuple[str, bytes, str]]) -> tuple[float, dict[int, i
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
-    return len(items) / elapsed, statuses
+    return elapsed, statuses
 
 
-def run(database: str | None, calls_count: int, log: Path | None) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Side:
+    """Requests, wall time, server CPU time and statuses accumulated over the rounds."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.seconds = 0.0
+        self.cpu = 0.0
+        self.statuses: dict[int, int] = {}
+
+    def add(self, pid: int, items: list[tuple[str, bytes, str]]) -> None:
+        cpu = cpu_seconds(pid)
+        elapsed, statuses = asyncio.run(blast(items))
+        self.cpu += cpu_seconds(pid) - cpu
+        self.requests += len(items)
+        self.seconds += elapsed
+        for status, count in statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + count
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu / self.requests
+
+
+def rounds_of(
+    items: list[tuple[str, bytes, str]], rounds: int
+) -> list[list[tuple[str, bytes, str]]]:
+    size = -(-len(items) // rounds)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def run(database: str | None, calls_count: int, log: Path | None, rounds: int) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = server_env(Path(tmp), port, database)
@@ -166,8 +209,13 @@ def run(database: str | None, calls_count: int, log: Path | None) -> dict[str, f
             work = callbacks(port, calls)
             bare = [(f"http://127.0.0.1:{port}/healthz", body, sig) for _, body, sig in work]
             asyncio.run(blast(bare[:200]))  # warm-up: imports, connections
-            bare_rate, bare_status = asyncio.run(blast(bare))
-            hook_rate, hook_status = asyncio.run(blast(work))
+            bare_side, hook_side = Side(), Side()
+            # Callbacks keep their order (ringing, answered, completed) across the rounds.
+            for bare_round, hook_round in zip(
+                rounds_of(bare, rounds), rounds_of(work, rounds), strict=True
+            ):
+                bare_side.add(server.pid, bare_round)
+                hook_side.add(server.pid, hook_round)
             states = manage(
                 env,
                 "shell",
@@ -181,10 +229,8 @@ def run(database: str | None, calls_count: int, log: Path | None) -> dict[str, f
             server.terminate()
             server.wait(timeout=10)
     return {
-        "bare": bare_rate,
-        "webhook": hook_rate,
-        "bare_status": bare_status,
-        "webhook_status": hook_status,
+        "bare": bare_side,
+        "webhook": hook_side,
         "completed": int(states[0]),
         "events": int(states[1]),
     }
@@ -205,16 +251,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", help="DATABASE_URL (default: a fresh SQLite file)")
     parser.add_argument("--calls", type=int, default=400, help="calls x 3 callbacks each")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two sides")
     parser.add_argument("--server-log", type=Path, help="keep the server's stderr here")
     args = parser.parse_args()
-    result = run(args.database, args.calls, args.server_log)
+    result = run(args.database, args.calls, args.server_log, args.rounds)
     label = "PostgreSQL" if args.database and args.database.startswith("postgres") else "SQLite"
-    print(f"database: {label}; {args.calls * 3} requests per side, concurrency {CONCURRENCY}")
-    print(f"bare Django view (/healthz):   {result['bare']:8.1f} req/s  {result['bare_status']}")
     print(
-        f"signed Twilio status callback: {result['webhook']:8.1f} req/s  {result['webhook_status']}"
+        f"database: {label}; {args.calls * 3} requests per side in {args.rounds} rounds, "
+        f"concurrency {CONCURRENCY}"
     )
-    print(f"ratio webhook/bare: {result['webhook'] / result['bare']:.2f}")
+    bare, hook = result["bare"], result["webhook"]
+    for name, side in (
+        ("bare Django view (/healthz):  ", bare),
+        ("signed Twilio status callback:", hook),
+    ):
+        print(
+            f"{name} {side.rate:8.1f} req/s  server CPU {side.cpu_ms:4.2f} ms/request  "
+            f"{side.statuses}"
+        )
+    print(f"ratio webhook/bare: {hook.rate / bare.rate:.2f}")
     print(f"check: {result['completed']} calls completed, {result['events']} events stored")
 
 

@@ -10,10 +10,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voicecall_project.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from calls.serving.startup import preflight  # noqa: E402
 from calls.streams.routing import websocket_urlpatterns  # noqa: E402
-from calls.web.gate import WebhookGate  # noqa: E402
+from calls.web.webhook_views import served_http  # noqa: E402
+from calls.web.workers import DatabaseWorkers  # noqa: E402
 
 # Carriers are not browsers: no OriginValidator or session auth on media streams;
 # each stream authenticates with its per-call token (docs/security.md, "Media streams").
@@ -22,7 +24,9 @@ preflight()
 
 application = ProtocolTypeRouter(
     {
-        "http": WebhookGate(django_asgi_app),
+        # Admitted carrier webhooks skip Django's middleware and per-request thread: their
+        # database work runs on a few reused threads (docs/performance.md, "Webhook path").
+        "http": served_http(django_asgi_app, DatabaseWorkers(settings.VOICECALL_WEBHOOK_WORKERS)),
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )

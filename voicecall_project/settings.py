@@ -38,9 +38,9 @@ INSTALLED_APPS = [
     "calls",
 ]
 
-# Kept lean: every MiddlewareMixin costs a thread hop per request under ASGI
-# (docs/performance.md, "Middleware hops"); webhooks and RPC are csrf-exempt and
-# token-authenticated.
+# Every MiddlewareMixin costs a thread hop per request under ASGI (docs/performance.md,
+# "Middleware hops"). Carrier webhooks skip this stack altogether when served
+# (calls/web/webhook_views.py, WebhookEndpoint); RPC is csrf-exempt and token-authenticated.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -94,6 +94,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": 10,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Reused threads that run carrier webhooks' database work, at most this many at once
+# (calls/web/workers.py; docs/performance.md, "Webhook path").
+VOICECALL_WEBHOOK_WORKERS = env.int("VOICECALL_WEBHOOK_WORKERS", default=8)
 
 # Channels
 REDIS_URL = env.str("REDIS_URL", default="")

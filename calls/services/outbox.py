@@ -46,11 +46,13 @@ _owed: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
 def outbox_unit() -> Iterator[None]:
     """One atomic unit of event application; commands it owes are sent after commit.
 
-    Nested units join the outermost one. An exception rolls everything back and sends
-    nothing.
+    Nested units join the outermost one, without a savepoint of their own (a round trip
+    each way on every webhook: docs/performance.md, "Webhook path"). An exception rolls
+    everything back and sends nothing; code that catches one inside a unit cannot go on
+    using it (Django refuses further queries until the unit ends).
     """
     if _owed.get() is not None:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             yield
         return
     owed: list[int] = []

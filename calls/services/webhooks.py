@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import connection
 
 from calls import clock
 from calls.carrier import get_provider, provider_settings
@@ -36,20 +36,35 @@ REPLAY_TTL = timedelta(minutes=10)
 
 
 def replay_seen(*, provider: str, key: str) -> bool:
-    """Record a verified request key; True when it was already recorded (a replay)."""
+    """Record a verified request key; True when it was already recorded (a replay).
+
+    One statement and no savepoint (docs/performance.md, "Webhook path"): a new key is
+    inserted; an expired key is a new delivery, not a replay, so it is taken over and the
+    old delivery's reply forgotten; a live key is left alone and no row comes back. A
+    concurrent first delivery of the same key holds its row until it commits, so this waits
+    and then sees it.
+    """
     now = clock.now()
-    try:
-        with transaction.atomic():
-            ReplayKey.objects.create(
-                key=key[:200], provider=provider, created_at=now, expires_at=now + REPLAY_TTL
-            )
-    except IntegrityError:
-        # An expired key is a new delivery, not a replay: refresh it atomically.
-        refreshed = ReplayKey.objects.filter(key=key[:200], expires_at__lte=now).update(
-            created_at=now, expires_at=now + REPLAY_TTL
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _record_key_sql(),
+            [key[:200], provider, adapt(now), adapt(now + REPLAY_TTL), adapt(now)],
         )
-        return refreshed == 0
-    return False
+        return cursor.fetchone() is None
+
+
+def _record_key_sql() -> str:
+    q = connection.ops.quote_name
+    table = q(ReplayKey._meta.db_table)
+    return (
+        f"INSERT INTO {table} ({q('key')}, {q('provider')}, {q('created_at')}, "
+        f"{q('expires_at')}, {q('reply_content_type')}) VALUES (%s, %s, %s, %s, '') "
+        f"ON CONFLICT ({q('key')}) DO UPDATE SET {q('created_at')} = excluded.{q('created_at')}, "
+        f"{q('expires_at')} = excluded.{q('expires_at')}, {q('reply_status')} = NULL, "
+        f"{q('reply_body')} = NULL, {q('reply_content_type')} = '' "
+        f"WHERE {table}.{q('expires_at')} <= %s RETURNING {q('id')}"
+    )
 
 
 def webhook_process(request: WebhookRequest) -> Reply:
@@ -91,7 +106,10 @@ def webhook_process(request: WebhookRequest) -> Reply:
         if inline is not None and inline.speech is None and fetched and not fetched.is_terminal:
             inline.speech = pending_speech_take(fetched)
         reply = provider.render_reply(request, _context(outcomes, events, inline, fetched))
-        _remember_reply(key, reply)
+        if reply != provider.render_reply(request, ReplyContext(replay=True)):
+            # Kept only when a re-delivery could not render it by itself (a status
+            # callback's empty reply it can): one write fewer per callback.
+            _remember_reply(key, reply)
         crash_point("webhook.applied")
     return reply
 

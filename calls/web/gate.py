@@ -5,6 +5,8 @@ docs/plugin-behaviour.md, "Webhook pipeline", steps 2–3; docs/security.md, "We
 It runs before Django reads the body, which is the point: a request without the
 carrier's signature headers gets 401 without its body being read, an oversized body
 413, a slow one 408, and one peer cannot hold more than MAX_IN_FLIGHT requests.
+Admitted webhook requests go to `handler` (the served app passes WebhookEndpoint, which
+skips Django's middleware: docs/performance.md, "Webhook path"); everything else to `app`.
 """
 
 from __future__ import annotations
@@ -30,8 +32,15 @@ MAX_IN_FLIGHT = 8
 
 
 class WebhookGate:
-    def __init__(self, app: App, *, body_timeout: float = BODY_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        handler: App | None = None,
+        body_timeout: float = BODY_TIMEOUT_SECONDS,
+    ) -> None:
         self.app = app
+        self.handler = handler or app
         self.body_timeout = body_timeout
         self.in_flight = Admission()
 
@@ -88,7 +97,7 @@ class WebhookGate:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        await self.handler(scope, replay, send)
 
 
 class _TooLarge(Exception):

@@ -1,14 +1,41 @@
-"""Carrier webhook and hold-music views: parse the request, call one service, render."""
+"""Carrier webhook and hold-music views: parse the request, call one service, render.
+
+The served webhook path is `WebhookEndpoint`: the ASGI gate hands it admitted requests and
+it runs the same view without Django's middleware and per-request thread
+(docs/performance.md, "Webhook path").
+"""
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
+from django.core.handlers.asgi import ASGIRequest
+from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from calls.carrier import get_provider
 from calls.services.webhooks import webhook_process
-from calls.web.gate import MAX_BODY_BYTES, is_webhook_path, missing_signature
+from calls.web.gate import (
+    MAX_BODY_BYTES,
+    App,
+    Receive,
+    Scope,
+    Send,
+    WebhookGate,
+    is_webhook_path,
+    missing_signature,
+)
+from calls.web.workers import DatabaseWorkers
 from providers.base import Reply, WebhookRequest
+
+# What SecurityMiddleware and XFrameOptionsMiddleware add to every response; the endpoint
+# skips the middleware, not these.
+_MIDDLEWARE_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+)
 
 
 def _render(reply: Reply) -> HttpResponse:
@@ -43,6 +70,59 @@ def carrier_webhook(request: HttpRequest) -> HttpResponse:
     if len(body) > MAX_BODY_BYTES:
         return HttpResponse("Payload Too Large", status=413, content_type="text/plain")
     return _render(webhook_process(_webhook_request(request, body)))
+
+
+def served_http(django_app: App, workers: DatabaseWorkers) -> WebhookGate:
+    """HTTP as served (voicecall_project/asgi.py): the gate in front of Django, admitted
+    webhooks to WebhookEndpoint. Tests drive this same composition."""
+    return WebhookGate(django_app, handler=WebhookEndpoint(workers))
+
+
+class WebhookEndpoint:
+    """The webhook path as served: an ASGI app behind WebhookGate, which has already
+    checked method, signature headers, size and the peer's in-flight count, and read the body.
+
+    Everything a carrier webhook needs from Django is kept: the request is Django's own
+    ASGIRequest (ALLOWED_HOSTS, URL rebuilding), the view is `carrier_webhook` with its own
+    gates, and an exception becomes the response Django would give. What is skipped is what a
+    carrier request has no use for — sessions, auth, messages, CSRF (the view is exempt), URL
+    resolving — and the thread Django starts per request: the synchronous part runs in one
+    hop on a reused worker (calls/web/workers.py).
+    """
+
+    def __init__(self, workers: DatabaseWorkers) -> None:
+        self.workers = workers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        response = await self.workers.run(lambda: _respond(scope, b"".join(chunks)))
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()
+        ]
+        headers.append((b"content-length", str(len(response.content)).encode()))
+        headers.extend(_MIDDLEWARE_HEADERS)
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": response.content})
+
+
+def _respond(scope: dict[str, Any], body: bytes) -> HttpResponse:
+    # response.close() is not called: it would fire request_finished, which closes the
+    # worker's connection; a plain HttpResponse holds nothing else to close.
+    request = ASGIRequest(scope, io.BytesIO(body))
+    try:
+        response = carrier_webhook(request)
+    except Exception as exc:
+        response = response_for_exception(request, exc)
+    return response
 
 
 @csrf_exempt

@@ -141,6 +141,17 @@ async def test_non_post_gets_405(signed_carrier: SignedMock) -> None:
     assert status == 405
 
 
+async def test_admitted_webhooks_go_to_the_handler_and_other_paths_to_the_app(
+    signed_carrier: SignedMock,
+) -> None:
+    app, handler = Inner(), Inner()
+    gate = WebhookGate(app, handler=handler)
+    signed = _scope(headers={"x-test-signature": "s"})
+    assert await _call(gate, signed, _body(b"a=1")) == (200, b"inner")
+    assert await _call(gate, _scope(path="/healthz"), _body(b"b=2")) == (200, b"inner")
+    assert (handler.bodies, app.bodies) == ([b"a=1"], [b"b=2"])
+
+
 async def test_other_paths_pass_through_untouched(signed_carrier: SignedMock) -> None:
     inner = Inner()
     status, _ = await _call(WebhookGate(inner), _scope(path="/healthz", method="GET"), _body(b""))

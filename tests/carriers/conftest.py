@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from calls.carrier import set_provider
 from tests.fakes.carriers import DRIVERS
 from tests.fakes.carriers.base import CarrierDriver
+from tests.fakes.served import ServedClient
 
 
 class Carrier:
@@ -22,6 +24,14 @@ class Carrier:
         cfg = self._configure(self.driver.config(**overrides))
         set_provider(self.driver.adapter(cfg))
         return self.driver
+
+
+@pytest.fixture(params=["served", "django-view"])
+def client(request: pytest.FixtureRequest) -> Any:
+    """Every carrier test runs twice: through the stack `voicecall serve` serves (the ASGI
+    gate, then WebhookEndpoint without Django's middleware; tests/fakes/served.py) and
+    through Django's test client, which reaches the same view as a WSGI server would."""
+    return ServedClient() if request.param == "served" else Client()
 
 
 @pytest.fixture

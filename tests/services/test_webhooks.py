@@ -63,6 +63,25 @@ def test_an_expired_key_is_a_new_delivery_again(fake_clock: Any) -> None:
     assert row.expires_at == fake_clock.now() + REPLAY_TTL
 
 
+def test_a_new_key_is_recorded_with_its_provider_and_times(fake_clock: Any) -> None:
+    assert replay_seen(provider="mock", key="k" * 250) is False
+    row = ReplayKey.objects.get()
+    assert (row.key, row.provider) == ("k" * 200, "mock")
+    assert (row.created_at, row.expires_at) == (fake_clock.now(), fake_clock.now() + REPLAY_TTL)
+    assert (row.reply_status, row.reply_body, row.reply_content_type) == (None, None, "")
+
+
+def test_an_expired_key_taken_over_forgets_the_old_delivery_s_reply(fake_clock: Any) -> None:
+    """The new delivery's replays must not get the old delivery's answer."""
+    replay_seen(provider="mock", key="k-1")
+    ReplayKey.objects.update(reply_status=200, reply_body=b"<old/>", reply_content_type="text/xml")
+    fake_clock.advance(seconds=REPLAY_TTL.total_seconds())
+    assert replay_seen(provider="mock", key="k-1") is False
+    row = ReplayKey.objects.get(key="k-1")
+    assert (row.reply_status, row.reply_body, row.reply_content_type) == (None, None, "")
+    assert row.created_at == fake_clock.now()
+
+
 # -- webhook_process ----------------------------------------------------------------------------
 
 
