@@ -56,10 +56,11 @@ class MockProvider(base.TelephonyProvider):
         provider_call_id = f"mock-{request.call_id}"
         self._record("place_call", to=request.to_number, mode=request.mode)
         if self._simulate:
+            # Answered is posted only after ringing was delivered, as a carrier reports in
+            # order: two independent timers could race under load.
+            answered = (self._ms("answerDelayMs", 1500), "call.answered")
             ring = self._ms("ringDelayMs", 500)
-            self._later(ring, request.webhook_url, provider_call_id, "call.ringing")
-            answer = ring + self._ms("answerDelayMs", 1500)
-            self._later(answer, request.webhook_url, provider_call_id, "call.answered")
+            self._later(ring, request.webhook_url, provider_call_id, "call.ringing", then=answered)
         return base.PlaceCallResult(provider_call_id=provider_call_id)
 
     def hang_up(self, target: base.CallTarget) -> None:
@@ -179,8 +180,15 @@ class MockProvider(base.TelephonyProvider):
                 self._idle[target.provider_call_id] = timer
 
     def _later(
-        self, delay_ms: int, url: str, provider_call_id: str, type_: str, **fields: Any
+        self,
+        delay_ms: int,
+        url: str,
+        provider_call_id: str,
+        type_: str,
+        then: tuple[int, str] | None = None,
+        **fields: Any,
     ) -> threading.Timer:
+        """Post `type_` after `delay_ms`; then, once delivered, `then` = (delay, type)."""
         event = {
             "type": type_,
             "callId": provider_call_id,
@@ -188,7 +196,13 @@ class MockProvider(base.TelephonyProvider):
             "id": str(uuid.uuid4()),
             **{k: v for k, v in fields.items() if v is not None},
         }
-        timer = threading.Timer(delay_ms / 1000, self._post, args=(url, event))
+
+        def deliver() -> None:
+            self._post(url, event)
+            if then is not None:
+                self._later(then[0], url, provider_call_id, then[1])
+
+        timer = threading.Timer(delay_ms / 1000, deliver)
         timer.daemon = True
         with self._lock:
             self._timers.add(timer)
