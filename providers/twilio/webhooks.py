@@ -223,9 +223,9 @@ def decide(
         # Not our call: nothing to run. An empty document ends it, as Twilio does anyway.
         return twiml.empty()
     if request.query_value("flow") == GATHER_FLOW and not _heard_anything(request):
-        return _listen_again(request, context, settings)
+        return _listen(request, context, settings, attempt=_attempt(request) + 1)
     if request.query_value("flow") == SPOKEN_FLOW and request.query_value("listen"):
-        return _listen_after_words(request, context, settings)
+        return _listen(request, context, settings)
     return twiml.keep_alive(_hold_url(request, context, settings))
 
 
@@ -283,14 +283,20 @@ def _speech_reply(
     return twiml.say_then_listen(speech.text, voice=voice, language=speech.language, action=action)
 
 
-def _listen_again(
-    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
+def _listen(
+    request: WebhookRequest,
+    context: ReplyContext,
+    settings: Mapping[str, Any],
+    *,
+    attempt: int | None = None,
 ) -> VoiceResponse:
-    """Nothing was heard: the same turn keeps listening.
+    """The turn of this request's callId/turnToken listens (now, or again).
 
-    The attempt counter makes each re-issued action URL (and so its signature and replay
-    key) unique; Twilio's empty-result callbacks are otherwise identical, and the second
-    one would be taken for a replay, answered empty, and the call would end.
+    Again, after nothing was heard: the attempt counter makes each re-issued action URL (and
+    so its signature and replay key) unique; Twilio's empty-result callbacks are otherwise
+    identical, and the second one would be taken for a replay, answered empty, and the call
+    would end. Now: the words before our <Redirect> were said, and the turn they opened
+    listens.
     """
     language = request.query_value("lang")
     action = gather_action(
@@ -298,21 +304,7 @@ def _listen_again(
         call_id=request.query_value("callId") or context.call_id,
         turn_token=request.query_value("turnToken"),
         language=language,
-        attempt=_attempt(request) + 1,
-    )
-    return twiml.listen(action=action, language=language)
-
-
-def _listen_after_words(
-    request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]
-) -> VoiceResponse:
-    """The words before our <Redirect> were said: the turn they opened listens now."""
-    language = request.query_value("lang")
-    action = gather_action(
-        webhook_base(request, settings),
-        call_id=request.query_value("callId") or context.call_id,
-        turn_token=request.query_value("turnToken"),
-        language=language,
+        attempt=attempt,
     )
     return twiml.listen(action=action, language=language)
 
