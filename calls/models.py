@@ -382,3 +382,21 @@ class CarrierCommand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} ({self.call_id})"
+
+
+class StreamLease(models.Model):
+    """One open media-stream socket, counted against `streaming.maxConnections` across every
+    process sharing the database (calls/services/stream_leases.py).
+
+    The process holding the socket renews `expires_at` while it lives and deletes the row
+    when the socket ends; a process killed without a word stops renewing, and its rows stop
+    counting once they expire (docs/architecture.md, "Admission across processes").
+    """
+
+    # Which process holds it: host, pid and a random tag (a restarted pid is a new holder).
+    holder = models.CharField(max_length=100, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.holder} until {self.expires_at:%H:%M:%S}"

@@ -179,7 +179,7 @@ _SPEC: dict[str, Any] = {
     "transcriptTimeoutMs": _INT1,
     "ringTimeoutMs": _INT1,
     "maxConcurrentCalls": _INT1,
-    "serve": {"port": _PORT, "bind": _STR, "path": _PATH},
+    "serve": {"port": _PORT, "bind": _STR, "path": _PATH, "drainSeconds": _INT0},
     "tailscale": {"mode": _enum("off", "serve", "funnel"), "path": _PATH, "port": _PORT},
     "tunnel": {
         "provider": _enum("none", "ngrok", "tailscale-serve", "tailscale-funnel"),

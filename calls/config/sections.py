@@ -89,11 +89,14 @@ class OutboundConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
-    """`serve`: where the webhook server listens and the webhook path."""
+    """`serve`: where the webhook server listens and the webhook path; `drainSeconds`
+    (ours) is how long live streams may run on after SIGTERM (docs/architecture.md,
+    "Graceful drain")."""
 
     port: int = 3334
     bind: str = "127.0.0.1"
     path: str = "/voice/webhook"
+    drain_seconds: int = 30
 
 
 @dataclass(frozen=True, slots=True)

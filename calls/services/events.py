@@ -181,17 +181,30 @@ def _unknown_call(
     that no longer exists, never creates a row: it would be a ghost (or a phantom live call
     holding capacity).
     """
-    ours = _looks_like_call_id(event.call_id)
-    # Words said on a call we don't track were not ours either: never a new call.
-    if event.type in (EventType.ENDED, EventType.SPOKEN) or ours or not event.provider_call_id:
+    if not _may_open_call(event):
         logger.info("event %s for unknown call ignored", event.type)
         return EventOutcome(None, applied=False)
     if event.direction == "inbound":
         return inbound_call_arrive(provider, event, inline)
-    if event.direction == "outbound":
-        return _register_external_outbound(provider, event, inline)
-    logger.info("event %s for unknown call ignored", event.type)
-    return EventOutcome(None, applied=False)
+    return _register_external_outbound(provider, event, inline)
+
+
+def _may_open_call(event: NormalizedEvent) -> bool:
+    """Whether this event, for a call we don't track, would register one."""
+    ours = _looks_like_call_id(event.call_id)
+    # Words said on a call we don't track were not ours either: never a new call.
+    if event.type in (EventType.ENDED, EventType.SPOKEN) or ours or not event.provider_call_id:
+        return False
+    return event.direction in ("inbound", "outbound")
+
+
+def event_opens_call(*, provider: str, event: NormalizedEvent) -> bool:
+    """Whether applying `event` would register a call not tracked yet (a read, no writes).
+
+    A draining process refuses such webhooks and applies every other one
+    (docs/architecture.md, "Graceful drain").
+    """
+    return _may_open_call(event) and _resolve(provider, event) is None
 
 
 def _looks_like_call_id(value: str | None) -> bool:

@@ -12,11 +12,12 @@ from django.db import connection
 from calls import clock
 from calls.carrier import get_provider, provider_settings
 from calls.config import get_config
+from calls.drain import draining
 from calls.exceptions import CallError
 from calls.faults import crash_point
 from calls.models import Call, ReplayKey
 from calls.selectors import call_find
-from calls.services.events import EventOutcome, event_apply
+from calls.services.events import EventOutcome, event_apply, event_opens_call
 from calls.services.outbox import outbox_unit
 from calls.services.speech import InlineReply, pending_speech_take
 from calls.services.stream_plans import stream_or_hold
@@ -89,6 +90,12 @@ def webhook_process(request: WebhookRequest) -> Reply:
         _check_ids(events)
     except WebhookInvalid as exc:
         return Reply(status=400, body=f"Bad Request: {exc}".encode())
+    if draining() and any(event_opens_call(provider=provider.name, event=e) for e in events):
+        # A new call belongs on a process that is not shutting down; nothing is recorded,
+        # so the carrier's retry elsewhere is applied as new (docs/architecture.md,
+        # "Graceful drain"). Webhooks about calls we track are applied as ever.
+        logger.info("webhook for a new call refused while draining provider=%s", provider.name)
+        return Reply(status=503, body=b"Service Unavailable: draining")
     key = verified.request_key
     with outbox_unit():
         if replay_seen(provider=provider.name, key=key):

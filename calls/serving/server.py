@@ -1,13 +1,19 @@
 """`voicecall serve`: one process running HTTP, websockets and the timer sweep (embedded default).
 
 In production the sweep belongs to Celery beat; set VOICECALL_SWEEP=off on servers then.
+SIGTERM drains the process before it shuts down (`DrainingServer`; docs/architecture.md,
+"Graceful drain").
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
+import time
+from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 from django.conf import settings
@@ -15,12 +21,14 @@ from django.db import close_old_connections
 
 from calls.carrier import set_local_address, webhook_url
 from calls.config import get_config
+from calls.drain import DRAIN, Drain
 from calls.services.timers import timers_sweep
 from calls.serving.exposure import (
     exposure_start,
     exposure_stop,
 )
 from calls.serving.startup import preflight, startup
+from calls.streams import consumer
 from calls.streams.limits import MAX_FRAME_BYTES
 
 logger = logging.getLogger(__name__)
@@ -42,6 +50,63 @@ class Sweeper(threading.Thread):
                 logger.exception("timer sweep failed")
             finally:
                 close_old_connections()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with SIGTERM as a drain instead of an immediate shutdown.
+
+    - First SIGTERM: `drain` begins (readiness 503, no new streams or new calls) and the
+      server keeps serving; once `live_streams()` is 0 or `drain_seconds` have passed,
+      uvicorn's own graceful shutdown follows.
+    - A second SIGTERM, or SIGINT during a drain: exit at once (uvicorn's force exit).
+    - SIGINT otherwise: uvicorn's own handling (graceful; a second one forces).
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        drain: Drain,
+        drain_seconds: float,
+        live_streams: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.drain_seconds = drain_seconds
+        self.live_streams = live_streams
+        self.clock = clock
+        self._announced = self._forced = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs as a signal handler: set flags only; on_tick logs and decides.
+        if sig == signal.SIGTERM and not self.should_exit:
+            if self.drain.begin(seconds=self.drain_seconds, now=self.clock()):
+                return
+        if sig == signal.SIGTERM or self.drain.draining:
+            self.should_exit = self.force_exit = True
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain.draining:
+            live = self.live_streams()
+            if not self._announced:
+                self._announced = True
+                logger.warning(
+                    "SIGTERM: draining; %d live stream(s) may run up to %ss "
+                    "(SIGTERM again to exit at once)",
+                    live,
+                    self.drain_seconds,
+                )
+            if self.force_exit:
+                if not self._forced:
+                    self._forced = True
+                    logger.warning("exiting at once; %d live stream(s) cut", live)
+            elif not self.should_exit and self.drain.over(live_streams=live, now=self.clock()):
+                logger.warning("drain over (%d live stream(s) left); shutting down", live)
+                self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def run(*, host: str, port: int) -> None:
@@ -79,8 +144,25 @@ def run(*, host: str, port: int) -> None:
             ws_max_size=MAX_FRAME_BYTES,
             timeout_keep_alive=5,
         )
-        uvicorn.Server(config).run()
+        DrainingServer(
+            config,
+            drain=DRAIN,
+            drain_seconds=get_config().serve.drain_seconds,
+            live_streams=lambda: consumer.ADMISSION.connections.total,
+        ).run()
     finally:
         if sweeper:
             sweeper.stopped.set()
         exposure_stop(tunnel)
+        _release_stream_leases()
+
+
+def _release_stream_leases() -> None:
+    """Whatever ended the server, the leases of its sockets count no more."""
+    try:
+        released = consumer.ADMISSION.connections.release_all()
+    except Exception:  # the database is away: the leases expire unrenewed
+        logger.exception("stream leases not released at exit; they expire on their own")
+        return
+    if released:
+        logger.info("released %d stream lease(s) at exit", released)

@@ -17,9 +17,10 @@ from asgiref.typing import WebSocketResponseBodyEvent, WebSocketResponseStartEve
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from calls.admission import Admission, Slot
+from calls.admission import Admission, Lease, LeasedAdmission, Slot
 from calls.carrier import get_provider
 from calls.config import get_config
+from calls.drain import draining
 from calls.services.events import event_apply
 from calls.services.stream_commands import group_name
 from calls.services.streams import (
@@ -50,14 +51,20 @@ _apply = database_sync_to_async(event_apply)
 # Close codes of docs/plugin-behaviour.md, "Media streams: limits and close codes".
 POLICY_VIOLATION, TRY_AGAIN_LATER, INTERNAL_ERROR = 1008, 1013, 1011
 MESSAGE_TOO_BIG = 1009
+# Bodies of the 503 at the upgrade.
+TOO_MANY, SHUTTING_DOWN = b"Too many media stream connections", b"Server shutting down"
 
 
 class StreamAdmission:
-    """This process's sockets: all of them (503 past maxConnections), and those without a
-    valid start yet, in all and per peer (1013 past the pending limits)."""
+    """Sockets in all, across the deployment (503 past maxConnections), and this process's
+    sockets without a valid start yet, in all and per peer (1013 past the pending limits).
 
-    def __init__(self) -> None:
-        self.connections = Admission()
+    `holder` names the process on its leases; tests give two instances two names to play
+    two processes sharing one database.
+    """
+
+    def __init__(self, holder: str | None = None) -> None:
+        self.connections = LeasedAdmission(holder)
         self.pending = Admission()
 
 
@@ -69,7 +76,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     an attached call is its StreamSession."""
 
     codec: MediaCodec
-    connection: Slot | None = None
+    connection: Lease | None = None
     pending: Slot | None = None
     start_timer: asyncio.Task[None] | None = None
     session: StreamSession | None = None
@@ -91,13 +98,20 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         streaming = get_config().streaming
         peer = (self.scope.get("client") or ("unknown", 0))[0]
-        self.connection = ADMISSION.connections.take(peer, limit=streaming.max_connections)
+        if draining():  # this process is shutting down: the carrier connects elsewhere
+            await self._deny_busy(SHUTTING_DOWN)
+            return
+        self.connection = await ADMISSION.connections.take(limit=streaming.max_connections)
         if self.connection is None:
             await self._deny_busy()
             return
-        self.codec = get_provider().media_codec()
-        self.codec.upgrade(_upgrade_headers(self.scope))
-        await self.accept()
+        try:
+            self.codec = get_provider().media_codec()
+            self.codec.upgrade(_upgrade_headers(self.scope))
+            await self.accept()
+        except BaseException:
+            await self._release()  # no disconnect follows a connect that raised
+            raise
         # Every frame after the accept goes through one ordered writer with a capped buffer.
         self.outbound = Outbound(self._transport_send, self._send_buffer_full)
         self.pending = ADMISSION.pending.take(
@@ -111,14 +125,14 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         timeout = streaming.pre_start_timeout_ms / 1000
         self.start_timer = asyncio.create_task(self._start_timeout(timeout))
 
-    async def _deny_busy(self) -> None:
-        """503 at the upgrade when the process is full (streaming.maxConnections).
+    async def _deny_busy(self, body: bytes = TOO_MANY) -> None:
+        """503 at the upgrade when the deployment is full (streaming.maxConnections) or this
+        process is draining.
 
         docs/plugin-behaviour.md, "Media streams: limits and close codes".
         """
         # The ASGI spec lets a server omit extensions (daphne does); asgiref also allows None.
         if "websocket.http.response" in (self.scope.get("extensions") or {}):
-            body = b"Too many media stream connections"
             await self.send_message(
                 {
                     "type": "websocket.http.response.start",
@@ -253,7 +267,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         # Counted out as soon as we close, not when the server reports the disconnect.
-        self._release()
+        await self._release()
         # Nothing queued may follow the close frame: queued frames are dropped.
         if self.outbound is not None:
             self.outbound.stop()
@@ -264,13 +278,14 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.close_sent = True
         await super().close(code, reason)
 
-    def _release(self) -> None:
-        for slot in (self.pending, self.connection):
-            if slot is not None:
-                slot.release()
+    async def _release(self) -> None:
+        if self.pending is not None:
+            self.pending.release()
+        if self.connection is not None:
+            await self.connection.release()
 
     async def disconnect(self, code: int) -> None:
-        self._release()
+        await self._release()
         if self.outbound is not None:
             self.outbound.stop()
         await self._teardown()

@@ -10,6 +10,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from calls.drain import draining
+
 
 @csrf_exempt  # read-only; exempt so probes (and the bench baseline) may POST
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -17,11 +19,19 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
+    if draining():
+        # At once, without probing anything: a draining process takes no new calls or
+        # streams, so the load balancer should send them elsewhere (docs/architecture.md,
+        # "Graceful drain").
+        response = JsonResponse({"ok": False, "draining": True, "checks": {}}, status=503)
+        # Expected, not an error: Django would log every probe of the drain as one.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
     checks = {"database": _check_database(), "channelLayer": _check_channel_layer()}
     if getattr(settings, "REDIS_URL", ""):
         checks["broker"] = _check_broker()
     ok = all(value == "ok" for value in checks.values())
-    return JsonResponse({"ok": ok, "checks": checks}, status=200 if ok else 503)
+    return JsonResponse({"ok": ok, "draining": False, "checks": checks}, status=200 if ok else 503)
 
 
 def _check_database() -> str:

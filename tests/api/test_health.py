@@ -5,12 +5,15 @@ docs/design.md, "6. HTTP and websocket surface".
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connection
 from django.test import Client
+
+from calls.drain import Drain
 
 
 def test_healthz_answers_200_without_a_token(client: Client) -> None:
@@ -84,3 +87,23 @@ def test_readyz_answers_503_when_the_database_fails(
 
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "error: RuntimeError"
+
+
+@pytest.mark.django_db
+def test_readyz_answers_503_at_once_while_the_process_drains(
+    client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # docs/architecture.md, "Graceful drain": the load balancer stops sending new work.
+    drain = Drain()
+    monkeypatch.setattr("calls.drain.DRAIN", drain)
+    assert client.get("/readyz").json()["draining"] is False
+    drain.begin(seconds=30, now=0.0)
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {"ok": False, "draining": True, "checks": {}}
+    # Expected during a drain: not logged as a server error on every probe.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # Liveness is not readiness: the process is alive and finishing its streams.
+    assert client.get("/healthz").status_code == 200

@@ -369,6 +369,18 @@ def test_realtime_stream_path_follows_serve_path():
     assert root.data["realtime"]["streamPath"] == "/voice/stream/realtime"
 
 
+def test_serve_drain_seconds_defaults_to_30_and_takes_zero_or_more():
+    # Ours: how long live streams may run on after SIGTERM (docs/architecture.md,
+    # "Graceful drain").
+    assert parse_config({}, {}).serve.drain_seconds == 30
+    assert parse_config({"serve": {"drainSeconds": 0}}, {}).serve.drain_seconds == 0
+    assert parse_config({"serve": {"drainSeconds": 5}}, {}).serve.drain_seconds == 5
+    for bad in (-1, 2.5, "30", True):
+        assert errors_of({"serve": {"drainSeconds": bad}}) == [
+            f"{P}.serve.drainSeconds must be an integer greater than or equal to 0"
+        ]
+
+
 def test_tailscale_funnel_only_takes_its_three_ports():
     assert errors_of({"tailscale": {"mode": "funnel", "port": 444}}) == [
         f"{P}.tailscale.port: Tailscale Funnel HTTPS port must be one of 443, 8443, 10000"
