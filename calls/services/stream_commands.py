@@ -16,7 +16,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import (
+    BaseChannelLayer,
+    InMemoryChannelLayer,
+    channel_layers,
+    get_channel_layer,
+)
 
 from calls.exceptions import CallError
 
@@ -94,16 +100,36 @@ def stream_ask(call_id: str, message: dict[str, Any], *, wait: bool) -> list[dic
 async def _ask(
     layer: BaseChannelLayer, call_id: str, message: dict[str, Any], wait: bool
 ) -> list[dict[str, Any]]:
-    reply_to = await layer.new_channel()
-    await layer.group_send(group_name(call_id), {**message, "replyTo": reply_to})
-    replies: list[dict[str, Any]] = []
+    inbox = _inbox(layer)
     try:
-        replies.append(await asyncio.wait_for(layer.receive(reply_to), ACK_TIMEOUT_S))
-        if wait and replies[0].get("type") == ACCEPTED:
-            replies.append(await asyncio.wait_for(layer.receive(reply_to), OUTCOME_TIMEOUT_S))
-    except TimeoutError:
-        pass
-    return replies
+        reply_to = await inbox.new_channel()
+        await layer.group_send(group_name(call_id), {**message, "replyTo": reply_to})
+        replies: list[dict[str, Any]] = []
+        try:
+            replies.append(await asyncio.wait_for(inbox.receive(reply_to), ACK_TIMEOUT_S))
+            if wait and replies[0].get("type") == ACCEPTED:
+                replies.append(await asyncio.wait_for(inbox.receive(reply_to), OUTCOME_TIMEOUT_S))
+        except TimeoutError:
+            pass
+        return replies
+    finally:
+        if inbox is not layer:
+            await inbox.close_pools()  # type: ignore[attr-defined]
+
+
+def _inbox(layer: BaseChannelLayer) -> BaseChannelLayer:
+    """The layer the replies are received on.
+
+    channels-redis lets one layer instance receive on one event loop at a time, and this
+    process's consumers are always receiving on the server's loop; a `speak` from a Celery
+    worker or a plain thread runs on a loop of its own. So a networked layer gets a private
+    instance for the replies (its own connection; the holder replies through Redis). The
+    in-process layer must be the shared one — a private one would hear nothing — and is
+    only ever used on the streams' loop (`_run`).
+    """
+    if isinstance(layer, InMemoryChannelLayer):
+        return layer
+    return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
 
 async def stream_reply(message: dict[str, Any], reply: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connection
 
 from calls.carrier import set_provider
 from calls.exceptions import CapacityReached, SpeechFailed
@@ -207,7 +208,14 @@ def _bot_lines(call: Call) -> list[tuple[str, bool, str]]:
 
 # A plain worker thread, as an RPC request on another process would be: never the thread
 # the stream's own database writes use.
-_speak = sync_to_async(speak, thread_sensitive=False)
+def _speak_and_close(*args: Any, **kwargs: Any) -> Spoken:
+    try:
+        return speak(*args, **kwargs)
+    finally:
+        connection.close()  # the worker thread's own connection, back to the pool
+
+
+_speak = sync_to_async(_speak_and_close, thread_sensitive=False)
 
 
 async def _attached(application: Any, carrier: Carrier, call: Call) -> WebsocketCommunicator:
