@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from django.conf import settings
@@ -131,21 +132,8 @@ def run(*, host: str, port: int) -> None:
             sweeper = Sweeper(settings.VOICECALL_SWEEP_INTERVAL_SECONDS)
             sweeper.start()
         logger.info("voicecall listening on http://%s:%s (webhook %s)", host, port, webhook_url())
-        config = uvicorn.Config(
-            application,
-            host=host,
-            port=port,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            # The consumer closes frames over this with 1009 itself (any server); uvicorn
-            # refuses them before buffering (docs/plugin-behaviour.md, "Media streams:
-            # limits and close codes").
-            ws_max_size=MAX_FRAME_BYTES,
-            timeout_keep_alive=5,
-        )
         DrainingServer(
-            config,
+            uvicorn_config(application, host, port),
             drain=DRAIN,
             drain_seconds=get_config().serve.drain_seconds,
             live_streams=lambda: consumer.ADMISSION.connections.total,
@@ -155,6 +143,27 @@ def run(*, host: str, port: int) -> None:
             sweeper.stopped.set()
         exposure_stop(tunnel)
         _release_stream_leases()
+
+
+def uvicorn_config(application: Any, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        application,
+        host=host,
+        port=port,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        # The consumer closes frames over this with 1009 itself (any server); uvicorn
+        # refuses them before buffering (docs/plugin-behaviour.md, "Media streams:
+        # limits and close codes").
+        ws_max_size=MAX_FRAME_BYTES,
+        timeout_keep_alive=5,
+        # The peer address is the socket's. uvicorn would otherwise take X-Forwarded-For
+        # from any request that comes from 127.0.0.1 — every request, behind a local tunnel
+        # — so a caller could pick the address the per-peer limits and trustedProxyIPs see;
+        # forwarding headers are trusted only by webhookSecurity (docs/security.md).
+        proxy_headers=False,
+    )
 
 
 def _release_stream_leases() -> None:

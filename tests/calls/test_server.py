@@ -107,3 +107,13 @@ def test_tts_is_not_checked_without_streams_or_with_realtime_voice(configure: An
     # Realtime voice speaks through its model (both flags only load when not enabled).
     configure({**STREAMING_TWILIO, "enabled": False, "realtime": {"enabled": True}})
     preflight("127.0.0.1")
+
+
+def test_uvicorn_never_takes_the_peer_address_from_forwarding_headers() -> None:
+    """Behind a local tunnel every request comes from 127.0.0.1, which uvicorn trusts by
+    default: X-Forwarded-For would then choose the address the per-peer limits see."""
+    from calls.serving.server import uvicorn_config
+
+    config = uvicorn_config(object(), "127.0.0.1", 3334)
+    assert config.proxy_headers is False
+    assert config.ws_max_size == 64 * 1024
