@@ -209,6 +209,14 @@ class CallStatus:
     is_terminal: bool
     is_unknown: bool = False
     end_reason: str | None = None
+    detail: str = ""  # why the status is unknown
+
+    @classmethod
+    def unknown(cls, error: Exception) -> CallStatus:
+        """The carrier could not be asked. Restore keeps the call and lets its timers
+        decide, and says so once for all calls (docs/plugin-behaviour.md, "Restore after
+        restart"), so the adapters do not log each one."""
+        return cls("error", is_terminal=False, is_unknown=True, detail=str(error))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from calls.services.outbox import commands_prune, commands_sweep
 from calls.services.stream_plans import waiting_resume
 from calls.services.turns import operations_sweep
 from calls.state import CallState
+from providers.base import CallStatus
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,8 @@ def _settle_operations(report: SweepReport, now: datetime) -> None:
 class RestoreReport:
     kept: int = 0
     finalized: dict[str, int] = field(default_factory=dict)
+    unknown: int = 0  # kept because the carrier could not be asked
+    unknown_detail: str = ""  # the first such error
 
     def add(self, reason: str) -> None:
         self.finalized[reason] = self.finalized.get(reason, 0) + 1
@@ -196,16 +199,28 @@ def calls_restore(*, now: datetime | None = None) -> RestoreReport:
     max_age = timedelta(seconds=cfg.max_duration_seconds)
     report = RestoreReport()
     for call in Call.objects.active().filter(provider=cfg.provider):
-        reason = _restore_one(call, now=now, max_age=max_age, ring=cfg.ring_timeout_ms)
+        reason = _restore_one(
+            call, now=now, max_age=max_age, ring=cfg.ring_timeout_ms, report=report
+        )
         if reason:
             report.add(reason)
         else:
             report.kept += 1
     logger.info("Restored %d active call(s) from store", report.kept)
+    if report.unknown:
+        # One line, not one per call: an unreachable carrier at startup would otherwise
+        # log a warning for every restored call.
+        logger.warning(
+            "Carrier status unavailable for %d restored call(s), kept for their timers: %s",
+            report.unknown,
+            report.unknown_detail,
+        )
     return report
 
 
-def _restore_one(call: Call, *, now: datetime, max_age: timedelta, ring: int) -> str | None:
+def _restore_one(
+    call: Call, *, now: datetime, max_age: timedelta, ring: int, report: RestoreReport
+) -> str | None:
     if not call.provider_call_id:
         # The process died between admission and dial: without an id nobody can reach it.
         if now - call.started_at > timedelta(milliseconds=ring) + RING_GRACE:
@@ -219,9 +234,11 @@ def _restore_one(call: Call, *, now: datetime, max_age: timedelta, ring: int) ->
     try:
         status = get_provider().get_call_status(call.provider_call_id)
     except ProviderError as exc:
-        logger.warning("call=%s status check failed on restore: %s", call.public_id, exc)
-        status = None
-    if status is not None and status.is_terminal:
+        status = CallStatus.unknown(exc)
+    if status.is_unknown:
+        report.unknown += 1
+        report.unknown_detail = report.unknown_detail or status.detail
+    if status.is_terminal:
         lifecycle.call_finalize(call=call, reason=status.end_reason or CallState.COMPLETED)
         return status.end_reason or CallState.COMPLETED
     _ensure_deadline(call, max_age)

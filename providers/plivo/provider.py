@@ -130,10 +130,7 @@ class PlivoProvider(base.TelephonyProvider):
         try:
             return self._status(provider_call_id)
         except ProviderError as exc:
-            # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
-            # "Restore after restart").
-            logger.warning("plivo call status unavailable: %s", exc)
-            return base.CallStatus("error", is_terminal=False, is_unknown=True)
+            return base.CallStatus.unknown(exc)
 
     def can_speak_in_reply(self, request: base.WebhookRequest) -> bool:
         return webhooks.is_document_fetch(request)

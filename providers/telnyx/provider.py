@@ -164,9 +164,9 @@ class TelnyxProvider(base.TelephonyProvider):
         except TelnyxApiError as exc:
             if exc.status == 404:
                 return base.CallStatus("not-found", is_terminal=True, end_reason="completed")
-            return _unknown_status(exc)
+            return base.CallStatus.unknown(exc)
         except ProviderError as exc:
-            return _unknown_status(exc)
+            return base.CallStatus.unknown(exc)
         alive = data.get("is_alive")
         if alive is True:
             return base.CallStatus("in-progress", is_terminal=False)
@@ -216,10 +216,3 @@ class TelnyxProvider(base.TelephonyProvider):
 
     def close(self) -> None:
         self._http.close()
-
-
-def _unknown_status(exc: ProviderError) -> base.CallStatus:
-    # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
-    # "Restore after restart").
-    logger.warning("telnyx call status unavailable: %s", exc)
-    return base.CallStatus("error", is_terminal=False, is_unknown=True)

@@ -176,9 +176,9 @@ class TwilioProvider(base.TelephonyProvider):
         except TwilioApiError as exc:
             if exc.call_gone:
                 return base.CallStatus("not-found", is_terminal=True, end_reason="completed")
-            return _unknown_status(exc)
+            return base.CallStatus.unknown(exc)
         except ProviderError as exc:
-            return _unknown_status(exc)
+            return base.CallStatus.unknown(exc)
         if status in webhooks.END_REASONS:
             return base.CallStatus(
                 status, is_terminal=True, end_reason=webhooks.END_REASONS[status]
@@ -270,10 +270,3 @@ class TwilioProvider(base.TelephonyProvider):
 def _language(target: base.CallTarget) -> str | None:
     value = target.extra.get("language") if target.extra else None
     return str(value) if value else None
-
-
-def _unknown_status(exc: ProviderError) -> base.CallStatus:
-    # Restore keeps the call and lets its timers decide (docs/plugin-behaviour.md,
-    # "Restore after restart").
-    logger.warning("twilio call status unavailable: %s", exc)
-    return base.CallStatus("error", is_terminal=False, is_unknown=True)

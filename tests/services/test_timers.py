@@ -267,6 +267,26 @@ def test_restore_uses_the_carrier_end_reason(mock_carrier, fake_clock, make_call
     assert call.state == "busy"
 
 
+def test_an_unreachable_carrier_at_restore_is_one_warning_not_one_per_call(
+    mock_carrier, fake_clock, make_call, monkeypatch, caplog
+):
+    monkeypatch.setattr(
+        mock_carrier,
+        "get_call_status",
+        lambda pid: CallStatus.unknown(ProviderUnavailable("connection refused")),
+    )
+    calls = [make_call(state="listening", provider_call_id=f"mock-{i}") for i in range(40)]
+    with caplog.at_level("WARNING"):
+        report = calls_restore()
+    assert (report.kept, report.unknown) == (40, 40)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "Carrier status unavailable for 40 restored call(s), kept for their timers: "
+        "connection refused"
+    ]
+    assert all(Call.objects.get(pk=c.pk).state == "listening" for c in calls)
+
+
 def test_restoring_twice_neither_loses_nor_doubles_a_timer(
     mock_carrier, fake_clock, make_call, configure
 ):
