@@ -395,6 +395,9 @@ class StreamLease(models.Model):
 
     # Which process holds it: host, pid and a random tag (a restarted pid is a new holder).
     holder = models.CharField(max_length=100, db_index=True)
+    # The stream the socket carries once a call attached: a call whose stream's lease ran
+    # out was held by a process that died without detaching it (calls/services/timers.py).
+    stream_id = models.CharField(max_length=128, blank=True, db_index=True)
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(db_index=True)
 

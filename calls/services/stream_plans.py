@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from django.utils.crypto import salted_hmac
@@ -21,6 +22,10 @@ from providers.base import StreamPlan
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
+
+# After a disconnect, a reconnect within 2 s keeps the call (docs/plugin-behaviour.md,
+# "Playback on a stream").
+STREAM_GRACE = timedelta(seconds=2)
 
 
 def streaming_possible() -> bool:

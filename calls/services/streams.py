@@ -12,24 +12,23 @@ import hmac
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+
+from django.db import transaction
 
 from calls import clock
 from calls.call_metadata import INITIAL_MESSAGE
 from calls.carrier import get_provider
 from calls.exceptions import CallError
-from calls.models import Call, TranscriptEntry
+from calls.models import Call, StreamLease, TranscriptEntry
 from calls.services import lifecycle
 from calls.services.events import event_apply
+from calls.services.stream_plans import STREAM_GRACE
 from calls.services.turn_records import turn_first_audio, turn_heard
 from calls.state import NON_TERMINAL
 from providers.base import EventType, NormalizedEvent
 
 logger = logging.getLogger(__name__)
-
-# After a disconnect, a reconnect within 2 s keeps the call (docs/plugin-behaviour.md,
-# "Playback on a stream").
-STREAM_GRACE = timedelta(seconds=2)
 
 
 class StreamRejected(CallError):
@@ -43,7 +42,9 @@ class Attached:
     greeting: str | None  # the deferred initial message, to be spoken on the stream now
 
 
-def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -> Attached:
+def stream_attach(
+    *, provider_call_id: str, token: str | None, stream_id: str, lease_id: int | None = None
+) -> Attached:
     """Authenticate a carrier stream against its call, consuming the token it presents.
 
     The token check is constant-time and fails closed. A token opens one stream: the
@@ -64,9 +65,14 @@ def stream_attach(*, provider_call_id: str, token: str | None, stream_id: str) -
         or not hmac.compare_digest(call.stream_token.encode(), token.encode())
     ):
         raise StreamRejected("Unknown call")
-    consumed = Call.objects.filter(
-        pk=call.pk, stream_token=call.stream_token, state__in=NON_TERMINAL
-    ).update(stream_token="", stream_id=stream_id[:128], stream_lost_at=None)
+    with transaction.atomic():
+        consumed = Call.objects.filter(
+            pk=call.pk, stream_token=call.stream_token, state__in=NON_TERMINAL
+        ).update(stream_token="", stream_id=stream_id[:128], stream_lost_at=None)
+        if consumed and lease_id is not None:
+            # The socket's lease names the stream, in the same commit as the attach, so a
+            # stream whose process dies is found once its lease runs out.
+            StreamLease.objects.filter(pk=lease_id).update(stream_id=stream_id[:128])
     if not consumed:
         raise StreamRejected("Unknown call")  # another stream took the token first
     greeting = call.meta.get(INITIAL_MESSAGE)

@@ -21,11 +21,11 @@ from calls.call_metadata import END_REASON
 from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import CallError
-from calls.models import ApiToken, Call, ReplayKey
+from calls.models import ApiToken, Call, ReplayKey, StreamLease
 from calls.services import lifecycle
 from calls.services.actions import call_hang_up
 from calls.services.outbox import commands_prune, commands_sweep
-from calls.services.stream_plans import waiting_resume
+from calls.services.stream_plans import STREAM_GRACE, waiting_resume
 from calls.services.turns import operations_sweep
 from calls.state import CallState
 from providers.base import CallStatus
@@ -112,6 +112,7 @@ def _end(call: Call, reason: str) -> None:
 
 def _end_lost_streams(report: SweepReport, now: datetime) -> None:
     """A stream that closed and did not come back within the grace period ends its call."""
+    _detach_orphaned_streams(now)
     lost = Call.objects.active().filter(stream_id="", stream_lost_at__lte=now)
     for call in lost:
         claimed = Call.objects.filter(
@@ -120,6 +121,28 @@ def _end_lost_streams(report: SweepReport, now: datetime) -> None:
         if claimed:
             report.add("stream_lost")
             _end(call, CallState.HANGUP_BOT)
+
+
+def _detach_orphaned_streams(now: datetime) -> None:
+    """Streams whose process died (kill -9) without detaching: their lease ran out and no
+    live lease carries them. They get the detach that process never did, so the grace rule
+    above ends the call (docs/architecture.md, "Admission across processes")."""
+    live = StreamLease.objects.filter(expires_at__gt=now).values("stream_id")
+    dead = StreamLease.objects.filter(expires_at__lte=now).exclude(stream_id="")
+    orphaned = (
+        Call.objects.active()
+        .exclude(stream_id="")
+        .filter(stream_id__in=dead.values("stream_id"))
+        .exclude(stream_id__in=live)
+    )
+    for call in orphaned.only("pk", "stream_id", "public_id"):
+        detached = Call.objects.filter(pk=call.pk, stream_id=call.stream_id).update(
+            stream_id="", stream_lost_at=now + STREAM_GRACE
+        )
+        if detached:
+            logger.warning(
+                "call=%s stream %s lost with its process", call.public_id, call.stream_id
+            )
 
 
 def _resume_waiting(report: SweepReport) -> None:

@@ -190,6 +190,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 provider_call_id=start.provider_call_id,
                 token=start.token,
                 stream_id=start.stream_id,
+                lease_id=self.connection.lease_id if self.connection is not None else None,
             )
         except StreamRejected as exc:
             await self.close(POLICY_VIOLATION, exc.message)

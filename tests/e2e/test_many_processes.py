@@ -216,13 +216,6 @@ def test_one_call_across_three_servers_and_a_worker_survives_losing_its_stream_p
 # The call keeps `stream_id` for ever, so the sweep's `_end_lost_streams` (stream_id == "")
 # never sees it, nothing else connects the dead process's expired StreamLease to the call,
 # and only maxDurationSeconds (300 s by default) ends it, as `timeout`.
-KILLED_STREAM_NOT_DETECTED = (
-    "bug: a call whose stream's process was SIGKILLed is not ended by the survivors "
-    "(no stream-lost grace without stream_detach; only maxDurationSeconds ends it)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=KILLED_STREAM_NOT_DETECTED)
 def test_the_survivors_end_a_call_whose_stream_process_was_killed(
     deployment: Deployment,
 ) -> None:

@@ -11,9 +11,10 @@ from datetime import timedelta
 
 import pytest
 
-from calls.models import Call
+from calls.models import Call, StreamLease
 from calls.services.dialling import call_initiate
 from calls.services.events import event_apply
+from calls.services.stream_plans import STREAM_GRACE
 from calls.services.timers import RING_GRACE, calls_restore, timers_sweep
 from providers.base import CallStatus, EventType, NormalizedEvent
 from providers.errors import ProviderUnavailable
@@ -322,3 +323,31 @@ def test_calls_of_another_provider_are_left_alone(mock_carrier, fake_clock, make
     other = make_call(state="answered", provider="twilio", provider_call_id="CAended")
     calls_restore()
     assert Call.objects.get(pk=other.pk).state == "answered"
+
+
+def test_a_stream_whose_process_died_is_detached_once_its_lease_runs_out(
+    mock_carrier, fake_clock, make_call
+):
+    """kill -9 of the stream's process: nothing ran stream_detach, but its lease expires."""
+    now = fake_clock.now()
+    dead = make_call(state="listening", stream_id="MZ-dead", provider_call_id="mock-1")
+    alive = make_call(state="listening", stream_id="MZ-live", provider_call_id="mock-2")
+    unleased = make_call(state="listening", stream_id="MZ-old", provider_call_id="mock-3")
+    StreamLease.objects.create(
+        holder="host:1:a", stream_id="MZ-dead", expires_at=now - timedelta(seconds=1)
+    )
+    StreamLease.objects.create(
+        holder="host:2:b", stream_id="MZ-live", expires_at=now + timedelta(seconds=20)
+    )
+
+    timers_sweep()
+    dead.refresh_from_db()
+    assert (dead.stream_id, dead.stream_lost_at) == ("", now + STREAM_GRACE)
+    assert Call.objects.get(pk=alive.pk).stream_id == "MZ-live"
+    assert Call.objects.get(pk=unleased.pk).stream_id == "MZ-old"  # no lease: not judged
+
+    fake_clock.advance(seconds=3)
+    timers_sweep()
+    dead.refresh_from_db()
+    assert dead.state == "hangup-bot"
+    assert Call.objects.get(pk=alive.pk).state == "listening"
