@@ -25,9 +25,7 @@ import httpx
 import pytest
 import uvicorn
 import websockets
-from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
@@ -38,6 +36,7 @@ from calls.models import Call
 from calls.streams.consumer import StreamAdmission
 from calls.streams.limits import MAX_FRAME_BYTES, MAX_SEND_BUFFER_BYTES
 from providers.twilio import TwilioProvider
+from tests.fakes.stream_socket import Socket, socket_open
 
 TOKEN = "12345678901234567890123456789012"
 CALL_SID = "CA00000000000000000000000000000007"
@@ -204,35 +203,7 @@ def _media(payload: bytes) -> str:
     )
 
 
-class Socket(WebsocketCommunicator):
-    """A communicator with the scope fields a server fills in: the peer and extensions."""
-
-    def __init__(
-        self,
-        application: Any,
-        *,
-        client: tuple[str, int] = ("127.0.0.1", 50000),
-        extensions: dict[str, Any] | None = None,
-    ) -> None:
-        self.scope = {
-            "type": "websocket",
-            "path": "/voice/stream",
-            "query_string": b"",
-            "headers": [],
-            "subprotocols": [],
-            "client": client,
-        }
-        if extensions is not None:
-            self.scope["extensions"] = extensions
-        ApplicationCommunicator.__init__(self, application, self.scope)
-        self.response_headers = None
-
-
-async def _open(application: Any, **kwargs: Any) -> Socket:
-    communicator = Socket(application, **kwargs)
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
+_open = socket_open
 
 
 # == 503 at the upgrade, 1013 for pending sockets ==============================================

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
-from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from calls import admission as admission_module
 from calls.carrier import provider_settings, set_provider
@@ -26,6 +25,8 @@ from calls.services.stream_leases import LEASE_SECONDS
 from calls.streams.consumer import StreamAdmission
 from calls.streams.limits import MAX_FRAME_BYTES
 from providers.twilio import TwilioProvider
+from tests.fakes.stream_socket import HTTP_RESPONSE, socket_open
+from tests.fakes.stream_socket import Socket as BaseSocket
 
 TOKEN = "12345678901234567890123456789012"
 CALL_SID = "CA00000000000000000000000000000011"
@@ -45,7 +46,6 @@ TWILIO: dict[str, Any] = {
     },
     "tts": {"provider": "openai", "providers": {"openai": {"apiKey": "sk-test"}}},
 }
-HTTP_RESPONSE = {"websocket.http.response": {}}
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,35 +109,12 @@ def application() -> Any:
     return application
 
 
-class Socket(WebsocketCommunicator):
-    """A communicator with the scope fields a server fills in: the peer and extensions."""
-
-    def __init__(
-        self,
-        application: Any,
-        *,
-        client: tuple[str, int] = ("127.0.0.1", 50000),
-        extensions: dict[str, Any] | None = HTTP_RESPONSE,
-    ) -> None:
-        self.scope = {
-            "type": "websocket",
-            "path": "/voice/stream",
-            "query_string": b"",
-            "headers": [],
-            "subprotocols": [],
-            "client": client,
-        }
-        if extensions is not None:
-            self.scope["extensions"] = extensions
-        ApplicationCommunicator.__init__(self, application, self.scope)
-        self.response_headers = None
+# These tests run as under uvicorn (HTTP responses on the upgrade) unless they say not.
+_open = partial(socket_open, extensions=HTTP_RESPONSE)
 
 
-async def _open(application: Any, **kwargs: Any) -> Socket:
-    communicator = Socket(application, **kwargs)
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
+def Socket(application: Any, **kwargs: Any) -> BaseSocket:
+    return BaseSocket(application, **{"extensions": HTTP_RESPONSE, **kwargs})
 
 
 async def _refused(application: Any) -> tuple[int, bytes]:
