@@ -113,8 +113,9 @@ def application() -> Any:
 _open = partial(socket_open, extensions=HTTP_RESPONSE)
 
 
-def Socket(application: Any, **kwargs: Any) -> BaseSocket:
-    return BaseSocket(application, **{"extensions": HTTP_RESPONSE, **kwargs})
+class Socket(BaseSocket):
+    def __init__(self, application: Any, **kwargs: Any) -> None:
+        super().__init__(application, **{"extensions": HTTP_RESPONSE, **kwargs})
 
 
 async def _refused(application: Any) -> tuple[int, bytes]:
