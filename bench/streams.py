@@ -39,7 +39,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,15 +48,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import voice_kit as kit
 import websockets
+from voice_kit import (
+    API_TOKEN,
+    ROOT,
+    SID,
+    cpu_seconds,
+    free_port,
+    fresh_database,
+    host_busy,
+    manage,
+    percentile,
+    stop,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-ROOT = Path(__file__).resolve().parents[1]
 FAKES = Path(__file__).with_name("stream_fakes.py")
-TOKEN = "12345678901234567890123456789012"
-SID = "AC00000000000000000000000000000001"
-API_TOKEN = "bench-streams-api-token-0123456789"
-PUBLIC_ORIGIN = "https://bench.voicecall.example"
 FRAME = 0.020  # seconds per μ-law frame
 TARGET_P99_MS = 20.0
 DRAIN = 2.0  # a frame not in 2 s after the window counts as lost
@@ -67,7 +74,6 @@ RPC_CONNECTIONS = 16
 SPEAK_AHEAD = 2  # utterances queued behind the one playing
 SILENCE_B64 = base64.b64encode(b"\xff" * 160).decode()
 CALLER_B64 = base64.b64encode(bytes((0x70 + i % 16) for i in range(160))).decode()
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Call = tuple[str, str, str, int]  # callId, CallSid, stream token, greeting frames
 
@@ -75,12 +81,6 @@ Call = tuple[str, str, str, int]  # callId, CallSid, stream token, greeting fram
 def untag(frame: bytes) -> tuple[int, int]:
     """(utterance, index) of a frame tagged by bench/stream_fakes.py (`tag`)."""
     return frame[0] | frame[1] << 7 | frame[2] << 14, frame[3] | frame[4] << 7 | frame[5] << 14
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def utterance_text(seconds: float) -> str:
@@ -91,6 +91,7 @@ def utterance_text(seconds: float) -> str:
 def server_env(
     tmp: Path, vendor_port: int, tts: str, database: str | None, redis: str | None
 ) -> dict[str, str]:
+    """voice_kit's server, with no admission limit in the way and the chosen TTS vendor."""
     vendor = f"http://127.0.0.1:{vendor_port}"
     if tts == "elevenlabs":
         # 8 kHz μ-law straight from the vendor: no resampling on the server.
@@ -98,53 +99,18 @@ def server_env(
     else:
         # 24 kHz PCM, resampled and encoded by the server.
         providers = {"openai": {"apiKey": "sk-bench", "baseUrl": vendor}}
-    config = tmp / "bench.json"
-    config.write_text(
-        json.dumps(
-            {
-                "provider": "twilio",
-                "fromNumber": "+15550001234",
-                "maxConcurrentCalls": 100000,
-                "staleCallReaperSeconds": 0,
-                "twilio": {"accountSid": SID, "authToken": TOKEN, "apiBaseUrl": vendor},
-                # serve refuses a local public URL for a real carrier; nothing calls it here.
-                "publicUrl": f"{PUBLIC_ORIGIN}/voice/webhook",
-                "streaming": {
-                    "enabled": True,
-                    "maxConnections": 100000,
-                    "maxPendingConnections": 100000,
-                    "maxPendingConnectionsPerIp": 100000,
-                    "providers": {"openai": {"apiKey": "sk-bench", "baseUrl": vendor}},
-                },
-                "tts": {"provider": tts, "providers": providers},
-            }
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(
-        VOICECALL_CONFIG=str(config),
-        VOICECALL_DATA_DIR=str(tmp),
-        VOICECALL_SWEEP="off",
-        VOICECALL_DOTENV="off",
-        VOICECALL_API_TOKEN=API_TOKEN,
-        LOG_LEVEL="WARNING",
-    )
-    if database:
-        env["DATABASE_URL"] = database
-    if redis:
-        env["REDIS_URL"] = redis
-    return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    extra = {
+        "maxConcurrentCalls": 100000,
+        "streaming": {
+            "enabled": True,
+            "maxConnections": 100000,
+            "maxPendingConnections": 100000,
+            "maxPendingConnectionsPerIp": 100000,
+            "providers": {"openai": {"apiKey": "sk-bench", "baseUrl": vendor}},
+        },
+        "tts": {"provider": tts, "providers": providers},
+    }
+    return kit.server_env(tmp, vendor_port, database=database, redis=redis, extra=extra)
 
 
 def seed_calls(env: dict[str, str], greetings: list[float]) -> list[Call]:
@@ -167,20 +133,6 @@ def seed_calls(env: dict[str, str], greetings: list[float]) -> list[Call]:
     return [(c, s, t, round(g / FRAME)) for (c, s, t), g in zip(seeded, greetings, strict=True)]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def host_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, all cores."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])
-    return total - idle, total
-
-
 def wait_line(proc: subprocess.Popen[str], what: str) -> None:
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
@@ -197,13 +149,6 @@ def wait_http(url: str) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit(f"{url} did not answer")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 @dataclass
@@ -556,7 +501,7 @@ def summarize(label: str, run: Run, cpu: dict[str, float], seconds: float, verbo
     expected = max(1, run.attached) * seconds / FRAME
     rpc = "-"
     if run.rpc_ms or run.rpc_errors:
-        rpc = f"{percentile(run.rpc_ms, 0.5):.0f}/{percentile(run.rpc_ms, 0.99):.0f}"
+        rpc = f"{percentile(run.rpc_ms, 50):.0f}/{percentile(run.rpc_ms, 99):.0f}"
     notes = []
     if run.failed:
         notes.append("connect failed " + ", ".join(f"{k}×{v}" for k, v in run.failed.items()))
@@ -577,14 +522,14 @@ def summarize(label: str, run: Run, cpu: dict[str, float], seconds: float, verbo
         n=run.n,
         attached=run.attached,
         cpu=cpu,
-        p50=percentile(lateness, 0.5),
-        p99=percentile(lateness, 0.99),
+        p50=percentile(lateness, 50),
+        p99=percentile(lateness, 99),
         worst=max(lateness, default=math.nan),
         lost=lost,
         due=due,
         talk=run.window_frames / expected * 100,
         closes=sum(run.closes.values()),
-        lag99=percentile(run.send_lag_ms, 0.99),
+        lag99=percentile(run.send_lag_ms, 99),
         rpc=rpc,
         notes="; ".join(notes),
     )
@@ -654,25 +599,6 @@ def baseline_level(args: argparse.Namespace, n: int, vendors: Vendors) -> Row:
         pacer.terminate()
         pacer.wait(timeout=10)
     return summarize("baseline", run, cpu, args.seconds, args.verbose)
-
-
-def fresh_database(url: str) -> None:
-    """Drop and create the PostgreSQL database of `url` (a run starts from nothing)."""
-    import psycopg
-
-    name = url.rsplit("/", 1)[1].split("?", 1)[0]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def service_level(

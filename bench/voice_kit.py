@@ -227,7 +227,7 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(child)) for child in children)
 
 
-def _host_busy() -> tuple[float, float]:
+def host_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, all cores."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
@@ -243,7 +243,7 @@ class Load:
         self.pids = pids
         self.cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         self.own = time.process_time()
-        self.host = _host_busy()
+        self.host = host_busy()
         self.wall = time.monotonic()
 
     def shares(self) -> dict[str, float]:
@@ -253,7 +253,7 @@ class Load:
             for name, pid in self.pids.items()
         }
         shares["bench"] = (time.process_time() - self.own) / wall * 100
-        busy, total = _host_busy()
+        busy, total = host_busy()
         host = (busy - self.host[0]) / max(1, total - self.host[1]) * 100 * (os.cpu_count() or 1)
         shares["others"] = max(0.0, host - sum(shares.values()))
         return shares
