@@ -16,7 +16,12 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from calls import clock
-from calls.call_metadata import UTTERANCES_IN_FLIGHT, CallMetadata, MetadataKey
+from calls.call_metadata import (
+    UTTERANCES_IN_FLIGHT,
+    CallMetadata,
+    MetadataKey,
+    UtteranceInFlight,
+)
 from calls.carrier import call_webhook_url
 from calls.config import RouteConfig, get_config
 from calls.models import Call, CallEvent, TranscriptEntry
@@ -98,13 +103,7 @@ def _unfinished_words_close(call: Call) -> None:
         if row.answered_at is None:
             return
         for entry in flight:
-            transcript_add(
-                call=call,
-                speaker=TranscriptEntry.Speaker.BOT,
-                text=entry["text"],
-                interrupted=True,
-                utterance_id=entry["id"],
-            )
+            utterance_line_add(call=call, entry=entry, interrupted=True)
 
 
 def _record_end(call: Call, reason: str, ended_at: datetime) -> None:
@@ -183,6 +182,20 @@ def transcript_add(
         interrupted=interrupted,
         utterance_id=utterance_id,
         created_at=clock.now(),
+    )
+
+
+def utterance_line_add(
+    *, call: Call, entry: UtteranceInFlight, interrupted: bool
+) -> TranscriptEntry:
+    """The bot line of carrier speech that was waiting for its report. Carrier speech has no
+    word-level cut: cut-off words keep their whole text, flagged."""
+    return transcript_add(
+        call=call,
+        speaker=TranscriptEntry.Speaker.BOT,
+        text=entry["text"],
+        interrupted=interrupted,
+        utterance_id=entry["id"],
     )
 
 

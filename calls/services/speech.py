@@ -31,6 +31,7 @@ from calls.services.lifecycle import (
     call_transition,
     metadata_update,
     transcript_add,
+    utterance_line_add,
 )
 from calls.services.stream_commands import (
     ACCEPTED,
@@ -276,14 +277,7 @@ def utterance_finished(call: Call, event: NormalizedEvent, inline: InlineReply |
 
 
 def _bot_line(call: Call, entry: UtteranceInFlight, *, interrupted: bool) -> None:
-    # Carrier speech has no word-level cut: cut-off words keep their whole text, flagged.
-    transcript_add(
-        call=call,
-        speaker=TranscriptEntry.Speaker.BOT,
-        text=entry["text"],
-        interrupted=interrupted,
-        utterance_id=entry["id"],
-    )
+    utterance_line_add(call=call, entry=entry, interrupted=interrupted)
     turn_heard(utterance_id=entry["id"], interrupted=interrupted)
 
 
