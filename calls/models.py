@@ -85,6 +85,10 @@ class Call(models.Model):
     # An inbound caller parked in the carrier's call-waiting queue because another call's
     # stream held the line; the sweep brings them back when the line is free.
     waiting = models.BooleanField(default=False, db_index=True)
+    # Answering-machine detection (config `outbound.machineDetection`): the carrier's
+    # verdict (human, machine, fax, unknown) and how long it took to reach it.
+    answered_by = models.CharField(max_length=8, blank=True)
+    machine_detection_ms = models.PositiveIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = CallQuerySet.as_manager()

@@ -24,6 +24,8 @@ class CallState(StrEnum):
     NO_ANSWER = "no-answer"
     BUSY = "busy"
     VOICEMAIL = "voicemail"
+    # Our leg ended because the call was handed to another number (cold transfer).
+    TRANSFERRED = "transferred"
 
 
 # Non-terminal states in their forward order; speaking and listening share a rank
