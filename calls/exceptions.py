@@ -66,3 +66,15 @@ class CarrierFailed(CallError):
 
     code = "UNAVAILABLE"
     http_status = 502
+
+
+class ServiceDisabled(CallError):
+    """`enabled: false`: the service places and drives no calls (docs/plugin-behaviour.md,
+    "Config shape and defaults")."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+    MESSAGE = "Voice call disabled in plugin config"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)

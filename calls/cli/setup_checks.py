@@ -17,6 +17,7 @@ from django.conf import settings
 
 from calls.cli.client import connect
 from calls.config import ConfigError, get_config
+from calls.exceptions import ServiceDisabled
 from calls.services.webhooks import carrier_readiness
 from calls.serving.exposure import is_local_host
 from providers.registry import provider_names
@@ -93,7 +94,8 @@ def _provider_name(data: dict[str, Any]) -> str | None:
 
 def _plugin_enabled(data: dict[str, Any]) -> Check:
     if data.get("enabled") is False:
-        return Check("plugin-enabled", False, "Voice Call is disabled (enabled: false)")
+        # The service runs but places no calls and answers webhooks 503 (enabled: false).
+        return Check("plugin-enabled", False, f"{ServiceDisabled.MESSAGE} (enabled: false)")
     return Check("plugin-enabled", True, "Voice Call is enabled")
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from calls import clock
 from calls.carrier import get_provider
+from calls.config import get_config
 from calls.exceptions import (
     CallConflict,
     CallNotFound,
@@ -20,6 +21,7 @@ from calls.exceptions import (
 )
 from calls.models import Call
 from calls.selectors import call_find
+from calls.services.enabled import enabled_check
 from calls.services.lifecycle import (
     call_finalize,
     call_target,
@@ -52,6 +54,18 @@ def text_check(name: str, value: str | None) -> None:
         raise InvalidRequest(f"{name} contains control characters")
 
 
+def spoken_check(message: str | None) -> None:
+    """Words asked to be said to the caller: text_check, and at most tts.maxTextLength.
+
+    Refused rather than cut: the asker learns at once that the words would not all be said
+    (automatic replies, which nobody asked for word by word, are cut: `spoken_bound`).
+    """
+    text_check("message", message)
+    limit = get_config().tts_config.max_text_length
+    if message and limit is not None and len(message) > limit:
+        raise InvalidRequest(f"message is longer than tts.maxTextLength ({limit} characters)")
+
+
 def live_call(call_id: str) -> Call:
     """The guards of speak/continue/dtmf (docs/plugin-behaviour.md, "Explicit turns")."""
     call = call_find(call_id)
@@ -71,7 +85,8 @@ def call_speak(
 
     `wait`: on a stream, return once the words were heard or cut off (docs/voice-path.md).
     """
-    text_check("message", message)
+    enabled_check()
+    spoken_check(message)
     call = live_call(call_id)
     return speak(call, message, listen_after=listen_after, wait=wait)
 
@@ -83,6 +98,7 @@ def call_send_dtmf(*, call_id: str, digits: str) -> Call:
     the call reconnects to a new stream with a fresh token right after them; the call, its
     transcript and an open turn carry on (docs/plugin-behaviour.md, "DTMF on a stream").
     """
+    enabled_check()
     if not digits or not DTMF_RE.match(digits):
         raise InvalidRequest(DTMF_ERROR)
     call = live_call(call_id)

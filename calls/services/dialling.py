@@ -23,7 +23,8 @@ from calls.exceptions import (
 from calls.models import Call
 from calls.phone import E164_ERROR, is_e164, mask_number
 from calls.selectors import capacity_lock
-from calls.services.actions import DTMF_ERROR, DTMF_RE, text_check
+from calls.services.actions import DTMF_ERROR, DTMF_RE, spoken_check, text_check
+from calls.services.enabled import enabled_check
 from calls.services.lifecycle import (
     call_finalize,
     metadata_update,
@@ -50,8 +51,9 @@ def call_initiate(
 
     docs/plugin-behaviour.md, "Placing a call".
     """
+    enabled_check()
     cfg = get_config()
-    text_check("message", message)
+    spoken_check(message)
     text_check("sessionKey", session_key)
     to = (to or cfg.to_number or "").strip()
     mode = mode or cfg.default_mode

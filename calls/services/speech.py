@@ -79,6 +79,25 @@ class Spoken:
     interrupted: bool | None = None
 
 
+def spoken_bound(text: str, *, call_id: str) -> str:
+    """`text` cut to tts.maxTextLength, at the last word boundary that fits.
+
+    The API refuses longer words outright (`spoken_check`); what reaches here unasked — an
+    automatic reply, a greeting — is cut, logged, and never spoken past the bound.
+    """
+    limit = get_config().tts_config.max_text_length
+    if limit is None or len(text) <= limit:
+        return text
+    bounded = text[:limit]
+    if not text[limit].isspace():
+        words = bounded.rsplit(maxsplit=1)  # drop the word the bound cuts through
+        bounded = words[0] if len(words) == 2 else bounded
+    logger.warning(
+        "call=%s speech cut to tts.maxTextLength=%d (%d characters)", call_id, limit, len(text)
+    )
+    return bounded.rstrip()
+
+
 def speak(
     call: Call,
     message: str,
@@ -102,6 +121,7 @@ def speak(
     `hang_up_after_words`: the notify message; once it was heard the call hangs up after
     notifyHangupDelaySec.
     """
+    message = spoken_bound(message, call_id=call.call_id)
     call_transition(call=call, state=CallState.SPEAKING)
     if call.stream_id:
         # A live media stream plays the words itself; a TwiML/REST fallback would replace

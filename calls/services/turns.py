@@ -38,7 +38,8 @@ from calls.exceptions import (
 )
 from calls.models import Call, ContinueOperation, TranscriptEntry
 from calls.selectors import call_find
-from calls.services.actions import live_call, text_check
+from calls.services.actions import live_call, spoken_check
+from calls.services.enabled import enabled_check
 from calls.services.lifecycle import (
     call_target,
     call_transition,
@@ -74,7 +75,8 @@ class ContinueResult:
 
 def call_continue(*, call_id: str, message: str) -> ContinueResult:
     """One explicit turn: speak, listen, wait for the caller's final transcript."""
-    text_check("message", message)
+    enabled_check()
+    spoken_check(message)
     call = live_call(call_id)
     cfg = get_config()
     token = uuid.uuid4().hex
@@ -206,7 +208,8 @@ def continue_start(*, call_id: str, message: str) -> ContinueOperation:
     A turn that can't start (call ended, another turn open) is a failed operation, as the
     plugin reports it through continue.result.
     """
-    text_check("message", message)
+    enabled_check()
+    spoken_check(message)
     call = call_find(call_id)
     if call is None:
         raise CallNotFound()

@@ -13,10 +13,11 @@ from calls import clock
 from calls.carrier import get_provider, provider_settings
 from calls.config import get_config
 from calls.drain import draining
-from calls.exceptions import CallError
+from calls.exceptions import CallError, ServiceDisabled
 from calls.faults import crash_point
 from calls.models import Call, ReplayKey
 from calls.selectors import call_find
+from calls.services.enabled import service_enabled
 from calls.services.events import EventOutcome, event_apply, event_opens_call
 from calls.services.outbox import outbox_unit
 from calls.services.speech import InlineReply, pending_speech_take
@@ -76,6 +77,10 @@ def webhook_process(request: WebhookRequest) -> Reply:
     redelivery is applied as new; after it, the key answers the redelivery with the same
     reply and the outbox still sends what the events owe the carrier (docs/security.md).
     """
+    if not service_enabled():
+        # Before the carrier adapter, which a disabled config need not be able to build;
+        # nothing is recorded, so the carrier's fallback URL or retry gets the call.
+        return Reply(status=503, body=f"Service Unavailable: {ServiceDisabled.MESSAGE}".encode())
     provider = get_provider()
     verified = provider.verify_webhook(request)
     if not verified.ok or not verified.request_key:

@@ -11,11 +11,13 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from calls.drain import draining
+from calls.exceptions import ServiceDisabled
+from calls.services.enabled import service_enabled
 
 
 @csrf_exempt  # read-only; exempt so probes (and the bench baseline) may POST
 def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"ok": True, "service": "voicecall"})
+    return JsonResponse({"ok": True, "service": "voicecall", "enabled": service_enabled()})
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
@@ -27,6 +29,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
         # Expected, not an error: Django would log every probe of the drain as one.
         response._has_been_logged = True  # type: ignore[attr-defined]
         return response
+    if not service_enabled():  # takes no calls by config: no traffic (calls/services/enabled.py)
+        error = {"ok": False, "enabled": False, "error": ServiceDisabled.MESSAGE, "checks": {}}
+        return JsonResponse(error, status=503)
     checks = {"database": _check_database(), "channelLayer": _check_channel_layer()}
     if getattr(settings, "REDIS_URL", ""):
         checks["broker"] = _check_broker()
