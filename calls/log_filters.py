@@ -8,13 +8,14 @@ import re
 
 from calls.phone import mask_number
 
-_E164_ISH = re.compile(r"\+[1-9]\d{6,14}\b")
+# `%2B`: a number in a URL's query string, as an access log line shows it.
+_E164_ISH = re.compile(r"(?:\+|%2[Bb])([1-9]\d{6,14})\b")
 
 
 class RedactPhoneNumbers(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = _E164_ISH.sub(lambda m: mask_number(m.group(0)), message)
+        masked = _E164_ISH.sub(lambda m: mask_number("+" + m.group(1)), message)
         if masked != message:
             record.msg, record.args = masked, None
         return True

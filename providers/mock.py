@@ -31,6 +31,8 @@ _TERMINAL_HINTS = ("stale", "ended", "completed")
 # The simulated carrier reports its words said (call.spoken) this soon after taking them:
 # it plays no audio, and a moment lets the request that spoke commit first.
 SPOKEN_DELAY_MS = 300
+# The simulated carrier confirms our answer command (call.answered) this soon.
+ANSWER_DELAY_MS = 200
 
 
 class MockProvider(base.TelephonyProvider):
@@ -96,9 +98,14 @@ class MockProvider(base.TelephonyProvider):
         self._record("send_dtmf", digits=digits)
 
     def answer_call(self, target: base.CallTarget) -> None:
-        # The mock answers by reply like the document carriers; recorded so tests can see
-        # an answer owed by command (the outbox) go out once.
+        # Recorded so tests can see an answer owed by command (the outbox) go out once.
         self._record("answer_call", provider_call_id=target.provider_call_id)
+        if self._simulate:
+            # As Telnyx confirms its answer command: the call is answered once the carrier
+            # says so, and the greeting follows that event.
+            self._later(
+                ANSWER_DELAY_MS, target.webhook_url, target.provider_call_id, "call.answered"
+            )
 
     def get_call_status(self, provider_call_id: str) -> base.CallStatus:
         if any(hint in provider_call_id for hint in _TERMINAL_HINTS):

@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from calls.serving.startup import preflight  # noqa: E402
+from calls.serving.static_files import StaticFiles  # noqa: E402
 from calls.streams.routing import websocket_urlpatterns  # noqa: E402
 from calls.web.webhook_views import served_http  # noqa: E402
 from calls.web.workers import DatabaseWorkers  # noqa: E402
@@ -26,7 +27,10 @@ application = ProtocolTypeRouter(
     {
         # Admitted carrier webhooks skip Django's middleware and per-request thread: their
         # database work runs on a few reused threads (docs/performance.md, "Webhook path").
-        "http": served_http(django_asgi_app, DatabaseWorkers(settings.VOICECALL_WEBHOOK_WORKERS)),
+        # Static files sit behind the gate, so webhooks never pass through them.
+        "http": served_http(
+            StaticFiles(django_asgi_app), DatabaseWorkers(settings.VOICECALL_WEBHOOK_WORKERS)
+        ),
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )

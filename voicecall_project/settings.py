@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "calls",
 ]
@@ -151,6 +153,10 @@ SPECTACULAR_SETTINGS = {
         "calls.api.auth.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # Swagger UI from our own static files (drf-spectacular-sidecar), not a CDN: the
+    # page works offline and runs a pinned version.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
@@ -162,15 +168,24 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# plain: one readable line; json: one JSON object per line (calls/log_json.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
+# uvicorn's access log under `voicecall serve` (one line per request; off by default).
+LOG_ACCESS = env.bool("LOG_ACCESS", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "calls.log_json.JsonLogFormatter"},
+    },
     "filters": {"redact_numbers": {"()": "calls.log_filters.RedactPhoneNumbers"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["redact_numbers"],
         }
     },

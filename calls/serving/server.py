@@ -29,6 +29,7 @@ from calls.serving.exposure import (
     exposure_stop,
 )
 from calls.serving.startup import preflight, startup
+from calls.serving.static_files import static_files_collect
 from calls.streams import consumer
 from calls.streams.limits import MAX_FRAME_BYTES
 
@@ -117,6 +118,8 @@ def run(*, host: str, port: int) -> None:
     bodies to the application, which the webhook gate needs for 408/413 before the body is
     read, and it measured 1.8x Daphne's media-stream capacity.
     """
+    # Collected first: building the app (below) indexes STATIC_ROOT.
+    static_files_collect()
     # Importing the ASGI module builds the application (and runs preflight): only here,
     # when this process is about to serve it.
     from voicecall_project.asgi import application
@@ -151,8 +154,10 @@ def uvicorn_config(application: Any, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         lifespan="off",
+        # None: uvicorn leaves logging as settings.LOGGING set it, so its error and access
+        # loggers reach the root handler: one format (LOG_FORMAT), numbers masked.
         log_config=None,
-        access_log=False,
+        access_log=settings.LOG_ACCESS,
         # The consumer closes frames over this with 1009 itself (any server); uvicorn
         # refuses them before buffering (docs/plugin-behaviour.md, "Media streams:
         # limits and close codes").

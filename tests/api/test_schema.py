@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -97,3 +98,25 @@ def test_the_docs_page_is_html_pointing_at_the_schema(api: APIClient) -> None:
 def test_a_signed_in_admin_can_read_the_docs_page_in_a_browser(admin_client: Any) -> None:
     assert admin_client.get("/api/docs/").status_code == 200
     assert admin_client.get("/api/schema/").status_code == 200
+
+
+def test_a_visitor_not_signed_in_is_sent_to_the_admin_login(client: Any) -> None:
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/login/?next=/api/docs/"
+
+
+def test_a_wrong_bearer_token_on_the_docs_page_is_still_401(client: Any) -> None:
+    response = client.get("/api/docs/", HTTP_AUTHORIZATION="Bearer not-a-token")
+
+    assert response.status_code == 401
+
+
+def test_the_docs_page_loads_swagger_ui_from_our_own_static_files(admin_client: Any) -> None:
+    html = admin_client.get("/api/docs/").content.decode()
+
+    assets = re.findall(r'<(?:script|link)[^>]*(?:src|href)="([^"]+)"', html)
+    assert any("/static/drf_spectacular_sidecar/swagger-ui-dist/" in a for a in assets)
+    assert all(a.startswith("/static/") for a in assets), assets
+    assert "https://" not in html

@@ -31,3 +31,9 @@ def test_the_console_handler_applies_the_filter() -> None:
     from django.conf import settings
 
     assert "redact_numbers" in settings.LOGGING["handlers"]["console"]["filters"]
+
+
+def test_a_number_in_a_url_query_is_masked() -> None:
+    line = _format('%s - "%s %s HTTP/1.1" %d', "127.0.0.1:5", "GET", "/x?q=%2B15555550123", 200)
+    assert "15555550123" not in line
+    assert "/x?q=+1555•••0123" in line

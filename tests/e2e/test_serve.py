@@ -99,15 +99,19 @@ class Server:
                 self.process.kill()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path)
+def serving(srv: Server) -> Iterator[Server]:
+    """Migrate, start, yield the running server, stop it (for fixtures: `yield from`)."""
     srv.manage("migrate", "--verbosity", "0")
     srv.start()
     try:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    yield from serving(Server(tmp_path))
 
 
 def _token(srv: Server) -> str:

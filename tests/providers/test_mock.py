@@ -156,3 +156,19 @@ def test_an_utterance_id_must_be_a_string() -> None:
     body = {"event": {"type": "call.spoken", "callId": "a", "utteranceId": 7}}
     with pytest.raises(WebhookInvalid, match="utteranceId"):
         MockProvider(settings={}).parse_webhook(_request(body))
+
+
+def test_the_simulated_carrier_confirms_an_answer_command() -> None:
+    carrier = Recorder()
+    target = CallTarget(call_id="c1", provider_call_id="mock-in-1", webhook_url="http://x")
+    carrier.answer_call(target)
+    assert _wait_for(carrier, 1) == ["call.answered"]
+    assert carrier.posted[0]["callId"] == "mock-in-1"
+    carrier.close()
+
+
+def test_without_simulation_an_answer_command_is_only_recorded() -> None:
+    carrier = MockProvider(settings={"simulate": False})
+    carrier.answer_call(CallTarget(call_id="c1", provider_call_id="mock-in-1"))
+    assert carrier.sent == [("answer_call", {"provider_call_id": "mock-in-1"})]
+    assert not carrier._timers  # nothing will call back
