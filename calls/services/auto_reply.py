@@ -6,14 +6,15 @@ docs/plugin-behaviour.md, "Auto-response".
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from calls.call_metadata import INITIAL_MESSAGE, STREAM_FAILED
 from calls.config import get_config
+from calls.db_threads import database_job
 from calls.models import Call, TranscriptEntry
 from calls.services.auto_reply_worker import reply_api_key, responder_run
 from calls.tasks import respond_to_caller as respond_to_caller_task
@@ -86,22 +87,25 @@ def dispatch_background(call_id: str, entry_id: int) -> None:
 
 
 def _start(call_id: str, entry_id: int) -> None:
-    """The Celery task with a broker (production); else a daemon thread of this process."""
+    """The Celery task with a broker (production); else a reused thread of this process."""
     if settings.REDIS_URL:
         respond_to_caller_task.delay(call_id, entry_id)
         return
-    threading.Thread(
-        target=_run_in_thread, args=(call_id, entry_id), name=f"responder-{call_id}", daemon=True
-    ).start()
+    _THREADS.submit(database_job, lambda: _run_logged(call_id, entry_id))
 
 
-def _run_in_thread(call_id: str, entry_id: int) -> None:
+def _run_logged(call_id: str, entry_id: int) -> None:
     try:
         responder_run(call_id=call_id, entry_id=entry_id)
-    except Exception:  # a thread has no failure state to report to: log it
+    except Exception:  # a background job has no failure state to report to: log it
         logger.exception("call=%s automatic reply crashed", call_id)
-    finally:
-        connection.close()  # this thread's own connection; nothing will reuse it
+
+
+# Reused threads, not one started per reply: starting a thread is waited for on the caller's
+# thread, and a new thread opens a connection of its own (docs/performance.md, "Reply
+# latency"). A reply mostly waits for the model, so many may be in flight: the bound is
+# only a ceiling, idle threads are reused first.
+_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="voicecall-responder")
 
 
 # The seam tests replace with a synchronous call: (call_id, entry_id) -> None.

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 
 from calls import clock
 from calls.call_metadata import LAST_AUTO_REPLY_LATENCY_MS
@@ -23,7 +24,7 @@ from calls.selectors import call_find
 from calls.services.lifecycle import call_transition, metadata_update
 from calls.services.routes import call_route
 from calls.services.speech import speak
-from calls.services.turn_records import turn_for_line, turn_reply_ready
+from calls.services.turn_records import turn_reply_ready
 from calls.state import CallState
 from providers.errors import ProviderError
 from providers.responder import Responder, build_system_prompt
@@ -54,8 +55,9 @@ def reply_api_key(cfg: VoiceCallConfig) -> str:
 def responder_run(*, call_id: str, entry_id: int) -> None:
     """Generate and speak the reply to one caller line unless superseded; LLM errors say nothing."""
     call = call_find(call_id)
-    entry = TranscriptEntry.objects.filter(pk=entry_id, call=call).first() if call else None
-    if call is None or entry is None or _superseded(call, entry):
+    entry = _latest_caller_line(call, entry_id) if call else None
+    # The call as just read and the caller's newest line: nothing to re-read yet.
+    if call is None or entry is None or entry.pk != entry_id or _taken_over(call):
         return
     try:
         text = _generate(get_config(), call, entry)
@@ -71,16 +73,41 @@ def responder_run(*, call_id: str, entry_id: int) -> None:
     _say(call, entry, text)
 
 
+def _latest_caller_line(call: Call, entry_id: int) -> TranscriptEntry | None:
+    """The caller's newest line from `entry_id` on, in one query: the line itself unless the
+    caller spoke again."""
+    return (
+        TranscriptEntry.objects.filter(
+            call=call, speaker=TranscriptEntry.Speaker.USER, pk__gte=entry_id
+        )
+        .order_by("-pk")
+        .first()
+    )
+
+
+def _taken_over(call: Call) -> bool:
+    return call.is_terminal or call.turn_token is not None
+
+
 def _superseded(call: Call, entry: TranscriptEntry) -> bool:
     """The caller spoke again, the call ended, or a `continue` turn took over.
 
-    A stale reply must not play (plugin issue #112360).
+    A stale reply must not play (plugin issue #112360). One query: the call's state and
+    turn beside whether a newer caller line exists.
     """
-    call.refresh_from_db(fields=["state", "turn_token"])
     newer = TranscriptEntry.objects.filter(
-        call=call, speaker=TranscriptEntry.Speaker.USER, pk__gt=entry.pk
-    ).exists()
-    return newer or call.is_terminal or call.turn_token is not None
+        call=OuterRef("pk"), speaker=TranscriptEntry.Speaker.USER, pk__gt=entry.pk
+    )
+    row = (
+        Call.objects.filter(pk=call.pk)
+        .annotate(newer=Exists(newer))
+        .values("state", "turn_token", "newer")
+        .first()
+    )
+    if row is None:
+        return True
+    call.state, call.turn_token = row["state"], row["turn_token"]
+    return bool(row["newer"]) or _taken_over(call)
 
 
 def _generate(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> str:
@@ -119,9 +146,7 @@ def _cached_responder(
 
 def _say(call: Call, entry: TranscriptEntry, text: str) -> None:
     utterance_id = uuid.uuid4().hex
-    turn = turn_for_line(entry.pk)
-    if turn is not None:
-        turn_reply_ready(turn_id=turn.pk, utterance_id=utterance_id)
+    turn_reply_ready(entry_id=entry.pk, utterance_id=utterance_id)
     try:
         speak(call, text, listen_after=True, utterance_id=utterance_id)
     except CallError as exc:

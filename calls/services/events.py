@@ -37,20 +37,27 @@ logger = logging.getLogger(__name__)
 
 
 def event_apply(
-    *, provider: str, event: NormalizedEvent, inline: InlineReply | None = None
+    *,
+    provider: str,
+    event: NormalizedEvent,
+    inline: InlineReply | None = None,
+    call: Call | None = None,
 ) -> EventOutcome:
     """Apply one event; duplicates, stale moves and finished calls change nothing.
 
-    `inline` is given when the reply to the current webhook can carry speech. The event
-    row, its effects on the call and the commands it owes the carrier commit together
-    (calls/services/outbox.py); the commands are sent after that.
+    `inline` is given when the reply to the current webhook can carry speech. `call`: the
+    event's call as its caller just read it (a stream's own transcript), saving the lookup.
+    The event row, its effects on the call and the commands it owes the carrier commit
+    together (calls/services/outbox.py); the commands are sent after that.
     """
     with outbox_unit():
-        return _apply(provider, event, inline)
+        return _apply(provider, event, inline, call)
 
 
-def _apply(provider: str, event: NormalizedEvent, inline: InlineReply | None) -> EventOutcome:
-    call = _resolve(provider, event)
+def _apply(
+    provider: str, event: NormalizedEvent, inline: InlineReply | None, known: Call | None
+) -> EventOutcome:
+    call = known or _resolve(provider, event)
     if call is None:
         return _unknown_call(provider, event, inline)
     if call.is_terminal:

@@ -158,4 +158,6 @@ def stream_heard(
         speech_stopped_at=stopped_at,
         endpointed_at=endpointed_at,
     )
-    event_apply(provider=call.provider, event=event)
+    # The call was read just now: event_apply need not look it up again (a statement on
+    # the reply's critical path; docs/performance.md, "Reply latency").
+    event_apply(provider=call.provider, event=event, call=call)

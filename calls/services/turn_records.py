@@ -17,7 +17,8 @@ from math import ceil
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import F, Max, QuerySet, Value
+from django.db.models.functions import Coalesce
 
 from calls import clock
 from calls.exceptions import InvalidRequest
@@ -55,11 +56,6 @@ def turn_caller_spoke(
     )
 
 
-def turn_for_line(entry_id: int) -> Turn | None:
-    """The caller turn the line `entry_id` opened."""
-    return Turn.objects.filter(caller_entry_id=entry_id).first()
-
-
 def turn_prompted(*, call: Call, utterance_id: str, at: datetime | None = None) -> Turn:
     """A bot turn (a `continue` prompt) opens with our words ready to say."""
     return _turn_new(
@@ -80,10 +76,13 @@ def turn_answered(*, call: Call, at: datetime | None = None) -> None:
     _fill(Turn.objects.filter(pk__in=latest), transcript_at=at)
 
 
-def turn_reply_ready(*, turn_id: int, utterance_id: str, at: datetime | None = None) -> None:
-    """The reply to a caller turn is written and about to be said as `utterance_id`."""
-    Turn.objects.filter(pk=turn_id, reply_utterance_id="").update(reply_utterance_id=utterance_id)
-    _fill(Turn.objects.filter(pk=turn_id), reply_ready_at=at)
+def turn_reply_ready(*, entry_id: int, utterance_id: str, at: datetime | None = None) -> None:
+    """The reply to the caller turn the line `entry_id` opened is written and about to be said
+    as `utterance_id`. One statement: it sits between the model's answer and the words."""
+    Turn.objects.filter(caller_entry_id=entry_id, reply_utterance_id="").update(
+        reply_utterance_id=utterance_id,
+        reply_ready_at=Coalesce(F("reply_ready_at"), Value(at or clock.now())),
+    )
 
 
 def turn_first_audio(*, utterance_id: str, at: datetime | None = None) -> None:

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
-from django.db import connections
+
+from calls.db_threads import database_job
 
 
 class DatabaseWorkers:
@@ -43,39 +44,6 @@ class DatabaseWorkers:
     async def run[T](self, func: Callable[[], T]) -> T:
         if self._executor is None:
             return await sync_to_async(func, thread_sensitive=True)()
-        return await sync_to_async(_job, thread_sensitive=False, executor=self._executor)(func)
-
-
-def _job[T](func: Callable[[], T]) -> T:
-    connections_checked()
-    try:
-        return func()
-    finally:
-        pooled_connections_returned()
-
-
-def pooled_connections_returned() -> None:
-    """A connection from a pool (PostgreSQL) goes back after each job: taking it again is
-    cheap, and request threads and the sweep draw from the same pool."""
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and getattr(conn, "pool", None) is not None:
-            conn.close()
-
-
-def connections_checked() -> None:
-    """Django's request-start connection checks (`close_if_unusable_or_obsolete`), no age."""
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is None:
-            continue
-        if conn.get_autocommit() != conn.settings_dict["AUTOCOMMIT"]:
-            conn.close()
-            continue
-        if conn.errors_occurred:
-            if not conn.is_usable():
-                conn.close()
-                continue
-            conn.errors_occurred = False
-            # is_usable() just was the check (django-stubs lack health_check_done)
-            conn.health_check_done = True  # type: ignore[attr-defined]
-            continue
-        conn.health_check_done = False  # type: ignore[attr-defined]
+        return await sync_to_async(database_job, thread_sensitive=False, executor=self._executor)(
+            func
+        )

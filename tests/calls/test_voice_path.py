@@ -360,7 +360,9 @@ async def test_a_streamed_turn_is_stamped_from_the_vad_to_the_echo(
     assert turn.transcript_at >= turn.endpointed_at
 
     # The reply, as the responder says it: ready, then spoken on the stream.
-    await database_sync_to_async(turn_reply_ready)(turn_id=turn.pk, utterance_id="reply-1")
+    await database_sync_to_async(turn_reply_ready)(
+        entry_id=turn.caller_entry_id, utterance_id="reply-1"
+    )
     speaking = asyncio.ensure_future(
         _speak(
             await _row(call), "Yes, it is.", listen_after=True, wait=True, utterance_id="reply-1"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -452,26 +453,30 @@ def test_only_lines_to_answer_are_dispatched(
     assert dispatched == [(call.call_id, answered.pk)]
 
 
-def test_the_embedded_default_answers_on_a_daemon_thread(
+def test_the_embedded_default_answers_on_a_reused_background_thread(
     monkeypatch: pytest.MonkeyPatch, settings: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     settings.REDIS_URL = ""
-    ran = threading.Event()
-    seen: dict[str, Any] = {}
+    seen: list[tuple[str, int, threading.Thread]] = []
+    ran = threading.Semaphore(0)
 
     def fake_run(*, call_id: str, entry_id: int) -> None:
-        seen.update(call_id=call_id, entry_id=entry_id, thread=threading.current_thread())
-        ran.set()
+        seen.append((call_id, entry_id, threading.current_thread()))
+        ran.release()
 
     monkeypatch.setattr(responder, "responder_run", fake_run)
 
-    with django_capture_on_commit_callbacks(execute=True):
-        responder.DISPATCH("call-1", 7)
+    for entry_id in (7, 8):
+        with django_capture_on_commit_callbacks(execute=True):
+            responder.DISPATCH("call-1", entry_id)
+        assert ran.acquire(timeout=5)
 
-    assert ran.wait(5)
-    assert (seen["call_id"], seen["entry_id"]) == ("call-1", 7)
-    assert seen["thread"] is not threading.current_thread()
-    assert seen["thread"].daemon is True
+    assert [(call_id, entry_id) for call_id, entry_id, _ in seen] == [("call-1", 7), ("call-1", 8)]
+    first, second = (thread for _, _, thread in seen)
+    assert first is not threading.current_thread()
+    # Threads of the responder's pool, not one started per reply and named after it.
+    assert first.name.startswith("voicecall-responder")
+    assert second.name.startswith("voicecall-responder")
 
 
 def test_with_a_broker_the_reply_is_a_celery_task(
@@ -553,9 +558,10 @@ def test_the_embedded_thread_speaks_the_reply_on_its_own_connection(
 
     speech(call, "Are you open?")
 
-    for thread in threading.enumerate():
-        if thread.name == f"responder-{call.call_id}":
-            thread.join(5)
+    # The reply runs on one of the responder's reused threads: wait for its line.
+    deadline = time.monotonic() + 10
+    while not bot_lines(call) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert bot_lines(call) == [REPLY]
     call.refresh_from_db()
     assert "lastAutoReplyLatencyMs" in call.metadata
