@@ -5,10 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from calls.log_filters import RedactPhoneNumbers
 from calls.log_json import JsonLogFormatter
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _log(msg: str, *args: object, **extra: Any) -> dict[str, Any]:
@@ -65,3 +71,29 @@ def test_a_webhook_access_line_names_the_call_of_its_url() -> None:
     line = _log('%s - "POST /voice/webhook?callId=%s&type=status HTTP/1.1" 200', "ip", "c-9")
 
     assert line["callId"] == "c-9"
+
+
+def test_a_celery_worker_logs_in_the_configured_format() -> None:
+    # app.log.setup is what a starting worker runs; left to itself it installs Celery's
+    # own format on the root logger.
+    script = """if True:
+        import django, logging
+        django.setup()
+        from voicecall_project.celery import app
+        app.log.setup(loglevel="INFO")
+        logging.getLogger("celery.worker").warning("call=%s for %s", "c-7", "+15555550123")
+    """
+    env = {**os.environ, "LOG_FORMAT": "json", "VOICECALL_DOTENV": "off"}
+    env["DJANGO_SETTINGS_MODULE"] = "voicecall_project.settings"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    [line] = [json.loads(text) for text in (result.stdout + result.stderr).splitlines()]
+    assert (line["logger"], line["callId"]) == ("celery.worker", "c-7")
+    assert "+1555•••0123" in line["message"]
