@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "voicecall_project.settings")
 
@@ -23,6 +24,4 @@ app.autodiscover_tasks()
 def _log_like_the_server(**kwargs: Any) -> None:
     """A worker logs through settings.LOGGING (LOG_FORMAT, masked numbers), not Celery's own
     format: with a receiver here Celery leaves the root logger alone."""
-    from django.conf import settings
-
     dictConfig(settings.LOGGING)
