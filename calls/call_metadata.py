@@ -32,6 +32,14 @@ class UtteranceInFlight(TypedDict):
     hangUp: NotRequired[bool]
 
 
+class TransferRecord(TypedDict):
+    """Where a cold transfer sends the call and what it says first; written before the
+    carrier is asked, so its document fetch (Plivo) can be answered by any process."""
+
+    to: str
+    message: NotRequired[str]
+
+
 class CallMetadata(TypedDict, total=False):
     # Asked for when the call was placed or arrived.
     mode: str
@@ -49,6 +57,7 @@ class CallMetadata(TypedDict, total=False):
     streamFailed: bool
     endReason: str
     rejectionReason: str
+    transfer: TransferRecord
     screen: str
     hungUp: bool
     external: bool
@@ -74,6 +83,7 @@ MetadataKey = Literal[
     "streamFailed",
     "endReason",
     "rejectionReason",
+    "transfer",
     "screen",
     "hungUp",
     "external",
@@ -95,6 +105,7 @@ ERROR: Final = "error"
 DTMF_ERROR: Final = "dtmfError"
 STREAM_FAILED: Final = "streamFailed"
 END_REASON: Final = "endReason"
+TRANSFER: Final = "transfer"
 REJECTION_REASON: Final = "rejectionReason"
 SCREEN: Final = "screen"
 HUNG_UP: Final = "hungUp"

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from providers.errors import WebhookInvalid
+from providers.errors import ProviderError, WebhookInvalid
 from providers.text import clean_text, has_control
 
 
@@ -142,6 +142,23 @@ class StreamPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand a live call to another number (cold transfer): say `message`, then dial `to_number`.
+
+    `caller_id`: the number the transfer target sees (ours on the call), when it is E.164.
+    `streaming`: a media stream holds the call; a carrier whose streams outlive the
+    transfer (Telnyx, Plivo) stops it, so the caller's talk with the new party never
+    reaches us (docs/carriers.md, "Cold transfer").
+    """
+
+    to_number: str
+    message: str | None = None
+    caller_id: str | None = None
+    language: str | None = None
+    streaming: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyContext:
     """What the services decided about a webhook, for the adapter to render its reply."""
 
@@ -163,6 +180,9 @@ class ReplyContext:
     # Set when a notify call's message was just heard: the reply pauses this many seconds
     # (notifyHangupDelaySec), then hangs up.
     hang_up_after: int | None = None
+    # Set when this request is the carrier fetching the document of a cold transfer
+    # (Plivo): the reply says the message and dials the new party.
+    transfer: Transfer | None = None
     events: tuple[NormalizedEvent, ...] = ()
 
 
@@ -289,6 +309,18 @@ class TelephonyProvider(ABC):
     @abstractmethod
     def send_dtmf(self, target: CallTarget, digits: str) -> None:
         """Play DTMF digits into the live call (then connect `target.stream`, if set)."""
+
+    def transfer(self, target: CallTarget, transfer: Transfer) -> None:
+        """Cold-transfer the live call: the carrier says the message and dials the new party.
+
+        Returns once the carrier accepted it; raises ProviderError when it refused. May do
+        network I/O; never retries.
+        """
+        raise ProviderError(f"{self.name} cannot transfer calls")
+
+    def transfer_fetch_call_id(self, request: WebhookRequest) -> str | None:
+        """Our callId when this webhook fetches a cold transfer's document (Plivo)."""
+        return None
 
     def can_speak_in_reply(self, request: WebhookRequest) -> bool:
         """True when this webhook's reply can carry speech (a TwiML/XML document fetch)."""

@@ -31,6 +31,8 @@ _TERMINAL_HINTS = ("stale", "ended", "completed")
 # The simulated carrier reports its words said (call.spoken) this soon after taking them:
 # it plays no audio, and a moment lets the request that spoke commit first.
 SPOKEN_DELAY_MS = 300
+# How long the simulated caller talks to the party a call was transferred to.
+TRANSFERRED_TALK_MS = 5000
 # The simulated carrier confirms our answer command (call.answered) this soon.
 ANSWER_DELAY_MS = 200
 
@@ -96,6 +98,26 @@ class MockProvider(base.TelephonyProvider):
 
     def send_dtmf(self, target: base.CallTarget, digits: str) -> None:
         self._record("send_dtmf", digits=digits)
+
+    def transfer(self, target: base.CallTarget, transfer: base.Transfer) -> None:
+        self._record(
+            "transfer",
+            to=transfer.to_number,
+            message=transfer.message,
+            caller_id=transfer.caller_id,
+            streaming=transfer.streaming,
+        )
+        if self._simulate:
+            # The caller now talks to the new party: no more scripted replies to us, and
+            # like a real carrier our leg's end is reported later, changing nothing.
+            self._cancel_idle(target.provider_call_id)
+            self._later(
+                TRANSFERRED_TALK_MS,
+                target.webhook_url,
+                target.provider_call_id,
+                "call.ended",
+                reason="completed",
+            )
 
     def answer_call(self, target: base.CallTarget) -> None:
         # Recorded so tests can see an answer owed by command (the outbox) go out once.

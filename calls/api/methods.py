@@ -18,6 +18,7 @@ from calls.services import turns
 from calls.services.actions import call_end, call_send_dtmf, call_speak
 from calls.services.dialling import call_initiate
 from calls.services.speech import Spoken
+from calls.services.transfer import call_transfer
 
 Params = Mapping[str, Any]
 
@@ -130,6 +131,16 @@ def end(params: Params) -> dict[str, Any]:
     return {"success": True}
 
 
+def transfer(params: Params) -> dict[str, Any]:
+    """Cold transfer (ours): `{callId, to, message?}` -> `{success: true}` once the carrier
+    took it (docs/carriers.md, "Cold transfer")."""
+    call_id, to = _text(params, "callId"), _text(params, "to")
+    if not call_id or not to:
+        raise InvalidRequest("callId and to required")
+    call_transfer(call_id=call_id, to=to, message=_text(params, "message") or None)
+    return {"success": True}
+
+
 def status(params: Params) -> dict[str, Any]:
     call_id = _text(params, "callId") or _text(params, "sid")
     if not call_id:
@@ -150,6 +161,7 @@ METHODS: dict[str, Callable[[Params], dict[str, Any]]] = {
     "voicecall.speak": speak,
     "voicecall.dtmf": dtmf,
     "voicecall.end": end,
+    "voicecall.transfer": transfer,
     "voicecall.status": status,
 }
 

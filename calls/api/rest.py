@@ -16,6 +16,7 @@ from calls.models import Call, CallEvent, TranscriptEntry
 from calls.selectors import call_as_dict, call_find, call_list
 from calls.services.actions import call_end, call_send_dtmf, call_speak
 from calls.services.dialling import call_initiate
+from calls.services.transfer import call_transfer
 from calls.services.turn_records import (
     LatencyFilter,
     latency_summary,
@@ -147,6 +148,25 @@ class CallEndApi(APIView):
     @extend_schema(request=None, responses={200: serializers.DictField()})
     def post(self, request: Request, call_id: str) -> Response:
         call_end(call_id=call_id)
+        return Response({"success": True})
+
+
+class CallTransferApi(APIView):
+    """Cold transfer: the carrier says `message`, then dials `to`; our leg ends `transferred`."""
+
+    class TransferInputSerializer(serializers.Serializer):
+        to = serializers.CharField()
+        message = serializers.CharField(required=False, allow_blank=True)
+
+    @extend_schema(request=TransferInputSerializer, responses={200: serializers.DictField()})
+    def post(self, request: Request, call_id: str) -> Response:
+        params = self.TransferInputSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        call_transfer(
+            call_id=call_id,
+            to=params.validated_data["to"],
+            message=params.validated_data.get("message") or None,
+        )
         return Response({"success": True})
 
 

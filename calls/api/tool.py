@@ -37,10 +37,15 @@ TOOL_SCHEMA: dict[str, Any] = {
                         "speak_to_user",
                         "send_dtmf",
                         "end_call",
+                        "transfer_call",
                         "get_status",
                     ],
                 },
-                "to": {**_STR, "description": "E.164 number to call (default: toNumber)"},
+                "to": {
+                    **_STR,
+                    "description": "E.164 number to call (default: toNumber), or to "
+                    "transfer the call to (transfer_call)",
+                },
                 "message": {**_STR, "description": "What to say"},
                 "wait": {
                     "type": "boolean",
@@ -64,6 +69,7 @@ _ACTIONS: dict[str, tuple[str, str]] = {
     "speak_to_user": ("voicecall.speak", "speak failed"),
     "send_dtmf": ("voicecall.dtmf", "dtmf failed"),
     "end_call": ("voicecall.end", "end failed"),
+    "transfer_call": ("voicecall.transfer", "transfer failed"),
     "get_status": ("voicecall.status", "status failed"),
 }
 

@@ -18,6 +18,7 @@ urlpatterns = [
     path("calls/<str:call_id>/speak/", rest.CallSpeakApi.as_view(), name="speak"),
     path("calls/<str:call_id>/dtmf/", rest.CallDtmfApi.as_view(), name="dtmf"),
     path("calls/<str:call_id>/end/", rest.CallEndApi.as_view(), name="end"),
+    path("calls/<str:call_id>/transfer/", rest.CallTransferApi.as_view(), name="transfer"),
     path("calls/<str:call_id>/transcript/", rest.CallTranscriptApi.as_view(), name="transcript"),
     path("calls/<str:call_id>/events/", rest.CallEventsApi.as_view(), name="events"),
     path("calls/<str:call_id>/turns/", rest.CallTurnsApi.as_view(), name="turns"),

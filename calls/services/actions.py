@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from calls import clock
 from calls.carrier import get_provider
@@ -129,23 +129,38 @@ def call_end(*, call_id: str, reason: str = CallState.HANGUP_BOT) -> Call:
 
 def call_hang_up(*, call: Call, reason: str) -> Call:
     """Claim the hang-up (one per call across processes), ask the carrier, then finalize."""
+    now = hang_up_claim(call)
+    if now is None:
+        return _await_other_hang_up(call)
+    try:
+        get_provider().hang_up(call_target(call))
+    except ProviderError as exc:
+        hang_up_release(call, now)
+        raise CarrierFailed(str(exc)) from exc
+    # If the carrier's own terminal event landed meanwhile, its reason and time win.
+    call_finalize(call=call, reason=reason)
+    call.refresh_from_db()
+    return call
+
+
+def hang_up_claim(call: Call) -> datetime | None:
+    """Claim the right to end our leg (hang-up or transfer), one owner across processes.
+
+    The claim's time, or None while another request holds it or once the call has ended;
+    a claim older than HANGUP_CLAIM_TTL was left by a dead process and is taken over.
+    """
     now = clock.now()
     claimed = (
         Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL)
         .exclude(hangup_claimed_at__gt=now - HANGUP_CLAIM_TTL)
         .update(hangup_claimed_at=now)
     )
-    if not claimed:
-        return _await_other_hang_up(call)
-    try:
-        get_provider().hang_up(call_target(call))
-    except ProviderError as exc:
-        Call.objects.filter(pk=call.pk, hangup_claimed_at=now).update(hangup_claimed_at=None)
-        raise CarrierFailed(str(exc)) from exc
-    # If the carrier's own terminal event landed meanwhile, its reason and time win.
-    call_finalize(call=call, reason=reason)
-    call.refresh_from_db()
-    return call
+    return now if claimed else None
+
+
+def hang_up_release(call: Call, claimed_at: datetime) -> None:
+    """Give the claim back: the carrier refused, the call goes on."""
+    Call.objects.filter(pk=call.pk, hangup_claimed_at=claimed_at).update(hangup_claimed_at=None)
 
 
 def _await_other_hang_up(call: Call) -> Call:

@@ -65,9 +65,7 @@ def call_initiate(
         raise InvalidRequest('mode must be "notify" or "conversation"')
     if not to:
         raise InvalidRequest("to required")
-    if not is_e164(to):
-        raise InvalidRequest(f"to: {E164_ERROR}")
-    _check_allowed_destination(to, cfg.allow_to)
+    destination_check(to)
     if session_key is not None:
         session_key = session_key_normalize(session_key, agent=agent_id())
     provider = get_provider()
@@ -92,8 +90,15 @@ def call_initiate(
     return call
 
 
-def _check_allowed_destination(to: str, allow_to: tuple[str, ...]) -> None:
-    # Guard against an agent being talked into dialling premium or foreign numbers.
+def destination_check(to: str) -> None:
+    """A number we may dial: E.164, and inside `outbound.allowTo` when that is set.
+
+    The same guard for a new call and a cold transfer's target: an agent talked into
+    dialling premium or foreign numbers must not get there either way.
+    """
+    if not is_e164(to):
+        raise InvalidRequest(f"to: {E164_ERROR}")
+    allow_to = get_config().allow_to
     if allow_to and not any(to == entry or to.startswith(entry) for entry in allow_to):
         raise InvalidRequest(f"Destination {to} is not allowed by outbound.allowTo")
 

@@ -22,6 +22,7 @@ from calls.services.events import EventOutcome, event_apply, event_opens_call
 from calls.services.outbox import outbox_unit
 from calls.services.speech import InlineReply, pending_speech_take
 from calls.services.stream_plans import stream_or_hold
+from calls.services.transfer import transfer_document
 from providers.base import NormalizedEvent, Reply, ReplyContext, WebhookRequest
 from providers.errors import WebhookInvalid
 from providers.webhook_security import (
@@ -117,7 +118,12 @@ def webhook_process(request: WebhookRequest) -> Reply:
         fetched = call_find(provider.fetch_call_id(request))
         if inline is not None and inline.speech is None and fetched and not fetched.is_terminal:
             inline.speech = pending_speech_take(fetched)
-        reply = provider.render_reply(request, _context(outcomes, events, inline, fetched))
+        context = _context(outcomes, events, inline, fetched)
+        # A cold transfer's document fetch (Plivo): what to say and dial waits on the row.
+        transfer = transfer_document(provider.transfer_fetch_call_id(request))
+        if transfer is not None:
+            context = replace(context, transfer=transfer)
+        reply = provider.render_reply(request, context)
         if reply != provider.render_reply(request, ReplyContext(replay=True)):
             # Kept only when a re-delivery could not render it by itself (a status
             # callback's empty reply it can): one write fewer per callback.

@@ -64,6 +64,10 @@ class PlivoRest:
             json={"legs": "aleg", "aleg_url": url, "aleg_method": "POST"},
         )
 
+    def stop_streams(self, call_uuid: str) -> None:
+        """Stop every audio stream of the call (SDK `delete_all_streams`)."""
+        self._request("DELETE", f"Call/{_segment(call_uuid)}/Stream/")
+
     def send_digits(self, call_uuid: str, digits: str) -> None:
         self._request(
             "POST", f"Call/{_segment(call_uuid)}/DTMF/", json={"digits": digits, "leg": "aleg"}

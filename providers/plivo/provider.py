@@ -126,6 +126,28 @@ class PlivoProvider(base.TelephonyProvider):
         except PlivoApiError as exc:
             raise _not_live(exc, call_uuid, "send_dtmf") from exc
 
+    def transfer(self, target: base.CallTarget, transfer: base.Transfer) -> None:
+        # The document (message + <Dial>) is fetched from our webhook, signed like every
+        # callback; what to dial waits on the call row, so any process can answer the fetch.
+        url = with_query(self._webhook(target), flow=webhooks.XML_TRANSFER)
+        self._transfer(target, "transfer", url)
+        if transfer.streaming:
+            self._stop_streams(target)
+
+    def _stop_streams(self, target: base.CallTarget) -> None:
+        """Whether a `<Stream keepCallAlive>` ends when a transfer replaces its document is
+        unconfirmed: stop it, so the caller's talk with the new party never reaches us. The
+        transfer already happened, so a failure is logged, not raised."""
+        try:
+            self._rest.stop_streams(target.provider_call_id)
+        except ProviderError as exc:
+            # 404: no stream left to stop (Plivo ended it with the old document).
+            if not (isinstance(exc, PlivoApiError) and exc.call_gone):
+                logger.warning("plivo stream stop after a transfer failed: %s", exc)
+
+    def transfer_fetch_call_id(self, request: base.WebhookRequest) -> str | None:
+        return webhooks.transfer_fetch_call_id(request)
+
     def get_call_status(self, provider_call_id: str) -> base.CallStatus:
         try:
             return self._status(provider_call_id)

@@ -28,10 +28,12 @@ from providers.webhook_security import webhook_base
 
 ANSWER, HANGUP, GETINPUT = "answer", "hangup", "getinput"
 XML_SPEAK, XML_LISTEN = "xml-speak", "xml-listen"
+# The document a cold transfer points the call at: the message, then <Dial>.
+XML_TRANSFER = "xml-transfer"
 SPOKEN = "spoken"
 FETCH_FLOWS = frozenset({XML_SPEAK, XML_LISTEN})
 # Plivo runs our reply as the call's next XML only for these; hangup bodies are ignored.
-DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN, SPOKEN})
+DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN, SPOKEN, XML_TRANSFER})
 # Plivo's GetInput posts the words as `Speech`; the others are seen with other products
 # and in the plugin's list, first non-empty wins (docs/carriers.md, "Plivo: webhooks").
 SPEECH_FIELDS = (
@@ -72,7 +74,7 @@ def callback_params(request: WebhookRequest) -> dict[str, str]:
 
 def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
     flow = request.query_value("flow")
-    if flow in FETCH_FLOWS:
+    if flow in FETCH_FLOWS or flow == XML_TRANSFER:
         return []  # a document fetch after our own transfer: nothing happened on the call
     params = callback_params(request)
     call_id = request.query_value("callId") or None
@@ -196,6 +198,12 @@ def fetch_call_id(request: WebhookRequest) -> str | None:
     return None
 
 
+def transfer_fetch_call_id(request: WebhookRequest) -> str | None:
+    if request.query_value("flow") == XML_TRANSFER:
+        return request.query_value("callId") or None
+    return None
+
+
 def render(request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]) -> Reply:
     document = xml.render(decide(request, context, settings))
     return Reply(status=200, body=document.encode(), content_type="text/xml")
@@ -211,6 +219,10 @@ def decide(
         return xml.reject()
     if not is_document_fetch(request):
         return xml.empty()  # hangup and status bodies are not executed
+    if request.query_value("flow") == XML_TRANSFER:
+        # Nothing else may answer it: with no transfer waiting on the call the document is
+        # empty and Plivo ends the leg, rather than holding the caller in silence.
+        return _transfer_reply(context) if context.transfer else xml.empty()
     if context.hang_up_after is not None:
         # A notify message was just heard: the delay, then the end (no timer estimate).
         return xml.wait_then_hangup(context.hang_up_after)
@@ -253,6 +265,17 @@ def _speech_reply(
             turn_token=speech.turn_token,
         )
     return xml.speak(speech.text, language=speech.language, listen_action=action)
+
+
+def _transfer_reply(context: ReplyContext) -> plivoxml.ResponseElement:
+    transfer = context.transfer
+    assert transfer is not None
+    return xml.transfer(
+        transfer.to_number,
+        message=transfer.message,
+        language=transfer.language,
+        caller_id=transfer.caller_id,
+    )
 
 
 def _listen_reply(request: WebhookRequest, settings: Mapping[str, Any]) -> plivoxml.ResponseElement:

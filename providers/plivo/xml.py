@@ -79,6 +79,24 @@ def wait_then_hangup(seconds: int) -> plivoxml.ResponseElement:
     return response.add(plivoxml.HangupElement())
 
 
+def transfer(
+    to_number: str, *, message: str | None, language: str | None, caller_id: str | None
+) -> plivoxml.ResponseElement:
+    """A cold transfer: `<Speak>` the message, then `<Dial>` the new party.
+
+    Numbers go as digits, the way Plivo's own XML examples write them; `callerId` is ours,
+    the number the new party sees (plivo.com/docs/voice/xml/dial). Nothing follows the
+    `<Dial>`: when it ends, the document does and Plivo hangs up.
+    """
+    response = plivoxml.ResponseElement()
+    words = clean_text(message or "").strip()
+    if words:
+        response.add(plivoxml.SpeakElement(words, language=_language(language)))
+    dial = plivoxml.DialElement(caller_id=caller_id.lstrip("+") if caller_id else None)
+    dial.add_number(to_number.lstrip("+"))
+    return response.add(dial)
+
+
 def stream(url: str, *, token: str) -> plivoxml.ResponseElement:
     """`<Stream>` the call's audio to our websocket, both ways, with the per-call token.
 

@@ -26,6 +26,26 @@ def encode(call_id: str, turn_token: str | None = None, utterance_id: str | None
     return base64.b64encode(text.encode()).decode("ascii")
 
 
+# The new leg a `transfer` dials reports to our webhook too, under a call_control_id of its
+# own. Its state says so, and its webhooks are dropped: they must neither move our call to
+# that id nor register a call of their own (docs/carriers.md, "Cold transfer").
+_TRANSFER_LEG = "transfer-leg"
+
+
+def encode_transfer_leg(call_id: str) -> str:
+    return base64.b64encode(f"{_TRANSFER_LEG}:{call_id}".encode()).decode("ascii")
+
+
+def is_transfer_leg(value: object) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return False
+    return text.startswith(f"{_TRANSFER_LEG}:")
+
+
 def decode(value: object) -> tuple[str | None, str | None]:
     """(callId, turnToken) from an echoed client_state; (None, None) when it is not ours."""
     call_id, turn_token, _ = decode_all(value)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.base import CallTarget, PlaceCall, StreamPlan
+from providers.base import CallTarget, PlaceCall, StreamPlan, Transfer
 from providers.common import preferred_voice as configured_voice
 from providers.errors import ProviderError
 from providers.telnyx import clientstate
@@ -119,6 +119,23 @@ def state(target: CallTarget) -> str:
     speak (and the listening sent with it) adds its utterance, which call.speak.ended
     echoes (providers/telnyx/clientstate.py)."""
     return clientstate.encode(target.call_id, target.turn_token, target.utterance_id)
+
+
+def transfer(target: CallTarget, transfer: Transfer) -> dict[str, Any]:
+    """`transfer` (ActionTransferParams): `to` is required; `from`, the caller id the new
+    party sees, would default to the original call's `to`, so ours is sent when known.
+
+    `client_state` keeps our leg's webhooks naming our call; `target_leg_client_state` marks
+    the new leg's, which the parser drops (providers/telnyx/clientstate.py).
+    """
+    body: dict[str, Any] = {
+        "to": transfer.to_number,
+        "client_state": clientstate.encode(target.call_id),
+        "target_leg_client_state": clientstate.encode_transfer_leg(target.call_id),
+    }
+    if transfer.caller_id:
+        body["from"] = transfer.caller_id
+    return body
 
 
 def dtmf_digits(digits: str) -> str:

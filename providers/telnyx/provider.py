@@ -149,6 +149,30 @@ class TelnyxProvider(base.TelephonyProvider):
             command_id=target.command_key,
         )
 
+    def transfer(self, target: base.CallTarget, transfer: base.Transfer) -> None:
+        # `transfer` has no words of its own (its audio_url plays to the new party), so the
+        # message is a `speak` first: commands run in order, and the caller hears it while
+        # the new party rings (docs/carriers.md, "Cold transfer").
+        if transfer.message:
+            voice = commands.preferred_voice(self._settings.get("tts"))
+            language = transfer.language or commands.DEFAULT_LANGUAGE
+            body = commands.speak(target, transfer.message, voice=voice, language=language)
+            self._rest.command(target.provider_call_id, "speak", body)
+        body = commands.transfer(target, transfer)
+        self._rest.command(target.provider_call_id, "transfer", body)
+        if transfer.streaming:
+            self._stop_streaming(target)
+
+    def _stop_streaming(self, target: base.CallTarget) -> None:
+        """A stream forks our leg's audio for as long as the leg lives, and the leg lives on
+        bridged to the new party: stop it, or their conversation would reach us. The transfer
+        already happened, so a failure here is logged, not raised."""
+        body = {"client_state": clientstate.encode(target.call_id)}
+        try:
+            self._command_unless_gone(target, "streaming_stop", body)
+        except ProviderError as exc:
+            logger.warning("telnyx streaming_stop after a transfer failed: %s", exc)
+
     def _command_unless_gone(
         self, target: base.CallTarget, action: str, body: Mapping[str, Any]
     ) -> None:

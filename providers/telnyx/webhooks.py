@@ -82,6 +82,8 @@ def parse_events(body: bytes) -> list[NormalizedEvent]:
         return []
     event_type = str(data["event_type"])
     payload = found if isinstance(found := data.get("payload"), dict) else {}
+    if clientstate.is_transfer_leg(payload.get("client_state")):
+        return []  # the new party of a cold transfer: not a call of ours
     classified = _classify(event_type, payload)
     if classified is None:
         return []

@@ -170,6 +170,18 @@ class TwilioProvider(base.TelephonyProvider):
             document = twiml.play_digits(digits, redirect_url=self._webhook(target))
         self._update_twiml(target, document)
 
+    def transfer(self, target: base.CallTarget, transfer: base.Transfer) -> None:
+        # New TwiML replaces the running document at once; a <Connect><Stream> ends with it
+        # (the stream closes by itself: docs/carriers.md, "Cold transfer").
+        document = twiml.transfer(
+            transfer.to_number,
+            message=transfer.message,
+            voice=self._voice(None),
+            language=transfer.language,
+            caller_id=transfer.caller_id,
+        )
+        self._update_twiml(target, document)
+
     def get_call_status(self, provider_call_id: str) -> base.CallStatus:
         try:
             status = self._rest.fetch_status(provider_call_id)

@@ -201,6 +201,28 @@ def connect_stream(url: str, *, token: str, digits: str | None = None) -> VoiceR
     return response
 
 
+def transfer(
+    to_number: str,
+    *,
+    message: str | None,
+    voice: str,
+    language: str | None,
+    caller_id: str | None,
+) -> VoiceResponse:
+    """A cold transfer: say the message, then <Dial> the new party.
+
+    Without an `action` Twilio goes on with this document when the <Dial> ends, finds
+    nothing after it and hangs up; the call is no longer ours by then (TwiML <Dial>,
+    twilio.com/docs/voice/twiml/dial). `callerId` must be the calling number, the called
+    number or a verified one (Twilio warning 13214); we pass our own number on the call.
+    """
+    response = VoiceResponse()
+    if message:
+        say(response, message, voice=voice, language=language)
+    response.dial(to_number, caller_id=caller_id)
+    return response
+
+
 def hold_queue() -> VoiceResponse:
     """Park the caller in the call-waiting queue while another stream holds the line.
 

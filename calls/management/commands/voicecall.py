@@ -63,6 +63,10 @@ def _add_live_call_commands(subs: Any) -> None:
             sub.add_argument(
                 "--wait", action="store_true", help="Return once the words were heard or cut off"
             )
+    transfer = subs.add_parser("transfer", help="Hand a live call to another number")
+    transfer.add_argument("--call-id", required=True, help="callId or carrier call id")
+    transfer.add_argument("--to", required=True, help="E.164 number to transfer to")
+    transfer.add_argument("--message", help="What to say before dialling")
     status = subs.add_parser("status", help="One call, or all active calls")
     status.add_argument("--call-id", help="callId or carrier call id")
     status.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
@@ -177,6 +181,12 @@ class Command(BaseCommand):
 
     def _run_end(self, *, call_id: str, **_: Any) -> None:
         self._print(client.rpc("voicecall.end", {"callId": call_id}))
+
+    def _run_transfer(self, *, call_id: str, to: str, message: str | None, **_: Any) -> None:
+        params = {"callId": call_id, "to": to}
+        if message:
+            params["message"] = message
+        self._print(client.rpc("voicecall.transfer", params))
 
     def _run_status(self, *, call_id: str | None, **_: Any) -> None:
         self._print(client.rpc("voicecall.status", {"callId": call_id} if call_id else {}))
