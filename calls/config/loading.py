@@ -26,6 +26,7 @@ from calls.config.schema import (
     validate,
 )
 from calls.config.sections import VoiceCallConfig, document_defaults, realtime_stream_path
+from calls.config.unsupported import unsupported_errors
 
 _FORBIDDEN_KEYS = frozenset({"__proto__", "prototype", "constructor"})
 _DEFAULTS = document_defaults()
@@ -134,6 +135,8 @@ def parse_config(
     data = copy.deepcopy(dict(config))
     warnings: list[str] = []
     migrate(data, warnings)
+    # Judged on what the user wrote: before defaults fill in and tts merges.
+    refused = unsupported_errors(data)
     errors = _merge_tts(data, base_tts, warnings)
     # A missing `enabled` fills in as true: the plugin-entry quirk.
     _fill_defaults(data, _DEFAULTS)
@@ -147,7 +150,7 @@ def parse_config(
     ):
         realtime["streamPath"] = realtime_stream_path(serve_path)
     _apply_env(data, os.environ if env is None else env)
-    errors += validate(data)
+    errors += validate(data) + refused
     if errors:
         raise ConfigError(errors)
     if data["skipSignatureVerification"]:

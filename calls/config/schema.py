@@ -175,7 +175,7 @@ _SPEC: dict[str, Any] = {
     },
     "maxDurationSeconds": _INT1,
     "staleCallReaperSeconds": _INT0,
-    "silenceTimeoutMs": _INT1,  # declared but unused, as in the plugin
+    "silenceTimeoutMs": _INT1,  # unused, as in the plugin: only 800 loads (unsupported.py)
     "transcriptTimeoutMs": _INT1,
     "ringTimeoutMs": _INT1,
     "maxConcurrentCalls": _INT1,

@@ -153,7 +153,7 @@ def test_realtime_reads_typed() -> None:
         "realtime": {
             "enabled": True,
             "instructions": "Be brief.",
-            "tools": [{"name": "lookup"}],
+            "tools": [],  # a tool there is refused (tests/calls/test_config_unsupported.py)
             "fastContext": {"maxResults": 5},
             "agentContext": {"files": ["SOUL.md"]},
         },
@@ -161,7 +161,7 @@ def test_realtime_reads_typed() -> None:
     realtime = parse_config(raw, {}).realtime
     assert (realtime.enabled, realtime.instructions) == (True, "Be brief.")
     assert realtime.stream_path == "/api/stream/realtime"
-    assert realtime.tools == ({"name": "lookup"},)
+    assert realtime.tools == ()
     assert realtime.fast_context == FastContextConfig(max_results=5)
     assert realtime.agent_context == AgentContextConfig(files=("SOUL.md",))
 
@@ -204,14 +204,14 @@ def test_tts_fallbacks_read_as_a_tuple() -> None:
 
 
 def test_sections_are_frozen_and_detached_from_the_document() -> None:
-    cfg = parse_config({"realtime": {"tools": [{"name": "a"}]}}, {})
+    cfg = parse_config({"streaming": {"providers": {"openai": {"model": "a"}}}}, {})
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.streaming.max_connections = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.provider = "twilio"  # type: ignore[misc]
-    cfg.data["realtime"]["tools"][0]["name"] = "changed"
+    cfg.data["streaming"]["providers"]["openai"]["model"] = "changed"
     cfg.data["serve"]["port"] = 1
-    assert cfg.realtime.tools == ({"name": "a"},) and cfg.serve.port == 3334
+    assert cfg.streaming.providers["openai"]["model"] == "a" and cfg.serve.port == 3334
 
 
 def test_a_config_built_from_a_document_reads_it_typed() -> None:
