@@ -54,8 +54,12 @@ def _id(endpoint: Endpoint) -> str:
     return f"{endpoint.method.upper()} {endpoint.path}"
 
 
-def _params() -> list[Any]:
-    return [pytest.param(endpoint, id=_id(endpoint)) for endpoint in ENDPOINTS]
+def _params(*, without: tuple[str, ...] = ()) -> list[Any]:
+    return [
+        pytest.param(endpoint, id=_id(endpoint))
+        for endpoint in ENDPOINTS
+        if endpoint.path not in without
+    ]
 
 
 @pytest.fixture
@@ -85,7 +89,9 @@ def _client(authorization: str | None = None) -> APIClient:
     return client
 
 
-@pytest.mark.parametrize("endpoint", _params())
+# Without any credentials the docs page sends a browser to the admin login instead
+# (tests/api/test_schema.py); a wrong token is still 401 below.
+@pytest.mark.parametrize("endpoint", _params(without=("/api/docs/",)))
 def test_request_without_a_bearer_token_is_answered_401_and_changes_nothing(
     endpoint: Endpoint, calls: dict[str, str], mock_carrier: Any
 ) -> None:
