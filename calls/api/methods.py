@@ -56,7 +56,20 @@ def start(params: Params) -> dict[str, Any]:
     return {"callId": call.call_id, "initiated": True}
 
 
+def _unsupported(params: Params, *names: str) -> None:
+    """Plugin params voicecall has no meaning for: refused by name, never ignored.
+
+    `agentId` (the plugin takes it only from trusted in-process callers; one agent owns
+    every call here) and `requesterSessionKey` (where the plugin reports back to; nothing
+    here reports to a session). docs/plugin-behaviour.md, "RPC methods".
+    """
+    for name in names:
+        if params.get(name) is not None:
+            raise InvalidRequest(f"{name} is not supported by voicecall")
+
+
 def _place(params: Params, *, message: str | None) -> Call:
+    _unsupported(params, "agentId", "requesterSessionKey")
     dtmf = params.get("dtmfSequence")
     if dtmf is not None and not isinstance(dtmf, str):
         raise InvalidRequest("dtmfSequence must be a string")
@@ -101,10 +114,13 @@ def continue_result(params: Params) -> dict[str, Any]:
 
 def speak(params: Params) -> dict[str, Any]:
     call_id, message = _call_and_message(params)
-    wait = params.get("wait", False)
+    wait, fallback = params.get("wait", False), params.get("allowTwimlFallback", True)
     if not isinstance(wait, bool):
         raise InvalidRequest("wait must be a boolean")
-    return spoken_result(call_speak(call_id=call_id, message=message, wait=wait))
+    if not isinstance(fallback, bool):
+        raise InvalidRequest("allowTwimlFallback must be a boolean")
+    spoken = call_speak(call_id=call_id, message=message, wait=wait, carrier_speech=fallback)
+    return spoken_result(spoken)
 
 
 def spoken_result(spoken: Spoken) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from calls.exceptions import (
     CallNotFound,
     CarrierFailed,
     InvalidRequest,
+    SpeechFailed,
 )
 from calls.models import Call
 from calls.selectors import call_find
@@ -27,6 +28,7 @@ from calls.services.lifecycle import (
     call_target,
 )
 from calls.services.speech import Spoken, speak
+from calls.services.stream_commands import NO_STREAM
 from calls.services.stream_plans import stream_plan
 from calls.state import NON_TERMINAL, CallState
 from providers.errors import ProviderError
@@ -79,15 +81,25 @@ def live_call(call_id: str) -> Call:
 
 
 def call_speak(
-    *, call_id: str, message: str, listen_after: bool = False, wait: bool = False
+    *,
+    call_id: str,
+    message: str,
+    listen_after: bool = False,
+    wait: bool = False,
+    carrier_speech: bool = True,
 ) -> Spoken:
     """Speak into a live call; on failure the call goes back to listening.
 
     `wait`: on a stream, return once the words were heard or cut off (docs/voice-path.md).
+    `carrier_speech` False (the plugin's `allowTwimlFallback: false`): only a media stream
+    may say the words; a call no stream holds fails with `No media stream for call` instead
+    of the carrier's own speech.
     """
     enabled_check()
     spoken_check(message)
     call = live_call(call_id)
+    if not carrier_speech and not call.stream_id:
+        raise SpeechFailed(NO_STREAM)
     return speak(call, message, listen_after=listen_after, wait=wait)
 
 

@@ -22,8 +22,9 @@ from calls.exceptions import CallConflict, CarrierFailed, InvalidRequest
 from calls.models import Call, CallEvent
 from calls.phone import is_e164, mask_number
 from calls.selectors import call_find
-from calls.services.actions import hang_up_claim, hang_up_release, live_call, text_check
+from calls.services.actions import hang_up_claim, hang_up_release, live_call, spoken_check
 from calls.services.dialling import destination_check
+from calls.services.enabled import enabled_check
 from calls.services.lifecycle import call_finalize, call_target, metadata_update
 from calls.state import CallState
 from providers.base import Transfer
@@ -41,7 +42,8 @@ def call_transfer(*, call_id: str, to: str, message: str | None = None) -> Call:
     CarrierFailed, and the call goes on as before. An end or another transfer of the same
     call in progress holds its hang-up claim: this one is refused rather than raced.
     """
-    text_check("message", message)
+    enabled_check()
+    spoken_check(message)
     to = (to or "").strip()
     if not to:
         raise InvalidRequest("to required")

@@ -64,6 +64,7 @@ def test_rpc_call_placing_fails_with_the_plugins_string(
         ("voicecall.continue", {"message": "Hi"}),
         ("voicecall.continue.start", {"message": "Hi"}),
         ("voicecall.dtmf", {"digits": "1"}),
+        ("voicecall.transfer", {"to": "+15555550199"}),
     ],
 )
 def test_rpc_in_call_methods_fail_too_and_send_nothing(

@@ -21,6 +21,7 @@ from calls.services.speech import (
     InlineReply,
     pending_speech_take,
     speak,
+    spoken_bound,
 )
 from providers.base import EventType, NormalizedEvent, Speech
 from providers.errors import ProviderError
@@ -409,3 +410,40 @@ def test_a_carrier_that_cannot_report_has_the_words_written_when_sent(
     assert (spoken.heard, spoken.interrupted) == (None, None)  # nothing to wait for
     assert bot_lines(call) == [("Hi", spoken.utterance_id, False)]
     assert in_flight(call) == []
+
+
+# -- tts.maxTextLength: what reaches `speak` unasked is cut, never spoken past the bound ---
+
+
+@pytest.mark.parametrize(
+    ("text", "bounded"),
+    [
+        ("short", "short"),
+        ("one two three four", "one two"),  # "three" is cut through: dropped whole
+        ("one two thr four", "one two thr"),  # the bound falls on a space: all words fit
+        ("unbreakableword", "unbreakabl"),  # one word longer than the bound: hard cut
+    ],
+)
+def test_spoken_bound_cuts_at_a_word_boundary(configure: Any, text: str, bounded: str) -> None:
+    configure({"tts": {"maxTextLength": 11 if "thr " in text else 10}})
+
+    assert spoken_bound(text, call_id="c") == bounded
+
+
+def test_without_max_text_length_nothing_is_cut(configure: Any) -> None:
+    configure({})
+
+    assert spoken_bound("x" * 10_000, call_id="c") == "x" * 10_000
+
+
+def test_speech_nobody_asked_for_word_by_word_is_cut_before_the_carrier(
+    configure: Any, mock_carrier: Any, make_call: Any
+) -> None:
+    configure({"tts": {"maxTextLength": 10}})
+    call = make_call()
+
+    speak(call, "An automatic reply far too long", listen_after=True)
+
+    assert mock_carrier.sent[0][1]["text"] == "An"
+    line = TranscriptEntry.objects.get(call=call)
+    assert line.text == "An"  # the record says what was said
