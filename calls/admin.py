@@ -97,7 +97,7 @@ class CallAdmin(admin.ModelAdmin):
         "started_at",
         "duration_display",
     )
-    list_filter = ("state", "direction", "provider", "mode", "started_at")
+    list_filter = ("state", "direction", "provider", "mode", "answered_by", "started_at")
     date_hierarchy = "started_at"
     # public_id is matched exactly in get_search_results (a UUID column has no useful icontains).
     search_fields = ("from_number", "to_number", "provider_call_id")
@@ -123,6 +123,7 @@ class CallAdmin(admin.ModelAdmin):
             },
         ),
         ("Timing", {"fields": ("started_at", "answered_at", "ended_at", "duration_display")}),
+        ("Answering-machine detection", {"fields": ("answered_by", "machine_detection_ms")}),
         ("Metadata", {"fields": ("metadata_json",)}),
         (
             "Internals",

@@ -18,6 +18,7 @@ class PendingSpeech(TypedDict):
     listen: bool
     turnToken: str | None
     utteranceId: NotRequired[str]
+    afterBeep: NotRequired[bool]
 
 
 class UtteranceInFlight(TypedDict):
@@ -61,6 +62,10 @@ class CallMetadata(TypedDict, total=False):
     screen: str
     hungUp: bool
     external: bool
+    # Answering-machine detection asked for at the dial (`outbound.machineDetection`), and
+    # the message to leave on a machine where it may have to be said again (Plivo).
+    machineDetection: str
+    voicemailMessage: str
     # The dialled number's route (config `numbers`), chosen once on arrival.
     numberRouteKey: str
     # Turn figures shown by `status` and summarised by `latency`.
@@ -87,6 +92,8 @@ MetadataKey = Literal[
     "screen",
     "hungUp",
     "external",
+    "machineDetection",
+    "voicemailMessage",
     "numberRouteKey",
     "turnCount",
     "lastTurnLatencyMs",
@@ -110,6 +117,8 @@ REJECTION_REASON: Final = "rejectionReason"
 SCREEN: Final = "screen"
 HUNG_UP: Final = "hungUp"
 EXTERNAL: Final = "external"
+MACHINE_DETECTION: Final = "machineDetection"
+VOICEMAIL_MESSAGE: Final = "voicemailMessage"
 ROUTE_KEY: Final = "numberRouteKey"
 TURN_COUNT: Final = "turnCount"
 LAST_TURN_LATENCY_MS: Final = "lastTurnLatencyMs"

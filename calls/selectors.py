@@ -8,8 +8,9 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from calls.config import get_config
 from calls.exceptions import CallNotFound
-from calls.models import ApiToken, Call, CallEvent, ServiceLock
+from calls.models import ApiToken, Call, CallEvent, ServiceLock, TranscriptEntry
 from providers.text import has_control
 
 
@@ -37,6 +38,28 @@ def call_find(call_id: str | None, *, provider: str | None = None) -> Call | Non
 def _one(calls: QuerySet[Call]) -> Call | None:
     # Both lookups are unique; skip .first()'s ORDER BY (this runs on every webhook).
     return next(iter(calls.order_by()[:1]), None)
+
+
+def conversation_history(
+    *, call: Call, before: TranscriptEntry, limit: int
+) -> list[tuple[str, str]]:
+    """(speaker, text) of the last `limit` final lines before `before`, oldest first: what
+    the responder is told of the conversation so far.
+
+    `sessionScope` decides whose lines (docs/plugin-behaviour.md, "Session scope"):
+    `per-call`, this call's; `per-phone` and `main`, those of every call filed under this
+    call's session key, so a caller who rings back is remembered (per-phone), or every
+    caller shares the agent's one conversation (main). An explicit `sessionKey` given when
+    the call was placed joins that session the same way.
+    """
+    lines = TranscriptEntry.objects.filter(is_final=True, pk__lt=before.pk)
+    if get_config().session_scope == "per-call" or not call.session_key:
+        lines = lines.filter(call=call)
+    else:
+        # Calls first, then their lines: session_key has no index, the call FK has.
+        sharing = Call.objects.filter(session_key=call.session_key).values("pk")
+        lines = lines.filter(call__in=sharing)
+    return list(lines.order_by("-pk").values_list("speaker", "text")[:limit])[::-1]
 
 
 def call_list(
@@ -99,8 +122,12 @@ def call_as_dict(call: Call) -> dict[str, Any]:
         "endedAt": iso_time(call.ended_at),
         "endReason": call.end_reason or None,
         "sessionKey": call.session_key or None,
+        # The answering-machine verdict (docs/carriers.md, "Answering-machine detection").
+        "answeredBy": call.answered_by or None,
     }
     data.update({k: v for k, v in optional.items() if v})
+    if call.machine_detection_ms is not None:
+        data["machineDetectionMs"] = call.machine_detection_ms
     return data
 
 

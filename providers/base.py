@@ -30,6 +30,28 @@ class EventType(StrEnum):
     # (no stream), or it was cut off (docs/carriers.md, "What each carrier tells us about
     # speech").
     SPOKEN = "call.spoken"
+    # Ours: the carrier's answering-machine detection reached a verdict, or (on carriers
+    # that can tell) the machine's greeting ended (docs/carriers.md, "Answering-machine
+    # detection").
+    MACHINE_DETECTION = "call.machine_detection"
+
+
+class AnsweredBy(StrEnum):
+    """Who answered an outbound call, in our words; each carrier's verdicts map to these."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+    FAX = "fax"
+    UNKNOWN = "unknown"
+
+
+class MachineDetection(StrEnum):
+    """`outbound.machineDetection`: what the carrier is asked to detect, and what we do."""
+
+    OFF = "off"
+    DETECT = "detect"
+    HANGUP = "hangup"
+    LEAVE_MESSAGE = "leaveMessage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +84,11 @@ class NormalizedEvent:
     # when its VAD decided they had (turn records; docs/voice-path.md, "Turns").
     speech_stopped_at: datetime | None = None
     endpointed_at: datetime | None = None
+    # call.machine_detection: the verdict (an AnsweredBy value), how long the carrier took
+    # when it says so, and whether the machine's greeting has ended (the beep) with it.
+    answered_by: str | None = None
+    detection_ms: int | None = None
+    greeting_ended: bool = False
 
     @property
     def key(self) -> str:
@@ -83,6 +110,10 @@ class NormalizedEvent:
             data.update(error=self.error, retryable=self.retryable)
         if self.type == EventType.SPOKEN:
             data.update(utteranceId=self.utterance_id, interrupted=self.interrupted)
+        if self.type == EventType.MACHINE_DETECTION:
+            data.update(answeredBy=self.answered_by, greetingEnded=self.greeting_ended)
+            if self.detection_ms is not None:
+                data["machineDetectionMs"] = self.detection_ms
         return data
 
 
@@ -131,6 +162,9 @@ class Speech:
     # The `speak` utterance these words are: the document reports when they were said
     # (a <Redirect> to our webhook after them) on carriers with `speech_done_signal`.
     utterance_id: str | None = None
+    # A message left on an answering machine whose carrier cannot report the end of the
+    # greeting: the document waits for the beep first where it can (Plivo <Wait beep>).
+    after_beep: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +238,9 @@ class PlaceCall:
     # Set when the call should stream; carriers that start streams with the dial request
     # (Telnyx) send it there, the others connect the stream from their answer document.
     stream: StreamPlan | None = None
+    # Answering-machine detection to ask the carrier for (docs/carriers.md,
+    # "Answering-machine detection").
+    machine_detection: MachineDetection = MachineDetection.OFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +321,13 @@ class TelephonyProvider(ABC):
     #: finishes the oldest utterance in flight. Otherwise newer words replace the running
     #: document (Twilio, Plivo) and cut older ones off.
     speech_in_order: bool = False
+    #: Answering-machine detection always ends in a verdict, human ones included (Twilio
+    #: AnsweredBy, Telnyx call.machine.detection.ended), so a greeting may wait for it.
+    #: Plivo documents its callback only for machines: its calls never wait.
+    machine_verdict_always: bool = False
+    #: The carrier reports the end of a machine's greeting (the beep) with or after its
+    #: verdict; without it a left message waits for the beep in its own document.
+    machine_greeting_end: bool = False
     #: Headers whose absence fails the pre-auth gate with 401 before the body is read.
     signature_headers: tuple[tuple[str, ...], ...] = ()
 
@@ -401,6 +445,7 @@ _IDENTIFIER_FIELDS = (
     "direction",
     "digits",
     "reason",
+    "answered_by",
 )
 # Words: controls become spaces and whitespace collapses, as a listener would hear them.
 _TEXT_FIELDS = ("transcript", "text", "error", "from_number", "to_number")

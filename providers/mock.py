@@ -31,6 +31,12 @@ _TERMINAL_HINTS = ("stale", "ended", "completed")
 # The simulated carrier reports its words said (call.spoken) this soon after taking them:
 # it plays no audio, and a moment lets the request that spoke commit first.
 SPOKEN_DELAY_MS = 300
+# The simulated answering-machine verdict comes this long after the answer, by the dialled
+# number's last two digits.
+MACHINE_DETECTION_DELAY_MS = 800
+_MOCK_VERDICTS = {"99": base.AnsweredBy.MACHINE, "98": base.AnsweredBy.FAX}
+# A simulated callback still to post: (delay in ms, event type, its fields).
+Then = tuple[int, str, dict[str, Any]]
 # How long the simulated caller talks to the party a call was transferred to.
 TRANSFERRED_TALK_MS = 5000
 # The simulated carrier confirms our answer command (call.answered) this soon.
@@ -41,6 +47,9 @@ class MockProvider(base.TelephonyProvider):
     name = "mock"
     supports_preconnect_dtmf = True
     speech_in_order = True
+    # The simulated carrier always reports a verdict, a machine's at its beep.
+    machine_verdict_always = True
+    machine_greeting_end = True
 
     def __init__(self, *, settings: Mapping[str, Any] | None = None) -> None:
         self._settings = dict(settings or {})
@@ -62,10 +71,27 @@ class MockProvider(base.TelephonyProvider):
         if self._simulate:
             # Answered is posted only after ringing was delivered, as a carrier reports in
             # order: two independent timers could race under load.
-            answered = (self._ms("answerDelayMs", 1500), "call.answered")
+            answered: Then = (self._ms("answerDelayMs", 1500), "call.answered", {})
+            if request.machine_detection != base.MachineDetection.OFF:
+                answered[2]["then"] = self._verdict(request)
             ring = self._ms("ringDelayMs", 500)
             self._later(ring, request.webhook_url, provider_call_id, "call.ringing", then=answered)
         return base.PlaceCallResult(provider_call_id=provider_call_id)
+
+    def _verdict(self, request: base.PlaceCall) -> Then:
+        """The simulated answering-machine verdict, posted after the answer: a number ending
+        in 99 reaches a machine, in 98 a fax, any other a person (docs/carriers.md,
+        "Answering-machine detection"). Like Twilio's DetectMessageEnd, a machine is
+        reported at the end of its greeting when a message is to be left."""
+        delay = self._ms("machineDetectionDelayMs", MACHINE_DETECTION_DELAY_MS)
+        verdict = _MOCK_VERDICTS.get(request.to_number[-2:], base.AnsweredBy.HUMAN)
+        leave = request.machine_detection == base.MachineDetection.LEAVE_MESSAGE
+        fields = {
+            "answeredBy": verdict.value,
+            "greetingEnded": leave and verdict == base.AnsweredBy.MACHINE,
+            "machineDetectionMs": delay,
+        }
+        return (delay, base.EventType.MACHINE_DETECTION.value, fields)
 
     def hang_up(self, target: base.CallTarget) -> None:
         self._record("hang_up", provider_call_id=target.provider_call_id)
@@ -214,10 +240,11 @@ class MockProvider(base.TelephonyProvider):
         url: str,
         provider_call_id: str,
         type_: str,
-        then: tuple[int, str] | None = None,
+        then: Then | None = None,
         **fields: Any,
     ) -> threading.Timer:
-        """Post `type_` after `delay_ms`; then, once delivered, `then` = (delay, type)."""
+        """Post `type_` after `delay_ms`; then, once delivered, `then` = (delay, type,
+        fields), whose fields may hold a `then` of their own."""
         event = {
             "type": type_,
             "callId": provider_call_id,
@@ -229,7 +256,7 @@ class MockProvider(base.TelephonyProvider):
         def deliver() -> None:
             self._post(url, event)
             if then is not None:
-                self._later(then[0], url, provider_call_id, then[1])
+                self._later(then[0], url, provider_call_id, then[1], **then[2])
 
         timer = threading.Timer(delay_ms / 1000, deliver)
         timer.daemon = True
@@ -293,12 +320,24 @@ def _parse_item(item: Any) -> base.NormalizedEvent:
         retryable=bool(item.get("retryable", False)),
         utterance_id=item.get("utteranceId"),
         interrupted=bool(item.get("interrupted", False)),
+        answered_by=item.get("answeredBy"),
+        greeting_ended=bool(item.get("greetingEnded", False)),
+        detection_ms=item.get("machineDetectionMs"),
     )
 
 
 # Fields that must be strings when present: they become ids, keys and numbers, and a JSON
 # true or 42 there would fail deep in the services instead of here (400).
-_STRING_FIELDS = ("id", "providerCallId", "dedupeKey", "turnToken", "utteranceId", "from", "to")
+_STRING_FIELDS = (
+    "id",
+    "providerCallId",
+    "dedupeKey",
+    "turnToken",
+    "utteranceId",
+    "from",
+    "to",
+    "answeredBy",
+)
 
 
 def _check_types(item: dict[str, Any]) -> None:
@@ -309,6 +348,14 @@ def _check_types(item: dict[str, Any]) -> None:
     confidence = item.get("confidence")
     if confidence is not None and json_finite_number(confidence) is None:
         raise WebhookInvalid("confidence must be a finite number")
+    answered_by = item.get("answeredBy")
+    if item.get("type") == base.EventType.MACHINE_DETECTION and answered_by not in set(
+        base.AnsweredBy
+    ):
+        raise WebhookInvalid("answeredBy must be human, machine, fax or unknown")
+    waited = item.get("machineDetectionMs")
+    if waited is not None and (type(waited) is not int or not 0 <= waited < 2**31):
+        raise WebhookInvalid("machineDetectionMs must be a non-negative integer")
 
 
 def _is_uuid(value: str) -> bool:

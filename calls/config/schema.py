@@ -172,6 +172,7 @@ _SPEC: dict[str, Any] = {
         "defaultMode": _enum("notify", "conversation"),
         "notifyHangupDelaySec": _INT0,
         "allowTo": _list(_PREFIX),
+        "machineDetection": _enum("off", "detect", "hangup", "leaveMessage"),
     },
     "maxDurationSeconds": _INT1,
     "staleCallReaperSeconds": _INT0,
@@ -261,6 +262,7 @@ _SPEC: dict[str, Any] = {
         "callerReplies": _STRS,
         "callerHangupAfterReplies": _INT0,
         "callerIdleHangupMs": _INT0,
+        "machineDetectionDelayMs": _INT0,
     },
 }
 _SCHEMA = _obj(_SPEC)

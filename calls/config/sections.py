@@ -26,6 +26,7 @@ CallMode = Literal["notify", "conversation"]
 TailscaleMode = Literal["off", "serve", "funnel"]
 TunnelProvider = Literal["none", "ngrok", "tailscale-serve", "tailscale-funnel"]
 SessionScope = Literal["per-phone", "per-call", "main"]
+MachineDetectionMode = Literal["off", "detect", "hangup", "leaveMessage"]
 
 _KEY = "voicecall.key"  # field metadata: the camelCase key, when not the name's camelCase
 _OWN = "voicecall.own"  # field metadata: VoiceCallConfig's own bookkeeping, not a config key
@@ -70,7 +71,7 @@ class RouteConfig:
     fall back to the top-level ones (docs/plugin-behaviour.md, "Per-number routes")."""
 
     inbound_greeting: str | None = None
-    tts: Mapping[str, Any] | None = None  # accepted, not applied by voicecall
+    tts: Mapping[str, Any] | None = None  # over `tts` for its calls (services/routes.py)
     agent_id: str | None = None
     response_model: str | None = None
     response_system_prompt: str | None = None
@@ -85,6 +86,9 @@ class OutboundConfig:
     default_mode: CallMode = "notify"
     notify_hangup_delay_sec: int = 3
     allow_to: tuple[str, ...] = ()
+    # Answering-machine detection on outbound calls (docs/carriers.md,
+    # "Answering-machine detection").
+    machine_detection: MachineDetectionMode = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +151,7 @@ class StreamingConfig:
 
 @dataclass(frozen=True, slots=True)
 class FastContextConfig:
-    """`realtime.fastContext`: accepted for compatibility, without effect here."""
+    """`realtime.fastContext`: loads only switched off (calls/config/unsupported.py)."""
 
     enabled: bool = False
     timeout_ms: int = 800
@@ -158,7 +162,7 @@ class FastContextConfig:
 
 @dataclass(frozen=True, slots=True)
 class AgentContextConfig:
-    """`realtime.agentContext`: accepted for compatibility, without effect here."""
+    """`realtime.agentContext`: loads only switched off (calls/config/unsupported.py)."""
 
     enabled: bool = False
     max_chars: int = 6000
@@ -172,8 +176,9 @@ class RealtimeConfig:
     """`realtime`: streams talk to a speech-to-speech model instead of STT + TTS.
 
     stream_path is unset only before parsing: parse_config derives it from serve.path
-    (`realtime_stream_path`). The consult settings are accepted without effect
-    (docs/plugin-behaviour.md, "Config shape and defaults").
+    (`realtime_stream_path`). The consult settings and `tools` load only at values that
+    ask for nothing (calls/config/unsupported.py); `idleHangupMs` hangs up a call whose
+    caller said nothing that long (calls/services/idle.py).
     """
 
     enabled: bool = False
@@ -194,8 +199,9 @@ class RealtimeConfig:
 @dataclass(frozen=True, slots=True)
 class TtsConfig:
     """`tts`, merged over the document's messages.tts: the speech provider and its blocks
-    (docs/plugin-behaviour.md, "TTS config and voice lookup"). Only provider, fallbacks,
-    providers and timeoutMs take effect here; fallbacks are the provider ids tried in order
+    (docs/plugin-behaviour.md, "TTS config and voice lookup"). provider, fallbacks,
+    providers, timeoutMs and maxTextLength take effect; the chat keys load only at values
+    that ask for nothing (calls/config/unsupported.py). fallbacks: provider ids tried in order
     when tts.provider fails (docs/plugin-behaviour.md, "TTS failover"). Unset keys stay out
     of the camelCase block, fallbacks too."""
 
@@ -223,6 +229,8 @@ class MockConfig:
     caller_replies: tuple[str, ...] = ("Yes, that works for me.", "No, thank you. Goodbye.")
     caller_hangup_after_replies: int = 0
     caller_idle_hangup_ms: int = 10000
+    # The simulated answering-machine verdict, this long after the answer.
+    machine_detection_delay_ms: int = 800
 
 
 def realtime_stream_path(serve_path: str) -> str:
@@ -271,7 +279,7 @@ class VoiceCallConfig:
     outbound: OutboundConfig = field(init=False, default_factory=OutboundConfig)
     max_duration_seconds: int = field(init=False, default=300)
     stale_call_reaper_seconds: int = field(init=False, default=120)  # 0 disables the reaper
-    silence_timeout_ms: int = field(init=False, default=800)  # declared but unused
+    silence_timeout_ms: int = field(init=False, default=800)  # only 800 loads: unused
     transcript_timeout_ms: int = field(init=False, default=180000)
     ring_timeout_ms: int = field(init=False, default=30000)
     max_concurrent_calls: int = field(init=False, default=1)
@@ -287,7 +295,7 @@ class VoiceCallConfig:
     public_url: str | None = field(init=False, default=None)
     skip_signature_verification: bool = field(init=False, default=False)
     tts_config: TtsConfig = field(init=False, default_factory=TtsConfig, metadata=_key("tts"))
-    store: str | None = field(init=False, default=None)  # accepted; history is in the database
+    store: str | None = field(init=False, default=None)  # refused when set: history is in the DB
     agent_id: str | None = field(init=False, default=None)
     response_model: str | None = field(init=False, default=None)
     response_system_prompt: str | None = field(init=False, default=None)

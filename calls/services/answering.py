@@ -22,6 +22,7 @@ from calls.exceptions import (
 from calls.models import Call, CarrierCommand
 from calls.services import lifecycle
 from calls.services.carrier_commands import greeting_record_delivered, greeting_say
+from calls.services.machine_detection import greeting_waits
 from calls.services.outbox import command_owe
 from calls.services.speech import InlineReply
 from calls.services.stream_plans import stream_plan, streaming_possible
@@ -45,12 +46,28 @@ def call_answered(call: Call, event: NormalizedEvent, inline: InlineReply | None
     _greet(call, inline)
 
 
+def greeting_release(call: Call, inline: InlineReply | None) -> None:
+    """The verdict a held greeting waited for came (calls/services/machine_verdicts.py).
+
+    Before the answer, the answer greets; a stream that attached meanwhile has the
+    greeting said on it by command, after this transaction.
+    """
+    if call.answered_at is None or not call.meta.get(INITIAL_MESSAGE):
+        return
+    if call.stream_id:
+        command_owe(call, Kind.GREETING)
+        return
+    _greet(call, inline)
+
+
 def _greet(call: Call, inline: InlineReply | None) -> None:
     """On answer: the greeting/message goes in this reply, on the stream, or by command."""
     metadata = call.meta
     message = metadata.get(INITIAL_MESSAGE)
     if not message or not call.provider_call_id:
         return
+    if greeting_waits(call):
+        return  # said when the answering-machine verdict lets it (greeting_release)
     if metadata.get(INITIAL_MESSAGE_INLINE):
         greeting_record_delivered(call, message)
         return

@@ -20,6 +20,7 @@ from calls.carrier import get_provider
 from calls.config import get_config
 from calls.models import Call, CarrierCommand, TranscriptEntry
 from calls.services import lifecycle
+from calls.services.machine_detection import leaves_message
 from calls.services.speech import InlineReply, speak
 from calls.services.stream_plans import stream_plan
 from calls.state import CallState
@@ -141,7 +142,10 @@ def greeting_say(
     message = call.meta.get(INITIAL_MESSAGE)
     if not message:
         return
-    conversation = call.mode == Call.Mode.CONVERSATION
+    # A message left on an answering machine is said like a notify message, whatever the
+    # call's mode; where the carrier cannot report the beep, its document waits for it.
+    voicemail = leaves_message(call)
+    conversation = call.mode == Call.Mode.CONVERSATION and not voicemail
     speak(
         call,
         message,
@@ -149,6 +153,7 @@ def greeting_say(
         inline=inline,
         command_key=command_key,
         hang_up_after_words=not conversation,
+        after_beep=voicemail and not get_provider().machine_greeting_end,
     )
     lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))
     if conversation:

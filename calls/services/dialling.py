@@ -11,7 +11,14 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 
 from calls import clock
-from calls.call_metadata import DTMF_SEQUENCE, ERROR, INITIAL_MESSAGE, INITIAL_MESSAGE_INLINE
+from calls.call_metadata import (
+    DTMF_SEQUENCE,
+    ERROR,
+    INITIAL_MESSAGE,
+    INITIAL_MESSAGE_INLINE,
+    MACHINE_DETECTION,
+    VOICEMAIL_MESSAGE,
+)
 from calls.carrier import call_webhook_url, get_provider, webhook_url
 from calls.config import get_config
 from calls.exceptions import (
@@ -29,11 +36,12 @@ from calls.services.lifecycle import (
     call_finalize,
     metadata_update,
 )
+from calls.services.machine_detection import call_mode, greeting_waits, mode_for_dial
 from calls.services.sessions import agent_id, session_key_for, session_key_normalize
 from calls.services.speech import utterance_in_flight_add, utterance_in_flight_drop
 from calls.services.stream_plans import stream_plan
 from calls.state import CallState
-from providers.base import PlaceCall
+from providers.base import MachineDetection, PlaceCall
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -124,6 +132,7 @@ def _admit(
             metadata[INITIAL_MESSAGE] = message
         if dtmf_sequence:
             metadata[DTMF_SEQUENCE] = dtmf_sequence
+        metadata.update(_machine_detection_metadata(message))
         now = clock.now()
         public_id = uuid.uuid4()
         return Call.objects.create(
@@ -142,6 +151,18 @@ def _admit(
         )
 
 
+def _machine_detection_metadata(message: str | None) -> dict[str, object]:
+    """The detection this call asks for, kept on the row for its whole life; with
+    `leaveMessage`, the message to leave on a machine ("" when there is none)."""
+    mode = mode_for_dial()
+    if mode == MachineDetection.OFF:
+        return {}
+    metadata: dict[str, object] = {MACHINE_DETECTION: mode.value}
+    if mode == MachineDetection.LEAVE_MESSAGE:
+        metadata[VOICEMAIL_MESSAGE] = message or ""
+    return metadata
+
+
 def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None:
     cfg = get_config()
     url = call_webhook_url(call.public_id, cfg)
@@ -155,6 +176,9 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
     # A notify message the carrier may take with the dial (Twilio inline TwiML) is in
     # flight from now: its report may come before the answer does.
     utterance_id = None
+    if greeting_waits(call):
+        # Held for the answering-machine verdict: never delivered with the dial.
+        message = None
     if message and not conversation and provider.speech_done_signal:
         utterance_id = uuid.uuid4().hex
         utterance_in_flight_add(call, utterance_id, message, hang_up=True)
@@ -169,6 +193,7 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
         ring_timeout_s=max(1, cfg.ring_timeout_ms // 1000),
         message_utterance_id=utterance_id,
         stream=stream_plan(call) if conversation else None,
+        machine_detection=call_mode(call),
     )
     try:
         result = provider.place_call(request)

@@ -26,6 +26,7 @@ from calls.services.inbound import (
     inbound_was_rejected,
 )
 from calls.services.lifecycle import EventOutcome
+from calls.services.machine_verdicts import machine_verdict_apply
 from calls.services.outbox import outbox_unit
 from calls.services.speech import InlineReply, utterance_finished
 from calls.services.turn_records import turn_answered, turn_caller_spoke
@@ -176,6 +177,7 @@ _APPLY: dict[EventType, Handler] = {
     EventType.ENDED: _on_ended,
     EventType.ERROR: _on_error,
     EventType.SPOKEN: utterance_finished,
+    EventType.MACHINE_DETECTION: machine_verdict_apply,
 }
 
 
@@ -196,11 +198,15 @@ def _unknown_call(
     return _register_external_outbound(provider, event, inline)
 
 
+# An end, words said, or a machine verdict for a call we don't track: never a new call.
+_NEVER_OPENS = frozenset({EventType.ENDED, EventType.SPOKEN, EventType.MACHINE_DETECTION})
+
+
 def _may_open_call(event: NormalizedEvent) -> bool:
     """Whether this event, for a call we don't track, would register one."""
     ours = _looks_like_call_id(event.call_id)
     # Words said on a call we don't track were not ours either: never a new call.
-    if event.type in (EventType.ENDED, EventType.SPOKEN) or ours or not event.provider_call_id:
+    if event.type in _NEVER_OPENS or ours or not event.provider_call_id:
         return False
     return event.direction in ("inbound", "outbound")
 

@@ -25,6 +25,7 @@ from calls.call_metadata import (
 from calls.carrier import call_webhook_url
 from calls.config import RouteConfig, get_config
 from calls.models import Call, CallEvent, TranscriptEntry
+from calls.services.machine_detection import voicemail_end_reason
 from calls.services.sessions import agent_id, session_key_for
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
 from providers.base import CallTarget, NormalizedEvent, StreamPlan
@@ -69,6 +70,7 @@ def call_finalize(
     if reason not in TERMINAL:
         logger.warning("call=%s unknown end reason %r, using completed", call.public_id, reason)
         reason = CallState.COMPLETED
+    reason = voicemail_end_reason(call, reason)
     ended_at = plausible_time(ended_at)
     changed = Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL).update(
         state=reason,

@@ -109,6 +109,7 @@ def speak(
     wait: bool = False,
     utterance_id: str | None = None,
     hang_up_after_words: bool = False,
+    after_beep: bool = False,
 ) -> Spoken:
     """Say `message` as the utterance `utterance_id` (a new id when not given).
 
@@ -119,7 +120,8 @@ def speak(
     finished gets the line written then (`utterance_finished`), and `wait` polls for it;
     one that cannot gets it now, and `wait` learns nothing (`heard` None).
     `hang_up_after_words`: the notify message; once it was heard the call hangs up after
-    notifyHangupDelaySec.
+    notifyHangupDelaySec. `after_beep`: a message left on a machine whose carrier cannot
+    report the end of its greeting; the document waits for the beep first.
     """
     message = spoken_bound(message, call_id=call.call_id)
     call_transition(call=call, state=CallState.SPEAKING)
@@ -141,6 +143,7 @@ def speak(
             turn_token=turn_token,
             language=preferred_language(get_config().tts),
             utterance_id=utterance_id if reported else None,
+            after_beep=after_beep,
         )
     else:
         _speak_by_command(
@@ -150,6 +153,7 @@ def speak(
             turn_token=turn_token,
             command_key=command_key,
             utterance_id=utterance_id if reported else None,
+            after_beep=after_beep,
         )
     # The carrier took the words (or they ride in this reply): its side of "first audio".
     turn_first_audio(utterance_id=utterance_id)
@@ -196,6 +200,7 @@ def _speak_by_command(
     turn_token: str | None,
     command_key: str | None,
     utterance_id: str | None,
+    after_beep: bool = False,
 ) -> None:
     provider = get_provider()
     if provider.speech_by_fetch:
@@ -204,6 +209,8 @@ def _speak_by_command(
         pending: PendingSpeech = {"text": message, "listen": listen_after, "turnToken": turn_token}
         if utterance_id:
             pending["utteranceId"] = utterance_id
+        if after_beep:
+            pending["afterBeep"] = True
         metadata_update(call=call, set_={PENDING_SPEECH: pending})
     try:
         target = call_target(call, turn_token=turn_token, command_key=command_key)
@@ -231,6 +238,7 @@ def pending_speech_take(call: Call) -> Speech | None:
         turn_token=pending.get("turnToken"),
         language=preferred_language(get_config().tts),
         utterance_id=pending.get("utteranceId") or None,
+        after_beep=bool(pending.get("afterBeep")),
     )
 
 

@@ -23,6 +23,7 @@ from calls.exceptions import CallError
 from calls.models import Call, StreamLease, TranscriptEntry
 from calls.services import lifecycle
 from calls.services.events import event_apply
+from calls.services.machine_detection import greeting_waits
 from calls.services.stream_plans import STREAM_GRACE
 from calls.services.turn_records import turn_first_audio, turn_heard
 from calls.state import NON_TERMINAL
@@ -75,7 +76,8 @@ def stream_attach(
             StreamLease.objects.filter(pk=lease_id).update(stream_id=stream_id[:128])
     if not consumed:
         raise StreamRejected("Unknown call")  # another stream took the token first
-    greeting = call.meta.get(INITIAL_MESSAGE)
+    # A greeting held for the answering-machine verdict is said when the verdict lets it.
+    greeting = None if greeting_waits(call) else call.meta.get(INITIAL_MESSAGE)
     if greeting:
         # Owed to the stream now; its line is written when the caller has heard it.
         lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))

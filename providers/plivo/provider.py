@@ -82,6 +82,7 @@ class PlivoProvider(base.TelephonyProvider):
             "hangup_on_ring": ring_s,
             "ring_timeout": ring_s,
         }
+        fields.update(webhooks.machine_detection_fields(request))
         if request.dtmf_sequence:
             # Plivo plays `send_digits` itself once the call connects: the pre-connect
             # digits travel with the dial request and cannot be lost on the way.

@@ -19,7 +19,16 @@ from typing import Any
 
 from plivo import plivoxml
 
-from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
+from providers.base import (
+    AnsweredBy,
+    EventType,
+    MachineDetection,
+    NormalizedEvent,
+    PlaceCall,
+    Reply,
+    ReplyContext,
+    WebhookRequest,
+)
 from providers.common import TERMINAL_STATES, with_query
 from providers.errors import WebhookInvalid
 from providers.plivo import xml
@@ -31,6 +40,7 @@ XML_SPEAK, XML_LISTEN = "xml-speak", "xml-listen"
 # The document a cold transfer points the call at: the message, then <Dial>.
 XML_TRANSFER = "xml-transfer"
 SPOKEN = "spoken"
+MACHINE = "machine"  # the machine_detection_url callback
 FETCH_FLOWS = frozenset({XML_SPEAK, XML_LISTEN})
 # Plivo runs our reply as the call's next XML only for these; hangup bodies are ignored.
 DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN, SPOKEN, XML_TRANSFER})
@@ -81,7 +91,12 @@ def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
     provider_call_id = _first(params, "CallUUID", "RequestUUID")
     if not (call_id or provider_call_id):
         raise WebhookInvalid("Missing CallUUID")
-    classified = _spoken(request) if flow == SPOKEN else _classify(params, flow=flow)
+    if flow == SPOKEN:
+        classified = _spoken(request)
+    elif flow == MACHINE:
+        classified = _machine_verdict(params)
+    else:
+        classified = _classify(params, flow=flow)
     if classified is None:
         return []
     type_, details = classified
@@ -137,6 +152,30 @@ def _spoken(request: WebhookRequest) -> tuple[EventType, dict[str, Any]] | None:
     return EventType.SPOKEN, {"utterance_id": utterance_id}
 
 
+def _machine_verdict(params: Mapping[str, str]) -> tuple[EventType, dict[str, Any]]:
+    """The machine_detection_url callback: `Machine` "true" or "false"
+    (plivo.com/docs/voice/api/call/asynchronous-machine-detection). Plivo documents it for
+    a detected machine; a "false" is read as a person. It reports no detection time and no
+    end of the greeting. Anything else is refused (400)."""
+    machine = params.get("Machine", "").strip().lower()
+    if machine not in ("true", "false"):
+        raise WebhookInvalid("Missing or invalid Machine")
+    verdict = AnsweredBy.MACHINE if machine == "true" else AnsweredBy.HUMAN
+    return EventType.MACHINE_DETECTION, {"answered_by": verdict.value}
+
+
+def machine_detection_fields(request: PlaceCall) -> dict[str, Any]:
+    """Make-a-call `machine_detection` ("true": report, never Plivo's own "hangup", so the
+    end reason is ours), with its callback to our webhook (`flow=machine`)."""
+    if request.machine_detection == MachineDetection.OFF:
+        return {}
+    return {
+        "machine_detection": "true",
+        "machine_detection_url": with_query(request.webhook_url, flow=MACHINE),
+        "machine_detection_method": "POST",
+    }
+
+
 def _first(params: Mapping[str, str], *names: str) -> str | None:
     for name in names:
         value = params.get(name, "").strip()
@@ -165,6 +204,8 @@ def _event_id(params: Mapping[str, str], request: WebhookRequest) -> str:
     ]
     if utterance_id := request.query_value("utteranceId"):
         parts.append(utterance_id)  # each utterance's report is its own event
+    if request.query_value("flow") == MACHINE:
+        parts.append(params.get("Machine", ""))
     return "plivo:evt:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -256,7 +297,9 @@ def _speech_reply(
             listen=speech.listen,
             turn_token=speech.turn_token,
         )
-        return xml.speak(speech.text, language=speech.language, spoken_url=url)
+        return xml.speak(
+            speech.text, language=speech.language, spoken_url=url, after_beep=speech.after_beep
+        )
     action = None
     if speech.listen:
         action = getinput_action(

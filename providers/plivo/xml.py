@@ -19,6 +19,8 @@ KEEP_ALIVE_SECONDS = 300
 EXECUTION_TIMEOUT_SECONDS = 30
 SPEECH_END_TIMEOUT_SECONDS = 2
 EMPTY = "<Response></Response>"
+# The longest a left message waits for a machine's beep before it is said anyway.
+BEEP_WAIT_SECONDS = 30
 # Plivo's default stream format is L16; our codec speaks 8 kHz μ-law only
 # (docs/carriers.md, "Plivo: media streams").
 STREAM_CONTENT_TYPE = "audio/x-mulaw;rate=8000"
@@ -52,6 +54,7 @@ def speak(
     language: str | None = None,
     listen_action: str | None = None,
     spoken_url: str | None = None,
+    after_beep: bool = False,
 ) -> plivoxml.ResponseElement:
     """`<Speak>` the words, then `<GetInput>` when listening, then the keep-alive `<Wait>`.
 
@@ -61,6 +64,11 @@ def speak(
     speech").
     """
     response = plivoxml.ResponseElement()
+    if after_beep:
+        # A message left on a machine: Plivo reports no end of its greeting, but <Wait
+        # beep="true"> ends at the voicemail beep (or after `length` without one)
+        # (plivo.com/docs/voice/xml/wait, `beep`).
+        response.add(plivoxml.WaitElement(length=BEEP_WAIT_SECONDS, beep=True))
     words = clean_text(text or "").strip()
     if words:
         response.add(plivoxml.SpeakElement(words, language=_language(language)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.base import CallTarget, PlaceCall, StreamPlan, Transfer
+from providers.base import CallTarget, MachineDetection, PlaceCall, StreamPlan, Transfer
 from providers.common import preferred_voice as configured_voice
 from providers.errors import ProviderError
 from providers.telnyx import clientstate
@@ -54,7 +54,20 @@ def dial(request: PlaceCall, *, connection_id: str) -> dict[str, Any]:
     if request.stream is not None:
         # The dial starts the stream itself once the callee answers (CallDialParams).
         body.update(stream_fields(request.stream))
+    if request.machine_detection != MachineDetection.OFF:
+        body["answering_machine_detection"] = _AMD_SETTINGS[request.machine_detection]
     return body
+
+
+# CallDialParams.answering_machine_detection: `detect` sends call.machine.detection.ended
+# only; `greeting_end` also call.machine.greeting.ended once a machine's greeting ends with
+# a beep or silence, the moment to leave a message (Telnyx "Answering Machine Detection"
+# guide, developers.telnyx.com/docs/voice/programmable-voice/answering-machine-detection).
+_AMD_SETTINGS = {
+    MachineDetection.DETECT: "detect",
+    MachineDetection.HANGUP: "detect",
+    MachineDetection.LEAVE_MESSAGE: "greeting_end",
+}
 
 
 def stream_fields(plan: StreamPlan) -> dict[str, Any]:

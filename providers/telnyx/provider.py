@@ -36,6 +36,10 @@ class TelnyxProvider(base.TelephonyProvider):
     # call.speak.ended reports each speak; speak commands queue and play in order.
     speech_done_signal = True
     speech_in_order = True
+    # call.machine.detection.ended comes for people too; `greeting_end` adds
+    # call.machine.greeting.ended at a machine's beep.
+    machine_verdict_always = True
+    machine_greeting_end = True
     signature_headers = ((signature.SIGNATURE_HEADER, signature.TIMESTAMP_HEADER),)
 
     def __init__(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from providers.base import EventType, NormalizedEvent
+from providers.base import AnsweredBy, EventType, NormalizedEvent
 from providers.common import json_finite_number
 from providers.errors import WebhookInvalid
 from providers.telnyx import clientstate
@@ -159,12 +159,52 @@ def _ended(payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | Non
     return EventType.ENDED, {"reason": end_reason(payload.get("hangup_cause"))}
 
 
+# `payload.result` of the machine-detection events (telnyx SDK types
+# call_machine_[premium_]detection_ended.py and call_machine_[premium_]greeting_ended.py):
+# standard human | machine | not_sure; premium human_residence | human_business | machine |
+# silence | fax_detected | not_sure. Silence (nobody spoke) cannot tell a person from a
+# machine: unknown.
+_VERDICTS = {
+    "human": AnsweredBy.HUMAN,
+    "human_residence": AnsweredBy.HUMAN,
+    "human_business": AnsweredBy.HUMAN,
+    "machine": AnsweredBy.MACHINE,
+    "fax_detected": AnsweredBy.FAX,
+    "not_sure": AnsweredBy.UNKNOWN,
+    "silence": AnsweredBy.UNKNOWN,
+}
+# Greeting ended: standard beep_detected | ended | not_sure, premium beep_detected |
+# no_beep_detected. Every one ends the wait: a message left late beats none.
+_GREETING_RESULTS = frozenset({"beep_detected", "ended", "not_sure", "no_beep_detected"})
+
+
+def _machine_verdict(payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | None:
+    result = _text(payload.get("result"))
+    if result not in _VERDICTS:
+        raise WebhookInvalid("Missing or unknown machine detection result")
+    return EventType.MACHINE_DETECTION, {"answered_by": _VERDICTS[result].value}
+
+
+def _machine_greeting(payload: Mapping[str, Any]) -> tuple[EventType, dict[str, Any]] | None:
+    # Only a machine has a greeting that ends: a premium beep before any verdict is one.
+    if _text(payload.get("result")) not in _GREETING_RESULTS:
+        raise WebhookInvalid("Missing or unknown machine greeting result")
+    return EventType.MACHINE_DETECTION, {
+        "answered_by": AnsweredBy.MACHINE.value,
+        "greeting_ended": True,
+    }
+
+
 _DETAILED: dict[str, Callable[[Mapping[str, Any]], tuple[EventType, dict[str, Any]] | None]] = {
     "call.speak.started": _speaking,
     "call.speak.ended": _spoken,
     "call.transcription": _speech,
     "call.dtmf.received": _dtmf,
     "call.hangup": _ended,
+    "call.machine.detection.ended": _machine_verdict,
+    "call.machine.premium.detection.ended": _machine_verdict,
+    "call.machine.greeting.ended": _machine_greeting,
+    "call.machine.premium.greeting.ended": _machine_greeting,
 }
 
 

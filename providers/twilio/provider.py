@@ -38,6 +38,10 @@ class TwilioProvider(base.TelephonyProvider):
     dtmf_replaces_stream = True
     # A <Redirect> after each <Say> reports the words said; new TwiML replaces the old.
     speech_done_signal = True
+    # Async AMD always posts AnsweredBy (`unknown` at MachineDetectionTimeout); with
+    # DetectMessageEnd a machine's verdict comes at the end of its greeting.
+    machine_verdict_always = True
+    machine_greeting_end = True
     signature_headers = (("x-twilio-signature",),)
 
     def __init__(
@@ -71,6 +75,7 @@ class TwilioProvider(base.TelephonyProvider):
             "status_callback_event": list(STATUS_EVENTS),
             "timeout": request.ring_timeout_s,
         }
+        fields.update(webhooks.machine_detection_fields(request))
         inline = self._dial_twiml(request)
         if inline is not None:
             fields["twiml"] = inline

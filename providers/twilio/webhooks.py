@@ -3,7 +3,7 @@
 Every webhook comes to the one serve path; ours are told apart by the query we put in the
 URLs we hand Twilio: `callId`, `type=status` (status callbacks), `flow=gather` (Gather
 actions, with the turn's `turnToken`), `flow=spoken` (the <Redirect> after our <Say>, with
-its `utteranceId`: the words were said).
+its `utteranceId`: the words were said), `type=amd` (the async answering-machine verdict).
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ from urllib.parse import parse_qs
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from providers.base import EventType, NormalizedEvent, Reply, ReplyContext, WebhookRequest
+from providers.base import (
+    AnsweredBy,
+    EventType,
+    MachineDetection,
+    NormalizedEvent,
+    PlaceCall,
+    Reply,
+    ReplyContext,
+    WebhookRequest,
+)
 from providers.common import TERMINAL_STATES, preferred_voice, with_query
 from providers.errors import WebhookInvalid
 from providers.twilio import twiml
@@ -29,6 +38,24 @@ DEFAULT_CONFIDENCE = 0.9
 GATHER_FLOW = "gather"
 HOLD_FLOW = "hold"
 SPOKEN_FLOW = "spoken"
+STATUS_TYPE = "status"
+AMD_TYPE = "amd"
+# Callbacks whose reply Twilio ignores: status callbacks and the async AMD verdict.
+_NOT_FETCHES = frozenset({STATUS_TYPE, AMD_TYPE})
+
+# AnsweredBy -> ours, and whether the machine's greeting ended with the verdict
+# (twilio.com/docs/voice/answering-machine-detection, "Webhook parameters"; with
+# MachineDetection=DetectMessageEnd a machine is reported only at the end of its greeting,
+# as machine_end_beep / _silence / _other; with Enable as machine_start).
+ANSWERED_BY: dict[str, tuple[AnsweredBy, bool]] = {
+    "human": (AnsweredBy.HUMAN, False),
+    "machine_start": (AnsweredBy.MACHINE, False),
+    "machine_end_beep": (AnsweredBy.MACHINE, True),
+    "machine_end_silence": (AnsweredBy.MACHINE, True),
+    "machine_end_other": (AnsweredBy.MACHINE, True),
+    "fax": (AnsweredBy.FAX, False),
+    "unknown": (AnsweredBy.UNKNOWN, False),
+}
 
 _STATUS_EVENTS = {
     "queued": EventType.INITIATED,
@@ -86,7 +113,10 @@ def parse_events(request: WebhookRequest) -> list[NormalizedEvent]:
         raise WebhookInvalid("Missing CallSid")
     direction = _DIRECTIONS.get(params.get("Direction", "").strip().lower())
     flow = request.query_value("flow")
-    if flow == SPOKEN_FLOW:
+    classified: tuple[EventType, dict[str, Any]] | None
+    if request.query_value("type") == AMD_TYPE:
+        classified = _machine_verdict(params)
+    elif flow == SPOKEN_FLOW:
         classified = _spoken(request)
     else:
         classified = _classify(params, flow=flow, direction=direction)
@@ -148,6 +178,36 @@ def _spoken(request: WebhookRequest) -> tuple[EventType, dict[str, Any]] | None:
     return EventType.SPOKEN, {"utterance_id": utterance_id}
 
 
+def _machine_verdict(params: Mapping[str, str]) -> tuple[EventType, dict[str, Any]]:
+    """The AsyncAmdStatusCallback: `AnsweredBy` and `MachineDetectionDuration` (ms). A
+    value we do not know is refused (400) rather than guessed."""
+    answered_by = params.get("AnsweredBy", "").strip()
+    if answered_by not in ANSWERED_BY:
+        raise WebhookInvalid("Missing or unknown AnsweredBy")
+    verdict, greeting_ended = ANSWERED_BY[answered_by]
+    duration = params.get("MachineDetectionDuration", "").strip()
+    return EventType.MACHINE_DETECTION, {
+        "answered_by": verdict.value,
+        "greeting_ended": greeting_ended,
+        "detection_ms": int(duration) if duration.isdigit() and len(duration) < 10 else None,
+    }
+
+
+def machine_detection_fields(request: PlaceCall) -> dict[str, Any]:
+    """Async AMD on the Calls API create (SDK `calls.create` machine_detection, async_amd,
+    async_amd_status_callback[_method]); the verdict comes to our webhook with `type=amd`.
+    `leaveMessage` asks for DetectMessageEnd, so a machine's verdict comes at the beep."""
+    if request.machine_detection == MachineDetection.OFF:
+        return {}
+    leave = request.machine_detection == MachineDetection.LEAVE_MESSAGE
+    return {
+        "machine_detection": "DetectMessageEnd" if leave else "Enable",
+        "async_amd": "true",
+        "async_amd_status_callback": with_query(request.webhook_url, type=AMD_TYPE),
+        "async_amd_status_callback_method": "POST",
+    }
+
+
 def _confidence(value: str | None) -> float:
     try:
         confidence = float(value or "")
@@ -181,13 +241,15 @@ def _event_id(params: Mapping[str, str], request: WebhookRequest) -> str:
     ]
     if utterance_id := request.query_value("utteranceId"):
         parts.append(utterance_id)  # each utterance's report is its own event
+    if request.query_value("type") == AMD_TYPE:
+        parts += [AMD_TYPE, params.get("AnsweredBy", "")]
     return "twilio:evt:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 # -- replies -------------------------------------------------------------------------------
 def is_twiml_fetch(request: WebhookRequest) -> bool:
-    """Twilio executes our reply unless this is a status callback (its body is ignored)."""
-    return request.query_value("type") != "status"
+    """Twilio executes our reply unless this is a status or AMD callback (body ignored)."""
+    return request.query_value("type") not in _NOT_FETCHES
 
 
 def render(request: WebhookRequest, context: ReplyContext, settings: Mapping[str, Any]) -> Reply:

@@ -81,6 +81,7 @@ def test_it_fills_every_default_when_no_file():
         "callerReplies": ["Yes, that works for me.", "No, thank you. Goodbye."],
         "callerHangupAfterReplies": 0,
         "callerIdleHangupMs": 10000,
+        "machineDetectionDelayMs": 800,
     }
 
 

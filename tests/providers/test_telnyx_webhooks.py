@@ -145,7 +145,7 @@ def test_event_types(telnyx: str, ours: EventType) -> None:
     [
         "call.gather.ended",
         "streaming.started",
-        "call.machine.detection.ended",
+        "call.playback.ended",
         "call.recording.saved",
         "call.cost",
         "something.new",

@@ -1,0 +1,81 @@
+"""Answering-machine detection: what a call asked for, and what its verdict holds back.
+
+Reads only: the mode chosen when the call was dialled (`outbound.machineDetection`, kept
+on the row so a config change never alters a live call), whether the greeting or notify
+message waits for the carrier's verdict, and how a call answered by a machine ends
+(docs/carriers.md, "Answering-machine detection"). Applying a verdict is
+calls/services/machine_verdicts.py.
+"""
+
+from __future__ import annotations
+
+from calls.call_metadata import MACHINE_DETECTION
+from calls.carrier import get_provider
+from calls.config import get_config
+from calls.models import Call
+from calls.state import CallState
+from providers.base import AnsweredBy, MachineDetection
+
+# Verdicts that let a held greeting go: a person, or a carrier that could not tell (a
+# greeting never said to a person who did answer is worse than one said to a machine).
+RELEASING = frozenset({AnsweredBy.HUMAN, AnsweredBy.UNKNOWN})
+MACHINES = frozenset({AnsweredBy.MACHINE, AnsweredBy.FAX})
+# Ends that say nothing about who answered: on a call a machine answered, with `hangup` or
+# `leaveMessage`, they are the voicemail end (the message left, or nothing said).
+_ORDINARY_ENDS = frozenset({CallState.COMPLETED, CallState.HANGUP_BOT, CallState.HANGUP_USER})
+
+
+def mode_for_dial() -> MachineDetection:
+    """The configured detection for a new outbound call."""
+    return MachineDetection(get_config().outbound.machine_detection)
+
+
+def call_mode(call: Call) -> MachineDetection:
+    """The detection this call was dialled with; off for inbound and older calls."""
+    value = call.meta.get(MACHINE_DETECTION)
+    try:
+        return MachineDetection(value) if value else MachineDetection.OFF
+    except ValueError:
+        return MachineDetection.OFF
+
+
+def holds_greeting(call: Call) -> bool:
+    """Whether this call's greeting (or notify message) waits for a verdict at all.
+
+    Conversation calls never speak to a machine unless leaving a message, so every mode
+    holds them; a notify call with `detect` only records the verdict and says its message
+    at once. Carriers that report no verdict for a person (Plivo) never hold: the greeting
+    would wait for ever.
+    """
+    mode = call_mode(call)
+    if mode == MachineDetection.OFF or not get_provider().machine_verdict_always:
+        return False
+    return call.mode == Call.Mode.CONVERSATION or mode != MachineDetection.DETECT
+
+
+def greeting_waits(call: Call) -> bool:
+    """True while the greeting is held: no verdict that lets it go has come yet."""
+    return holds_greeting(call) and call.answered_by not in RELEASING
+
+
+def leaves_message(call: Call) -> bool:
+    """A machine answered a `leaveMessage` call: the message is left, then the call ends."""
+    return call_mode(call) == MachineDetection.LEAVE_MESSAGE and (
+        call.answered_by == AnsweredBy.MACHINE
+    )
+
+
+def voicemail_end_reason(call: Call, reason: str) -> str:
+    """The end reason to record: `voicemail` for an ordinary end of a call a machine
+    answered under `hangup` or `leaveMessage`; `reason` otherwise (`detect` only records).
+
+    Reads the verdict from the row (another process may have written it) only for calls
+    that asked for detection, so other calls pay nothing.
+    """
+    if reason not in _ORDINARY_ENDS or call_mode(call) not in (
+        MachineDetection.HANGUP,
+        MachineDetection.LEAVE_MESSAGE,
+    ):
+        return reason
+    answered_by = Call.objects.filter(pk=call.pk).values_list("answered_by", flat=True).first()
+    return CallState.VOICEMAIL if answered_by in MACHINES else reason
