@@ -20,7 +20,7 @@ from calls.call_metadata import LAST_AUTO_REPLY_LATENCY_MS
 from calls.config import VoiceCallConfig, get_config
 from calls.exceptions import CallError
 from calls.models import Call, TranscriptEntry
-from calls.selectors import call_find
+from calls.selectors import call_find, conversation_history
 from calls.services.lifecycle import call_transition, metadata_update
 from calls.services.routes import call_route
 from calls.services.speech import speak
@@ -111,8 +111,7 @@ def _superseded(call: Call, entry: TranscriptEntry) -> bool:
 
 
 def _generate(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> str:
-    lines = TranscriptEntry.objects.filter(call=call, is_final=True, pk__lt=entry.pk)
-    history = list(lines.order_by("-pk").values_list("speaker", "text")[:HISTORY_LIMIT])[::-1]
+    history = conversation_history(call=call, before=entry, limit=HISTORY_LIMIT)
     # The dialled number's overrides, if any (docs/plugin-behaviour.md, "Per-number routes").
     route = call_route(call)
     prompt = build_system_prompt(

@@ -57,6 +57,7 @@ def test_get_returns_the_voice_call_function_definition(api: APIClient) -> None:
         "speak_to_user",
         "send_dtmf",
         "end_call",
+        "transfer_call",
         "get_status",
     ]
     for name in ("to", "message", "mode", "callId", "digits", "sid"):

@@ -139,3 +139,69 @@ def test_silence_from_the_model_says_nothing(model: Any, llm: FakeLLM, make_call
     responder_run(call_id=call.call_id, entry_id=line.pk)
     assert model.sent == []
     assert LATENCY_KEY not in Call.objects.get(pk=call.pk).metadata
+
+
+# -- sessionScope: whose lines the responder is told (docs/plugin-behaviour.md) ----------
+
+CALLER_KEY = "agent:main:voice:15550001111"
+
+
+def _earlier_calls(make_call: Any) -> None:
+    """A finished call from the same caller, and one from someone else, before this one."""
+    mine = make_call(direction="inbound", state="completed", session_key=CALLER_KEY)
+    transcript_add(call=mine, speaker="user", text="My name is Ada.")
+    transcript_add(call=mine, speaker="bot", text="Hello Ada.")
+    other = make_call(direction="inbound", state="completed", session_key="agent:main:voice:1")
+    transcript_add(call=other, speaker="user", text="Someone else's secret.")
+
+
+def _reply_history(scope: str, configure: Any, llm: FakeLLM, make_call: Any) -> list[str]:
+    configure({**MODEL_CONFIG, "sessionScope": scope})
+    _earlier_calls(make_call)
+    call, line = _caller_says(make_call, "What is my name?", session_key=CALLER_KEY)
+    responder_run(call_id=call.call_id, entry_id=line.pk)
+    return [m["content"] for m in llm.messages()[1:]]
+
+
+def test_per_phone_remembers_the_callers_earlier_calls_only(
+    configure: Any, model: Any, llm: FakeLLM, make_call: Any
+) -> None:
+    assert _reply_history("per-phone", configure, llm, make_call) == [
+        "My name is Ada.",
+        '{"spoken": "Hello Ada."}',
+        "What is my name?",
+    ]
+
+
+def test_per_call_tells_the_responder_only_this_calls_lines(
+    configure: Any, model: Any, llm: FakeLLM, make_call: Any
+) -> None:
+    assert _reply_history("per-call", configure, llm, make_call) == ["What is my name?"]
+
+
+def test_main_shares_every_call_filed_under_the_main_key(
+    configure: Any, model: Any, llm: FakeLLM, make_call: Any
+) -> None:
+    configure({**MODEL_CONFIG, "sessionScope": "main"})
+    first = make_call(direction="inbound", state="completed", session_key="agent:main:main")
+    transcript_add(call=first, speaker="user", text="From the first caller.")
+    call, line = _caller_says(make_call, "And me?", session_key="agent:main:main")
+    responder_run(call_id=call.call_id, entry_id=line.pk)
+
+    assert [m["content"] for m in llm.messages()[1:]] == ["From the first caller.", "And me?"]
+
+
+def test_a_shared_history_keeps_the_same_bound(
+    configure: Any, model: Any, llm: FakeLLM, make_call: Any
+) -> None:
+    configure(MODEL_CONFIG)
+    earlier = make_call(direction="inbound", state="completed", session_key=CALLER_KEY)
+    for n in range(HISTORY_LIMIT + 1):
+        transcript_add(call=earlier, speaker="user", text=f"old {n}")
+    call, line = _caller_says(make_call, "Now?", session_key=CALLER_KEY)
+    transcript_add(call=call, speaker="bot", text="Later line")  # after the caller's line
+    responder_run(call_id=call.call_id, entry_id=line.pk)
+
+    contents = [m["content"] for m in llm.messages()[1:]]
+    assert len(contents) == HISTORY_LIMIT + 1
+    assert contents[0] == "old 1" and contents[-1] == "Now?"
