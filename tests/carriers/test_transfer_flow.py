@@ -100,12 +100,17 @@ def test_a_target_outside_allow_to_reaches_no_carrier(
     assert state_of(call) != "transferred"
 
 
+def _transferred(client: Client, api: APIClient, carrier: CarrierDriver) -> Call:
+    call = _answered_call(client, api, carrier)
+    rpc(api, "voicecall.transfer", {"callId": call.call_id, "to": TARGET})
+    return call
+
+
 @pytest.mark.parametrize("start_carrier", ["plivo"], indirect=True)
 def test_plivo_a_replayed_transfer_fetch_gets_the_same_document(
     client: Client, api: APIClient, carrier: PlivoDriver
 ) -> None:
-    call = _answered_call(client, api, carrier)
-    rpc(api, "voicecall.transfer", {"callId": call.call_id, "to": TARGET})
+    _transferred(client, api, carrier)
     carrier.follow_up(client)
     first = carrier.exchanges[-1]
     again = carrier.post(client, first.delivery)
@@ -117,8 +122,7 @@ def test_plivo_a_replayed_transfer_fetch_gets_the_same_document(
 def test_plivo_an_unsigned_transfer_fetch_is_refused(
     client: Client, api: APIClient, carrier: PlivoDriver
 ) -> None:
-    call = _answered_call(client, api, carrier)
-    rpc(api, "voicecall.transfer", {"callId": call.call_id, "to": TARGET})
+    _transferred(client, api, carrier)
     (delivery,) = carrier.fetches()
     response = client.post(
         delivery.path,
@@ -134,8 +138,7 @@ def test_plivo_an_unsigned_transfer_fetch_is_refused(
 def test_telnyx_the_new_legs_webhooks_register_no_call(
     client: Client, api: APIClient, carrier: TelnyxDriver
 ) -> None:
-    call = _answered_call(client, api, carrier)
-    rpc(api, "voicecall.transfer", {"callId": call.call_id, "to": TARGET})
+    call = _transferred(client, api, carrier)
     (_, _, body) = carrier.commands(call.provider_call_id)[-1]
     new_leg_state = body["target_leg_client_state"]
     assert base64.b64decode(new_leg_state).decode() == f"transfer-leg:{call.call_id}"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from typing import Any
 
-import httpx
 import pytest
 from django.conf import settings
 
@@ -70,24 +69,6 @@ def test_transfer_goes_to_the_running_server(server: Any, mock_carrier: Any, db:
         {"callId": "abc", "to": TARGET},
     )
     assert mock_carrier.sent == []
-
-
-def test_transfer_a_server_refusal_is_one_line(server: Any, db: Any) -> None:
-    server(
-        lambda body: httpx.Response(
-            200,
-            json={
-                "jsonrpc": "2.0",
-                "id": body["id"],
-                "error": {
-                    "code": -32000,
-                    "message": "Call has ended",
-                    "data": {"code": "CONFLICT"},
-                },
-            },
-        )
-    )
-    assert fails("transfer", "--call-id", "abc", "--to", TARGET)[0] == "Call has ended"
 
 
 def test_the_command_line_exits_non_zero_with_one_line(tmp_path: Any) -> None:
