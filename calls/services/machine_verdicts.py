@@ -70,8 +70,8 @@ def _record(call: Call, event: NormalizedEvent) -> None:
     if waited is None and call.answered_at is not None:
         at = lifecycle.plausible_time(event.timestamp)
         waited = int((at - call.answered_at) / timedelta(milliseconds=1))
-    if waited is not None:
-        waited = min(max(waited, 0), _MAX_DETECTION_MS)
+    if waited is not None and not 0 <= waited <= _MAX_DETECTION_MS:
+        waited = None  # stamped before the answer, or absurd: no honest figure
     changed = Call.objects.filter(pk=call.pk, answered_by="").update(
         answered_by=verdict, machine_detection_ms=waited, updated_at=clock.now()
     )

@@ -1,0 +1,154 @@
+"""The answering-machine verdict applied by the services (calls/services/machine_verdicts.py),
+called directly: streams, the detection time, end reasons, unsolicited verdicts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from calls.models import Call, CarrierCommand
+from calls.services.events import event_apply
+from calls.services.lifecycle import call_finalize
+from calls.services.streams import stream_attach
+from providers.base import EventType, NormalizedEvent
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "0123456789abcdef" * 2
+
+
+def _verdict(call: Call, answered_by: str, **fields: Any) -> NormalizedEvent:
+    return NormalizedEvent(
+        type=EventType.MACHINE_DETECTION,
+        id=f"amd-{answered_by}-{len(fields)}",
+        call_id=call.call_id,
+        provider_call_id=call.provider_call_id,
+        answered_by=answered_by,
+        **fields,
+    )
+
+
+def _apply(call: Call, answered_by: str, **fields: Any) -> Call:
+    assert event_apply(provider="mock", event=_verdict(call, answered_by, **fields)).applied
+    call.refresh_from_db()
+    return call
+
+
+def _held_conversation(make_call: Any, fake_clock: Any, **fields: Any) -> Call:
+    return make_call(
+        **{
+            "stream_token": TOKEN,
+            "answered_at": fake_clock.now(),
+            "metadata": {"machineDetection": "detect", "initialMessage": "Hello!"},
+            **fields,
+        }
+    )
+
+
+def test_a_stream_attaching_before_the_verdict_does_not_say_the_greeting(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _held_conversation(make_call, fake_clock)
+    attached = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
+    assert attached.greeting is None
+    call.refresh_from_db()
+    assert call.metadata["initialMessage"] == "Hello!"  # still owed
+
+
+def test_a_stream_attaching_after_a_human_verdict_says_the_greeting(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _held_conversation(make_call, fake_clock, answered_by="human")
+    attached = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
+    assert attached.greeting == "Hello!"
+
+
+def test_a_human_verdict_on_an_attached_stream_owes_the_greeting_by_command(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _held_conversation(make_call, fake_clock, stream_id="MZ-1", stream_token="")
+    _apply(call, "human")
+    kinds = list(CarrierCommand.objects.filter(call=call).values_list("kind", flat=True))
+    assert kinds == [CarrierCommand.Kind.GREETING]
+
+
+def test_a_machine_verdict_with_detect_owes_nothing(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _apply(_held_conversation(make_call, fake_clock, stream_id="MZ-1"), "machine")
+    assert call.answered_by == "machine" and not call.is_terminal
+    assert not CarrierCommand.objects.filter(call=call).exists()
+    assert call.metadata["initialMessage"] == "Hello!"  # never said to the machine
+
+
+def test_the_detection_time_runs_from_the_answer_when_the_carrier_gives_none(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _held_conversation(make_call, fake_clock)
+    at = fake_clock.now() + timedelta(milliseconds=1500)
+    assert _apply(call, "human", timestamp=at).machine_detection_ms == 1500
+
+
+@pytest.mark.parametrize(
+    ("offset", "waited"),
+    [
+        (timedelta(days=30), 2000),  # from the future: our clock instead of the carrier's
+        (timedelta(seconds=-5), None),  # before the answer: no figure rather than a false one
+        (timedelta(days=-400), None),
+    ],
+)
+def test_an_implausible_verdict_time_never_makes_a_negative_or_absurd_wait(
+    mock_carrier: Any, make_call: Any, fake_clock: Any, offset: timedelta, waited: int | None
+) -> None:
+    call = _held_conversation(make_call, fake_clock)
+    fake_clock.advance(seconds=2)
+    call = _apply(call, "human", timestamp=fake_clock.now() + offset)
+    assert (call.answered_by, call.machine_detection_ms) == ("human", waited)
+
+
+def test_a_verdict_before_the_answer_records_no_time(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _held_conversation(make_call, fake_clock, answered_at=None)
+    call = _apply(call, "human")
+    assert (call.answered_by, call.machine_detection_ms) == ("human", None)
+
+
+def test_an_unsolicited_verdict_is_recorded_and_does_nothing_else(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = _apply(make_call(metadata={"initialMessage": "Hi"}), "machine", detection_ms=900)
+    assert (call.answered_by, call.machine_detection_ms, call.is_terminal) == (
+        "machine",
+        900,
+        False,
+    )
+    assert mock_carrier.sent == []
+
+
+@pytest.mark.parametrize(
+    ("detection", "answered_by", "reason"),
+    [
+        ("detect", "machine", "completed"),
+        ("hangup", "human", "completed"),
+        ("hangup", "machine", "voicemail"),
+        ("leaveMessage", "machine", "voicemail"),
+        ("leaveMessage", "fax", "voicemail"),
+        ("leaveMessage", "unknown", "completed"),
+        ("off", "machine", "completed"),
+    ],
+)
+def test_an_ordinary_end_is_voicemail_only_where_a_machine_was_acted_on(
+    make_call: Any, detection: str, answered_by: str, reason: str
+) -> None:
+    call = make_call(answered_by=answered_by, metadata={"machineDetection": detection})
+    assert call_finalize(call=call, reason="completed")
+    assert Call.objects.get(pk=call.pk).end_reason == reason
+
+
+def test_a_failure_end_keeps_its_reason_on_a_machine_answered_call(make_call: Any) -> None:
+    call = make_call(answered_by="machine", metadata={"machineDetection": "hangup"})
+    call_finalize(call=call, reason="failed")
+    assert Call.objects.get(pk=call.pk).end_reason == "failed"
