@@ -68,6 +68,9 @@ class CallMetadata(TypedDict, total=False):
     voicemailMessage: str
     # The dialled number's route (config `numbers`), chosen once on arrival.
     numberRouteKey: str
+    # Realtime calls with `realtime.idleHangupMs`: when (epoch ms) the call is hung up if
+    # the caller says nothing before; a number, so the sweep can compare it in SQL.
+    idleHangupAt: int
     # Turn figures shown by `status` and summarised by `latency`.
     turnCount: int
     lastTurnLatencyMs: int
@@ -95,6 +98,7 @@ MetadataKey = Literal[
     "machineDetection",
     "voicemailMessage",
     "numberRouteKey",
+    "idleHangupAt",
     "turnCount",
     "lastTurnLatencyMs",
     "lastTurnListenWaitMs",
@@ -120,6 +124,7 @@ EXTERNAL: Final = "external"
 MACHINE_DETECTION: Final = "machineDetection"
 VOICEMAIL_MESSAGE: Final = "voicemailMessage"
 ROUTE_KEY: Final = "numberRouteKey"
+IDLE_HANGUP_AT: Final = "idleHangupAt"
 TURN_COUNT: Final = "turnCount"
 LAST_TURN_LATENCY_MS: Final = "lastTurnLatencyMs"
 LAST_TURN_LISTEN_WAIT_MS: Final = "lastTurnListenWaitMs"

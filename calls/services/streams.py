@@ -23,6 +23,7 @@ from calls.exceptions import CallError
 from calls.models import Call, StreamLease, TranscriptEntry
 from calls.services import lifecycle
 from calls.services.events import event_apply
+from calls.services.idle import idle_deadline_renew
 from calls.services.machine_detection import greeting_waits
 from calls.services.stream_plans import STREAM_GRACE
 from calls.services.turn_records import turn_first_audio, turn_heard
@@ -76,6 +77,7 @@ def stream_attach(
             StreamLease.objects.filter(pk=lease_id).update(stream_id=stream_id[:128])
     if not consumed:
         raise StreamRejected("Unknown call")  # another stream took the token first
+    idle_deadline_renew(call)  # a realtime caller's silence counts from here
     # A greeting held for the answering-machine verdict is said when the verdict lets it.
     greeting = None if greeting_waits(call) else call.meta.get(INITIAL_MESSAGE)
     if greeting:
@@ -163,3 +165,5 @@ def stream_heard(
     # The call was read just now: event_apply need not look it up again (a statement on
     # the reply's critical path; docs/performance.md, "Reply latency").
     event_apply(provider=call.provider, event=event, call=call)
+    if is_final and text.strip():
+        idle_deadline_renew(call)  # after the event: never ahead of the reply path

@@ -24,6 +24,7 @@ from calls.exceptions import CallError
 from calls.models import ApiToken, Call, ReplayKey, StreamLease
 from calls.services import lifecycle
 from calls.services.actions import call_hang_up
+from calls.services.idle import idle_sweep
 from calls.services.outbox import commands_prune, commands_sweep
 from calls.services.stream_plans import STREAM_GRACE, waiting_resume
 from calls.services.turns import operations_sweep
@@ -65,6 +66,7 @@ def timers_sweep(*, now: datetime | None = None) -> SweepReport:
         only_states=(CallState.INITIATED, CallState.RINGING),
     )
     _end_lost_streams(report, now)
+    _hang_up_idle(report, now)
     _resume_waiting(report)
     _send_owed_commands(report, now)
     _reap_stale(report, now)
@@ -121,6 +123,13 @@ def _end_lost_streams(report: SweepReport, now: datetime) -> None:
         if claimed:
             report.add("stream_lost")
             _end(call, CallState.HANGUP_BOT)
+
+
+def _hang_up_idle(report: SweepReport, now: datetime) -> None:
+    """Realtime calls whose caller said nothing for realtime.idleHangupMs."""
+    hung_up = idle_sweep(now=now)
+    if hung_up:
+        report.fired["realtime_idle"] = hung_up
 
 
 def _detach_orphaned_streams(now: datetime) -> None:
