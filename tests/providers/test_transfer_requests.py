@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import xml.etree.ElementTree as ET
 
 import httpx
@@ -262,3 +263,32 @@ def test_the_mock_records_the_transfer() -> None:
     assert carrier.sent == [
         ("transfer", {"to": TO, "message": "hi", "caller_id": OURS, "streaming": True})
     ]
+
+
+class _Scheduling(MockProvider):
+    """The simulated carrier with its timers captured instead of started."""
+
+    def __init__(self) -> None:
+        super().__init__(settings={"simulate": True, "callerReplies": ["Sure."]})
+        self.scheduled: list[tuple[int, str, dict[str, object]]] = []
+
+    def _later(  # type: ignore[override]
+        self,
+        delay_ms: int,
+        url: str,
+        provider_call_id: str,
+        type_: str,
+        then: object = None,
+        **fields: object,
+    ) -> threading.Timer:
+        self.scheduled.append((delay_ms, type_, fields))
+        return threading.Timer(3600, lambda: None)
+
+
+def test_the_simulated_caller_stops_answering_us_and_our_leg_ends_later() -> None:
+    carrier = _Scheduling()
+    carrier.start_listening(PLIVO_TARGET)  # a reply, then the idle hang-up, are scheduled
+    assert [type_ for _, type_, _ in carrier.scheduled] == ["call.speech", "call.ended"]
+    carrier.transfer(PLIVO_TARGET, _transfer())
+    assert carrier._idle == {}  # the idle hang-up of the caller was called off
+    assert carrier.scheduled[-1] == (5000, "call.ended", {"reason": "completed"})
