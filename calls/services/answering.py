@@ -22,7 +22,7 @@ from calls.exceptions import (
 from calls.models import Call, CarrierCommand
 from calls.services import lifecycle
 from calls.services.carrier_commands import greeting_record_delivered, greeting_say
-from calls.services.machine_detection import greeting_waits
+from calls.services.machine_detection import greeting_waits_now
 from calls.services.outbox import command_owe
 from calls.services.speech import InlineReply
 from calls.services.stream_plans import stream_plan, streaming_possible
@@ -66,7 +66,7 @@ def _greet(call: Call, inline: InlineReply | None) -> None:
     message = metadata.get(INITIAL_MESSAGE)
     if not message or not call.provider_call_id:
         return
-    if greeting_waits(call):
+    if greeting_waits_now(call):
         return  # said when the answering-machine verdict lets it (greeting_release)
     if metadata.get(INITIAL_MESSAGE_INLINE):
         greeting_record_delivered(call, message)

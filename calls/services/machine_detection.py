@@ -58,6 +58,17 @@ def greeting_waits(call: Call) -> bool:
     return holds_greeting(call) and call.answered_by not in RELEASING
 
 
+def greeting_waits_now(call: Call) -> bool:
+    """`greeting_waits` with the verdict read again from the row, for a path that has just
+    taken the row's lock (the answer, a stream attaching): a verdict committed by another
+    process while it waited for the lock is seen, so neither path leaves the greeting to
+    the other. Calls that hold nothing pay no query."""
+    if not holds_greeting(call):
+        return False
+    call.refresh_from_db(fields=["answered_by"])
+    return greeting_waits(call)
+
+
 def leaves_message(call: Call) -> bool:
     """A machine answered a `leaveMessage` call: the message is left, then the call ends."""
     return call_mode(call) == MachineDetection.LEAVE_MESSAGE and (

@@ -40,6 +40,7 @@ _MAX_DETECTION_MS = 2**31 - 1
 
 def machine_verdict_apply(call: Call, event: NormalizedEvent, inline: InlineReply | None) -> None:
     """`call.machine_detection`: record the first verdict, then act by the call's mode."""
+    _lock_and_read(call)
     _record(call, event)
     mode = call_mode(call)
     if mode == MachineDetection.OFF or call.is_terminal:
@@ -62,6 +63,19 @@ def machine_verdict_apply(call: Call, event: NormalizedEvent, inline: InlineRepl
     _leave_message(call, inline)
 
 
+def _lock_and_read(call: Call) -> None:
+    """Hold the row and read what an answer or a stream committed meanwhile: the answer and
+    a stream attaching check the verdict after their own write (greeting_waits_now), so
+    whichever commits second sees the other, and the held greeting is never left unsaid."""
+    row = (
+        Call.objects.select_for_update()
+        .only("state", "answered_at", "answered_by", "machine_detection_ms", "stream_id")
+        .get(pk=call.pk)
+    )
+    call.state, call.answered_at, call.stream_id = row.state, row.answered_at, row.stream_id
+    call.answered_by, call.machine_detection_ms = row.answered_by, row.machine_detection_ms
+
+
 def _record(call: Call, event: NormalizedEvent) -> None:
     """The first verdict wins; a later one (a greeting's end after the verdict, a
     re-delivery under another id) only reads it back."""
@@ -78,8 +92,6 @@ def _record(call: Call, event: NormalizedEvent) -> None:
     if changed:
         call.answered_by, call.machine_detection_ms = verdict, waited
         logger.info("call=%s provider=%s answered by %s", call.public_id, call.provider, verdict)
-    else:
-        call.refresh_from_db(fields=["answered_by", "machine_detection_ms"])
 
 
 def _hang_up(call: Call) -> None:

@@ -152,3 +152,62 @@ def test_a_failure_end_keeps_its_reason_on_a_machine_answered_call(make_call: An
     call = make_call(answered_by="machine", metadata={"machineDetection": "hangup"})
     call_finalize(call=call, reason="failed")
     assert Call.objects.get(pk=call.pk).end_reason == "failed"
+
+
+# -- an answer and a verdict applied at once on two processes -----------------------------------
+
+
+def _held_notify(make_call: Any, **fields: Any) -> Call:
+    return make_call(
+        **{
+            "mode": "notify",
+            "state": "ringing",
+            "metadata": {"machineDetection": "hangup", "initialMessage": "Hello!"},
+            **fields,
+        }
+    )
+
+
+def test_an_answer_sees_a_verdict_another_process_committed_meanwhile(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    from calls.services.answering import call_answered
+
+    call = _held_notify(make_call)
+    stale = Call.objects.get(pk=call.pk)  # read before the verdict landed
+    Call.objects.filter(pk=call.pk).update(answered_by="human")
+    call_answered(stale, NormalizedEvent(type=EventType.ANSWERED, id="ans"), None)
+    kinds = list(CarrierCommand.objects.filter(call=call).values_list("kind", flat=True))
+    assert kinds == [CarrierCommand.Kind.GREETING]
+
+
+def test_a_verdict_sees_an_answer_another_process_committed_meanwhile(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    from calls.services.machine_verdicts import machine_verdict_apply
+
+    call = _held_notify(make_call)
+    stale = Call.objects.get(pk=call.pk)  # read before the answer landed
+    Call.objects.filter(pk=call.pk).update(state="answered", answered_at=fake_clock.now())
+    machine_verdict_apply(stale, _verdict(call, "human"), None)
+    kinds = list(CarrierCommand.objects.filter(call=call).values_list("kind", flat=True))
+    assert kinds == [CarrierCommand.Kind.GREETING]
+
+
+def test_a_stream_attaching_sees_a_verdict_committed_meanwhile(
+    mock_carrier: Any, make_call: Any, fake_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = _held_conversation(make_call, fake_clock)
+    real_filter = Call.objects.filter
+
+    def verdict_lands_after_the_read(*args: Any, **kwargs: Any) -> Any:
+        found = real_filter(*args, **kwargs)
+        if "stream_token" in kwargs:  # the token UPDATE: the verdict committed just before
+            Call.objects.update(answered_by="human")
+        return found
+
+    first = Call.objects.get(pk=call.pk)
+    monkeypatch.setattr(Call.objects, "filter", verdict_lands_after_the_read)
+    assert first.answered_by == ""
+    attached = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
+    assert attached.greeting == "Hello!"
