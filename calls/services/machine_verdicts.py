@@ -69,10 +69,13 @@ def _lock_and_read(call: Call) -> None:
     whichever commits second sees the other, and the held greeting is never left unsaid."""
     row = (
         Call.objects.select_for_update()
-        .only("state", "answered_at", "answered_by", "machine_detection_ms", "stream_id")
+        .only(
+            "state", "answered_at", "answered_by", "machine_detection_ms", "stream_id", "metadata"
+        )
         .get(pk=call.pk)
     )
     call.state, call.answered_at, call.stream_id = row.state, row.answered_at, row.stream_id
+    call.metadata = row.metadata  # the greeting may have been said meanwhile
     call.answered_by, call.machine_detection_ms = row.answered_by, row.machine_detection_ms
 
 

@@ -211,3 +211,16 @@ def test_a_stream_attaching_sees_a_verdict_committed_meanwhile(
     assert first.answered_by == ""
     attached = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
     assert attached.greeting == "Hello!"
+
+
+def test_a_verdict_never_owes_a_greeting_another_process_already_said(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    from calls.services.machine_verdicts import machine_verdict_apply
+
+    call = _held_notify(make_call, state="answered", answered_at=fake_clock.now())
+    stale = Call.objects.get(pk=call.pk)  # still owes the greeting as far as it knows
+    Call.objects.filter(pk=call.pk).update(metadata={"machineDetection": "hangup"})
+    machine_verdict_apply(stale, _verdict(call, "human"), None)
+    assert not CarrierCommand.objects.filter(call=call).exists()
+    assert mock_carrier.sent == []
