@@ -159,6 +159,9 @@ class Speech:
     listen: bool = False
     turn_token: str | None = None
     language: str | None = None
+    # The voice for these words when the call has its own (a per-number route); else the
+    # adapter's configured one.
+    voice: str | None = None
     # The `speak` utterance these words are: the document reports when they were said
     # (a <Redirect> to our webhook after them) on carriers with `speech_done_signal`.
     utterance_id: str | None = None

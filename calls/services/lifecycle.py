@@ -26,10 +26,11 @@ from calls.carrier import call_webhook_url
 from calls.config import RouteConfig, get_config
 from calls.models import Call, CallEvent, TranscriptEntry
 from calls.services.machine_detection import voicemail_end_reason
+from calls.services.routes import route_tts
 from calls.services.sessions import agent_id, session_key_for
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
 from providers.base import CallTarget, NormalizedEvent, StreamPlan
-from providers.common import preferred_language
+from providers.common import preferred_language, preferred_voice
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,9 @@ def call_target(
             "mode": call.mode,
             "to": call.to_number,
             "from": call.from_number,
-            "language": preferred_language(get_config().tts),
+            # The dialled number's voice and language (config `numbers.<n>.tts`).
+            "language": preferred_language(route_tts(call)),
+            "voice": preferred_voice(route_tts(call)),
         },
         stream=stream,
     )

@@ -33,6 +33,7 @@ from calls.services.lifecycle import (
     transcript_add,
     utterance_line_add,
 )
+from calls.services.routes import route_tts
 from calls.services.stream_commands import (
     ACCEPTED,
     NO_STREAM,
@@ -43,7 +44,7 @@ from calls.services.stream_commands import (
 from calls.services.turn_records import turn_first_audio, turn_heard
 from calls.state import TERMINAL, CallState
 from providers.base import NormalizedEvent, Speech
-from providers.common import preferred_language
+from providers.common import preferred_language, preferred_voice
 from providers.errors import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ def speak(
             text=message,
             listen=listen_after,
             turn_token=turn_token,
-            language=preferred_language(get_config().tts),
+            language=preferred_language(route_tts(call)),
+            voice=preferred_voice(route_tts(call)),
             utterance_id=utterance_id if reported else None,
             after_beep=after_beep,
         )
@@ -236,7 +238,8 @@ def pending_speech_take(call: Call) -> Speech | None:
         text=pending.get("text"),
         listen=bool(pending.get("listen")),
         turn_token=pending.get("turnToken"),
-        language=preferred_language(get_config().tts),
+        language=preferred_language(route_tts(call)),
+        voice=preferred_voice(route_tts(call)),
         utterance_id=pending.get("utteranceId") or None,
         after_beep=bool(pending.get("afterBeep")),
     )

@@ -13,18 +13,22 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from channels.db import database_sync_to_async
 from django.db import transaction
 
 from calls import clock
 from calls.call_metadata import INITIAL_MESSAGE
 from calls.carrier import get_provider
+from calls.config import get_config
 from calls.exceptions import CallError
 from calls.models import Call, StreamLease, TranscriptEntry
 from calls.services import lifecycle
 from calls.services.events import event_apply
 from calls.services.idle import idle_deadline_renew
 from calls.services.machine_detection import greeting_waits_now
+from calls.services.routes import route_tts
 from calls.services.stream_plans import STREAM_GRACE
 from calls.services.turn_records import turn_first_audio, turn_heard
 from calls.state import NON_TERMINAL
@@ -134,6 +138,24 @@ def stream_detach(*, call_id: str, stream_id: str) -> bool:
         stream_id="", stream_lost_at=clock.now() + STREAM_GRACE
     )
     return detached == 1
+
+
+async def stream_tts(call_id: str) -> dict[str, Any]:
+    """The TTS settings the stream of `call_id` speaks with (`route_tts`: the dialled
+    number's `tts` over the config's); for the stream holder, on its event loop.
+
+    Without any number route of its own `tts` (the usual case) the config's, with no query
+    on the way to the greeting.
+    """
+    cfg = get_config()
+    if not any(route.tts for route in cfg.numbers.values()):
+        return cfg.tts
+    return await database_sync_to_async(_call_tts)(call_id)
+
+
+def _call_tts(call_id: str) -> dict[str, Any]:
+    call = Call.objects.filter(public_id=call_id).only("metadata").first()
+    return route_tts(call) if call is not None else get_config().tts
 
 
 def stream_heard(

@@ -38,7 +38,7 @@ from calls.services.stream_commands import (
     stream_reply,
 )
 from calls.services.stream_plans import realtime_enabled
-from calls.services.streams import stream_heard, stream_spoken
+from calls.services.streams import stream_heard, stream_spoken, stream_tts
 from calls.streams.playback import TTS_FAILED, Outcome, Playback, Utterance
 from calls.streams.realtime_link import DEFAULT_INSTRUCTIONS, RealtimeLink
 from providers.errors import ProviderError
@@ -125,7 +125,7 @@ class StreamSession:
             await self._open_realtime(greeting)
             return
         try:
-            self._tts = build_tts(get_config().tts, http=tts_http()).stream
+            self._tts = build_tts(await stream_tts(self.call_id), http=tts_http()).stream
         except ProviderError as exc:
             # Startup refuses a bad TTS config (calls/serving/startup.py); should one slip
             # through, the stream stays up and every utterance fails, reported and logged.

@@ -155,13 +155,14 @@ def dtmf_digits(digits: str) -> str:
     return digits.translate(_DTMF_PAUSES)
 
 
-def preferred_voice(tts: object) -> str:
-    """The voice of tts.providers[tts.provider] if Telnyx can speak it.
+def preferred_voice(tts: object, chosen: str | None = None) -> str:
+    """`chosen` (the call's own voice), else the voice of tts.providers[tts.provider], if
+    Telnyx can speak it.
 
     docs/plugin-behaviour.md, "TTS config and voice lookup"; docs/carriers.md,
     "Telnyx: commands".
     """
-    voice = configured_voice(tts)
+    voice = chosen or configured_voice(tts)
     if not voice:
         return DEFAULT_VOICE
     if voice.lower() in ("female", "male"):

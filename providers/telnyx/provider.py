@@ -111,7 +111,8 @@ class TelnyxProvider(base.TelephonyProvider):
         # speak + transcription_start rather than gather_using_speak: gather collects DTMF
         # only (`call.gather.ended.digits`); speech needs transcription
         # (docs/carriers.md, "Telnyx: commands").
-        voice = commands.preferred_voice(self._settings.get("tts"))
+        chosen = target.extra.get("voice") if target.extra else None
+        voice = commands.preferred_voice(self._settings.get("tts"), chosen=chosen)
         body = commands.speak(target, text, voice=voice, language=commands.language(target))
         self._rest.command(target.provider_call_id, "speak", body, command_id=target.command_key)
         if listen_after:

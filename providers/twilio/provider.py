@@ -141,7 +141,7 @@ class TwilioProvider(base.TelephonyProvider):
                 language=language,
             )
             document = twiml.say_then_report(
-                text, voice=self._voice(None), language=language, spoken_url=url
+                text, voice=self._voice(_voice(target)), language=language, spoken_url=url
             )
         else:
             # Always end with a Gather, listening or not: after a lone <Say> the document
@@ -150,7 +150,7 @@ class TwilioProvider(base.TelephonyProvider):
             # <Gather><Say>.</Say></Gather>; docs/carriers.md, "Twilio: TwiML replies").
             document = twiml.say_then_listen(
                 text,
-                voice=self._voice(None),
+                voice=self._voice(_voice(target)),
                 language=language,
                 action=self._action(target, language),
             )
@@ -282,6 +282,12 @@ class TwilioProvider(base.TelephonyProvider):
 
     def _voice(self, requested: str | None) -> str:
         return twiml.say_voice(requested or preferred_voice(self._settings.get("tts")))
+
+
+def _voice(target: base.CallTarget) -> str | None:
+    """The call's own voice (a per-number route), when the services chose one."""
+    value = target.extra.get("voice") if target.extra else None
+    return str(value) if value else None
 
 
 def _language(target: base.CallTarget) -> str | None:

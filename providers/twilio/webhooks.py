@@ -315,7 +315,7 @@ def _speech_reply(
 ) -> VoiceResponse:
     speech = context.speech
     assert speech is not None
-    voice = twiml.say_voice(preferred_voice(settings.get("tts")))
+    voice = twiml.say_voice(speech.voice or preferred_voice(settings.get("tts")))
     if speech.utterance_id:
         # Report when the words were said; the reply to that listens or holds.
         url = spoken_action(

@@ -12,7 +12,9 @@ import hmac
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 
+from calls.call_metadata import ROUTE_KEY
 from calls.models import Call, CallEvent, TranscriptEntry
 from calls.services.streams import (
     STREAM_GRACE,
@@ -21,6 +23,7 @@ from calls.services.streams import (
     stream_detach,
     stream_heard,
     stream_spoken,
+    stream_tts,
 )
 
 pytestmark = pytest.mark.django_db
@@ -225,3 +228,40 @@ def test_nothing_heard_records_nothing_and_an_ended_call_keeps_its_last_words(
     )
     assert list(TranscriptEntry.objects.values_list("text", flat=True)) == ["Goodbye"]
     assert not CallEvent.objects.exists()
+
+
+# -- the TTS a stream speaks with: numbers.<n>.tts over the config's ----------------------
+
+ROUTED = "+15550100000"
+TTS = {"provider": "openai", "providers": {"openai": {"apiKey": "k", "voice": "alloy"}}}
+
+
+# Transactional: the stream's query runs through channels' database_sync_to_async, which
+# closes the connection of the test's own transaction.
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_to_a_routed_number_speaks_with_the_routes_tts(
+    configure: Any, make_call: Any
+) -> None:
+    route = {"tts": {"providers": {"openai": {"voice": "nova", "speed": 1.2}}}}
+    configure({"tts": TTS, "numbers": {ROUTED: route}})
+    routed = make_call(direction="inbound", to_number=ROUTED, metadata={ROUTE_KEY: ROUTED})
+    other = make_call(direction="inbound")
+
+    tts = async_to_sync(stream_tts)(routed.call_id)
+
+    # Merged, not replaced: the route's voice and speed, the config's key and provider.
+    assert tts["provider"] == "openai"
+    assert tts["providers"]["openai"] == {"apiKey": "k", "voice": "nova", "speed": 1.2}
+    assert async_to_sync(stream_tts)(other.call_id)["providers"]["openai"]["voice"] == "alloy"
+
+
+def test_without_a_route_of_its_own_tts_no_query_is_made(
+    configure: Any, make_call: Any, django_assert_num_queries: Any
+) -> None:
+    configure({"tts": TTS, "numbers": {ROUTED: {"inboundGreeting": "Hi"}}})
+    call = make_call(direction="inbound", metadata={ROUTE_KEY: ROUTED})
+
+    with django_assert_num_queries(0):
+        tts = async_to_sync(stream_tts)(call.call_id)
+
+    assert tts["providers"]["openai"]["voice"] == "alloy"
