@@ -6,19 +6,17 @@ start-up (`static_files_collect`); another ASGI server needs `manage.py collects
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
-from collections.abc import Callable, Iterable
-from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext
-from asgiref.wsgi import WsgiToAsgi
 from django.conf import settings
 from django.core.management import call_command
 from whitenoise import WhiteNoise
 
 from calls.web.gate import App, Receive, Scope, Send
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+# Bytes read per hop off the event loop: the Swagger UI bundle (1.5 MB) takes six.
+_BLOCK = 256 * 1024
 
 
 def static_files_collect() -> None:
@@ -34,35 +32,62 @@ def static_files_collect() -> None:
         call_command("collectstatic", interactive=False, verbosity=0)
 
 
-def _not_found(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    start_response("404 Not Found", [("Content-Type", "text/plain")])
-    return [b"Not Found"]
-
-
 class StaticFiles:
-    """ASGI: requests under STATIC_URL are answered by WhiteNoise, the rest go to `app`.
+    """ASGI: requests under STATIC_URL are answered from WhiteNoise's index, the rest go to
+    `app`.
 
     Why an ASGI wrapper and not WhiteNoiseMiddleware: the middleware is synchronous only,
-    so in Django's async stack it would add two thread hops to every API and RPC request
-    (docs/performance.md, "Middleware hops"). Here a static request costs one hop
-    (WhiteNoise is a WSGI app, run by asgiref's adapter) and any other request a prefix
-    check. Carrier webhooks never get here: the webhook gate in front of it hands them to
-    their own endpoint first (voicecall_project/asgi.py).
+    so in Django's async stack it would add two thread hops to every admin and docs request
+    (docs/performance.md, "Middleware hops"); here any other request costs a prefix check.
+    Carrier webhooks and token API requests never get here: the routers in front hand them
+    to their own endpoints first (voicecall_project/asgi.py).
+
+    WhiteNoise decides the response (content type, caching headers, 304, ranges, 405) as
+    its own middleware does, from `files` and `StaticFile.get_response`; only the sending
+    is ours, with the file read off the event loop. Not WhiteNoise's WSGI app behind
+    asgiref's WsgiToAsgi: under uvicorn, a request that followed a static file on the same
+    keep-alive connection then failed with "CurrentThreadExecutor already quit or is
+    broken" (the adapter sends from its worker thread through async_to_sync).
     """
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.prefix = "/" + settings.STATIC_URL.strip("/") + "/"
         # WhiteNoise indexes STATIC_ROOT here, once: collect before building the app.
-        whitenoise = WhiteNoise(_not_found, root=settings.STATIC_ROOT, prefix=self.prefix)
-        self.static = WsgiToAsgi(whitenoise)
+        self.whitenoise = WhiteNoise(None, root=settings.STATIC_ROOT, prefix=self.prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefix):
-            # A thread of its own, as Django gives each request: outside a context the
-            # adapter's thread-sensitive hop would queue behind the process's one shared
-            # thread (and the database work other code runs there).
-            async with ThreadSensitiveContext():
-                await self.static(scope, receive, send)
+            await self._serve(scope, send)
             return
         await self.app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, send: Send) -> None:
+        static_file = self.whitenoise.files.get(scope["path"])
+        if static_file is None:
+            await _send(send, 404, [(b"content-type", b"text/plain")], b"Not Found")
+            return
+        # WhiteNoise reads request headers the WSGI way (HTTP_IF_NONE_MATCH, HTTP_RANGE, …).
+        environ = {
+            "HTTP_" + name.decode("latin-1").upper().replace("-", "_"): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
+        response = static_file.get_response(scope["method"], environ)
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        if response.file is None:
+            await _send(send, int(response.status), headers, b"")
+            return
+        try:
+            await send(
+                {"type": "http.response.start", "status": int(response.status), "headers": headers}
+            )
+            while block := await asyncio.to_thread(response.file.read, _BLOCK):
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            response.file.close()
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
