@@ -70,7 +70,7 @@ class CarrierFailed(CallError):
 
 class ServiceDisabled(CallError):
     """`enabled: false`: the service places and drives no calls (docs/plugin-behaviour.md,
-    "Config shape and defaults")."""
+    "Disabled (`enabled: false`)")."""
 
     code = "UNAVAILABLE"
     http_status = 503

@@ -4,7 +4,7 @@ A disabled service places no calls and drives none: the call-placing and in-call
 fail with the plugin's `Voice call disabled in plugin config`, carrier webhooks get 503,
 and `voicecall setup` and `/readyz` say so. Reads (status, transcripts, events) and ending
 a call still work: the history stays visible and leftover calls can be hung up
-(docs/plugin-behaviour.md, "Config shape and defaults").
+(docs/plugin-behaviour.md, "Disabled (`enabled: false`)").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`enabled: false` over every surface: no call is placed or driven, webhooks get 503.
 
-docs/plugin-behaviour.md, "Config shape and defaults" (`enabled`).
+docs/plugin-behaviour.md, "Disabled (`enabled: false`)".
 """
 
 from __future__ import annotations
