@@ -114,7 +114,8 @@ def continue_result(params: Params) -> dict[str, Any]:
 
 def speak(params: Params) -> dict[str, Any]:
     call_id, message = _call_and_message(params)
-    wait, fallback = params.get("wait", False), params.get("allowTwimlFallback", True)
+    wait, fallback = params.get("wait", False), params.get("allowTwimlFallback")
+    fallback = True if fallback is None else fallback  # null means unset, as in the plugin
     if not isinstance(wait, bool):
         raise InvalidRequest("wait must be a boolean")
     if not isinstance(fallback, bool):

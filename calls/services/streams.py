@@ -29,6 +29,7 @@ from calls.services.events import event_apply
 from calls.services.idle import idle_deadline_renew
 from calls.services.machine_detection import greeting_waits_now
 from calls.services.routes import route_tts
+from calls.services.speech import spoken_bound
 from calls.services.stream_plans import STREAM_GRACE
 from calls.services.turn_records import turn_first_audio, turn_heard
 from calls.state import NON_TERMINAL
@@ -87,6 +88,7 @@ def stream_attach(
     if greeting:
         # Owed to the stream now; its line is written when the caller has heard it.
         lifecycle.metadata_update(call=call, delete=(INITIAL_MESSAGE,))
+        greeting = spoken_bound(greeting, call_id=call.call_id)  # the stream says it as is
     logger.info("call=%s stream %s attached", call.public_id, stream_id)
     return Attached(call_id=call.call_id, provider=provider, greeting=greeting)
 

@@ -84,6 +84,14 @@ def test_speak_with_twiml_fallback_uses_the_carriers_speech(
     assert [op for op, _ in mock_carrier.sent] == ["play_text"]
 
 
+def test_a_null_twiml_fallback_is_the_default(
+    mock_carrier: Any, api: APIClient, make_call: Any
+) -> None:
+    reply = speak(api, make_call(), None)
+
+    assert reply["result"]["success"] is True
+
+
 def test_a_non_boolean_twiml_fallback_is_invalid(
     mock_carrier: Any, api: APIClient, make_call: Any
 ) -> None:

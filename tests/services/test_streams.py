@@ -265,3 +265,14 @@ def test_without_a_route_of_its_own_tts_no_query_is_made(
         tts = async_to_sync(stream_tts)(call.call_id)
 
     assert tts["providers"]["openai"]["voice"] == "alloy"
+
+
+def test_a_greeting_over_max_text_length_is_cut_for_the_stream(
+    configure: Any, mock_carrier: Any, make_call: Any
+) -> None:
+    configure({"tts": {"maxTextLength": 12}})
+    call = _streaming_call(make_call, metadata={"initialMessage": "Welcome to Acme Dental!"})
+
+    attached = stream_attach(provider_call_id=call.provider_call_id, token=TOKEN, stream_id="MZ-1")
+
+    assert attached.greeting == "Welcome to"
