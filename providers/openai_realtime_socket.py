@@ -33,6 +33,8 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, WebSocke
 from providers.common import number_setting
 from providers.errors import ProviderUnavailable
 
+# The carriers' media frames: 20 ms of 8 kHz μ-law each.
+FRAME_S = 0.02
 # Both sessions let the server detect turns; audio kept from before speech starts.
 PREFIX_PADDING_MS = 300
 DEFAULT_VAD_THRESHOLD = 0.5
@@ -86,6 +88,11 @@ class OpenAiRealtimeSocket(ABC):
     label: ClassVar[str] = "OpenAI realtime"
     # Headers beyond Authorization and the SDK's own; the GA protocol needs none.
     extra_headers: ClassVar[Mapping[str, str]] = {}
+    # How long caller audio gathers before one `input_audio_buffer.append` carries it; 0
+    # sends each frame as it comes. Per append the server pays JSON, base64, a websocket
+    # mask and a socket write: one per 20 ms frame was a third of a busy server's CPU
+    # (docs/performance.md, "Where the CPU goes").
+    append_every_s: ClassVar[float] = 0.0
 
     def __init__(
         self, *, url: str, api_key: str, connect_timeout_s: float, max_queued_frames: int
@@ -226,6 +233,10 @@ class OpenAiRealtimeSocket(ABC):
         """Send queued caller audio; frames that cannot go now are dropped and counted."""
         while True:
             frames = [await self._queue.get()]
+            if self.append_every_s:
+                # Let the frames of the next moments join this one (the carrier sends one
+                # every 20 ms); the queue's bound and drop count stay per frame.
+                await asyncio.sleep(self.append_every_s - FRAME_S)
             # Coalesce whatever else is waiting: fewer, larger appends after a stall.
             while not self._queue.empty():
                 frames.append(self._queue.get_nowait())

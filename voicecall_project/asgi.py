@@ -25,11 +25,14 @@ preflight()
 
 application = ProtocolTypeRouter(
     {
-        # Admitted carrier webhooks skip Django's middleware and per-request thread: their
-        # database work runs on a few reused threads (docs/performance.md, "Webhook path").
-        # Static files sit behind the gate, so webhooks never pass through them.
+        # Admitted carrier webhooks and token API requests skip Django's middleware and
+        # per-request thread: their database work runs on reused threads, a pool each
+        # (docs/performance.md, "Webhook path" and "API path"). Static files sit behind
+        # both, so neither passes through them.
         "http": served_http(
-            StaticFiles(django_asgi_app), DatabaseWorkers(settings.VOICECALL_WEBHOOK_WORKERS)
+            StaticFiles(django_asgi_app),
+            DatabaseWorkers(settings.VOICECALL_WEBHOOK_WORKERS),
+            DatabaseWorkers(settings.VOICECALL_API_WORKERS, name="api"),
         ),
         "websocket": URLRouter(websocket_urlpatterns),
     }

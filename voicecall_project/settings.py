@@ -99,6 +99,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Reused threads that run carrier webhooks' database work, at most this many at once
 # (calls/web/workers.py; docs/performance.md, "Webhook path").
 VOICECALL_WEBHOOK_WORKERS = env.int("VOICECALL_WEBHOOK_WORKERS", default=8)
+# Threads serving the token API (calls/web/api_endpoint.py). A `continue` or a waiting
+# `speak` holds one while it waits for the caller, so there are many; idle ones are reused.
+VOICECALL_API_WORKERS = env.int("VOICECALL_API_WORKERS", default=64)
 
 # Channels
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -12,19 +12,11 @@ skips Django's middleware: docs/performance.md, "Webhook path"); everything else
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 from calls.admission import Admission
 from calls.carrier import get_provider
 from calls.config import get_config
-
-Scope = dict[str, Any]
-# Mapping, as Django's ASGIHandler types its receive/send; the gate only reads messages.
-Message = Mapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
+from calls.web.asgi_io import App, BodyTooLarge, Message, Receive, Scope, Send, body_read
 
 MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT_SECONDS = 5.0
@@ -79,14 +71,14 @@ class WebhookGate:
 
     async def _read_then_forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            body = await asyncio.wait_for(_read_body(receive), self.body_timeout)
+            body = await asyncio.wait_for(body_read(receive, MAX_BODY_BYTES), self.body_timeout)
         except TimeoutError:
             await _respond(send, 408, b"Request Timeout")
             return
-        except _TooLarge:
+        except BodyTooLarge:
             await _respond(send, 413, b"Payload Too Large")
             return
-        except _Disconnected:
+        if body is None:  # the client went away
             return
         replayed = False
 
@@ -98,30 +90,6 @@ class WebhookGate:
             return await receive()
 
         await self.handler(scope, replay, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Disconnected(Exception):
-    pass
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def is_webhook_path(path: str) -> bool:

@@ -17,6 +17,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from calls.carrier import get_provider
 from calls.services.webhooks import webhook_process
+from calls.web.api_endpoint import ApiEndpoint, ApiRouter
+from calls.web.asgi_io import body_read, response_send
 from calls.web.gate import (
     MAX_BODY_BYTES,
     App,
@@ -29,13 +31,6 @@ from calls.web.gate import (
 )
 from calls.web.workers import DatabaseWorkers
 from providers.base import Reply, WebhookRequest
-
-# What SecurityMiddleware and XFrameOptionsMiddleware add to every response; the endpoint
-# skips the middleware, not these.
-_MIDDLEWARE_HEADERS = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-)
 
 
 def _render(reply: Reply) -> HttpResponse:
@@ -72,10 +67,16 @@ def carrier_webhook(request: HttpRequest) -> HttpResponse:
     return _render(webhook_process(_webhook_request(request, body)))
 
 
-def served_http(django_app: App, workers: DatabaseWorkers) -> WebhookGate:
-    """HTTP as served (voicecall_project/asgi.py): the gate in front of Django, admitted
-    webhooks to WebhookEndpoint. Tests drive this same composition."""
-    return WebhookGate(django_app, handler=WebhookEndpoint(workers))
+def served_http(
+    django_app: App, workers: DatabaseWorkers, api_workers: DatabaseWorkers | None = None
+) -> ApiRouter:
+    """HTTP as served (voicecall_project/asgi.py): token API requests to ApiEndpoint, the
+    gate in front of Django, admitted webhooks to WebhookEndpoint. Tests drive this same
+    composition."""
+    return ApiRouter(
+        WebhookGate(django_app, handler=WebhookEndpoint(workers)),
+        ApiEndpoint(api_workers or workers),
+    )
 
 
 class WebhookEndpoint:
@@ -94,24 +95,11 @@ class WebhookEndpoint:
         self.workers = workers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        response = await self.workers.run(lambda: _respond(scope, b"".join(chunks)))
-        headers = [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()
-        ]
-        headers.append((b"content-length", str(len(response.content)).encode()))
-        headers.extend(_MIDDLEWARE_HEADERS)
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        )
-        await send({"type": "http.response.body", "body": response.content})
+        body = await body_read(receive)  # the gate has bounded it
+        if body is None:
+            return
+        response = await self.workers.run(lambda: _respond(scope, body))
+        await response_send(send, response)
 
 
 def _respond(scope: dict[str, Any], body: bytes) -> HttpResponse:

@@ -33,10 +33,10 @@ class DatabaseWorkers:
     what tests use so the work shares the test's connection and transaction.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, name: str = "webhook") -> None:
         self.size = size
         self._executor = (
-            ThreadPoolExecutor(max_workers=size, thread_name_prefix="voicecall-webhook")
+            ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"voicecall-{name}")
             if size > 0
             else None
         )

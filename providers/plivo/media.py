@@ -21,7 +21,6 @@ from providers.media import (
     StreamStart,
     check_ulaw_8k,
     dump_frame,
-    encode_audio_payload,
     optional_str,
     require_object,
     require_str,
@@ -54,18 +53,11 @@ class PlivoMediaCodec(MediaCodec):
         "stop": stream_stop,
     }
 
-    def encode_audio(self, ulaw: bytes) -> str:
-        self._started_stream()
-        return dump_frame(
-            {
-                "event": "playAudio",
-                "media": {
-                    "contentType": ULAW,
-                    "sampleRate": ULAW_RATE,
-                    "payload": encode_audio_payload(ulaw),
-                },
-            }
-        )
+    def _audio_frame(self, stream_id: str, payload: str) -> dict[str, Any]:
+        return {
+            "event": "playAudio",
+            "media": {"contentType": ULAW, "sampleRate": ULAW_RATE, "payload": payload},
+        }
 
     def encode_mark(self, name: str) -> str:
         return dump_frame({"event": "checkpoint", "streamId": self._started_stream(), "name": name})

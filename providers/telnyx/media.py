@@ -23,7 +23,6 @@ from providers.media import (
     StreamStart,
     check_ulaw_8k,
     dump_frame,
-    encode_audio_payload,
     require_object,
     require_str,
     string_params,
@@ -53,9 +52,8 @@ class TelnyxMediaCodec(MediaCodec):
     frames = STANDARD_FRAMES
 
     # Outbound frames carry no stream id: Telnyx's documented shapes have none.
-    def encode_audio(self, ulaw: bytes) -> str:
-        self._started_stream()
-        return dump_frame({"event": "media", "media": {"payload": encode_audio_payload(ulaw)}})
+    def _audio_frame(self, stream_id: str, payload: str) -> dict[str, Any]:
+        return {"event": "media", "media": {"payload": payload}}
 
     def encode_mark(self, name: str) -> str:
         self._started_stream()

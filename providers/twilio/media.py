@@ -17,7 +17,6 @@ from providers.media import (
     StreamStart,
     check_ulaw_8k,
     dump_frame,
-    encode_audio_payload,
     optional_str,
     require_object,
     require_str,
@@ -31,14 +30,8 @@ class TwilioMediaCodec(MediaCodec):
 
     frames = STANDARD_FRAMES
 
-    def encode_audio(self, ulaw: bytes) -> str:
-        return dump_frame(
-            {
-                "event": "media",
-                "streamSid": self._started_stream(),
-                "media": {"payload": encode_audio_payload(ulaw)},
-            }
-        )
+    def _audio_frame(self, stream_id: str, payload: str) -> dict[str, Any]:
+        return {"event": "media", "streamSid": stream_id, "media": {"payload": payload}}
 
     def encode_mark(self, name: str) -> str:
         return dump_frame(

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from calls.config import parse_config, set_config
 from calls.models import ApiToken, Call
 from calls.services.tokens import token_create, token_revoke
 
@@ -60,16 +59,6 @@ def _params(*, without: tuple[str, ...] = ()) -> list[Any]:
         for endpoint in ENDPOINTS
         if endpoint.path not in without
     ]
-
-
-@pytest.fixture
-def calls(mock_carrier: Any, make_call: Any) -> dict[str, str]:
-    # maxConcurrentCalls is raised so that POST /api/calls/ can dial beside the live call;
-    # set_config (not `configure`) keeps the mock carrier installed.
-    set_config(parse_config({"maxConcurrentCalls": 5}, {}))
-    live = make_call(state="answered")
-    ended = make_call(state="hangup-user", end_reason="hangup-user")
-    return {"live": live.call_id, "ended": ended.call_id}
 
 
 def _send(client: APIClient, endpoint: Endpoint, calls: dict[str, str]) -> Any:

@@ -20,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from calls.db_threads import connections_checked
 from calls.models import Call, CallEvent, ReplayKey
 from calls.web import webhook_views
+from calls.web.api_endpoint import ApiEndpoint, ApiRouter
 from calls.web.gate import WebhookGate
 from calls.web.webhook_views import WebhookEndpoint
 from calls.web.workers import DatabaseWorkers
@@ -131,9 +132,14 @@ def test_the_served_application_hands_admitted_webhooks_to_the_endpoint(settings
     # Imported here: building the ASGI application runs the startup preflight.
     from voicecall_project.asgi import application
 
-    gate = application.application_mapping["http"]
+    router = application.application_mapping["http"]
+    assert isinstance(router, ApiRouter) and isinstance(router.api, ApiEndpoint)
+    gate = router.app
     assert isinstance(gate, WebhookGate) and isinstance(gate.handler, WebhookEndpoint)
     assert gate.handler.workers.size == settings.VOICECALL_WEBHOOK_WORKERS > 0
+    # The API has a pool of its own: a waiting `continue` must not hold up webhooks.
+    assert router.api.workers.size == settings.VOICECALL_API_WORKERS > 0
+    assert router.api.workers is not gate.handler.workers
 
 
 @pytest.fixture

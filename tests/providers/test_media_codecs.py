@@ -200,6 +200,21 @@ def test_twilio_encode_audio_is_the_media_frame_twilio_expects() -> None:
     assert base64.b64decode(frame["media"]["payload"], validate=True) == b"\x00\x7f\xff"
 
 
+def test_every_audio_frame_of_a_stream_is_its_own_valid_frame() -> None:
+    """The frame's JSON is built once per stream and filled per frame: the stream id keeps
+    its escaping and no payload leaks into the next frame."""
+    codec = TwilioMediaCodec()
+    odd_id = 'MZ"quoted\\slash@@payload@@'
+    codec.decode(twilio_start(stream_id=odd_id))
+    for ulaw in (b"\x00" * 160, b"", b"\xff\x7f", bytes(range(256))):
+        frame = json.loads(codec.encode_audio(ulaw))
+        assert frame == {
+            "event": "media",
+            "streamSid": odd_id,
+            "media": {"payload": base64.b64encode(ulaw).decode()},
+        }
+
+
 def test_twilio_encode_mark_and_clear_address_the_stream() -> None:
     codec = started_twilio()
     assert json.loads(codec.encode_mark("utt-7")) == {

@@ -261,6 +261,33 @@ async def test_audio_is_appended_as_base64_ulaw_in_order(fake: FakeRealtime) -> 
         await stt.close()
 
 
+async def test_caller_audio_at_carrier_pace_goes_out_in_100_ms_appends(fake: FakeRealtime) -> None:
+    """One append per 20 ms frame cost a third of a busy server's CPU; the transcription
+    socket gets the same audio, in order, five frames at a time."""
+    stt = session(fake, Recorder())
+    await stt.connect()
+    try:
+        conn = await fake.accept()
+        await conn.next()  # session update
+        frames = [bytes([0x10 + i]) * 160 for i in range(5)]
+        for frame in frames:  # a frame every 20 ms, as a carrier sends them
+            await stt.send_audio(frame)
+            await asyncio.sleep(0.02)
+        appends = []
+        received = b""
+        while len(received) < 800:
+            event = await conn.next()
+            assert event["type"] == "input_audio_buffer.append"
+            appends.append(base64.b64decode(event["audio"]))
+            received += appends[-1]
+        assert received == b"".join(frames)
+        # Sent one by one these would be five appends; a stalled loop only merges more.
+        assert len(appends) <= 2
+        assert stt.dropped_frames == 0
+    finally:
+        await stt.close()
+
+
 _event_ids = iter(range(1, 1_000_000))
 
 
