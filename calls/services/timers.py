@@ -265,7 +265,7 @@ def _restore_one(
         return CallState.TIMEOUT
     try:
         status = get_provider().get_call_status(call.provider_call_id)
-    except ProviderError as exc:
+    except (ProviderError, CallError) as exc:  # CallError: no adapter (enabled: false)
         status = CallStatus.unknown(exc)
     if status.is_unknown:
         report.unknown += 1

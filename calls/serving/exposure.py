@@ -124,9 +124,10 @@ def local_only_refusal(cfg: VoiceCallConfig) -> str | None:
     """[latest] A real carrier must not be handed a loopback/private webhook URL.
 
     A configured tunnel counts as public (its URL is known only once it runs); publicUrl
-    wins over a tunnel, so a private publicUrl is refused even with one.
+    wins over a tunnel, so a private publicUrl is refused even with one. A disabled
+    service (`enabled: false`) hands no carrier a URL, so it may serve without one.
     """
-    if cfg.provider not in REAL_CARRIERS or tunnel_mode(cfg):
+    if not cfg.enabled or cfg.provider not in REAL_CARRIERS or tunnel_mode(cfg):
         return None
     url = webhook_url(cfg)
     if not is_local_host(urlsplit(url).hostname or ""):

@@ -223,6 +223,7 @@ def test_serve_refuses_a_private_public_url_even_with_a_tunnel(configure: Any, u
         {**TWILIO, "tunnel": {"provider": "ngrok"}},
         {**TWILIO, "tailscale": {"mode": "funnel"}},
         {"provider": "mock"},
+        {**TWILIO, "enabled": False},  # places no call: hands Twilio no URL
     ],
 )
 def test_serve_accepts_a_public_url_a_tunnel_or_the_mock(configure: Any, raw: dict) -> None:

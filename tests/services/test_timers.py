@@ -351,3 +351,16 @@ def test_a_stream_whose_process_died_is_detached_once_its_lease_runs_out(
     dead.refresh_from_db()
     assert dead.state == "hangup-bot"
     assert Call.objects.get(pk=alive.pk).state == "listening"
+
+
+def test_restore_keeps_calls_a_disabled_carrier_cannot_be_asked_about(configure, make_call):
+    # enabled: false skips credential checks, so the carrier's adapter may not build:
+    # start-up keeps the leftover call for its timers instead of crashing.
+    configure({"enabled": False, "provider": "twilio", "fromNumber": "+15550001234"})
+    call = make_call(provider="twilio", state="listening")
+
+    report = calls_restore()
+
+    assert (report.kept, report.unknown) == (1, 1)
+    call.refresh_from_db()
+    assert call.state == "listening"
