@@ -31,7 +31,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from calls.models import Call, TranscriptEntry
-from providers.base import EventType
+from providers.base import AnsweredBy, EventType
 from providers.mock import MockProvider
 from tests.fakes.carriers.base import FRIEND, STRANGER, Delivery
 from tests.fuzz.conftest import (
@@ -60,6 +60,7 @@ pytestmark = pytest.mark.django_db
 
 URL = "http://127.0.0.1:3334/voice/webhook"
 TYPES = [t.value for t in EventType]
+ANSWERED_BY = [a.value for a in AnsweredBy]
 REASONS = sorted(END_STATES) + ["exploded", ""]
 
 
@@ -319,6 +320,7 @@ def test_sequences_of_events_only_move_forward(
                     "confidence": data.draw(st.sampled_from([0.8, 1, 0, None]), label="conf"),
                     "reason": data.draw(st.sampled_from(REASONS), label="reason"),
                     "digits": "1",
+                    "answeredBy": data.draw(st.sampled_from(ANSWERED_BY), label="answered by"),
                 }
                 heard = clean and item["type"] == "call.speech" and item["turnToken"] != "other"
                 delivery = post_json(encode({"event": item}))

@@ -464,6 +464,7 @@ def plausible_event(data: st.DataObject, live: Call, done: Call) -> dict[str, An
         "direction": data.draw(st.sampled_from(["outgoing", "incoming", None]), label="direction"),
         "hangup_cause": data.draw(st.sampled_from(CAUSES), label="cause"),
         "digit": data.draw(st.sampled_from(list("0123456789*#")), label="digit"),
+        "result": data.draw(st.sampled_from(["human", "machine", "not_sure"]), label="result"),
         "payload": GREETING,
         "transcription_data": {
             "transcript": data.draw(st.text(max_size=30), label="words"),
@@ -666,6 +667,9 @@ def sequence_event(data: st.DataObject, call: Call, token: str) -> tuple[dict[st
         }
     elif event_type == "call.speak.started":
         fields = {"payload": GREETING}
+    elif event_type == "call.machine.detection.ended":
+        results = ["human", "machine", "not_sure"]
+        fields = {"result": data.draw(st.sampled_from(results), label="result")}
     return envelope(event_type, payload_for(call, state, **fields)), heard
 
 
