@@ -126,10 +126,18 @@ _PREFIX = _pred(
     ": Expected an E.164 number or +<country code> prefix, e.g. +44",
 )
 _API_BLOCK = _obj({"apiKey": _STR, "baseUrl": _URL}, extra=_ANY)
+
+
+def _route_tts(path: str, value: Any) -> list[str]:
+    # A route's tts merges over the top-level one, so it takes the same keys (_SPEC, below):
+    # a key the merge would carry but nothing reads must not pass silently.
+    return _obj(_SPEC["tts"])(path, value)
+
+
 _ROUTE = _obj(
     {
         "inboundGreeting": _STR,
-        "tts": _FREE,
+        "tts": _route_tts,
         "agentId": _STR,
         "responseModel": _STR,
         "responseSystemPrompt": _STR,

@@ -168,12 +168,16 @@ def test_realtime_reads_typed() -> None:
 
 def test_number_routes_read_typed() -> None:
     routes = {
-        "+15550001234": {"agentId": "sales", "responseTimeoutMs": 5000, "tts": {"voice": "v"}},
+        "+15550001234": {
+            "agentId": "sales",
+            "responseTimeoutMs": 5000,
+            "tts": {"providers": {"openai": {"voice": "v"}}},
+        },
         "+15550005678": None,
     }
     cfg = parse_config({"numbers": routes, "agentId": "main", "responseModel": "gpt"}, {})
     assert cfg.numbers["+15550001234"] == RouteConfig(
-        agent_id="sales", response_timeout_ms=5000, tts={"voice": "v"}
+        agent_id="sales", response_timeout_ms=5000, tts={"providers": {"openai": {"voice": "v"}}}
     )
     # A null route still names its number, with no overrides.
     assert cfg.numbers["+15550005678"] == RouteConfig()

@@ -69,6 +69,18 @@ def test_the_plugins_defaults_and_switched_off_features_load(raw: dict[str, Any]
     parse_config(raw, {})  # no ConfigError
 
 
+def test_a_routes_tts_takes_only_tts_keys() -> None:
+    # A voice outside providers.<id> would be merged and never read: refused, not ignored.
+    routes = {"+15550001234": {"tts": {"voice": "nova"}}}
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"numbers": routes}, {})
+
+    assert caught.value.errors == [
+        "plugins.entries.voice-call.config.numbers.+15550001234.tts.voice is not a recognized key"
+    ]
+
+
 def test_every_refused_key_is_named_at_once() -> None:
     raw = {"store": "/tmp/x", "tts": {"summaryModel": "m"}, "realtime": {"toolPolicy": "owner"}}
 
