@@ -146,7 +146,12 @@ def inbound_call_arrive(
     if not screen.accepted:
         inbound_rejection_hang_up(call)
         return EventOutcome(call, applied=True, rejected=True)
-    logger.info("call=%s inbound from %s accepted", call.public_id, mask_number(from_number))
+    logger.info(
+        "call=%s provider=%s inbound from %s accepted",
+        call.public_id,
+        provider,
+        mask_number(from_number),
+    )
     if inline is not None or event.type == EventType.ANSWERED:
         # Returning a document answers the call; the greeting rides in it (plugin issues
         # #29101, #32902: greetings never spoken, calls never answered).

@@ -124,7 +124,7 @@ def test_served_log_lines_are_json_with_numbers_masked(served: Server) -> None:
     assert "15550002222" not in served.log.read_text()
     assert "15550001111" not in served.log.read_text()
     accepted = [line for line in lines if "inbound from" in line["message"]]
-    assert call_id in {line.get("callId") for line in accepted}
+    assert (call_id, "mock") in {(line.get("callId"), line.get("provider")) for line in accepted}
 
 
 def test_an_unknown_log_format_stops_serve_at_start_up(tmp_path: Path) -> None:
