@@ -44,9 +44,10 @@ AMD_TYPE = "amd"
 _NOT_FETCHES = frozenset({STATUS_TYPE, AMD_TYPE})
 
 # AnsweredBy -> ours, and whether the machine's greeting ended with the verdict
-# (twilio.com/docs/voice/answering-machine-detection, "Webhook parameters"; with
+# (twilio.com/docs/voice/answering-machine-detection, "Webhook parameters"; the seven values
+# are also the SDK's Insights `CallSummariesInstance.AnsweredBy`). With
 # MachineDetection=DetectMessageEnd a machine is reported only at the end of its greeting,
-# as machine_end_beep / _silence / _other; with Enable as machine_start).
+# as machine_end_beep / _silence / _other; with Enable as machine_start.
 ANSWERED_BY: dict[str, tuple[AnsweredBy, bool]] = {
     "human": (AnsweredBy.HUMAN, False),
     "machine_start": (AnsweredBy.MACHINE, False),
