@@ -125,12 +125,12 @@ def speak(
     report the end of its greeting; the document waits for the beep first.
     """
     message = spoken_bound(message, call_id=call.call_id)
-    call_transition(call=call, state=CallState.SPEAKING)
     if call.stream_id:
         # A live media stream plays the words itself; a TwiML/REST fallback would replace
         # the stream document and cut the stream: never mix the paths
         # (docs/plugin-behaviour.md, "Playback on a stream").
         return _speak_on_stream(call, message, wait=wait, utterance_id=utterance_id)
+    call_transition(call=call, state=CallState.SPEAKING)
     utterance_id = utterance_id or uuid.uuid4().hex
     reported = get_provider().speech_done_signal
     if reported:
@@ -171,7 +171,13 @@ def speak(
 def _speak_on_stream(call: Call, message: str, *, wait: bool, utterance_id: str | None) -> Spoken:
     utterance_id = utterance_id or uuid.uuid4().hex
     request = {"type": "call.speak", "text": message, "utteranceId": utterance_id}
-    replies = stream_ask(call.call_id, request, wait=wait)
+    # The state is written while the request travels: the words need not wait for it.
+    replies = stream_ask(
+        call.call_id,
+        request,
+        wait=wait,
+        meanwhile=lambda: call_transition(call=call, state=CallState.SPEAKING),
+    )
     if not replies:
         call_transition(call=call, state=CallState.LISTENING)
         raise SpeechFailed(NO_STREAM)

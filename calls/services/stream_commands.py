@@ -12,8 +12,9 @@ they were heard or cut off (docs/voice-path.md, "Speak across processes").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
 from channels import DEFAULT_CHANNEL_LAYER
@@ -59,6 +60,13 @@ def stream_loop_register(loop: asyncio.AbstractEventLoop) -> None:
     _stream_loop = loop
 
 
+def stream_loop_adopt(loop: asyncio.AbstractEventLoop) -> None:
+    """The server's loop, seen by a request before any stream attached: the streams will
+    run on it too. A loop already known and running is kept."""
+    if _stream_loop is not loop and (_stream_loop is None or not _stream_loop.is_running()):
+        stream_loop_register(loop)
+
+
 def _run[T](coro: Coroutine[Any, Any, T]) -> T:
     """Run a layer coroutine from sync code.
 
@@ -90,50 +98,131 @@ def stream_command(call_id: str, message: dict[str, Any]) -> None:
     _run(_layer().group_send(group_name(call_id), message))
 
 
-def stream_ask(call_id: str, message: dict[str, Any], *, wait: bool) -> list[dict[str, Any]]:
+def stream_ask(
+    call_id: str,
+    message: dict[str, Any],
+    *,
+    wait: bool,
+    meanwhile: Callable[[], object] | None = None,
+) -> list[dict[str, Any]]:
     """Send `message` to the call's stream and return its replies: [] when nobody answered
     within ACK_TIMEOUT_S; else the first reply, and with `wait` (after an ACCEPTED) the
-    FINISHED one too when it came within OUTCOME_TIMEOUT_S."""
-    return _run(_ask(_layer(), call_id, message, wait))
+    FINISHED one too when it came within OUTCOME_TIMEOUT_S.
+
+    `meanwhile` runs on this thread while the request is on its way, where it can: database
+    work the words need not wait for (docs/performance.md, "Speech across processes").
+    """
+    coro = _ask(_layer(), call_id, message, wait)
+    loop = _stream_loop
+    if loop is not None and loop.is_running() and not _inside(loop):
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        if meanwhile is not None:
+            meanwhile()
+        return future.result()
+    if meanwhile is not None:
+        meanwhile()
+    return async_to_sync(_awaited)(coro)
 
 
 async def _ask(
     layer: BaseChannelLayer, call_id: str, message: dict[str, Any], wait: bool
 ) -> list[dict[str, Any]]:
-    inbox = _inbox(layer)
+    loop = asyncio.get_running_loop()
+    if loop is _stream_loop:
+        return await _Inbox.of(layer, loop).ask(call_id, message, wait)
+    return await _ask_once(layer, call_id, message, wait)
+
+
+async def _ask_once(
+    layer: BaseChannelLayer, call_id: str, message: dict[str, Any], wait: bool
+) -> list[dict[str, Any]]:
+    """From a loop of its own (a Celery worker, a thread in a process with no server loop):
+    a reply channel for this request only — with a networked layer on a private instance,
+    closed after (see `_Inbox`); the in-process layer must be the shared one, as a private
+    one would hear nothing."""
+    inbox = (
+        layer
+        if isinstance(layer, InMemoryChannelLayer)
+        else channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    )
     try:
         reply_to = await inbox.new_channel()
         await layer.group_send(group_name(call_id), {**message, "replyTo": reply_to})
-        replies: list[dict[str, Any]] = []
-        try:
-            replies.append(await asyncio.wait_for(inbox.receive(reply_to), ACK_TIMEOUT_S))
-            if wait and replies[0].get("type") == ACCEPTED:
-                replies.append(await asyncio.wait_for(inbox.receive(reply_to), OUTCOME_TIMEOUT_S))
-        except TimeoutError:
-            pass
-        return replies
+        return await _replies(lambda: inbox.receive(reply_to), wait)
     finally:
         if inbox is not layer:
             await inbox.close_pools()  # type: ignore[attr-defined]
 
 
-def _inbox(layer: BaseChannelLayer) -> BaseChannelLayer:
-    """The layer the replies are received on.
+async def _replies(
+    receive: Callable[[], Awaitable[dict[str, Any]]], wait: bool
+) -> list[dict[str, Any]]:
+    replies: list[dict[str, Any]] = []
+    try:
+        replies.append(await asyncio.wait_for(receive(), ACK_TIMEOUT_S))
+        if wait and replies[0].get("type") == ACCEPTED:
+            replies.append(await asyncio.wait_for(receive(), OUTCOME_TIMEOUT_S))
+    except TimeoutError:
+        pass
+    return replies
 
-    channels-redis lets one layer instance receive on one event loop at a time, and this
-    process's consumers are always receiving on the server's loop; a `speak` from a Celery
-    worker or a plain thread runs on a loop of its own. So a networked layer gets a private
-    instance for the replies (its own connection; the holder replies through Redis). The
-    in-process layer must be the shared one — a private one would hear nothing — and is
-    only ever used on the streams' loop (`_run`).
+
+class _Inbox:
+    """This process's reply channel on the server's loop, read by one task; replies find
+    their request by `askId`.
+
+    A channel (and, with Redis, a connection) per request cost 0.5–2 ms of each `speak`, on
+    the loop that also plays the streams (docs/performance.md, "Speech across processes").
+    channels-redis lets one layer instance receive on one event loop only, and this
+    process's consumers receive on the server's loop: so the shared inbox lives there, and
+    a request from a loop of its own gets a channel of its own (`_ask_once`).
     """
-    if isinstance(layer, InMemoryChannelLayer):
-        return layer
-    return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+
+    _by_loop: ClassVar[dict[asyncio.AbstractEventLoop, _Inbox]] = {}
+
+    def __init__(self, layer: BaseChannelLayer) -> None:
+        self.layer = layer
+        self.channel: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.waiting: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._reader = asyncio.create_task(self._read(), name="voicecall-speak-replies")
+
+    @classmethod
+    def of(cls, layer: BaseChannelLayer, loop: asyncio.AbstractEventLoop) -> _Inbox:
+        for old in [known for known in cls._by_loop if known.is_closed()]:
+            del cls._by_loop[old]  # a finished server (tests run many)
+        inbox = cls._by_loop.get(loop)
+        if inbox is None or inbox.layer is not layer or inbox._reader.done():
+            inbox = cls._by_loop[loop] = cls(layer)
+        return inbox
+
+    async def ask(self, call_id: str, message: dict[str, Any], wait: bool) -> list[dict[str, Any]]:
+        ask_id = uuid.uuid4().hex
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.waiting[ask_id] = queue
+        try:
+            reply_to = await self.channel
+            request = {**message, "replyTo": reply_to, "askId": ask_id}
+            await self.layer.group_send(group_name(call_id), request)
+            return await _replies(queue.get, wait)
+        finally:
+            del self.waiting[ask_id]
+
+    async def _read(self) -> None:
+        try:
+            channel = await self.layer.new_channel()
+        except BaseException as exc:
+            self.channel.set_exception(exc)
+            raise
+        self.channel.set_result(channel)
+        while True:
+            reply = await self.layer.receive(channel)
+            queue = self.waiting.get(str(reply.get("askId")))
+            if queue is not None:  # else: its request gave up waiting
+                queue.put_nowait(reply)
 
 
 async def stream_reply(message: dict[str, Any], reply: dict[str, Any]) -> None:
     """Answer a request on its reply channel, if it asked for one (called by the holder)."""
     reply_to = message.get("replyTo")
     if isinstance(reply_to, str) and reply_to:
-        await _layer().send(reply_to, reply)
+        await _layer().send(reply_to, {**reply, "askId": message.get("askId")})

@@ -20,6 +20,7 @@ for the caller, and must not hold up carrier webhooks.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -29,6 +30,7 @@ from django.core.handlers.exception import response_for_exception
 from django.http import HttpResponse, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, resolve
 
+from calls.services.stream_commands import stream_loop_adopt
 from calls.web.asgi_io import App, BodyTooLarge, Receive, Scope, Send, body_read, response_send
 from calls.web.workers import DatabaseWorkers
 
@@ -55,6 +57,10 @@ class ApiRouter:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The server's loop, for layer work from the API's threads even before a stream
+        # attached: one reply inbox per process instead of one per `speak`
+        # (calls/services/stream_commands.py).
+        stream_loop_adopt(asyncio.get_running_loop())
         target = self.api if api_match(scope) is not None else self.app
         await target(scope, receive, send)
 

@@ -7,6 +7,7 @@ command; a carrier that fetches a document for the words gets them from the row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -115,8 +116,17 @@ class FakeStream:
         self.replies = list(replies)
         self.asked: list[tuple[str, dict[str, Any], bool]] = []
 
-    def __call__(self, call_id: str, message: dict[str, Any], *, wait: bool) -> list[dict]:
+    def __call__(
+        self,
+        call_id: str,
+        message: dict[str, Any],
+        *,
+        wait: bool,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> list[dict]:
         self.asked.append((call_id, message, wait))
+        if meanwhile is not None:  # what the asker does while the request travels
+            meanwhile()
         return self.replies if wait else self.replies[:1]
 
 

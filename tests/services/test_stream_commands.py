@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from typing import Any
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from calls.exceptions import CallError
-from calls.services.stream_commands import group_name, stream_command
+from calls.services.stream_commands import (
+    ACCEPTED,
+    group_name,
+    stream_ask,
+    stream_command,
+    stream_loop_register,
+    stream_reply,
+)
 
 
 def test_each_call_has_its_own_group() -> None:
@@ -44,3 +55,92 @@ def test_a_group_receives_only_its_own_commands() -> None:
     stream_command("c-2", {"type": "call.clear"})
     assert async_to_sync(layer.receive)(other) == {"type": "call.clear"}
     async_to_sync(layer.group_discard)(group_name("c-2"), other)
+
+
+# --- asking the stream's holder (docs/voice-path.md, "Speak across processes") -------------
+
+
+class Holder:
+    """The process holding a call's stream, on a server loop of its own thread: it answers
+    each request on its reply channel, the later ones first."""
+
+    def __init__(self, call_id: str, answers: int) -> None:
+        self.call_id = call_id
+        self.answers = answers
+        self.requests: list[dict[str, Any]] = []
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.task = asyncio.run_coroutine_threadsafe(self._serve(), self.loop)
+        assert self.ready.wait(5)
+
+    async def _serve(self) -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        mine = await layer.new_channel()
+        await layer.group_add(group_name(self.call_id), mine)
+        stream_loop_register(asyncio.get_running_loop())
+        self.ready.set()
+        while len(self.requests) < self.answers:
+            self.requests.append(await layer.receive(mine))
+        for request in reversed(self.requests):
+            await stream_reply(request, {"type": ACCEPTED, "text": request["text"]})
+        await layer.group_discard(group_name(self.call_id), mine)
+
+    def stop(self) -> None:
+        self.task.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture(autouse=True)
+def no_stream_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever loop a test registers is forgotten after it."""
+    monkeypatch.setattr("calls.services.stream_commands._stream_loop", None)
+
+
+def test_requests_from_threads_share_one_reply_channel_and_each_gets_its_own_answer() -> None:
+    holder = Holder("c-9", answers=2)
+    results: dict[str, list[dict[str, Any]]] = {}
+    order: list[str] = []
+
+    def ask(text: str) -> None:
+        results[text] = stream_ask(
+            "c-9",
+            {"type": "call.speak", "text": text},
+            wait=False,
+            meanwhile=lambda: order.append(f"meanwhile {text}"),
+        )
+
+    askers = [threading.Thread(target=ask, args=(text,)) for text in ("one", "two")]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(10)
+    holder.stop()
+
+    # Answered in reverse order, each reply still reached the request that asked for it.
+    assert results["one"][0]["text"] == "one" and results["two"][0]["text"] == "two"
+    assert [r[0]["type"] for r in results.values()] == [ACCEPTED, ACCEPTED]
+    # One reply channel for the process, not one per request; ids tell the requests apart.
+    assert holder.requests[0]["replyTo"] == holder.requests[1]["replyTo"]
+    assert holder.requests[0]["askId"] != holder.requests[1]["askId"]
+    assert sorted(order) == ["meanwhile one", "meanwhile two"]
+
+
+def test_a_request_nobody_answers_gets_no_reply_and_its_meanwhile_still_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("calls.services.stream_commands.ACK_TIMEOUT_S", 0.2)
+    ran: list[bool] = []
+
+    replies = stream_ask(
+        "c-nobody",
+        {"type": "call.speak", "text": "hi"},
+        wait=False,
+        meanwhile=lambda: ran.append(True),
+    )
+
+    assert replies == [] and ran == [True]
