@@ -328,6 +328,9 @@ class TelephonyProvider(ABC):
     #: AnsweredBy, Telnyx call.machine.detection.ended), so a greeting may wait for it.
     #: Plivo documents its callback only for machines: its calls never wait.
     machine_verdict_always: bool = False
+    #: A carrier that may report no verdict for a person (Plivo) holds a greeting at most
+    #: this long after the answer; None: never held unless `machine_verdict_always`.
+    machine_verdict_deadline_s: float | None = None
     #: The carrier reports the end of a machine's greeting (the beep) with or after its
     #: verdict; without it a left message waits for the beep in its own document.
     machine_greeting_end: bool = False

@@ -22,7 +22,7 @@ from calls.exceptions import (
 from calls.models import Call, CarrierCommand
 from calls.services import lifecycle
 from calls.services.carrier_commands import greeting_record_delivered, greeting_say
-from calls.services.machine_detection import greeting_waits_now
+from calls.services.machine_detection import greeting_waits_now, verdict_deadline
 from calls.services.outbox import command_owe
 from calls.services.speech import InlineReply
 from calls.services.stream_plans import stream_plan, streaming_possible
@@ -55,19 +55,26 @@ def greeting_release(call: Call, inline: InlineReply | None) -> None:
     if call.answered_at is None or not call.meta.get(INITIAL_MESSAGE):
         return
     if call.stream_id:
-        command_owe(call, Kind.GREETING)
+        command_owe(call, Kind.GREETING, retry_now=True)
         return
-    _greet(call, inline)
+    _greet(call, inline, now=True)
 
 
-def _greet(call: Call, inline: InlineReply | None) -> None:
-    """On answer: the greeting/message goes in this reply, on the stream, or by command."""
+def _greet(call: Call, inline: InlineReply | None, *, now: bool = False) -> None:
+    """On answer: the greeting/message goes in this reply, on the stream, or by command.
+
+    `now`: a greeting owed ahead for a verdict's deadline (Plivo) goes at once instead.
+    """
     metadata = call.meta
     message = metadata.get(INITIAL_MESSAGE)
     if not message or not call.provider_call_id:
         return
     if greeting_waits_now(call):
-        return  # said when the answering-machine verdict lets it (greeting_release)
+        # Said when the answering-machine verdict lets it (greeting_release); where the
+        # carrier may never give one, owed for its deadline.
+        if deadline := verdict_deadline(call):
+            command_owe(call, Kind.GREETING, due_at=deadline)
+        return
     if metadata.get(INITIAL_MESSAGE_INLINE):
         greeting_record_delivered(call, message)
         return
@@ -76,7 +83,7 @@ def _greet(call: Call, inline: InlineReply | None) -> None:
         # "Conversation calls").
         return
     if inline is None and not call.stream_id:
-        command_owe(call, Kind.GREETING)  # a carrier REST command: after commit
+        command_owe(call, Kind.GREETING, retry_now=now)  # a carrier REST command: after commit
         return
     try:
         greeting_say(call, inline=inline)

@@ -20,9 +20,9 @@ from calls.carrier import get_provider
 from calls.config import get_config
 from calls.models import Call, CarrierCommand, TranscriptEntry
 from calls.services import lifecycle
-from calls.services.machine_detection import leaves_message
+from calls.services.machine_detection import greeting_withheld, leaves_message
 from calls.services.speech import InlineReply, speak
-from calls.services.stream_plans import stream_plan
+from calls.services.stream_plans import stream_plan, streaming_possible
 from calls.state import CallState
 
 logger = logging.getLogger(__name__)
@@ -111,9 +111,22 @@ def _stream_give_up(call: Call, error: str) -> tuple[str, ...]:
 
 
 def _greeting(call: Call, key: str) -> None:
-    if call.is_terminal:
+    # Owed ahead (an answering-machine verdict's deadline): by now a machine may have
+    # answered, or the call's stream, not carrier speech, is where the greeting belongs.
+    if call.is_terminal or greeting_withheld(call) or _stream_expected(call):
         return
     greeting_say(call, command_key=key)
+
+
+def _stream_expected(call: Call) -> bool:
+    """A conversation call whose media stream has not attached yet and has not failed:
+    the stream says the greeting when it attaches (calls/services/streams.py)."""
+    return (
+        call.mode == Call.Mode.CONVERSATION
+        and not call.stream_id
+        and not call.meta.get(STREAM_FAILED)
+        and streaming_possible()
+    )
 
 
 def _greeting_give_up(call: Call, error: str) -> tuple[str, ...]:

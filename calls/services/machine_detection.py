@@ -9,6 +9,9 @@ calls/services/machine_verdicts.py.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from calls import clock
 from calls.call_metadata import MACHINE_DETECTION
 from calls.carrier import get_provider
 from calls.config import get_config
@@ -44,18 +47,34 @@ def holds_greeting(call: Call) -> bool:
 
     Conversation calls never speak to a machine unless leaving a message, so every mode
     holds them; a notify call with `detect` only records the verdict and says its message
-    at once. Carriers that report no verdict for a person (Plivo) never hold: the greeting
-    would wait for ever.
+    at once. A carrier that may report no verdict for a person (Plivo) holds only until
+    its deadline (`verdict_deadline`).
     """
     mode = call_mode(call)
-    if mode == MachineDetection.OFF or not get_provider().machine_verdict_always:
+    provider = get_provider()
+    if mode == MachineDetection.OFF or not (
+        provider.machine_verdict_always or provider.machine_verdict_deadline_s is not None
+    ):
         return False
     return call.mode == Call.Mode.CONVERSATION or mode != MachineDetection.DETECT
 
 
+def verdict_deadline(call: Call) -> datetime | None:
+    """When a held greeting goes without a verdict: the answer plus the carrier's deadline;
+    None where every call gets a verdict (or the call was not answered)."""
+    seconds = get_provider().machine_verdict_deadline_s
+    if seconds is None or call.answered_at is None:
+        return None
+    return call.answered_at + timedelta(seconds=seconds)
+
+
 def greeting_waits(call: Call) -> bool:
-    """True while the greeting is held: no verdict that lets it go has come yet."""
-    return holds_greeting(call) and call.answered_by not in RELEASING
+    """True while the greeting is held: no verdict that lets it go has come yet, and the
+    carrier's deadline for one (where it has one) has not passed."""
+    if not holds_greeting(call) or call.answered_by in RELEASING:
+        return False
+    deadline = verdict_deadline(call)
+    return call.answered_by in MACHINES or deadline is None or clock.now() < deadline
 
 
 def greeting_waits_now(call: Call) -> bool:
@@ -67,6 +86,12 @@ def greeting_waits_now(call: Call) -> bool:
         return False
     call.refresh_from_db(fields=["answered_by"])
     return greeting_waits(call)
+
+
+def greeting_withheld(call: Call) -> bool:
+    """A machine answered and no message is to be left on it: its greeting is never said,
+    even by a deadline that passes after the verdict."""
+    return call.answered_by in MACHINES and not leaves_message(call)
 
 
 def leaves_message(call: Call) -> bool:

@@ -122,4 +122,5 @@ def _leave_message(call: Call, inline: InlineReply | None) -> None:
     if inline is not None:
         greeting_say(call, inline=inline)
     else:
-        command_owe(call, CarrierCommand.Kind.GREETING)
+        # Again if a deadline already had the greeting said (Plivo): this time after the beep.
+        command_owe(call, CarrierCommand.Kind.GREETING, again=True)

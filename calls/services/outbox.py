@@ -67,24 +67,34 @@ def outbox_unit() -> Iterator[None]:
         command_send(pk)
 
 
-def command_owe(call: Call, kind: str, *, retry_now: bool = False) -> None:
+def command_owe(
+    call: Call,
+    kind: str,
+    *,
+    retry_now: bool = False,
+    due_at: datetime | None = None,
+    again: bool = False,
+) -> None:
     """Record that `kind` must be sent for `call` (once per call and kind).
 
     `retry_now` (a re-delivered event asking again) makes a waiting or given-up command
-    due at once, as the carrier's retry is a good moment to try again.
+    due at once, as the carrier's retry is a good moment to try again. `due_at` defers a
+    new command (the sweep sends it then); `again` revives one already done, for a second
+    time it is truly owed (a message left on a machine after the greeting went out).
     """
     now = clock.now()
     try:
         with transaction.atomic():
             command = CarrierCommand.objects.create(
-                call=call, kind=kind, due_at=now, created_at=now
+                call=call, kind=kind, due_at=due_at or now, created_at=now
             )
     except IntegrityError:
-        if not retry_now:
+        if not (retry_now or again):
             return
-        revived = CarrierCommand.objects.filter(call=call, kind=kind, done_at__isnull=True).update(
-            failed_at=None, due_at=now, attempts=0
-        )
+        existing = CarrierCommand.objects.filter(call=call, kind=kind)
+        if not again:
+            existing = existing.filter(done_at__isnull=True)
+        revived = existing.update(failed_at=None, done_at=None, due_at=now, attempts=0)
         if not revived:
             return
         command = CarrierCommand.objects.get(call=call, kind=kind)

@@ -50,6 +50,9 @@ class PlivoProvider(base.TelephonyProvider):
     speech_by_fetch = True
     # A <Redirect> after each <Speak> reports the words said; a transfer replaces the old.
     speech_done_signal = True
+    # Its machine-detection callback is documented for machines only: a greeting waits for
+    # it no longer than the detection time (machine_detection_time) and a second more.
+    machine_verdict_deadline_s = (webhooks.MACHINE_DETECTION_MS + 1000) / 1000
     signature_headers = (
         ("x-plivo-signature-v3", "x-plivo-signature-v3-nonce"),
         ("x-plivo-signature-v2", "x-plivo-signature-v2-nonce"),

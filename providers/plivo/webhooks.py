@@ -41,6 +41,9 @@ XML_SPEAK, XML_LISTEN = "xml-speak", "xml-listen"
 XML_TRANSFER = "xml-transfer"
 SPOKEN = "spoken"
 MACHINE = "machine"  # the machine_detection_url callback
+# Make-a-call `machine_detection_time`: 2000-10000 ms of analysis, 5000 by default (SDK
+# `calls.create`); sent explicitly because a held greeting's deadline is counted from it.
+MACHINE_DETECTION_MS = 5000
 FETCH_FLOWS = frozenset({XML_SPEAK, XML_LISTEN})
 # Plivo runs our reply as the call's next XML only for these; hangup bodies are ignored.
 DOCUMENT_FLOWS = frozenset({ANSWER, GETINPUT, XML_SPEAK, XML_LISTEN, SPOKEN, XML_TRANSFER})
@@ -171,6 +174,7 @@ def machine_detection_fields(request: PlaceCall) -> dict[str, Any]:
         return {}
     return {
         "machine_detection": "true",
+        "machine_detection_time": MACHINE_DETECTION_MS,
         "machine_detection_url": with_query(request.webhook_url, flow=MACHINE),
         "machine_detection_method": "POST",
     }

@@ -8,7 +8,7 @@ are signed as each carrier signs and posted through the webhook, served and Djan
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import pytest
 from django.test import Client
@@ -77,6 +77,7 @@ def expected_fields(name: str, mode: str, call: Call) -> dict[str, Any]:
         return {"answering_machine_detection": setting}
     return {
         "machine_detection": "true",
+        "machine_detection_time": 5000,
         "machine_detection_url": callback_url(call, "flow=machine"),
         "machine_detection_method": "POST",
     }
@@ -151,18 +152,12 @@ def assert_untouched(carrier: CarrierDriver, call: Call) -> None:
     assert carrier.hangup_requests() == []
 
 
-def gates(carrier: CarrierDriver) -> bool:
-    """Twilio and Telnyx report a verdict for every call; Plivo documents one for machines."""
-    return carrier.name != "plivo"
-
-
 @each_carrier()
 def test_hangup_ends_a_machine_answered_call_as_voicemail(
     client: Client, start_carrier: Carrier
 ) -> None:
     carrier, call = answered_call(client, start_carrier, "hangup")
-    if gates(carrier):
-        assert spoken_texts(carrier) == []  # the message waits for the verdict
+    assert spoken_texts(carrier) == []  # the message waits for the verdict
     deliver(client, carrier, [verdict(carrier, call, "machine")])
     call.refresh_from_db()
     assert (call.state, call.end_reason, call.answered_by) == ("voicemail", "voicemail", "machine")
@@ -170,8 +165,7 @@ def test_hangup_ends_a_machine_answered_call_as_voicemail(
     if carrier.name == "twilio":
         assert call.machine_detection_ms == 2410  # the carrier's own figure
     assert len(carrier.hangup_requests()) == 1
-    if gates(carrier):
-        assert spoken_texts(carrier) == []  # nothing was left on the machine
+    assert spoken_texts(carrier) == []  # nothing was left on the machine
     # The carrier's own end report afterwards changes nothing.
     deliver(client, carrier, carrier.hangup(call, "completed"))
     assert state_of(call) == "voicemail"
@@ -199,8 +193,8 @@ def test_a_human_verdict_changes_nothing(
     assert call.answered_by == "human"
     assert not call.is_terminal
     # The message is said once and the call ends the ordinary notify way.
+    carrier.follow_up(client)  # Plivo fetches the words' document; each reports them said
     assert spoken_texts(carrier).count(NOTICE) == 1
-    carrier.follow_up(client)
     assert lines(call) == [("bot", NOTICE)]
     fake_clock.advance(seconds=5)
     timers_sweep()
@@ -215,8 +209,7 @@ def test_leave_message_waits_for_the_beep_speaks_then_hangs_up_as_voicemail(
     client: Client, start_carrier: Carrier, fake_clock: Any
 ) -> None:
     carrier, call = answered_call(client, start_carrier, "leaveMessage")
-    said_at_answer = spoken_texts(carrier).count(NOTICE)
-    assert said_at_answer == (0 if gates(carrier) else 1)
+    assert spoken_texts(carrier).count(NOTICE) == 0
     if carrier.name == "telnyx":
         # The machine's verdict first: the message waits for its greeting to end.
         deliver(client, carrier, [verdict(carrier, call, "machine")])
@@ -224,7 +217,7 @@ def test_leave_message_waits_for_the_beep_speaks_then_hangs_up_as_voicemail(
         assert Call.objects.get(pk=call.pk).answered_by == "machine"
     deliver(client, carrier, [verdict(carrier, call, "machine", beep=True)])
     carrier.follow_up(client)  # the carrier fetches the words (Plivo) and reports them said
-    assert spoken_texts(carrier).count(NOTICE) == said_at_answer + 1
+    assert spoken_texts(carrier).count(NOTICE) == 1
     if carrier.name == "plivo":
         # Plivo reports no end of the greeting: the left message's document waits for the
         # beep itself.
@@ -381,11 +374,72 @@ def test_status_and_rest_show_who_answered(
     assert (detail["answeredBy"], detail["machineDetectionMs"]) == ("machine", 2410)
 
 
-def test_the_twilio_amd_callback_is_not_a_document_fetch() -> None:
-    """Twilio ignores the reply to its AsyncAmdStatusCallback: nothing is spoken in it."""
-    from providers.base import WebhookRequest
-    from providers.twilio.webhooks import is_twiml_fetch
+# -- Plivo: no verdict documented for a person, so a held greeting has a deadline ---------------
 
-    query = parse_qs(urlsplit("https://h/voice/webhook?callId=x&type=amd").query)
-    request = WebhookRequest("POST", "https://h/voice/webhook", "/voice/webhook", query, {}, b"")
-    assert not is_twiml_fetch(request)
+plivo_only = pytest.mark.parametrize("start_carrier", ("plivo",), indirect=True)
+
+
+def past_the_deadline(fake_clock: Any) -> None:
+    """machine_detection_time (5 s) and a second more after the answer, then the sweep."""
+    fake_clock.advance(seconds=6)
+    timers_sweep()
+
+
+@plivo_only
+def test_plivo_says_a_held_message_at_the_deadline_when_no_verdict_comes(
+    client: Client, start_carrier: Carrier, fake_clock: Any
+) -> None:
+    carrier, call = answered_call(client, start_carrier, "hangup")
+    fake_clock.advance(seconds=5)
+    timers_sweep()
+    carrier.follow_up(client)
+    assert spoken_texts(carrier) == []  # still within the detection time
+    past_the_deadline(fake_clock)
+    carrier.follow_up(client)
+    assert spoken_texts(carrier).count(NOTICE) == 1
+    call.refresh_from_db()
+    assert call.answered_by == ""  # nothing said who answered: nothing recorded
+
+
+@plivo_only
+def test_plivo_a_verdict_before_the_deadline_says_the_message_at_once(
+    client: Client, start_carrier: Carrier, fake_clock: Any
+) -> None:
+    carrier, call = answered_call(client, start_carrier, "hangup")
+    deliver(client, carrier, [verdict(carrier, call, "human")])
+    carrier.follow_up(client)
+    assert spoken_texts(carrier).count(NOTICE) == 1
+    past_the_deadline(fake_clock)  # the deadline's command finds the message said
+    carrier.follow_up(client)
+    assert spoken_texts(carrier).count(NOTICE) == 1
+
+
+@plivo_only
+def test_plivo_never_greets_a_machine_when_its_deadline_passes(
+    client: Client, start_carrier: Carrier, fake_clock: Any
+) -> None:
+    carrier, call = answered_call(client, start_carrier, "detect", "conversation")
+    deliver(client, carrier, [verdict(carrier, call, "machine")])
+    past_the_deadline(fake_clock)
+    carrier.follow_up(client)
+    assert OPENING not in spoken_texts(carrier)
+    assert not Call.objects.get(pk=call.pk).is_terminal
+
+
+@plivo_only
+def test_plivo_a_machine_reported_after_the_deadline_gets_the_message_again_after_the_beep(
+    client: Client, start_carrier: Carrier, fake_clock: Any
+) -> None:
+    carrier, call = answered_call(client, start_carrier, "leaveMessage")
+    past_the_deadline(fake_clock)
+    carrier.follow_up(client)
+    assert spoken_texts(carrier).count(NOTICE) == 1  # said at the deadline, maybe too early
+    deliver(client, carrier, [verdict(carrier, call, "machine")])
+    carrier.follow_up(client)
+    assert spoken_texts(carrier).count(NOTICE) == 2
+    document = [e for e in carrier.exchanges if e.delivery.label.startswith("fetch:")][-1]
+    assert b'<Response><Wait length="30" beep="true"/><Speak' in document.body
+    fake_clock.advance(seconds=5)
+    timers_sweep()
+    deliver(client, carrier, carrier.hangup(call, "completed"))
+    assert state_of(call) == "voicemail"

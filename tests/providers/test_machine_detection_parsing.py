@@ -11,6 +11,7 @@ from providers.base import EventType, MachineDetection, PlaceCall, Speech
 from providers.errors import WebhookInvalid
 from providers.plivo import webhooks as plivo_webhooks
 from providers.plivo import xml as plivo_xml
+from providers.twilio import webhooks as twilio_webhooks
 from tests.fakes.plivo import helpers as plivo
 from tests.fakes.telnyx import helpers as telnyx
 from tests.fakes.twilio import helpers as twilio
@@ -149,6 +150,12 @@ def test_plivo_refuses_an_odd_machine_value(value: str) -> None:
 def test_plivo_refuses_a_verdict_without_machine() -> None:
     with pytest.raises(WebhookInvalid):
         _plivo()
+
+
+def test_the_twilio_amd_callback_is_not_a_document_fetch() -> None:
+    """Twilio ignores the reply to its AsyncAmdStatusCallback: nothing is spoken in it."""
+    request = twilio.webhook(f"{HOOK}?callId=x&type=amd", {"CallSid": twilio.CALL_SID})
+    assert not twilio_webhooks.is_twiml_fetch(request)
 
 
 def test_plivo_machine_callback_is_not_a_document_fetch() -> None:

@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 
 from calls.models import Call, CarrierCommand
+from calls.services.answering import call_answered
+from calls.services.carrier_commands import COMMANDS
 from calls.services.events import event_apply
 from calls.services.lifecycle import call_finalize
+from calls.services.machine_verdicts import machine_verdict_apply
 from calls.services.streams import stream_attach
 from providers.base import EventType, NormalizedEvent
 
@@ -171,8 +174,6 @@ def _held_notify(make_call: Any, **fields: Any) -> Call:
 def test_an_answer_sees_a_verdict_another_process_committed_meanwhile(
     mock_carrier: Any, make_call: Any
 ) -> None:
-    from calls.services.answering import call_answered
-
     call = _held_notify(make_call)
     stale = Call.objects.get(pk=call.pk)  # read before the verdict landed
     Call.objects.filter(pk=call.pk).update(answered_by="human")
@@ -184,8 +185,6 @@ def test_an_answer_sees_a_verdict_another_process_committed_meanwhile(
 def test_a_verdict_sees_an_answer_another_process_committed_meanwhile(
     mock_carrier: Any, make_call: Any, fake_clock: Any
 ) -> None:
-    from calls.services.machine_verdicts import machine_verdict_apply
-
     call = _held_notify(make_call)
     stale = Call.objects.get(pk=call.pk)  # read before the answer landed
     Call.objects.filter(pk=call.pk).update(state="answered", answered_at=fake_clock.now())
@@ -216,11 +215,36 @@ def test_a_stream_attaching_sees_a_verdict_committed_meanwhile(
 def test_a_verdict_never_owes_a_greeting_another_process_already_said(
     mock_carrier: Any, make_call: Any, fake_clock: Any
 ) -> None:
-    from calls.services.machine_verdicts import machine_verdict_apply
-
     call = _held_notify(make_call, state="answered", answered_at=fake_clock.now())
     stale = Call.objects.get(pk=call.pk)  # still owes the greeting as far as it knows
     Call.objects.filter(pk=call.pk).update(metadata={"machineDetection": "hangup"})
     machine_verdict_apply(stale, _verdict(call, "human"), None)
     assert not CarrierCommand.objects.filter(call=call).exists()
     assert mock_carrier.sent == []
+
+
+# -- a greeting owed ahead, for a verdict's deadline (Plivo) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({}, False),  # the stream says it when it attaches
+        ({"metadata": {"initialMessage": "Hello!", "streamFailed": True}}, True),
+        ({"answered_by": "machine"}, False),  # never to a machine
+        ({"answered_by": "machine", "mode": "notify"}, False),
+    ],
+)
+def test_a_greeting_owed_for_a_deadline_goes_only_where_it_belongs(
+    mock_carrier: Any,
+    make_call: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    fields: dict[str, Any],
+    said: bool,
+) -> None:
+    monkeypatch.setattr("calls.services.carrier_commands.streaming_possible", lambda: True)
+    call = make_call(
+        **{"metadata": {"initialMessage": "Hello!", "machineDetection": "detect"}, **fields}
+    )
+    COMMANDS[CarrierCommand.Kind.GREETING].send(call, "key-1")
+    assert ("play_text" in [op for op, _ in mock_carrier.sent]) is said

@@ -14,7 +14,7 @@ import pytest
 
 from calls.models import Call, CallEvent, CarrierCommand, TranscriptEntry
 from calls.services.events import event_apply
-from calls.services.outbox import LEASE, command_send, outbox_unit
+from calls.services.outbox import LEASE, command_owe, command_send, outbox_unit
 from calls.services.timers import timers_sweep
 from providers.base import EventType, NormalizedEvent
 from providers.errors import ProviderError, ProviderUnavailable
@@ -196,3 +196,34 @@ def test_the_lease_is_short_enough_for_a_redelivery_window() -> None:
     # Carriers retry a failed webhook within seconds to minutes; a command owed by a dead
     # process must be sent well within that.
     assert LEASE <= timedelta(seconds=30)
+
+
+# -- owed ahead, and owed again (answering-machine detection) ------------------------------------
+
+
+def _greeting_call(make_call: Any) -> Call:
+    return make_call(mode="notify", metadata={"initialMessage": "Hello!"})
+
+
+def test_a_command_owed_for_later_is_sent_by_the_sweep_once_due(
+    mock_carrier: Any, make_call: Any, fake_clock: Any
+) -> None:
+    call = _greeting_call(make_call)
+    command_owe(call, CarrierCommand.Kind.GREETING, due_at=fake_clock.now() + timedelta(seconds=6))
+    timers_sweep()
+    assert _ops(mock_carrier, "play_text") == []
+    fake_clock.advance(seconds=6)
+    timers_sweep()
+    assert [op["text"] for op in _ops(mock_carrier, "play_text")] == ["Hello!"]
+
+
+def test_a_done_command_is_sent_again_only_when_owed_again(
+    mock_carrier: Any, make_call: Any
+) -> None:
+    call = _greeting_call(make_call)
+    command_owe(call, CarrierCommand.Kind.GREETING)
+    Call.objects.filter(pk=call.pk).update(metadata={"initialMessage": "Hello again!"})
+    command_owe(call, CarrierCommand.Kind.GREETING, retry_now=True)  # done: not revived
+    assert len(_ops(mock_carrier, "play_text")) == 1
+    command_owe(call, CarrierCommand.Kind.GREETING, again=True)
+    assert [op["text"] for op in _ops(mock_carrier, "play_text")] == ["Hello!", "Hello again!"]
