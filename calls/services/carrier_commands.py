@@ -60,6 +60,8 @@ def _answer_give_up(call: Call, error: str) -> tuple[str, ...]:
 
 
 def _reject_hang_up(call: Call, key: str) -> None:
+    # The one "hang this ended call up at the carrier, once" command: a refused inbound
+    # caller, and a call an answering machine answered (calls/services/machine_verdicts.py).
     if call.meta.get(HUNG_UP):
         return
     get_provider().hang_up(lifecycle.call_target(call, command_key=key))
