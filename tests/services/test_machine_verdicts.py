@@ -248,3 +248,32 @@ def test_a_greeting_owed_for_a_deadline_goes_only_where_it_belongs(
     )
     COMMANDS[CarrierCommand.Kind.GREETING].send(call, "key-1")
     assert ("play_text" in [op for op, _ in mock_carrier.sent]) is said
+
+
+@pytest.mark.parametrize(
+    ("mode", "streams", "left"),
+    [("conversation", True, False), ("conversation", False, True), ("notify", True, True)],
+)
+def test_a_message_is_left_only_where_carrier_speech_can_leave_it(
+    mock_carrier: Any,
+    make_call: Any,
+    fake_clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    streams: bool,
+    left: bool,
+) -> None:
+    monkeypatch.setattr("calls.services.machine_verdicts.streaming_possible", lambda: streams)
+    call = make_call(
+        mode=mode,
+        answered_at=fake_clock.now(),
+        metadata={
+            "machineDetection": "leaveMessage",
+            "initialMessage": "Call us back",
+            "voicemailMessage": "Call us back",
+        },
+    )
+    call = _apply(call, "machine", greeting_ended=True)
+    ops = [op for op, _ in mock_carrier.sent]
+    assert ("play_text" in ops, "hang_up" in ops) == (left, not left)
+    assert call.is_terminal is (not left)  # left: it ends once the message was said
