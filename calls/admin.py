@@ -16,7 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db.models import Field, Model, QuerySet
+from django.db.models import Field, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -26,61 +26,17 @@ from calls.models import (
     AllowedNumber,
     ApiToken,
     Call,
-    CallEvent,
     InboundPolicy,
-    TranscriptEntry,
-    Turn,
 )
 from calls.phone import mask_number
 from calls.services.actions import call_end
 from calls.services.inbound import allowlist_sync_config, effective_policy
 from calls.services.tokens import token_revoke
-from calls.services.turn_records import turn_stages
 
 
 def _pretty_json(value: Any) -> SafeString:
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return format_html("<pre>{}</pre>", text)
-
-
-class _ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-
-class CallEventInline(_ReadOnlyInline):
-    model = CallEvent
-    fields = readonly_fields = ("type", "payload_json", "dedupe_key", "created_at")
-
-    @admin.display(description="payload")
-    def payload_json(self, event: CallEvent) -> SafeString:
-        return _pretty_json(event.payload)
-
-
-class TranscriptEntryInline(_ReadOnlyInline):
-    model = TranscriptEntry
-    fields = readonly_fields = ("speaker", "text", "is_final", "interrupted", "created_at")
-
-
-class TurnInline(_ReadOnlyInline):
-    """Each exchange and how long its stages took (docs/voice-path.md, "Turns")."""
-
-    model = Turn
-    fields = readonly_fields = ("index", "initiator", "stages", "interrupted", "created_at")
-
-    @admin.display(description="stages (ms)")
-    def stages(self, turn: Turn) -> str:
-        known = {name: ms for name, ms in turn_stages(turn).items() if ms is not None}
-        return ", ".join(f"{name.removesuffix('Ms')} {ms}" for name, ms in known.items()) or "—"
 
 
 @admin.register(Call)
@@ -102,7 +58,8 @@ class CallAdmin(admin.ModelAdmin):
     # public_id is matched exactly in get_search_results (a UUID column has no useful icontains).
     search_fields = ("from_number", "to_number", "provider_call_id")
     search_help_text = "Number, provider call id, or a full callId"
-    inlines = (CallEventInline, TranscriptEntryInline, TurnInline)
+    # The conversation, event timeline and turns are drawn by the page's template
+    # (templates/admin/calls/call/change_form.html, calls/templatetags/call_pages.py).
     actions = ("end_calls",)
     fieldsets = (
         (

@@ -12,6 +12,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from calls.live.routing import live_urlpatterns  # noqa: E402
 from calls.serving.startup import preflight  # noqa: E402
 from calls.serving.static_files import StaticFiles  # noqa: E402
 from calls.streams.routing import websocket_urlpatterns  # noqa: E402
@@ -20,6 +21,8 @@ from calls.web.workers import DatabaseWorkers  # noqa: E402
 
 # Carriers are not browsers: no OriginValidator or session auth on media streams;
 # each stream authenticates with its per-call token (docs/security.md, "Media streams").
+# The admin's live view is a browser's socket: its route alone has session auth and an
+# Origin check (calls/live/routing.py).
 # Whatever server imports this app, a bad config or unsafe skip mode stops it here.
 preflight()
 
@@ -34,6 +37,6 @@ application = ProtocolTypeRouter(
             DatabaseWorkers(settings.VOICECALL_WEBHOOK_WORKERS),
             DatabaseWorkers(settings.VOICECALL_API_WORKERS, name="api"),
         ),
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": URLRouter([*live_urlpatterns, *websocket_urlpatterns]),
     }
 )

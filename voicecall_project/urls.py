@@ -7,10 +7,13 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
+from calls.admin_live import live_calls_view
 from calls.api.docs import ApiDocsView
 from calls.web import health, webhook_views
 
 urlpatterns = [
+    # Before the admin's own URLs, which would take calls/live/ for a model's page.
+    path("admin/calls/live/", admin.site.admin_view(live_calls_view), name="calls-live"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="schema"), name="docs"),

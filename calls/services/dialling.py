@@ -36,6 +36,7 @@ from calls.services.lifecycle import (
     call_finalize,
     metadata_update,
 )
+from calls.services.live import live_publish
 from calls.services.machine_detection import call_mode, greeting_waits, mode_for_dial
 from calls.services.sessions import agent_id, session_key_for, session_key_normalize
 from calls.services.speech import utterance_in_flight_add, utterance_in_flight_drop
@@ -135,7 +136,7 @@ def _admit(
         metadata.update(_machine_detection_metadata(message))
         now = clock.now()
         public_id = uuid.uuid4()
-        return Call.objects.create(
+        call = Call.objects.create(
             public_id=public_id,
             provider=cfg.provider or "",  # unset only in a disabled config
             direction=Call.Direction.OUTBOUND,
@@ -149,6 +150,8 @@ def _admit(
             started_at=now,
             ring_deadline_at=now + timedelta(milliseconds=cfg.ring_timeout_ms),
         )
+        live_publish(call_id=call.call_id)
+        return call
 
 
 def _machine_detection_metadata(message: str | None) -> dict[str, object]:

@@ -26,6 +26,7 @@ from calls.services.inbound import (
     inbound_was_rejected,
 )
 from calls.services.lifecycle import EventOutcome
+from calls.services.live import live_publish
 from calls.services.machine_verdicts import machine_verdict_apply
 from calls.services.outbox import outbox_unit
 from calls.services.speech import InlineReply, utterance_finished
@@ -247,6 +248,7 @@ def _register_external_outbound(
             )
     except IntegrityError:
         return EventOutcome(call_find(event.provider_call_id, provider=provider), applied=False)
+    live_publish(call_id=call.call_id)
     lifecycle.event_record(call, event)
     _APPLY[event.type](call, event, inline)
     return EventOutcome(call, applied=True)

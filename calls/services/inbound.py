@@ -29,6 +29,7 @@ from calls.selectors import call_find
 from calls.services import lifecycle
 from calls.services.answering import call_answered
 from calls.services.lifecycle import EventOutcome
+from calls.services.live import live_publish
 from calls.services.outbox import command_owe
 from calls.services.routes import number_route_key
 from calls.services.speech import InlineReply
@@ -142,6 +143,7 @@ def inbound_call_arrive(
         return EventOutcome(
             existing, applied=False, rejected=bool(existing and inbound_was_rejected(existing))
         )
+    live_publish(call_id=call.call_id)
     lifecycle.event_record(call, event)
     if not screen.accepted:
         inbound_rejection_hang_up(call)

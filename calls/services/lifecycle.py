@@ -25,6 +25,7 @@ from calls.call_metadata import (
 from calls.carrier import call_webhook_url
 from calls.config import RouteConfig, get_config
 from calls.models import Call, CallEvent, TranscriptEntry
+from calls.services.live import live_publish
 from calls.services.machine_detection import voicemail_end_reason
 from calls.services.routes import route_tts
 from calls.services.sessions import agent_id, session_key_for
@@ -57,6 +58,7 @@ def call_transition(*, call: Call, state: str, **fields: Any) -> bool:
         call.state = state
         for name, value in fields.items():
             setattr(call, name, value)
+        live_publish(call_id=call.call_id)
     return changed == 1
 
 
@@ -86,6 +88,7 @@ def call_finalize(
         if record:
             _record_end(call, reason, ended_at)
         _unfinished_words_close(call)
+        live_publish(call_id=call.call_id)
     return changed == 1
 
 
@@ -176,7 +179,7 @@ def transcript_add(
     interrupted: bool = False,
     utterance_id: str = "",
 ) -> TranscriptEntry:
-    return TranscriptEntry.objects.create(
+    entry = TranscriptEntry.objects.create(
         call=call,
         speaker=speaker,
         text=text,
@@ -186,6 +189,8 @@ def transcript_add(
         utterance_id=utterance_id,
         created_at=clock.now(),
     )
+    live_publish(call_id=call.call_id)  # the live view shows each call's latest line
+    return entry
 
 
 def utterance_line_add(

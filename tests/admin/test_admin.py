@@ -124,7 +124,7 @@ def test_call_change_view_shows_each_turns_stages(admin_client: Client, make_cal
     )
     response = admin_client.get(_change_url(call))
     assert response.status_code == 200
-    assert "reply 420" in response.text
+    assert "<td>420</td>" in response.text  # the turns table's reply column
 
 
 def test_call_change_post_is_refused(admin_client: Client, make_call: Any) -> None:

@@ -1,0 +1,98 @@
+"""Tell the admin's live views that a call changed (docs/operations.md, "Live view").
+
+Every process's changes go to one channel-layer group, so a live view served by any process
+sees every call (Redis in production). The message only names the call: each view reads
+the row itself, after the commit, so what it shows is what the database holds.
+
+A live view is a convenience: a channel layer that is down, slow or missing never fails,
+delays or rolls back the call change that asked for the update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
+
+from calls.services import stream_commands
+
+logger = logging.getLogger(__name__)
+
+GROUP = "admin.live"
+# Channels calls the consumer's `live_call` for this type.
+EVENT = "live.call"
+# A layer that takes longer than this to take one message is treated as down.
+SEND_TIMEOUT_S = 2.0
+
+# Sends handed to a running loop, kept until done (a loop holds only weak references).
+_pending: set[asyncio.Task[None]] = set()
+
+
+def live_publish(*, call_id: str) -> None:
+    """Announce that `call_id` changed, once the current transaction commits; never raises."""
+    transaction.on_commit(partial(_send, call_id), robust=True)
+
+
+def _send(call_id: str) -> None:
+    try:
+        layer = get_channel_layer()
+        if layer is None or _nobody_listens(layer):
+            return
+        _dispatch(_bounded(layer.group_send(GROUP, {"type": EVENT, "callId": call_id})))
+    except Exception:
+        # The call change is committed; only the view misses it (it refreshes on reconnect).
+        logger.warning("call=%s live view update not sent", call_id, exc_info=True)
+
+
+def _nobody_listens(layer: Any) -> bool:
+    """The in-process layer reaches this process only, and a live view here runs on the
+    server's loop, which it makes known when it connects (calls/live/consumer.py): with no
+    such loop running, no view can hear the message."""
+    loop = stream_commands._stream_loop
+    return isinstance(layer, InMemoryChannelLayer) and not (loop and loop.is_running())
+
+
+async def _bounded(send: Coroutine[Any, Any, None]) -> None:
+    await asyncio.wait_for(send, SEND_TIMEOUT_S)
+
+
+def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
+    """Send without making the caller wait where a loop can take it.
+
+    The in-process layer's queues belong to the loop the consumers run on and are not
+    thread-safe, so from another thread the send is handed to that loop (the same rule as
+    `stream_commands._run`). A process with no server loop (a Celery worker, a command)
+    sends on a loop of its own and waits, at most SEND_TIMEOUT_S.
+    """
+    try:
+        here = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    if here is not None:
+        task = here.create_task(coro)
+        _pending.add(task)
+        task.add_done_callback(_settled)
+        return
+    loop = stream_commands._stream_loop
+    if loop is not None and loop.is_running():
+        asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(_settled)
+        return
+    async_to_sync(_awaited)(coro)
+
+
+async def _awaited(coro: Coroutine[Any, Any, None]) -> None:
+    await coro
+
+
+def _settled(done: asyncio.Task[None] | Future[None]) -> None:
+    if isinstance(done, asyncio.Task):
+        _pending.discard(done)
+    if not done.cancelled() and done.exception() is not None:
+        logger.warning("live view update not sent", exc_info=done.exception())

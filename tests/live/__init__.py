@@ -1,0 +1,1 @@
+"""The admin live view: its websocket and rows."""
