@@ -258,6 +258,9 @@ _SPEC: dict[str, Any] = {
     },
     "store": _STR,
     "agentId": _STR,
+    # Ours: the gateway's own agent answers instead of responseModel
+    # (docs/plugin-behaviour.md, "The gateway's agent as responder").
+    "responder": {"url": _URL, "secret": _STR, "timeoutMs": _int(100, 60000)},
     "responseModel": _STR,
     "responseSystemPrompt": _STR,
     "responseTimeoutMs": _INT1,
@@ -325,7 +328,7 @@ STREAMING_CARRIERS = ("twilio", "telnyx", "plivo")
 
 def validate(data: dict[str, Any]) -> list[str]:
     """Every problem of a migrated, default-filled plugin object, one sentence each."""
-    errors = _SCHEMA(PLUGIN_PATH, data) + _funnel_errors(data)
+    errors = _SCHEMA(PLUGIN_PATH, data) + _funnel_errors(data) + _responder_errors(data)
     if data.get("enabled") is True:
         errors += _provider_errors(data)
     return errors
@@ -372,6 +375,14 @@ def _mode_errors(data: dict[str, Any], provider: str) -> list[str]:
             f'{p}.provider must be "twilio", "telnyx" or "plivo" when streaming.enabled is true'
         )
     return errors
+
+
+def _responder_errors(data: dict[str, Any]) -> list[str]:
+    # An unsigned request would let anyone who can reach the gateway speak to callers.
+    responder = block_at(data, "responder")
+    if responder.get("url") and responder.get("secret") in (None, ""):
+        return [f"{PLUGIN_PATH}.responder.secret is required when responder.url is set"]
+    return []
 
 
 def _funnel_errors(data: dict[str, Any]) -> list[str]:

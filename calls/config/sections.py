@@ -79,6 +79,16 @@ class RouteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponderConfig:
+    """`responder`, ours: the gateway's own agent answers callers; a set `url` wins over
+    responseModel (docs/plugin-behaviour.md, "The gateway's agent as responder")."""
+
+    url: str | None = None
+    secret: str | None = None
+    timeout_ms: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundConfig:
     """`outbound`: the default call mode, the notify hangup delay, and allowed destinations
     (numbers or +<country code> prefixes; empty allows any)."""
@@ -297,6 +307,7 @@ class VoiceCallConfig:
     tts_config: TtsConfig = field(init=False, default_factory=TtsConfig, metadata=_key("tts"))
     store: str | None = field(init=False, default=None)  # refused when set: history is in the DB
     agent_id: str | None = field(init=False, default=None)
+    responder: ResponderConfig = field(init=False, default_factory=ResponderConfig)
     response_model: str | None = field(init=False, default=None)
     response_system_prompt: str | None = field(init=False, default=None)
     response_timeout_ms: int = field(init=False, default=30000)

@@ -25,9 +25,11 @@ _warned_missing_key = False
 
 
 def responder_enabled() -> bool:
-    """True when responseModel is set and an API key is available."""
+    """True when responder.url is set, or responseModel with an API key available."""
     global _warned_missing_key
     cfg = get_config()
+    if cfg.responder.url:  # the gateway's agent needs no model key
+        return True
     if not cfg.response_model:
         return False
     if reply_api_key(cfg):

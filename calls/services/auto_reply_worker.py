@@ -21,11 +21,13 @@ from calls.config import VoiceCallConfig, get_config
 from calls.exceptions import CallError
 from calls.models import Call, TranscriptEntry
 from calls.selectors import call_find, conversation_history
+from calls.services.agent_reply import agent_act, agent_ask
 from calls.services.lifecycle import call_transition, metadata_update
 from calls.services.routes import call_route
 from calls.services.speech import speak
 from calls.services.turn_records import turn_reply_ready
 from calls.state import CallState
+from providers.agent_webhook import AgentAction
 from providers.errors import ProviderError
 from providers.responder import Responder, build_system_prompt
 
@@ -53,24 +55,31 @@ def reply_api_key(cfg: VoiceCallConfig) -> str:
 
 
 def responder_run(*, call_id: str, entry_id: int) -> None:
-    """Generate and speak the reply to one caller line unless superseded; LLM errors say nothing."""
+    """Generate and speak (or act on) the reply to one caller line unless superseded;
+    responder errors say nothing."""
     call = call_find(call_id)
     entry = _latest_caller_line(call, entry_id) if call else None
     # The call as just read and the caller's newest line: nothing to re-read yet.
     if call is None or entry is None or entry.pk != entry_id or _taken_over(call):
         return
+    cfg = get_config()
     try:
-        text = _generate(get_config(), call, entry)
+        # The gateway's own agent, when set, answers instead of responseModel
+        # (docs/plugin-behaviour.md, "The gateway's agent as responder").
+        reply = agent_ask(cfg, call, entry) if cfg.responder.url else _generate(cfg, call, entry)
     except ProviderError as exc:
         logger.warning("call=%s automatic reply failed: %s", call.public_id, exc)
         return
-    if not text:
+    if not reply:
         logger.info("call=%s responder chose silence", call.public_id)
         return
     if _superseded(call, entry):
         logger.info("Discarding superseded automatic reply call=%s", call.public_id)
         return
-    _say(call, entry, text)
+    if isinstance(reply, AgentAction):
+        agent_act(call, reply)
+        return
+    _say(call, entry, reply)
 
 
 def _latest_caller_line(call: Call, entry_id: int) -> TranscriptEntry | None:
