@@ -31,6 +31,7 @@ from calls.models import (
 from calls.phone import mask_number
 from calls.services.actions import call_end
 from calls.services.inbound import allowlist_sync_config, effective_policy
+from calls.services.retention import retention_summary
 from calls.services.tokens import token_revoke
 
 
@@ -110,6 +111,13 @@ class CallAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
         return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # What `retention` keeps and hides, so nobody reads the history wondering.
+        subtitle = retention_summary()
+        return super().changelist_view(request, {**(extra_context or {}), "subtitle": subtitle})
 
     def has_end_permission(self, request: HttpRequest) -> bool:
         # Ending a live call is an operation, not an edit: it needs the model's change

@@ -41,6 +41,15 @@ class TransferRecord(TypedDict):
     message: NotRequired[str]
 
 
+class TurnAnswer(TypedDict):
+    """The caller's own words answering a waiting `continue`, when the stored line was
+    redacted; the waiter takes them and deletes them (docs/architecture.md, "Retention and
+    redaction")."""
+
+    turnToken: str
+    text: str
+
+
 class CallMetadata(TypedDict, total=False):
     # Asked for when the call was placed or arrived.
     mode: str
@@ -52,6 +61,7 @@ class CallMetadata(TypedDict, total=False):
     pendingSpeech: PendingSpeech
     # Carrier speech said but not yet reported finished, oldest first.
     utterancesInFlight: list[UtteranceInFlight]
+    turnAnswer: TurnAnswer
     # What happened: carrier errors, a refused stream, a refused inbound caller.
     error: str
     dtmfError: str
@@ -86,6 +96,7 @@ MetadataKey = Literal[
     "dtmfSequence",
     "pendingSpeech",
     "utterancesInFlight",
+    "turnAnswer",
     "error",
     "dtmfError",
     "streamFailed",
@@ -112,6 +123,7 @@ INITIAL_MESSAGE_INLINE: Final = "initialMessageInline"
 DTMF_SEQUENCE: Final = "dtmfSequence"
 PENDING_SPEECH: Final = "pendingSpeech"
 UTTERANCES_IN_FLIGHT: Final = "utterancesInFlight"
+TURN_ANSWER: Final = "turnAnswer"
 ERROR: Final = "error"
 DTMF_ERROR: Final = "dtmfError"
 STREAM_FAILED: Final = "streamFailed"

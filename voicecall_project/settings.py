@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -131,6 +132,12 @@ CELERY_BEAT_SCHEDULE = {
     "voicecall-sweep": {
         "task": "calls.tasks.sweep_timers",
         "schedule": VOICECALL_SWEEP_INTERVAL_SECONDS,
+    },
+    # `retention` once a day, at a quiet hour (docs/architecture.md, "Retention and
+    # redaction").
+    "voicecall-retention": {
+        "task": "calls.tasks.purge_history",
+        "schedule": crontab(hour=3, minute=30),
     },
 }
 

@@ -265,6 +265,13 @@ _SPEC: dict[str, Any] = {
     "responseSystemPrompt": _STR,
     "responseTimeoutMs": _INT1,
     "responseBaseUrl": _URL,
+    # Our addition: how long history is kept and what a stored transcript line hides
+    # (docs/architecture.md, "Retention and redaction").
+    "retention": {
+        "transcriptDays": _INT0,
+        "callDays": _INT0,
+        "redact": _list(_enum("phone", "email", "card")),
+    },
     "mock": {
         "simulate": _BOOL,
         "answerDelayMs": _INT0,

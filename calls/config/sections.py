@@ -27,6 +27,7 @@ TailscaleMode = Literal["off", "serve", "funnel"]
 TunnelProvider = Literal["none", "ngrok", "tailscale-serve", "tailscale-funnel"]
 SessionScope = Literal["per-phone", "per-call", "main"]
 MachineDetectionMode = Literal["off", "detect", "hangup", "leaveMessage"]
+RedactKind = Literal["phone", "email", "card"]
 
 _KEY = "voicecall.key"  # field metadata: the camelCase key, when not the name's camelCase
 _OWN = "voicecall.own"  # field metadata: VoiceCallConfig's own bookkeeping, not a config key
@@ -229,6 +230,17 @@ class TtsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """`retention`, our addition: days an ended call's transcript lines and the call itself
+    are kept (unset = for ever, 0 = purge at the next run) and what a stored line hides
+    (docs/architecture.md, "Retention and redaction")."""
+
+    transcript_days: int | None = None
+    call_days: int | None = None
+    redact: tuple[RedactKind, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MockConfig:
     """`mock`, our addition: how the simulated remote carrier behaves."""
 
@@ -312,6 +324,7 @@ class VoiceCallConfig:
     response_system_prompt: str | None = field(init=False, default=None)
     response_timeout_ms: int = field(init=False, default=30000)
     response_base_url: str | None = field(init=False, default=None)
+    retention: RetentionConfig = field(init=False, default_factory=RetentionConfig)
     mock_config: MockConfig = field(init=False, default_factory=MockConfig, metadata=_key("mock"))
 
     def __post_init__(self) -> None:

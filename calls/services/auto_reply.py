@@ -76,29 +76,40 @@ def _greeting_pending(call: Call) -> bool:
     return call.direction == Call.Direction.OUTBOUND and bool(call.meta.get(INITIAL_MESSAGE))
 
 
-def responder_schedule(*, call: Call, entry: TranscriptEntry) -> None:
-    """Answer `entry` in the background when the rules say so; never blocks the webhook."""
+def responder_schedule(*, call: Call, entry: TranscriptEntry, said: str | None = None) -> None:
+    """Answer `entry` in the background when the rules say so; never blocks the webhook.
+
+    `said`: the caller's words when they differ from the stored (redacted) line; only then
+    do they travel with the job (docs/architecture.md, "Retention and redaction").
+    """
     if not (responder_should_answer(call, entry) and responder_enabled()):
         return
-    DISPATCH(call.call_id, entry.pk)
+    if said is None or said == entry.text:
+        DISPATCH(call.call_id, entry.pk)
+    else:
+        DISPATCH(call.call_id, entry.pk, said)
 
 
-def dispatch_background(call_id: str, entry_id: int) -> None:
+def dispatch_background(call_id: str, entry_id: int, said: str | None = None) -> None:
     """Start the reply once the line is committed (at once outside a transaction)."""
-    transaction.on_commit(lambda: _start(call_id, entry_id))
+    transaction.on_commit(lambda: _start(call_id, entry_id, said))
 
 
-def _start(call_id: str, entry_id: int) -> None:
+def _start(call_id: str, entry_id: int, said: str | None) -> None:
     """The Celery task with a broker (production); else a reused thread of this process."""
     if settings.REDIS_URL:
-        respond_to_caller_task.delay(call_id, entry_id)
+        args = (call_id, entry_id) if said is None else (call_id, entry_id, said)
+        respond_to_caller_task.delay(*args)
         return
-    _THREADS.submit(database_job, lambda: _run_logged(call_id, entry_id))
+    _THREADS.submit(database_job, lambda: _run_logged(call_id, entry_id, said))
 
 
-def _run_logged(call_id: str, entry_id: int) -> None:
+def _run_logged(call_id: str, entry_id: int, said: str | None = None) -> None:
     try:
-        responder_run(call_id=call_id, entry_id=entry_id)
+        if said is None:
+            responder_run(call_id=call_id, entry_id=entry_id)
+        else:
+            responder_run(call_id=call_id, entry_id=entry_id, said=said)
     except Exception:  # a background job has no failure state to report to: log it
         logger.exception("call=%s automatic reply crashed", call_id)
 
@@ -110,5 +121,5 @@ def _run_logged(call_id: str, entry_id: int) -> None:
 _THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="voicecall-responder")
 
 
-# The seam tests replace with a synchronous call: (call_id, entry_id) -> None.
-DISPATCH: Callable[[str, int], None] = dispatch_background
+# The seam tests replace with a synchronous call: (call_id, entry_id[, said]) -> None.
+DISPATCH: Callable[..., None] = dispatch_background

@@ -54,7 +54,7 @@ def reply_api_key(cfg: VoiceCallConfig) -> str:
     return str(configured or settings.OPENAI_API_KEY or "")
 
 
-def responder_run(*, call_id: str, entry_id: int) -> None:
+def responder_run(*, call_id: str, entry_id: int, said: str | None = None) -> None:
     """Generate and speak (or act on) the reply to one caller line unless superseded;
     responder errors say nothing."""
     call = call_find(call_id)
@@ -62,6 +62,11 @@ def responder_run(*, call_id: str, entry_id: int) -> None:
     # The call as just read and the caller's newest line: nothing to re-read yet.
     if call is None or entry is None or entry.pk != entry_id or _taken_over(call):
         return
+    if said is not None:
+        # The caller's own words, when the stored line is redacted: the reply answers what
+        # was said; this instance is never saved (docs/architecture.md, "Retention and
+        # redaction").
+        entry.text = said
     cfg = get_config()
     try:
         # The gateway's own agent, when set, answers instead of responseModel

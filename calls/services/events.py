@@ -146,7 +146,7 @@ def _on_speech(call: Call, event: NormalizedEvent, inline: InlineReply | None) -
                 stopped_at=event.speech_stopped_at,
                 endpointed_at=event.endpointed_at,
             )
-        responder_schedule(call=call, entry=entry)
+        responder_schedule(call=call, entry=entry, said=text)
     lifecycle.call_transition(call=call, state=CallState.LISTENING)
 
 

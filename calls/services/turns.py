@@ -24,6 +24,7 @@ from calls.call_metadata import (
     LAST_TURN_COMPLETED_AT,
     LAST_TURN_LATENCY_MS,
     LAST_TURN_LISTEN_WAIT_MS,
+    TURN_ANSWER,
     TURN_COUNT,
     CallMetadata,
 )
@@ -45,6 +46,7 @@ from calls.services.lifecycle import (
     call_transition,
     metadata_update,
 )
+from calls.services.redaction import redact_stored
 from calls.services.speech import speak
 from calls.services.turn_records import turn_prompted
 from calls.state import NON_TERMINAL, TERMINAL, CallState
@@ -168,7 +170,7 @@ def _wait_for_transcript(call: Call, *, token: str, deadline: datetime) -> str:
     while True:
         entry = entries.first()
         if entry is not None:
-            return entry.text
+            return _answer_take(call, token) or entry.text
         state, end_reason = Call.objects.values_list("state", "end_reason").get(pk=call.pk)
         if state not in NON_TERMINAL:
             raise CallConflict(f"Call ended: {end_reason or state}")
@@ -182,6 +184,16 @@ def _wait_for_transcript(call: Call, *, token: str, deadline: datetime) -> str:
             )
             renew_at = now + TURN_LEASE / 3
         clock.sleep(TRANSCRIPT_POLL_SECONDS)
+
+
+def _answer_take(call: Call, token: str) -> str | None:
+    """The caller's own words for turn `token` when the stored line is redacted; None when
+    the line is the words. Taken once: they leave the call row."""
+    answer = Call.objects.only("metadata").get(pk=call.pk).meta.get(TURN_ANSWER)
+    if answer is None or answer["turnToken"] != token:
+        return None
+    metadata_update(call=call, delete=(TURN_ANSWER,))
+    return answer["text"]
 
 
 def turn_record(
@@ -265,7 +277,13 @@ def operation_settle(*, call: Call, turn_token: str, transcript: str) -> bool:
         call=call, turn_token=turn_token, status=Status.PENDING
     ).first()
     if operation is None:
-        return False  # a synchronous `continue` owns this turn and reads the line itself
+        # A synchronous `continue` owns this turn and reads the line itself; a redacted
+        # line would not be what the caller said, so the words wait beside it.
+        if redact_stored(call=call, text=transcript) != transcript:
+            metadata_update(
+                call=call, set_={TURN_ANSWER: {"turnToken": turn_token, "text": transcript}}
+            )
+        return False
     if not _settle(operation.pk, Status.DONE, {"success": True, "transcript": transcript}):
         return False
     turn_release(call.pk, turn_token)

@@ -20,6 +20,7 @@ from calls.cli import client, setup_checks
 from calls.exceptions import CallError
 from calls.selectors import latency_stats
 from calls.services.accounts import admin_user_ensure
+from calls.services.retention import retention_purge
 from calls.services.turn_records import LatencyFilter, latency_summary, since_parse
 from calls.services.webhooks import webhook_explain
 from calls.serving.exposure import expose_command
@@ -120,6 +121,10 @@ def _add_local_commands(subs: Any) -> None:
     debug.add_argument("--body", default="", help="The raw request body")
     debug.add_argument("--body-file", help="Read the raw body from this file")
     debug.add_argument("--remote-addr", help="The peer address the request came from")
+    purge = subs.add_parser("purge", help="Delete history past `retention` (prints counts)")
+    purge.add_argument(
+        "--dry-run", action="store_true", help="Count what would be deleted; delete nothing"
+    )
     serve = subs.add_parser("serve", help="Run the server")
     serve.add_argument("--host", help="Bind address (default: config serve.bind)")
     serve.add_argument("--port", type=int, help="Port (default: config serve.port)")
@@ -253,6 +258,10 @@ class Command(BaseCommand):
         self._print(result)
         if not result["ok"]:
             raise CommandError(f"voicecall expose --mode {result['mode']} failed (see hint above).")
+
+    def _run_purge(self, *, dry_run: bool, **_: Any) -> None:
+        client.config_or_error()  # a bad config is one line and a non-zero exit
+        self._print(retention_purge(dry_run=dry_run).as_dict())
 
     def _run_serve(self, *, host: str | None, port: int | None, **_: Any) -> None:
         from calls.serving import server  # loads the ASGI server and app; only `serve` needs them
