@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from calls import tasks
-from calls.config import reset_config
+from calls.config import ConfigError, parse_config, reset_config
 from calls.models import Call, CallEvent, ContinueOperation, TranscriptEntry, Turn
 from calls.services import retention
 from calls.services.retention import retention_purge, retention_summary
@@ -227,6 +227,24 @@ def test_purge_with_a_bad_config_exits_non_zero_naming_the_key(
         caught.value
     )
     assert Call.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("retention_block", "error"),
+    [
+        ({"callDays": -1}, "retention.callDays must be an integer greater than or equal to 0"),
+        ({"transcriptDays": "7"}, "retention.transcriptDays must be an integer greater than"),
+        ({"redact": "phone"}, "retention.redact must be a list"),
+        ({"redact": ["email", "ssn"]}, 'retention.redact[1] must be one of "phone", "email"'),
+        ({"keepForever": True}, "retention.keepForever is not a recognized key"),
+    ],
+)
+def test_a_bad_retention_block_is_refused_naming_the_key(
+    retention_block: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"retention": retention_block}, {})
+    assert f"plugins.entries.voice-call.config.{error}" in str(caught.value)
 
 
 def test_beat_runs_the_purge_daily_and_the_task_returns_the_counts(

@@ -1,0 +1,1 @@
+"""The admin in a real browser (headless Chromium from the system packages)."""
