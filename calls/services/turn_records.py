@@ -17,7 +17,7 @@ from math import ceil
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, QuerySet, Value
+from django.db.models import F, Max, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from calls import clock
@@ -108,15 +108,28 @@ def _fill(turns: QuerySet[Turn], **stamps: datetime | None) -> None:
 
 
 def _turn_new(*, call: Call, **fields: Any) -> Turn:
-    # The next index under the unique (call, index) constraint; two writers racing for the
-    # same index retry once with the one after.
+    # The next index is computed by the INSERT itself (no SELECT MAX round trip first: this
+    # sits between the caller's last word and our reply; docs/performance.md, "Reply
+    # latency"). Under the unique (call, index) constraint two writers racing for the same
+    # index retry with the one after; the savepoint keeps the caller's transaction usable.
+    following = Subquery(
+        Turn.objects.filter(call=call).values("call").annotate(top=Max("index")).values("top")
+    )
     for _ in range(3):
-        index = (Turn.objects.filter(call=call).aggregate(top=Max("index"))["top"] or 0) + 1
         try:
             with transaction.atomic():
-                return Turn.objects.create(call=call, index=index, created_at=clock.now(), **fields)
+                turn = Turn.objects.create(
+                    call=call,
+                    index=Coalesce(following, Value(0)) + 1,
+                    created_at=clock.now(),
+                    **fields,
+                )
         except IntegrityError:
             continue
+        # The number is the database's; read it only if someone asks (rarely: the admin,
+        # the API read rows afresh).
+        del turn.index
+        return turn
     raise RuntimeError("could not number the turn")  # three lost races in a row: a bug
 
 
