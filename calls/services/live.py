@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
@@ -33,6 +34,9 @@ SEND_TIMEOUT_S = 2.0
 
 # Sends handed to a running loop, kept until done (a loop holds only weak references).
 _pending: set[asyncio.Task[None]] = set()
+# This module's own loop, on a daemon thread, and the process it was started in.
+_publisher: tuple[int, asyncio.AbstractEventLoop] | None = None
+_publisher_lock = threading.Lock()
 
 
 def live_publish(*, call_id: str) -> None:
@@ -64,12 +68,14 @@ async def _bounded(send: Coroutine[Any, Any, None]) -> None:
 
 
 def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
-    """Send without making the caller wait where a loop can take it.
+    """Send without making the caller wait.
 
     The in-process layer's queues belong to the loop the consumers run on and are not
     thread-safe, so from another thread the send is handed to that loop (the same rule as
-    `stream_commands._run`). A process with no server loop (a Celery worker, a command)
-    sends on a loop of its own and waits, at most SEND_TIMEOUT_S.
+    `stream_commands._run`). A networked layer is sent to from that loop too when there is
+    one, else from this module's own loop: a webhook thread in a process that has no server
+    loop yet, or a Celery worker, then neither waits for Redis nor opens a connection per
+    message (asgiref's async_to_sync would make a loop, and a Redis pool, each time).
     """
     try:
         here = asyncio.get_running_loop()
@@ -81,14 +87,21 @@ def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
         task.add_done_callback(_settled)
         return
     loop = stream_commands._stream_loop
-    if loop is not None and loop.is_running():
-        asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(_settled)
-        return
-    async_to_sync(_awaited)(coro)
+    if loop is None or not loop.is_running():
+        loop = _publisher_loop()
+    asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(_settled)
 
 
-async def _awaited(coro: Coroutine[Any, Any, None]) -> None:
-    await coro
+def _publisher_loop() -> asyncio.AbstractEventLoop:
+    global _publisher
+    with _publisher_lock:
+        # A forked child (a Celery pool process) inherits the loop but not its thread.
+        if _publisher is None or _publisher[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            name = "voicecall-live-publisher"
+            threading.Thread(target=loop.run_forever, name=name, daemon=True).start()
+            _publisher = (os.getpid(), loop)
+        return _publisher[1]
 
 
 def _settled(done: asyncio.Task[None] | Future[None]) -> None:
