@@ -33,3 +33,14 @@ ensure_venv() {
     echo "$want" > "$stamp"
   fi
 }
+
+# requirements-dev.txt: tools only scripts/api_contract.sh needs (schemathesis), installed on
+# demand so the suite's venv stays as requirements.txt pins it.
+ensure_dev_requirements() {
+  local stamp="$VENV/.requirements-dev.sha256"
+  local want; want="$(sha256sum "$ROOT/requirements-dev.txt" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
+    echo "$want" > "$stamp"
+  fi
+}

@@ -145,8 +145,11 @@ CELERY_BEAT_SCHEDULE = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["calls.api.auth.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_SCHEMA_CLASS": "calls.api.openapi.ApiAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "calls.api.pagination.StrictLimitOffsetPagination",
+    # The API takes JSON only: DRF's form parsers read a blank field as "not sent", so a form
+    # could get past what the schema says (docs/api-contract.md).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "calls.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -156,6 +159,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Phone calls for AI agents: JSON-RPC, REST and the voice_call tool.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components, where a required text field has minLength 1
+    # (docs/api-contract.md).
+    "COMPONENT_SPLIT_REQUEST": True,
     # The schema and docs are under /api/ and so need the token like everything there.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # A browser has no bearer token: an admin session may read the docs page too.

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import Direction, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from calls.api.contract import (
+    DTMF_NEEDS_CONVERSATION,
+    SESSION_KEY_MAX,
+    DtmfField,
+    e164_field,
+    error_responses,
+    pattern_field,
+    text_field,
+)
 from calls.api.methods import spoken_result
 from calls.exceptions import CallNotFound
 from calls.models import Call, CallEvent, TranscriptEntry
@@ -18,6 +31,7 @@ from calls.services.actions import call_end, call_send_dtmf, call_speak
 from calls.services.dialling import call_initiate
 from calls.services.transfer import call_transfer
 from calls.services.turn_records import (
+    SINCE_ERROR,
     LatencyFilter,
     latency_summary,
     since_parse,
@@ -25,6 +39,29 @@ from calls.services.turn_records import (
 )
 from calls.services.turns import call_continue
 from calls.state import CallState
+from providers.registry import provider_names
+
+# What the in-call actions may answer besides 200, 400, 401 and 404 (calls/api/openapi.py
+# adds those): a call that cannot do it now, disabled or no way to speak, the carrier failing.
+ACTION_ERRORS = error_responses(409, 502, 503)
+
+
+class SuccessSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+
+
+class SpokenSerializer(SuccessSerializer):
+    """calls.api.methods.spoken_result: heard/interrupted only when a wait learned them."""
+
+    utteranceId = serializers.CharField()
+    heard = serializers.BooleanField(required=False)
+    interrupted = serializers.BooleanField(required=False)
+
+
+class ContinueResultSerializer(SuccessSerializer):
+    transcript = serializers.CharField(allow_blank=True)
+    latencyMs = serializers.IntegerField()
+    listenWaitMs = serializers.IntegerField()
 
 
 class CallOutputSerializer(serializers.Serializer):
@@ -47,35 +84,36 @@ class CallListCreateApi(ListAPIView):
     serializer_class = CallOutputSerializer
 
     class CallCreateInputSerializer(serializers.Serializer):
-        to = serializers.CharField(required=False, allow_blank=True)
-        message = serializers.CharField()
+        to = e164_field(
+            required=False, allow_blank=True, help_text="E.164; default: the configured toNumber"
+        )
+        message = text_field()
         mode = serializers.ChoiceField(choices=Call.Mode.values, required=False)
-        sessionKey = serializers.CharField(required=False, allow_blank=True)
-        dtmfSequence = serializers.CharField(required=False)
+        sessionKey = text_field(required=False, allow_blank=True, max_length=SESSION_KEY_MAX)
+        dtmfSequence = DtmfField(
+            required=False, help_text="Sent right after connect; needs mode conversation"
+        )
 
     class FilterSerializer(serializers.Serializer):
         state = serializers.ChoiceField(choices=[s.value for s in CallState], required=False)
         direction = serializers.ChoiceField(choices=Call.Direction.values, required=False)
-        provider = serializers.CharField(required=False)
-        active = serializers.BooleanField(required=False, allow_null=True, default=None)
+        provider = serializers.ChoiceField(choices=provider_names(), required=False)
+        active = serializers.BooleanField(required=False)
 
     def get_queryset(self) -> QuerySet[Call]:
-        filters = self.FilterSerializer(data=self.request.query_params)
+        # A plain dict: from a QueryDict DRF reads a missing boolean as False.
+        filters = self.FilterSerializer(data=self.request.query_params.dict())
         filters.is_valid(raise_exception=True)
         return call_list(**filters.validated_data)
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("state", str),
-            OpenApiParameter("direction", str),
-            OpenApiParameter("provider", str),
-            OpenApiParameter("active", bool),
-        ]
-    )
+    @extend_schema(parameters=[FilterSerializer])
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=CallCreateInputSerializer, responses={201: CallOutputSerializer})
+    @extend_schema(
+        request=CallCreateInputSerializer,
+        responses={201: CallOutputSerializer, **error_responses(429, 502, 503)},
+    )
     def post(self, request: Request) -> Response:
         params = self.CallCreateInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -90,6 +128,16 @@ class CallListCreateApi(ListAPIView):
         return Response(CallOutputSerializer(call).data, status=status.HTTP_201_CREATED)
 
 
+class CallCreateSchema(OpenApiSerializerExtension):
+    """The create body's schema says what its fields cannot: digits need a conversation."""
+
+    target_class = CallListCreateApi.CallCreateInputSerializer
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, **DTMF_NEEDS_CONVERSATION}
+
+
 class CallDetailApi(APIView):
     @extend_schema(responses={200: CallOutputSerializer})
     def get(self, request: Request, call_id: str) -> Response:
@@ -97,11 +145,14 @@ class CallDetailApi(APIView):
 
 
 class MessageSerializer(serializers.Serializer):
-    message = serializers.CharField()
+    message = text_field()
 
 
 class CallContinueApi(APIView):
-    @extend_schema(request=MessageSerializer, responses={200: serializers.DictField()})
+    @extend_schema(
+        request=MessageSerializer,
+        responses={200: ContinueResultSerializer, **ACTION_ERRORS, **error_responses(504)},
+    )
     def post(self, request: Request, call_id: str) -> Response:
         params = MessageSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -120,7 +171,10 @@ class CallSpeakApi(APIView):
     class SpeakSerializer(MessageSerializer):
         wait = serializers.BooleanField(required=False, default=False)
 
-    @extend_schema(request=SpeakSerializer, responses={200: serializers.DictField()})
+    @extend_schema(
+        request=SpeakSerializer,
+        responses={200: SpokenSerializer, **ACTION_ERRORS, **error_responses(504)},
+    )
     def post(self, request: Request, call_id: str) -> Response:
         params = self.SpeakSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -134,9 +188,9 @@ class CallSpeakApi(APIView):
 
 class CallDtmfApi(APIView):
     class DtmfInputSerializer(serializers.Serializer):
-        digits = serializers.CharField()
+        digits = DtmfField()
 
-    @extend_schema(request=DtmfInputSerializer, responses={200: serializers.DictField()})
+    @extend_schema(request=DtmfInputSerializer, responses={200: SuccessSerializer, **ACTION_ERRORS})
     def post(self, request: Request, call_id: str) -> Response:
         params = self.DtmfInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -145,7 +199,7 @@ class CallDtmfApi(APIView):
 
 
 class CallEndApi(APIView):
-    @extend_schema(request=None, responses={200: serializers.DictField()})
+    @extend_schema(request=None, responses={200: SuccessSerializer, **ACTION_ERRORS})
     def post(self, request: Request, call_id: str) -> Response:
         call_end(call_id=call_id)
         return Response({"success": True})
@@ -155,10 +209,12 @@ class CallTransferApi(APIView):
     """Cold transfer: the carrier says `message`, then dials `to`; our leg ends `transferred`."""
 
     class TransferInputSerializer(serializers.Serializer):
-        to = serializers.CharField()
-        message = serializers.CharField(required=False, allow_blank=True)
+        to = e164_field()
+        message = text_field(required=False, allow_blank=True)
 
-    @extend_schema(request=TransferInputSerializer, responses={200: serializers.DictField()})
+    @extend_schema(
+        request=TransferInputSerializer, responses={200: SuccessSerializer, **ACTION_ERRORS}
+    )
     def post(self, request: Request, call_id: str) -> Response:
         params = self.TransferInputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -199,7 +255,7 @@ class CallEventsApi(ListAPIView):
 class CallTurnsApi(APIView):
     """The call's turns, each with its stamps and stage durations (docs/voice-path.md)."""
 
-    @extend_schema(responses={200: serializers.ListField(child=serializers.DictField())})
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
     def get(self, request: Request, call_id: str) -> Response:
         call = _get_call(call_id)
         return Response([turn_as_dict(turn) for turn in call.turns.all()])
@@ -208,22 +264,21 @@ class CallTurnsApi(APIView):
 class LatencyApi(APIView):
     """p50/p90/p99/count per turn stage over the selected turns."""
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("since", str, description="90s, 30m, 24h or 7d"),
-            OpenApiParameter("provider", str),
-            OpenApiParameter("direction", str, enum=["inbound", "outbound"]),
-            OpenApiParameter("callId", str),
-        ],
-        responses={200: serializers.DictField()},
-    )
+    class FilterSerializer(serializers.Serializer):
+        since = pattern_field(r"^[0-9]{1,6}[smhdSMHD]$", SINCE_ERROR, required=False)
+        provider = serializers.ChoiceField(choices=provider_names(), required=False)
+        direction = serializers.ChoiceField(choices=Call.Direction.values, required=False)
+        callId = serializers.UUIDField(required=False)
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: {"type": "object"}})
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        since = params.get("since")
+        filters = self.FilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        params = filters.validated_data
         query = LatencyFilter(
-            since=since_parse(since) if since else None,
-            provider=params.get("provider") or None,
-            direction=params.get("direction") or None,
-            call_id=params.get("callId") or None,
+            since=since_parse(params["since"]) if "since" in params else None,
+            provider=params.get("provider"),
+            direction=params.get("direction"),
+            call_id=str(params["callId"]) if "callId" in params else None,
         )
         return Response(latency_summary(query))

@@ -6,13 +6,13 @@ import json
 from collections.abc import Mapping
 from typing import IO, Any, cast
 
-from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from calls.api.method_schemas import rpc_request_schema, rpc_response_schema
 from calls.api.methods import MethodNotFound, call_method
 from calls.exceptions import CallError, InvalidRequest
 
@@ -40,25 +40,6 @@ class RawJsonParser(BaseParser):
         return stream.read() if stream is not None else b""
 
 
-class RpcRequestSerializer(serializers.Serializer):
-    jsonrpc = serializers.ChoiceField(choices=["2.0"])
-    id = serializers.JSONField(required=False)
-    method = serializers.ChoiceField(
-        choices=[
-            "voicecall.initiate",
-            "voicecall.start",
-            "voicecall.continue",
-            "voicecall.continue.start",
-            "voicecall.continue.result",
-            "voicecall.speak",
-            "voicecall.dtmf",
-            "voicecall.end",
-            "voicecall.status",
-        ]
-    )
-    params = serializers.DictField(required=False)
-
-
 def _error(request_id: Any, code: int, message: str, data_code: str) -> dict[str, Any]:
     return {
         "jsonrpc": "2.0",
@@ -67,12 +48,20 @@ def _error(request_id: Any, code: int, message: str, data_code: str) -> dict[str
     }
 
 
+def _valid_id(request_id: Any) -> bool:
+    """JSON-RPC ids are a string, a number or null; an object or a boolean is not echoed."""
+    if isinstance(request_id, bool):
+        return False
+    return request_id is None or isinstance(request_id, (str, int, float))
+
+
 def rpc_dispatch(payload: Any) -> dict[str, Any] | None:
     """One JSON-RPC request object -> its response object (None for a notification)."""
     if (
         not isinstance(payload, dict)
         or payload.get("jsonrpc") != "2.0"
         or not isinstance(payload.get("method"), str)
+        or not _valid_id(payload.get("id"))
     ):
         return _error(None, INVALID_REQUEST, "Invalid Request", "INVALID_REQUEST")
     request_id = payload.get("id")
@@ -91,13 +80,24 @@ def rpc_dispatch(payload: Any) -> dict[str, Any] | None:
 
 class RpcApi(APIView):
     parser_classes = [RawJsonParser]
+    # A body that is not JSON-RPC is answered 200 with a JSON-RPC error, as JSON-RPC over
+    # HTTP usually is (-32700 for no body or bad JSON), never 400.
+    bad_request_status = False
 
     @extend_schema(
-        request=RpcRequestSerializer,
-        responses={200: serializers.DictField()},
+        request={"application/json": rpc_request_schema()},
+        responses={
+            200: OpenApiResponse(
+                rpc_response_schema(),
+                description="A result or a JSON-RPC error (an array for a batch); a "
+                "missing or unparsable body is error -32700 Parse error",
+            ),
+            204: OpenApiResponse(description="Only notifications (requests without id)"),
+        },
         examples=[
             OpenApiExample(
                 "initiate",
+                request_only=True,
                 value={
                     "jsonrpc": "2.0",
                     "id": 1,

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from calls.api import methods
+from calls.api.contract import object_schema
+from calls.api.method_schemas import PARAMS, any_result
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.selectors import call_as_dict, call_find
@@ -74,12 +75,42 @@ _ACTIONS: dict[str, tuple[str, str]] = {
 }
 
 
+def _action_schema(action: str, method: str) -> dict[str, Any]:
+    params = PARAMS[method]
+    required = ["action", *params.get("required", [])]
+    if action == "get_status":
+        required.append("callId")  # the tool needs one; voicecall.status would list calls
+    properties = {"action": {"type": "string", "enum": [action]}, **params["properties"]}
+    constraints = {k: v for k, v in params.items() if k not in ("properties", "required")}
+    return object_schema(properties, tuple(required), **constraints)
+
+
+def tool_request_schema() -> dict[str, Any]:
+    """One alternative per action with the fields it requires, and the legacy shape."""
+    legacy = object_schema(
+        {
+            "mode": {"type": "string", "enum": ["call", "status"]},
+            "to": TOOL_SCHEMA["function"]["parameters"]["properties"]["to"],
+            "message": _STR,
+            "sid": _STR,
+        }
+    )
+    legacy["not"] = {"required": ["action"]}
+    actions = [_action_schema(action, method) for action, (method, _) in _ACTIONS.items()]
+    return {"oneOf": [*actions, legacy]}
+
+
+def tool_response_schema() -> dict[str, Any]:
+    failed = object_schema({"error": {"type": "string"}}, ("error",))
+    return {"anyOf": [any_result(), failed]}
+
+
 def run_tool(params: dict[str, Any]) -> dict[str, Any]:
     """Run one tool action; every failure comes back as {"error": message}."""
     action = params.get("action")
     if action is None:
         return _legacy(params)
-    if action not in _ACTIONS:
+    if not isinstance(action, str) or action not in _ACTIONS:  # {} is not even hashable
         return {"error": f"Unknown action: {action}"}
     if action == "get_status" and not params.get("callId"):
         return {"error": "callId required"}
@@ -123,16 +154,19 @@ def _configured_to() -> str | None:
 
 class ToolApi(APIView):
     @extend_schema(
-        responses={200: serializers.DictField()},
+        responses={200: {"type": "object"}},
         description="The voice_call tool definition (OpenAI function-calling shape).",
     )
     def get(self, request: Request) -> Response:
         return Response(TOOL_SCHEMA)
 
     @extend_schema(
-        request=serializers.DictField(),
-        responses={200: serializers.DictField()},
-        description='Run a tool action; failures are {"error": "…"} with 200.',
+        request={"application/json": tool_request_schema()},
+        responses={
+            200: OpenApiResponse(tool_response_schema(), description="The action's result"),
+        },
+        description='Run a tool action; failures are {"error": "…"} with 200 (an agent reads '
+        "them), only a body that is not JSON is answered 400.",
     )
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
