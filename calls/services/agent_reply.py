@@ -51,15 +51,24 @@ def agent_ask(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> Agent
 
 
 def agent_request(call: Call, entry: TranscriptEntry) -> AgentRequest:
-    """The request's payload: the call, its final lines up to `entry`, and `entry`'s words."""
+    """The request's payload: the call, its final lines up to `entry`, and `entry`'s words.
+
+    `entry.text` may hold the caller's words as said while the stored line is redacted
+    (docs/architecture.md, "Retention and redaction"); the transcript's last line is then
+    those words too, as `latest` is.
+    """
     lines = (
         TranscriptEntry.objects.filter(call=call, is_final=True, pk__lte=entry.pk)
         .order_by("-pk")
-        .values_list("speaker", "text", "created_at")[:TRANSCRIPT_LIMIT]
+        .values_list("pk", "speaker", "text", "created_at")[:TRANSCRIPT_LIMIT]
     )
     transcript: list[TranscriptLine] = [
-        {"speaker": speaker, "text": text, "at": at.astimezone(UTC).isoformat()}
-        for speaker, text, at in reversed(lines)
+        {
+            "speaker": speaker,
+            "text": entry.text if pk == entry.pk else text,
+            "at": at.astimezone(UTC).isoformat(),
+        }
+        for pk, speaker, text, at in reversed(lines)
     ]
     return {
         "callId": call.call_id,

@@ -175,6 +175,16 @@ def test_the_transcript_is_the_calls_last_lines_up_to_the_one_answered(make_call
     assert payload["latest"] == "now?"
 
 
+def test_the_words_as_said_stand_in_for_a_redacted_stored_line(make_call: Any) -> None:
+    call = _inbound(make_call)
+    answered = transcript_add(call=call, speaker="user", text="Call me on [phone].")
+    answered.text = "Call me on +15550009999."  # what the responder was handed as said
+
+    payload = agent_request(call, answered)
+
+    assert payload["transcript"][-1]["text"] == payload["latest"] == answered.text
+
+
 def test_the_documented_verifier_accepts_our_request_and_refuses_tampering(
     answering: MockProvider, gateway: FakeGateway, make_call: Any, monkeypatch: Any
 ) -> None:
