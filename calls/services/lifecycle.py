@@ -18,6 +18,7 @@ from django.db import IntegrityError, connection, transaction
 
 from calls import clock
 from calls.call_metadata import (
+    TURN_ANSWER,
     UTTERANCES_IN_FLIGHT,
     CallMetadata,
     MetadataKey,
@@ -28,6 +29,7 @@ from calls.config import RouteConfig, get_config
 from calls.models import Call, CallEvent, TranscriptEntry
 from calls.services.live import live_publish
 from calls.services.machine_detection import voicemail_end_reason
+from calls.services.redaction import redact_payload, redact_stored
 from calls.services.routes import route_tts
 from calls.services.sessions import agent_id, session_key_for
 from calls.state import NON_TERMINAL, TERMINAL, CallState, predecessors
@@ -104,10 +106,11 @@ def _unfinished_words_close(call: Call) -> None:
     with transaction.atomic():
         row = Call.objects.select_for_update().only("metadata", "answered_at").get(pk=call.pk)
         flight = row.meta.get(UTTERANCES_IN_FLIGHT)
-        if not flight:
+        if not flight and TURN_ANSWER not in row.meta:
             return
-        metadata_update(call=call, delete=(UTTERANCES_IN_FLIGHT,))
-        if row.answered_at is None:
+        # A waiting `continue` that died never took the caller's unredacted answer.
+        metadata_update(call=call, delete=(UTTERANCES_IN_FLIGHT, TURN_ANSWER))
+        if not flight or row.answered_at is None:
             return
         for entry in flight:
             utterance_line_add(call=call, entry=entry, interrupted=True)
@@ -180,10 +183,13 @@ def transcript_add(
     interrupted: bool = False,
     utterance_id: str = "",
 ) -> TranscriptEntry:
+    """Store one transcript line, redacted under `retention.redact`: every writer comes
+    here, so no line reaches the record unredacted (docs/architecture.md, "Retention and
+    redaction"). The returned entry holds the stored (redacted) text."""
     entry = TranscriptEntry.objects.create(
         call=call,
         speaker=speaker,
-        text=text,
+        text=redact_stored(call=call, text=text),
         is_final=is_final,
         turn_token=turn_token,
         interrupted=interrupted,
@@ -265,7 +271,9 @@ def event_record(call: Call, event: NormalizedEvent) -> bool:
     other integrity failure (SQLite's JSON check on a payload, say) is raised, so the event
     is never dropped as a duplicate.
     """
-    payload = CallEvent._meta.get_field("payload").get_db_prep_save(event.payload(), connection)
+    # The caller's words ride in speech events too: stored redacted, as the line is.
+    words = redact_payload(call=call, payload=event.payload())
+    payload = CallEvent._meta.get_field("payload").get_db_prep_save(words, connection)
     now = connection.ops.adapt_datetimefield_value(clock.now())
     with connection.cursor() as cursor:
         cursor.execute(_event_insert_sql(), [call.pk, event.type, payload, event.key[:200], now])
