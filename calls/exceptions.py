@@ -78,3 +78,10 @@ class ServiceDisabled(CallError):
 
     def __init__(self) -> None:
         super().__init__(self.MESSAGE)
+
+
+class MetricsUnavailable(CallError):
+    """`/metrics` cannot be read (its multiprocess directory is missing): a 503 naming why."""
+
+    code = "UNAVAILABLE"
+    http_status = 503

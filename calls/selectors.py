@@ -6,7 +6,7 @@ import math
 import uuid
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from calls.config import get_config
 from calls.exceptions import CallNotFound
@@ -33,6 +33,12 @@ def call_find(call_id: str | None, *, provider: str | None = None) -> Call | Non
     if provider:
         calls = calls.filter(provider=provider)
     return _one(calls)
+
+
+def calls_active_by_provider() -> dict[str, int]:
+    """How many calls are live (not ended) per carrier, across every process: one query."""
+    rows = Call.objects.active().order_by().values_list("provider").annotate(live=Count("id"))
+    return dict(rows)
 
 
 def _one(calls: QuerySet[Call]) -> Call | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -103,6 +104,15 @@ VOICECALL_WEBHOOK_WORKERS = env.int("VOICECALL_WEBHOOK_WORKERS", default=8)
 # Threads serving the token API (calls/web/api_endpoint.py). A `continue` or a waiting
 # `speak` holds one while it waits for the caller, so there are many; idle ones are reused.
 VOICECALL_API_WORKERS = env.int("VOICECALL_API_WORKERS", default=64)
+
+# Prometheus metrics (calls/metrics.py; docs/operations.md, "Metrics"). prometheus_client
+# chooses multiprocess mode from this variable when it is first imported, so it is put in
+# the environment here, before any app code runs, in every process that loads the settings
+# (servers, Celery workers, commands) and in the processes they start.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(DATA_DIR / "metrics"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+# GET /metrics without the API token (a scraper on a private network).
+VOICECALL_METRICS_PUBLIC = env.bool("VOICECALL_METRICS_PUBLIC", default=False)
 
 # Channels
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -1,4 +1,4 @@
-"""Root URLs: admin, API, probes, hold music; everything else goes to the webhook view,
+"""Root URLs: admin, API, probes, metrics, hold music; everything else goes to the webhook view,
 which answers its own serve.path and 404s the rest (look-alikes are never verified)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from calls.admin_live import live_calls_view
 from calls.api.docs import ApiDocsView
+from calls.api.metrics import MetricsView
 from calls.web import health, webhook_views
 
 urlpatterns = [
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/", include("calls.api.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("voice/hold-music", webhook_views.hold_music, name="hold-music"),
     re_path(r"^.*$", webhook_views.carrier_webhook, name="webhook"),
 ]

@@ -10,7 +10,7 @@ import logging
 import re
 from datetime import datetime, timedelta
 
-from calls import clock
+from calls import clock, metrics
 from calls.carrier import get_provider
 from calls.config import get_config
 from calls.exceptions import (
@@ -123,6 +123,7 @@ def call_send_dtmf(*, call_id: str, digits: str) -> Call:
     try:
         provider.send_dtmf(call_target(call, stream=plan), digits)
     except ProviderError as exc:
+        metrics.provider_error(provider=call.provider, kind="dtmf")
         raise CarrierFailed(str(exc)) from exc
     return call
 
@@ -147,6 +148,7 @@ def call_hang_up(*, call: Call, reason: str) -> Call:
     try:
         get_provider().hang_up(call_target(call))
     except ProviderError as exc:
+        metrics.provider_error(provider=call.provider, kind="hangup")
         hang_up_release(call, now)
         raise CarrierFailed(str(exc)) from exc
     # If the carrier's own terminal event landed meanwhile, its reason and time win.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db.models import Exists, OuterRef
 
-from calls import clock
+from calls import clock, metrics
 from calls.call_metadata import LAST_AUTO_REPLY_LATENCY_MS
 from calls.config import VoiceCallConfig, get_config
 from calls.exceptions import CallError
@@ -73,6 +73,7 @@ def responder_run(*, call_id: str, entry_id: int, said: str | None = None) -> No
         # (docs/plugin-behaviour.md, "The gateway's agent as responder").
         reply = agent_ask(cfg, call, entry) if cfg.responder.url else _generate(cfg, call, entry)
     except ProviderError as exc:
+        metrics.provider_error(provider="responder", kind="reply")
         logger.warning("call=%s automatic reply failed: %s", call.public_id, exc)
         return
     if not reply:

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 
-from calls import clock
+from calls import clock, metrics
 from calls.call_metadata import (
     DTMF_SEQUENCE,
     ERROR,
@@ -201,6 +201,7 @@ def _dial(call: Call, *, message: str | None, dtmf_sequence: str | None) -> None
     try:
         result = provider.place_call(request)
     except ProviderError as exc:
+        metrics.provider_error(provider=call.provider, kind="dial")
         call_finalize(call=call, reason=CallState.FAILED)
         metadata_update(call=call, set_={ERROR: str(exc)[:500]})
         raise CarrierFailed(str(exc)) from exc

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from calls import clock
+from calls import clock, metrics
 from calls.call_metadata import (
     HUNG_UP,
     INBOUND_POLICY,
@@ -146,6 +146,12 @@ def inbound_call_arrive(
     live_publish(call_id=call.call_id)
     lifecycle.event_record(call, event)
     if not screen.accepted:
+        metrics.call_ended(
+            provider=provider,
+            direction=call.direction,
+            mode=call.mode,
+            end_reason=CallState.HANGUP_BOT,
+        )
         inbound_rejection_hang_up(call)
         return EventOutcome(call, applied=True, rejected=True)
     logger.info(

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 
-from calls import clock
+from calls import clock, metrics
 from calls.call_metadata import (
     TURN_ANSWER,
     UTTERANCES_IN_FLIGHT,
@@ -88,6 +88,9 @@ def call_finalize(
     if changed:
         logger.info("call=%s provider=%s ended reason=%s", call.public_id, call.provider, reason)
         call.state, call.end_reason, call.ended_at = reason, reason, ended_at
+        metrics.call_ended(
+            provider=call.provider, direction=call.direction, mode=call.mode, end_reason=reason
+        )
         if record:
             _record_end(call, reason, ended_at)
         _unfinished_words_close(call)

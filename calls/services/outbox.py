@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
-from calls import clock
+from calls import clock, metrics
 from calls.exceptions import CallError
 from calls.faults import crash_point
 from calls.models import Call, CarrierCommand
@@ -122,6 +122,8 @@ def command_send(pk: int) -> bool:
     try:
         spec.send(command.call, str(command.key))
     except (ProviderError, CallError) as exc:
+        if isinstance(exc, ProviderError):  # a CallError was counted where it was raised
+            metrics.provider_error(provider=command.call.provider, kind=command.kind)
         _failed(command, exc)
         return False
     CarrierCommand.objects.filter(pk=pk).update(done_at=clock.now(), lease_until=None)

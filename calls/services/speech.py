@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.db import transaction
 
-from calls import clock
+from calls import clock, metrics
 from calls.call_metadata import (
     PENDING_SPEECH,
     UTTERANCES_IN_FLIGHT,
@@ -226,6 +226,7 @@ def _speak_by_command(
             replace(target, utterance_id=utterance_id), message, listen_after=listen_after
         )
     except ProviderError as exc:
+        metrics.provider_error(provider=call.provider, kind="speak")
         if utterance_id:
             utterance_in_flight_drop(call, utterance_id)  # never said: nothing will report it
         call_transition(call=call, state=CallState.LISTENING)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.utils.crypto import salted_hmac
 
+from calls import metrics
 from calls.carrier import get_provider, public_url
 from calls.config import get_config
 from calls.models import Call
@@ -109,6 +110,7 @@ def waiting_resume() -> int:
     try:
         get_provider().resume(lifecycle.call_target(call))
     except ProviderError as exc:
+        metrics.provider_error(provider=call.provider, kind="resume")
         logger.warning("call=%s could not leave the queue: %s", call.public_id, exc)
         Call.objects.filter(pk=call.pk).update(waiting=True)
         return 0

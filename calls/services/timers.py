@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q
 
-from calls import clock
+from calls import clock, metrics
 from calls.call_metadata import END_REASON
 from calls.carrier import get_provider
 from calls.config import get_config
@@ -266,6 +266,8 @@ def _restore_one(
     try:
         status = get_provider().get_call_status(call.provider_call_id)
     except (ProviderError, CallError) as exc:  # CallError: no adapter (enabled: false)
+        if isinstance(exc, ProviderError):
+            metrics.provider_error(provider=call.provider, kind="status")
         status = CallStatus.unknown(exc)
     if status.is_unknown:
         report.unknown += 1

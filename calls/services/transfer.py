@@ -14,7 +14,7 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
-from calls import clock
+from calls import clock, metrics
 from calls.call_metadata import TRANSFER, TransferRecord
 from calls.carrier import get_provider
 from calls.config import get_config
@@ -59,6 +59,7 @@ def call_transfer(*, call_id: str, to: str, message: str | None = None) -> Call:
     try:
         get_provider().transfer(call_target(call), transfer_for(call, record))
     except ProviderError as exc:
+        metrics.provider_error(provider=call.provider, kind="transfer")
         return _refused(call, claimed_at, exc)
     call_transferred(call)
     logger.info("call=%s transferred to %s", call.public_id, mask_number(to))

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from calls import clock
+from calls import clock, metrics
 from calls.exceptions import InvalidRequest
 from calls.models import Call, TranscriptEntry, Turn
 
@@ -35,6 +35,12 @@ STAGES: dict[str, tuple[str, str]] = {
     "playedMs": ("first_audio_at", "heard_at"),
 }
 _TOTAL_STARTS = ("caller_stopped_at", "endpointed_at", "transcript_at")
+# voicecall_turn_seconds observes each stage once, by the writer whose conditional update
+# filled the stamp that completes it. `replyMs` waits for the first audio: its own stamp is
+# written on the reply's critical path, where one more read would cost the caller.
+_KNOWN_AT_OPEN = ("endpointingMs", "transcriptMs")
+_KNOWN_AT_FIRST_AUDIO = ("replyMs", "firstAudioMs", "totalMs")
+_KNOWN_AT_HEARD = ("playedMs",)
 
 
 def turn_caller_spoke(
@@ -46,7 +52,7 @@ def turn_caller_spoke(
 ) -> Turn:
     """A caller turn opens with their final line; the stop and the endpointing decision
     when the speech recognizer told us (a stream's VAD), else the line's own time."""
-    return _turn_new(
+    turn = _turn_new(
         call=call,
         initiator=Turn.Initiator.CALLER,
         caller_entry=entry,
@@ -54,6 +60,8 @@ def turn_caller_spoke(
         endpointed_at=endpointed_at or entry.created_at,
         transcript_at=entry.created_at,
     )
+    metrics.turn_stages_observed(turn_stages(turn), _KNOWN_AT_OPEN)
+    return turn
 
 
 def turn_prompted(*, call: Call, utterance_id: str, at: datetime | None = None) -> Turn:
@@ -87,8 +95,11 @@ def turn_reply_ready(*, entry_id: int, utterance_id: str, at: datetime | None = 
 
 def turn_first_audio(*, utterance_id: str, at: datetime | None = None) -> None:
     """The first audio of `utterance_id` went out (or the carrier accepted the words)."""
-    if utterance_id:
-        _fill(Turn.objects.filter(reply_utterance_id=utterance_id), first_audio_at=at)
+    if not utterance_id:
+        return
+    turns = Turn.objects.filter(reply_utterance_id=utterance_id)
+    if _fill(turns, first_audio_at=at):
+        _observe(turns, _KNOWN_AT_FIRST_AUDIO)
 
 
 def turn_heard(*, utterance_id: str, at: datetime | None = None, interrupted: bool = False) -> None:
@@ -96,15 +107,25 @@ def turn_heard(*, utterance_id: str, at: datetime | None = None, interrupted: bo
     if not utterance_id:
         return
     turns = Turn.objects.filter(reply_utterance_id=utterance_id)
-    _fill(turns, heard_at=at)
+    filled = _fill(turns, heard_at=at)
     if interrupted:
         turns.update(interrupted=True)
+    if filled:
+        _observe(turns, _KNOWN_AT_HEARD)
 
 
-def _fill(turns: QuerySet[Turn], **stamps: datetime | None) -> None:
-    """Set each stamp where it is still empty: the first report of a stage wins."""
+def _fill(turns: QuerySet[Turn], **stamps: datetime | None) -> int:
+    """Set each stamp where it is still empty: the first report of a stage wins. Returns
+    how many stamps this call set (0: another writer had reported it)."""
+    filled = 0
     for field, value in stamps.items():
-        turns.filter(**{f"{field}__isnull": True}).update(**{field: value or clock.now()})
+        filled += turns.filter(**{f"{field}__isnull": True}).update(**{field: value or clock.now()})
+    return filled
+
+
+def _observe(turns: QuerySet[Turn], names: tuple[str, ...]) -> None:
+    for turn in turns:
+        metrics.turn_stages_observed(turn_stages(turn), names)
 
 
 def _turn_new(*, call: Call, **fields: Any) -> Turn:

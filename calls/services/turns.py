@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.db import close_old_connections, transaction
 
-from calls import clock
+from calls import clock, metrics
 from calls.call_metadata import (
     LAST_TURN_COMPLETED_AT,
     LAST_TURN_LATENCY_MS,
@@ -141,6 +141,7 @@ def _run_turn(
     try:
         get_provider().stop_listening(call_target(call, turn_token=token))
     except ProviderError as exc:  # the turn has its transcript; a stuck listener is harmless
+        metrics.provider_error(provider=call.provider, kind="stop_listening")
         logger.warning("call=%s stop listening failed: %s", call.public_id, exc)
     done = clock.now()
     result = ContinueResult(

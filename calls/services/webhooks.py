@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from django.db import connection
 
-from calls import clock
+from calls import clock, metrics
 from calls.carrier import get_provider, provider_settings
 from calls.config import get_config
 from calls.drain import draining
@@ -77,7 +78,23 @@ def webhook_process(request: WebhookRequest) -> Reply:
     as one unit: a crash anywhere before the commit leaves no trace, so the carrier's
     redelivery is applied as new; after it, the key answers the redelivery with the same
     reply and the outbox still sends what the events owe the carrier (docs/security.md).
+    Every webhook is counted with the status it was answered (500 when an error escaped).
     """
+    started = time.perf_counter()
+    status = 500
+    try:
+        reply = _webhook_handle(request)
+        status = reply.status
+        return reply
+    finally:
+        metrics.webhook_handled(
+            provider=get_config().provider or "",
+            status=status,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def _webhook_handle(request: WebhookRequest) -> Reply:
     if not service_enabled():
         # Before the carrier adapter, which a disabled config need not be able to build;
         # nothing is recorded, so the carrier's fallback URL or retry gets the call.

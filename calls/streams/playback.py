@@ -25,6 +25,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from calls.metrics import frame_lateness_sample
 from providers.audio import FRAME_BYTES, SILENCE_FRAME, FrameBuffer
 from providers.errors import ProviderError
 
@@ -238,6 +239,7 @@ class Playback:
         if delay > 0:
             await self._sleep(delay)
         await self._send_audio(frame)
+        frame_lateness_sample(utterance.frames, utterance.started_at, self._clock)
         utterance.frames += 1
         self.frames_sent += 1
 

@@ -33,6 +33,7 @@ from calls.services.turn_records import (
 )
 from providers.base import EventType, NormalizedEvent
 from tests.fakes.llm import REPLY, FakeLLM
+from tests.metrics_samples import sample
 
 pytestmark = pytest.mark.django_db
 
@@ -197,3 +198,42 @@ def test_the_latency_command_adds_the_stage_summary(
     call_command("voicecall", "latency", "--since", "1h", "--call-id", call.call_id)
     out = capsys.readouterr().out
     assert '"turns": 1' in out and '"replyMs"' in out and '"recordsScanned"' in out
+
+
+# --- voicecall_turn_seconds (calls/metrics.py) ----------------------------------------------
+
+STAGES = ("endpointing", "transcript", "reply", "first_audio", "total", "played")
+
+
+def _counts() -> dict[str, float]:
+    return {stage: sample("voicecall_turn_seconds_count", stage=stage) for stage in STAGES}
+
+
+def _grown(before: dict[str, float]) -> dict[str, float]:
+    return {
+        stage: count - before[stage] for stage, count in _counts().items() if count > before[stage]
+    }
+
+
+def test_each_turn_stage_is_observed_once_when_its_stamp_is_filled(
+    answering: Any, make_call: Any, fake_clock: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    call = _inbound(make_call)
+    stopped = fake_clock.now()
+    fake_clock.advance(seconds=0.5)
+    before = _counts()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _speech(
+            call, "When do you open?", speech_stopped_at=stopped, endpointed_at=fake_clock.now()
+        )
+    # The caller's words and the responder's reply said by the carrier: every stage but played.
+    grown = _grown(before)
+    assert grown == {s: 1 for s in ("endpointing", "transcript", "reply", "first_audio", "total")}
+
+    utterance = Turn.objects.get(call=call).reply_utterance_id
+    with django_capture_on_commit_callbacks(execute=True):
+        turn_heard(utterance_id=utterance)
+        turn_heard(utterance_id=utterance)  # a duplicate report
+        turn_first_audio(utterance_id=utterance)  # reported again: its stages are not
+    assert _grown(before) == {**grown, "played": 1}
