@@ -67,6 +67,27 @@ class ContinueResultSerializer(SuccessSerializer):
 class CallOutputSerializer(serializers.Serializer):
     """The status view of a call; built by selectors.call_as_dict."""
 
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # What call_as_dict gives, for the schema; a method because `from` is a keyword.
+        return {
+            "callId": serializers.CharField(),
+            "provider": serializers.CharField(allow_blank=True),
+            "direction": serializers.ChoiceField(choices=Call.Direction.values),
+            "state": serializers.ChoiceField(choices=[s.value for s in CallState]),
+            "mode": serializers.CharField(),
+            "from": serializers.CharField(allow_blank=True),
+            "to": serializers.CharField(allow_blank=True),
+            "startedAt": serializers.DateTimeField(allow_null=True),
+            "providerCallId": serializers.CharField(required=False),
+            "answeredAt": serializers.DateTimeField(required=False),
+            "endedAt": serializers.DateTimeField(required=False),
+            "endReason": serializers.CharField(required=False),
+            "sessionKey": serializers.CharField(required=False),
+            "answeredBy": serializers.CharField(required=False),
+            "machineDetectionMs": serializers.IntegerField(required=False),
+            "metadata": serializers.JSONField(),
+        }
+
     def to_representation(self, instance: Call) -> dict:
         data = call_as_dict(instance)
         data["metadata"] = instance.metadata

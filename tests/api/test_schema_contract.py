@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+import jsonschema
 import pytest
 from rest_framework.test import APIClient
 
@@ -162,3 +163,19 @@ def test_the_tool_request_has_one_alternative_per_action_with_its_required_field
     assert actions["transfer_call"] == ["action", "callId", "to"]
     legacy = [alt for alt in alternatives if "action" not in alt["properties"]]
     assert len(legacy) == 1 and legacy[0]["not"] == {"required": ["action"]}
+
+
+def test_a_created_call_matches_the_documented_status_view(
+    api: APIClient, document: dict[str, Any], calls: dict[str, str]
+) -> None:
+    body = {"message": "Hello", "to": "+15555550123"}
+    created = api.post("/api/calls/", body, format="json")
+    assert created.status_code == 201
+    schema = {"$ref": "#/components/schemas/CallOutput", "components": document["components"]}
+    required = document["components"]["schemas"]["CallOutput"]["required"]
+    assert {"callId", "state", "from", "to", "metadata"} <= set(required)
+
+    jsonschema.validate(created.json(), schema)
+    listed = api.get("/api/calls/").json()["results"]
+    for call in listed:
+        jsonschema.validate(call, schema)
