@@ -14,12 +14,17 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Coroutine
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import (
+    BaseChannelLayer,
+    InMemoryChannelLayer,
+    channel_layers,
+    get_channel_layer,
+)
 from django.db import transaction
 
 from calls.services import stream_commands
@@ -34,8 +39,9 @@ SEND_TIMEOUT_S = 2.0
 
 # Sends handed to a running loop, kept until done (a loop holds only weak references).
 _pending: set[asyncio.Task[None]] = set()
-# This module's own loop, on a daemon thread, and the process it was started in.
-_publisher: tuple[int, asyncio.AbstractEventLoop] | None = None
+# This module's own loop on a daemon thread, the layer instance it sends with, and the
+# process they were made in.
+_publisher: tuple[int, asyncio.AbstractEventLoop, BaseChannelLayer] | None = None
 _publisher_lock = threading.Lock()
 
 
@@ -49,7 +55,7 @@ def _send(call_id: str) -> None:
         layer = get_channel_layer()
         if layer is None or _nobody_listens(layer):
             return
-        _dispatch(_bounded(layer.group_send(GROUP, {"type": EVENT, "callId": call_id})))
+        _dispatch(layer, {"type": EVENT, "callId": call_id})
     except Exception:
         # The call change is committed; only the view misses it (it refreshes on reconnect).
         logger.warning("call=%s live view update not sent", call_id, exc_info=True)
@@ -63,11 +69,11 @@ def _nobody_listens(layer: Any) -> bool:
     return isinstance(layer, InMemoryChannelLayer) and not (loop and loop.is_running())
 
 
-async def _bounded(send: Coroutine[Any, Any, None]) -> None:
-    await asyncio.wait_for(send, SEND_TIMEOUT_S)
+async def _bounded(layer: BaseChannelLayer, message: dict[str, Any]) -> None:
+    await asyncio.wait_for(layer.group_send(GROUP, message), SEND_TIMEOUT_S)
 
 
-def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
+def _dispatch(layer: BaseChannelLayer, message: dict[str, Any]) -> None:
     """Send without making the caller wait.
 
     The in-process layer's queues belong to the loop the consumers run on and are not
@@ -82,17 +88,20 @@ def _dispatch(coro: Coroutine[Any, Any, None]) -> None:
     except RuntimeError:
         here = None
     if here is not None:
-        task = here.create_task(coro)
+        task = here.create_task(_bounded(layer, message))
         _pending.add(task)
         task.add_done_callback(_settled)
         return
     loop = stream_commands._stream_loop
     if loop is None or not loop.is_running():
-        loop = _publisher_loop()
-    asyncio.run_coroutine_threadsafe(coro, loop).add_done_callback(_settled)
+        loop, layer = _publisher_loop()
+    asyncio.run_coroutine_threadsafe(_bounded(layer, message), loop).add_done_callback(_settled)
 
 
-def _publisher_loop() -> asyncio.AbstractEventLoop:
+def _publisher_loop() -> tuple[asyncio.AbstractEventLoop, BaseChannelLayer]:
+    """The publisher loop and a layer instance of its own: channels-redis keeps a pool per
+    loop on an instance and closes them all from whichever loop calls `flush`, so the shared
+    instance must not hold one for a loop nobody else runs."""
     global _publisher
     with _publisher_lock:
         # A forked child (a Celery pool process) inherits the loop but not its thread.
@@ -100,8 +109,12 @@ def _publisher_loop() -> asyncio.AbstractEventLoop:
             loop = asyncio.new_event_loop()
             name = "voicecall-live-publisher"
             threading.Thread(target=loop.run_forever, name=name, daemon=True).start()
-            _publisher = (os.getpid(), loop)
-        return _publisher[1]
+            _publisher = (os.getpid(), loop, _new_layer())
+        return _publisher[1], _publisher[2]
+
+
+def _new_layer() -> BaseChannelLayer:
+    return channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
 
 
 def _settled(done: asyncio.Task[None] | Future[None]) -> None:

@@ -42,6 +42,9 @@ class _Layer:
 def layer(monkeypatch: pytest.MonkeyPatch) -> _Layer:
     fake = _Layer()
     monkeypatch.setattr(live, "get_channel_layer", lambda: fake)
+    # Where no server loop runs, the publisher's own instance of the layer sends.
+    monkeypatch.setattr(live, "_new_layer", lambda: fake)
+    monkeypatch.setattr(live, "_publisher", None)
     return fake
 
 
