@@ -23,6 +23,10 @@ class CreatedToken:
     secret: str
 
 
+# How fresh a token's `last_used_at` is kept.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -61,5 +65,9 @@ def token_authenticate(secret: str) -> ApiToken | str | None:
     token = ApiToken.objects.filter(key_hash=_digest(secret)).first()
     if token is None or not token.is_usable:
         return None
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=clock.now())
+    now = clock.now()
+    # "Last used" to the minute: a write per request would be a second round trip on every
+    # API call, `voicecall.speak` included (docs/performance.md, "API path").
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token

@@ -8,6 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from calls.exceptions import CallNotFound, InvalidRequest
 from calls.models import ApiToken
@@ -44,6 +46,21 @@ def test_the_secret_authenticates_and_marks_the_token_used(fake_clock: Any) -> N
     assert ApiToken.objects.get().last_used_at == fake_clock.now()
     assert token_authenticate(created.secret + "x") is None
     assert token_authenticate(created.token.key_hash) is None  # the digest is not the secret
+
+
+def test_last_used_is_written_once_a_minute_not_on_every_request(fake_clock: Any) -> None:
+    created = token_create(name="a")
+    token_authenticate(created.secret)
+    first = fake_clock.now()
+
+    fake_clock.advance(seconds=30)
+    with CaptureQueriesContext(connection) as within_a_minute:
+        assert token_authenticate(created.secret) == created.token
+    fake_clock.advance(seconds=30)
+    token_authenticate(created.secret)
+
+    assert len(within_a_minute.captured_queries) == 1  # the lookup, no write
+    assert ApiToken.objects.get().last_used_at == first + timedelta(seconds=60)
 
 
 def test_a_revoked_token_no_longer_authenticates(fake_clock: Any) -> None:
