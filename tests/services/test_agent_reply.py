@@ -56,6 +56,13 @@ def _docs_verifier() -> Callable[..., bool]:
     return namespace["verify"]
 
 
+def test_the_readme_prints_the_same_verifier_as_the_docs() -> None:
+    readme = (DOCS.parents[1] / "README.md").read_text()
+    section = DOCS.read_text().split("## The gateway's agent as responder", 1)[1]
+    printed = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert printed is not None and f"```python\n{printed.group(1)}```" in readme
+
+
 class FakeGateway:
     """The gateway's endpoint: records each request, answers `body` with `status`."""
 
