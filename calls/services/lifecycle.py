@@ -7,6 +7,7 @@ can never move it backwards or finalize it twice (docs/design.md, "5. Data model
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -270,17 +271,35 @@ def event_record(call: Call, event: NormalizedEvent) -> bool:
 
     One statement, `INSERT … ON CONFLICT (call, dedupe key) DO NOTHING RETURNING`: no
     savepoint and release around it (two round trips on every webhook and transcript;
-    docs/performance.md, "Webhook path"). Only that constraint means "seen before": any
-    other integrity failure (SQLite's JSON check on a payload, say) is raised, so the event
-    is never dropped as a duplicate.
+    docs/performance.md, "Webhook path"). Only that constraint means "seen before".
+    Without a savepoint a refused INSERT would abort the caller's whole transaction on
+    PostgreSQL, so what a database would refuse in a payload — NaN or infinities, a NUL
+    character (jsonb) — is refused here first, with ValueError, never taken for a duplicate.
     """
     # The caller's words ride in speech events too: stored redacted, as the line is.
     words = redact_payload(call=call, payload=event.payload())
+    _storable_json_check(words)
     payload = CallEvent._meta.get_field("payload").get_db_prep_save(words, connection)
     now = connection.ops.adapt_datetimefield_value(clock.now())
     with connection.cursor() as cursor:
         cursor.execute(_event_insert_sql(), [call.pk, event.type, payload, event.key[:200], now])
         return cursor.fetchone() is not None
+
+
+def _storable_json_check(payload: dict[str, Any]) -> None:
+    json.dumps(payload, allow_nan=False)  # ValueError for NaN and infinities
+    if _holds_nul(payload):
+        raise ValueError("event payload holds a NUL character, which JSON storage refuses")
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 @cache

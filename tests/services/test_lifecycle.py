@@ -168,3 +168,25 @@ def test_an_event_row_that_fails_for_another_reason_is_not_taken_for_a_duplicate
     fine = NormalizedEvent(type=EventType.SPEECH, id="e-ok", call_id=call.call_id, transcript="yes")
     assert event_record(call, fine) is True
     assert event_record(call, fine) is False  # a true re-delivery
+
+
+def test_an_event_with_a_nul_character_is_refused_before_the_database_and_the_unit_goes_on(
+    make_call: Any,
+) -> None:
+    """PostgreSQL's jsonb refuses NUL; refused in a statement, it would abort the whole
+    transaction the event shares with the rest of its webhook."""
+    call = make_call(state="listening")
+    nul = NormalizedEvent(
+        type=EventType.SPEECH, id="e-nul", call_id=call.call_id, transcript="a\x00b"
+    )
+
+    with pytest.raises(ValueError, match="NUL"):
+        event_record(call, nul)
+
+    fine = NormalizedEvent(type=EventType.SPEECH, id="e-ok", call_id=call.call_id, transcript="ok")
+    assert event_record(call, fine) is True
+    # The six characters of an escape are only text.
+    text = NormalizedEvent(
+        type=EventType.SPEECH, id="e-text", call_id=call.call_id, transcript="say \\u0000"
+    )
+    assert event_record(call, text) is True
