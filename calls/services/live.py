@@ -65,8 +65,7 @@ def _nobody_listens(layer: Any) -> bool:
     """The in-process layer reaches this process only, and a live view here runs on the
     server's loop, which it makes known when it connects (calls/live/consumer.py): with no
     such loop running, no view can hear the message."""
-    loop = stream_commands._stream_loop
-    return isinstance(layer, InMemoryChannelLayer) and not (loop and loop.is_running())
+    return isinstance(layer, InMemoryChannelLayer) and stream_commands.stream_loop_running() is None
 
 
 async def _bounded(layer: BaseChannelLayer, message: dict[str, Any]) -> None:
@@ -92,8 +91,8 @@ def _dispatch(layer: BaseChannelLayer, message: dict[str, Any]) -> None:
         _pending.add(task)
         task.add_done_callback(_settled)
         return
-    loop = stream_commands._stream_loop
-    if loop is None or not loop.is_running():
+    loop = stream_commands.stream_loop_running()
+    if loop is None:
         loop, layer = _publisher_loop()
     asyncio.run_coroutine_threadsafe(_bounded(layer, message), loop).add_done_callback(_settled)
 

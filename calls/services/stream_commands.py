@@ -60,10 +60,16 @@ def stream_loop_register(loop: asyncio.AbstractEventLoop) -> None:
     _stream_loop = loop
 
 
+def stream_loop_running() -> asyncio.AbstractEventLoop | None:
+    """The loop that runs this process's streams, while it runs; else None."""
+    loop = _stream_loop
+    return loop if loop is not None and loop.is_running() else None
+
+
 def stream_loop_adopt(loop: asyncio.AbstractEventLoop) -> None:
     """The server's loop, seen by a request before any stream attached: the streams will
     run on it too. A loop already known and running is kept."""
-    if _stream_loop is not loop and (_stream_loop is None or not _stream_loop.is_running()):
+    if stream_loop_running() is None:
         stream_loop_register(loop)
 
 
@@ -76,8 +82,8 @@ def _run[T](coro: Coroutine[Any, Any, T]) -> T:
     the streams run on and are not thread-safe, so when a stream loop is known, the
     coroutine is handed to it.
     """
-    loop = _stream_loop
-    if loop is not None and loop.is_running() and not _inside(loop):
+    loop = stream_loop_running()
+    if loop is not None and not _inside(loop):
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
     return async_to_sync(_awaited)(coro)
 
@@ -113,8 +119,8 @@ def stream_ask(
     work the words need not wait for (docs/performance.md, "Speech across processes").
     """
     coro = _ask(_layer(), call_id, message, wait)
-    loop = _stream_loop
-    if loop is not None and loop.is_running() and not _inside(loop):
+    loop = stream_loop_running()
+    if loop is not None and not _inside(loop):
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         if meanwhile is not None:
             meanwhile()
