@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from channels.layers import channel_layers
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -40,6 +41,21 @@ def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     set_provider(None)
     reset_config()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layers() -> Iterator[None]:
+    """Every test gets channel layer instances of its own, as it gets an event loop of its own.
+
+    A channels-redis instance keeps per-channel asyncio locks across calls, and one whose
+    waiter was cancelled is never dropped (channels-redis 4.3): it stays bound to the loop
+    it was contended on, so a later test's loop that contends for it fails with "bound to a
+    different event loop" and its stream never attaches. A server runs one loop for its
+    life, where this cannot happen; a test suite runs thousands.
+    """
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture

@@ -90,9 +90,19 @@ class Holder:
 
     def stop(self) -> None:
         self.task.result(10)
+        # As a server's loop ends: what still runs on it (the reply inbox's reader) is
+        # cancelled first, so nothing is left holding the layer's locks.
+        asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 @pytest.fixture(autouse=True)
