@@ -38,6 +38,8 @@ FRAME_S = 0.02
 # Both sessions let the server detect turns; audio kept from before speech starts.
 PREFIX_PADDING_MS = 300
 DEFAULT_VAD_THRESHOLD = 0.5
+# Caller audio to the service: this, the base64 audio, and '"}' (see `_write_loop`).
+_APPEND_HEAD = '{"type": "input_audio_buffer.append", "audio": "'
 
 # One open socket to the service, as the SDK hands it out.
 RealtimeConnection = AsyncRealtimeConnection
@@ -198,11 +200,15 @@ class OpenAiRealtimeSocket(ABC):
 
     async def _send(self, event: Mapping[str, Any]) -> bool:
         """Send one client event; False when there is no open socket (the reader reports it)."""
+        return await self._send_text(json.dumps(event))
+
+    async def _send_text(self, text: str) -> bool:
+        """`_send` of an event already in JSON."""
         conn = self._conn
         if conn is None or self._closing:
             return False
         try:
-            await conn.send_raw(json.dumps(event))
+            await conn.send_raw(text)
         except (ConnectionClosed, openai.OpenAIError):
             if self._conn is conn:
                 self._up = False
@@ -240,11 +246,10 @@ class OpenAiRealtimeSocket(ABC):
             # Coalesce whatever else is waiting: fewer, larger appends after a stall.
             while not self._queue.empty():
                 frames.append(self._queue.get_nowait())
-            event = {
-                "type": "input_audio_buffer.append",
-                "audio": base64.b64encode(b"".join(frames)).decode("ascii"),
-            }
-            if not self.connected or not await self._send(event):
+            # Base64 holds no character JSON escapes, so the event is two constant halves
+            # around it: no encoder per append.
+            audio = base64.b64encode(b"".join(frames)).decode("ascii")
+            if not self.connected or not await self._send_text(_APPEND_HEAD + audio + '"}'):
                 self.dropped_frames += len(frames)
 
     def _decode(self, message: str | bytes) -> dict[str, Any] | None:

@@ -9,13 +9,16 @@ start, stop and per transcript — never per audio frame).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from asgiref.typing import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from calls.admission import Admission, Lease, LeasedAdmission, Slot
 from calls.carrier import get_provider
@@ -28,6 +31,7 @@ from calls.services.streams import (
     stream_attach,
     stream_detach,
 )
+from calls.streams.dispatch import dispatch_from
 from calls.streams.limits import frame_too_big
 from calls.streams.outbound import Outbound
 from calls.streams.session import SessionFailed, StreamSession
@@ -86,13 +90,31 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
     outbound: Outbound | None = None
     close_sent: bool = False
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' AsyncConsumer.__call__, with a loop that costs nothing per message
+        (calls/streams/dispatch.py)."""
+        self.scope = scope
+        layer = get_channel_layer(self.channel_layer_alias)
+        layer_receive = None
+        if layer is not None:
+            self.channel_layer = layer
+            self.channel_name = await layer.new_channel()
+            layer_receive = functools.partial(layer.receive, self.channel_name)
+        self.base_send = send
+        try:
+            await dispatch_from(receive, layer_receive, self.dispatch)
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels hops to a thread (aclose_old_connections) before every handler; for 50
         # frames/s per call that halves capacity. Our database work is explicit and rare, so
         # frames skip the hop (docs/performance.md, "Channels: a thread hop per message").
-        handler = getattr(self, message["type"].replace(".", "_"), None)
+        kind = message["type"]
+        # A leading underscore would name a private method: no message may call one.
+        handler = None if kind.startswith("_") else getattr(self, kind.replace(".", "_"), None)
         if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
+            raise ValueError(f"No handler for message type {kind}")
         await handler(message)
 
     async def connect(self) -> None:
