@@ -28,16 +28,37 @@ from calls.models import (
     Call,
     InboundPolicy,
 )
-from calls.phone import mask_number
+from calls.phone import mask_number, mask_numbers_in
 from calls.services.actions import call_end
 from calls.services.inbound import allowlist_sync_config, effective_policy
 from calls.services.retention import retention_summary
 from calls.services.tokens import token_revoke
 
 
-def _pretty_json(value: Any) -> SafeString:
+def _pretty_json(value: Any, *, masked: bool = False) -> SafeString:
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-    return format_html("<pre>{}</pre>", text)
+    return format_html("<pre>{}</pre>", mask_numbers_in(text) if masked else text)
+
+
+NUMBERS_PERMISSION = "calls.view_numbers"
+
+
+def _masked_field(field: Any) -> Any:
+    return _MASKED_FIELDS.get(field, field) if isinstance(field, str) else field
+
+
+def numbers_visible(request: HttpRequest) -> bool:
+    """Whether this user may see full phone numbers; everyone else sees them masked on
+    every admin page (docs/security.md, "Admin")."""
+    return request.user.has_perm(NUMBERS_PERMISSION)
+
+
+# The call page's fields that hold numbers, and what a user without the permission sees.
+_MASKED_FIELDS = {
+    "from_number": "masked_from",
+    "to_number": "masked_to",
+    "metadata_json": "metadata_masked",
+}
 
 
 @admin.register(Call)
@@ -101,7 +122,16 @@ class CallAdmin(admin.ModelAdmin):
             },
         ),
     )
-    readonly_fields = tuple(flatten_fieldsets(fieldsets))
+    readonly_fields = (*flatten_fieldsets(fieldsets), *_MASKED_FIELDS.values())
+
+    def get_fieldsets(self, request: HttpRequest, obj: Call | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if numbers_visible(request):
+            return fieldsets
+        return [
+            (name, {**options, "fields": [_masked_field(f) for f in options["fields"]]})
+            for name, options in fieldsets
+        ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -140,6 +170,10 @@ class CallAdmin(admin.ModelAdmin):
     @admin.display(description="metadata")
     def metadata_json(self, call: Call) -> SafeString:
         return _pretty_json(call.metadata)
+
+    @admin.display(description="metadata")
+    def metadata_masked(self, call: Call) -> SafeString:
+        return _pretty_json(call.metadata, masked=True)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Call], search_term: str
@@ -224,21 +258,44 @@ class AllowedNumberForm(forms.ModelForm):
 
 @admin.register(AllowedNumber)
 class AllowedNumberAdmin(admin.ModelAdmin):
+    """The allowlist. Managing it takes the view-numbers permission besides the model's
+    own: a list of numbers cannot be kept by someone who may not see them. Without it the
+    list is read-only and masked (docs/security.md, "Admin")."""
+
     form = AllowedNumberForm
-    list_display = ("number", "label", "enabled", "source")
     list_filter = ("source", "enabled")
     search_fields = ("number", "label")
-    readonly_fields = ("source", "created_at")
+    readonly_fields = ("source", "created_at", "masked_number")
+
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        number = "number" if numbers_visible(request) else "masked_number"
+        return (number, "label", "enabled", "source")
 
     def get_fields(self, request: HttpRequest, obj: AllowedNumber | None = None) -> tuple[str, ...]:
-        fields = ("number", "label", "note", "enabled")
+        number = "number" if numbers_visible(request) else "masked_number"
+        fields = (number, "label", "note", "enabled")
         return fields if obj is None else (*fields, "source", "created_at")
 
+    @admin.display(description="number", ordering="number")
+    def masked_number(self, row: AllowedNumber) -> str:
+        return mask_number(row.number)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return numbers_visible(request) and super().has_add_permission(request)
+
     def has_change_permission(self, request: HttpRequest, obj: AllowedNumber | None = None) -> bool:
-        return not _from_config(obj) and super().has_change_permission(request, obj)
+        return (
+            not _from_config(obj)
+            and numbers_visible(request)
+            and super().has_change_permission(request, obj)
+        )
 
     def has_delete_permission(self, request: HttpRequest, obj: AllowedNumber | None = None) -> bool:
-        return not _from_config(obj) and super().has_delete_permission(request, obj)
+        return (
+            not _from_config(obj)
+            and numbers_visible(request)
+            and super().has_delete_permission(request, obj)
+        )
 
     def save_model(
         self, request: HttpRequest, obj: AllowedNumber, form: forms.Form, change: bool

@@ -14,6 +14,7 @@ from django.template.response import TemplateResponse
 from calls.live.routing import LIVE_PATH
 from calls.live.snapshot import live_calls
 from calls.models import Call, CallEvent, TranscriptEntry, Turn
+from calls.phone import mask_numbers_in
 from calls.services.turn_records import STAGES, LatencyFilter, latency_summary, turn_stages
 from calls.state import TERMINAL
 
@@ -35,13 +36,23 @@ def live_calls_view(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/calls/live.html", context)
 
 
-def call_page_context(call: Call) -> dict[str, Any]:
+def call_page_context(call: Call, *, numbers_visible: bool) -> dict[str, Any]:
     """The call page's conversation, event timeline and turns (admin/calls/call/
-    change_form.html)."""
+    change_form.html). Without `numbers_visible` every phone number in the words and the
+    events is masked (docs/security.md, "Admin"); the rows are only shown, never saved."""
     turns = Turn.objects.filter(call=call).order_by("index")
+    conversation = list(TranscriptEntry.objects.filter(call=call).order_by("created_at", "id"))
+    timeline = list(CallEvent.objects.filter(call=call).order_by("created_at", "id"))
+    if not numbers_visible:
+        for line in conversation:
+            line.text = mask_numbers_in(line.text)
+        for event in timeline:
+            payload = event.payload.items()
+            event.payload = {key: mask_numbers_in(str(value)) for key, value in payload}
+            event.dedupe_key = mask_numbers_in(event.dedupe_key)
     return {
-        "conversation": TranscriptEntry.objects.filter(call=call).order_by("created_at", "id"),
-        "timeline": CallEvent.objects.filter(call=call).order_by("created_at", "id"),
+        "conversation": conversation,
+        "timeline": timeline,
         "turns": [(turn, list(turn_stages(turn).values())) for turn in turns],
         "stage_names": [_stage_label(name) for name in STAGES],
     }

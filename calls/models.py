@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from calls.call_metadata import CallMetadata
-from calls.phone import E164_RE
+from calls.phone import E164_RE, mask_number
 from calls.state import NON_TERMINAL, TERMINAL, CallState
 
 
@@ -109,6 +109,8 @@ class Call(models.Model):
             models.Index(fields=["ring_deadline_at"]),
             models.Index(fields=["transcript_deadline_at"]),
         ]
+        # The admin masks phone numbers for everyone else (docs/security.md, "Admin").
+        permissions = [("view_numbers", "Can see full phone numbers")]
 
     def __str__(self) -> str:
         return str(self.public_id)
@@ -262,7 +264,9 @@ class AllowedNumber(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.number} {self.label}".strip()
+        # Masked: the admin shows this in titles, breadcrumbs and its action log to anyone
+        # who may view the list (docs/security.md, "Admin").
+        return f"{mask_number(self.number)} {self.label}".strip()
 
     def clean(self) -> None:
         self.number = (self.number or "").strip()

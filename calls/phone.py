@@ -45,3 +45,14 @@ def mask_number(value: str | None) -> str:
     if len(value) <= 6:
         return "•" * len(value)
     return f"{value[:5]}•••{value[-4:]}"
+
+
+# A number inside free text: `+` and 7–15 digits; `%2B` is the `+` of a URL's query string,
+# as an access log line shows it.
+_E164_IN_TEXT = re.compile(r"(?:\+|%2[Bb])([1-9]\d{6,14})\b")
+
+
+def mask_numbers_in(text: str) -> str:
+    """Every E.164 number in `text` masked as `mask_number` does (log lines, and the admin
+    for a user without the view-numbers permission: docs/security.md, "Logs")."""
+    return _E164_IN_TEXT.sub(lambda match: mask_number("+" + match.group(1)), text)

@@ -14,9 +14,12 @@ register = template.Library()
 
 
 @register.inclusion_tag("admin/calls/call/call_detail.html")
-def call_detail(call: Call | None) -> dict[str, Any]:
-    """The conversation, the event timeline and the turns of `call`."""
-    return call_page_context(call) if call is not None else {}
+def call_detail(call: Call | None, numbers_visible: bool) -> dict[str, Any]:
+    """The conversation, the event timeline and the turns of `call`; phone numbers masked
+    unless `numbers_visible` (the user's calls.view_numbers permission)."""
+    if call is None:
+        return {}
+    return call_page_context(call, numbers_visible=bool(numbers_visible))
 
 
 @register.inclusion_tag("admin/calls/call/latency_summary.html")
