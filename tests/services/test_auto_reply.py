@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from calls import tasks
 from calls.models import Call, TranscriptEntry
@@ -633,3 +634,29 @@ def test_a_realtime_call_whose_stream_failed_is_answered_by_the_responder(
     speech(call, "What time do you close?")
 
     assert spoken(enabled) == [{"text": REPLY, "listen_after": True}]
+
+
+def test_two_statements_come_before_the_model_is_asked(
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
+    """The caller's newest line with its call, then the history: each statement before the
+    chat request is reply latency (docs/performance.md, "Reply latency")."""
+    call = inbound_call(make_call)
+    transcript_add(call=call, speaker="bot", text="Hello, how can I help?")
+    line = transcript_add(call=call, speaker="user", text="When are you open?")
+    before_request: list[int] = []
+    with CaptureQueriesContext(connection) as statements:
+        llm.during = lambda: before_request.append(len(statements.captured_queries))
+        responder_run(call_id=call.call_id, entry_id=line.pk)
+
+    assert before_request == [2]
+    assert llm.messages()[-1] == {"role": "user", "content": "When are you open?"}
+
+
+def test_a_reply_for_an_unknown_or_malformed_call_id_asks_nothing(
+    enabled: MockProvider, llm: FakeLLM, make_call: Any
+) -> None:
+    line = transcript_add(call=inbound_call(make_call), speaker="user", text="hi")
+    responder_run(call_id=str(uuid.uuid4()), entry_id=line.pk)
+    responder_run(call_id="not-a-uuid", entry_id=line.pk)
+    assert llm.requests == []
