@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import httpx
+
 from providers.base import CallTarget
 from providers.errors import ProviderError, ProviderNotConfigured
 
@@ -87,6 +89,18 @@ def _selected(tts: Any, keys: tuple[str, ...]) -> str | None:
 
 
 OPENAI_BASE_URL = "https://api.openai.com"
+
+
+def openai_probe(url: str, api_key: str) -> httpx.Request:
+    """`GET <base>/v1/models` with the key: free, and refused (401) for a bad key. `url` is
+    any OpenAI URL we use (REST or realtime); its host and base path are kept."""
+    parts = urlsplit(url.strip())
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/")
+    for suffix in ("/realtime", "/audio/speech", "/v1"):
+        path = path.removesuffix(suffix)
+    target = urlunsplit((scheme, parts.netloc, f"{path}/v1/models", "", ""))
+    return httpx.Request("GET", target, headers={"Authorization": f"Bearer {api_key}"})
 
 
 def openai_realtime_url(base_url: str | None, query: str) -> str:

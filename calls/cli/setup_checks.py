@@ -8,19 +8,25 @@ loads, else the raw file, so one invalid key still leaves the other checks meani
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import json5
 from django.conf import settings
 
 from calls.cli.client import connect
-from calls.config import ConfigError, get_config
+from calls.config import ConfigError, VoiceCallConfig, get_config
 from calls.exceptions import ServiceDisabled
 from calls.services.webhooks import carrier_readiness
 from calls.serving.exposure import is_local_host
+from providers.errors import ProviderError
+from providers.realtime import realtime_probe
 from providers.registry import provider_names
+from providers.stt import stt_probe
+from providers.tts import tts_probes
 
 SMOKE_MESSAGE = "OpenClaw voice call smoke test."
 SKIPPED = "live-call: skipped (pass --to and --yes to place one)"
@@ -34,8 +40,14 @@ class Check:
     message: str
 
 
-def setup_report() -> dict[str, Any]:
-    """{ok, checks:[{id, ok, message}]} for the current config."""
+# Tests put an httpx.Client on a MockTransport here; None = a client of our own.
+PROBE_CLIENT: httpx.Client | None = None
+PROBE_TIMEOUT_S = 10.0
+
+
+def setup_report(*, probe: bool = False) -> dict[str, Any]:
+    """{ok, checks:[{id, ok, message}]} for the current config. With `probe`, each speech
+    vendor's key is also tried against the vendor (one free request each)."""
     data, errors = _load()
     checks = [
         _plugin_enabled(data),
@@ -43,11 +55,67 @@ def setup_report() -> dict[str, Any]:
         _provider_config(errors),
         _webhook_exposure(data),
         _mode(data),
-        Check("agent-owner", True, "single agent"),
     ]
     if not errors:
         checks += [Check(*row) for row in carrier_readiness()]
+        checks += _speech_checks(get_config(), probe=probe)
     return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
+
+
+def _speech_checks(cfg: VoiceCallConfig, *, probe: bool) -> list[Check]:
+    """TTS, STT and realtime readiness for the mode the config selects: a key for each
+    vendor that will be asked, and with `probe` the vendor's answer to it."""
+    streaming, realtime = cfg.streaming.enabled, cfg.realtime.enabled
+    if not streaming and not realtime:
+        off = "the carrier speaks and recognises speech (streaming off)"
+        return [Check("tts", True, off), Check("stt", True, off), Check("realtime", True, "off")]
+    checks: list[Check] = []
+    if realtime:
+        spoken = "the realtime model speaks and listens (realtime.enabled)"
+        checks += [Check("tts", True, spoken), Check("stt", True, spoken)]
+        model = _vendor_check(
+            "realtime", lambda: [("openai", realtime_probe(cfg.section("realtime")))], probe
+        )
+        return [*checks, model]
+    checks.append(_vendor_check("tts", lambda: tts_probes(cfg.tts), probe))
+    checks.append(
+        _vendor_check("stt", lambda: [("openai", stt_probe(cfg.section("streaming")))], probe)
+    )
+    checks.append(Check("realtime", True, "off"))
+    return checks
+
+
+def _vendor_check(
+    check_id: str, requests: Callable[[], list[tuple[str, httpx.Request]]], probe: bool
+) -> Check:
+    try:
+        planned = requests()
+    except ProviderError as exc:  # a missing key, an unusable TTS chain
+        return Check(check_id, False, str(exc))
+    names = ", ".join(name for name, _ in planned)
+    if not probe:
+        return Check(check_id, True, f"{names}: key set (--probe to try it)")
+    failures = [f for name, request in planned if (f := _tried(name, request)) is not None]
+    if failures:
+        return Check(check_id, False, "; ".join(failures))
+    return Check(check_id, True, f"{names}: key accepted")
+
+
+def _tried(name: str, request: httpx.Request) -> str | None:
+    """None when the vendor accepted the key; else why not, in a few words (never the key)."""
+    client = PROBE_CLIENT or httpx.Client(timeout=PROBE_TIMEOUT_S)
+    try:
+        response = client.send(request)
+    except httpx.HTTPError as exc:
+        return f"{name} unreachable at {request.url.host}: {type(exc).__name__}"
+    finally:
+        if client is not PROBE_CLIENT:
+            client.close()
+    if response.status_code in (401, 403):
+        return f"{name} refused the key (HTTP {response.status_code})"
+    if response.is_error:
+        return f"{name} answered HTTP {response.status_code}"
+    return None
 
 
 def render_text(report: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from providers.tts.elevenlabs import ElevenLabsTts
 from providers.tts.failover import FailoverTts, TtsFailed
 from providers.tts.openai import OpenAiTts
 
-__all__ = ["FailoverTts", "TtsFailed", "TtsProvider", "build_tts"]
+__all__ = ["FailoverTts", "TtsFailed", "TtsProvider", "build_tts", "tts_probes"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,12 @@ def build_tts(tts: Mapping[str, Any], *, http: httpx.AsyncClient | None = None) 
     for reason in skipped:
         logger.warning("Telephony TTS provider skipped: %s", reason)
     return FailoverTts(chain)
+
+
+def tts_probes(tts: Mapping[str, Any]) -> list[tuple[str, httpx.Request]]:
+    """(provider id, probe request) for each provider of the chain, in order; raises as
+    `build_tts` does when none is usable."""
+    return [(provider.name, provider.probe_request()) for provider in build_tts(tts).providers]
 
 
 def _candidates(

@@ -111,6 +111,11 @@ class TtsProvider(ABC):
     def fetch(self, text: str) -> AsyncGenerator[bytes, None]:
         """The vendor's raw audio bytes in `output_format` (an async generator)."""
 
+    @abstractmethod
+    def probe_request(self) -> httpx.Request:
+        """A request that costs nothing and is refused for a bad key (`voicecall setup
+        --probe`)."""
+
     async def stream(self, text: str) -> AsyncGenerator[bytes, None]:
         """μ-law chunks; ProviderError on timeout, no audio, bad format or HTTP failure.
 

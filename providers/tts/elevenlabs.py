@@ -57,6 +57,11 @@ class ElevenLabsTts(TtsProvider):
         self.options = dict(options or {})
         base = (base_url or DEFAULT_BASE_URL).strip().rstrip("/").removesuffix("/v1")
         self.url = f"{base}/v1/text-to-speech/{quote(voice_id, safe='')}/stream"
+        self._models_url = f"{base}/v1/models"
+
+    def probe_request(self) -> httpx.Request:
+        # GET /v1/models lists the account's models: free, and 401 for a bad key.
+        return httpx.Request("GET", self._models_url, headers={"xi-api-key": self._api_key})
 
     @classmethod
     def from_settings(cls, block: Mapping[str, Any], setup: TtsSetup) -> ElevenLabsTts:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from providers.common import api_key_setting
+from providers.common import api_key_setting, openai_probe
 from providers.errors import ProviderNotConfigured
 from providers.tts.base import DEFAULT_TIMEOUT_MS, TtsProvider, TtsSetup
 
@@ -67,6 +67,9 @@ class OpenAiTts(TtsProvider):
             timeout_ms=setup.timeout_ms,
             http=setup.http,
         )
+
+    def probe_request(self) -> httpx.Request:
+        return openai_probe(self.url, self._api_key)
 
     def request_body(self, text: str) -> dict[str, Any]:
         body: dict[str, Any] = {

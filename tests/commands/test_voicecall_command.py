@@ -307,9 +307,122 @@ def test_setup_json_is_ok_for_the_mock_provider(configure):
         "provider-config",
         "webhook-exposure",
         "mode",
-        "agent-owner",
+        "tts",
+        "stt",
+        "realtime",
     ]
     assert all(c["ok"] for c in report["checks"])
+
+
+STREAMING = {
+    **TWILIO,
+    "publicUrl": "https://voice.example.com/voice/webhook",
+    "streaming": {"enabled": True, "providers": {"openai": {"apiKey": "sk-stt"}}},
+    "tts": {"provider": "elevenlabs", "providers": {"elevenlabs": {"apiKey": "xi-key"}}},
+}
+
+
+def _checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for c in report["checks"]}
+
+
+class Vendors:
+    """OpenAI and ElevenLabs at their HTTP boundary: which keys they accept."""
+
+    def __init__(self, accepted: set[str], down: set[str] = frozenset()) -> None:
+        self.accepted, self.down = accepted, down
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.host in self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        key = request.headers.get("xi-api-key") or request.headers.get("authorization", "")
+        key = key.removeprefix("Bearer ")
+        return httpx.Response(200 if key in self.accepted else 401, json={"data": []})
+
+
+@pytest.fixture
+def vendors(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Vendors]:
+    def install(accepted: set[str], down: set[str] = frozenset()) -> Vendors:
+        fake = Vendors(accepted, down)
+        monkeypatch.setattr(
+            setup_checks, "PROBE_CLIENT", httpx.Client(transport=httpx.MockTransport(fake))
+        )
+        return fake
+
+    return install
+
+
+def test_setup_names_the_speech_vendors_a_streaming_call_will_ask(configure, vendors):
+    configure(STREAMING)
+    fake = vendors(set())
+    checks = _checks(setup_checks.setup_report())
+    assert checks["tts"] == {
+        "id": "tts",
+        "ok": True,
+        "message": "elevenlabs: key set (--probe to try it)",
+    }
+    assert checks["stt"]["ok"] is True and checks["stt"]["message"].startswith("openai: key set")
+    assert checks["realtime"] == {"id": "realtime", "ok": True, "message": "off"}
+    assert fake.requests == []  # nothing leaves the machine without --probe
+
+
+def test_setup_fails_when_a_streaming_vendor_has_no_key(configure, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    configure({**STREAMING, "streaming": {"enabled": True}})
+    message, out = fails("setup", "--json")
+    checks = _checks(json.loads(out))
+    assert checks["stt"]["ok"] is False
+    assert "streaming.providers.openai.apiKey is required" in checks["stt"]["message"]
+    assert checks["tts"]["ok"] is True
+    assert message == "Voice Call setup needs attention."
+
+
+def test_setup_probe_tries_each_key_at_its_vendor(configure, vendors):
+    configure(STREAMING)
+    fake = vendors({"xi-key"})
+    message, out = fails("setup", "--json", "--probe")
+    checks = _checks(json.loads(out))
+    assert checks["tts"] == {"id": "tts", "ok": True, "message": "elevenlabs: key accepted"}
+    assert checks["stt"] == {
+        "id": "stt",
+        "ok": False,
+        "message": "openai refused the key (HTTP 401)",
+    }
+    assert sorted(str(r.url) for r in fake.requests) == [
+        "https://api.elevenlabs.io/v1/models",
+        "https://api.openai.com/v1/models",
+    ]
+    assert "sk-stt" not in out and "xi-key" not in out  # a key is never printed
+
+
+def test_setup_probe_reports_an_unreachable_vendor(configure, vendors):
+    configure(STREAMING)
+    vendors({"xi-key", "sk-stt"}, down={"api.openai.com"})
+    _, out = fails("setup", "--json", "--probe")
+    checks = _checks(json.loads(out))
+    assert checks["stt"]["message"] == "openai unreachable at api.openai.com: ConnectError"
+    assert checks["tts"]["ok"] is True
+
+
+def test_setup_probe_asks_the_realtime_model_s_vendor(configure, vendors):
+    configure(
+        {
+            **TWILIO,
+            "publicUrl": "https://voice.example.com/voice/webhook",
+            "inboundPolicy": "open",
+            "realtime": {
+                "enabled": True,
+                "providers": {"openai": {"apiKey": "sk-rt", "baseUrl": "https://proxy.test/v1"}},
+            },
+        }
+    )
+    fake = vendors({"sk-rt"})
+    checks = _checks(setup_checks.setup_report(probe=True))
+    assert checks["realtime"] == {"id": "realtime", "ok": True, "message": "openai: key accepted"}
+    assert checks["tts"]["ok"] and "realtime model" in checks["tts"]["message"]
+    assert [str(r.url) for r in fake.requests] == ["https://proxy.test/v1/models"]
 
 
 def test_setup_fails_for_twilio_with_a_loopback_public_url(configure):
@@ -635,3 +748,12 @@ def test_admin_user_creates_one_superuser_with_a_private_password_file(settings,
     assert (tmp_path / "admin-password.txt").stat().st_mode & 0o077 == 0
     call_command("voicecall", "admin-user", stdout=StringIO())
     assert get_user_model().objects.count() == 1
+
+
+def test_token_create_without_a_name_names_it_after_this_shell(monkeypatch, db):
+    monkeypatch.setattr("getpass.getuser", lambda: "ops")
+    monkeypatch.setattr("socket.gethostname", lambda: "desk-1")
+    created = run_json("token", "create")
+    assert created["name"] == "ops@desk-1"
+    listed = run_json("token", "list")
+    assert [t["name"] for t in listed] == ["ops@desk-1"]

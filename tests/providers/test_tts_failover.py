@@ -297,6 +297,9 @@ class Scripted(TtsProvider):
         finally:
             self.closed = True
 
+    def probe_request(self) -> httpx.Request:
+        return httpx.Request("GET", f"http://{self.name}.test/v1/models")
+
 
 async def test_a_consumer_that_stops_early_closes_the_vendor_stream_now() -> None:
     primary, fallback = Scripted("a", fail=True), Scripted("b")

@@ -6,7 +6,9 @@ docs/plugin-behaviour.md, "Command line"; docs/design.md, "10. Command line".
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import socket
 import threading
 from collections.abc import Callable
 from itertools import islice
@@ -91,6 +93,9 @@ def _add_local_commands(subs: Any) -> None:
     latency.add_argument("--since", help="Only turns this recent: 90s, 30m, 24h or 7d")
     setup = subs.add_parser("setup", help="Readiness checks")
     setup.add_argument("--json", action="store_true", dest="as_json", help="JSON output")
+    setup.add_argument(
+        "--probe", action="store_true", help="Also try each speech vendor's key (network)"
+    )
     smoke = subs.add_parser("smoke", help="Setup checks and an optional live call")
     smoke.add_argument("-t", "--to", help="E.164 number to call")
     smoke.add_argument("--message", default=setup_checks.SMOKE_MESSAGE, help="What to say")
@@ -134,7 +139,9 @@ def _add_token_commands(subs: Any) -> None:
     token = subs.add_parser("token", help="API tokens")
     actions = token.add_subparsers(dest="token_action", required=True)
     create = actions.add_parser("create", help="Create a token (shown once)")
-    create.add_argument("--name", required=True, help="Who the token is for")
+    create.add_argument(
+        "--name", default=None, help="Who the token is for (default: user@host of this shell)"
+    )
     create.add_argument("--ttl-hours", type=float, help="Expire after this many hours")
     actions.add_parser("list", help="List tokens (no secrets)")
     revoke = actions.add_parser("revoke", help="Revoke a token")
@@ -228,8 +235,8 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
         self._print({**latency_stats(last=last), **latency_summary(query)})
 
-    def _run_setup(self, *, as_json: bool, **_: Any) -> None:
-        report = setup_checks.setup_report()
+    def _run_setup(self, *, as_json: bool, probe: bool, **_: Any) -> None:
+        report = setup_checks.setup_report(probe=probe)
         if as_json:
             self._print(report)
         else:
@@ -291,8 +298,8 @@ class Command(BaseCommand):
     def _run_token(self, *, token_action: str, **options: Any) -> None:
         getattr(self, f"_token_{token_action}")(**options)
 
-    def _token_create(self, *, name: str, ttl_hours: float | None, **_: Any) -> None:
-        self._print(cli.token_issue(name=name, ttl_hours=ttl_hours))
+    def _token_create(self, *, name: str | None, ttl_hours: float | None, **_: Any) -> None:
+        self._print(cli.token_issue(name=name or _default_token_name(), ttl_hours=ttl_hours))
 
     def _token_list(self, **_: Any) -> None:
         self._print(cli.token_list())
@@ -313,3 +320,12 @@ def _smoke_line(result: dict[str, Any]) -> str:
             "pass --yes to place it"
         )
     return setup_checks.SKIPPED
+
+
+def _default_token_name() -> str:
+    """Who asked, as `voicecall token list` then shows it: user@host of this shell."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid (some containers)
+        user = "cli"
+    return f"{user}@{socket.gethostname()}"
