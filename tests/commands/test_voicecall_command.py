@@ -103,10 +103,11 @@ def test_call_without_to_or_to_number_fails(mock_carrier, db):
     assert not Call.objects.exists()
 
 
-def test_call_with_an_unknown_mode_uses_the_configured_default(carrier, db):
+def test_call_with_an_unknown_mode_is_refused_as_rpc_and_rest_refuse_it(carrier, db):
     carrier({"outbound": {"defaultMode": "notify"}})
-    out = run_json("call", "-t", TO, "-m", "Hi", "--mode", "shout")
-    assert Call.objects.get(public_id=out["callId"]).mode == "notify"
+    message, _ = fails("call", "-t", TO, "-m", "Hi", "--mode", "shout")
+    assert message == 'mode must be "notify" or "conversation"'
+    assert not Call.objects.exists()
 
 
 def test_call_with_a_blank_message_fails_with_message_required(mock_carrier, db):

@@ -27,8 +27,6 @@ from calls.services.turn_records import LatencyFilter, latency_summary, since_pa
 from calls.services.webhooks import webhook_explain
 from calls.serving.exposure import expose_command
 
-MODES = ("notify", "conversation")
-
 
 def _at_least(minimum: int) -> Callable[[str], int]:
     """An int option clamped to `minimum`, as the plugin clamps --poll and --last."""
@@ -167,9 +165,9 @@ class Command(BaseCommand):
         to = to or client.config_or_error().to_number
         if not to:
             raise CommandError("Missing --to and no toNumber configured")
-        params = {"to": to, "message": message}
-        if mode in MODES:  # anything else means the config's default mode
-            params["mode"] = mode
+        # The mode goes as given: the API refuses an unknown one with the words RPC and REST
+        # use (the plugin's CLI silently took the config's default instead).
+        params = {"to": to, "message": message, "mode": mode}
         self._print({"callId": client.rpc("voicecall.initiate", params)["callId"]})
 
     def _run_start(
