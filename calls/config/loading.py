@@ -9,6 +9,7 @@ validates (docs/plugin-behaviour.md, "Config shape and defaults"; docs/design.md
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -179,7 +180,19 @@ def load_config(
         raise ConfigError([f"{name}: invalid JSON5 ({detail})"]) from exc
     if not isinstance(raw, dict):
         raise ConfigError([f"{name}: the top level must be an object"])
-    return parse_config(raw, env, source=name)
+    if "plugins" in raw:
+        return parse_config(raw, env, source=name)
+    # A bare plugin config: its problems are named by the keys as the file spells them,
+    # not by where they would sit in a whole OpenClaw document.
+    try:
+        cfg = parse_config(raw, env, source=name)
+    except ConfigError as exc:
+        raise ConfigError([_bare_path(error) for error in exc.errors]) from None
+    return dataclasses.replace(cfg, warnings=tuple(_bare_path(w) for w in cfg.warnings))
+
+
+def _bare_path(sentence: str) -> str:
+    return sentence.replace(f"{PLUGIN_PATH}.", "")
 
 
 _cached: VoiceCallConfig | None = None

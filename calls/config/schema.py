@@ -7,6 +7,7 @@ docs/plugin-behaviour.md, "Config shape and defaults" and "Config errors".
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,11 +25,24 @@ _DIAL_PREFIX = re.compile(r"^\+[1-9]\d{0,14}$")
 
 
 class ConfigError(Exception):
-    """Invalid configuration; .errors holds one sentence per problem, naming the key."""
+    """Invalid configuration; .errors holds one sentence per problem, naming the key.
+
+    Shown with one problem per line when there are several, so a pasted config with many
+    mistakes reads as a list to work through."""
 
     def __init__(self, errors: list[str]) -> None:
         self.errors = list(errors)
-        super().__init__("Invalid voice-call config: " + "; ".join(self.errors))
+        if len(self.errors) == 1:
+            text = f"Invalid voice-call config: {self.errors[0]}"
+        else:
+            text = "Invalid voice-call config:" + "".join(f"\n- {e}" for e in self.errors)
+        super().__init__(text)
+
+
+def _did_you_mean(key: str, known: Mapping[str, Any]) -> str:
+    """` (did you mean "provider"?)` for a near miss of a known key, else ''."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def block_at(node: Any, *keys: str) -> dict[str, Any]:
@@ -98,7 +112,7 @@ def _obj(
             errors += key_check(f"{path}.{key}", key) if key_check else []
             item_check = checks.get(key, extra)
             if item_check is None:
-                errors.append(f"{path}.{key} is not a recognized key")
+                errors.append(f"{path}.{key} is not a recognized key{_did_you_mean(key, checks)}")
             elif item is not None:  # null means "unset", as in the plugin's JSON
                 errors += item_check(f"{path}.{key}", item)
         return errors

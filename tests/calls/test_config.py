@@ -302,13 +302,45 @@ def test_it_reports_every_problem_together():
     )
 
 
-def test_the_exception_message_joins_the_sentences():
+def test_the_exception_message_puts_each_problem_on_its_own_line():
     with pytest.raises(ConfigError) as info:
         parse_config({"maxConcurrentCalls": 0, "bogus": 1}, {})
     assert str(info.value) == (
-        f"Invalid voice-call config: {P}.maxConcurrentCalls must be an integer greater "
-        f"than 0; {P}.bogus is not a recognized key"
+        "Invalid voice-call config:\n"
+        f"- {P}.maxConcurrentCalls must be an integer greater than 0\n"
+        f"- {P}.bogus is not a recognized key"
     )
+
+
+def test_a_single_problem_stays_on_one_line():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"bogus": 1}, {})
+    assert str(info.value) == f"Invalid voice-call config: {P}.bogus is not a recognized key"
+
+
+def test_a_near_miss_of_a_key_gets_a_hint():
+    errors = errors_of({"provder": "mock", "serve": {"prot": 1}, "maxConcurentCalls": 2})
+    assert errors == [
+        f'{P}.provder is not a recognized key (did you mean "provider"?)',
+        f'{P}.serve.prot is not a recognized key (did you mean "port"?)',
+        f'{P}.maxConcurentCalls is not a recognized key (did you mean "maxConcurrentCalls"?)',
+    ]
+
+
+def test_a_bare_config_file_names_keys_as_the_file_spells_them(tmp_path):
+    bare = tmp_path / "bare.json5"
+    bare.write_text('{ provder: "mock", serve: { port: 0 } }')
+    with pytest.raises(ConfigError) as info:
+        load_config(bare, {})
+    assert info.value.errors == [
+        'provder is not a recognized key (did you mean "provider"?)',
+        "serve.port must be an integer between 1 and 65535",
+    ]
+    whole = tmp_path / "openclaw.json5"
+    whole.write_text('{ plugins: { entries: { "voice-call": { config: { provder: "mock" } } } } }')
+    with pytest.raises(ConfigError) as info:
+        load_config(whole, {})
+    assert info.value.errors == [f'{P}.provder is not a recognized key (did you mean "provider"?)']
 
 
 # --- combinations ------------------------------------------------------------------
@@ -397,7 +429,7 @@ def test_it_rejects_unknown_keys_at_top_level_and_nested():
         {"provder": "mock", "serve": {"hots": "0.0.0.0"}, "realtime": {"fastContext": {"extra": 1}}}
     )
     assert errors == [
-        f"{P}.provder is not a recognized key",
+        f'{P}.provder is not a recognized key (did you mean "provider"?)',
         f"{P}.serve.hots is not a recognized key",
         f"{P}.realtime.fastContext.extra is not a recognized key",
     ]
