@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from calls.call_metadata import INBOUND_POLICY, REJECTION_REASON, SCREEN
 from calls.exceptions import CallError
 from calls.models import (
     AllowedNumber,
@@ -61,17 +62,22 @@ _MASKED_FIELDS = {
 }
 
 
+# "View site" opens the live view: voicecall has no public site of its own.
+admin.site.site_url = "/admin/calls/live/"
+
+
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
+    # Narrow enough for a 1366 px screen: the id shortened (the full one in its tooltip and
+    # on the call page), and the outcome in one column.
     list_display = (
-        "public_id",
+        "short_id",
         "direction",
         "provider",
         "mode",
         "masked_from",
         "masked_to",
-        "state",
-        "end_reason",
+        "ended_how",
         "started_at",
         "duration_display",
     )
@@ -95,6 +101,7 @@ class CallAdmin(admin.ModelAdmin):
                     "mode",
                     "state",
                     "end_reason",
+                    "outcome",
                     "from_number",
                     "to_number",
                     "session_key",
@@ -161,6 +168,25 @@ class CallAdmin(admin.ModelAdmin):
     @admin.display(description="to", ordering="to_number")
     def masked_to(self, call: Call) -> str:
         return mask_number(call.to_number)
+
+    @admin.display(description="call", ordering="public_id")
+    def short_id(self, call: Call) -> SafeString:
+        full = str(call.public_id)
+        return format_html('<span title="{}">{}…</span>', full, full[:8])
+
+    @admin.display(description="state", ordering="state")
+    def ended_how(self, call: Call) -> str:
+        if call.meta.get(REJECTION_REASON) == INBOUND_POLICY:
+            return "rejected"
+        return call.state
+
+    @admin.display(description="outcome")
+    def outcome(self, call: Call) -> str:
+        """How the call went, in words: a refused inbound call says so and why, where its
+        state alone says only that we hung up."""
+        if call.meta.get(REJECTION_REASON) == INBOUND_POLICY:
+            return f"rejected by the inbound policy: {call.meta.get(SCREEN) or 'no reason kept'}"
+        return call.end_reason or call.state
 
     @admin.display(description="duration")
     def duration_display(self, call: Call) -> str:

@@ -129,10 +129,13 @@ def inbound_call_arrive(
             metadata[ROUTE_KEY] = route_key
         fields.update(state=CallState.RINGING, metadata=metadata)
     else:
+        # One instant for both: a call refused as it arrived never ends before it started.
+        now = clock.now()
         fields.update(
             state=CallState.HANGUP_BOT,
             end_reason=CallState.HANGUP_BOT,
-            ended_at=clock.now(),
+            started_at=now,
+            ended_at=now,
             metadata={REJECTION_REASON: INBOUND_POLICY, SCREEN: screen.reason},
         )
     try:
@@ -146,6 +149,7 @@ def inbound_call_arrive(
     live_publish(call_id=call.call_id)
     lifecycle.event_record(call, event)
     if not screen.accepted:
+        lifecycle.rejected_end_record(call, f"rejected by the inbound policy: {screen.reason}")
         metrics.call_ended(
             provider=provider,
             direction=call.direction,

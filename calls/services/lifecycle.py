@@ -120,17 +120,26 @@ def _unfinished_words_close(call: Call) -> None:
             utterance_line_add(call=call, entry=entry, interrupted=True)
 
 
-def _record_end(call: Call, reason: str, ended_at: datetime) -> None:
+def _record_end(call: Call, reason: str, ended_at: datetime, *, why: str | None = None) -> None:
     # Only the one finalize that changed the row gets here; the savepoint guards against
     # a carrier event that happened to use the same key.
+    payload = {"reason": reason, "by": "voicecall"}
+    if why:
+        payload["why"] = why
     with contextlib.suppress(IntegrityError), transaction.atomic():
         CallEvent.objects.create(
             call=call,
             type="call.ended",
             created_at=ended_at,
-            payload={"reason": reason, "by": "voicecall"},
+            payload=payload,
             dedupe_key="voicecall:ended",
         )
+
+
+def rejected_end_record(call: Call, why: str) -> None:
+    """The timeline's end of an inbound call the screen refused: created ended, it never
+    goes through `call_finalize` (docs/plugin-behaviour.md, "Inbound calls")."""
+    _record_end(call, call.end_reason or call.state, call.ended_at or clock.now(), why=why)
 
 
 def plausible_time(at: datetime | None) -> datetime:

@@ -278,3 +278,36 @@ def test_revoke_selected_tokens_sets_revoked_at(admin_client: Client) -> None:
 def test_tokens_cannot_be_added_in_the_admin(admin_client: Client) -> None:
     assert admin_client.get(reverse("admin:calls_apitoken_add")).status_code == 403
     assert not ApiToken.objects.exists()
+
+
+# First impressions (docs/operations.md, "Live view"): what the list and a refused call show
+
+
+def test_a_refused_inbound_call_reads_as_rejected_and_why(
+    admin_client: Client, make_call: Any
+) -> None:
+    refused = make_call(
+        direction="inbound",
+        state="hangup-bot",
+        end_reason="hangup-bot",
+        metadata={"rejectionReason": "inbound-policy", "screen": "not allowlisted"},
+    )
+    listing = admin_client.get(CALLS).text
+    assert ">rejected<" in listing
+    page = admin_client.get(_change_url(refused)).text
+    assert "rejected by the inbound policy: not allowlisted" in page
+
+
+def test_the_call_list_shows_a_short_id_with_the_full_one_in_its_tooltip(
+    admin_client: Client, make_call: Any
+) -> None:
+    call = make_call()
+    full = str(call.public_id)
+    listing = admin_client.get(CALLS).text
+    assert f'<span title="{full}">{full[:8]}…</span>' in listing
+
+
+def test_view_site_opens_the_live_view(admin_client: Client) -> None:
+    page = admin_client.get(reverse("admin:index")).text
+    assert 'href="/admin/calls/live/">View site</a>' in page
+    assert admin_client.get("/admin/calls/live/").status_code == 200

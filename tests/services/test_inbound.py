@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from calls.models import AllowedNumber, Call, CarrierCommand, InboundPolicy
+from calls.models import AllowedNumber, Call, CallEvent, CarrierCommand, InboundPolicy
 from calls.services.inbound import (
     DEFAULT_GREETING,
     allowlist_numbers,
@@ -153,6 +153,22 @@ def test_a_rejected_caller_is_ended_and_hung_up_once(mock_carrier: Any, configur
 
     inbound_rejection_hang_up(call)  # a re-delivery: the hang-up already went out
     assert len(mock_carrier.sent) == 1
+
+
+def test_a_rejected_call_never_ends_before_it_started_and_its_timeline_says_why(
+    mock_carrier: Any, configure: Any
+) -> None:
+    configure({"inboundPolicy": "allowlist", "allowFrom": [FRIEND]})
+    inbound_call_arrive("mock", _ringing(from_=STRANGER), None)
+    call = Call.objects.get()
+    assert call.ended_at == call.started_at
+    timeline = list(CallEvent.objects.filter(call=call).order_by("id"))
+    assert [event.type for event in timeline] == ["call.initiated", "call.ended"]
+    assert timeline[-1].payload == {
+        "reason": "hangup-bot",
+        "by": "voicecall",
+        "why": "rejected by the inbound policy: not allowlisted",
+    }
 
 
 def test_a_carrier_that_refuses_in_the_reply_needs_no_hang_up(
