@@ -97,9 +97,15 @@ class NormalizedEvent:
     def payload(self) -> dict[str, Any]:
         """The JSON stored on the CallEvent row (only fields that carry information)."""
         data: dict[str, Any] = {}
-        for name in ("direction", "turn_token", "text", "digits"):
+        # camelCase keys, as everywhere in the API (the plugin's style).
+        for name, key in (
+            ("direction", "direction"),
+            ("turn_token", "turnToken"),
+            ("text", "text"),
+            ("digits", "digits"),
+        ):
             if getattr(self, name):
-                data[name] = getattr(self, name)
+                data[key] = getattr(self, name)
         if self.type == EventType.SPEECH:
             data.update(transcript=self.transcript, isFinal=self.is_final)
             if self.confidence is not None:

@@ -247,16 +247,23 @@ class CallTransferApi(APIView):
         return Response({"success": True})
 
 
+# camelCase, as RPC, the CLI and event payloads spell keys (the plugin's style).
 class TranscriptEntrySerializer(serializers.ModelSerializer):
+    isFinal = serializers.BooleanField(source="is_final")
+    createdAt = serializers.DateTimeField(source="created_at")
+
     class Meta:
         model = TranscriptEntry
-        fields = ["speaker", "text", "is_final", "interrupted", "created_at"]
+        fields = ["speaker", "text", "isFinal", "interrupted", "createdAt"]
 
 
 class CallEventSerializer(serializers.ModelSerializer):
+    dedupeKey = serializers.CharField(source="dedupe_key")
+    createdAt = serializers.DateTimeField(source="created_at")
+
     class Meta:
         model = CallEvent
-        fields = ["type", "payload", "dedupe_key", "created_at"]
+        fields = ["type", "payload", "dedupeKey", "createdAt"]
 
 
 class CallTranscriptApi(ListAPIView):

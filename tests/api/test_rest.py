@@ -532,11 +532,11 @@ def test_transcript_lists_the_lines_in_order(
     assert response.status_code == 200
     body = response.json()
     assert body["count"] == 2  # partial speech is not a transcript line
-    assert [(r["speaker"], r["text"], r["is_final"]) for r in body["results"]] == [
+    assert [(r["speaker"], r["text"], r["isFinal"]) for r in body["results"]] == [
         ("bot", "Hi, it's the clinic", True),
         ("user", "Oh hello", True),
     ]
-    assert all(r["created_at"] for r in body["results"])
+    assert all(r["createdAt"] for r in body["results"])
 
 
 def test_events_list_the_applied_carrier_events(
@@ -559,7 +559,7 @@ def test_events_list_the_applied_carrier_events(
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r["type"] for r in results] == ["call.ringing", "call.ended"]
-    assert all(r["dedupe_key"] and r["created_at"] for r in results)
+    assert all(r["dedupeKey"] and r["createdAt"] for r in results)
     assert results[1]["payload"]["reason"] == "busy"
 
 

@@ -213,7 +213,7 @@ def test_speak_ended_reports_the_utterance_its_client_state_names() -> None:
     [event] = _parse(envelope("call.speak.ended", {"client_state": state, "status": "completed"}))
     assert (event.type, event.call_id, event.turn_token) == (EventType.SPOKEN, CALL_ID, TURN)
     assert (event.utterance_id, event.interrupted) == ("utt-1", False)
-    assert event.payload() == {"turn_token": TURN, "utteranceId": "utt-1", "interrupted": False}
+    assert event.payload() == {"turnToken": TURN, "utteranceId": "utt-1", "interrupted": False}
 
 
 def test_speak_ended_without_a_turn_or_an_utterance() -> None:
