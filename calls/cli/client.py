@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -23,7 +24,7 @@ from django.db import DatabaseError
 from calls.api.methods import call_method
 from calls.config import ConfigError, VoiceCallConfig, get_config
 from calls.exceptions import CallError
-from calls.services.tokens import token_create, token_revoke
+from calls.services.tokens import token_authenticate, token_create
 
 HEALTH_TIMEOUT_S = 1.0
 RPC_TIMEOUT_S = 30.0
@@ -31,7 +32,11 @@ CONTINUE_POLL_S = 0.25
 # Margin over transcriptTimeoutMs before the CLI stops waiting for a continue result.
 CONTINUE_GRACE_S = 30.0
 DEFAULT_TRANSCRIPT_TIMEOUT_MS = 180_000
-TOKEN_TTL = timedelta(minutes=10)
+# The CLI's own token, kept in the data dir and reused by every command until it expires or
+# is revoked, so the admin's token list does not fill with one row per command.
+TOKEN_TTL = timedelta(days=30)
+TOKEN_FILE = "cli-token"
+TOKEN_NAME = "cli (this host)"
 METHOD_NOT_FOUND = "METHOD_NOT_FOUND"
 _JSONRPC_METHOD_NOT_FOUND = -32601
 
@@ -100,7 +105,6 @@ class RemoteBackend:
             options["transport"] = transport
         self._http = httpx.Client(**options)
         self._token = token
-        self._minted_id: int | None = None
         self._ids = itertools.count(1)
 
     def reachable(self) -> bool:
@@ -144,15 +148,14 @@ class RemoteBackend:
         return reply["result"]
 
     def _bearer(self) -> str:
-        if self._token:
-            return self._token
-        try:
-            created = token_create(name="cli", ttl=TOKEN_TTL)
-        except DatabaseError as exc:
-            raise CommandError(
-                f"Could not create a CLI token in the database ({exc}); set VOICECALL_API_TOKEN."
-            ) from exc
-        self._token, self._minted_id = created.secret, created.token.pk
+        if not self._token:
+            try:
+                self._token = local_token()
+            except DatabaseError as exc:
+                raise CommandError(
+                    f"Could not create a CLI token in the database ({exc}); "
+                    "set VOICECALL_API_TOKEN."
+                ) from exc
         return self._token
 
     def _error(self, what: str) -> CommandError:
@@ -160,10 +163,26 @@ class RemoteBackend:
 
     def close(self) -> None:
         self._http.close()
-        if self._minted_id is not None:
-            # The minted token only served this command; don't leave it usable.
-            token_revoke(token_id=self._minted_id)
-            self._minted_id = None
+
+
+def local_token() -> str:
+    """The CLI's token for the server on this host: the one kept in the data dir while it
+    is still usable, else a new one written there (owner-only: anyone who can read the data
+    dir can read the SQLite database too)."""
+    path = Path(settings.DATA_DIR) / TOKEN_FILE
+    try:
+        kept = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        kept = ""
+    if kept and token_authenticate(kept) not in (None, "env"):
+        return kept
+    created = token_create(name=TOKEN_NAME, ttl=TOKEN_TTL)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left from before keeps its mode otherwise
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(created.secret)
+    return created.secret
 
 
 def _rpc_error(error: dict[str, Any]) -> RpcError:

@@ -593,6 +593,12 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeServer]:
     return start
 
 
+@pytest.fixture(autouse=True)
+def _cli_token_dir(settings, tmp_path):
+    """The CLI keeps its token in the data dir: a fresh one per test."""
+    settings.DATA_DIR = tmp_path
+
+
 def test_remote_call_sends_json_rpc_with_a_minted_bearer_token(server, mock_carrier, db):
     fake = server(result({"callId": "remote-1", "initiated": True}))
     assert run_json("call", "--to", TO, "-m", "Hi", "--mode", "notify") == {"callId": "remote-1"}
@@ -604,10 +610,29 @@ def test_remote_call_sends_json_rpc_with_a_minted_bearer_token(server, mock_carr
     }
     assert str(request.url) == "http://127.0.0.1:3334/api/rpc"
     minted = fake.bearer_at_request[0]
-    assert isinstance(minted, ApiToken) and minted.name == "cli"
-    minted.refresh_from_db()
-    assert minted.revoked_at is not None  # not left usable after the command
+    assert isinstance(minted, ApiToken) and minted.name == "cli (this host)"
     assert not Call.objects.exists() and mock_carrier.sent == []
+
+
+def test_every_command_reuses_the_one_local_cli_token(server, db, tmp_path):
+    fake = server(result({"success": True}))
+    run_json("end", "--call-id", "abc")
+    run_json("end", "--call-id", "def")
+    assert ApiToken.objects.count() == 1  # not a row per command
+    assert fake.bearer_at_request[0] == fake.bearer_at_request[1]
+    kept = tmp_path / "cli-token"
+    assert kept.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_revoked_local_cli_token_is_replaced(server, db):
+    fake = server(result({"success": True}))
+    run_json("end", "--call-id", "abc")
+    first = ApiToken.objects.get()
+    first.revoked_at = timezone.now()
+    first.save()
+    run_json("end", "--call-id", "abc")
+    assert ApiToken.objects.count() == 2
+    assert fake.bearer_at_request[1] != first and fake.bearer_at_request[1].revoked_at is None
 
 
 def test_remote_mode_uses_voicecall_api_token_from_env(server, monkeypatch, db):
