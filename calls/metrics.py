@@ -159,6 +159,14 @@ def webhook_handled(*, provider: str, status: int, seconds: float) -> None:
         WEBHOOK_SECONDS.labels(provider).observe(seconds)
 
 
+def webhook_refused(*, provider: str | None, status: int) -> None:
+    """A webhook request refused at the gate (method, signature headers, size, the peer's
+    in-flight count, a slow body): counted with its status under the configured carrier
+    ("none" without one), never timed."""
+    with _recording():
+        WEBHOOKS.labels(provider or "none", str(status)).inc()
+
+
 def provider_error(*, provider: str, kind: str) -> None:
     """A request to a carrier (or the responder) failed with a ProviderError.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
+from calls import metrics
 from calls.admission import Admission
 from calls.carrier import get_provider
 from calls.config import get_config
@@ -41,19 +42,19 @@ class WebhookGate:
             await self.app(scope, receive, send)
             return
         if scope["method"] != "POST":
-            await _respond(send, 405, b"Method Not Allowed")
+            await _refuse(send, 405, b"Method Not Allowed")
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if missing_signature(headers):
-            await _respond(send, 401, b"Unauthorized")
+            await _refuse(send, 401, b"Unauthorized")
             return
         if _declared_length(headers) > MAX_BODY_BYTES:
-            await _respond(send, 413, b"Payload Too Large")
+            await _refuse(send, 413, b"Payload Too Large")
             return
         peer = (scope.get("client") or ("unknown", 0))[0]
         slot = self.in_flight.take(peer, per_peer=MAX_IN_FLIGHT)
         if slot is None:
-            await _respond(send, 429, b"Too Many Requests")
+            await _refuse(send, 429, b"Too Many Requests")
             return
         release = slot.release
 
@@ -73,10 +74,10 @@ class WebhookGate:
         try:
             body = await asyncio.wait_for(body_read(receive, MAX_BODY_BYTES), self.body_timeout)
         except TimeoutError:
-            await _respond(send, 408, b"Request Timeout")
+            await _refuse(send, 408, b"Request Timeout")
             return
         except BodyTooLarge:
-            await _respond(send, 413, b"Payload Too Large")
+            await _refuse(send, 413, b"Payload Too Large")
             return
         if body is None:  # the client went away
             return
@@ -90,6 +91,13 @@ class WebhookGate:
             return await receive()
 
         await self.handler(scope, replay, send)
+
+
+async def _refuse(send: Send, status: int, body: bytes) -> None:
+    """Refuse the request, counted in voicecall_webhooks_total under the configured
+    carrier, so an operator sees refusals rise (docs/operations.md, "Metrics")."""
+    metrics.webhook_refused(provider=get_config().provider, status=status)
+    await _respond(send, status, body)
 
 
 def is_webhook_path(path: str) -> bool:

@@ -15,7 +15,9 @@ from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from calls import metrics
 from calls.carrier import get_provider
+from calls.config import get_config
 from calls.services.webhooks import webhook_process
 from calls.web.api_endpoint import ApiEndpoint, ApiRouter
 from calls.web.asgi_io import body_read, response_send
@@ -55,16 +57,22 @@ def carrier_webhook(request: HttpRequest) -> HttpResponse:
     if not is_webhook_path(request.path):
         return HttpResponse("Not Found", status=404, content_type="text/plain")
     if request.method != "POST":
-        return HttpResponse("Method Not Allowed", status=405, content_type="text/plain")
+        return _refused(405, "Method Not Allowed")
     if missing_signature({k.lower(): v for k, v in request.headers.items()}):
-        return HttpResponse("Unauthorized", status=401, content_type="text/plain")
+        return _refused(401, "Unauthorized")
     length = request.META.get("CONTENT_LENGTH") or "0"
     if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-        return HttpResponse("Payload Too Large", status=413, content_type="text/plain")
+        return _refused(413, "Payload Too Large")
     body = request.body
     if len(body) > MAX_BODY_BYTES:
-        return HttpResponse("Payload Too Large", status=413, content_type="text/plain")
+        return _refused(413, "Payload Too Large")
     return _render(webhook_process(_webhook_request(request, body)))
+
+
+def _refused(status: int, text: str) -> HttpResponse:
+    """A gate refusal, counted as WebhookGate counts its own."""
+    metrics.webhook_refused(provider=get_config().provider, status=status)
+    return HttpResponse(text, status=status, content_type="text/plain")
 
 
 def served_http(

@@ -12,8 +12,10 @@ import pytest
 from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
+from calls.carrier import set_provider
 from calls.models import Call
 from providers.errors import ProviderError
+from providers.mock import MockProvider
 from tests.metrics_samples import parse, sample
 
 pytestmark = pytest.mark.django_db
@@ -166,3 +168,30 @@ def test_samples_of_every_process_are_added_up(api: APIClient, mock_carrier: Any
     subprocess.run([sys.executable, "-c", other], check=True)
 
     assert value(scrape(api), "voicecall_webhooks_total", **labels) == before + 4
+
+
+class _SignedMock(MockProvider):
+    signature_headers = (("x-test-signature",),)
+
+
+def test_webhooks_refused_at_the_gate_are_counted_with_their_status(
+    client: Client, configure: Any
+) -> None:
+    """Method, missing signature headers and size are refused before a carrier's code runs;
+    an operator still sees them rise (docs/operations.md, "Metrics")."""
+    configure({})
+    set_provider(_SignedMock(settings={}))
+    before = {
+        status: sample("voicecall_webhooks_total", provider="mock", status=status)
+        for status in ("405", "401", "413")
+    }
+
+    assert client.get(HOOK).status_code == 405
+    assert client.post(HOOK, "{}", content_type="application/json").status_code == 401
+    big = "x" * (64 * 1024 + 1)
+    too_big = client.post(HOOK, big, content_type="text/plain", HTTP_X_TEST_SIGNATURE="s")
+    assert too_big.status_code == 413
+
+    for status in ("405", "401", "413"):
+        after = sample("voicecall_webhooks_total", provider="mock", status=status)
+        assert after == before[status] + 1, status

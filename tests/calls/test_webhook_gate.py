@@ -9,10 +9,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from calls.carrier import set_provider
 from calls.web.gate import MAX_IN_FLIGHT, WebhookGate
 from providers.mock import MockProvider
+from tests.metrics_samples import sample
 
 
 class SignedMock(MockProvider):
@@ -171,3 +173,13 @@ async def test_one_peer_cannot_hold_more_than_eight_requests(signed_carrier: Sig
     assert (status, body) == (429, b"Too Many Requests")
     assert [r[0] for r in results] == [200] * MAX_IN_FLIGHT
     assert (gate.in_flight.total, gate.in_flight.by_peer) == (0, {})
+
+
+async def test_a_refusal_at_the_gate_is_counted_with_its_status(
+    signed_carrier: SignedMock,
+) -> None:
+    read = sync_to_async(sample)
+    before = await read("voicecall_webhooks_total", provider="mock", status="401")
+    status, _ = await _call(WebhookGate(Inner()), _scope(), _never)
+    assert status == 401
+    assert await read("voicecall_webhooks_total", provider="mock", status="401") == before + 1
