@@ -79,11 +79,17 @@ class Turn:
     audio: float  # monotonic: the reply's first frame reached the client
     audio_wall: float
     chat: float  # monotonic: the chat request reached the stub
+    chat_done: float  # monotonic: the stub's answer left
     tts: float  # monotonic: the TTS request reached the fake
 
     @property
     def outside_ms(self) -> float:
         return (self.audio - self.sent) * 1000
+
+    @property
+    def own_ms(self) -> float:
+        """Ours: the outside measure less the model's own time (`--chat-ms`)."""
+        return self.outside_ms - (self.chat_done - self.chat) * 1000
 
 
 async def one_turn(
@@ -98,12 +104,13 @@ async def one_turn(
     except TimeoutError:
         return "no reply audio within 10 s"
     chat = vendors.after(vendors.chat_at, sent)
+    chat_done = vendors.after(vendors.chat_done_at, sent)
     tts = vendors.after(vendors.tts_at, sent)
     try:
         await stream.next("mark", timeout=10)  # the reply played: the caller may speak again
     except TimeoutError:
         return "no mark within 10 s"
-    return Turn(n, sent, sent_wall, audio, audio_wall, chat, tts)
+    return Turn(n, sent, sent_wall, audio, audio_wall, chat, chat_done, tts)
 
 
 def _ts(value: str | None) -> float:
@@ -134,7 +141,7 @@ def start_worker(env: dict[str, str], log: Path | None) -> subprocess.Popen[byte
 
 
 async def run(args: argparse.Namespace) -> tuple[list[Turn], list[dict[str, Any]], dict[str, Any]]:
-    vendors = Vendors(tts_frames=args.tts_frames)
+    vendors = Vendors(tts_frames=args.tts_frames, chat_ms=args.chat_ms)
     await vendors.start()
     vendor = f"http://127.0.0.1:{vendors.port}"
     extra = {
@@ -254,6 +261,9 @@ def report(args: argparse.Namespace, turns: list[Turn], records: list[dict[str, 
             [(t.chat - t.sent) * 1000 for t in turns if keep(t)],
         )
     row("    chat request → TTS request at the fake", [(t.tts - t.chat) * 1000 for t in turns])
+    if args.chat_ms:
+        row("      of them, the model's own time", [(t.chat_done - t.chat) * 1000 for t in turns])
+        row("      of them, answer → TTS request", [(t.tts - t.chat_done) * 1000 for t in turns])
     row("    TTS request → first frame at the client", [(t.audio - t.tts) * 1000 for t in turns])
     print("recorded by the server (GET /api/calls/{callId}/turns/)")
     for stage in ("endpointingMs", "transcriptMs", "replyMs", "firstAudioMs", "totalMs"):
@@ -274,9 +284,14 @@ def report(args: argparse.Namespace, turns: list[Turn], records: list[dict[str, 
         "  firstAudioAt → frame at the client",
         [(t.audio_wall - _ts(r["firstAudioAt"])) * 1000 for t, r in pairs if r["firstAudioAt"]],
     )
+    if args.chat_ms:
+        # The model's own time is not ours: what is left is the overhead the target is about.
+        outside = [t.own_ms for t in turns]
+        row("  first reply frame − the model's own time", outside)
     p50 = percentile(outside, 50)
     print(
-        f"target: ≤ {TARGET_MS:g} ms of our own overhead (p50 final → first frame): "
+        f"target: ≤ {TARGET_MS:g} ms of our own overhead (p50 final → first frame"
+        f"{', less the model' if args.chat_ms else ''}): "
         f"{'met' if p50 <= TARGET_MS else 'NOT met'} (p50 {p50:.1f}, "
         f"p90 {percentile(outside, 90):.1f}, p99 {percentile(outside, 99):.1f})"
     )
@@ -289,6 +304,12 @@ def main() -> None:
     parser.add_argument("--caller-ms", type=float, default=300, help="speech start → final")
     parser.add_argument("--gap-ms", type=float, default=100, help="mean pause after a reply")
     parser.add_argument("--tts-frames", type=int, default=5, help="reply audio (20 ms frames)")
+    parser.add_argument(
+        "--chat-ms",
+        type=float,
+        default=0,
+        help="the chat model's thinking time (its own time is taken off the target's figure)",
+    )
     parser.add_argument("--no-caller-audio", action="store_true", help="a silent carrier side")
     parser.add_argument("--database", help="PostgreSQL URL, recreated (default: SQLite)")
     parser.add_argument(
@@ -312,7 +333,8 @@ def main() -> None:
     print(
         f"{database}, {'Redis' if args.redis else 'in-process'} layer, responder on a "
         f"{responder}; {len(turns)} turns of {args.turns} in {time.monotonic() - started:.0f} s; "
-        f"chat stub and TTS fake answer at once ({args.tts_frames} frames); caller audio "
+        f"chat stub answers {f'after {args.chat_ms:g} ms' if args.chat_ms else 'at once'}, "
+        f"TTS fake at once ({args.tts_frames} frames); caller audio "
         f"{'off' if args.no_caller_audio else 'on'}; VAD silence {SILENCE_MS} ms"
     )
     if info["errors"]:

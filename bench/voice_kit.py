@@ -11,7 +11,8 @@ one process:
 - the OpenAI Realtime transcription socket `GET /v1/realtime?intent=transcription`: reads
   `session.update` and the caller's `input_audio_buffer.append`, and sends VAD events and
   final transcripts when the benchmark says so (`SttSocket`);
-- OpenAI chat completions `POST /v1/chat/completions`: answers `{"spoken": reply}` at once;
+- OpenAI chat completions `POST /v1/chat/completions`: answers `{"spoken": reply}` at once
+  (or after `chat_ms`);
 - anything else (the Twilio REST API: startup asks about live calls): 200 with a JSON body
   saying the call is in progress.
 
@@ -353,13 +354,17 @@ class Vendors:
     """The fakes, on the running loop. `tts_frames`: audio per TTS request; `reply`: what
     the chat model says."""
 
-    def __init__(self, *, tts_frames: int = 5, reply: str = "We are open until six.") -> None:
+    def __init__(
+        self, *, tts_frames: int = 5, reply: str = "We are open until six.", chat_ms: float = 0
+    ) -> None:
         self.tts_frames = tts_frames
         self.reply = reply
+        self.chat_ms = chat_ms  # the chat model's thinking time before it answers
         self.port = 0
         self.sockets: asyncio.Queue[SttSocket] = asyncio.Queue()
         self.tts_at: list[float] = []  # monotonic arrival of every TTS request
         self.chat_at: list[float] = []  # ... and of every chat request
+        self.chat_done_at: list[float] = []  # ... and when the model's answer left
         self.counts: collections.Counter[str] = collections.Counter()
         self._runner: web.AppRunner | None = None
 
@@ -390,6 +395,9 @@ class Vendors:
         self.chat_at.append(time.monotonic())
         self.counts["chat"] += 1
         await request.read()
+        if self.chat_ms:
+            await asyncio.sleep(self.chat_ms / 1000)
+        self.chat_done_at.append(time.monotonic())
         content = json.dumps({"spoken": self.reply})
         return web.json_response(
             {

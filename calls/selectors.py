@@ -47,10 +47,10 @@ def _one(calls: QuerySet[Call]) -> Call | None:
 
 
 def conversation_history(
-    *, call: Call, before: TranscriptEntry, limit: int
+    *, call: Call, before: TranscriptEntry | None, limit: int
 ) -> list[tuple[str, str]]:
-    """(speaker, text) of the last `limit` final lines before `before`, oldest first: what
-    the responder is told of the conversation so far.
+    """(speaker, text) of the last `limit` final lines before `before` (None: all so far),
+    oldest first: what the responder is told of the conversation so far.
 
     `sessionScope` decides whose lines (docs/plugin-behaviour.md, "Session scope"):
     `per-call`, this call's; `per-phone` and `main`, those of every call filed under this
@@ -58,7 +58,9 @@ def conversation_history(
     caller shares the agent's one conversation (main). An explicit `sessionKey` given when
     the call was placed joins that session the same way.
     """
-    lines = TranscriptEntry.objects.filter(is_final=True, pk__lt=before.pk)
+    lines = TranscriptEntry.objects.filter(is_final=True)
+    if before is not None:  # None: every line so far (a line not yet written answers)
+        lines = lines.filter(pk__lt=before.pk)
     if get_config().session_scope == "per-call" or not call.session_key:
         lines = lines.filter(call=call)
     else:

@@ -5,9 +5,12 @@ docs/plugin-behaviour.md, "Auto-response".
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.conf import settings
 from django.db import transaction
@@ -16,7 +19,14 @@ from calls.call_metadata import INITIAL_MESSAGE, STREAM_FAILED
 from calls.config import get_config
 from calls.db_threads import database_job
 from calls.models import Call, TranscriptEntry
-from calls.services.auto_reply_worker import reply_api_key, responder_run
+from calls.selectors import conversation_history
+from calls.services.auto_reply_worker import (
+    HISTORY_LIMIT,
+    Written,
+    reply_api_key,
+    responder_answer_early,
+    responder_run,
+)
 from calls.tasks import respond_to_caller as respond_to_caller_task
 
 logger = logging.getLogger(__name__)
@@ -84,6 +94,10 @@ def responder_schedule(*, call: Call, entry: TranscriptEntry, said: str | None =
     """
     if not (responder_should_answer(call, entry) and responder_enabled()):
         return
+    early = _EARLY.get()
+    if early is not None and early.call_id == call.call_id:
+        early.claim(entry)  # the model is already asked: it needs only the committed line
+        return
     if said is None or said == entry.text:
         DISPATCH(call.call_id, entry.pk)
     else:
@@ -119,6 +133,91 @@ def _run_logged(call_id: str, entry_id: int, said: str | None = None) -> None:
 # latency"). A reply mostly waits for the model, so many may be in flight: the bound is
 # only a ceiling, idle threads are reused first.
 _THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="voicecall-responder")
+
+
+class EarlyReply:
+    """A reply whose model was asked before its caller line was committed.
+
+    On a stream the caller's words are known before the transaction that records them
+    begins; the embedded default asks the model right then, on a responder thread, and the
+    line's write runs meanwhile (docs/voice-path.md, "Early replies"). The words are said
+    only after the line is committed and the rules still hold: `claim` hands the line over
+    on commit; a line never claimed (not written, rolled back, or one the rules turned
+    down inside the transaction) is dropped, and the reply with it.
+    """
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        self.line: Future[Written | None] = Future()
+        self._claimed = False
+
+    def claim(self, entry: TranscriptEntry) -> None:
+        """`entry` is the line this reply answers, once the current transaction commits."""
+        self._claimed = True
+        written = Written(entry_id=entry.pk, created_at=entry.created_at)
+        transaction.on_commit(lambda: self.line.set_result(written))
+
+    def drop_unclaimed(self) -> None:
+        """The write is over and no line was claimed: the reply is never said."""
+        if not self._claimed and not self.line.done():
+            self.line.set_result(None)
+
+
+# The early reply of the line being written on this thread, if one was asked for.
+_EARLY: ContextVar[EarlyReply | None] = ContextVar("voicecall_early_reply", default=None)
+
+
+@contextmanager
+def early_reply_for_line(early: EarlyReply | None) -> Iterator[None]:
+    """While the caller's line is written: the reply already asked for it, if any, takes the
+    line instead of a new dispatch; unclaimed after the write, it is dropped."""
+    token = _EARLY.set(early)
+    try:
+        yield
+    finally:
+        _EARLY.reset(token)
+        if early is not None:
+            early.drop_unclaimed()
+
+
+def responder_ask_early(*, call: Call, text: str) -> EarlyReply | None:
+    """Ask the model about the caller's final words `text` before their line is written,
+    when the reply would be dispatched on this process anyway; None otherwise.
+
+    Only the embedded default's in-process responder with `responseModel`: a Celery task
+    reads its line from the database, and the gateway's agent is sent the transcript with
+    the line in it. The rules are checked now on what is known (the line will be a final,
+    token-less caller line of `call`) and again when the line is committed.
+    """
+    text = text.strip()
+    if not text or settings.REDIS_URL or DISPATCH is not dispatch_background:
+        return None
+    if get_config().responder.url or not responder_enabled():
+        return None
+    provisional = TranscriptEntry(
+        call=call, speaker=TranscriptEntry.Speaker.USER, text=text, is_final=True
+    )
+    if call.turn_token is not None or not responder_should_answer(call, provisional):
+        return None
+    # Read before the line's transaction begins: every earlier line, and not this one.
+    history = conversation_history(call=call, before=None, limit=HISTORY_LIMIT)
+    early = EarlyReply(call.call_id)
+    # The job's own copy: the writer goes on changing its instance meanwhile.
+    mine = copy.deepcopy(call)
+    _THREADS.submit(
+        database_job,
+        lambda: _early_logged(mine, text, history, early.line),
+    )
+    return early
+
+
+def _early_logged(
+    call: Call, text: str, history: list[tuple[str, str]], line: Future[Written | None]
+) -> None:
+    try:
+        responder_answer_early(call=call, text=text, history=history, line=line)
+    except Exception:  # a background job has no failure state to report to: log it
+        logger.exception("call=%s automatic reply crashed", call.public_id)
 
 
 # The seam tests replace with a synchronous call: (call_id, entry_id[, said]) -> None.

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -25,7 +28,7 @@ from calls.services.agent_reply import agent_act, agent_ask
 from calls.services.lifecycle import call_transition, metadata_update
 from calls.services.routes import call_route
 from calls.services.speech import speak
-from calls.services.turn_records import turn_reply_ready
+from calls.services.turn_records import turn_reply_claim
 from calls.state import CallState
 from providers.agent_webhook import AgentAction
 from providers.errors import ProviderError
@@ -39,6 +42,19 @@ logger = logging.getLogger(__name__)
 # Earlier lines sent with each request: a long call must not grow the prompt (and the
 # reply latency) without bound.
 HISTORY_LIMIT = 40
+
+
+# How long an early reply waits for its line's commit once the model answered. A line is
+# written in milliseconds; past this the write is taken as lost and the reply is dropped.
+LINE_WAIT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The caller's line an early reply answers, as committed."""
+
+    entry_id: int
+    created_at: datetime
 
 
 # Tests inject an httpx.Client on a MockTransport here; None = a client of our own.
@@ -79,13 +95,13 @@ def responder_run(*, call_id: str, entry_id: int, said: str | None = None) -> No
     if not reply:
         logger.info("call=%s responder chose silence", call.public_id)
         return
-    if _superseded(call, entry):
-        logger.info("Discarding superseded automatic reply call=%s", call.public_id)
-        return
     if isinstance(reply, AgentAction):
+        if _superseded(call, entry):
+            logger.info("Discarding superseded automatic reply call=%s", call.public_id)
+            return
         agent_act(call, reply)
         return
-    _say(call, entry, reply)
+    _say(call, entry, reply)  # checks for supersession as it stamps the turn
 
 
 def _newest_caller_line(call_id: str, entry_id: int) -> TranscriptEntry | None:
@@ -130,8 +146,51 @@ def _superseded(call: Call, entry: TranscriptEntry) -> bool:
     return bool(row["newer"]) or _taken_over(call)
 
 
+def responder_answer_early(
+    *, call: Call, text: str, history: list[tuple[str, str]], line: Future[Written | None]
+) -> None:
+    """Ask the model about `text` while its line is still being written, then say the
+    reply only once `line` tells that the line is committed and still the one to answer.
+
+    `call` and `history` were read just before the line's transaction began; `line`
+    resolves to the committed line's id and time, or None when it was not written or the
+    rules said no (calls/services/auto_reply.py, `EarlyReply`; docs/voice-path.md,
+    "Early replies").
+    """
+    cfg = get_config()
+    try:
+        reply = _ask_model(cfg, call, text, history)
+    except ProviderError as exc:
+        metrics.provider_error(provider="responder", kind="reply")
+        logger.warning("call=%s automatic reply failed: %s", call.public_id, exc)
+        return
+    try:
+        written = line.result(timeout=LINE_WAIT_S)
+    except TimeoutError:
+        logger.warning("call=%s automatic reply dropped: its line was not written", call.public_id)
+        return
+    if written is None:
+        return  # no line to answer (not written, or the rules said no): nothing was said
+    if not reply:
+        logger.info("call=%s responder chose silence", call.public_id)
+        return
+    entry = TranscriptEntry(
+        pk=written.entry_id,
+        call=call,
+        speaker=TranscriptEntry.Speaker.USER,
+        text=text,
+        is_final=True,
+        created_at=written.created_at,
+    )
+    _say(call, entry, reply)
+
+
 def _generate(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> str:
     history = conversation_history(call=call, before=entry, limit=HISTORY_LIMIT)
+    return _ask_model(cfg, call, entry.text, history)
+
+
+def _ask_model(cfg: VoiceCallConfig, call: Call, text: str, history: list[tuple[str, str]]) -> str:
     # The dialled number's overrides, if any (docs/plugin-behaviour.md, "Per-number routes").
     route = call_route(call)
     prompt = build_system_prompt(
@@ -146,7 +205,7 @@ def _generate(cfg: VoiceCallConfig, call: Call, entry: TranscriptEntry) -> str:
         (route.response_timeout_ms or cfg.response_timeout_ms) / 1000,
         HTTP_CLIENT,
     )
-    return responder.reply(system_prompt=prompt, history=history, utterance=entry.text)
+    return responder.reply(system_prompt=prompt, history=history, utterance=text)
 
 
 def _other_party(call: Call) -> str:
@@ -165,7 +224,9 @@ def _cached_responder(
 
 def _say(call: Call, entry: TranscriptEntry, text: str) -> None:
     utterance_id = uuid.uuid4().hex
-    turn_reply_ready(entry_id=entry.pk, utterance_id=utterance_id)
+    if not turn_reply_claim(call=call, entry_id=entry.pk, utterance_id=utterance_id):
+        logger.info("Discarding superseded automatic reply call=%s", call.public_id)
+        return
     try:
         speak(call, text, listen_after=True, utterance_id=utterance_id)
     except CallError as exc:

@@ -25,6 +25,7 @@ from calls.config import get_config
 from calls.exceptions import CallError
 from calls.models import Call, StreamLease, TranscriptEntry
 from calls.services import lifecycle
+from calls.services.auto_reply import early_reply_for_line, responder_ask_early
 from calls.services.events import event_apply
 from calls.services.idle import idle_deadline_renew
 from calls.services.machine_detection import greeting_waits_now
@@ -186,8 +187,12 @@ def stream_heard(
         speech_stopped_at=stopped_at,
         endpointed_at=endpointed_at,
     )
-    # The call was read just now: event_apply need not look it up again (a statement on
-    # the reply's critical path; docs/performance.md, "Reply latency").
-    event_apply(provider=call.provider, event=event, call=call)
+    # A reply this process will give is asked for now, while the line is written
+    # (docs/voice-path.md, "Early replies").
+    early = responder_ask_early(call=call, text=text) if is_final else None
+    with early_reply_for_line(early):
+        # The call was read just now: event_apply need not look it up again (a statement
+        # on the reply's critical path; docs/performance.md, "Reply latency").
+        event_apply(provider=call.provider, event=event, call=call)
     if is_final and text.strip():
         idle_deadline_renew(call)  # after the event: never ahead of the reply path

@@ -2,7 +2,7 @@
 "Turns").
 
 Each stage is stamped by the code that sees it happen — the caller's final line
-(`turn_caller_spoke`), the reply text (`turn_reply_ready`), the first audio sent or the carrier
+(`turn_caller_spoke`), the reply text (`turn_reply_claim`), the first audio sent or the carrier
 accepting our words (`turn_first_audio`), the words heard (`turn_heard`) — with conditional
 updates that only fill what is still empty, so a retry or a late duplicate never rewrites a
 stamp and an earlier turn is never touched by a later one.
@@ -17,12 +17,13 @@ from math import ceil
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, QuerySet, Subquery, Value
+from django.db.models import Exists, F, Max, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from calls import clock, metrics
 from calls.exceptions import InvalidRequest
 from calls.models import Call, TranscriptEntry, Turn
+from calls.state import NON_TERMINAL
 
 # Stage name -> (from, to): the stamps whose difference it is. `total` falls back to the
 # first stamp we know when the caller's stop is unknown (carrier speech does not say).
@@ -84,13 +85,31 @@ def turn_answered(*, call: Call, at: datetime | None = None) -> None:
     _fill(Turn.objects.filter(pk__in=latest), transcript_at=at)
 
 
-def turn_reply_ready(*, entry_id: int, utterance_id: str, at: datetime | None = None) -> None:
-    """The reply to the caller turn the line `entry_id` opened is written and about to be said
-    as `utterance_id`. One statement: it sits between the model's answer and the words."""
-    Turn.objects.filter(caller_entry_id=entry_id, reply_utterance_id="").update(
-        reply_utterance_id=utterance_id,
-        reply_ready_at=Coalesce(F("reply_ready_at"), Value(at or clock.now())),
+def turn_reply_claim(
+    *, call: Call, entry_id: int, utterance_id: str, at: datetime | None = None
+) -> bool:
+    """The reply `utterance_id` is ready and takes the caller turn the line `entry_id` opened,
+    if that line is still the one to answer: no newer caller line, the call live and no
+    `continue` turn open, the turn not answered yet. False: the reply is stale and must not
+    be said (plugin issue #112360).
+
+    One statement for the check and the stamp: it sits between the model's answer and the
+    words (docs/performance.md, "Reply latency"). A line without a caller turn (one a
+    `continue` consumed) is never claimed.
+    """
+    newer = TranscriptEntry.objects.filter(
+        call_id=call.pk, speaker=TranscriptEntry.Speaker.USER, pk__gt=entry_id
     )
+    open_to_us = Call.objects.filter(pk=call.pk, state__in=NON_TERMINAL, turn_token__isnull=True)
+    claimed = (
+        Turn.objects.filter(caller_entry_id=entry_id, reply_utterance_id="")
+        .filter(Exists(open_to_us), ~Exists(newer))
+        .update(
+            reply_utterance_id=utterance_id,
+            reply_ready_at=Coalesce(F("reply_ready_at"), Value(at or clock.now())),
+        )
+    )
+    return claimed == 1
 
 
 def turn_first_audio(*, utterance_id: str, at: datetime | None = None) -> None:

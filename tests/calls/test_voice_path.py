@@ -27,7 +27,7 @@ from calls.models import Call, TranscriptEntry, Turn
 from calls.selectors import call_record
 from calls.services import stream_commands
 from calls.services.speech import Spoken, speak
-from calls.services.turn_records import turn_reply_ready, turn_stages
+from calls.services.turn_records import turn_reply_claim, turn_stages
 from calls.streams.consumer import StreamAdmission
 from calls.streams.playback import MAX_PENDING
 from providers.errors import ProviderError
@@ -360,8 +360,8 @@ async def test_a_streamed_turn_is_stamped_from_the_vad_to_the_echo(
     assert turn.transcript_at >= turn.endpointed_at
 
     # The reply, as the responder says it: ready, then spoken on the stream.
-    await database_sync_to_async(turn_reply_ready)(
-        entry_id=turn.caller_entry_id, utterance_id="reply-1"
+    assert await database_sync_to_async(turn_reply_claim)(
+        call=call, entry_id=turn.caller_entry_id, utterance_id="reply-1"
     )
     speaking = asyncio.ensure_future(
         _speak(

@@ -21,6 +21,7 @@ from calls.services.auto_reply_worker import (
     responder_run,
 )
 from calls.services.lifecycle import transcript_add
+from calls.services.turn_records import turn_caller_spoke
 from tests.fakes.llm import REPLY, FakeLLM
 
 pytestmark = pytest.mark.django_db
@@ -38,8 +39,11 @@ def model(configure: Any, mock_carrier: Any, llm: FakeLLM) -> Any:
 
 
 def _caller_says(make_call: Any, text: str = "Are you open?", **fields: Any) -> tuple[Call, Any]:
+    """A caller's final line and the turn it opens, as a speech event writes them."""
     call = make_call(**{"direction": "inbound", "state": "listening", **fields})
-    return call, transcript_add(call=call, speaker="user", text=text)
+    line = transcript_add(call=call, speaker="user", text=text)
+    turn_caller_spoke(call=call, entry=line)
+    return call, line
 
 
 def test_the_configs_key_wins_over_the_environments(configure: Any, settings: Any) -> None:
@@ -80,6 +84,7 @@ def test_history_is_capped_and_keeps_the_newest_lines(
         transcript_add(call=call, speaker="user", text=f"line {n}")
     transcript_add(call=call, speaker="bot", text="Go on.")
     line = transcript_add(call=call, speaker="user", text="now?")
+    turn_caller_spoke(call=call, entry=line)
     responder_run(call_id=call.call_id, entry_id=line.pk)
     messages = llm.messages()[1:]
     assert len(messages) == HISTORY_LIMIT + 1

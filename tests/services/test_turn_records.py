@@ -20,15 +20,18 @@ from calls.models import Call, Turn
 from calls.services import auto_reply as responder
 from calls.services.auto_reply import responder_run
 from calls.services.events import event_apply
+from calls.services.lifecycle import call_finalize, transcript_add
 from calls.services.speech import speak
 from calls.services.turn_records import (
     LatencyFilter,
     latency_summary,
     since_parse,
     turn_answered,
+    turn_caller_spoke,
     turn_first_audio,
     turn_heard,
     turn_prompted,
+    turn_reply_claim,
     turn_stages,
 )
 from providers.base import EventType, NormalizedEvent
@@ -94,6 +97,38 @@ def test_a_caller_turn_is_stamped_from_their_words_to_the_reply_being_said(
     assert (stages["endpointingMs"], stages["transcriptMs"]) == (500, 200)
     assert stages["totalMs"] == 700  # stopped → first audio, the fake clock not moving after
     assert stages["playedMs"] is None  # carrier speech: not (yet) known to be heard
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "spoke-again", "ended", "continue", "answered"])
+def test_a_reply_claims_its_turn_only_while_its_line_is_still_the_one_to_answer(
+    make_call: Any, meanwhile: str
+) -> None:
+    call = _inbound(make_call)
+    line = transcript_add(call=call, speaker="user", text="Do you deliver?")
+    turn = turn_caller_spoke(call=call, entry=line)
+    if meanwhile == "spoke-again":
+        transcript_add(call=call, speaker="user", text="To Leeds, I mean.")
+    elif meanwhile == "ended":
+        call_finalize(call=call, reason="hangup-user")
+    elif meanwhile == "continue":  # the gateway's `continue` took the conversation over
+        Call.objects.filter(pk=call.pk).update(turn_token="turn-9")
+    elif meanwhile == "answered":  # another reply to the same line got there first
+        assert turn_reply_claim(call=call, entry_id=line.pk, utterance_id="first")
+
+    claimed = turn_reply_claim(call=call, entry_id=line.pk, utterance_id="late")
+
+    assert claimed is (meanwhile == "nothing")
+    turn = Turn.objects.get(pk=turn.pk)
+    expected = {"nothing": "late", "answered": "first"}.get(meanwhile, "")
+    assert turn.reply_utterance_id == expected
+    assert (turn.reply_ready_at is not None) is bool(expected)
+
+
+def test_a_line_that_opened_no_caller_turn_is_never_claimed(make_call: Any) -> None:
+    call = _inbound(make_call)
+    # A line that answered a `continue` prompt is the gateway's, and opens no caller turn.
+    line = transcript_add(call=call, speaker="user", text="Tuesday", turn_token="turn-1")
+    assert not turn_reply_claim(call=call, entry_id=line.pk, utterance_id="u")
 
 
 def test_turns_are_numbered_per_call_and_never_rewritten(
