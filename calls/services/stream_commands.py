@@ -12,6 +12,7 @@ they were heard or cut off (docs/voice-path.md, "Speak across processes").
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
@@ -116,13 +117,17 @@ def stream_ask(
     FINISHED one too when it came within OUTCOME_TIMEOUT_S.
 
     `meanwhile` runs on this thread while the request is on its way, where it can: database
-    work the words need not wait for (docs/performance.md, "Speech across processes").
+    work the words need not wait for (docs/performance.md, "Speech across processes"). It
+    starts once the request left: until then its Python would hold the interpreter lock the
+    loop needs to send it.
     """
-    coro = _ask(_layer(), call_id, message, wait)
+    sent = threading.Event()
+    coro = _ask(_layer(), call_id, message, wait, sent.set)
     loop = stream_loop_running()
     if loop is not None and not _inside(loop):
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         if meanwhile is not None:
+            sent.wait(ACK_TIMEOUT_S)
             meanwhile()
         return future.result()
     if meanwhile is not None:
@@ -131,16 +136,25 @@ def stream_ask(
 
 
 async def _ask(
-    layer: BaseChannelLayer, call_id: str, message: dict[str, Any], wait: bool
+    layer: BaseChannelLayer,
+    call_id: str,
+    message: dict[str, Any],
+    wait: bool,
+    sent: Callable[[], object],
 ) -> list[dict[str, Any]]:
+    """Send the request, call `sent` once it left (or failed to), and gather the replies."""
     loop = asyncio.get_running_loop()
     if loop is _stream_loop:
-        return await _Inbox.of(layer, loop).ask(call_id, message, wait)
-    return await _ask_once(layer, call_id, message, wait)
+        return await _Inbox.of(layer, loop).ask(call_id, message, wait, sent)
+    return await _ask_once(layer, call_id, message, wait, sent)
 
 
 async def _ask_once(
-    layer: BaseChannelLayer, call_id: str, message: dict[str, Any], wait: bool
+    layer: BaseChannelLayer,
+    call_id: str,
+    message: dict[str, Any],
+    wait: bool,
+    sent: Callable[[], object],
 ) -> list[dict[str, Any]]:
     """From a loop of its own (a Celery worker, a thread in a process with no server loop):
     a reply channel for this request only — with a networked layer on a private instance,
@@ -152,8 +166,11 @@ async def _ask_once(
         else channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
     )
     try:
-        reply_to = await inbox.new_channel()
-        await layer.group_send(group_name(call_id), {**message, "replyTo": reply_to})
+        try:
+            reply_to = await inbox.new_channel()
+            await layer.group_send(group_name(call_id), {**message, "replyTo": reply_to})
+        finally:
+            sent()
         return await _replies(lambda: inbox.receive(reply_to), wait)
     finally:
         if inbox is not layer:
@@ -201,14 +218,19 @@ class _Inbox:
             inbox = cls._by_loop[loop] = cls(layer)
         return inbox
 
-    async def ask(self, call_id: str, message: dict[str, Any], wait: bool) -> list[dict[str, Any]]:
+    async def ask(
+        self, call_id: str, message: dict[str, Any], wait: bool, sent: Callable[[], object]
+    ) -> list[dict[str, Any]]:
         ask_id = uuid.uuid4().hex
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.waiting[ask_id] = queue
         try:
-            reply_to = await self.channel
-            request = {**message, "replyTo": reply_to, "askId": ask_id}
-            await self.layer.group_send(group_name(call_id), request)
+            try:
+                reply_to = await self.channel
+                request = {**message, "replyTo": reply_to, "askId": ask_id}
+                await self.layer.group_send(group_name(call_id), request)
+            finally:
+                sent()
             return await _replies(queue.get, wait)
         finally:
             del self.waiting[ask_id]

@@ -154,3 +154,47 @@ def test_a_request_nobody_answers_gets_no_reply_and_its_meanwhile_still_ran(
     )
 
     assert replies == [] and ran == [True]
+
+
+def test_meanwhile_starts_once_the_request_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    holder = Holder("c-7", answers=1)
+    layer = get_channel_layer()
+    assert layer is not None
+    sending = layer.group_send
+    order: list[str] = []
+
+    async def slow_send(group: str, message: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)  # the layer takes a while: meanwhile must not start yet
+        await sending(group, message)
+        order.append("sent")
+
+    monkeypatch.setattr(layer, "group_send", slow_send)
+    replies = stream_ask(
+        "c-7",
+        {"type": "call.speak", "text": "hi"},
+        wait=False,
+        meanwhile=lambda: order.append("meanwhile"),
+    )
+    holder.stop()
+
+    assert replies[0]["type"] == ACCEPTED
+    # Before, its Python would hold the interpreter lock the loop needs to send.
+    assert order == ["sent", "meanwhile"]
+
+
+def test_a_request_that_could_not_be_sent_still_runs_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    holder = Holder("c-6", answers=0)
+    layer = get_channel_layer()
+    assert layer is not None
+
+    async def broken(group: str, message: dict[str, Any]) -> None:
+        raise ConnectionError("redis went away")
+
+    monkeypatch.setattr(layer, "group_send", broken)
+    ran: list[bool] = []
+    with pytest.raises(ConnectionError):
+        stream_ask("c-6", {"type": "call.speak"}, wait=False, meanwhile=lambda: ran.append(True))
+    holder.stop()
+    assert ran == [True]
