@@ -20,12 +20,16 @@ it: the stages `transcriptMs`, `replyMs`, `firstAudioMs`, `totalMs` (from the ca
 so it includes the VAD's `silenceDurationMs`), the recorded span the outside measure
 corresponds to (endpointed → first audio), and what the records do not cover (their wall
 clock stamps against the fake's send and the client's arrival). The issue's target: at most
-20 ms of our own overhead (p50 of the outside measure; nothing is asserted).
+20 ms of our own overhead (p50 of the outside measure; nothing is asserted). With
+`--chat-ms N` the stub model thinks N ms first, and the target is judged on the outside
+measure less the model's own time (on a stream the model is asked while the caller's line
+is written, so that time hides the write; docs/voice-path.md, "Early replies").
 
     .venv/bin/python bench/turn_overhead.py
     .venv/bin/python bench/turn_overhead.py --database postgres://postgres@127.0.0.1:5432/bench_turns
     .venv/bin/python bench/turn_overhead.py --database postgres://…/bench_turns \
         --redis redis://127.0.0.1:6379/13
+    .venv/bin/python bench/turn_overhead.py --chat-ms 150
 """
 
 from __future__ import annotations
