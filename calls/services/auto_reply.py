@@ -199,15 +199,18 @@ def responder_ask_early(*, call: Call, text: str) -> EarlyReply | None:
     )
     if call.turn_token is not None or not responder_should_answer(call, provisional):
         return None
-    # Read before the line's transaction begins: every earlier line, and not this one.
-    history = conversation_history(call=call, before=None, limit=HISTORY_LIMIT)
-    early = EarlyReply(call.call_id)
-    # The job's own copy: the writer goes on changing its instance meanwhile.
-    mine = copy.deepcopy(call)
-    _THREADS.submit(
-        database_job,
-        lambda: _early_logged(mine, text, history, early.line),
-    )
+    try:
+        # Read before the line's transaction begins: every earlier line, and not this one.
+        history = conversation_history(call=call, before=None, limit=HISTORY_LIMIT)
+        early = EarlyReply(call.call_id)
+        # The job's own copy: the writer goes on changing its instance meanwhile.
+        mine = copy.deepcopy(call)
+        _THREADS.submit(database_job, lambda: _early_logged(mine, text, history, early.line))
+    except Exception:
+        # The caller's line matters more than asking early: it is written all the same, and
+        # answered the usual way once committed.
+        logger.warning("call=%s early reply not started", call.public_id, exc_info=True)
+        return None
     return early
 
 

@@ -173,6 +173,33 @@ def test_a_reply_the_caller_talked_over_is_dropped(
     assert first.reply_utterance_id == "" and first.reply_ready_at is None
 
 
+def test_a_failure_to_ask_early_still_writes_the_line_and_answers_it_after(
+    model: MockProvider, llm: FakeLLM, make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    call = _call(make_call)
+    classic = threading.Semaphore(0)
+    run = auto_reply._run_logged
+
+    def counted(*args: Any) -> None:
+        try:
+            run(*args)
+        finally:
+            classic.release()
+
+    def broken(**kwargs: Any) -> list[tuple[str, str]]:
+        raise RuntimeError("history unreadable")
+
+    monkeypatch.setattr(auto_reply, "_run_logged", counted)
+    monkeypatch.setattr(auto_reply, "conversation_history", broken)
+
+    stream_heard(call_id=call.call_id, text="Hello?", is_final=True)
+
+    assert TranscriptEntry.objects.filter(call=call, speaker="user", text="Hello?").exists()
+    # Answered the classic way, after the commit, by a job that reads its own history.
+    assert classic.acquire(timeout=WAIT_S)
+    assert _spoken(model) == [{"text": REPLY, "listen_after": True}]
+
+
 @pytest.mark.parametrize("setup", ["broker", "agent", "test-dispatch", "open-turn", "partial"])
 def test_no_early_reply_where_the_reply_would_not_run_here(
     model: MockProvider,
