@@ -138,3 +138,64 @@ async def test_a_new_call_appears_without_asking(mock_carrier: Any) -> None:
     first = (await socket.receive_json_from(WAIT_S))["call"]
     assert first["callId"] == call.call_id
     await socket.disconnect()
+
+
+# --- the session is read again: a signed-out operator's view stops (docs/security.md) -----
+
+
+def _signed_in(user: User) -> tuple[Client, bytes]:
+    client = Client()
+    client.force_login(user)
+    return client, f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def _watching() -> tuple[User, Client, WebsocketCommunicator]:
+    """Staff who may view calls, signed in, with the live view open past its snapshot."""
+    user = await database_sync_to_async(_staff)("view_call")
+    client, cookie = await database_sync_to_async(_signed_in)(user)
+    socket = _socket(cookie)
+    connected, _ = await socket.connect(timeout=WAIT_S)
+    assert connected
+    assert (await socket.receive_json_from(WAIT_S))["type"] == "snapshot"
+    return user, client, socket
+
+
+def _demote(user: User) -> None:
+    user.user_permissions.clear()
+
+
+@pytest.mark.parametrize("ending", ["logout", "deactivated", "permission", "password"])
+async def test_a_view_whose_session_no_longer_may_watch_is_closed_at_its_next_update(
+    make_call: Any, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    monkeypatch.setattr("calls.live.consumer.RECHECK_S", 0.0)
+    call = await database_sync_to_async(make_call)(state="answered")
+    user, client, socket = await _watching()
+
+    if ending == "logout":
+        await database_sync_to_async(client.logout)()
+    elif ending == "deactivated":
+        await database_sync_to_async(User.objects.filter(pk=user.pk).update)(is_active=False)
+    elif ending == "permission":
+        await database_sync_to_async(_demote)(user)
+    else:  # a new password signs every session out (Django's session auth hash)
+        user.set_password("changed")
+        await database_sync_to_async(user.save)()
+    await database_sync_to_async(call_transition)(call=call, state="listening")
+
+    closed = await socket.receive_output(WAIT_S)
+    assert closed == {"type": "websocket.close", "code": REFUSED}
+    assert await socket.receive_nothing()
+
+
+async def test_a_view_still_allowed_keeps_getting_updates_when_read_again(
+    make_call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("calls.live.consumer.RECHECK_S", 0.0)
+    call = await database_sync_to_async(make_call)(state="answered")
+    _, _, socket = await _watching()
+
+    for state in ("listening", "speaking"):
+        await database_sync_to_async(call_transition)(call=call, state=state)
+        assert (await socket.receive_json_from(WAIT_S))["call"]["state"] == state
+    await socket.disconnect()
