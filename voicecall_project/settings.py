@@ -117,12 +117,15 @@ VOICECALL_METRICS_PUBLIC = env.bool("VOICECALL_METRICS_PUBLIC", default=False)
 # Channels
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
-    # socket_timeout None: redis-py 8 defaults to 5 s, the same as channels-redis's
-    # BZPOPMIN block, which kills idle consumers (redis/redis-py#4091;
-    # docs/performance.md, "channels-redis idle timeout").
+    # Redis pub/sub: a message is one PUBLISH and reaches its subscriber at once, where the
+    # core layer takes four round trips and a blocking pop (a third of the latency per
+    # `speak`); the layer carries control messages only, and a `speak` is acknowledged, so
+    # at-most-once delivery is enough (docs/performance.md, "Channel layer: control events
+    # only"). socket_timeout None: no read of ours may time out while idle
+    # (redis/redis-py#4091; docs/performance.md, "channels-redis idle timeout").
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
         }
     }

@@ -25,6 +25,7 @@ from channels.layers import (
     channel_layers,
     get_channel_layer,
 )
+from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from calls.exceptions import CallError
 
@@ -174,7 +175,17 @@ async def _ask_once(
         return await _replies(lambda: inbox.receive(reply_to), wait)
     finally:
         if inbox is not layer:
-            await inbox.close_pools()  # type: ignore[attr-defined]
+            await _closed(inbox)
+
+
+async def _closed(layer: BaseChannelLayer) -> None:
+    """A private layer instance's Redis connections closed. The pub/sub layer's `flush`
+    only forgets its subscriptions and closes them (it keeps nothing in Redis); the core
+    layer's would delete every channel's messages, so it closes its pools instead."""
+    if isinstance(layer, RedisPubSubChannelLayer):
+        await layer.flush()
+    else:
+        await layer.close_pools()  # type: ignore[attr-defined]
 
 
 async def _replies(

@@ -1,9 +1,10 @@
 """The channel layer as configured: an idle receiver must survive redis-py 8's socket timeout.
 
-channels-redis blocks on BZPOPMIN for 5 s and redis-py 8 defaults to a 5 s socket
-timeout, so without `socket_timeout: None` an idle consumer dies with "Timeout reading
-from …" (redis/redis-py#4091; docs/performance.md, "channels-redis idle timeout"). This
-waits longer than that.
+channels-redis's core layer blocked on BZPOPMIN for 5 s and redis-py 8 defaults to a 5 s
+socket timeout, so without `socket_timeout: None` an idle consumer died with "Timeout
+reading from …" (redis/redis-py#4091; docs/performance.md, "channels-redis idle timeout").
+The pub/sub layer used now reads its subscription otherwise; this still waits longer than
+that, so neither layer may regress.
 """
 
 from __future__ import annotations

@@ -26,16 +26,26 @@ def test_each_call_has_its_own_group() -> None:
     assert group_name("c-1") != group_name("c-2")
 
 
+def _in_one_loop(steps: Any) -> Any:
+    """Run `steps` (a coroutine function) on one loop: the Redis pub/sub layer's channels
+    and groups belong to the loop that made them, as a server's consumers do."""
+    return async_to_sync(steps)()
+
+
 def test_a_command_reaches_the_calls_group() -> None:
     layer = get_channel_layer()
     assert layer is not None
-    mine = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group_name("c-1"), mine)
 
-    stream_command("c-1", {"type": "call.speak", "text": "Hello"})
+    async def steps() -> dict[str, Any]:
+        mine = await layer.new_channel()
+        await layer.group_add(group_name("c-1"), mine)
+        await asyncio.to_thread(stream_command, "c-1", {"type": "call.speak", "text": "Hello"})
+        try:
+            return await asyncio.wait_for(layer.receive(mine), 5)
+        finally:
+            await layer.group_discard(group_name("c-1"), mine)
 
-    assert async_to_sync(layer.receive)(mine) == {"type": "call.speak", "text": "Hello"}
-    async_to_sync(layer.group_discard)(group_name("c-1"), mine)
+    assert _in_one_loop(steps) == {"type": "call.speak", "text": "Hello"}
 
 
 def test_without_a_channel_layer_a_command_is_a_call_error(
@@ -49,12 +59,18 @@ def test_without_a_channel_layer_a_command_is_a_call_error(
 def test_a_group_receives_only_its_own_commands() -> None:
     layer = get_channel_layer()
     assert layer is not None
-    other = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group_name("c-2"), other)
-    stream_command("c-1", {"type": "call.speak", "text": "Hello"})
-    stream_command("c-2", {"type": "call.clear"})
-    assert async_to_sync(layer.receive)(other) == {"type": "call.clear"}
-    async_to_sync(layer.group_discard)(group_name("c-2"), other)
+
+    async def steps() -> dict[str, Any]:
+        other = await layer.new_channel()
+        await layer.group_add(group_name("c-2"), other)
+        await asyncio.to_thread(stream_command, "c-1", {"type": "call.speak", "text": "Hello"})
+        await asyncio.to_thread(stream_command, "c-2", {"type": "call.clear"})
+        try:
+            return await asyncio.wait_for(layer.receive(other), 5)
+        finally:
+            await layer.group_discard(group_name("c-2"), other)
+
+    assert _in_one_loop(steps) == {"type": "call.clear"}
 
 
 # --- asking the stream's holder (docs/voice-path.md, "Speak across processes") -------------
