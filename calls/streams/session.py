@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from channels.db import database_sync_to_async
 
-from calls import clock
+from calls import clock, metrics
 from calls.config import get_config
 from calls.exceptions import CallError
 from calls.services.actions import call_end
@@ -42,10 +42,10 @@ from calls.services.streams import stream_heard, stream_spoken, stream_tts
 from calls.streams.playback import TTS_FAILED, Outcome, Playback, Utterance
 from calls.streams.realtime_link import DEFAULT_INSTRUCTIONS, RealtimeLink
 from providers.errors import ProviderError
-from providers.realtime import build_realtime
+from providers.realtime import build_realtime, realtime_name
 from providers.realtime.base import RealtimeSession
 from providers.realtime.openai import END_CALL_TOOL
-from providers.stt import build_stt
+from providers.stt import build_stt, stt_name
 from providers.stt.base import SttSession
 from providers.tts import build_tts
 
@@ -125,7 +125,9 @@ class StreamSession:
             await self._open_realtime(greeting)
             return
         try:
-            self._tts = build_tts(await stream_tts(self.call_id), http=tts_http()).stream
+            chain = build_tts(await stream_tts(self.call_id), http=tts_http())
+            chain.on_provider_error = _tts_failed
+            self._tts = chain.stream
         except ProviderError as exc:
             # Startup refuses a bad TTS config (calls/serving/startup.py); should one slip
             # through, the stream stays up and every utterance fails, reported and logged.
@@ -137,6 +139,7 @@ class StreamSession:
         except ProviderError as exc:
             # Without ears the call can't go on: 1011, not a silent call
             # (docs/plugin-behaviour.md, "Media streams: limits and close codes").
+            metrics.provider_error(provider=stt_name(get_config().section("streaming")), kind="stt")
             logger.warning("call=%s STT connection failed: %s", self.call_id, exc)
             raise SessionFailed("STT connection failed") from exc
         if greeting:
@@ -163,6 +166,7 @@ class StreamSession:
                 tools=[END_CALL_TOOL, *(dict(tool) for tool in cfg.realtime.tools)],
             )
         except ProviderError as exc:
+            metrics.provider_error(provider=realtime_name(cfg.section("realtime")), kind="realtime")
             logger.warning("call=%s realtime connection failed: %s", self.call_id, exc)
             raise SessionFailed("Realtime connection failed") from exc
         self.link.session = self.realtime
@@ -297,6 +301,10 @@ class StreamSession:
         await asyncio.gather(*list(self._writes), return_exceptions=True)
 
 
+def _tts_failed(provider: str) -> None:
+    metrics.provider_error(provider=provider, kind="tts")
+
+
 def _wall(monotonic: float | None) -> datetime | None:
     """A time.monotonic() reading as a wall-clock time (the playback ledger uses the former)."""
     if monotonic is None:
@@ -323,4 +331,5 @@ class _Ears:
         self.session.spawn(self.session.playback.barge_in())
 
     def on_error(self, message: str) -> None:
+        metrics.provider_error(provider=stt_name(get_config().section("streaming")), kind="stt")
         logger.warning("call=%s STT error: %s", self.session.call_id, message)

@@ -32,6 +32,11 @@ __all__ = [
 SUPPORTED = ("openai",)
 
 
+def realtime_name(settings: Mapping[str, Any]) -> str:
+    """The provider id the `realtime` block selects (default "openai")."""
+    return selected_provider(settings, "realtime", SUPPORTED)[0]
+
+
 def build_realtime(settings: Mapping[str, Any], handler: RealtimeHandler) -> RealtimeSession:
     """A session from the `realtime` block: provider (default "openai") and providers.<id>."""
     _, block = selected_provider(settings, "realtime", SUPPORTED)

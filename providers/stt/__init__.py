@@ -16,6 +16,11 @@ __all__ = ["SttCallbacks", "SttSession", "build_stt", "stt_probe"]
 SUPPORTED = ("openai",)
 
 
+def stt_name(settings: Mapping[str, Any]) -> str:
+    """The provider id the `streaming` block selects (default "openai")."""
+    return selected_provider(settings, "streaming", SUPPORTED)[0]
+
+
 def build_stt(settings: Mapping[str, Any], callbacks: SttCallbacks) -> SttSession:
     """A session from the `streaming` block: provider (default "openai") and providers.<id>."""
     _, block = selected_provider(settings, "streaming", SUPPORTED)

@@ -10,7 +10,7 @@ once and counted (docs/plugin-behaviour.md, "TTS failover").
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 
 from providers.errors import ProviderError
@@ -54,6 +54,9 @@ class FailoverTts:
         self.providers: tuple[TtsProvider, ...] = tuple(providers)
         self.failures = 0
         self.fallbacks = 0
+        # Told the name of each provider that failed an utterance, whether a later one
+        # then said it or not: for the caller's error counts.
+        self.on_provider_error: Callable[[str], object] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -86,6 +89,8 @@ class FailoverTts:
                         yield chunk
                 return
             except ProviderError as exc:
+                if self.on_provider_error is not None:
+                    self.on_provider_error(provider.name)
                 if produced:
                     raise self._failed(exc, attempts, partial_audio=True) from exc
                 last = exc

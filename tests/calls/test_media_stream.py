@@ -32,6 +32,7 @@ from calls.services.timers import timers_sweep
 from calls.services.turns import turn_claim
 from calls.streams.consumer import StreamAdmission
 from providers.twilio import TwilioProvider
+from tests.metrics_samples import sample
 
 TOKEN = "12345678901234567890123456789012"
 TWILIO = {
@@ -314,12 +315,17 @@ async def test_a_stream_whose_speech_recognition_cannot_connect_is_closed_1011(
         "calls.streams.session.build_stt", lambda settings, callbacks: DeadStt(callbacks)
     )
     call = await make_call_async(metadata={})
+    failures = sample("voicecall_provider_errors_total", provider="openai", kind="stt")
     communicator = await _connect(application)
     await communicator.send_to(text_data=_start())
     closed = await communicator.receive_output(timeout=5)
     assert (closed["code"], closed.get("reason")) == (1011, "STT connection failed")
     call = await refresh(call)
     assert call.stream_id == "" and call.stream_lost_at is not None
+    # Counted as the speech vendor's failure (docs/operations.md, "Metrics").
+    assert sample("voicecall_provider_errors_total", provider="openai", kind="stt") == (
+        failures + 1
+    )
 
 
 async def test_a_second_start_on_an_attached_stream_is_closed_1008(

@@ -31,12 +31,14 @@ from calls.services.turn_records import turn_reply_claim, turn_stages
 from calls.streams.consumer import StreamAdmission
 from calls.streams.playback import MAX_PENDING
 from providers.errors import ProviderError
+from providers.tts import FailoverTts
 from tests.fakes.carriers.base import CarrierDriver
 from tests.fakes.carriers.plivo import PlivoDriver
 from tests.fakes.carriers.telnyx import TelnyxDriver
 from tests.fakes.carriers.twilio import TwilioDriver
 from tests.fakes.plivo import helpers as plivo_helpers
 from tests.fakes.telnyx import helpers as telnyx_helpers
+from tests.metrics_samples import sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -378,6 +380,34 @@ async def test_a_streamed_turn_is_stamped_from_the_vad_to_the_echo(
     assert stages["playedMs"] is not None and stages["playedMs"] >= 150
     assert stages["totalMs"] is not None and stages["totalMs"] >= 800
     assert not turn.interrupted
+    await communicator.disconnect()
+
+
+class _DownVendor:
+    """A TTS vendor of the chain that fails every utterance before any audio."""
+
+    name = "elevenlabs"
+
+    async def stream(self, text: str) -> AsyncIterator[bytes]:
+        raise ProviderError('TTS provider "elevenlabs" returned HTTP 503: busy')
+        yield b""  # an async generator, as the vendors' streams are
+
+
+async def test_a_tts_vendor_failing_on_a_stream_is_counted_by_its_name(
+    carrier: Carrier, application: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "calls.streams.session.build_tts",
+        lambda tts, http=None: FailoverTts([_DownVendor()]),
+    )
+    before = sample("voicecall_provider_errors_total", provider="elevenlabs", kind="tts")
+    call = await _make_call(carrier)
+    communicator = await _attached(application, carrier, call)
+    with pytest.raises(SpeechFailed, match="TTS failed"):
+        await _speak(await _row(call), "Are you there?", listen_after=True, wait=True)
+    assert sample("voicecall_provider_errors_total", provider="elevenlabs", kind="tts") == (
+        before + 1
+    )
     await communicator.disconnect()
 
 

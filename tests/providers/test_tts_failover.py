@@ -273,6 +273,27 @@ async def test_a_single_provider_fails_with_the_same_prefix() -> None:
     assert tts.failures == 1
 
 
+@pytest.mark.parametrize(
+    ("replies", "failed"),
+    [
+        ({}, []),
+        ({"elevenlabs": busy}, ["elevenlabs"]),  # the fallback said it
+        ({"elevenlabs": busy, "openai": busy}, ["elevenlabs", "openai"]),
+    ],
+)
+async def test_each_provider_that_failed_is_reported_for_the_error_counts(
+    replies: dict[str, Reply], failed: list[str]
+) -> None:
+    tts = chain(Vendors(**replies), provider="elevenlabs", fallbacks=["openai"])
+    reported: list[str] = []
+    tts.on_provider_error = reported.append
+    try:
+        await collect(tts)
+    except TtsFailed:
+        pass
+    assert reported == failed
+
+
 # -- barge-in -------------------------------------------------------------------------------
 
 
