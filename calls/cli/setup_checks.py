@@ -23,9 +23,9 @@ from calls.exceptions import ServiceDisabled
 from calls.services.webhooks import carrier_readiness
 from calls.serving.exposure import is_local_host
 from providers.errors import ProviderError
-from providers.realtime import realtime_probe
+from providers.realtime import realtime_name, realtime_probe
 from providers.registry import provider_names
-from providers.stt import stt_probe
+from providers.stt import stt_name, stt_probe
 from providers.tts import tts_probes
 
 SMOKE_MESSAGE = "OpenClaw voice call smoke test."
@@ -73,13 +73,17 @@ def _speech_checks(cfg: VoiceCallConfig, *, probe: bool) -> list[Check]:
     if realtime:
         spoken = "the realtime model speaks and listens (realtime.enabled)"
         checks += [Check("tts", True, spoken), Check("stt", True, spoken)]
+        block = cfg.section("realtime")
         model = _vendor_check(
-            "realtime", lambda: [("openai", realtime_probe(cfg.section("realtime")))], probe
+            "realtime", lambda: [(realtime_name(block), realtime_probe(block))], probe
         )
         return [*checks, model]
     checks.append(_vendor_check("tts", lambda: tts_probes(cfg.tts), probe))
+    streaming_block = cfg.section("streaming")
     checks.append(
-        _vendor_check("stt", lambda: [("openai", stt_probe(cfg.section("streaming")))], probe)
+        _vendor_check(
+            "stt", lambda: [(stt_name(streaming_block), stt_probe(streaming_block))], probe
+        )
     )
     checks.append(Check("realtime", True, "off"))
     return checks

@@ -197,7 +197,7 @@ def responder_ask_early(*, call: Call, text: str) -> EarlyReply | None:
     provisional = TranscriptEntry(
         call=call, speaker=TranscriptEntry.Speaker.USER, text=text, is_final=True
     )
-    if call.turn_token is not None or not responder_should_answer(call, provisional):
+    if not responder_should_answer(call, provisional):
         return None
     try:
         # Read before the line's transaction begins: every earlier line, and not this one.

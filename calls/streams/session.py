@@ -139,7 +139,7 @@ class StreamSession:
         except ProviderError as exc:
             # Without ears the call can't go on: 1011, not a silent call
             # (docs/plugin-behaviour.md, "Media streams: limits and close codes").
-            metrics.provider_error(provider=stt_name(get_config().section("streaming")), kind="stt")
+            _stt_failed()
             logger.warning("call=%s STT connection failed: %s", self.call_id, exc)
             raise SessionFailed("STT connection failed") from exc
         if greeting:
@@ -305,6 +305,10 @@ def _tts_failed(provider: str) -> None:
     metrics.provider_error(provider=provider, kind="tts")
 
 
+def _stt_failed() -> None:
+    metrics.provider_error(provider=stt_name(get_config().section("streaming")), kind="stt")
+
+
 def _wall(monotonic: float | None) -> datetime | None:
     """A time.monotonic() reading as a wall-clock time (the playback ledger uses the former)."""
     if monotonic is None:
@@ -331,5 +335,5 @@ class _Ears:
         self.session.spawn(self.session.playback.barge_in())
 
     def on_error(self, message: str) -> None:
-        metrics.provider_error(provider=stt_name(get_config().section("streaming")), kind="stt")
+        _stt_failed()
         logger.warning("call=%s STT error: %s", self.session.call_id, message)

@@ -40,20 +40,26 @@ def model(configure: Any, mock_carrier: MockProvider, llm: FakeLLM, settings: An
     return mock_carrier
 
 
-@pytest.fixture
-def finished(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Semaphore]:
-    """Released each time an early reply's job is over, whatever it decided."""
+def _counted(monkeypatch: pytest.MonkeyPatch, job: str) -> threading.Semaphore:
+    """Released each time the reply job `job` of calls/services/auto_reply.py is over,
+    whatever it decided."""
     done = threading.Semaphore(0)
-    job = auto_reply._early_logged
+    run = getattr(auto_reply, job)
 
     def counted(*args: Any) -> None:
         try:
-            job(*args)
+            run(*args)
         finally:
             done.release()
 
-    monkeypatch.setattr(auto_reply, "_early_logged", counted)
-    yield done
+    monkeypatch.setattr(auto_reply, job, counted)
+    return done
+
+
+@pytest.fixture
+def finished(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Semaphore]:
+    """Released each time an early reply's job is over."""
+    yield _counted(monkeypatch, "_early_logged")
 
 
 def _call(make_call: Any, **fields: Any) -> Call:
@@ -177,19 +183,11 @@ def test_a_failure_to_ask_early_still_writes_the_line_and_answers_it_after(
     model: MockProvider, llm: FakeLLM, make_call: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     call = _call(make_call)
-    classic = threading.Semaphore(0)
-    run = auto_reply._run_logged
-
-    def counted(*args: Any) -> None:
-        try:
-            run(*args)
-        finally:
-            classic.release()
+    classic = _counted(monkeypatch, "_run_logged")
 
     def broken(**kwargs: Any) -> list[tuple[str, str]]:
         raise RuntimeError("history unreadable")
 
-    monkeypatch.setattr(auto_reply, "_run_logged", counted)
     monkeypatch.setattr(auto_reply, "conversation_history", broken)
 
     stream_heard(call_id=call.call_id, text="Hello?", is_final=True)
