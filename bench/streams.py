@@ -14,7 +14,8 @@ Measured per level over `--seconds` of steady state: server CPU (% of one core);
 lateness of every outbound audio frame against its utterance's 20 ms grid, arrival −
 (origin + k·20 ms), the origin being the first frame's arrival or, if that one came late,
 the earliest arrival − k·20 ms of any of its frames; frames lost (a grid slot of the window
-whose frame had not come 2 s after the window); talk (audio frames received / N·50 per
+whose frame had not come 2 s after the window, every slot of a stream that heard nothing in
+it); talk (audio frames received / N·50 per
 second); streams the server closed; the speak RPC's latency. Frames carry their utterance
 and index (the TTS fake tags them), so gaps and failed utterances show without marks.
 The baseline, in the same run at the same N, is bench/stream_fakes.py's `pacer`: a bare
@@ -176,6 +177,8 @@ class Run:
     utterance_frames: int  # frames of every utterance after the greeting
     tagged: bool = True  # frames carry (utterance, index); else marks delimit utterances
     tolerance: int = 0  # frames a resampled utterance may be short
+    endless: bool = False  # `--speech greeting`: the one utterance must last the window out
+    ramp: float = math.nan  # seconds until every stream was up
     window: tuple[float, float] = (math.inf, math.inf)
     send_lag_ms: list[float] = field(default_factory=list)
     rpc_ms: list[float] = field(default_factory=list)
@@ -188,6 +191,7 @@ class Run:
     closes: collections.Counter[str] = field(default_factory=collections.Counter)
     failed: collections.Counter[str] = field(default_factory=collections.Counter)
     attached: int = 0
+    silent: int = 0  # streams up but without one audio frame in the window
     stopping: bool = False
 
     def in_window(self, t: float) -> bool:
@@ -206,15 +210,17 @@ class Run:
     def lost(self) -> tuple[int, int]:
         """(frames lost, frames due): the grid slots of every utterance that fall in the
         window, and those whose frame had not come DRAIN seconds after the window (nor
-        ever, if the utterance failed midway)."""
-        lost = due = 0
+        ever, if the utterance failed midway). A stream that was up but heard nothing in
+        the whole window (its utterance never began) lost every slot of it, and so did a
+        greeting (`endless`) that stopped before the window ended."""
         start, end = self.window
+        lost = due = self.silent * round((end - start) / FRAME)
         for u in self.utterances:
-            length = u.length
-            if u.marked and len(u.ks) >= length - self.tolerance:
+            length = math.inf if self.endless else u.length
+            if not self.endless and u.marked and len(u.ks) >= length - self.tolerance:
                 length = len(u.ks)
             first = max(0, math.ceil((start - u.t0) / FRAME))
-            stop = min(length, math.ceil((end - u.t0) / FRAME))
+            stop = int(min(length, math.ceil((end - u.t0) / FRAME)))
             if stop <= first:
                 continue
             due += stop - first
@@ -237,6 +243,7 @@ class Client:
         self.utterance: Utterance | None = None
         self.utterances = 0
         self.attached = asyncio.Event()
+        self.heard = 0  # audio frames (not silence) received in the window
         self.ws: Any = None
 
     def start_frame(self) -> str:
@@ -341,6 +348,7 @@ class Client:
         if run.in_window(now):
             u.offsets.append(offset)
             run.window_frames += 1
+            self.heard += 1
 
     def new_utterance(self, t0: float, tag: int) -> Utterance:
         length = self.greeting_frames if not self.utterances else self.run.utterance_frames
@@ -443,9 +451,11 @@ async def drive(
     gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
     clients = [Client(run, i, call, i % len(urls), speaker) for i, call in enumerate(calls)]
     tasks = [asyncio.create_task(c.run_stream(urls[c.server], gate)) for c in clients]
+    opened = time.monotonic()
     try:
-        async with asyncio.timeout(30 + run.n / 10):
+        async with asyncio.timeout(ramp_allowance(run.n)):
             await asyncio.gather(*(c.attached.wait() for c in clients))
+        run.ramp = time.monotonic() - opened
     except TimeoutError:
         pass
     await asyncio.sleep(WARMUP)
@@ -463,6 +473,7 @@ async def drive(
     host = (host1[0] - host0[0]) / max(1, host1[1] - host0[1]) * 100 * (os.cpu_count() or 1)
     cpu["others"] = max(0.0, host - sum(cpu.values()))  # other people's work on the machine
     await asyncio.sleep(DRAIN)  # late frames of the window still count
+    run.silent = sum(1 for c in clients if c.attached.is_set() and not c.heard)
     run.stopping = True
     if speaker is not None:
         await speaker.close()
@@ -511,9 +522,12 @@ def summarize(label: str, run: Run, cpu: dict[str, float], seconds: float, verbo
         notes.append("rpc errors " + ", ".join(f"{k}×{v}" for k, v in run.rpc_errors.items()))
     if run.cut:
         notes.append(f"{run.cut} utterances cut short")
+    if run.silent:
+        notes.append(f"{run.silent} streams silent all window")
     if run.clears:
         notes.append(f"{run.clears} clears")
     if verbose:
+        notes.append(f"up in {run.ramp:.1f} s")
         late, tag = run.worst()
         notes.append(f"worst frame {late:.0f} ms late, in utterance {tag}")
     lateness = run.lateness_ms()
@@ -563,11 +577,19 @@ class Vendors:
         self.proc.wait(timeout=10)
 
 
+def ramp_allowance(n: int) -> float:
+    """Seconds the streams get to come up (they take about n/40 s on 2 vCPU)."""
+    return 5 + n / 20
+
+
 def greetings(args: argparse.Namespace, n: int) -> list[float]:
     """Seconds of each call's greeting: spread over one utterance's length with RPC speech
-    (so the streams' speak requests do not all come at once), else longer than the run."""
+    (so the streams' speak requests do not all come at once), else long enough to outlast
+    the window when the ramp takes all its allowance. No longer than that: every greeting
+    is synthesized in one TTS request within the server's 8 s budget (`tts.timeoutMs`),
+    all of them at once, and a greeting that stops before the window ends loses frames."""
     if args.speech == "greeting":
-        return [30 + n / 10 + WARMUP + args.seconds + DRAIN + 30] * n
+        return [ramp_allowance(n) + WARMUP + args.seconds + DRAIN + 2] * n
     return [args.utterance_seconds * (0.1 + 0.9 * (i + 1) / n) for i in range(n)]
 
 
@@ -631,7 +653,13 @@ def service_level(
                     print(f"{'':<10}server pid {server.pid}, port {port}", flush=True)
             tagged = args.tts == "elevenlabs"
             frames = round(args.utterance_seconds / FRAME)
-            run = Run(n=n, utterance_frames=frames, tagged=tagged, tolerance=0 if tagged else 1)
+            run = Run(
+                n=n,
+                utterance_frames=frames,
+                tagged=tagged,
+                tolerance=0 if tagged else 1,
+                endless=args.speech == "greeting",
+            )
             pids = {f"server{i}": server.pid for i, server in enumerate(servers)}
             pids["vendors"] = vendors.proc.pid
 

@@ -20,6 +20,7 @@ import base64
 import contextlib
 import json
 import logging
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,31 @@ _APPEND_HEAD = '{"type": "input_audio_buffer.append", "audio": "'
 
 # One open socket to the service, as the SDK hands it out.
 RealtimeConnection = AsyncRealtimeConnection
+
+# One SDK client per event loop and (API key, URL), shared by every socket this process
+# opens. A client per socket built the SDK's HTTP pool, and with it a new SSL context, each
+# time (~17 ms on the loop): 31 % of the server's CPU while 200 streams came up
+# (docs/performance.md, "Concurrent streams"). The pool itself is never used (sockets only),
+# so a client forgotten below holds no connection and needs no closing.
+_SDK_CLIENTS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str], openai.AsyncOpenAI]
+] = weakref.WeakKeyDictionary()
+# More than a few keys or URLs in one process means the config changed under it.
+_MAX_SDK_CLIENTS = 8
+
+
+def sdk_client(api_key: str, websocket_base_url: str) -> openai.AsyncOpenAI:
+    """The running loop's SDK client for this key and URL (made on first use)."""
+    clients = _SDK_CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    key = (api_key, websocket_base_url)
+    client = clients.get(key)
+    if client is None:
+        if len(clients) >= _MAX_SDK_CLIENTS:
+            clients.pop(next(iter(clients)))  # the oldest
+        client = clients[key] = openai.AsyncOpenAI(
+            api_key=api_key, websocket_base_url=websocket_base_url, max_retries=0
+        )
+    return client
 
 
 def describe(exc: BaseException) -> str:
@@ -161,24 +187,16 @@ class OpenAiRealtimeSocket(ABC):
     async def _open(self, events: Sequence[Mapping[str, Any]]) -> RealtimeConnection:
         """Connect and send the opening `events`; ProviderUnavailable when either fails."""
         base_url, query = _split_realtime_url(self.url)
-        # The SDK client also holds an HTTP pool, unused here; the socket does not need it
-        # open, so it is closed as soon as the socket is (or is not).
-        async with openai.AsyncOpenAI(
-            api_key=self._api_key, websocket_base_url=base_url, max_retries=0
-        ) as client:
-            manager = client.realtime.connect(
-                extra_query=query, extra_headers=dict(self.extra_headers)
-            )
-            try:
-                async with asyncio.timeout(self._connect_timeout_s):
-                    conn = await manager.enter()
-            except TimeoutError as exc:  # ours (no text), or the websockets handshake's own
-                reason = str(exc) or f"no answer within {self._connect_timeout_s:g} s"
-                raise ProviderUnavailable(f"{self.label} connection failed: {reason}") from exc
-            except (OSError, WebSocketException, openai.OpenAIError) as exc:
-                raise ProviderUnavailable(
-                    f"{self.label} connection failed: {describe(exc)}"
-                ) from exc
+        client = sdk_client(self._api_key, base_url)
+        manager = client.realtime.connect(extra_query=query, extra_headers=dict(self.extra_headers))
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                conn = await manager.enter()
+        except TimeoutError as exc:  # ours (no text), or the websockets handshake's own
+            reason = str(exc) or f"no answer within {self._connect_timeout_s:g} s"
+            raise ProviderUnavailable(f"{self.label} connection failed: {reason}") from exc
+        except (OSError, WebSocketException, openai.OpenAIError) as exc:
+            raise ProviderUnavailable(f"{self.label} connection failed: {describe(exc)}") from exc
         try:
             for event in events:
                 await conn.send_raw(json.dumps(event))

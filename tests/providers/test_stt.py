@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from typing import Any, get_args
 
+import openai
 import pytest
 from openai.types.realtime import (
     RealtimeClientEvent,
@@ -456,6 +457,39 @@ async def test_close_is_clean_and_final(fake: FakeRealtime) -> None:
     await stt.send_audio(b"\xff" * 160)
     assert stt.dropped_frames == 1
     await stt.close()  # idempotent
+
+
+async def test_sockets_share_one_sdk_client_per_key_and_url(
+    fake: FakeRealtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client per socket built the SDK's HTTP pool and an SSL context every time; sharing
+    # must still give each key its own Authorization.
+    made: list[str] = []
+    real = openai.AsyncOpenAI
+
+    def counting(**kwargs: Any) -> openai.AsyncOpenAI:
+        made.append(kwargs["api_key"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", counting)
+    sessions = [
+        OpenAiRealtimeStt(
+            api_key=key, callbacks=Recorder(), base_url=f"http://127.0.0.1:{fake.port}"
+        )
+        for key in ("sk-one", "sk-one", "sk-two")
+    ]
+    try:
+        seen = []
+        for stt in sessions:
+            await stt.connect()
+            request = (await fake.accept()).ws.request
+            assert request is not None
+            seen.append(request.headers["Authorization"])
+        assert seen == ["Bearer sk-one", "Bearer sk-one", "Bearer sk-two"]
+        assert made == ["sk-one", "sk-two"]
+    finally:
+        for stt in sessions:
+            await stt.close()
 
 
 async def test_audio_before_connect_is_dropped_and_counted() -> None:
