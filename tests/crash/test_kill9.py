@@ -49,21 +49,31 @@ Call.objects.create(**fields)
 emit(connection.vendor)
 """
 
+# One snapshot of the call: reads outside a transaction could pair a command already done
+# with metadata read before the same send removed its greeting, a state that never was.
+# SQLite's IMMEDIATE transaction keeps writers out meanwhile; PostgreSQL needs REPEATABLE READ
+# for one snapshot across statements.
 INSPECT = """
+from django.db import connection, transaction
 from calls.models import Call, CallEvent, CarrierCommand, ReplayKey, TranscriptEntry
-call = Call.objects.get(public_id={call_id!r})
-emit({{
-    "state": call.state,
-    "metadata": call.metadata,
-    "events": list(CallEvent.objects.filter(call=call).values_list("type", flat=True)),
-    "transcript": list(TranscriptEntry.objects.filter(call=call)
-                       .values_list("speaker", "text")),
-    "replay_keys": ReplayKey.objects.count(),
-    "replies": [bytes(r or b"").decode() for r in
-                ReplayKey.objects.values_list("reply_body", flat=True)],
-    "commands": list(CarrierCommand.objects.filter(call=call).values(
-        "kind", "attempts", "done_at", "failed_at", "lease_until", "last_error")),
-}})
+with transaction.atomic():
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    call = Call.objects.get(public_id={call_id!r})
+    state = {{
+        "state": call.state,
+        "metadata": call.metadata,
+        "events": list(CallEvent.objects.filter(call=call).values_list("type", flat=True)),
+        "transcript": list(TranscriptEntry.objects.filter(call=call)
+                           .values_list("speaker", "text")),
+        "replay_keys": ReplayKey.objects.count(),
+        "replies": [bytes(r or b"").decode() for r in
+                    ReplayKey.objects.values_list("reply_body", flat=True)],
+        "commands": list(CarrierCommand.objects.filter(call=call).values(
+            "kind", "attempts", "done_at", "failed_at", "lease_until", "last_error")),
+    }}
+emit(state)
 """
 
 
