@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -41,6 +43,12 @@ Then = tuple[int, str, dict[str, Any]]
 TRANSFERRED_TALK_MS = 5000
 # The simulated carrier confirms our answer command (call.answered) this soon.
 ANSWER_DELAY_MS = 200
+# A report the service refused for load (429, 5xx) is tried again, after 0.1, 0.2, 0.4, 0.8
+# and then every 1 s, each wait up to half again as long so that reports refused together
+# do not come back together (`MockProvider._post`): 5.5–8 s in all.
+DELIVERY_ATTEMPTS = 9
+RETRY_FIRST_DELAY_S = 0.1
+RETRY_MAX_DELAY_S = 1.0
 
 
 class MockProvider(base.TelephonyProvider):
@@ -272,10 +280,33 @@ class MockProvider(base.TelephonyProvider):
             timer.cancel()
 
     def _post(self, url: str, event: dict[str, Any]) -> None:
-        try:
-            httpx.post(url, json={"event": event}, timeout=10)
-        except httpx.HTTPError as exc:  # the simulated carrier just logs, like a real one
-            logger.warning("mock carrier could not deliver %s: %s", event["type"], exc)
+        """Deliver one simulated report; a 429 or 5xx is tried again, a little later.
+
+        Every simulated report comes from 127.0.0.1, so a busy local service refuses some
+        with its per-peer in-flight limit (8, `calls/web/gate.py`). Dropped, a `call.spoken`
+        left its words in flight and a `speak` with `wait` waiting for the full two minutes.
+        """
+        delay = RETRY_FIRST_DELAY_S
+        for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+            try:
+                response = httpx.post(url, json={"event": event}, timeout=10)
+            except httpx.HTTPError as exc:  # the simulated carrier just logs, like a real one
+                logger.warning("mock carrier could not deliver %s: %s", event["type"], exc)
+                return
+            status = response.status_code
+            if status < 300:
+                return
+            if (status != 429 and status < 500) or attempt == DELIVERY_ATTEMPTS:
+                logger.warning(
+                    "mock carrier gave up on %s after %d attempt(s): %d %s",
+                    event["type"],
+                    attempt,
+                    status,
+                    response.text[:200],
+                )
+                return
+            time.sleep(delay * (1 + random.random() / 2))
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
 
     def _ms(self, key: str, default: int) -> int:
         return int(self._settings.get(key, default))

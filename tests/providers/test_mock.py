@@ -5,13 +5,16 @@ docs/carriers.md, "Mock carrier".
 
 from __future__ import annotations
 
+import http.server
 import json
 import threading
 import time
 from typing import Any
 
+import httpx
 import pytest
 
+from providers import mock
 from providers.base import CallTarget, EventType, PlaceCall, WebhookRequest
 from providers.errors import WebhookInvalid
 from providers.mock import MockProvider
@@ -172,3 +175,66 @@ def test_without_simulation_an_answer_command_is_only_recorded() -> None:
     carrier.answer_call(CallTarget(call_id="c1", provider_call_id="mock-in-1"))
     assert carrier.sent == [("answer_call", {"provider_call_id": "mock-in-1"})]
     assert not carrier._timers  # nothing will call back
+
+
+class _Webhook:
+    """A loopback webhook that answers the statuses in `answers`, then 200; the simulated
+    carrier's posts reach it (the suite's guard lets only loopback through, explicitly)."""
+
+    def __init__(self, answers: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+        def post(url: str, **kwargs: Any) -> httpx.Response:
+            with httpx.Client(transport=httpx.HTTPTransport()) as client:
+                return client.post(url, **kwargs)
+
+        monkeypatch.setattr(mock.httpx, "post", post)
+        self.answers = answers
+        self.bodies: list[dict[str, Any]] = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                hook.bodies.append(json.loads(self.rfile.read(length)))
+                status = hook.answers.pop(0) if hook.answers else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/voice/webhook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("answers", "deliveries"), [([429, 503], 3), ([429] * 12, 9)])
+def test_a_report_refused_for_load_is_delivered_again(
+    answers: list[int], deliveries: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every simulated report comes from 127.0.0.1: a busy service's per-peer limit refuses
+    # some with 429, and a lost call.spoken left a `speak` with `wait` hanging.
+    monkeypatch.setattr(mock, "RETRY_FIRST_DELAY_S", 0.01)
+    monkeypatch.setattr(mock, "RETRY_MAX_DELAY_S", 0.02)
+    hook = _Webhook(answers, monkeypatch)
+    try:
+        MockProvider(settings={"simulate": True})._post(hook.url, {"type": "call.spoken"})
+        assert [body["event"]["type"] for body in hook.bodies] == ["call.spoken"] * deliveries
+    finally:
+        hook.close()
+
+
+def test_a_report_refused_as_bad_is_not_sent_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = _Webhook([400], monkeypatch)
+    try:
+        MockProvider(settings={"simulate": True})._post(hook.url, {"type": "call.spoken"})
+        assert len(hook.bodies) == 1
+        assert "gave up on call.spoken after 1 attempt(s): 400" in caplog.text
+    finally:
+        hook.close()
