@@ -6,6 +6,8 @@ docs/security.md, "Webhooks", step 9; docs/plugin-behaviour.md, "TTS failover".
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -117,3 +119,53 @@ def test_uvicorn_never_takes_the_peer_address_from_forwarding_headers() -> None:
     config = uvicorn_config(object(), "127.0.0.1", 3334)
     assert config.proxy_headers is False
     assert config.ws_max_size == 64 * 1024
+
+
+def test_serve_freezes_what_start_up_left_before_it_takes_traffic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A full collection walking the start-up heap (~250,000 objects) paused every stream.
+    from calls.serving import server
+
+    seen: dict[str, int] = {}
+
+    class Server:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def run(self) -> None:
+            seen["frozen"] = gc.get_freeze_count()
+
+    for name in ("static_files_collect", "preflight", "startup", "_release_stream_leases"):
+        monkeypatch.setattr(server, name, lambda *args, **kwargs: None)
+    monkeypatch.setattr(server, "exposure_start", lambda *args, **kwargs: None)
+    monkeypatch.setattr(server, "exposure_stop", lambda *args, **kwargs: None)
+    monkeypatch.setattr(server, "DrainingServer", Server)
+    monkeypatch.setenv("VOICECALL_SWEEP", "off")
+    gc.unfreeze()
+    try:
+        server.run(host="127.0.0.1", port=0)
+        assert seen["frozen"] > 1000
+    finally:
+        gc.unfreeze()
+
+
+def test_a_frozen_heap_still_collects_garbage_made_later() -> None:
+    from calls.serving.server import heap_freeze
+
+    try:
+        assert heap_freeze() > 0
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        ref = weakref.ref(_Node(cycle))
+        del cycle
+        gc.collect()
+        assert ref() is None
+    finally:
+        gc.unfreeze()
+
+
+class _Node:
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+        self.me = self  # a cycle: only the collector frees it
