@@ -578,7 +578,7 @@ class Vendors:
 
 
 def ramp_allowance(n: int) -> float:
-    """Seconds the streams get to come up (they take about n/40 s on 2 vCPU)."""
+    """Seconds the streams get to come up (200 took 5–15 s on 2 vCPU)."""
     return 5 + n / 20
 
 
