@@ -4,10 +4,15 @@ docs/plugin-behaviour.md, "Media streams: limits and close codes".
 
 The voice pipeline (playback, the realtime link) hands audio, marks and clears to the
 consumer, which queues them here and returns at once: a slow peer never stalls pacing or
-the caller's audio. One task awaits the server's send for each frame in turn, so frames go
-out in the order they were queued. Under ASGI, send returning is the only signal that the
-server accepted a frame (uvicorn holds it while its transport buffer is over the high-water
-mark, i.e. while the peer is not reading). Bytes queued or in flight but not yet accepted
+the caller's audio. One task at a time awaits the server's send for each frame in turn, so
+frames go out in the order they were queued. That task starts eagerly: when the server takes
+the frame at once (the usual case) it is written inside the call that queued it, with no
+hop through the event loop's ready queue, where a busy loop would make every frame wait
+behind everything else that is ready (docs/performance.md, "Concurrent streams").
+
+Under ASGI, send returning is the only signal that the server accepted a frame (uvicorn
+holds it while its transport buffer is over the high-water mark, i.e. while the peer is not
+reading). Bytes queued or in flight but not yet accepted
 are the socket's send buffer; past MAX_SEND_BUFFER_BYTES the writer stops and `on_full`
 runs (the consumer tears the stream down and closes it with 1013).
 
@@ -55,7 +60,6 @@ class Outbound:
         self._on_full = on_full
         self.limit = limit
         self._queue: deque[_Frame] = deque()
-        self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._full: asyncio.Task[None] | None = None
         self.buffered = 0  # bytes queued or in flight, not yet accepted by the server
@@ -119,11 +123,12 @@ class Outbound:
         if self.buffered > self.limit:
             self._overflow()
             return False
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(
-                self._write(), name="stream-outbound"
+        if self._writer is None or self._writer.done():
+            # Runs now, up to the first send the server holds (then it is a task like any
+            # other); ends once the queue is empty, and the next frame starts another.
+            self._writer = asyncio.eager_task_factory(
+                asyncio.get_running_loop(), self._write(), name="stream-outbound"
             )
-        self._wake.set()
         return True
 
     def _overflow(self) -> None:
@@ -147,10 +152,7 @@ class Outbound:
             logger.exception("closing a media stream with a full send buffer failed")
 
     async def _write(self) -> None:
-        while True:
-            while not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
+        while self._queue:
             frame = self._queue.popleft()
             try:
                 await self._send(frame.text)

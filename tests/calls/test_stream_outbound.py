@@ -57,6 +57,22 @@ async def test_frames_go_out_in_the_order_queued_and_accepted_audio_is_counted()
     assert out.frames_accepted == 3 and out.buffered == 0
 
 
+async def test_a_frame_the_server_takes_at_once_is_written_before_queueing_returns() -> None:
+    # No hop through the loop's ready queue: on a busy loop that hop made every frame wait
+    # behind everything else that was ready.
+    transport = Transport()
+    out = Outbound(transport.send, Full())
+    out.audio("a1")
+    assert transport.accepted == ["a1"] and out.frames_accepted == 1 and out.buffered == 0
+    transport.reading.clear()
+    out.audio("a2")  # held by the server: queueing still returns, the frame is in flight
+    out.audio("a3")
+    assert transport.in_flight == "a2" and transport.accepted == ["a1"]
+    transport.reading.set()
+    await _settle()
+    assert transport.accepted == ["a1", "a2", "a3"] and out.buffered == 0
+
+
 async def test_queueing_returns_at_once_while_the_peer_does_not_read() -> None:
     transport = Transport(reading=False)
     out = Outbound(transport.send, Full())
