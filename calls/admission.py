@@ -19,8 +19,7 @@ import socket
 import uuid
 from collections import Counter
 
-from channels.db import database_sync_to_async
-
+from calls.db_threads import stream_hop
 from calls.services.stream_leases import (
     RENEW_EVERY_SECONDS,
     stream_lease_release,
@@ -31,9 +30,9 @@ from calls.services.stream_leases import (
 
 logger = logging.getLogger(__name__)
 
-_take = database_sync_to_async(stream_lease_take)
-_release = database_sync_to_async(stream_lease_release)
-_renew = database_sync_to_async(stream_leases_renew)
+_take = stream_hop(stream_lease_take)
+_release = stream_hop(stream_lease_release)
+_renew = stream_hop(stream_leases_renew)
 
 
 class Slot:

@@ -12,12 +12,12 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from calls.db_threads import DatabaseWorkers  # noqa: E402
 from calls.live.routing import live_urlpatterns  # noqa: E402
 from calls.serving.startup import preflight  # noqa: E402
 from calls.serving.static_files import StaticFiles  # noqa: E402
 from calls.streams.routing import websocket_urlpatterns  # noqa: E402
 from calls.web.webhook_views import served_http  # noqa: E402
-from calls.web.workers import DatabaseWorkers  # noqa: E402
 
 # Carriers are not browsers: no OriginValidator or session auth on media streams;
 # each stream authenticates with its per-call token (docs/security.md, "Media streams").

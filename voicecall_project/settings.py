@@ -106,7 +106,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Reused threads that run carrier webhooks' database work, at most this many at once
-# (calls/web/workers.py; docs/performance.md, "Webhook path").
+# (calls/db_threads.py; docs/performance.md, "Webhook path").
 VOICECALL_WEBHOOK_WORKERS = env.int("VOICECALL_WEBHOOK_WORKERS", default=8)
 # Threads serving the token API (calls/web/api_endpoint.py). A `continue` or a waiting
 # `speak` holds one while it waits for the caller, so there are many; idle ones are reused.

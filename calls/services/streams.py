@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 
 from calls import clock
 from calls.call_metadata import INITIAL_MESSAGE
 from calls.carrier import get_provider
 from calls.config import get_config
+from calls.db_threads import stream_hop
 from calls.exceptions import CallError
 from calls.models import Call, StreamLease, TranscriptEntry
 from calls.services import lifecycle
@@ -153,7 +153,7 @@ async def stream_tts(call_id: str) -> dict[str, Any]:
     cfg = get_config()
     if not any(route.tts for route in cfg.numbers.values()):
         return cfg.tts
-    return await database_sync_to_async(_call_tts)(call_id)
+    return await stream_hop(_call_tts)(call_id)
 
 
 def _call_tts(call_id: str) -> dict[str, Any]:

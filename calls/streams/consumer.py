@@ -2,7 +2,7 @@
 
 Thin on purpose, like every interface (docs/design.md, "3. Layout"): vendor framing lives
 in the codec, the voice pipeline of an attached call in calls/streams/session.py, state
-changes in calls/services/streams.py (reached through database_sync_to_async only at
+changes in calls/services/streams.py (reached through `stream_hop` only at
 start, stop and per transcript — never per audio frame).
 """
 
@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from asgiref.typing import WebSocketResponseBodyEvent, WebSocketResponseStartEvent
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -23,6 +22,7 @@ from channels.layers import get_channel_layer
 from calls.admission import Admission, Lease, LeasedAdmission, Slot
 from calls.carrier import get_provider
 from calls.config import get_config
+from calls.db_threads import stream_hop
 from calls.drain import draining
 from calls.services.events import event_apply
 from calls.services.stream_commands import group_name
@@ -48,9 +48,9 @@ from providers.media import (
 
 logger = logging.getLogger(__name__)
 
-_attach = database_sync_to_async(stream_attach)
-_detach = database_sync_to_async(stream_detach)
-_apply = database_sync_to_async(event_apply)
+_attach = stream_hop(stream_attach)
+_detach = stream_hop(stream_detach)
+_apply = stream_hop(event_apply)
 
 # Close codes of docs/plugin-behaviour.md, "Media streams: limits and close codes".
 POLICY_VIOLATION, TRY_AGAIN_LATER, INTERNAL_ERROR = 1008, 1013, 1011

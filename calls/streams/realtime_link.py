@@ -7,7 +7,7 @@ This link turns each of the model's output items into one utterance of the strea
 Playback, so model speech is framed, paced at 20 ms and marked like TTS speech, and the
 ledger knows what was heard. When the caller barges in, the item is cut in the model's own
 conversation to what played (`truncate`), and the bot's transcript line says the same.
-Transcripts and tool calls reach the services through database_sync_to_async, never per
+Transcripts and tool calls reach the services through `stream_hop`, never per
 frame.
 """
 
@@ -20,8 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from channels.db import database_sync_to_async
-
+from calls.db_threads import stream_hop
 from calls.exceptions import CallError
 from calls.services.actions import call_end
 from calls.services.streams import stream_heard
@@ -35,8 +34,8 @@ DEFAULT_INSTRUCTIONS = (
     "natural sentences. When the conversation is over, say goodbye and call end_call."
 )
 
-_heard = database_sync_to_async(stream_heard)
-_end = database_sync_to_async(call_end)
+_heard = stream_hop(stream_heard)
+_end = stream_hop(call_end)
 
 # (utterance, outcome with its final words) -> record it (the session's writer).
 Record = Callable[[Utterance, Outcome], None]

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from channels.db import database_sync_to_async
 
 from calls import clock, metrics
 from calls.config import get_config
+from calls.db_threads import stream_hop
 from calls.exceptions import CallError
 from calls.services.actions import call_end
 from calls.services.stream_commands import (
@@ -51,9 +51,9 @@ from providers.tts import build_tts
 
 logger = logging.getLogger(__name__)
 
-_heard = database_sync_to_async(stream_heard)
-_spoken = database_sync_to_async(stream_spoken)
-_end_call = database_sync_to_async(call_end)
+_heard = stream_hop(stream_heard)
+_spoken = stream_hop(stream_spoken)
+_end_call = stream_hop(call_end)
 
 Send = Callable[[bytes], Awaitable[None]]
 

@@ -5,7 +5,7 @@ docs/performance.md, "API path". Every API request authenticates with a bearer t
 but costs a dozen thread hops, and Django's ASGI handler starts a thread (and on it a new
 database connection) per request: 2–3 ms before a `voicecall.speak` reaches its view, as
 much as the rest of the way to the first audio frame. `ApiEndpoint` runs the same view in
-one hop on a reused worker (calls/web/workers.py), the way carrier webhooks are served.
+one hop on a reused worker (calls/db_threads.py), the way carrier webhooks are served.
 
 Kept: Django's own request object (the host checked against ALLOWED_HOSTS, URL rebuilding),
 URL resolving, DRF's authentication, permissions and error handling in the view, the
@@ -30,9 +30,9 @@ from django.core.handlers.exception import response_for_exception
 from django.http import HttpResponse, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, resolve
 
+from calls.db_threads import DatabaseWorkers
 from calls.services.stream_commands import stream_loop_adopt
 from calls.web.asgi_io import App, BodyTooLarge, Receive, Scope, Send, body_read, response_send
-from calls.web.workers import DatabaseWorkers
 
 # The URL namespace of calls/api/urls.py: only its views take this path.
 API_NAMESPACE = "api"

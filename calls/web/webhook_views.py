@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from calls import metrics
 from calls.carrier import get_provider
 from calls.config import get_config
+from calls.db_threads import DatabaseWorkers
 from calls.services.webhooks import webhook_process
 from calls.web.api_endpoint import ApiEndpoint, ApiRouter
 from calls.web.asgi_io import body_read, response_send
@@ -31,7 +32,6 @@ from calls.web.gate import (
     is_webhook_path,
     missing_signature,
 )
-from calls.web.workers import DatabaseWorkers
 from providers.base import Reply, WebhookRequest
 
 
@@ -96,7 +96,7 @@ class WebhookEndpoint:
     gates, and an exception becomes the response Django would give. What is skipped is what a
     carrier request has no use for — sessions, auth, messages, CSRF (the view is exempt), URL
     resolving — and the thread Django starts per request: the synchronous part runs in one
-    hop on a reused worker (calls/web/workers.py).
+    hop on a reused worker (calls/db_threads.py).
     """
 
     def __init__(self, workers: DatabaseWorkers) -> None:

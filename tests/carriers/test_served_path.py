@@ -17,13 +17,12 @@ from django.db import connection, connections
 from django.db.backends.signals import connection_created
 from django.test.utils import CaptureQueriesContext
 
-from calls.db_threads import connections_checked
+from calls.db_threads import DatabaseWorkers, connections_checked
 from calls.models import Call, CallEvent, ReplayKey
 from calls.web import webhook_views
 from calls.web.api_endpoint import ApiEndpoint, ApiRouter
 from calls.web.gate import WebhookGate
 from calls.web.webhook_views import WebhookEndpoint
-from calls.web.workers import DatabaseWorkers
 from tests.carriers.conftest import Carrier
 from tests.fakes.carriers.base import CALLEE, OUR_NUMBER, PUBLIC_HOST, PUBLIC_URL
 from tests.fakes.carriers.twilio import TWILIO_ACCOUNT, TwilioDriver

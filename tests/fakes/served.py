@@ -23,8 +23,8 @@ from django.core.asgi import get_asgi_application
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
+from calls.db_threads import DatabaseWorkers
 from calls.web.webhook_views import served_http
-from calls.web.workers import DatabaseWorkers
 
 
 class ServedResponse:
